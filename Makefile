@@ -1,0 +1,40 @@
+# hpscan: `make demo` runs the main job, `make test` runs everything. Both install what they need into .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= runs/quickstart
+
+.PHONY: install demo test test-fast lint crds tools cluster cluster-down clean
+
+install: $(STAMP)
+
+# Re-install whenever pyproject.toml changes; uv makes a warm re-install take seconds.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hpscan plan examples/dl1-seed-scan.yaml --out $(DEMO_OUT)/plan
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator payload tests bench
+	$(BIN)/ruff format --check operator payload tests bench
+	$(BIN)/mypy operator/hpscan payload/dl1
+
+# The fast part: pure functions, seconds.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not integration" tests
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q tests
+
+# Regenerate the committed CRD from the pydantic models (a test fails when they drift).
+crds: $(STAMP)
+	$(BIN)/hpscan crd > crds/hpscan.io_hpscans.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

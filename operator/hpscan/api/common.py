@@ -1,0 +1,21 @@
+"""Base model for the API: camelCase on the wire (as Kubernetes expects), snake_case in Python."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class CamelModel(BaseModel):
+    """Fields are snake_case in Python and camelCase in YAML/JSON; unknown fields are an error."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    def to_wire(self) -> dict:
+        """JSON-ready dict with camelCase keys, without unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
