@@ -31,8 +31,12 @@ class PayloadExit(IntEnum):
 class Objective(CamelModel):
     """What the scan optimises: one metric that every result record carries."""
 
-    metric: str = Field("val_loss", min_length=1, description="Name of the metric in each record's `metrics` to optimise.")
-    goal: Literal["minimize", "maximize"] = Field("minimize", description="Whether smaller or larger values are better.")
+    metric: str = Field(
+        "val_loss", min_length=1, description="Name of the metric in each record's `metrics` to optimise."
+    )
+    goal: Literal["minimize", "maximize"] = Field(
+        "minimize", description="Whether smaller or larger values are better."
+    )
 
 
 class GPURequest(CamelModel):
@@ -68,7 +72,9 @@ class ShardFile(CamelModel):
     shards: int = Field(ge=1, description="Number of shards in the scan.")
     objective: Objective
     gpu: GPURequest
-    settings: dict[str, Any] = Field(default_factory=dict, description="spec.payload.settings, passed through untouched.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="spec.payload.settings, passed through untouched."
+    )
     combinations: list[Combination]
 
 
@@ -78,7 +84,9 @@ class ResultRecord(CamelModel):
     id: str
     shard: int = Field(ge=0)
     parameters: dict[str, ParameterValue]
-    metrics: dict[str, float] = Field(default_factory=dict, description="Holds at least the objective metric when succeeded.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Holds at least the objective metric when succeeded."
+    )
     status: Literal["succeeded", "failed"]
     error: str | None = None
     started_at: datetime | None = None

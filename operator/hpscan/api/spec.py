@@ -1,0 +1,271 @@
+"""The HPScan resource: spec (what the user asks for) and the whole object as read from a manifest."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from hpscan.api.common import CamelModel
+from hpscan.api.contract import GPURequest, Objective, ParameterValue
+from hpscan.api.sites import NAME_PATTERN, Site
+from hpscan.api.status import HPScanStatus
+
+GROUP = "hpscan.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "HPScan"
+PLURAL = "hpscans"
+SINGULAR = "hpscan"
+SHORT_NAMES = ["hps"]
+
+MAX_PARAMETERS = 32
+MAX_VALUES_PER_AXIS = 10_000
+
+
+def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    """json_schema_extra carrying CEL rules that the API server enforces itself."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+class ValueRange(CamelModel):
+    """A numeric axis: `count` points between min and max (linear or log), or every `step` from min to max."""
+
+    min: float = Field(description="Lowest value (included).")
+    max: float = Field(description="Highest value (included when the points reach it).")
+    count: int | None = Field(None, ge=1, le=MAX_VALUES_PER_AXIS, description="Number of points, min and max included.")
+    step: float | None = Field(
+        None,
+        gt=0,
+        description="Distance between points (linear only); integers give an integer axis, e.g. 32..256 step 32.",
+    )
+    scale: Literal["linear", "log"] = Field("linear", description="Spacing of the `count` points: linear or log.")
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _cel(
+            ("self.min < self.max", "range.min must be less than range.max"),
+            ("!(has(self.count) && has(self.step))", "give range.count or range.step, not both"),
+            ("self.scale != 'log' || self.min > 0.0", "a log range needs min > 0"),
+            ("self.scale != 'log' || !has(self.step)", "range.step works on a linear scale only; use count with log"),
+        )
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> ValueRange:
+        if not self.min < self.max:
+            raise ValueError(f"range.min ({self.min:g}) must be less than range.max ({self.max:g})")
+        if self.count is not None and self.step is not None:
+            raise ValueError("give range.count or range.step, not both")
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"a log range needs min > 0 (got {self.min:g})")
+        if self.scale == "log" and self.step is not None:
+            raise ValueError("range.step works on a linear scale only; use count with log")
+        if self.step is not None and (self.max - self.min) / self.step >= MAX_VALUES_PER_AXIS:
+            raise ValueError(f"range.step gives more than {MAX_VALUES_PER_AXIS} points on one axis")
+        return self
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the range is a finite list of points (count or step) rather than continuous."""
+        return self.count is not None or self.step is not None
+
+
+class Parameter(CamelModel):
+    """One axis of the scan: explicit `values`, or a numeric `range`."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        max_length=63,
+        description="Parameter name, as the payload knows it (dl1: layer1..layerN, learning_rate, batch_size, activation).",
+    )
+    values: list[ParameterValue] | None = Field(
+        None, min_length=1, max_length=MAX_VALUES_PER_AXIS, description="Explicit values: numbers, strings or booleans."
+    )
+    range: ValueRange | None = Field(None, description="A numeric range instead of explicit values.")
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _cel(
+            ("has(self.values) != has(self.range)", "a parameter needs exactly one of values or range")
+        )
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> Parameter:
+        if (self.values is None) == (self.range is None):
+            raise ValueError("a parameter needs exactly one of values or range")
+        if self.values is not None and len({(type(v).__name__, v) for v in self.values}) != len(self.values):
+            raise ValueError(f"parameter {self.name!r} lists a value twice")
+        return self
+
+
+class Sampling(CamelModel):
+    """How combinations are drawn from the axes."""
+
+    strategy: Literal["grid", "random"] = Field(
+        "grid", description="grid: every combination; random: `samples` of them."
+    )
+    samples: int | None = Field(None, ge=1, description="Number of combinations drawn (random only).")
+    seed: int = Field(0, ge=0, description="Seed of the random draw: the same seed gives the same combinations.")
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _cel(("self.strategy != 'random' || has(self.samples)", "random sampling needs samples"))
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> Sampling:
+        if self.strategy == "random" and self.samples is None:
+            raise ValueError("random sampling needs samples")
+        return self
+
+
+class Sharding(CamelModel):
+    """How combinations are cut into shards (one job each): give exactly one of the two fields."""
+
+    shards: int | None = Field(None, ge=1, le=1000, description="Number of shards.")
+    combinations_per_shard: int | None = Field(
+        None, ge=1, description="Combinations per shard; the last ones get fewer."
+    )
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _cel(
+            (
+                "has(self.shards) != has(self.combinationsPerShard)",
+                "sharding needs exactly one of shards or combinationsPerShard",
+            )
+        )
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> Sharding:
+        if (self.shards is None) == (self.combinations_per_shard is None):
+            raise ValueError("sharding needs exactly one of shards or combinationsPerShard")
+        return self
+
+
+class EnvVar(CamelModel):
+    """An environment variable of the payload."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name.")
+    value: str = Field("", description="Variable value.")
+
+
+class Payload(CamelModel):
+    """The container every shard runs; it reads a shard file and writes result records (see the contract)."""
+
+    image: str = Field(min_length=1, description="Container image of the payload.")
+    command: list[str] = Field(
+        default_factory=lambda: ["dl1", "train-shard"],
+        min_length=1,
+        description="Command run with the shard file and output folder appended.",
+    )
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment of the payload.")
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Opaque settings passed to the payload in every shard file (epochs, data...)."
+    )
+    cpu: str = Field("2", description="CPU request of a shard (Kubernetes quantity).")
+    memory: str = Field("8Gi", description="Memory request and limit of a shard (Kubernetes quantity).")
+    timeout_seconds: int | None = Field(
+        None, ge=60, description="Wall-clock limit of one shard attempt, in seconds (activeDeadlineSeconds)."
+    )
+
+
+class FailurePolicy(CamelModel):
+    """When a scan counts as failed."""
+
+    max_failed_combinations: int | None = Field(
+        None, ge=0, description="Fail the scan when more combinations fail (e.g. diverge); no limit when empty."
+    )
+
+
+class HPScanSpec(CamelModel):
+    """A hyperparameter scan: axes, objective, payload, GPU needs and the sites that run it."""
+
+    objective: Objective = Field(default_factory=Objective, description="The metric to optimise and its direction.")
+    parameters: list[Parameter] = Field(
+        min_length=1, max_length=MAX_PARAMETERS, description="The axes of the scan, in order; each has a unique name."
+    )
+    sampling: Sampling = Field(default_factory=Sampling, description="grid (every combination) or random.")
+    sharding: Sharding = Field(description="How combinations are cut into shards (one GPU job each).")
+    parallelism: int | None = Field(
+        None, ge=1, description="Shards running at once, all sites together; no limit when empty."
+    )
+    retries: int = Field(2, ge=0, le=20, description="How often a failed shard is retried before it fails for good.")
+    suspend: bool = Field(
+        False, description="Pause the scan: no new shards start, running ones stop, nothing recorded is lost."
+    )
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy, description="When the scan counts as failed.")
+    gpu: GPURequest = Field(default_factory=GPURequest, description="GPU needs of each shard.")
+    payload: Payload = Field(description="The container each shard runs.")
+    sites: list[Site] = Field(
+        default_factory=list, max_length=64, description="Where shards run; the operator's default site when empty."
+    )
+    top_k: int = Field(5, ge=1, le=50, description="How many of the best combinations the status lists.")
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _cel(
+            (
+                "self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))",
+                "parameter names must be unique",
+            ),
+            ("self.sites.all(s, self.sites.exists_one(t, t.name == s.name))", "site names must be unique"),
+            (
+                "self.sampling.strategy == 'random' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
+                "grid sampling needs count or step on every range",
+            ),
+            # Transition rules: what was planned must not change under running shards.
+            (
+                "self.parameters == oldSelf.parameters",
+                "spec.parameters cannot change once the scan exists; create a new HPScan",
+            ),
+            (
+                "self.sampling == oldSelf.sampling",
+                "spec.sampling cannot change once the scan exists; create a new HPScan",
+            ),
+            (
+                "self.sharding == oldSelf.sharding",
+                "spec.sharding cannot change once the scan exists; create a new HPScan",
+            ),
+            (
+                "self.objective == oldSelf.objective",
+                "spec.objective cannot change once the scan exists; create a new HPScan",
+            ),
+            ("self.payload == oldSelf.payload", "spec.payload cannot change once the scan exists; create a new HPScan"),
+        )
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> HPScanSpec:
+        for label, names in (("parameter", [p.name for p in self.parameters]), ("site", [s.name for s in self.sites])):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{label} names must be unique; repeated: {', '.join(twice)}")
+        if self.sampling.strategy == "grid":
+            continuous = [p.name for p in self.parameters if p.range is not None and not p.range.is_discrete]
+            if continuous:
+                raise ValueError(
+                    f"grid sampling needs count or step on every range; missing on: {', '.join(continuous)}"
+                )
+        return self
+
+
+class ObjectMeta(CamelModel):
+    """The part of Kubernetes metadata hpscan reads."""
+
+    model_config = CamelModel.model_config | {"extra": "ignore"}
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Name of the scan (a DNS label).")
+    namespace: str | None = Field(None, description="Namespace of the scan.")
+    uid: str | None = Field(None, description="UID assigned by the API server.")
+    generation: int | None = Field(None, description="Generation of the spec.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+
+
+class HPScan(CamelModel):
+    """An HPScan object, as in a manifest or read from the API server."""
+
+    api_version: Literal["hpscan.io/v1alpha1"] = Field("hpscan.io/v1alpha1", description="hpscan.io/v1alpha1")
+    kind: Literal["HPScan"] = Field("HPScan", description="HPScan")
+    metadata: ObjectMeta
+    spec: HPScanSpec
+    status: HPScanStatus | None = None

@@ -1,0 +1,104 @@
+"""The HPScan status: small at any scan size (it lives in etcd), the same shape for every backend and `status.json`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from hpscan.api.common import CamelModel
+from hpscan.api.contract import ParameterValue
+
+
+class ScanPhase(StrEnum):
+    """Phase of a whole scan."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ShardPhase(StrEnum):
+    """Phase of one shard, the same on every backend."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ConditionType(StrEnum):
+    """Condition types an HPScan carries (`kubectl wait --for=condition=Complete hpscan/NAME`)."""
+
+    PLANNED = "Planned"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    DEGRADED = "Degraded"
+
+
+class Counts(CamelModel):
+    """Combinations by state."""
+
+    total: int = Field(0, ge=0, description="Combinations in the plan.")
+    succeeded: int = Field(0, ge=0, description="Combinations with a result.")
+    failed: int = Field(0, ge=0, description="Combinations that failed (e.g. diverged).")
+    running: int = Field(0, ge=0, description="Combinations in running shards, not yet recorded.")
+    pending: int = Field(0, ge=0, description="Combinations waiting for their shard to start.")
+
+
+class RankedCombination(CamelModel):
+    """One of the best combinations so far."""
+
+    id: str = Field(description="Combination id.")
+    parameters: dict[str, ParameterValue] = Field(description="Its parameter values.")
+    value: float = Field(description="Its objective value.")
+    shard: int = Field(ge=0, description="The shard that ran it.")
+
+
+class ShardStatus(CamelModel):
+    """Progress of one shard."""
+
+    index: int = Field(ge=0, description="Shard index.")
+    site: str | None = Field(None, description="Site the shard runs on.")
+    phase: ShardPhase = Field(ShardPhase.PENDING, description="Pending, Running, Succeeded, Failed or Suspended.")
+    done: int = Field(0, ge=0, description="Combinations recorded (succeeded or failed).")
+    total: int = Field(0, ge=0, description="Combinations in the shard.")
+    failed: int = Field(0, ge=0, description="Combinations that failed.")
+    attempts: int = Field(0, ge=0, description="Attempts started so far (1 + retries).")
+    job: str | None = Field(None, description="Backend reference: Job name, HTCondor cluster.proc, or local pid.")
+    reason: str | None = Field(None, description="CamelCase reason of the phase, e.g. GPUUnavailable or Held.")
+    message: str | None = Field(None, description="Why the shard is in its phase, when not obvious.")
+
+
+class Condition(CamelModel):
+    """A standard metav1.Condition."""
+
+    type: str = Field(description="Condition type, e.g. Complete, Failed, Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason, e.g. GPUUnavailable.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(None, description="When status last changed.")
+    observed_generation: int | None = Field(None, description="Spec generation the condition was computed from.")
+
+
+class HPScanStatus(CamelModel):
+    """Observed state of a scan; kept to a few KiB whatever its size (the full records live outside the object)."""
+
+    phase: ScanPhase = Field(ScanPhase.PENDING, description="Pending, Running, Suspended, Succeeded or Failed.")
+    progress: str = Field("0/0", description="Recorded / total combinations, e.g. 312/800.")
+    combinations: Counts = Field(default_factory=Counts, description="Combinations by state.")
+    best: RankedCombination | None = Field(None, description="The best combination so far.")
+    top: list[RankedCombination] = Field(default_factory=list, description="The best combinations so far, best first.")
+    shards: list[ShardStatus] = Field(default_factory=list, description="Per-shard progress.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    observed_generation: int | None = Field(None, description="Spec generation this status reflects.")
+    start_time: datetime | None = Field(None, description="When the first shard started.")
+    completion_time: datetime | None = Field(None, description="When the scan ended.")
+    message: str | None = Field(None, description="One line on what the scan is doing or why it stopped.")

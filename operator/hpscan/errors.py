@@ -1,0 +1,31 @@
+"""One exception type per kind of user error. The CLI maps them to exit codes, the operator to condition reasons."""
+
+from __future__ import annotations
+
+
+class HPScanError(Exception):
+    """Base of every error hpscan reports to a user as one clear message (never a traceback)."""
+
+    exit_code = 1
+    reason = "Error"
+
+
+class ManifestError(HPScanError):
+    """A manifest is unreadable or does not describe a valid HPScan; the message names the file and field."""
+
+    exit_code = 2
+    reason = "InvalidSpec"
+
+
+class PlanningError(HPScanError):
+    """A valid manifest that cannot be planned, e.g. a grid larger than the documented limit."""
+
+    exit_code = 2
+    reason = "PlanningFailed"
+
+
+class ResultsError(HPScanError):
+    """A results file that cannot be read back (the message names the file and line)."""
+
+    exit_code = 1
+    reason = "ResultsUnreadable"

@@ -1,0 +1,168 @@
+"""Records -> status summary. Pure: the same records give the same summary in any order, duplicates included.
+
+Memory does not grow with the number of records: one byte per planned combination (its state), counters, and
+the top-k list. Duplicates (a retried shard, a record read twice) are folded in: succeeded beats failed, and a
+combination ranks by its best value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from hpscan.api.contract import Objective, ResultRecord
+from hpscan.api.status import RankedCombination
+from hpscan.planning import Plan, position_of
+
+_NONE, _FAILED, _SUCCEEDED = 0, 1, 2
+
+
+@dataclass
+class Aggregate:
+    """Running summary of the records of one plan."""
+
+    plan: Plan
+    states: bytearray = field(init=False, repr=False)
+    succeeded: int = 0
+    failed: int = 0
+    foreign: int = 0
+    """Records whose id or parameters do not belong to the plan; ignored, counted so the status can say so."""
+    shard_done: list[int] = field(init=False)
+    shard_failed: list[int] = field(init=False)
+    top: list[RankedCombination] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.states = bytearray(self.plan.total)
+        self.shard_done = [0] * self.plan.shard_count
+        self.shard_failed = [0] * self.plan.shard_count
+
+    @property
+    def objective(self) -> Objective:
+        return self.plan.spec.objective
+
+    @property
+    def recorded(self) -> int:
+        return self.succeeded + self.failed
+
+    def is_recorded(self, combination_id: str) -> bool:
+        return self.states[position_of(combination_id)] != _NONE
+
+    def _rank_key(self, entry: RankedCombination) -> tuple[float, str]:
+        value = entry.value if self.objective.goal == "minimize" else -entry.value
+        return (value, entry.id)  # the id breaks ties, so the order never depends on arrival
+
+    def add(self, record: ResultRecord) -> bool:
+        """Fold one record in; returns whether the summary changed."""
+        if not self.plan.owns(record.id, record.parameters):
+            self.foreign += 1
+            return False
+        position = position_of(record.id)
+        shard = self.plan.shard_of(position)
+        value = record.objective_value(self.objective)
+        new_state = _SUCCEEDED if value is not None else _FAILED
+        old_state = self.states[position]
+        changed = False
+        if new_state > old_state:
+            self.states[position] = new_state
+            if old_state == _FAILED:
+                self.failed -= 1
+                self.shard_failed[shard] -= 1
+            else:
+                self.shard_done[shard] += 1
+            if new_state == _SUCCEEDED:
+                self.succeeded += 1
+            else:
+                self.failed += 1
+                self.shard_failed[shard] += 1
+            changed = True
+        if value is not None:
+            changed = (
+                self._offer(RankedCombination(id=record.id, parameters=record.parameters, value=value, shard=shard))
+                or changed
+            )
+        return changed
+
+    def _offer(self, entry: RankedCombination) -> bool:
+        k = self.plan.spec.top_k
+        for i, held in enumerate(self.top):
+            if held.id == entry.id:
+                if self._rank_key(entry) < self._rank_key(held):
+                    self.top[i] = entry
+                    self.top.sort(key=self._rank_key)
+                    return True
+                return False
+        if len(self.top) < k or self._rank_key(entry) < self._rank_key(self.top[-1]):
+            self.top.append(entry)
+            self.top.sort(key=self._rank_key)
+            del self.top[k:]
+            return True
+        return False
+
+    def extend(self, records: Iterable[ResultRecord]) -> bool:
+        changed = False
+        for record in records:
+            changed = self.add(record) or changed
+        return changed
+
+    @property
+    def best(self) -> RankedCombination | None:
+        return self.top[0] if self.top else None
+
+
+def aggregate(plan: Plan, records: Iterable[ResultRecord]) -> Aggregate:
+    """Summarise records against a plan."""
+    summary = Aggregate(plan)
+    summary.extend(records)
+    return summary
+
+
+@dataclass(frozen=True)
+class LineProblem:
+    """A line of a results file that could not be read as a record."""
+
+    line: int
+    reason: str
+
+
+def parse_records(lines: Iterable[str]) -> tuple[list[ResultRecord], list[LineProblem]]:
+    """Parse JSON lines into records; unreadable lines are reported, never fatal (what was recorded stays)."""
+    records: list[ResultRecord] = []
+    problems: list[LineProblem] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(ResultRecord.model_validate(json.loads(line)))
+        except json.JSONDecodeError as error:
+            problems.append(LineProblem(number, f"not JSON ({error.msg})"))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "record"
+            problems.append(LineProblem(number, f"{where}: {first['msg']}"))
+    return records, problems
+
+
+def read_records(path: Path) -> tuple[list[ResultRecord], list[LineProblem]]:
+    """Read a results.jsonl; a missing file holds no records."""
+    if not path.exists():
+        return [], []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return parse_records(handle)
+
+
+def iter_record_lines(records: Iterable[ResultRecord]) -> Iterator[str]:
+    """Records as JSON lines, the format of results.jsonl."""
+    for record in records:
+        yield json.dumps(record.to_wire(), allow_nan=False) + "\n"
+
+
+def is_better(objective: Objective, a: float, b: float) -> bool:
+    """Whether value a beats value b for this objective."""
+    if math.isnan(a):
+        return False
+    return a < b if objective.goal == "minimize" else a > b
