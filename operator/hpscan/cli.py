@@ -151,6 +151,10 @@ def crd() -> None:
     sys.stdout.write(crd_yaml())
 
 
+# Commands of other modules register themselves on `app` when imported (keep this list short and sorted).
+from hpscan import cli_run  # noqa: E402, F401
+
+
 def main() -> None:
     """Entry point: no traceback reaches the user (set HPSCAN_DEBUG=1 to see one)."""
     try:

@@ -1,0 +1,61 @@
+"""The backend interface: what the local runner and the operator ask of any batch system.
+
+A backend starts shards, says what state each shard's job is in, hands back the records the payload reported,
+and stops jobs. Retrying a failed shard attempt is the backend's own business, done with the batch system's
+native mechanism (a Job's backoffLimit, HTCondor's max_retries, a loop for local processes), up to the
+`retries` it is given; it reports `attempts` and a terminal phase only when retries are spent. Which shards
+to start, when, and where is decided by the pure functions in hpscan.decisions, never here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hpscan.api.contract import ResultRecord, ShardFile
+from hpscan.api.sites import Site
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ShardStatus
+
+
+@dataclass(frozen=True)
+class ScanRef:
+    """Which scan a call is about. `uid` tags every job, so a restarted controller finds what it started."""
+
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+
+
+@dataclass(frozen=True)
+class ShardLaunch:
+    """One shard to start on one site."""
+
+    shard_file: ShardFile
+    site: Site | None
+
+
+class Backend(ABC):
+    """A batch system that runs shards. Implementations: local.LocalBackend, kubernetes.KubernetesBackend,
+    htcondor.HTCondorBackend."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
+        """Start these shards. Idempotent: a shard whose job already exists is left as it is."""
+
+    @abstractmethod
+    def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
+        """The state of every shard job of the scan that the backend knows, by shard index (phase, attempts,
+        job reference, site, and a CamelCase reason such as GPUUnavailable when a shard is in trouble)."""
+
+    @abstractmethod
+    def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
+        """Records reported since the last call (repeats are harmless: the aggregator folds duplicates)."""
+
+    @abstractmethod
+    def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
+        """Stop the jobs of these shards (all when None), keeping what they recorded."""

@@ -1,0 +1,102 @@
+"""The shard runner: runs a payload on one shard file and carries its records to the backend's live channel.
+
+It is owned by hpscan, not by the payload, so every payload that writes ``results.jsonl`` gets live progress
+for free: the runner tails the file while the payload runs and publishes each new record (Kubernetes: a
+ConfigMap the operator watches; HTCondor: chirp job attributes; local: the file itself is read by the runner).
+The payload's exit code is passed through unchanged (0 ok, 3 GPU unavailable, other: failed).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from hpscan.api.contract import ResultRecord
+
+RESULTS_FILE = "results.jsonl"
+
+
+def payload_command(command: Sequence[str], shard_file: Path, out_dir: Path) -> list[str]:
+    """The payload's command line: spec.payload.command with the shard file and ``--out DIR`` appended."""
+    return [*command, str(shard_file), "--out", str(out_dir)]
+
+
+class RecordTail:
+    """Reads the records appended to a results file since the last call; never returns a half-written line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.bad_lines = 0
+
+    def read_new(self) -> list[ResultRecord]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1  # a line without its newline is still being written
+        self.offset += end
+        records = []
+        for line in chunk[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                records.append(ResultRecord.model_validate(json.loads(line)))
+            except (ValueError, ValidationError):
+                self.bad_lines += 1
+        return records
+
+
+class LiveChannel(Protocol):
+    """Where a shard's records go while it runs."""
+
+    def publish(self, records: list[ResultRecord]) -> None: ...
+
+
+class StdoutChannel:
+    """Prints each record as one JSON line prefixed ``hpscan-record``: any log collector carries it."""
+
+    prefix = "hpscan-record "
+
+    def publish(self, records: list[ResultRecord]) -> None:
+        for record in records:
+            sys.stdout.write(self.prefix + json.dumps(record.to_wire()) + "\n")
+        sys.stdout.flush()
+
+
+def run_shard(
+    command: Sequence[str],
+    shard_file: Path,
+    out_dir: Path,
+    channel: LiveChannel,
+    poll_seconds: float = 1.0,
+) -> int:
+    """Run the payload to completion, publishing records as they appear; returns the payload's exit code."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tail = RecordTail(out_dir / RESULTS_FILE)
+    process = subprocess.Popen(payload_command(command, shard_file, out_dir))
+
+    def forward(signum: int, _frame: object) -> None:  # let the payload stop cleanly on SIGTERM
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while process.poll() is None:
+            if records := tail.read_new():
+                channel.publish(records)
+            time.sleep(poll_seconds)
+        if records := tail.read_new():
+            channel.publish(records)
+        return process.returncode
+    finally:
+        signal.signal(signal.SIGTERM, previous)
