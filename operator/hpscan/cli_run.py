@@ -2,13 +2,187 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from hpscan.cli import command
+from hpscan.api.contract import ResultRecord
+from hpscan.api.status import HPScanStatus, ScanPhase
+from hpscan.cli import command, err, out
+from hpscan.manifest import load_scan
+from hpscan.planning import Plan
+from hpscan.results import Aggregate
+from hpscan.runner import run_scan
 from hpscan.shardrun import StdoutChannel, run_shard
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+class PlainObserver:
+    """One line per event, for logs and pipes."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.last_phases: dict[int, str] = {}
+        self.metric = ""
+        self.total = 0
+
+    def started(self, planned: Plan, agg: Aggregate, workers: int) -> None:
+        self.metric, self.total = planned.spec.objective.metric, planned.total
+        self.console.print(
+            f"scan {planned.scan}: {planned.total} combinations in {planned.shard_count} shards, "
+            f"{workers} at once; {agg.recorded} already recorded",
+            highlight=False,
+        )
+
+    def recorded(self, record: ResultRecord, agg: Aggregate) -> None:
+        value = record.metrics.get(self.metric)
+        what = f"{self.metric}={_value(value)}" if record.status == "succeeded" else f"failed: {record.error}"
+        best = _value(agg.best.value if agg.best else None)
+        self.console.print(
+            f"[{agg.recorded}/{self.total}] shard {record.shard} {record.id} {what} (best {best})", highlight=False
+        )
+
+    def updated(self, status: HPScanStatus) -> None:
+        for shard in status.shards:
+            line = f"{shard.phase}{': ' + shard.message if shard.message else ''}"
+            if self.last_phases.get(shard.index) != line and shard.phase != "Pending":
+                self.last_phases[shard.index] = line
+                self.console.print(f"shard {shard.index}: {line}", highlight=False)
+
+
+class LiveObserver:
+    """Overall and per-shard bars, best value so far, rate and ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.overall = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("best {task.fields[best]}"),
+            console=console,
+        )
+        self.per_shard = Progress(
+            TextColumn("  shard {task.fields[index]:>3}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[phase]}"),
+            console=console,
+        )
+        self.live = Live(Group(self.overall, self.per_shard), console=console, refresh_per_second=4)
+        self.scan_task: TaskID | None = None
+        self.shard_tasks: dict[int, TaskID] = {}
+        self.started_at = time.monotonic()
+        self.done_at_start = 0
+
+    def started(self, planned: Plan, agg: Aggregate, workers: int) -> None:
+        self.done_at_start = agg.recorded
+        self.scan_task = self.overall.add_task(
+            f"{planned.scan} ({workers} at once)", total=planned.total, completed=agg.recorded, rate="", best="-"
+        )
+        for i in range(planned.shard_count):
+            self.shard_tasks[i] = self.per_shard.add_task(
+                "", total=planned.shard_size(i), completed=agg.shard_done[i], index=i, phase="Pending"
+            )
+        self.live.start()
+
+    def recorded(self, record: ResultRecord, agg: Aggregate) -> None:
+        assert self.scan_task is not None
+        minutes = (time.monotonic() - self.started_at) / 60
+        rate = (agg.recorded - self.done_at_start) / minutes if minutes > 0 else 0.0
+        self.overall.update(
+            self.scan_task,
+            completed=agg.recorded,
+            rate=f"{rate:.1f}/min",
+            best=_value(agg.best.value if agg.best else None),
+        )
+
+    def updated(self, status: HPScanStatus) -> None:
+        for shard in status.shards:
+            phase = str(shard.phase) + (f" ({shard.reason})" if shard.reason else "")
+            self.per_shard.update(self.shard_tasks[shard.index], completed=shard.done, phase=phase)
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def _summary(status: HPScanStatus, run_dir: Path) -> None:
+    counts = status.combinations
+    colour = "green" if status.phase == ScanPhase.SUCCEEDED else "red"
+    out.print(
+        f"[{colour}]{status.phase}[/]: {counts.succeeded} succeeded, {counts.failed} failed of {counts.total} "
+        f"combinations; {status.message or ''}",
+        highlight=False,
+    )
+    if status.best is not None:
+        params = ", ".join(f"{k}={v}" for k, v in status.best.parameters.items())
+        out.print(f"best {status.best.value:.5g} ({status.best.id}: {params})", highlight=False)
+    for shard in status.shards:
+        if shard.phase == "Failed":
+            out.print(
+                f"  shard {shard.index} failed after {shard.attempts} attempt(s): {shard.message}", highlight=False
+            )
+    out.print(f"results: {run_dir}/results.jsonl, status: {run_dir}/status.json", highlight=False)
+
+
+@command("run")
+def run(
+    file: Annotated[Path, typer.Argument(help="An HPScan manifest.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<scan name>); re-running resumes.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Shards at once (default: one per GPU, or per CPU).")
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report", help="Write the report with retrained ROC curves at the end.")
+    ] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="Line output even on a terminal.")] = False,
+) -> None:
+    """Run a whole scan on this machine: shards as local processes, live progress, results in the run folder."""
+    scan = load_scan(file)
+    run_dir = out_dir or Path("runs") / scan.metadata.name
+    live = sys.stdout.isatty() and not plain
+    observer: LiveObserver | PlainObserver = LiveObserver(out) if live else PlainObserver(out)
+    try:
+        status = run_scan(scan, run_dir, observer, workers=workers)
+    except KeyboardInterrupt:
+        if isinstance(observer, LiveObserver):
+            observer.stop()
+        err.print(f"interrupted: recorded results are kept in {run_dir}; run the same command to resume")
+        raise typer.Exit(130) from None
+    finally:
+        if isinstance(observer, LiveObserver):
+            observer.stop()
+    _summary(status, run_dir)
+    if report and status.phase == ScanPhase.SUCCEEDED:
+        from hpscan.report import build_report
+
+        where = build_report(run_dir, retrain=True)
+        out.print(f"report: {where}/index.html", highlight=False)
+    if status.phase != ScanPhase.SUCCEEDED:
+        raise typer.Exit(1)
 
 
 @command("shard-run")

@@ -44,13 +44,15 @@ def decide_phase(plan: Plan, agg: Aggregate, shards: list[ShardStatus], suspend:
     if limit is not None and agg.failed > limit:
         return ScanPhase.FAILED, "TooManyFailedCombinations", f"{agg.failed} combinations failed, more than {limit}"
     failed = [s for s in shards if s.phase == ShardPhase.FAILED]
-    if failed:
+    ended = all(s.phase in {ShardPhase.SUCCEEDED, ShardPhase.FAILED} for s in shards)
+    if failed and ended:
+        # A failed shard does not stop the others: their results are worth having. The scan fails when all ended.
         first = failed[0]
         reason = first.reason or "ShardFailed"
         where = f" on site {first.site}" if first.site else ""
         detail = f": {first.message}" if first.message else ""
-        return ScanPhase.FAILED, reason, f"shard {first.index} failed for good{where}{detail}"
-    if all(s.phase == ShardPhase.SUCCEEDED for s in shards):
+        return ScanPhase.FAILED, reason, f"{len(failed)} shard(s) failed for good; shard {first.index}{where}{detail}"
+    if ended:
         return ScanPhase.SUCCEEDED, "AllShardsSucceeded", f"{agg.succeeded} of {plan.total} combinations succeeded"
     if suspend:
         return ScanPhase.SUSPENDED, "Suspended", "spec.suspend is true; recorded results are kept"

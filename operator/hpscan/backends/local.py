@@ -1,0 +1,191 @@
+"""The local backend: shards as processes on this machine (`hpscan run`), retried in a loop up to `retries`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, ClassVar
+
+from hpscan.api.contract import PayloadExit, ResultRecord
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.shardfiles import shard_file_name
+from hpscan.shardrun import RESULTS_FILE, RecordTail, payload_command
+
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class _ShardJob:
+    index: int
+    shard_file: Path
+    work_dir: Path
+    expected: int
+    tail: RecordTail
+    attempts: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+    phase: ShardPhase = ShardPhase.PENDING
+    reason: str | None = None
+    message: str | None = None
+    seen: set[str] = field(default_factory=set)
+    gpu_slot: str | None = None
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log, for a one-line failure message."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
+class LocalBackend(Backend):
+    """Runs each shard's payload as a child process; its results.jsonl is the live channel."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(
+        self,
+        run_dir: Path,
+        retries: int,
+        env: dict[str, str] | None = None,
+        gpu_slots: Sequence[str] = (),
+    ) -> None:
+        self.run_dir = run_dir
+        self.retries = retries
+        self.env = env or {}
+        self.free_gpu_slots = list(gpu_slots)  # CUDA_VISIBLE_DEVICES values, one per concurrent shard
+        self.jobs: dict[int, _ShardJob] = {}
+        self.command: list[str] = []
+        self.unreported: list[ResultRecord] = []
+
+    def shard_path(self, index: int) -> Path:
+        return self.run_dir / "shards" / shard_file_name(index)
+
+    def work_dir(self, index: int) -> Path:
+        return self.run_dir / "work" / f"shard-{index:03d}"
+
+    def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
+        self.command = list(spec.payload.command)
+        for launch in launches:
+            index = launch.shard_file.shard
+            job = self.jobs.get(index)
+            if job is not None and job.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
+                continue  # idempotent
+            if job is None or job.phase == ShardPhase.SUSPENDED:
+                job = _ShardJob(
+                    index=index,
+                    shard_file=self.shard_path(index),
+                    work_dir=self.work_dir(index),
+                    expected=len(launch.shard_file.combinations),
+                    tail=RecordTail(self.work_dir(index) / RESULTS_FILE),
+                    attempts=job.attempts if job else 0,
+                )
+                self.jobs[index] = job
+            self._start(job)
+
+    def _start(self, job: _ShardJob) -> None:
+        job.work_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        if self.free_gpu_slots and job.gpu_slot is None:
+            job.gpu_slot = self.free_gpu_slots.pop(0)
+        if job.gpu_slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = job.gpu_slot
+        job.attempts += 1
+        job.log = (job.work_dir / "payload.log").open("ab")
+        job.log.write(f"--- attempt {job.attempts} ---\n".encode())
+        job.log.flush()
+        job.process = subprocess.Popen(
+            payload_command(self.command, job.shard_file, job.work_dir),
+            stdout=job.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the runner only; it stops the payloads itself
+        )
+        job.phase, job.reason, job.message = ShardPhase.RUNNING, None, None
+
+    def _release(self, job: _ShardJob) -> None:
+        if job.log is not None:
+            job.log.close()
+            job.log = None
+        job.process = None
+        if job.gpu_slot is not None:
+            self.free_gpu_slots.append(job.gpu_slot)
+            job.gpu_slot = None
+
+    def _finish(self, job: _ShardJob, code: int) -> None:
+        recorded = len(job.seen)
+        self._release(job)
+        if code == PayloadExit.OK and recorded >= job.expected:
+            job.phase = ShardPhase.SUCCEEDED
+            return
+        if code == PayloadExit.GPU_UNAVAILABLE:
+            # The same machine will not grow a GPU on a retry.
+            job.phase, job.reason = ShardPhase.FAILED, "GPUUnavailable"
+            job.message = _last_line(job.work_dir / "payload.log") or "the payload found no usable GPU"
+            return
+        if code == PayloadExit.OK:
+            why = f"exited 0 but recorded {recorded} of {job.expected} combinations"
+        else:
+            why = f"exit code {code}: {_last_line(job.work_dir / 'payload.log')}"
+        if job.attempts <= self.retries:
+            self._start(job)
+            job.reason, job.message = "Retrying", f"attempt {job.attempts - 1} failed ({why})"
+        else:
+            job.phase, job.reason, job.message = ShardPhase.FAILED, "PayloadFailed", why
+
+    def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
+        states = {}
+        for job in self.jobs.values():
+            if job.process is not None and (code := job.process.poll()) is not None:
+                self._collect(job)
+                self._finish(job, code)
+            states[job.index] = ShardStatus(
+                index=job.index,
+                site="local",
+                phase=job.phase,
+                attempts=job.attempts,
+                job=f"pid {job.process.pid}" if job.process is not None else None,
+                reason=job.reason,
+                message=job.message,
+            )
+        return states
+
+    def _collect(self, job: _ShardJob) -> None:
+        records = job.tail.read_new()
+        job.seen.update(r.id for r in records)
+        self.unreported.extend(records)
+
+    def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
+        for job in self.jobs.values():
+            self._collect(job)
+        new, self.unreported = self.unreported, []
+        return new
+
+    def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
+        targets = [j for j in self.jobs.values() if j.process is not None and (shards is None or j.index in shards)]
+        for job in targets:
+            assert job.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for job in targets:
+            assert job.process is not None
+            try:
+                job.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(job.process.pid, signal.SIGKILL)
+                job.process.wait()
+            self._collect(job)
+            self._release(job)
+            job.phase, job.reason, job.message = ShardPhase.SUSPENDED, "Stopped", "stopped; recorded results are kept"

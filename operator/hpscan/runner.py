@@ -1,0 +1,201 @@
+"""`hpscan run`: a whole scan on this machine through the local backend. The imperative shell around the
+pure planner, aggregator and decisions; the terminal display is an observer given by the CLI.
+
+Run folder layout (the same files the report and `hpscan results` read):
+  scan.yaml        the manifest as run (a later run into the same folder must be the same scan)
+  shards/          one shard file per shard
+  work/shard-NNN/  the payload's own output folder and payload.log, per shard
+  results.jsonl    every record, appended as it arrives
+  status.json      the status, same shape as the HPScan status on Kubernetes
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.spec import HPScan
+from hpscan.api.status import HPScanStatus, ScanPhase, ShardPhase, ShardStatus
+from hpscan.backends.base import ScanRef, ShardLaunch
+from hpscan.backends.local import LocalBackend
+from hpscan.decisions import decide
+from hpscan.errors import HPScanError
+from hpscan.planning import Plan, plan
+from hpscan.results import Aggregate, aggregate, iter_record_lines, read_records
+from hpscan.shardfiles import write_shard_files
+from hpscan.status import TERMINAL, build_status
+
+
+class RunError(HPScanError):
+    """A local run that cannot start (e.g. a GPU is required and none is here, or the folder holds another scan)."""
+
+    exit_code = 2
+    reason = "RunRefused"
+
+
+class RunObserver(Protocol):
+    """What the terminal display is told while a scan runs."""
+
+    def started(self, planned: Plan, agg: Aggregate, workers: int) -> None: ...
+
+    def recorded(self, record: ResultRecord, agg: Aggregate) -> None: ...
+
+    def updated(self, status: HPScanStatus) -> None: ...
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What this machine offers to shards."""
+
+    cpus: int
+    gpus: list[str]
+    """Visible NVIDIA GPU indices, as CUDA_VISIBLE_DEVICES values."""
+
+
+def detect_machine() -> Machine:
+    """CPU count and NVIDIA GPUs (via nvidia-smi; none when it is missing or fails)."""
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=True)
+            gpus = [str(i) for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
+        except (subprocess.SubprocessError, OSError):
+            gpus = []
+    return Machine(cpus=os.cpu_count() or 1, gpus=gpus)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How a local run uses the machine: shards at once, GPU slots, threads per shard."""
+
+    workers: int
+    gpu_slots: list[str]
+    threads_per_worker: int
+
+
+def plan_resources(scan: HPScan, planned: Plan, machine: Machine, workers: int | None) -> Resources:
+    """Pure: how many shards run at once and on which GPUs. One GPU group per shard; CPU threads shared out."""
+    gpu = scan.spec.gpu
+    if gpu.count > 0 and machine.gpus:
+        groups = [",".join(machine.gpus[i : i + gpu.count]) for i in range(0, len(machine.gpus), gpu.count)]
+        groups = [g for g in groups if len(g.split(",")) == gpu.count]
+        if not groups:
+            raise RunError(f"spec.gpu.count is {gpu.count} but this machine has {len(machine.gpus)} GPU(s)")
+        default = len(groups)
+    elif gpu.count > 0 and gpu.required:
+        raise RunError(
+            "spec.gpu.required is true but no NVIDIA GPU is visible here (nvidia-smi); "
+            "set spec.gpu.required: false to train on the CPU"
+        )
+    else:
+        groups, default = [], machine.cpus
+    limit = min(x for x in (workers or default, scan.spec.parallelism or planned.shard_count, planned.shard_count))
+    if groups:
+        limit = min(limit, len(groups))
+    return Resources(workers=max(1, limit), gpu_slots=groups[:limit], threads_per_worker=max(1, machine.cpus // limit))
+
+
+def prepare_run_dir(scan: HPScan, planned: Plan, run_dir: Path) -> None:
+    """Create the run folder, or check that an existing one holds this very scan (so a re-run resumes)."""
+    manifest = run_dir / "scan.yaml"
+    wanted = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+    if manifest.exists():
+        held = yaml.safe_load(manifest.read_text())
+        if held.get("spec") != wanted["spec"]:
+            raise RunError(
+                f"{run_dir} holds a run of a different scan ({manifest}); choose another --out or delete the folder"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(yaml.safe_dump(wanted, sort_keys=False))
+    write_shard_files(planned, run_dir / "shards")
+
+
+def write_status(run_dir: Path, status: HPScanStatus) -> None:
+    """status.json, replaced atomically so a reader never sees half a file."""
+    partial = run_dir / "status.json.partial"
+    partial.write_text(status.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
+    partial.replace(run_dir / "status.json")
+
+
+def run_scan(
+    scan: HPScan,
+    run_dir: Path,
+    observer: RunObserver,
+    workers: int | None = None,
+    machine: Machine | None = None,
+    poll_seconds: float = 0.5,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> HPScanStatus:
+    """Run every shard not yet complete, aggregate records as they arrive, and return the final status.
+
+    KeyboardInterrupt stops the payloads, keeps what they recorded, writes the status, and re-raises.
+    """
+    planned = plan(scan.metadata.name, scan.spec)
+    resources = plan_resources(scan, planned, machine or detect_machine(), workers)
+    prepare_run_dir(scan, planned, run_dir)
+    results_path = run_dir / "results.jsonl"
+    records, _problems = read_records(results_path)
+    agg = aggregate(planned, records)
+
+    # Shards whose every combination is already recorded are done: a re-run trains nothing twice.
+    finished = {
+        i: ShardStatus(index=i, site="local", phase=ShardPhase.SUCCEEDED, message="recorded in an earlier run")
+        for i in range(planned.shard_count)
+        if agg.shard_done[i] == planned.shard_size(i)
+    }
+    threads = str(resources.threads_per_worker)
+    backend = LocalBackend(
+        run_dir,
+        retries=scan.spec.retries,
+        env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
+        gpu_slots=resources.gpu_slots,
+    )
+    ref = ScanRef(name=scan.metadata.name, namespace="local")
+    spec = scan.spec.model_copy(update={"parallelism": resources.workers})
+    observer.started(planned, agg, resources.workers)
+    status = build_status(planned, agg, finished)
+    try:
+        with results_path.open("a", encoding="utf-8") as results:
+            while True:
+                states = {**finished, **backend.poll(ref)}
+                decision = decide(spec, planned.shard_count, states)
+                if decision.start:
+                    launches = [ShardLaunch(planned.shard_file(i), None) for i in decision.start]
+                    backend.submit(ref, spec, launches)
+                    states = {**finished, **backend.poll(ref)}
+                for record in backend.fetch_records(ref):
+                    if agg.add(record):
+                        results.writelines(iter_record_lines([record]))
+                        results.flush()
+                        observer.recorded(record, agg)
+                status = build_status(planned, agg, states, previous=status)
+                write_status(run_dir, status)
+                observer.updated(status)
+                if status.phase in TERMINAL or should_stop():
+                    backend.cancel(ref)  # e.g. too many failed combinations: stop what still runs
+                    break
+                time.sleep(poll_seconds)
+    except KeyboardInterrupt:
+        backend.cancel(ref)
+        for record in backend.fetch_records(ref):
+            if agg.add(record):
+                with results_path.open("a", encoding="utf-8") as results:
+                    results.writelines(iter_record_lines([record]))
+        status = build_status(planned, agg, {**finished, **backend.poll(ref)}, previous=status)
+        status = status.model_copy(
+            update={"message": "interrupted; run the same command again to resume (nothing recorded is lost)"}
+        )
+        if status.phase not in TERMINAL:
+            status = status.model_copy(update={"phase": ScanPhase.SUSPENDED})
+        write_status(run_dir, status)
+        raise
+    return status

@@ -1,0 +1,72 @@
+"""A tiny payload that honours the hpscan payload contract, for testing the runner without TensorFlow.
+
+It is a stand-in for a real payload (the real one, dl1, is tested end to end in tests/integration): it reads
+the shard file, "trains" each combination not yet recorded by computing a deterministic loss from its
+parameters, appends one record per combination to OUT/results.jsonl, and logs each trained id to
+OUT/trained.log so tests can check that nothing is trained twice. Behaviour knobs come from
+payload.settings.contractPayload: sleep (seconds per combination), failAttempts {shard: n} (exit 1 on the
+first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    shard_path, out = Path(argv[0]), Path(argv[argv.index("--out") + 1])
+    shard = json.loads(shard_path.read_text())
+    knobs = shard["settings"].get("contractPayload", {})
+    out.mkdir(parents=True, exist_ok=True)
+    if knobs.get("exitCode") is not None:
+        print(f"exiting with {knobs['exitCode']} as asked", file=sys.stderr)
+        return int(knobs["exitCode"])
+    attempts_file = out / "attempts"
+    attempt = int(attempts_file.read_text()) + 1 if attempts_file.exists() else 1
+    attempts_file.write_text(str(attempt))
+    fail_first = int(knobs.get("failAttempts", {}).get(str(shard["shard"]), 0))
+    results = out / "results.jsonl"
+    done = (
+        {json.loads(line)["id"] for line in results.read_text().splitlines() if line.strip()}
+        if results.exists()
+        else set()
+    )
+    trained = 0
+    for combination in shard["combinations"]:
+        if combination["id"] in done:
+            continue
+        if attempt <= fail_first and trained == 1:
+            print(f"attempt {attempt}: simulated crash", file=sys.stderr)
+            return 1
+        started = datetime.now(UTC)
+        time.sleep(float(knobs.get("sleep", 0.0)))
+        numbers = [v for v in combination["parameters"].values() if isinstance(v, int | float)]
+        loss = 1.0 + sum((v - 3) ** 2 for v in numbers) / 10
+        failed = combination["id"] in knobs.get("failIds", [])
+        record = {
+            "id": combination["id"],
+            "shard": shard["shard"],
+            "parameters": combination["parameters"],
+            "metrics": {} if failed else {shard["objective"]["metric"]: loss},
+            "status": "failed" if failed else "succeeded",
+            "error": "diverged (NaN loss)" if failed else None,
+            "startedAt": started.isoformat(),
+            "finishedAt": datetime.now(UTC).isoformat(),
+            "durationSeconds": 0.0,
+            "device": "CPU",
+            "epochs": 1,
+        }
+        with results.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        with (out / "trained.log").open("a") as handle:
+            handle.write(combination["id"] + "\n")
+        trained += 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

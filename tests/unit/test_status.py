@@ -1,0 +1,90 @@
+"""Status composition: the phase, counts and conditions a user reads in `kubectl get hps` and status.json."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.planning import plan
+from hpscan.results import aggregate
+from hpscan.status import build_status
+
+SPEC = HPScanSpec.model_validate(
+    {"parameters": [{"name": "x", "values": [1, 2, 3, 4, 5, 6]}], "sharding": {"shards": 3}, "payload": {"image": "p"}}
+)
+PLAN = plan("s", SPEC)
+
+
+def shard(i: int, phase: str, **extra) -> ShardStatus:
+    return ShardStatus(index=i, phase=ShardPhase(phase), **extra)
+
+
+def rec(position: int, value: float | None) -> ResultRecord:
+    combo = PLAN.combination(position)
+    return ResultRecord(
+        id=combo.id,
+        shard=PLAN.shard_of(position),
+        parameters=combo.parameters,
+        metrics={} if value is None else {"val_loss": value},
+        status="succeeded" if value is not None else "failed",
+    )
+
+
+def condition(status, kind):
+    return next(c for c in status.conditions if c.type == kind)
+
+
+def test_pending_then_running_then_succeeded():
+    agg = aggregate(PLAN, [])
+    assert build_status(PLAN, agg, {}).phase == "Pending"
+    running = build_status(PLAN, agg, {0: shard(0, "Running")})
+    assert running.phase == "Running"
+    assert (running.combinations.running, running.combinations.pending) == (2, 4)
+    agg.extend(rec(p, p / 10) for p in range(6))
+    done = build_status(PLAN, agg, {i: shard(i, "Succeeded") for i in range(3)})
+    assert done.phase == "Succeeded" and done.progress == "6/6" and done.best.value == 0.0
+    assert condition(done, "Complete").status == "True"
+    assert done.completion_time is not None
+
+
+def test_a_failed_shard_degrades_the_scan_until_the_others_end():
+    agg = aggregate(PLAN, [rec(0, 0.5)])
+    trouble = shard(1, "Failed", reason="GPUUnavailable", site="gpu-cluster", message="no GPU visible")
+    running = build_status(PLAN, agg, {0: shard(0, "Running"), 1: trouble})
+    assert running.phase == "Running"
+    degraded = condition(running, "Degraded")
+    assert degraded.status == "True" and degraded.reason == "GPUUnavailable" and "gpu-cluster" in degraded.message
+    ended = build_status(PLAN, agg, {0: shard(0, "Succeeded"), 1: trouble, 2: shard(2, "Succeeded")})
+    assert ended.phase == "Failed"
+    failed = condition(ended, "Failed")
+    assert failed.reason == "GPUUnavailable" and "site gpu-cluster" in failed.message
+
+
+def test_too_many_failed_combinations_fails_at_once():
+    spec = SPEC.model_copy(
+        update={"failure_policy": SPEC.failure_policy.model_copy(update={"max_failed_combinations": 1})}
+    )
+    planned = plan("s", spec)
+    agg = aggregate(planned, [rec(0, None), rec(1, None)])
+    status = build_status(planned, agg, {0: shard(0, "Running")})
+    assert status.phase == "Failed" and condition(status, "Failed").reason == "TooManyFailedCombinations"
+
+
+def test_suspended_scan_says_so():
+    status = build_status(PLAN, aggregate(PLAN, []), {0: shard(0, "Suspended")}, suspend=True)
+    assert status.phase == "Suspended" and condition(status, "Suspended").status == "True"
+
+
+def test_condition_transition_time_only_moves_when_the_status_flips():
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    agg = aggregate(PLAN, [])
+    first = build_status(PLAN, agg, {0: shard(0, "Running")}, now=t0)
+    second = build_status(PLAN, agg, {0: shard(0, "Running")}, previous=first, now=t0 + timedelta(minutes=5))
+    assert condition(second, "Running").last_transition_time == t0
+    third = build_status(
+        PLAN, agg, {i: shard(i, "Succeeded") for i in range(3)}, previous=second, now=t0 + timedelta(minutes=9)
+    )
+    assert condition(third, "Running").last_transition_time == t0 + timedelta(minutes=9)
+    assert third.start_time == t0
