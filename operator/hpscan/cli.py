@@ -152,7 +152,7 @@ def crd() -> None:
 
 
 # Commands of other modules register themselves on `app` when imported (keep this list short and sorted).
-from hpscan import cli_run  # noqa: E402, F401
+from hpscan import cli_cluster, cli_condor, cli_report, cli_run  # noqa: E402, F401
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from hpscan.manifest import load_scan
 from hpscan.planning import Plan
 from hpscan.results import Aggregate
 from hpscan.runner import run_scan
-from hpscan.shardrun import StdoutChannel, run_shard
+from hpscan.shardrun import LiveChannel, StdoutChannel, run_shard
 
 
 def _value(value: float | None) -> str:
@@ -190,6 +190,29 @@ def shard_run(
     shard_file: Annotated[Path, typer.Argument(help="The shard file the payload reads.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (results.jsonl).")],
     payload: Annotated[list[str], typer.Argument(help="The payload command, after --, e.g. -- dl1 train-shard.")],
+    channel: Annotated[
+        str, typer.Option("--channel", help="Where records go live: stdout, kubernetes (a ConfigMap) or chirp.")
+    ] = "stdout",
+    configmap: Annotated[
+        str | None, typer.Option("--configmap", help="The results ConfigMap (with --channel kubernetes).")
+    ] = None,
 ) -> None:
     """Run a payload on one shard file, publishing each record as it is written (used inside shard jobs)."""
-    raise typer.Exit(run_shard(payload, shard_file, out_dir, StdoutChannel()))
+    live: LiveChannel
+    if channel == "stdout":
+        live = StdoutChannel()
+    elif channel == "kubernetes":
+        import os
+
+        from hpscan.backends.kubernetes import ConfigMapChannel
+
+        if not configmap:
+            raise typer.BadParameter("--channel kubernetes needs --configmap NAME")
+        live = ConfigMapChannel(configmap, os.environ.get("HPSCAN_NAMESPACE", "default"))
+    elif channel == "chirp":
+        from hpscan.backends.htcondor import chirp_channel
+
+        live = chirp_channel(shard_file)
+    else:
+        raise typer.BadParameter(f"unknown channel {channel!r}: stdout, kubernetes or chirp")
+    raise typer.Exit(run_shard(payload, shard_file, out_dir, live))

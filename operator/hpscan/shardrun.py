@@ -60,6 +60,10 @@ class RecordTail:
 class LiveChannel(Protocol):
     """Where a shard's records go while it runs."""
 
+    def recorded(self) -> list[ResultRecord]:
+        """Records earlier attempts of this shard published (a retried job starts from them)."""
+        ...
+
     def publish(self, records: list[ResultRecord]) -> None: ...
 
 
@@ -68,10 +72,24 @@ class StdoutChannel:
 
     prefix = "hpscan-record "
 
+    def recorded(self) -> list[ResultRecord]:
+        return []  # stdout keeps no memory: a local re-run resumes from its own results.jsonl
+
     def publish(self, records: list[ResultRecord]) -> None:
         for record in records:
             sys.stdout.write(self.prefix + json.dumps(record.to_wire()) + "\n")
         sys.stdout.flush()
+
+
+def seed_results(results: Path, records: list[ResultRecord]) -> None:
+    """Add records of earlier attempts to results.jsonl, so the payload skips them (the contract's resume)."""
+    if not records:
+        return
+    held = {r.id for r in RecordTail(results).read_new()}
+    with results.open("a", encoding="utf-8") as handle:
+        for record in records:
+            if record.id not in held:
+                handle.write(json.dumps(record.to_wire()) + "\n")
 
 
 def run_shard(
@@ -83,7 +101,10 @@ def run_shard(
 ) -> int:
     """Run the payload to completion, publishing records as they appear; returns the payload's exit code."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tail = RecordTail(out_dir / RESULTS_FILE)
+    results = out_dir / RESULTS_FILE
+    seed_results(results, channel.recorded())
+    tail = RecordTail(results)
+    tail.read_new()  # what was seeded is published already
     process = subprocess.Popen(payload_command(command, shard_file, out_dir))
 
     def forward(signum: int, _frame: object) -> None:  # let the payload stop cleanly on SIGTERM

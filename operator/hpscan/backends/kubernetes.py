@@ -1,0 +1,356 @@
+"""The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard ConfigMaps.
+
+What a shard needs, all owned by the HPScan (deleting the scan deletes them, by garbage collection):
+- ConfigMap ``<scan>-shard-NNN``: the shard file, mounted read-only into the pod;
+- ConfigMap ``<scan>-results-NNN`` (label hpscan.io/results): the live channel. The shard runner in the pod
+  merge-patches one key per record into it; it needs no inbound path to the pod, and the pod's ServiceAccount
+  may only get/patch these ConfigMaps (a per-scan Role naming them). The records outlive operator restarts,
+  and a retried or resumed pod starts from them, so nothing recorded is trained twice;
+- Job ``<scan>-shard-NNN``: GPU limits, node selector and tolerations from the site, restricted pod security,
+  backoffLimit = spec.retries, exit code 3 (GPU unavailable) fails the Job at once (podFailurePolicy).
+Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recorded results stay).
+
+The builders are pure functions of plain data; ``KubernetesBackend`` only sends what they build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Sequence
+from typing import Any, ClassVar
+
+from hpscan.api.contract import ResultRecord, ShardFile
+from hpscan.api.sites import KubernetesSite, Site
+from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
+from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+
+LABEL_SCAN = "hpscan.io/scan"
+LABEL_SHARD = "hpscan.io/shard"
+LABEL_ROLE = "hpscan.io/role"
+LABEL_SITE = "hpscan.io/site"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
+SHARD_MOUNT = "/hpscan/shard"
+OUT_MOUNT = "/hpscan/out"
+SHARD_KEY = "shard.json"
+GPU_UNAVAILABLE_EXIT = 3
+CONTAINER = "payload"
+
+
+def _name(scan: str, suffix: str) -> str:
+    """``<scan>-<suffix>``, shortened with a hash when it would pass 63 characters (a DNS label)."""
+    name = f"{scan}-{suffix}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(scan.encode()).hexdigest()[:6]
+    return f"{scan[: 63 - len(suffix) - 8]}-{digest}-{suffix}"
+
+
+def job_name(scan: str, shard: int) -> str:
+    return _name(scan, f"shard-{shard:03d}")
+
+
+def shard_configmap_name(scan: str, shard: int) -> str:
+    return _name(scan, f"shard-{shard:03d}")
+
+
+def results_configmap_name(scan: str, shard: int) -> str:
+    return _name(scan, f"results-{shard:03d}")
+
+
+def payload_account_name(scan: str) -> str:
+    return _name(scan, "payload")
+
+
+def owner_reference(scan: ScanRef) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": scan.name,
+        "uid": scan.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(scan: ScanRef, name: str, role: str, shard: int | None = None) -> dict[str, Any]:
+    labels = {LABEL_SCAN: scan.name, LABEL_ROLE: role, **MANAGED_BY}
+    if shard is not None:
+        labels[LABEL_SHARD] = str(shard)
+    return {"name": name, "namespace": scan.namespace, "labels": labels, "ownerReferences": [owner_reference(scan)]}
+
+
+def shard_configmap(scan: ScanRef, shard_file: ShardFile) -> dict[str, Any]:
+    """The ConfigMap that delivers a shard file to its pod."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(scan, shard_configmap_name(scan.name, shard_file.shard), "shard", shard_file.shard),
+        "data": {SHARD_KEY: shard_file.model_dump_json(by_alias=True, exclude_none=True)},
+    }
+
+
+def results_configmap(scan: ScanRef, shard: int) -> dict[str, Any]:
+    """The ConfigMap a shard's runner writes its records into (one key per combination id)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(scan, results_configmap_name(scan.name, shard), "results", shard),
+        "data": {},
+    }
+
+
+def payload_rbac(scan: ScanRef, shard_count: int) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding for a scan's pods: get/patch on its results ConfigMaps, nothing else."""
+    account = payload_account_name(scan.name)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(scan, account, "payload")},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(scan, account, "payload"),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [results_configmap_name(scan.name, i) for i in range(shard_count)],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(scan, account, "payload"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": scan.namespace}],
+        },
+    ]
+
+
+def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None) -> dict:
+    """The batch/v1 Job that runs one shard on a Kubernetes site."""
+    k8s = site.kubernetes if site is not None and site.kubernetes is not None else KubernetesSite()
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": spec.payload.cpu, "memory": spec.payload.memory},
+        "limits": {"memory": spec.payload.memory},
+    }
+    if spec.gpu.count > 0:
+        resources["limits"][k8s.gpu_resource_name] = str(spec.gpu.count)
+    command = [
+        "hpscan", "shard-run", f"{SHARD_MOUNT}/{SHARD_KEY}", "--out", OUT_MOUNT,
+        "--channel", "kubernetes", "--configmap", results_configmap_name(scan.name, shard),
+        "--", *spec.payload.command,
+    ]  # fmt: skip
+    env = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
+        {"name": "HPSCAN_SCAN", "value": scan.name},
+        {"name": "HPSCAN_SHARD", "value": str(shard)},
+        {"name": "HPSCAN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
+    ]
+    pod_labels = {LABEL_SCAN: scan.name, LABEL_SHARD: str(shard), LABEL_ROLE: "shard", **MANAGED_BY}
+    if site is not None:
+        pod_labels[LABEL_SITE] = site.name
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": image or spec.payload.image,
+                "command": command,
+                "env": env,
+                "resources": resources,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [
+                    {"name": "shard", "mountPath": SHARD_MOUNT, "readOnly": True},
+                    {"name": "out", "mountPath": OUT_MOUNT},
+                ],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": [
+            {"name": "shard", "configMap": {"name": shard_configmap_name(scan.name, shard)}},
+            {"name": "out", "emptyDir": {}},
+        ],
+    }
+    if k8s.node_selector:
+        pod_spec["nodeSelector"] = dict(k8s.node_selector)
+    if k8s.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in k8s.tolerations]
+    if k8s.priority_class_name:
+        pod_spec["priorityClassName"] = k8s.priority_class_name
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries,
+        "completions": 1,
+        "parallelism": 1,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [GPU_UNAVAILABLE_EXIT]},
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+    }
+    if spec.payload.timeout_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.payload.timeout_seconds * (spec.retries + 1)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(scan, job_name(scan.name, shard), "shard", shard)
+        | {"annotations": {"hpscan.io/site": site.name if site else "default"}},
+        "spec": job_spec,
+    }
+
+
+def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> ShardStatus:
+    """A Job (as a dict from the API) -> the shard's phase, attempts and reason."""
+    meta, spec, status = job.get("metadata", {}), job.get("spec", {}), job.get("status") or {}
+    shard = int(meta.get("labels", {}).get(LABEL_SHARD, 0))
+    site = meta.get("annotations", {}).get("hpscan.io/site")
+    attempts = (status.get("failed") or 0) + (status.get("succeeded") or 0) + (status.get("active") or 0)
+    conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    base = {"index": shard, "site": site, "attempts": attempts, "job": meta.get("name")}
+    if "Complete" in conditions:
+        return ShardStatus(phase=ShardPhase.SUCCEEDED, **base)
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        reason = failed.get("reason") or "JobFailed"
+        message = failed.get("message") or ""
+        if reason == "PodFailurePolicy" and f"exit code {GPU_UNAVAILABLE_EXIT}" in message.replace(
+            "exitCode", "exit code"
+        ):
+            reason, message = "GPUUnavailable", f"the payload found no usable GPU ({message})"
+        return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:300], **base)
+    if spec.get("suspend"):
+        return ShardStatus(phase=ShardPhase.SUSPENDED, reason=None, **base)
+    if status.get("active"):
+        retrying = (status.get("failed") or 0) > 0
+        return ShardStatus(
+            phase=ShardPhase.RUNNING,
+            reason="Retrying" if retrying else None,
+            message=f"{status.get('failed')} failed attempt(s)" if retrying else None,
+            **base,
+        )
+    return ShardStatus(phase=ShardPhase.PENDING, **base)
+
+
+def records_of(configmap: dict[str, Any]) -> list[ResultRecord]:
+    """The records a results ConfigMap holds (unreadable entries skipped: one bad key never hides the rest)."""
+    records = []
+    for value in (configmap.get("data") or {}).values():
+        try:
+            records.append(ResultRecord.model_validate_json(value))
+        except ValueError:
+            continue
+    return records
+
+
+def record_patch(records: Sequence[ResultRecord]) -> dict[str, Any]:
+    """The merge patch that adds records to a results ConfigMap: one key per id, so patches never conflict."""
+    return {"data": {r.id: json.dumps(r.to_wire(), separators=(",", ":")) for r in records}}
+
+
+class KubernetesBackend(Backend):
+    """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
+
+    name: ClassVar[str] = "kubernetes"
+
+    def __init__(self, api_client: Any = None) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+
+    @staticmethod
+    def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
+        """Create, treating AlreadyExists as done (names are deterministic: a retry never duplicates)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            create(namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def prepare(self, scan: ScanRef, shard_count: int) -> None:
+        """The scan's payload ServiceAccount, Role and RoleBinding."""
+        account, role, binding = payload_rbac(scan, shard_count)
+        self._create(self.core.create_namespaced_service_account, scan.namespace, account)
+        self._create(self.rbac.create_namespaced_role, scan.namespace, role)
+        self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
+
+    def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
+        for launch in launches:
+            shard = launch.shard_file.shard
+            self._create(
+                self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file)
+            )
+            self._create(self.core.create_namespaced_config_map, scan.namespace, results_configmap(scan, shard))
+            created = self._create(
+                self.batch.create_namespaced_job, scan.namespace, job_manifest(scan, spec, shard, launch.site)
+            )
+            if not created:  # an existing Job: resume it if it was suspended
+                self.batch.patch_namespaced_job(
+                    job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}}
+                )
+
+    def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
+        jobs = self.batch.list_namespaced_job(
+            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+        )
+        api = self.batch.api_client
+        states = {}
+        for job in jobs.items:
+            state = shard_state(api.sanitize_for_serialization(job))
+            states[state.index] = state
+        return states
+
+    def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
+        maps = self.core.list_namespaced_config_map(
+            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=results"
+        )
+        return [record for cm in maps.items for record in records_of({"data": cm.data})]
+
+    def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
+        for index, state in self.poll(scan).items():
+            if (shards is None or index in shards) and state.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
+                self.batch.patch_namespaced_job(job_name(scan.name, index), scan.namespace, {"spec": {"suspend": True}})
+
+
+class ConfigMapChannel:
+    """The live channel inside a shard pod: merge-patches each record into the shard's results ConfigMap."""
+
+    def __init__(self, configmap: str, namespace: str, api_client: Any = None) -> None:
+        from kubernetes import client, config
+
+        if api_client is None:
+            config.load_incluster_config()
+        self.core = client.CoreV1Api(api_client)
+        self.configmap, self.namespace = configmap, namespace
+
+    def recorded(self) -> list[ResultRecord]:
+        """What earlier attempts recorded (a retried pod starts from these)."""
+        cm = self.core.read_namespaced_config_map(self.configmap, self.namespace)
+        return records_of({"data": cm.data})
+
+    def publish(self, records: list[ResultRecord]) -> None:
+        self.core.patch_namespaced_config_map(self.configmap, self.namespace, record_patch(records))

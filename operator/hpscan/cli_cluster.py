@@ -1,0 +1,179 @@
+"""`hpscan operator`, `hpscan status`, `hpscan results`: the Kubernetes side of the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.spec import GROUP, PLURAL, VERSION, HPScan
+from hpscan.api.status import HPScanStatus
+from hpscan.cli import command, out
+from hpscan.errors import HPScanError
+from hpscan.planning import plan
+from hpscan.results import aggregate, read_records
+
+
+class ClusterError(HPScanError):
+    """The cluster cannot be reached, or the HPScan is not there."""
+
+    exit_code = 1
+    reason = "ClusterUnavailable"
+
+
+@command("operator")
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (repeat); all when none.")
+    ] = None,
+    standalone: Annotated[bool, typer.Option(help="Run without peering (one operator replica).")] = True,
+    peering: Annotated[str | None, typer.Option(help="kopf peering object name, for several replicas.")] = None,
+    liveness: Annotated[
+        str, typer.Option(help="Health endpoint URL served for liveness/readiness probes.")
+    ] = "http://0.0.0.0:8080/healthz",
+) -> None:
+    """Run the HPScan operator (kopf): plans scans, runs shards as Jobs, keeps each scan's status live."""
+    import kopf
+
+    import hpscan.controller.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=False)
+    kopf.run(
+        clusterwide=not namespace,
+        namespaces=namespace or [],
+        standalone=standalone and peering is None,
+        peering_name=peering,
+        liveness_endpoint=liveness,
+    )
+
+
+def _api(context: str | None) -> Any:
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        config.load_kube_config(context=context)
+    except (ConfigException, FileNotFoundError):
+        try:
+            config.load_incluster_config()
+        except ConfigException as error:
+            raise ClusterError(f"no Kubernetes configuration found (KUBECONFIG or in-cluster): {error}") from None
+    return client.ApiClient()
+
+
+def _scan_body(name: str, namespace: str, context: str | None) -> tuple[dict[str, Any], Any]:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    api = _api(context)
+    try:
+        body = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            raise ClusterError(f"HPScan {namespace}/{name} not found") from None
+        raise ClusterError(f"the API server refused: {error.status} {error.reason}") from None
+    except HTTPError as error:
+        raise ClusterError(f"the API server cannot be reached: {error}") from None
+    return dict(body), api  # type: ignore[call-overload]
+
+
+def _records(name: str, namespace: str, context: str | None) -> tuple[list[ResultRecord], HPScanStatus | None]:
+    """Records of a local run folder (NAME is a folder) or of an HPScan on the cluster."""
+    folder = Path(name)
+    if folder.is_dir():
+        records, _ = read_records(folder / "results.jsonl")
+        status_file = folder / "status.json"
+        status = HPScanStatus.model_validate_json(status_file.read_text()) if status_file.exists() else None
+        return records, status
+    from hpscan.backends.base import ScanRef
+    from hpscan.backends.kubernetes import KubernetesBackend
+
+    body, api = _scan_body(name, namespace, context)
+    records = KubernetesBackend(api).fetch_records(ScanRef(name=name, namespace=namespace))
+    scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    planned = plan(scan.metadata.name, scan.spec)
+    agg = aggregate(planned, records)  # keep each combination once, as the status counts it
+    records = [r for r in records if planned.owns(r.id, r.parameters)]
+    unique = {r.id: r for r in sorted(records, key=lambda r: r.status == "succeeded")}
+    assert agg.recorded == len(unique)
+    raw = body.get("status") or {}
+    return sorted(unique.values(), key=lambda r: r.id), HPScanStatus.model_validate(raw) if raw else None
+
+
+@command("results")
+def results(
+    name: Annotated[str, typer.Argument(help="HPScan name on the cluster, or a local run folder.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the HPScan.")] = "default",
+    output: Annotated[str, typer.Option("--output", "-o", help="jsonl or csv.")] = "jsonl",
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+) -> None:
+    """Export every result record of a scan (the full records live outside the HPScan object)."""
+    records, _ = _records(name, namespace, context)
+    if output == "jsonl":
+        for record in records:
+            sys.stdout.write(json.dumps(record.to_wire()) + "\n")
+    elif output == "csv":
+        names = sorted({k for r in records for k in r.parameters})
+        metrics = sorted({k for r in records for k in r.metrics})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["id", "shard", "status", *names, *metrics, "durationSeconds", "device", "epochs", "error"])
+        for r in records:
+            writer.writerow(
+                [r.id, r.shard, r.status, *(r.parameters.get(n, "") for n in names), *(r.metrics.get(m, "") for m in metrics),
+                 r.duration_seconds or "", r.device or "", r.epochs if r.epochs is not None else "", r.error or ""]
+            )  # fmt: skip
+        sys.stdout.write(buffer.getvalue())
+    else:
+        raise typer.BadParameter(f"unknown output {output!r}: jsonl or csv")
+
+
+@command("status")
+def status(
+    name: Annotated[str, typer.Argument(help="HPScan name on the cluster, or a local run folder.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the HPScan.")] = "default",
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Print a scan's status: phase, counts, best combinations, shards, conditions."""
+    from rich.table import Table
+
+    if Path(name).is_dir():
+        _, current = _records(name, namespace, context)
+    else:
+        body, _ = _scan_body(name, namespace, context)
+        current = HPScanStatus.model_validate(body["status"]) if body.get("status") else None
+    if current is None:
+        raise ClusterError(f"{name} has no status yet (is the operator running?)")
+    if as_json:
+        sys.stdout.write(current.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
+        return
+    counts = current.combinations
+    out.print(
+        f"[bold]{name}[/]: {current.phase}, {current.progress} recorded ({counts.succeeded} succeeded, "
+        f"{counts.failed} failed, {counts.running} running, {counts.pending} pending)",
+        highlight=False,
+    )
+    if current.message:
+        out.print(current.message, highlight=False)
+    if current.top:
+        table = Table("rank", "id", "value", "parameters", "shard", title="best combinations", title_justify="left")
+        for rank, entry in enumerate(current.top, start=1):
+            params = ", ".join(f"{k}={v}" for k, v in entry.parameters.items())
+            table.add_row(str(rank), entry.id, f"{entry.value:.5g}", params, str(entry.shard))
+        out.print(table)
+    shards = Table("shard", "site", "phase", "done", "attempts", "job", "message", title="shards", title_justify="left")
+    for s in current.shards:
+        shards.add_row(str(s.index), s.site or "-", str(s.phase), f"{s.done}/{s.total}", str(s.attempts), s.job or "-",
+                       s.message or "")  # fmt: skip
+    out.print(shards)
+    for condition in current.conditions:
+        if condition.status == "True":
+            out.print(f"condition {condition.type}: {condition.reason} {condition.message}", highlight=False)

@@ -1,0 +1,57 @@
+"""kopf handlers, kept thin: fetch, call reconcile_scan, patch the status, post events.
+
+One timer per HPScan reconciles every few seconds (live results reach the status within that interval);
+the backends are created once at startup and shared. kopf's bookkeeping uses hpscan.io names, never kopf's
+defaults, so other kopf operators on the cluster never mistake our objects for theirs (and vice versa).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from hpscan.api.spec import GROUP, PLURAL, VERSION
+from hpscan.backends.base import Backend
+from hpscan.controller.reconcile import reconcile_scan
+from hpscan.planning import Plan
+
+RECONCILE_SECONDS = 2.0
+FINALIZER = "hpscan.io/finalizer"
+
+BACKENDS: dict[str, Backend] = {}
+PLANS: dict[tuple[str, int], Plan] = {}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hpscan.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="hpscan.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+    settings.execution.max_workers = 8
+    if "kubernetes" not in BACKENDS:
+        from hpscan.backends.kubernetes import KubernetesBackend
+
+        BACKENDS["kubernetes"] = KubernetesBackend()
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
+def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    outcome = reconcile_scan(body, BACKENDS, PLANS)
+    if outcome.status is not None:
+        patch.status.update(outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True))
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget(body: kopf.Body, **_: Any) -> None:
+    """Owned Jobs, ConfigMaps and RBAC go by garbage collection; only the plan cache needs clearing."""
+    uid = body.get("metadata", {}).get("uid")
+    for key in [k for k in PLANS if k[0] == uid]:
+        del PLANS[key]

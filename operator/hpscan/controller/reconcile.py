@@ -1,0 +1,153 @@
+"""One reconcile step for one HPScan: read the backends, decide, act, and say what the status should be.
+
+Everything here is plain data in, plain data out, except the backend calls; kopf never appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from hpscan.api.spec import HPScan
+from hpscan.api.status import Condition, HPScanStatus, ScanPhase, ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.decisions import assign_sites, decide
+from hpscan.errors import HPScanError
+from hpscan.planning import Plan, plan
+from hpscan.results import aggregate
+from hpscan.status import TERMINAL, build_status
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the HPScan."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """What a reconcile step decided: the new status (None: leave it) and the events to post."""
+
+    status: HPScanStatus | None
+    events: list[Event] = field(default_factory=list)
+
+
+def scan_ref(body: Mapping[str, Any]) -> ScanRef:
+    meta = body.get("metadata", {})
+    return ScanRef(name=meta.get("name", ""), namespace=meta.get("namespace") or "default", uid=meta.get("uid", ""))
+
+
+def previous_status(body: Mapping[str, Any]) -> HPScanStatus | None:
+    raw = body.get("status") or {}
+    if not raw.get("phase"):
+        return None
+    try:
+        known = {info.alias or name for name, info in HPScanStatus.model_fields.items()}
+        return HPScanStatus.model_validate({k: v for k, v in raw.items() if k in known})
+    except ValidationError:
+        return None  # a status we cannot read is rebuilt from the backends
+
+
+def events_between(before: HPScanStatus | None, after: HPScanStatus) -> list[Event]:
+    """Milestones worth an Event: phase changes, and shards that failed for good."""
+    events = []
+    if before is None or before.phase != after.phase:
+        kind = "Warning" if after.phase == ScanPhase.FAILED else "Normal"
+        events.append(Event(kind, str(after.phase), after.message or ""))
+    failed_before = {s.index for s in (before.shards if before else []) if s.phase == ShardPhase.FAILED}
+    for shard in after.shards:
+        if shard.phase == ShardPhase.FAILED and shard.index not in failed_before:
+            where = f" on site {shard.site}" if shard.site else ""
+            events.append(
+                Event("Warning", shard.reason or "ShardFailed", f"shard {shard.index}{where}: {shard.message}")
+            )
+    return events
+
+
+def invalid_spec_status(message: str, generation: int | None) -> HPScanStatus:
+    return HPScanStatus(
+        phase=ScanPhase.FAILED,
+        message=message,
+        observed_generation=generation,
+        conditions=[
+            Condition(type="Failed", status="True", reason="InvalidSpec", message=message[:512]),
+            Condition(type="Complete", status="False", reason="NotComplete"),
+        ],
+    )
+
+
+def reconcile_scan(
+    body: Mapping[str, Any],
+    backends: Mapping[str, Backend],
+    plans: dict[tuple[str, int], Plan] | None = None,
+) -> Outcome:
+    """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend."""
+    meta = body.get("metadata", {})
+    generation = meta.get("generation")
+    before = previous_status(body)
+    if before is not None and before.phase in TERMINAL and before.observed_generation == generation:
+        return Outcome(status=None)  # finished, and the spec did not change since
+    try:
+        scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
+        key = (meta.get("uid", ""), generation or 0)
+        planned = plans.get(key) if plans is not None else None
+        if planned is None:
+            planned = plan(scan.metadata.name, scan.spec)
+            if plans is not None:
+                plans[key] = planned
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        status = invalid_spec_status(f"{where}: {first['msg']}", generation)
+        return Outcome(status, [Event("Warning", "InvalidSpec", status.message or "")] if before is None else [])
+    except HPScanError as error:
+        status = invalid_spec_status(str(error), generation)
+        return Outcome(status, [Event("Warning", error.reason, str(error))] if before is None else [])
+
+    ref = scan_ref(body)
+    spec = scan.spec
+    sites = assign_sites(planned.shard_count, spec.sites)
+    backend_of = {i: (site.backend if site is not None else "kubernetes") for i, site in sites.items()}
+    used = {name: backends[name] for name in sorted(set(backend_of.values())) if name in backends}
+    missing = sorted(set(backend_of.values()) - set(backends))
+    if missing:
+        status = invalid_spec_status(f"no {' or '.join(missing)} backend is configured in this operator", generation)
+        return Outcome(status, [Event("Warning", "BackendUnavailable", status.message or "")])
+
+    states: dict[int, ShardStatus] = {}
+    records = []
+    for backend in used.values():
+        states.update(backend.poll(ref))
+        records.extend(backend.fetch_records(ref))
+    agg = aggregate(planned, records)
+
+    decision = decide(spec, planned.shard_count, states)
+    for name, backend in used.items():
+        stop = [i for i in decision.stop if backend_of[i] == name]
+        if stop:
+            backend.cancel(ref, stop)
+        start = [i for i in decision.start if backend_of[i] == name]
+        if start:
+            prepare = getattr(backend, "prepare", None)
+            if prepare is not None:
+                prepare(ref, planned.shard_count)
+            backend.submit(ref, spec, [ShardLaunch(planned.shard_file(i), sites[i]) for i in start])
+    for i in decision.start:  # just submitted: Pending until the backend reports otherwise
+        site = sites[i]
+        states.setdefault(i, ShardStatus(index=i, site=site.name if site is not None else None))
+    for i in decision.stop:
+        states[i] = states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
+
+    status = build_status(planned, agg, states, suspend=spec.suspend, previous=before, generation=generation)
+    if status.phase in TERMINAL:
+        for name, backend in used.items():  # e.g. too many failed combinations: stop what still runs
+            active = [s.index for s in status.shards if s.phase in {ShardPhase.RUNNING, ShardPhase.PENDING}]
+            if active:
+                backend.cancel(ref, [i for i in active if backend_of[i] == name])
+    return Outcome(status, events_between(before, status))

@@ -1,0 +1,133 @@
+"""What the operator asks Kubernetes for: the Job, ConfigMaps and RBAC of a shard, and how Jobs read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hpscan.api.contract import ResultRecord
+from hpscan.backends.base import ScanRef
+from hpscan.backends.kubernetes import (
+    job_manifest,
+    job_name,
+    payload_rbac,
+    record_patch,
+    records_of,
+    results_configmap_name,
+    shard_configmap,
+    shard_state,
+)
+from hpscan.manifest import load_scan
+from hpscan.planning import plan
+
+SCAN = load_scan(Path("examples/dl1-seed-scan.yaml"))
+REF = ScanRef(name="dl1-seed-scan", namespace="physics", uid="1234")
+GPU_SITE = SCAN.spec.sites[0]
+
+
+def test_job_asks_for_gpus_on_gpu_nodes_with_the_sites_tolerations():
+    job = job_manifest(REF, SCAN.spec, 3, GPU_SITE)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert job["metadata"]["name"] == "dl1-seed-scan-shard-003" == job_name("dl1-seed-scan", 3)
+    assert job["spec"]["backoffLimit"] == SCAN.spec.retries
+
+
+def test_job_is_owned_labelled_and_runs_the_payload_through_the_shard_runner():
+    job = job_manifest(REF, SCAN.spec, 3, GPU_SITE)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("HPScan", "1234", True)
+    assert job["metadata"]["labels"]["hpscan.io/shard"] == "3"
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["hpscan", "shard-run"]
+    assert command[command.index("--configmap") + 1] == results_configmap_name("dl1-seed-scan", 3)
+    assert command[command.index("--") + 1 :] == ["dl1", "train-shard"]
+
+
+def test_pod_passes_the_restricted_pod_security_profile():
+    pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = pod["containers"][0]["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+    assert all("hostPath" not in v for v in pod["volumes"])
+
+
+def test_gpu_unavailable_exit_code_fails_the_job_without_retries():
+    rules = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [3]
+
+
+def test_other_gpu_vendors_and_cpu_only_scans():
+    amd = GPU_SITE.model_copy(
+        update={"kubernetes": GPU_SITE.kubernetes.model_copy(update={"gpu_resource_name": "amd.com/gpu"})}
+    )
+    limits = job_manifest(REF, SCAN.spec, 0, amd)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "amd.com/gpu" in limits and "nvidia.com/gpu" not in limits
+    cpu_spec = SCAN.spec.model_copy(update={"gpu": SCAN.spec.gpu.model_copy(update={"count": 0})})
+    limits = job_manifest(REF, cpu_spec, 0, None)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert not any(k.endswith("/gpu") for k in limits)
+
+
+def test_long_scan_names_give_valid_distinct_names():
+    long = ScanRef(name="a" * 60, namespace="x", uid="u")
+    names = {job_name(long.name, i) for i in range(10)}
+    assert len(names) == 10 and all(len(n) <= 63 for n in names)
+
+
+def test_payload_rbac_names_only_the_scans_results_configmaps():
+    account, role, binding = payload_rbac(REF, 10)
+    rule = role["rules"][0]
+    assert rule["verbs"] == ["get", "patch"] and rule["resources"] == ["configmaps"]
+    assert rule["resourceNames"] == [results_configmap_name("dl1-seed-scan", i) for i in range(10)]
+    assert binding["subjects"][0]["name"] == account["metadata"]["name"]
+
+
+def test_shard_configmap_holds_the_shard_file():
+    planned = plan(SCAN.metadata.name, SCAN.spec)
+    cm = shard_configmap(REF, planned.shard_file(2))
+    assert '"shard":2' in cm["data"]["shard.json"] and len(cm["data"]["shard.json"]) < 64 * 1024
+
+
+def job(status: dict, suspend: bool = False) -> dict:
+    return {
+        "metadata": {
+            "name": "s-shard-001",
+            "labels": {"hpscan.io/shard": "1"},
+            "annotations": {"hpscan.io/site": "gpu"},
+        },
+        "spec": {"suspend": suspend},
+        "status": status,
+    }
+
+
+def test_job_states_map_to_shard_phases():
+    assert shard_state(job({})).phase == "Pending"
+    assert shard_state(job({"active": 1})).phase == "Running"
+    retrying = shard_state(job({"active": 1, "failed": 1}))
+    assert (retrying.phase, retrying.reason, retrying.attempts) == ("Running", "Retrying", 2)
+    assert (
+        shard_state(job({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})).phase == "Succeeded"
+    )
+    assert shard_state(job({}, suspend=True)).phase == "Suspended"
+    failed = shard_state(job({"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}))  # fmt: skip
+    assert (failed.phase, failed.reason, failed.site) == ("Failed", "BackoffLimitExceeded", "gpu")
+
+
+def test_gpu_check_failure_reads_as_gpu_unavailable():
+    message = "Container payload for pod physics/s-shard-001-x failed with exit code 3 matching FailJob rule at index 0"
+    state = shard_state(job({"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message}]}))  # fmt: skip
+    assert state.reason == "GPUUnavailable"
+
+
+def test_records_round_trip_through_a_configmap_patch():
+    planned = plan(SCAN.metadata.name, SCAN.spec)
+    combo = planned.combination(5)
+    record = ResultRecord(
+        id=combo.id, shard=5, parameters=combo.parameters, metrics={"val_loss": 0.6}, status="succeeded"
+    )
+    data = record_patch([record])["data"]
+    assert list(data) == [combo.id]
+    assert records_of({"data": {**data, "junk": "{not json"}}) == [record]

@@ -1,0 +1,122 @@
+"""One reconcile step, against an in-memory backend standing in for a batch system (the real Kubernetes
+backend is exercised on the local control plane in tests/integration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.backends.base import Backend
+from hpscan.controller.reconcile import reconcile_scan
+from hpscan.manifest import load_scan
+from hpscan.planning import plan
+
+
+class MemoryBackend(Backend):
+    """Stand-in: remembers submissions; tests set phases and records by hand."""
+
+    name = "kubernetes"
+
+    def __init__(self):
+        self.states: dict[int, ShardStatus] = {}
+        self.records: list[ResultRecord] = []
+        self.submitted: list[int] = []
+        self.cancelled: list[int] = []
+        self.sites: dict[int, str | None] = {}
+
+    def submit(self, scan, spec, launches):
+        for launch in launches:
+            index = launch.shard_file.shard
+            self.submitted.append(index)
+            self.sites[index] = launch.site.name if launch.site else None
+            self.states[index] = ShardStatus(index=index, phase=ShardPhase.PENDING)
+
+    def poll(self, scan):
+        return dict(self.states)
+
+    def fetch_records(self, scan):
+        return list(self.records)
+
+    def cancel(self, scan, shards=None):
+        for i in shards or list(self.states):
+            self.cancelled.append(i)
+            self.states[i] = self.states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
+
+
+def body(**spec_changes) -> dict:
+    document = yaml.safe_load(Path("examples/dl1-seed-scan.yaml").read_text())
+    document["spec"]["sites"] = [document["spec"]["sites"][0]]  # the Kubernetes site only
+    document["spec"].update(spec_changes)
+    document["metadata"].update({"namespace": "physics", "uid": "u-1", "generation": 1})
+    return document
+
+
+def apply(document: dict, outcome) -> dict:
+    return {**document, "status": outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+def test_a_new_scan_starts_parallelism_shards_and_says_so():
+    backend = MemoryBackend()
+    outcome = reconcile_scan(body(parallelism=4), {"kubernetes": backend})
+    assert backend.submitted == [0, 1, 2, 3]
+    assert set(backend.sites.values()) == {"gpu-cluster"}
+    assert outcome.status.phase == "Pending" and outcome.status.progress == "0/800"
+    assert [e.reason for e in outcome.events] == ["Pending"]
+
+
+def test_records_reach_the_status_and_finished_shards_make_room():
+    backend = MemoryBackend()
+    document = body(parallelism=2)
+    document = apply(document, reconcile_scan(document, {"kubernetes": backend}))
+    planned = plan("dl1-seed-scan", load_scan(Path("examples/dl1-seed-scan.yaml")).spec)
+    combos = planned.shard_combinations(0)
+    backend.records = [
+        ResultRecord(id=c.id, shard=0, parameters=c.parameters, metrics={"val_loss": 1 - i / 100}, status="succeeded")
+        for i, c in enumerate(combos)
+    ]
+    backend.states[0] = ShardStatus(index=0, phase=ShardPhase.SUCCEEDED)
+    backend.states[1] = ShardStatus(index=1, phase=ShardPhase.RUNNING)
+    outcome = reconcile_scan(document, {"kubernetes": backend})
+    assert backend.submitted == [0, 1, 2]
+    status = outcome.status
+    assert status.phase == "Running" and status.progress == "80/800"
+    assert status.best.id == combos[-1].id and status.shards[0].done == 80
+    assert [e.reason for e in outcome.events] == ["Running"]
+
+
+def test_suspend_stops_running_shards_and_resume_restarts_them():
+    backend = MemoryBackend()
+    reconcile_scan(body(parallelism=2), {"kubernetes": backend})
+    backend.states[0] = ShardStatus(index=0, phase=ShardPhase.RUNNING)
+    outcome = reconcile_scan(body(parallelism=2, suspend=True), {"kubernetes": backend})
+    assert sorted(backend.cancelled) == [0, 1] and outcome.status.phase == "Suspended"
+    reconcile_scan(body(parallelism=2), {"kubernetes": backend})
+    assert backend.submitted == [0, 1, 0, 1]
+
+
+def test_a_finished_scan_is_left_alone():
+    backend = MemoryBackend()
+    document = body()
+    for i in range(10):
+        backend.states[i] = ShardStatus(index=i, phase=ShardPhase.SUCCEEDED)
+    document = apply(document, reconcile_scan(document, {"kubernetes": backend}))
+    assert document["status"]["phase"] == "Succeeded"
+    assert reconcile_scan(document, {"kubernetes": backend}).status is None
+
+
+def test_an_htcondor_site_without_that_backend_is_reported_not_crashed():
+    document = yaml.safe_load(Path("examples/dl1-seed-scan.yaml").read_text())
+    document["metadata"].update({"uid": "u", "generation": 1})
+    outcome = reconcile_scan(document, {"kubernetes": MemoryBackend()})
+    assert outcome.status.phase == "Failed" and "htcondor backend" in outcome.status.message
+
+
+def test_a_spec_the_models_refuse_fails_with_invalid_spec():
+    document = body()
+    document["spec"]["sharding"] = {"shards": 2, "combinationsPerShard": 3}
+    outcome = reconcile_scan(document, {"kubernetes": MemoryBackend()})
+    assert outcome.status.phase == "Failed"
+    assert outcome.status.conditions[0].reason == "InvalidSpec" and "sharding" in outcome.status.message
