@@ -1,0 +1,356 @@
+"""The paper's Figure 3: a parallel-coordinates plot of every combination, the best in red.
+
+One vertical axis per hyperparameter (spec order) plus the objective as the last axis. Explicit `values` become
+categorical axes labelled with their values, log ranges log axes. Lines are coloured by the objective; failed
+combinations are grey and stop before the objective axis. Two renderings of the same axes: a PNG (matplotlib)
+and a self-contained interactive HTML (plotly, its JavaScript inline so the page works offline).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hpscan.api.contract import ParameterValue
+from hpscan.api.spec import Parameter
+from hpscan.planning import axis_size, axis_values
+from hpscan.report.rundir import ScanRun
+
+AxisKind = Literal["categorical", "linear", "log"]
+
+BEST_COLOUR = "#d62728"
+FAILED_COLOUR = "#9a9a9a"
+COLOUR_MAP = "viridis"
+MAX_LISTED_TICKS = 8
+"""A discrete range with at most this many points gets one tick per point; longer ones get round ticks."""
+JITTER = 0.012
+"""Half-width of the vertical spread given to lines at one tick (in axis-height units), so bundles show their size."""
+
+
+def _label_of(value: ParameterValue) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One vertical axis: maps a value to a height in [0, 1] and knows its ticks."""
+
+    name: str
+    kind: AxisKind
+    lo: float = 0.0
+    hi: float = 1.0
+    categories: tuple[ParameterValue, ...] = ()
+    tick_values: tuple[float, ...] = ()
+    objective: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}\n(log scale)" if self.kind == "log" else self.name
+
+    def _key(self, value: ParameterValue) -> tuple[str, ParameterValue]:
+        return (type(value).__name__ if isinstance(value, bool | str) else "number", value)
+
+    def position(self, value: ParameterValue) -> float:
+        """Height of a value on this axis, 0 at the bottom and 1 at the top."""
+        if self.kind == "categorical":
+            keys = [self._key(c) for c in self.categories]
+            index = keys.index(self._key(value))
+            return 0.5 if len(keys) == 1 else index / (len(keys) - 1)
+        number = float(value)
+        if self.hi == self.lo:
+            return 0.5
+        if self.kind == "log":
+            return (math.log(number) - math.log(self.lo)) / (math.log(self.hi) - math.log(self.lo))
+        return (number - self.lo) / (self.hi - self.lo)
+
+    def ticks(self) -> list[tuple[float, str]]:
+        """(height, label) of each tick."""
+        if self.kind == "categorical":
+            return [(self.position(c), _label_of(c)) for c in self.categories]
+        digits = 4 if self.objective else 3
+        return [(self.position(v), f"{v:.{digits}g}") for v in self.tick_values]
+
+
+def _round_ticks(lo: float, hi: float, log: bool) -> tuple[float, ...]:
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    if lo == hi:
+        return (lo,)
+    locator = LogLocator(base=10, subs=(1.0, 2.0, 5.0)) if log else MaxNLocator(nbins=6)
+    values = [float(v) for v in locator.tick_values(lo, hi)]
+    inside = [v for v in values if lo - 1e-12 * abs(lo) <= v <= hi + 1e-12 * abs(hi)]
+    if log and len(inside) > MAX_LISTED_TICKS:
+        inside = [v for v in inside if f"{v:.1e}".startswith("1.0")]
+    return tuple(inside) or (lo, hi)
+
+
+def parameter_axis(parameter: Parameter) -> Axis:
+    """The axis of one hyperparameter, from its definition in the spec (so unexplored values still show)."""
+    if parameter.values is not None:
+        values = list(parameter.values)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ordered = sorted(values, key=float) if numeric else values
+        return Axis(parameter.name, "categorical", categories=tuple(ordered))
+    value_range = parameter.range
+    assert value_range is not None
+    kind: AxisKind = "log" if value_range.scale == "log" else "linear"
+    size = axis_size(parameter)
+    if size is not None and size <= MAX_LISTED_TICKS:
+        ticks = tuple(float(v) for v in axis_values(parameter))
+    else:
+        ticks = _round_ticks(value_range.min, value_range.max, kind == "log")
+    return Axis(parameter.name, kind, lo=value_range.min, hi=value_range.max, tick_values=ticks)
+
+
+def objective_axis(name: str, values: Sequence[float]) -> Axis:
+    """The objective's axis: linear, or log when positive values span more than a factor 30 (a diverged fit)."""
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    log = lo > 0 and hi / lo > 30
+    if not log and lo == hi:
+        lo, hi = lo - 0.5 * abs(lo or 1.0), hi + 0.5 * abs(hi or 1.0)
+    kind: AxisKind = "log" if log else "linear"
+    return Axis(name, kind, lo=lo, hi=hi, tick_values=_round_ticks(lo, hi, log), objective=True)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The axes and every line's heights, shared by the PNG and the HTML."""
+
+    axes: list[Axis]
+    objective: Axis
+    lines: list[list[float]]
+    """Heights on the parameter axes and the objective axis, succeeded combinations only, worst first."""
+    values: list[float]
+    """Objective value of each line, in the same order."""
+    ids: list[str]
+    failed_lines: list[list[float]]
+    """Heights on the parameter axes only."""
+    title: str
+    subtitle: str
+
+
+def layout(run: ScanRun) -> Layout:
+    """Place every recorded combination on the axes: worst first, so better lines are drawn on top."""
+    spec = run.scan.spec
+    axes = [parameter_axis(p) for p in spec.parameters]
+    goal = spec.objective.goal
+    objective = objective_axis(
+        f"{spec.objective.metric}\n({'lower' if goal == 'minimize' else 'higher'} is better)",
+        [r.value for r in run.ranked],
+    )
+
+    def heights(parameters: dict[str, ParameterValue]) -> list[float]:
+        return [axis.position(parameters[axis.name]) for axis in axes]
+
+    ordered = list(reversed(run.ranked))
+    lines = [[*heights(r.record.parameters), objective.position(r.value)] for r in ordered]
+    failed_lines = [heights(r.parameters) for r in run.failed]
+    metric = spec.objective.metric
+    title = f"HPScan {run.name}: {len(run.ranked)} of {run.plan.total} combinations succeeded"
+    if run.failed:
+        title += f", {len(run.failed)} failed"
+    pending = run.plan.total - run.recorded
+    if pending:
+        title += f", {pending} not run"
+    subtitle = f"best: {run.best.id}, {metric} = {run.best.value:.4g}" if run.ranked else "no succeeded combination"
+    return Layout(
+        axes=axes,
+        objective=objective,
+        lines=lines,
+        values=[r.value for r in ordered],
+        ids=[r.id for r in ordered],
+        failed_lines=failed_lines,
+        title=title,
+        subtitle=subtitle,
+    )
+
+
+def _jittered(lines: list[list[float]], n_parameter_axes: int, seed: int) -> list[list[float]]:
+    """Spread lines that share a tick a little (deterministically), so a bundle of 80 lines looks like 80."""
+    rng = random.Random(seed)
+    out = []
+    for line in lines:
+        out.append([h + rng.uniform(-JITTER, JITTER) if i < n_parameter_axes else h for i, h in enumerate(line)])
+    return out
+
+
+def draw_png(run: ScanRun, path: Path) -> Path:
+    """Write parallel-coordinates.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import colors
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+
+    placed = layout(run)
+    n_axes = len(placed.axes) + 1
+    xs = list(range(n_axes))
+    fig_width = max(8.0, 1.55 * n_axes + 3.0)
+    fig, ax = plt.subplots(figsize=(fig_width, 6.0), layout="constrained")
+
+    count = len(placed.lines) + len(placed.failed_lines)
+    alpha = min(0.9, max(0.15, 5.0 / math.sqrt(max(count, 1))))
+    width = 1.6 if count <= 50 else 1.0
+    if placed.objective.kind == "log":
+        norm: colors.Normalize = colors.LogNorm(placed.objective.lo, placed.objective.hi)
+    else:
+        norm = colors.Normalize(placed.objective.lo, placed.objective.hi)
+    # Dark colours for good values: they stand out on white; poor ones fade to light yellow-green.
+    cmap = matplotlib.colormaps[COLOUR_MAP if run.scan.spec.objective.goal == "minimize" else f"{COLOUR_MAP}_r"]
+
+    n_parameters = len(placed.axes)
+    if placed.failed_lines:
+        failed = _jittered(placed.failed_lines, n_parameters, seed=2)
+        ax.add_collection(
+            LineCollection(
+                [list(zip(xs[:n_parameters], line, strict=True)) for line in failed],
+                colors=FAILED_COLOUR,
+                linewidths=width,
+                linestyles="dashed",
+                alpha=alpha,
+                zorder=1,
+            )
+        )
+    lines = _jittered(placed.lines, n_parameters, seed=1)
+    if len(lines) > 1:
+        ax.add_collection(
+            LineCollection(
+                [list(zip(xs, line, strict=True)) for line in lines[:-1]],
+                colors=cmap(norm(placed.values[:-1])),
+                linewidths=width,
+                alpha=alpha,
+                zorder=2,
+            )
+        )
+    if placed.lines:
+        ax.plot(xs, placed.lines[-1], color=BEST_COLOUR, linewidth=3.0, zorder=4, solid_capstyle="round")
+
+    for x, axis in zip(xs, [*placed.axes, placed.objective], strict=True):
+        ax.plot([x, x], [0, 1], color="black", linewidth=1.3, zorder=3)
+        for height, text in axis.ticks():
+            ax.plot([x - 0.03, x], [height, height], color="black", linewidth=1.0, zorder=3)
+            ax.text(
+                x - 0.05,
+                height,
+                text,
+                ha="right",
+                va="center",
+                fontsize=9,
+                zorder=5,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9, "pad": 0.6},
+            )
+        ax.text(x, 1.03, axis.label, ha="center", va="bottom", fontsize=10.5, fontweight="bold")
+
+    ax.set_xlim(-0.45, n_axes - 1 + 0.2)
+    ax.set_ylim(-0.03, 1.16)
+    ax.set_axis_off()
+    ax.set_title(placed.title, fontsize=12.5, loc="left")
+
+    scalar = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    colourbar = fig.colorbar(scalar, ax=ax, pad=0.01, fraction=0.035, aspect=30)
+    colourbar.set_label(f"{run.scan.spec.objective.metric} (line colour)")
+
+    handles = [Line2D([], [], color=BEST_COLOUR, linewidth=3.0, label=placed.subtitle)]
+    if placed.failed_lines:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=FAILED_COLOUR,
+                linestyle="dashed",
+                label=f"failed: {len(placed.failed_lines)} (no {run.scan.spec.objective.metric})",
+            )
+        )
+    ax.legend(handles=handles, loc="upper right", bbox_to_anchor=(1.0, 1.19), fontsize=9.5, frameon=False)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _plotly_dimension(axis: Axis, values: list[ParameterValue] | list[float]) -> dict[str, object]:
+    """A go.Parcoords dimension: categories as indices with their labels, log axes as log10 with real labels."""
+    label = axis.name.replace("\n", " ")
+    if axis.kind == "categorical":
+        heights = [axis.position(v) for v in values]
+        ticks = axis.ticks()
+        return {
+            "label": label,
+            "values": heights,
+            "range": [0, 1],
+            "tickvals": [h for h, _ in ticks],
+            "ticktext": [t for _, t in ticks],
+        }
+    if axis.kind == "log":
+        return {
+            "label": f"{label} (log)",
+            "values": [math.log10(float(v)) for v in values],
+            "range": [math.log10(axis.lo), math.log10(axis.hi)],
+            "tickvals": [math.log10(v) for v in axis.tick_values],
+            "ticktext": [f"{v:.4g}" for v in axis.tick_values],
+        }
+    return {"label": label, "values": [float(v) for v in values], "range": [axis.lo, axis.hi]}
+
+
+def draw_html(run: ScanRun, path: Path) -> Path:
+    """Write parallel-coordinates.html: interactive (drag on an axis to filter), plotly.js inline, no CDN."""
+    import plotly.graph_objects as go
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    placed = layout(run)
+    ordered = list(reversed(run.ranked))  # worst first: plotly draws later lines on top
+    dimensions = [_plotly_dimension(axis, [r.record.parameters[axis.name] for r in ordered]) for axis in placed.axes]
+    objective_values = [r.value for r in ordered]
+    dimensions.append(_plotly_dimension(placed.objective, objective_values))
+
+    # One colour scale for the objective, squeezed into [0, 0.9]; the best line gets 1.0, which is red.
+    goal = run.scan.spec.objective.goal
+    cmap = colormaps[COLOUR_MAP if goal == "minimize" else f"{COLOUR_MAP}_r"]
+    heights = [placed.objective.position(v) for v in objective_values]
+    colour = [0.9 * h for h in heights]
+    if colour:
+        colour[-1] = 1.0
+    scale = [[0.9 * i / 10, to_hex(cmap(i / 10))] for i in range(11)]
+    scale += [[0.95, to_hex(cmap(1.0))], [0.9501, BEST_COLOUR], [1.0, BEST_COLOUR]]
+    bar_ticks = placed.objective.ticks()
+    figure = go.Figure(
+        go.Parcoords(
+            dimensions=dimensions,
+            line={
+                "color": colour,
+                "colorscale": scale,
+                "cmin": 0.0,
+                "cmax": 1.0,
+                "showscale": True,
+                "colorbar": {
+                    "title": {"text": run.scan.spec.objective.metric},
+                    "tickvals": [0.9 * h for h, _ in bar_ticks] + [0.975],
+                    "ticktext": [t for _, t in bar_ticks] + ["best"],
+                },
+            },
+            labelangle=0,
+            labelside="top",
+        )
+    )
+    note = f"{placed.title}<br><sub>{placed.subtitle}; drag along an axis to select a range</sub>"
+    figure.update_layout(
+        title={"text": note, "x": 0.01},
+        margin={"l": 80, "r": 60, "t": 130, "b": 40},
+        height=560,
+        font={"size": 13},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    return path

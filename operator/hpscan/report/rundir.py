@@ -1,0 +1,140 @@
+"""A finished (or partly finished) run folder read back: the manifest as run, its plan, its records and status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.spec import HPScan
+from hpscan.api.status import HPScanStatus
+from hpscan.errors import HPScanError
+from hpscan.manifest import load_scan
+from hpscan.planning import Plan, plan, position_of
+from hpscan.results import LineProblem, aggregate, read_records
+
+
+class ReportError(HPScanError):
+    """A run folder that cannot be reported on (missing, no manifest, no results), or a report step that failed."""
+
+    exit_code = 2
+    reason = "ReportFailed"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A succeeded combination with its objective value and its rank (0 = best)."""
+
+    rank: int
+    record: ResultRecord
+    value: float
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+@dataclass(frozen=True)
+class ScanRun:
+    """Everything a report needs from a run folder. Records are de-duplicated: one per combination."""
+
+    run_dir: Path
+    scan: HPScan
+    plan: Plan
+    ranked: list[Ranked]
+    """Succeeded combinations, best first (ties broken by id, as the aggregator does)."""
+    failed: list[ResultRecord]
+    """Combinations with no objective value (failed, or a succeeded record without the metric)."""
+    status: HPScanStatus | None
+    problems: list[LineProblem]
+    foreign: int
+    """Records that do not belong to this plan (another scan's file mixed in); ignored."""
+
+    @property
+    def name(self) -> str:
+        return self.scan.metadata.name
+
+    @property
+    def recorded(self) -> int:
+        return len(self.ranked) + len(self.failed)
+
+    @property
+    def phase(self) -> str:
+        """The phase the runner wrote, or one inferred from the records when status.json is missing."""
+        if self.status is not None:
+            return str(self.status.phase.value)
+        return "Succeeded" if self.recorded == self.plan.total and self.ranked else "Unknown"
+
+    @property
+    def best(self) -> Ranked:
+        return self.ranked[0]
+
+    def picks(self) -> dict[str, Ranked]:
+        """The best, the median and the worst succeeded combination (the paper's three retrained networks)."""
+        if not self.ranked:
+            raise ReportError(f"{self.run_dir}: no combination succeeded, nothing to pick for retraining")
+        return {
+            "best": self.ranked[0],
+            "median": self.ranked[(len(self.ranked) - 1) // 2],
+            "worst": self.ranked[-1],
+        }
+
+
+def _load_status(path: Path) -> HPScanStatus | None:
+    if not path.exists():
+        return None
+    try:
+        return HPScanStatus.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValidationError, OSError):
+        return None  # the status is a summary of the records; the report stands on the records alone
+
+
+def load_run(run_dir: Path) -> ScanRun:
+    """Read a run folder written by `hpscan run` (or collected from a cluster); ReportError says what is missing."""
+    if not run_dir.exists():
+        raise ReportError(f"{run_dir}: no such run folder")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: not a folder; give the run folder (the --out of hpscan run)")
+    manifest = run_dir / "scan.yaml"
+    if not manifest.exists():
+        raise ReportError(f"{run_dir}: no scan.yaml; is this the output folder of hpscan run?")
+    scan = load_scan(manifest)
+    planned = plan(scan.metadata.name, scan.spec)
+    results = run_dir / "results.jsonl"
+    records, problems = read_records(results)
+    if not records:
+        detail = f" ({len(problems)} unreadable lines)" if problems else ""
+        raise ReportError(f"{results}: no result records yet{detail}; run the scan first")
+
+    objective = scan.spec.objective
+    summary = aggregate(planned, records)
+    best_of: dict[str, tuple[ResultRecord, float]] = {}
+    failed_of: dict[str, ResultRecord] = {}
+    for record in records:
+        if not planned.owns(record.id, record.parameters):
+            continue
+        value = record.objective_value(objective)
+        if value is None:
+            failed_of.setdefault(record.id, record)
+            continue
+        held = best_of.get(record.id)
+        better = held is None or (value < held[1] if objective.goal == "minimize" else value > held[1])
+        if better:
+            best_of[record.id] = (record, value)
+    sign = 1.0 if objective.goal == "minimize" else -1.0
+    order = sorted(best_of.values(), key=lambda rv: (sign * rv[1], rv[0].id))
+    ranked = [Ranked(rank=i, record=r, value=v) for i, (r, v) in enumerate(order)]
+    failed = sorted((r for i, r in failed_of.items() if i not in best_of), key=lambda r: position_of(r.id))
+    return ScanRun(
+        run_dir=run_dir,
+        scan=scan,
+        plan=planned,
+        ranked=ranked,
+        failed=failed,
+        status=_load_status(run_dir / "status.json"),
+        problems=problems,
+        foreign=summary.foreign,
+    )

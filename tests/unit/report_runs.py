@@ -1,0 +1,64 @@
+"""Fake run folders for the report tests: a real manifest and synthetic records from its plan (no payload)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+from hpscan.api.contract import ResultRecord
+from hpscan.manifest import load_scan
+from hpscan.planning import plan
+from hpscan.results import iter_record_lines
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def synthetic_loss(parameters: dict, rng: random.Random) -> float:
+    """A smooth made-up validation loss: wide layers and a middling learning rate are best."""
+    loss = 0.62
+    for name, value in parameters.items():
+        if name.startswith("layer"):
+            loss += 0.04 / math.sqrt(float(value))
+        elif name == "learning_rate":
+            loss += 0.03 * abs(math.log10(float(value)) + 2.5)
+        elif name == "batch_size":
+            loss += 0.00001 * float(value) ** 0.5
+        elif name == "activation":
+            loss += 0.01 if value == "relu" else 0.0
+    return loss + rng.gauss(0, 0.01)
+
+
+def write_fake_run(
+    out: Path, manifest: str = "quickstart.yaml", failed_every: int = 0, limit: int | None = None, seed: int = 7
+) -> Path:
+    """A run folder as `hpscan run` leaves it: scan.yaml and results.jsonl (no status.json)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLES / manifest, out / "scan.yaml")
+    scan = load_scan(out / "scan.yaml")
+    planned = plan(scan.metadata.name, scan.spec)
+    rng = random.Random(seed)
+    records = []
+    for combination in list(planned.combinations())[:limit]:
+        position = int(combination.id[1:].split("-")[0])
+        failed = failed_every and position % failed_every == failed_every - 1
+        records.append(
+            ResultRecord(
+                id=combination.id,
+                shard=planned.shard_of(position),
+                parameters=combination.parameters,
+                metrics={} if failed else {"val_loss": synthetic_loss(combination.parameters, rng)},
+                status="failed" if failed else "succeeded",
+                error="loss diverged (NaN)" if failed else None,
+                device="CPU",
+                epochs=3,
+            )
+        )
+    (out / "results.jsonl").write_text("".join(iter_record_lines(records)), encoding="utf-8")
+    return out
+
+
+def write_status(out: Path, phase: str = "Succeeded") -> None:
+    (out / "status.json").write_text(json.dumps({"phase": phase}), encoding="utf-8")

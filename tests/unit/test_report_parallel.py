@@ -1,0 +1,114 @@
+"""The parallel-coordinates plot (the paper's Figure 3) from synthetic records: axes, order, colours, self-contained HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from report_runs import write_fake_run
+
+from hpscan.api.spec import Parameter
+from hpscan.report.parallel import (
+    BEST_COLOUR,
+    draw_html,
+    draw_png,
+    layout,
+    objective_axis,
+    parameter_axis,
+)
+from hpscan.report.rundir import load_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_explicit_values_are_categorical_axes_labelled_with_their_values():
+    axis = parameter_axis(Parameter.model_validate({"name": "activation", "values": ["relu", "elu", "tanh"]}))
+    assert axis.kind == "categorical"
+    assert [text for _, text in axis.ticks()] == ["relu", "elu", "tanh"]
+    assert axis.position("relu") == 0.0 and axis.position("tanh") == 1.0
+
+
+def test_numeric_values_are_sorted_bottom_to_top():
+    axis = parameter_axis(Parameter.model_validate({"name": "layer1", "values": [128, 32, 64]}))
+    assert [text for _, text in axis.ticks()] == ["32", "64", "128"]
+    assert axis.position(64) == pytest.approx(0.5)
+
+
+def test_a_log_range_gets_a_log_axis_with_a_tick_per_point():
+    parameter = Parameter.model_validate(
+        {"name": "learning_rate", "range": {"min": 1e-4, "max": 1e-2, "count": 3, "scale": "log"}}
+    )
+    axis = parameter_axis(parameter)
+    assert axis.kind == "log"
+    assert axis.label.endswith("(log scale)")
+    assert axis.position(1e-3) == pytest.approx(0.5)
+    assert [text for _, text in axis.ticks()] == ["0.0001", "0.001", "0.01"]
+
+
+def test_a_long_linear_range_gets_round_ticks():
+    axis = parameter_axis(Parameter.model_validate({"name": "dropout", "range": {"min": 0, "max": 0.5, "count": 51}}))
+    assert axis.kind == "linear"
+    assert 3 <= len(axis.ticks()) <= 8
+
+
+def test_objective_axis_goes_log_only_for_a_wide_positive_spread():
+    assert objective_axis("val_loss", [0.6, 0.7]).kind == "linear"
+    assert objective_axis("val_loss", [0.6, 50.0]).kind == "log"
+    assert objective_axis("val_loss", [0.6, 0.6]).position(0.6) == pytest.approx(0.5)
+
+
+def test_layout_puts_the_objective_last_and_the_best_on_top(tmp_path: Path):
+    run = load_run(write_fake_run(tmp_path, failed_every=5))
+    placed = layout(run)
+    assert [a.name for a in placed.axes] == run.plan.parameter_names
+    assert len(placed.lines) == len(run.ranked) and len(placed.lines[0]) == len(placed.axes) + 1
+    assert placed.ids[-1] == run.best.id  # drawn last: on top
+    assert placed.values == sorted(placed.values, reverse=True)  # minimize: worst first
+    assert len(placed.failed_lines) == len(run.failed) > 0
+    assert f"{len(run.failed)} failed" in placed.title
+
+
+def test_png_is_written(tmp_path: Path):
+    run = load_run(write_fake_run(tmp_path, failed_every=7))
+    path = draw_png(run, tmp_path / "report" / "parallel-coordinates.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_800_combinations_draw_in_seconds(tmp_path: Path):
+    run = load_run(write_fake_run(tmp_path, "dl1-seed-scan.yaml", failed_every=40))
+    assert len(run.ranked) + len(run.failed) == 800
+    started = time.monotonic()
+    draw_png(run, tmp_path / "pc.png")
+    draw_html(run, tmp_path / "pc.html")
+    assert time.monotonic() - started < 20
+
+
+def _parcoords(html: str) -> dict:
+    """The figure JSON plotly embeds in the page."""
+    match = re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', html, re.S)
+    assert match, "no Plotly.newPlot call"
+    return json.loads(match.group(1))[0]
+
+
+def test_html_is_self_contained_with_labelled_categorical_axes(tmp_path: Path):
+    run = load_run(write_fake_run(tmp_path, failed_every=5))
+    html = draw_html(run, tmp_path / "pc.html").read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]+src=", html), "plotly.js must be inline, not from a CDN"
+    assert "<link" not in html
+    trace = _parcoords(html)
+    assert trace["type"] == "parcoords"
+    labels = [d["label"] for d in trace["dimensions"]]
+    assert labels[:-1] == ["layer1", "layer2", "learning_rate (log)", "activation"]
+    assert labels[-1].startswith("val_loss")
+    activation = trace["dimensions"][3]
+    assert activation["ticktext"] == ["relu", "elu"]
+    # The best combination is the last line and takes the top of the colour scale, which is red.
+    colours = trace["line"]["color"]
+    assert colours[-1] == 1.0 and max(colours[:-1]) <= 0.9
+    assert trace["line"]["colorscale"][-1][1] == BEST_COLOUR
+    # Failed combinations are left out of the interactive plot and counted in its title.
+    assert len(colours) == len(run.ranked)
+    assert f"{len(run.failed)} failed" in html
