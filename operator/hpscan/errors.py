@@ -29,3 +29,17 @@ class ResultsError(HPScanError):
 
     exit_code = 1
     reason = "ResultsUnreadable"
+
+
+class BackendError(HPScanError):
+    """A backend cannot do what was asked with the given site or scan (the message names which)."""
+
+    exit_code = 2
+    reason = "BackendError"
+
+
+class SchedulerUnavailable(BackendError):
+    """A batch system (e.g. an HTCondor schedd) did not answer; the message names it and the cause."""
+
+    exit_code = 3
+    reason = "SchedulerUnavailable"

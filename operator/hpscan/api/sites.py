@@ -48,10 +48,26 @@ class TokenSecretRef(CamelModel):
     key: str = Field("token", description="Key in the Secret whose value is the IDTOKEN.")
 
 
+RESERVED_SUBMIT_COMMANDS = frozenset(
+    {
+        "queue",
+        "initialdir",
+        "transfer_input_files",
+        "transfer_output_files",
+        "when_to_transfer_output",
+        "leave_in_queue",
+        "arguments",
+    }
+)
+"""Submit commands hpscan owns: overriding them would lose results or break idempotent submission."""
+
+
 class HTCondorSite(CamelModel):
     """Submit shards as HTCondor jobs to an access point (schedd), e.g. a WLCG grid site."""
 
-    schedd: str | None = Field(None, description="Name of the schedd (access point); the pool's default when empty.")
+    schedd: str | None = Field(
+        None, description="Name of the schedd (access point); the local schedd when both schedd and pool are empty."
+    )
     pool: str | None = Field(None, description="Central manager (collector) host[:port]; the local config when empty.")
     token_secret: TokenSecretRef | None = Field(
         None, description="IDTOKEN from a Kubernetes Secret; the environment's credentials when empty."
@@ -60,23 +76,61 @@ class HTCondorSite(CamelModel):
         "container", description="container runs payload.image; vanilla runs `executable` on the worker."
     )
     container_image: str | None = Field(
-        None, description="Image for the container universe (docker://... or a .sif path); payload.image when empty."
+        None,
+        description="Image for the container universe (docker://..., or a .sif path); docker:// + payload.image when empty.",
     )
-    executable: str | None = Field(None, description="Executable for the vanilla universe.")
+    executable: str | None = Field(
+        None,
+        description="Program the vanilla universe starts with the shard runner's command line as its arguments "
+        '(e.g. /usr/bin/env, or a wrapper that sets up hpscan and the payload and runs "$@"). Required with vanilla.',
+    )
+    transfer_executable: bool = Field(
+        False, description="Ship `executable` from the operator with each job instead of using the worker's copy."
+    )
     request_cpus: int = Field(1, ge=1, description="CPU cores per shard job.")
-    request_memory: str = Field("8GB", description="Memory per shard job, with unit (e.g. 8GB).")
-    request_disk: str = Field("4GB", description="Scratch disk per shard job, with unit.")
+    request_memory: str = Field(
+        "8GB", pattern=r"^\d+(\.\d+)?\s*([KMGT]B?)?$", description="Memory per shard job, with unit (e.g. 8GB)."
+    )
+    request_disk: str = Field(
+        "4GB", pattern=r"^\d+(\.\d+)?\s*([KMGT]B?)?$", description="Scratch disk per shard job, with unit (e.g. 4GB)."
+    )
     requirements: str | None = Field(
         None, description="Extra ClassAd requirements expression, and-ed with the GPU ones."
     )
     accounting_group: str | None = Field(None, description="accounting_group of the jobs.")
     extra_submit: dict[str, str] = Field(
-        default_factory=dict, description="Further submit commands, passed through verbatim."
+        default_factory=dict,
+        description="Further submit commands, passed through verbatim after hpscan's own (so they may override "
+        "e.g. request_gpus); the transfer, queue and HPScan* commands that hpscan relies on are refused.",
     )
     max_retries: int | None = Field(None, ge=0, description="max_retries of each job; spec.retries when empty.")
-    output_destination: str | None = Field(
-        None, description="output_destination URL for the sandbox; returned to the access point when empty."
-    )
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.universe) || self.universe != 'vanilla' || has(self.executable)",
+                    "message": "htcondor.executable is required with universe: vanilla",
+                }
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _check(self) -> HTCondorSite:
+        if self.universe == "vanilla" and not self.executable:
+            raise ValueError("htcondor.executable is required with universe: vanilla")
+        for key in self.extra_submit:
+            bare = key.lower().removeprefix("+").removeprefix("my.")
+            if bare in RESERVED_SUBMIT_COMMANDS or bare.startswith("hpscan"):
+                raise ValueError(f"htcondor.extraSubmit: {key!r} is set by hpscan and cannot be overridden")
+        return self
+
+    @property
+    def remote(self) -> bool:
+        """Whether the schedd is another machine's (located through a collector): inputs are spooled to it and
+        outputs retrieved from it."""
+        return self.schedd is not None or self.pool is not None
 
 
 class Site(CamelModel):

@@ -1,0 +1,190 @@
+"""A schedd STAND-IN for tests: HTCondor daemons cannot be installed on our machines (no Debian package; the
+``htcondor`` wheel has bindings only).
+
+``ScheddStandIn`` keeps the method names and signatures of ``htcondor2.Schedd`` that the backend uses (query,
+submit, act, spool, retrieve), takes real ``htcondor2.Submit`` objects, evaluates constraints with the real
+ClassAd library, and returns real ``classad2.ClassAd`` objects and a real ``htcondor2.SubmitResult``. It does not
+match or run anything: a test moves jobs along with ``start``/``chirp``/``complete``/``hold``/``set``. Every call
+is logged in ``calls`` so tests can count queries. docs/htcondor.md says how to run the same tests against a real
+access point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import classad2
+import htcondor2
+
+IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
+_DEFAULT = object()
+
+
+class ScheddStandIn:
+    """In-memory job queue behind the ``htcondor2.Schedd`` interface (a stand-in, not a schedd)."""
+
+    def __init__(self, name: str = "standin") -> None:
+        self.name = name
+        self.jobs: dict[str, classad2.ClassAd] = {}
+        self.submitted: dict[str, dict[str, str]] = {}
+        """The expanded submit commands of each job, by job id: what condor_submit would have turned into an ad."""
+        self.history: dict[str, classad2.ClassAd] = {}
+        self.outputs: dict[str, dict[str, str]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.down: str | None = None
+        """When set, every call raises htcondor2.HTCondorException with this message (a schedd not answering)."""
+        self._next_cluster = 1
+
+    def _call(self, method: str, detail: Any = None) -> None:
+        self.calls.append((method, detail))
+        if self.down is not None:
+            raise htcondor2.HTCondorException(self.down)
+
+    def count(self, method: str) -> int:
+        return sum(1 for name, _ in self.calls if name == method)
+
+    def _select(self, job_spec: Any) -> list[str]:
+        if isinstance(job_spec, int):
+            return [j for j, ad in self.jobs.items() if ad.eval("ClusterId") == job_spec]
+        if isinstance(job_spec, list):
+            return [j for j in job_spec if j in self.jobs]
+        text = str(job_spec)
+        if text in self.jobs or text.replace(".", "").isdigit():
+            return [j for j in self.jobs if j == text or j.split(".")[0] == text]
+        expression = classad2.ExprTree(text)
+        return [j for j, ad in self.jobs.items() if expression.eval(ad) is True]
+
+    # --- htcondor2.Schedd's methods -----------------------------------------------------------------------
+
+    def query(
+        self,
+        constraint: str | classad2.ExprTree = "True",
+        projection: list[str] = [],  # noqa: B006 (the real signature)
+        callback: Any = None,
+        limit: int = -1,
+        opts: Any = None,
+    ) -> list[classad2.ClassAd]:
+        self._call("query", (str(constraint), list(projection)))
+        expression = classad2.ExprTree(str(constraint))
+        found = []
+        for ad in self.jobs.values():
+            if expression.eval(ad) is not True:
+                continue
+            copy = classad2.ClassAd()
+            for key in projection or list(ad.keys()):
+                if key in ad:
+                    copy[key] = ad.lookup(key)
+            found.append(callback(copy) if callback else copy)
+            if 0 <= limit <= len(found):
+                break
+        return found
+
+    def submit(
+        self,
+        description: htcondor2.Submit,
+        count: int = 0,
+        spool: bool = False,
+        itemdata: Iterator[str] | Iterator[dict] | None = _DEFAULT,  # type: ignore[assignment]
+        queue: str | None = None,
+    ) -> htcondor2.SubmitResult:
+        if not isinstance(description, htcondor2.Submit):
+            raise TypeError("description must be an htcondor2.Submit object")
+        items = list(itemdata) if itemdata not in (_DEFAULT, None) else list(description.itemdata() or [{}])
+        self._call("submit", {"spool": spool, "items": items})
+        cluster = self._next_cluster
+        self._next_cluster += 1
+        procs = 0
+        for item in items:
+            for _ in range(max(count, 1)):
+                job = f"{cluster}.{procs}"
+                expanded = htcondor2.Submit(dict(description.items()))
+                for key, value in (item if isinstance(item, dict) else {"Item": item}).items():
+                    expanded[key] = str(value)
+                commands = {key: expanded.expand(key) for key, _ in description.items()}
+                ad = classad2.ClassAd()
+                ad["ClusterId"] = cluster
+                ad["ProcId"] = procs
+                ad["JobStatus"] = HELD if spool else IDLE
+                if spool:
+                    ad["HoldReasonCode"] = 16
+                    ad["HoldReason"] = "Spooling input data files"
+                ad["NumJobStarts"] = 0
+                ad["Iwd"] = commands.get("initialdir", "")
+                for key, value in commands.items():
+                    if key.lower().startswith("my."):
+                        ad[key[3:]] = classad2.ExprTree(value)
+                    elif key == "request_gpus":
+                        ad["RequestGPUs"] = int(value)
+                self.jobs[job] = ad
+                self.submitted[job] = commands
+                procs += 1
+        return htcondor2.SubmitResult(cluster, 0, procs, classad2.ClassAd({"ClusterId": cluster}), None)
+
+    def spool(self, result: htcondor2.SubmitResult) -> None:
+        self._call("spool", result.cluster())
+        for ad in self.jobs.values():
+            if ad.eval("ClusterId") == result.cluster() and ad.eval("JobStatus") == HELD:
+                ad["JobStatus"] = IDLE
+                del ad["HoldReasonCode"]
+                del ad["HoldReason"]
+
+    def act(self, action: htcondor2.JobAction, job_spec: Any, reason: str | None = None) -> classad2.ClassAd:
+        self._call("act", (action, str(job_spec), reason))
+        selected = self._select(job_spec)
+        for job in selected:
+            if action == htcondor2.JobAction.Remove:
+                ad = self.jobs.pop(job)  # a removed job leaves the queue once its shadow is gone
+                ad["JobStatus"] = REMOVED
+                ad["RemoveReason"] = reason or "via stand-in"
+                self.history[job] = ad
+            elif action == htcondor2.JobAction.Hold:
+                self.hold(job, reason or "via stand-in")
+            elif action == htcondor2.JobAction.Release:
+                self.set(job, JobStatus=IDLE)
+        return classad2.ClassAd({"TotalSuccess": len(selected)})
+
+    def retrieve(self, job_spec: Any) -> None:
+        self._call("retrieve", job_spec if isinstance(job_spec, list) else str(job_spec))
+        for job in self._select(job_spec):
+            if self.jobs[job].eval("JobStatus") != COMPLETED:
+                continue
+            for name, text in self.outputs.pop(job, {}).items():
+                (Path(self.jobs[job].eval("Iwd")) / name).write_text(text)
+
+    # --- what a pool would do (test controls) -----------------------------------------------------------------
+
+    def set(self, job: str, **attributes: Any) -> None:
+        for key, value in attributes.items():
+            self.jobs[job][key] = value
+
+    def start(self, job: str) -> None:
+        ad = self.jobs[job]
+        self.set(job, JobStatus=RUNNING, NumJobStarts=int(ad.eval("NumJobStarts")) + 1)
+
+    def chirp(self, job: str, attribute: str, value: str) -> None:
+        """What condor_chirp set_job_attr does: the value is a ClassAd expression."""
+        self.jobs[job][attribute] = classad2.ExprTree(value)
+
+    def hold(self, job: str, reason: str, code: int = 13) -> None:
+        self.set(job, JobStatus=HELD, HoldReason=reason, HoldReasonCode=code)
+
+    def complete(
+        self, job: str, exit_code: int = 0, outputs: dict[str, str] | None = None, spooled: bool = False
+    ) -> None:
+        """The job exited; its output sandbox goes to its Iwd, or stays in the spool until ``retrieve``."""
+        self.set(job, JobStatus=COMPLETED, ExitCode=exit_code, ExitBySignal=False)
+        if spooled:
+            self.outputs[job] = dict(outputs or {})
+        else:
+            for name, text in (outputs or {}).items():
+                (Path(self.jobs[job].eval("Iwd")) / name).write_text(text)
+
+    def job_of(self, uid: str, shard: int) -> str:
+        """The id of the queued job of a scan's shard."""
+        wanted = classad2.ExprTree(f'HPScanUid == "{uid}" && HPScanShard == {shard}')
+        for job, ad in self.jobs.items():
+            if wanted.eval(ad) is True:
+                return job
+        raise KeyError(f"no job for shard {shard} of {uid}")

@@ -1,0 +1,348 @@
+"""HTCondorBackend's behaviour against a schedd STAND-IN (hpscan.testing.condor): HTCondor daemons cannot be
+installed here. The stand-in keeps htcondor2.Schedd's signatures and returns real ClassAds; docs/htcondor.md says
+how to run the submit/poll/cancel round trip against a real access point instead."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import classad2
+import htcondor2
+import pytest
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.sites import HTCondorSite
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ShardPhase
+from hpscan.backends.base import ScanRef, ShardLaunch
+from hpscan.backends.htcondor import PROJECTION, HTCondorBackend
+from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.planning import Plan, plan
+from hpscan.results import aggregate
+from hpscan.testing.condor import COMPLETED, HELD, IDLE, ScheddStandIn
+
+LOCAL = {}
+REMOTE = {"schedd": "ce01.example.org", "pool": "cm.example.org:9618"}
+
+
+def make_spec(*sites: tuple[str, dict], shards: int = 4) -> HPScanSpec:
+    return HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "layer1", "values": [32, 64, 96, 128]}, {"name": "lr", "values": [0.1, 0.01]}],
+            "sharding": {"shards": shards},
+            "gpu": {"count": 1, "minComputeCapability": "7.0"},
+            "payload": {"image": "img:1"},
+            "sites": [{"name": name, "htcondor": block} for name, block in (sites or [("grid", LOCAL)])],
+        }
+    )
+
+
+class Pool:
+    """One stand-in schedd per (pool, schedd), as locate_schedd would find them."""
+
+    def __init__(self) -> None:
+        self.schedds: dict[tuple[str | None, str | None], ScheddStandIn] = {}
+        self.located = 0
+
+    def __call__(self, site: HTCondorSite) -> ScheddStandIn:
+        self.located += 1
+        return self.schedds.setdefault((site.pool, site.schedd), ScheddStandIn(site.schedd or "local"))
+
+    def of(self, block: dict) -> ScheddStandIn:
+        return self.schedds[(block.get("pool"), block.get("schedd"))]
+
+
+@pytest.fixture
+def pool() -> Pool:
+    return Pool()
+
+
+@pytest.fixture
+def backend(tmp_path: Path, pool: Pool) -> HTCondorBackend:
+    return HTCondorBackend(tmp_path / "work", schedd_factory=pool, max_age_seconds=0)
+
+
+def launches(planned: Plan, spec: HPScanSpec, shards=None, site_index: int = 0) -> list[ShardLaunch]:
+    wanted = range(planned.shard_count) if shards is None else shards
+    return [ShardLaunch(planned.shard_file(s), spec.sites[site_index]) for s in wanted]
+
+
+def records_text(planned: Plan, shard: int, value: float = 0.5) -> str:
+    lines = []
+    for i, combination in enumerate(planned.shard_combinations(shard)):
+        record = ResultRecord(
+            id=combination.id,
+            shard=shard,
+            parameters=combination.parameters,
+            metrics={"val_loss": value + i},
+            status="succeeded",
+        )
+        lines.append(json.dumps(record.to_wire()))
+    return "\n".join(lines) + "\n"
+
+
+SCAN = ScanRef(name="dl1", namespace="atlas", uid="uid-1")
+
+
+def test_the_stand_in_keeps_the_real_schedd_signatures():
+    for method in ("query", "submit", "act", "spool", "retrieve"):
+        real = list(inspect.signature(getattr(htcondor2.Schedd, method)).parameters)
+        ours = list(inspect.signature(getattr(ScheddStandIn, method)).parameters)
+        assert ours == real, method
+
+
+def test_submit_sends_one_cluster_with_one_job_per_shard(backend, pool):
+    spec = make_spec()
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    schedd = pool.of(LOCAL)
+    assert schedd.count("submit") == 1
+    assert sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values()) == [0, 1, 2, 3]
+    job = schedd.job_of("uid-1", 2)
+    assert schedd.submitted[job]["transfer_input_files"] == "shard-002.json, results.jsonl"
+    assert schedd.jobs[job].eval("RequestGPUs") == 1
+    # The sandbox is on disk: the shard file and a results file that carries records between attempts.
+    sandbox = backend.scan_dir(SCAN) / "shard-002"
+    assert json.loads((sandbox / "shard-002.json").read_text())["shard"] == 2
+    assert (sandbox / "results.jsonl").exists()
+    assert schedd.count("spool") == 0  # a local schedd reads the sandbox itself
+
+
+def test_submit_is_idempotent_after_a_crash_before_the_status_update(tmp_path, pool):
+    spec = make_spec()
+    planned = plan(SCAN.name, spec)
+    first = HTCondorBackend(tmp_path / "work", schedd_factory=pool)
+    first.submit(SCAN, spec, launches(planned, spec, [0, 1]))
+    # The operator crashed before writing the status: a new backend is asked for the same shards and more.
+    second = HTCondorBackend(tmp_path / "work", schedd_factory=pool)
+    second.submit(SCAN, spec, launches(planned, spec))
+    second.submit(SCAN, spec, launches(planned, spec))
+    schedd = pool.of(LOCAL)
+    shards = sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values())
+    assert shards == [0, 1, 2, 3]
+    assert schedd.count("submit") == 2  # the third call found every job and submitted nothing
+    assert schedd.calls[-1][0] == "query"
+
+
+def test_a_removed_shard_is_submitted_again(backend, pool):
+    spec = make_spec()
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec, [0]))
+    schedd = pool.of(LOCAL)
+    job = schedd.job_of("uid-1", 0)
+    schedd.set(job, JobStatus=3, RemoveReason="hpscan: scan suspended or deleted")  # on its way out
+    backend.submit(SCAN, spec, launches(planned, spec, [0]))
+    assert schedd.count("submit") == 2
+
+
+def test_remote_schedd_spools_input_and_retrieves_output(backend, pool):
+    spec = make_spec(("grid", REMOTE))
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    schedd = pool.of(REMOTE)
+    assert schedd.calls[1][1]["spool"] is True
+    assert [name for name, _ in schedd.calls] == ["query", "submit", "spool"]
+    assert all(ad.eval("JobStatus") == IDLE for ad in schedd.jobs.values())  # spooled: no longer held
+    job = schedd.job_of("uid-1", 1)
+    schedd.start(job)
+    schedd.complete(job, 0, {"results.jsonl": records_text(planned, 1)}, spooled=True)
+    results = backend.scan_dir(SCAN) / "shard-001" / "results.jsonl"
+    assert results.read_text() == ""  # still in the remote spool
+    states = backend.poll(SCAN)
+    assert ("retrieve", [job]) in schedd.calls
+    assert results.read_text() == records_text(planned, 1)
+    assert states[1].phase == ShardPhase.SUCCEEDED
+    backend.poll(SCAN)
+    assert schedd.count("retrieve") == 1  # retrieved once
+
+
+def test_a_crash_between_submit_and_spool_is_repaired(backend, pool):
+    spec = make_spec(("grid", REMOTE))
+    planned = plan(SCAN.name, spec)
+    schedd = pool(HTCondorSite(**REMOTE))
+    orphan = backend.plans(SCAN, spec, launches(planned, spec))[0]
+    schedd.submit(orphan.description, spool=True, itemdata=iter(orphan.itemdata[:2]))  # never spooled
+    backend.submit(SCAN, spec, launches(planned, spec))
+    assert all(ad.eval("JobStatus") == IDLE for ad in schedd.jobs.values())
+    assert sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values()) == [0, 1, 2, 3]
+    removed = [reason for name, (_, _, reason) in ((n, d) for n, d in schedd.calls if n == "act")]
+    assert removed and removed[0].startswith("hpscan:")
+
+
+def test_one_query_per_schedd_per_cycle_for_many_scans(backend, pool):
+    scans = [ScanRef(name=f"scan{i}", uid=f"uid-{i}") for i in range(6)]
+    for i, scan in enumerate(scans):
+        if i % 2:  # half the scans spread over both schedds
+            spec = make_spec(("a", LOCAL), ("b", REMOTE))
+            planned = plan(scan.name, spec)
+            backend.submit(scan, spec, launches(planned, spec, [0, 1]) + launches(planned, spec, [2, 3], 1))
+        else:
+            spec = make_spec(("a", LOCAL))
+            planned = plan(scan.name, spec)
+            backend.submit(scan, spec, launches(planned, spec))
+    local, remote = pool.of(LOCAL), pool.of(REMOTE)
+    now = [0.0]
+    backend.clock = lambda: now[0]
+    backend.max_age_seconds = 30
+    before = local.count("query"), remote.count("query")
+    backend.refresh()  # the shared poller's cycle
+    polled = {scan.uid: backend.poll(scan) for scan in scans}
+    assert (local.count("query"), remote.count("query")) == (before[0] + 1, before[1] + 1)
+    now[0] = 31.0  # the cycle is stale: the first poll refreshes for every scan, the others reuse it
+    polled = {scan.uid: backend.poll(scan) for scan in scans}
+    assert (local.count("query"), remote.count("query")) == (before[0] + 2, before[1] + 2)
+    constraint, projection = local.calls[-1][1]
+    assert all(f'"uid-{i}"' in constraint for i in range(6))
+    remote_constraint = remote.calls[-1][1][0]
+    assert '"uid-1"' in remote_constraint and '"uid-0"' not in remote_constraint  # only scans using it
+    assert projection == PROJECTION
+    assert all(len(states) == 4 for states in polled.values())
+    assert pool.located == 2  # schedds are located once and reused
+
+
+def test_states_holds_and_exit_codes_map_to_shard_phases(backend, pool):
+    spec = make_spec(shards=6)
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    schedd = pool.of(LOCAL)
+    jobs = [schedd.job_of("uid-1", s) for s in range(6)]
+    schedd.start(jobs[1])
+    schedd.hold(jobs[2], "Error from slot1@wn42: Failed to start the container: no such image")
+    schedd.start(jobs[3])
+    schedd.complete(jobs[3], 0)
+    schedd.start(jobs[4])
+    schedd.complete(jobs[4], 3)
+    schedd.set(jobs[5], NumJobStarts=2)  # failed twice, waits for its third attempt
+    states = backend.poll(SCAN)
+    assert states[0].phase == ShardPhase.PENDING and states[0].reason is None
+    assert states[1].phase == ShardPhase.RUNNING and states[1].attempts == 1
+    assert states[1].job == jobs[1] and states[1].site == "grid"
+    assert (states[2].phase, states[2].reason) == (ShardPhase.PENDING, "Held")
+    assert states[2].message == "Error from slot1@wn42: Failed to start the container: no such image"
+    assert states[3].phase == ShardPhase.SUCCEEDED
+    assert (states[4].phase, states[4].reason) == (ShardPhase.FAILED, "GPUUnavailable")
+    assert "exit code 3" in (states[4].message or "")
+    assert (states[5].phase, states[5].reason) == (ShardPhase.PENDING, "Retrying")
+    schedd.set(jobs[5], JobStatus=COMPLETED, ExitCode=1, NumJobStarts=3)
+    schedd.set(jobs[0], JobStatus=3, RemoveReason="removed by the site admin")
+    states = backend.poll(SCAN)
+    assert (states[5].phase, states[5].reason, states[5].attempts) == (ShardPhase.FAILED, "PayloadFailed", 3)
+    assert (states[0].phase, states[0].reason) == (ShardPhase.FAILED, "Removed")
+    assert "site admin" in (states[0].message or "")
+
+
+def test_completed_shards_records_are_read_back_and_aggregated(backend, pool):
+    spec = make_spec()
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    schedd = pool.of(LOCAL)
+    for shard, value in ((0, 0.9), (2, 0.3)):
+        job = schedd.job_of("uid-1", shard)
+        schedd.start(job)
+        schedd.complete(job, 0, {"results.jsonl": records_text(planned, shard, value)})
+    records = backend.fetch_records(SCAN)
+    assert sorted(r.shard for r in records) == [0, 0, 2, 2]
+    summary = aggregate(planned, records)
+    assert summary.succeeded == 4
+    assert summary.best is not None and summary.best.value == 0.3 and summary.best.shard == 2
+    assert backend.fetch_records(SCAN) == []  # each job's results are read once
+
+
+def test_chirped_progress_becomes_live_records(backend, pool):
+    spec = make_spec()
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    schedd = pool.of(LOCAL)
+    job = schedd.job_of("uid-1", 1)
+    schedd.start(job)
+    first = records_text(planned, 1).splitlines()[0]
+    schedd.chirp(job, "HPScanDone", "1")
+    schedd.chirp(job, "HPScanBest", "0.5")
+    schedd.chirp(job, "HPScanRecords", classad2.quote(first))
+    states = backend.poll(SCAN)
+    assert states[1].done == 1
+    live = backend.fetch_records(SCAN)
+    assert [r.id for r in live] == [json.loads(first)["id"]]
+    assert backend.fetch_records(SCAN) == []  # the same chirp is not reported twice
+
+
+def test_cancel_removes_the_scans_jobs_with_one_constraint(backend, pool):
+    spec = make_spec()
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    other = ScanRef(name="other", uid="uid-2")
+    backend.submit(other, spec, launches(plan("other", spec), spec))
+    schedd = pool.of(LOCAL)
+    backend.cancel(SCAN, [1, 3])
+    action, _constraint, reason = schedd.calls[-1][1]
+    assert action == htcondor2.JobAction.Remove
+    assert reason.startswith("hpscan:")
+    assert sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-1") == [0, 2]
+    states = backend.poll(SCAN)
+    assert states[1].phase == ShardPhase.SUSPENDED and states[3].phase == ShardPhase.SUSPENDED
+    backend.cancel(SCAN)
+    assert not [ad for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-1"]
+    assert len([ad for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-2"]) == 4
+    # Suspended shards start again when asked (decide() restarts SUSPENDED shards).
+    backend.submit(SCAN, spec, launches(planned, spec, [1]))
+    assert backend.poll(SCAN)[1].phase == ShardPhase.PENDING
+
+
+def test_the_poller_survives_a_schedd_that_does_not_answer(backend, pool):
+    spec = make_spec(("a", LOCAL), ("b", REMOTE))
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec, [0, 1], site_index=0) + launches(planned, spec, [2, 3], 1))
+    backend.poll(SCAN)
+    pool.of(REMOTE).down = "Failed communication with schedd"
+    backend.refresh()  # never raises
+    states = backend.poll(SCAN)
+    assert states[0].reason is None
+    assert (states[2].reason, states[2].phase) == ("SchedulerUnavailable", ShardPhase.PENDING)
+    assert "ce01.example.org" in (states[2].message or "")
+    assert "Failed communication" in (states[2].message or "")
+    pool.of(REMOTE).down = None
+    assert backend.poll(SCAN)[2].reason is None
+
+
+def test_a_schedd_that_never_answered_is_an_error_not_an_empty_scan(backend, pool):
+    spec = make_spec(("grid", REMOTE))
+    backend.track(SCAN, spec)
+    pool(HTCondorSite(**REMOTE)).down = "Connection refused"
+    with pytest.raises(SchedulerUnavailable, match=r"ce01.example.org .*Connection refused"):
+        backend.poll(SCAN)
+    with pytest.raises(SchedulerUnavailable, match=r"ce01\.example\.org"):
+        backend.submit(SCAN, spec, launches(plan(SCAN.name, spec), spec))
+
+
+def test_a_schedd_that_cannot_be_located(tmp_path):
+    def nowhere(site):
+        raise htcondor2.HTCondorException("Failed communication with collector.")
+
+    backend = HTCondorBackend(tmp_path, schedd_factory=nowhere)
+    spec = make_spec(("grid", REMOTE))
+    with pytest.raises(SchedulerUnavailable, match=r"located.*collector"):
+        backend.submit(SCAN, spec, launches(plan(SCAN.name, spec), spec))
+
+
+def test_scans_need_a_uid_and_sites_an_htcondor_block(backend):
+    spec = make_spec()
+    with pytest.raises(BackendError, match="no uid"):
+        backend.poll(ScanRef(name="x"))
+    k8s = HPScanSpec.model_validate(
+        {**spec.model_dump(by_alias=True, exclude_none=True), "sites": [{"name": "k", "kubernetes": {}}]}
+    )
+    with pytest.raises(BackendError, match="not an htcondor site"):
+        backend.submit(SCAN, k8s, launches(plan(SCAN.name, k8s), k8s))
+
+
+def test_held_for_spooling_reads_as_pending(backend, pool):
+    spec = make_spec(("grid", REMOTE))
+    backend.track(SCAN, spec)
+    schedd = pool(HTCondorSite(**REMOTE))
+    description = backend.plans(SCAN, spec, launches(plan(SCAN.name, spec), spec))[0]
+    schedd.submit(description.description, spool=True, itemdata=iter(description.itemdata))
+    states = backend.poll(SCAN)
+    assert {s.reason for s in states.values()} == {"SpoolingInput"}
+    assert all(ad.eval("JobStatus") == HELD for ad in schedd.jobs.values())

@@ -1,0 +1,154 @@
+"""`hpscan condor-submit`, the chirp channel of `hpscan shard-run`, and IDTOKEN installation."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import classad2
+import htcondor2
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hpscan.api.contract import Objective, ResultRecord
+from hpscan.backends.htcondor import CHIRP_VALUE_MAX, ChirpChannel, install_token, use_token_directory
+from hpscan.cli import app
+from hpscan.errors import BackendError
+
+EXAMPLE = Path("examples/dl1-seed-scan.yaml")
+TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJpYXQiOjE3MDAwMDAwMDAsImlzcyI6InBvb2wiLCJzdWIiOiJocHNjYW4ifQ.c2ln"
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_dry_run_prints_a_submit_file_with_one_job_per_shard(tmp_path):
+    result = run("condor-submit", str(EXAMPLE), "--site", "uk-manchester", "--dry-run", "--work-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    submit = htcondor2.Submit(result.output)
+    items = list(submit.itemdata())
+    assert [item["Shard"] for item in items] == [str(i) for i in range(10)]
+    assert {item["Combinations"] for item in items} == {"80"}
+    assert submit.expand("request_gpus") == "1"
+    assert submit.expand("gpus_minimum_capability") == "7.0"
+    assert submit.expand("container_image") == "docker://registry.example.org/hpscan/dl1-payload:0.1.0"
+    assert submit.expand("MY.HPScanUid").startswith('"manifest-')
+    assert str(tmp_path.absolute()) in submit["initialdir"]
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_dry_run_is_stable_so_resubmission_is_idempotent(tmp_path):
+    args = ("condor-submit", str(EXAMPLE), "--dry-run", "--work-dir", str(tmp_path))
+    assert run(*args).output == run(*args).output
+
+
+def test_the_site_must_be_an_htcondor_site(tmp_path):
+    result = run("condor-submit", str(EXAMPLE), "--site", "gpu-cluster", "--dry-run")
+    assert result.exit_code == BackendError.exit_code
+    assert "not an htcondor site" in result.output and "uk-manchester" in result.output
+    result = run("condor-submit", str(EXAMPLE), "--site", "nowhere", "--dry-run")
+    assert "no site 'nowhere'" in result.output
+
+
+def test_an_unreachable_schedd_is_one_line_naming_it(tmp_path):
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["spec"]["sites"] = [
+        {"name": "gone", "htcondor": {"schedd": "ce01.example.invalid", "pool": "cm.example.invalid:9618"}}
+    ]
+    path = tmp_path / "scan.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    # The real bindings, asked to find a collector that does not exist.
+    result = run("condor-submit", str(path), "--work-dir", str(tmp_path / "work"))
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "ce01.example.invalid" in lines[0] and "cm.example.invalid:9618" in lines[0]
+    assert "did not answer" in lines[0]
+
+
+def record(i: int, value: float, status: str = "succeeded") -> ResultRecord:
+    return ResultRecord(
+        id=f"c{i:04d}-0000000{i % 10}",
+        shard=0,
+        parameters={"layer1": 32 * (i + 1), "activation": "relu"},
+        metrics={"val_loss": value} if status == "succeeded" else {},
+        status=status,  # type: ignore[arg-type]
+    )
+
+
+class RecordingChirp:
+    def __init__(self) -> None:
+        self.attributes: dict[str, str] = {}
+
+    def set_job_attr(self, job_attribute: str, attribute_value: str) -> None:
+        self.attributes[job_attribute] = attribute_value
+
+
+def test_chirp_channel_sets_progress_attributes_as_classad_values():
+    client = RecordingChirp()
+    channel = ChirpChannel(Objective(metric="val_loss", goal="minimize"), client=lambda: client)
+    channel.publish([record(0, 0.7), record(1, 0.4)])
+    channel.publish([record(2, 0.0, status="failed"), record(3, 0.5)])
+    ad = classad2.ClassAd({name: classad2.ExprTree(value) for name, value in client.attributes.items()})
+    assert ad.eval("HPScanDone") == 4
+    assert ad.eval("HPScanFailed") == 1
+    assert ad.eval("HPScanBest") == 0.4
+    lines = ad.eval("HPScanRecords").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [record(i, 0).id for i in range(4)]
+
+
+def test_chirp_channel_keeps_the_newest_records_within_a_chirp_line():
+    client = RecordingChirp()
+    channel = ChirpChannel(Objective(goal="maximize"), client=lambda: client)
+    for i in range(200):
+        channel.publish([record(i, float(i))])
+    value = client.attributes["HPScanRecords"]
+    assert len(value) <= CHIRP_VALUE_MAX
+    lines = classad2.ExprTree(value).eval().splitlines()
+    assert json.loads(lines[-1])["id"] == record(199, 0).id
+    assert classad2.ExprTree(client.attributes["HPScanBest"]).eval() == 199.0
+
+
+def test_chirp_channel_never_stops_the_payload(capsys):
+    def no_chirp():
+        raise OSError("no .chirp.config")
+
+    ChirpChannel(Objective(), client=no_chirp).publish([record(0, 0.1)])
+    assert "chirp unavailable" in capsys.readouterr().err
+
+
+def test_shard_run_with_the_chirp_channel(tmp_path):
+    shard_file = tmp_path / "shard-000.json"
+    shard_file.write_text(
+        json.dumps({"scan": "s", "shard": 0, "shards": 1, "objective": {}, "gpu": {"count": 0}, "combinations": []})
+    )
+    payload = "import sys, pathlib; pathlib.Path(sys.argv[-1], 'results.jsonl').write_text('')"
+    result = run(
+        "shard-run", str(shard_file), "--out", str(tmp_path / "out"), "--channel", "chirp", "--",
+        sys.executable, "-c", payload,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_install_token_writes_a_private_token_file(tmp_path):
+    path = install_token(TOKEN + "\n", tmp_path / "tokens.d", "atlas-manchester")
+    assert path.read_text() == TOKEN + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(BackendError, match="not a token"):
+        install_token("password123", tmp_path / "tokens.d", "bad")
+    with pytest.raises(BackendError, match="plain file name"):
+        install_token(TOKEN, tmp_path / "tokens.d", "../escape")
+
+
+def test_use_token_directory_sets_the_config_it_is_given(tmp_path):
+    before = htcondor2.param.get("SEC_TOKEN_DIRECTORY")
+    config: dict[str, str] = {}
+    use_token_directory(tmp_path, config)
+    assert config == {"SEC_TOKEN_DIRECTORY": str(tmp_path)}
+    assert htcondor2.param.get("SEC_TOKEN_DIRECTORY") == before  # the process's config is untouched

@@ -1,0 +1,210 @@
+"""The HTCondor submit description, built and inspected with the real htcondor2.Submit (no daemons needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import htcondor2
+import pytest
+from pydantic import ValidationError
+
+from hpscan.api.sites import HTCondorSite, Site
+from hpscan.api.spec import HPScanSpec
+from hpscan.backends.base import ScanRef
+from hpscan.backends.htcondor import (
+    SubmitPlan,
+    classad_string,
+    condor_arguments,
+    container_image,
+    submit_description,
+)
+from hpscan.errors import BackendError
+from hpscan.planning import plan
+
+FOLDER = Path("/srv/hpscan/default/dl1-abc")
+SCAN = ScanRef(name="dl1", namespace="atlas", uid="3f6c-uid")
+
+
+def make_spec(gpu: dict | None = None, htcondor: dict | None = None, **extra) -> HPScanSpec:
+    return HPScanSpec.model_validate(
+        {
+            "parameters": [
+                {"name": "layer1", "values": [32, 64, 96]},
+                {"name": "activation", "values": ["relu", "elu"]},
+            ],
+            "sharding": {"shards": 3},
+            "retries": 2,
+            "gpu": gpu if gpu is not None else {"count": 1, "minComputeCapability": "7.0"},
+            "payload": {"image": "registry.example.org/hpscan/dl1-payload:0.1.0"},
+            "sites": [{"name": "grid", "htcondor": htcondor if htcondor is not None else {}}],
+            **extra,
+        }
+    )
+
+
+def build(spec: HPScanSpec) -> SubmitPlan:
+    planned = plan(SCAN.name, spec)
+    return submit_description(SCAN, spec, spec.sites[0], list(planned.shard_files()), FOLDER)
+
+
+def expand(description: htcondor2.Submit, key: str, shard: int, combinations: int = 2) -> str:
+    """What the schedd would see for one job: the description with one itemdata row applied."""
+    job = htcondor2.Submit(dict(description.items()))
+    job["Shard"] = str(shard)
+    job["Combinations"] = str(combinations)
+    return job.expand(key)
+
+
+def test_gpu_request_and_container_image():
+    submit = build(make_spec(gpu={"count": 2, "minComputeCapability": "8.0", "minMemoryMb": 40000})).description
+    assert isinstance(submit, htcondor2.Submit)
+    assert submit.expand("request_gpus") == "2"
+    assert submit.expand("gpus_minimum_capability") == "8.0"
+    assert submit.expand("gpus_minimum_memory") == "40000"
+    assert submit.expand("universe") == "container"
+    assert submit.expand("container_image") == "docker://registry.example.org/hpscan/dl1-payload:0.1.0"
+
+
+def test_cpu_only_scan_asks_for_no_gpu():
+    submit = build(make_spec(gpu={"count": 0, "required": False})).description
+    assert "request_gpus" not in submit
+    assert "gpus_minimum_capability" not in submit
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (None, "docker://registry.example.org/hpscan/dl1-payload:0.1.0"),
+        ("docker://other/image:1", "docker://other/image:1"),
+        ("/cvmfs/unpacked.cern.ch/dl1.sif", "/cvmfs/unpacked.cern.ch/dl1.sif"),
+        ("images/dl1.sif", "images/dl1.sif"),
+    ],
+)
+def test_container_image_forms(configured, expected):
+    spec = make_spec()
+    assert container_image(HTCondorSite(containerImage=configured), spec) == expected
+
+
+def test_sandbox_retries_and_tags_per_job():
+    result = build(make_spec())
+    submit = result.description
+    assert submit["transfer_input_files"] == "shard-$INT(Shard,%03d).json, results.jsonl"
+    assert expand(submit, "transfer_input_files", 1) == "shard-001.json, results.jsonl"
+    assert expand(submit, "initialdir", 1) == f"{FOLDER}/shard-001"
+    assert submit.expand("transfer_output_files") == "results.jsonl"
+    assert submit.expand("when_to_transfer_output") == "ON_EXIT_OR_EVICT"
+    assert submit.expand("should_transfer_files") == "YES"
+    assert submit.expand("max_retries") == "2"
+    # +Attr lines are job attributes (MY.*), string values quoted as ClassAd strings.
+    assert submit.expand("MY.WantIOProxy") == "true"
+    assert submit.expand("MY.HPScanUid") == '"3f6c-uid"'
+    assert submit.expand("MY.HPScanName") == '"dl1"'
+    assert submit.expand("MY.HPScanSite") == '"grid"'
+    assert expand(submit, "MY.HPScanShard", 2) == "2"
+    assert expand(submit, "MY.HPScanTotal", 2, combinations=7) == "7"
+
+
+def test_one_job_per_shard_in_the_itemdata():
+    result = build(make_spec())
+    assert result.itemdata == [
+        {"Shard": "0", "Combinations": "2"},
+        {"Shard": "1", "Combinations": "2"},
+        {"Shard": "2", "Combinations": "2"},
+    ]
+    assert result.shards == [0, 1, 2]
+    # The text form is a whole submit file that the real parser accepts, with the same items and commands.
+    parsed = htcondor2.Submit(result.text())
+    assert list(parsed.itemdata()) == result.itemdata
+    assert parsed.getQArgs().startswith("Shard,Combinations from")
+    assert dict(parsed.items()) == dict(result.description.items())
+
+
+def test_the_job_runs_the_shard_runner_with_chirp_around_the_payload():
+    submit = build(make_spec()).description
+    assert submit.expand("executable") == "/usr/bin/env"
+    assert submit.expand("transfer_executable") == "false"
+    assert expand(submit, "arguments", 4) == (
+        '"hpscan shard-run shard-004.json --out . --channel chirp -- dl1 train-shard"'
+    )
+
+
+def test_vanilla_universe_runs_the_site_executable():
+    site = {"universe": "vanilla", "executable": "/cvmfs/atlas.cern.ch/hpscan/run.sh", "transferExecutable": True}
+    submit = build(make_spec(htcondor=site)).description
+    assert submit.expand("universe") == "vanilla"
+    assert submit.expand("executable") == "/cvmfs/atlas.cern.ch/hpscan/run.sh"
+    assert submit.expand("transfer_executable") == "true"
+    assert "container_image" not in submit
+
+
+def test_site_resources_requirements_accounting_and_extra_commands():
+    site = {
+        "requestCpus": 4,
+        "requestMemory": "16GB",
+        "requestDisk": "20GB",
+        "requirements": 'OpSysAndVer == "AlmaLinux9"',
+        "accountingGroup": "group_atlas.ml",
+        "extraSubmit": {"+SingularityBind": '"/cvmfs"', "request_gpus": "1", "priority": "5"},
+        "maxRetries": 5,
+    }
+    submit = build(make_spec(gpu={"count": 2}, htcondor=site)).description
+    assert submit.expand("request_cpus") == "4"
+    assert submit.expand("request_memory") == "16GB"
+    assert submit.expand("request_disk") == "20GB"
+    requirements = submit.expand("requirements")
+    assert requirements.endswith('&& (OpSysAndVer == "AlmaLinux9")')
+    assert "MachineAttrMachine1" in requirements  # a retry avoids the node that just failed
+    assert submit.expand("accounting_group") == "group_atlas.ml"
+    assert submit.expand("MY.SingularityBind") == '"/cvmfs"'
+    assert submit.expand("priority") == "5"
+    assert submit.expand("request_gpus") == "1"  # extra commands come last, so a site may override
+    assert submit.expand("max_retries") == "5"
+
+
+def test_payload_env_and_timeout():
+    spec = make_spec(
+        payload={
+            "image": "img:1",
+            "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "NOTE", "value": "it's a test"}],
+            "timeoutSeconds": 7200,
+        }
+    )
+    submit = build(spec).description
+    assert submit.expand("environment") == "\"TF_CPP_MIN_LOG_LEVEL=2 NOTE='it''s a test'\""
+    assert submit.expand("allowed_execute_duration") == "7200"
+
+
+def test_local_and_remote_schedds_differ_only_in_spooling():
+    assert build(make_spec()).spool is False
+    assert build(make_spec(htcondor={"schedd": "ce01.example.org", "pool": "cm.example.org:9618"})).spool is True
+    assert build(make_spec(htcondor={"pool": "cm.example.org"})).spool is True
+
+
+def test_arguments_and_strings_are_quoted_for_condor():
+    assert condor_arguments(["a", "b c", "it's", 'say "hi"', ""]) == "\"a 'b c' 'it''s' 'say \"\"hi\"\"' ''\""
+    assert classad_string('a "b" \\ c') == '"a \\"b\\" \\\\ c"'
+
+
+def test_a_scan_without_uid_cannot_be_tagged():
+    spec = make_spec()
+    planned = plan("dl1", spec)
+    with pytest.raises(BackendError, match="no uid"):
+        submit_description(ScanRef(name="dl1"), spec, spec.sites[0], list(planned.shard_files()), FOLDER)
+
+
+def test_a_kubernetes_site_is_refused():
+    spec = make_spec()
+    site = Site(name="k8s", kubernetes={})
+    with pytest.raises(BackendError, match="no htcondor block"):
+        submit_description(SCAN, spec, site, list(plan("dl1", spec).shard_files()), FOLDER)
+
+
+def test_site_settings_are_validated():
+    with pytest.raises(ValidationError, match="executable is required"):
+        HTCondorSite(universe="vanilla")
+    with pytest.raises(ValidationError, match="set by hpscan"):
+        HTCondorSite(extraSubmit={"+HPScanUid": '"x"'})
+    with pytest.raises(ValidationError, match="set by hpscan"):
+        HTCondorSite(extraSubmit={"transfer_output_files": "other"})
+    with pytest.raises(ValidationError):
+        HTCondorSite(requestMemory="a lot")
