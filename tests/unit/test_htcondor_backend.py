@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import classad2
@@ -284,6 +286,7 @@ def test_cancel_removes_the_scans_jobs_with_one_constraint(backend, pool):
     assert states[1].phase == ShardPhase.SUSPENDED and states[3].phase == ShardPhase.SUSPENDED
     backend.cancel(SCAN)
     assert not [ad for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-1"]
+    assert {s.phase for s in backend.poll(SCAN).values()} == {ShardPhase.SUSPENDED}
     assert len([ad for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-2"]) == 4
     # Suspended shards start again when asked (decide() restarts SUSPENDED shards).
     backend.submit(SCAN, spec, launches(planned, spec, [1]))
@@ -322,7 +325,7 @@ def test_a_schedd_that_cannot_be_located(tmp_path):
 
     backend = HTCondorBackend(tmp_path, schedd_factory=nowhere)
     spec = make_spec(("grid", REMOTE))
-    with pytest.raises(SchedulerUnavailable, match=r"located.*collector"):
+    with pytest.raises(SchedulerUnavailable, match=r"locating it.*collector"):
         backend.submit(SCAN, spec, launches(plan(SCAN.name, spec), spec))
 
 
@@ -346,3 +349,23 @@ def test_held_for_spooling_reads_as_pending(backend, pool):
     states = backend.poll(SCAN)
     assert {s.reason for s in states.values()} == {"SpoolingInput"}
     assert all(ad.eval("JobStatus") == HELD for ad in schedd.jobs.values())
+
+
+def test_concurrent_polls_share_one_cycle(tmp_path):
+    """kopf runs sync handlers on several threads: polls that arrive together must share one query."""
+
+    class SlowSchedd(ScheddStandIn):
+        def query(self, constraint="True", projection=[], callback=None, limit=-1, opts=None):  # noqa: B006
+            time.sleep(0.05)  # a schedd answers in tens of milliseconds at best
+            return super().query(constraint, projection, callback, limit, opts)
+
+    schedd = SlowSchedd()
+    backend = HTCondorBackend(tmp_path, schedd_factory=lambda site: schedd, max_age_seconds=60)
+    spec = make_spec()
+    scans = [ScanRef(name=f"s{i}", uid=f"uid-{i}") for i in range(8)]
+    for scan in scans:
+        backend.track(scan, spec)
+    with ThreadPoolExecutor(max_workers=8) as pool_:
+        results = list(pool_.map(backend.poll, scans))
+    assert results == [{}] * 8
+    assert schedd.count("query") == 1

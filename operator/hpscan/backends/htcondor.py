@@ -19,9 +19,11 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -109,8 +111,8 @@ ScheddFactory = Callable[[HTCondorSite], ScheddLike]
 def schedd_label(site: HTCondorSite) -> str:
     """How messages name a site's schedd."""
     if not site.remote:
-        return "the local schedd"
-    name = site.schedd or "the default schedd"
+        return "the local HTCondor schedd"
+    name = f"HTCondor schedd {site.schedd}" if site.schedd else "the pool's HTCondor schedd"
     return f"{name} (pool {site.pool})" if site.pool else name
 
 
@@ -130,7 +132,7 @@ def locate_schedd(site: HTCondorSite) -> ScheddLike:
 
 def _unavailable(site: HTCondorSite, doing: str, error: BaseException) -> SchedulerUnavailable:
     cause = str(error).strip() or type(error).__name__
-    return SchedulerUnavailable(f"HTCondor schedd {schedd_label(site)} did not answer while {doing}: {cause}")
+    return SchedulerUnavailable(f"{schedd_label(site)} did not answer while {doing}: {cause}")
 
 
 # --- the submit description (pure) -----------------------------------------------------------------------------
@@ -505,6 +507,18 @@ def chirp_channel(shard_file: Path) -> ChirpChannel:
 # --- the backend -----------------------------------------------------------------------------------------------
 
 
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Serialise a backend method: kopf runs sync handlers on several threads, and one poll cycle must serve
+    them all (the bindings are not meant for concurrent use either)."""
+
+    @wraps(method)
+    def guarded(self: HTCondorBackend, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
 def _schedd_key(site: HTCondorSite) -> tuple[str | None, str | None]:
     return (site.pool, site.schedd)
 
@@ -553,6 +567,7 @@ class HTCondorBackend(Backend):
         self.schedd_factory = schedd_factory
         self.max_age_seconds = max_age_seconds
         self.clock = clock
+        self._lock = threading.RLock()
         self._scans: dict[str, _Tracked] = {}
         self._views: dict[tuple[str | None, str | None], _ScheddView] = {}
         self._schedds: dict[tuple[str | None, str | None], ScheddLike] = {}
@@ -564,6 +579,7 @@ class HTCondorBackend(Backend):
 
     # scans --------------------------------------------------------------------------------------------------
 
+    @_locked
     def track(self, scan: ScanRef, spec: HPScanSpec) -> None:
         """Watch a scan's htcondor sites from the next poll cycle on (the operator calls this for every scan it
         sees, e.g. from an index, so a restarted operator polls what it submitted before)."""
@@ -574,6 +590,7 @@ class HTCondorBackend(Backend):
                 tracked.sites[site.name] = site
                 self._views.setdefault(_schedd_key(site.htcondor), _ScheddView(site.htcondor))
 
+    @_locked
     def forget(self, scan: ScanRef) -> None:
         """Stop watching a scan (after it was deleted and its jobs removed)."""
         uid = self._uid(scan)
@@ -595,7 +612,7 @@ class HTCondorBackend(Backend):
             try:
                 self._schedds[key] = self.schedd_factory(site)
             except Exception as error:
-                raise _unavailable(site, "being located", error) from None
+                raise _unavailable(site, "locating it", error) from None
         return self._schedds[key]
 
     # submit -------------------------------------------------------------------------------------------------
@@ -611,6 +628,7 @@ class HTCondorBackend(Backend):
         folder = self.scan_dir(scan)
         return [submit_description(scan, spec, site, files, folder) for site, files in by_site.values()]
 
+    @_locked
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
         """Submit the shards that have no job yet, one cluster per site. Jobs found with the scan's uid are left
         alone, so a crash between submit and status update never submits twice; jobs still held for input
@@ -656,6 +674,7 @@ class HTCondorBackend(Backend):
 
     # the shared poller --------------------------------------------------------------------------------------
 
+    @_locked
     def refresh(self) -> None:
         """One poll cycle for every tracked scan: one batched query per schedd, then output retrieval for
         completed spooled jobs. Never raises: a schedd that does not answer keeps its last view and an error."""
@@ -714,6 +733,7 @@ class HTCondorBackend(Backend):
                 if _attr(ad, UID_ATTR) == uid:
                     yield sites.get(str(_attr(ad, SITE_ATTR, "")), first), view, ad
 
+    @_locked
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         """Shard states from the last cycle (refreshing when it is older than max_age_seconds). A schedd that
         stopped answering marks its unfinished shards SchedulerUnavailable; one that never answered raises."""
@@ -746,6 +766,7 @@ class HTCondorBackend(Backend):
             states[shard] = ShardStatus(index=shard, phase=ShardPhase.SUSPENDED, reason="Suspended")
         return states
 
+    @_locked
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         """Records of completed shards (their returned results.jsonl, read once per job) and the records running
         jobs chirped since the last call."""
@@ -787,6 +808,7 @@ class HTCondorBackend(Backend):
         except Exception as error:
             raise _unavailable(site, "removing jobs", error) from None
 
+    @_locked
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         """Remove the scan's jobs (of these shards; all when None) on every site it uses, with one constraint
         per schedd. What was already returned stays on the operator's side."""
@@ -807,6 +829,6 @@ class HTCondorBackend(Backend):
                 continue
             done.add(key)
             self._act_remove(self._schedd(site.htcondor), site.htcondor, constraint, "scan suspended or deleted")
-        if shards is not None:
-            self._cancelled.setdefault(uid, set()).update(shards)
+        known = {int(_attr(ad, SHARD_ATTR, 0)) for _, _, ad in self._jobs(uid)}
+        self._cancelled.setdefault(uid, set()).update(known if shards is None else shards)
         self._refreshed_at = None  # the next poll asks again
