@@ -29,12 +29,23 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration" tests
 
-test: $(STAMP) lint
+test: $(STAMP) lint tools
 	$(BIN)/pytest -q tests
 
 # Regenerate the committed CRD from the pydantic models (a test fails when they drift).
 crds: $(STAMP)
 	$(BIN)/hpscan crd > crds/hpscan.io_hpscans.yaml
+
+# The local Kubernetes control plane (cluster/README.md). Go builds are cached by version in
+# ${HPSCAN_TOOLS_CACHE:-~/.cache/hpscan-tools}: the first run takes minutes, later runs seconds.
+tools:
+	cluster/build-tools.sh
+
+cluster: tools $(STAMP)
+	cluster/up.sh
+
+cluster-down:
+	cluster/down.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

@@ -1,0 +1,1 @@
+"""The local Kubernetes harness: tool build, control plane scripts and the test node agent."""

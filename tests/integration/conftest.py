@@ -1,0 +1,150 @@
+"""Fixtures for tests against the local Kubernetes control plane (cluster/README.md).
+
+- ``cluster`` (session): a running control plane. Reused when one is already up (``make cluster``), otherwise
+  built (``cluster/build-tools.sh``, cached) and started for the session, and stopped at its end unless
+  another pytest session still uses it or ``HPSCAN_KEEP_CLUSTER=1``. Pods run on the test node agent, a
+  stand-in for a kubelet (cluster/nodeagent.py).
+- ``k8s`` (session): a ``kubernetes.client.ApiClient`` with admin rights.
+- ``namespace`` (function): a fresh namespace for one test, deleted afterwards; ``new_namespace`` (function)
+  makes more, with labels (e.g. pod-security).
+
+Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # the harness (cluster/) is not an installed package
+
+from cluster.testing import LocalCluster  # noqa: E402
+
+CLUSTER_DIR = Path(os.environ.get("HPSCAN_CLUSTER_DIR", REPO / ".cluster"))
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node-agent")
+
+
+def _alive(name: str) -> bool:
+    try:
+        os.kill(int((CLUSTER_DIR / "run" / f"{name}.pid").read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _run_script(script: str) -> None:
+    """Run a cluster/ script; a failure fails the session with the script's output (never a skip)."""
+    env = {**os.environ, "HPSCAN_CLUSTER_USER": "pytest"}
+    result = subprocess.run([str(REPO / "cluster" / script)], capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        pytest.fail(
+            f"cluster/{script} failed ({result.returncode}); logs in {CLUSTER_DIR / 'logs'}:\n"
+            f"{result.stdout[-3000:]}{result.stderr[-3000:]}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
+    # Every session using the cluster holds a shared lock; only the last one out may stop it.
+    users = open(CLUSTER_DIR / ".users", "a")  # noqa: SIM115 (held for the whole session)
+    fcntl.flock(users, fcntl.LOCK_SH)
+    marker = CLUSTER_DIR / "run" / "started-by-pytest"
+    if not all(_alive(name) for name in COMPONENTS):
+        _run_script("up.sh")
+        marker.write_text(str(os.getpid()))
+    else:
+        _run_script("up.sh")  # idempotent: waits for /readyz and Ready nodes
+    yield LocalCluster(
+        kubeconfig=CLUSTER_DIR / "kubeconfig", tools_bin=REPO / ".tools" / "bin", state_dir=CLUSTER_DIR / "pods"
+    )
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another session still uses it
+    finally:
+        users.close()
+    if marker.exists() and not os.environ.get("HPSCAN_KEEP_CLUSTER"):
+        subprocess.run([str(REPO / "cluster" / "down.sh")], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def k8s(cluster: LocalCluster) -> Iterator[client.ApiClient]:
+    with cluster.api_client() as api_client:
+        yield api_client
+
+
+def _wait_for_default_service_account(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespaced_service_account("default", name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+@pytest.fixture
+def new_namespace(cluster: LocalCluster, k8s: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A factory: new_namespace(labels=None) -> name of a fresh namespace, deleted after the test."""
+    core: Any = client.CoreV1Api(k8s)  # takes manifests as dicts
+    created: list[str] = []
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"{slug}-{secrets.token_hex(3)}"
+        metadata = {"name": name, "labels": {"hpscan.io/test": "true", **(labels or {})}}
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+        created.append(name)
+        # Pods are refused until the service-account controller has made the default ServiceAccount.
+        cluster.wait(lambda: _wait_for_default_service_account(core, name), 30, f"ServiceAccount {name}/default")
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(new_namespace: Callable[..., str]) -> str:
+    """A fresh namespace for this test (deleted afterwards, without waiting for it to finalize)."""
+    return new_namespace()
+
+
+def _uses_cluster(item: pytest.Item) -> bool:
+    return "cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_cluster(item):
+            item.add_marker(pytest.mark.cluster)
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the tools before the first test when a selected test needs the cluster: a cold build takes
+    minutes, which must not count against any one test's timeout. Cached builds take seconds."""
+    if any(_uses_cluster(item) for item in session.items):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("building the local Kubernetes tools (cluster/build-tools.sh; cached by version)")
+        _run_script("build-tools.sh")
