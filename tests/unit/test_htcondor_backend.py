@@ -89,7 +89,7 @@ SCAN = ScanRef(name="dl1", namespace="atlas", uid="uid-1")
 
 
 def test_the_stand_in_keeps_the_real_schedd_signatures():
-    for method in ("query", "submit", "act", "spool", "retrieve"):
+    for method in ("query", "submit", "act", "spool", "retrieve", "edit"):
         real = list(inspect.signature(getattr(htcondor2.Schedd, method)).parameters)
         ours = list(inspect.signature(getattr(ScheddStandIn, method)).parameters)
         assert ours == real, method
@@ -270,27 +270,62 @@ def test_chirped_progress_becomes_live_records(backend, pool):
     assert backend.fetch_records(SCAN) == []  # the same chirp is not reported twice
 
 
-def test_cancel_removes_the_scans_jobs_with_one_constraint(backend, pool):
+def shards_of(schedd: ScheddStandIn, uid: str) -> list[int]:
+    return sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values() if ad.eval("HPScanUid") == uid)
+
+
+def test_cancel_removes_the_scans_unfinished_jobs_with_one_constraint(backend, pool):
+    spec = make_spec(shards=5)
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec))
+    other = ScanRef(name="other", uid="uid-2")
+    backend.submit(other, spec, launches(plan("other", spec), spec))
+    schedd = pool.of(LOCAL)
+    schedd.complete(schedd.job_of("uid-1", 4), 0)
+    backend.cancel(SCAN, [1, 3])
+    action, _constraint, reason = schedd.calls[-1][1]
+    assert action == htcondor2.JobAction.Remove
+    assert reason.startswith("hpscan:")
+    assert shards_of(schedd, "uid-1") == [0, 2, 4]
+    states = backend.poll(SCAN)
+    assert states[1].phase == ShardPhase.SUSPENDED and states[3].phase == ShardPhase.SUSPENDED
+    backend.cancel(SCAN)  # suspend everything: the completed shard keeps its job and its state
+    assert shards_of(schedd, "uid-1") == [4]
+    states = backend.poll(SCAN)
+    assert {i: s.phase for i, s in states.items()} == {
+        0: ShardPhase.SUSPENDED,
+        1: ShardPhase.SUSPENDED,
+        2: ShardPhase.SUSPENDED,
+        3: ShardPhase.SUSPENDED,
+        4: ShardPhase.SUCCEEDED,
+    }
+    assert shards_of(schedd, "uid-2") == [0, 1, 2, 3, 4]
+    # Suspended shards start again when asked (decide() restarts SUSPENDED shards).
+    backend.submit(SCAN, spec, launches(planned, spec, [1]))
+    assert backend.poll(SCAN)[1].phase == ShardPhase.PENDING
+
+
+def test_forget_a_deleted_scan_lets_its_completed_jobs_leave(backend, pool):
     spec = make_spec()
     planned = plan(SCAN.name, spec)
     backend.submit(SCAN, spec, launches(planned, spec))
     other = ScanRef(name="other", uid="uid-2")
     backend.submit(other, spec, launches(plan("other", spec), spec))
     schedd = pool.of(LOCAL)
-    backend.cancel(SCAN, [1, 3])
-    action, _constraint, reason = schedd.calls[-1][1]
-    assert action == htcondor2.JobAction.Remove
-    assert reason.startswith("hpscan:")
-    assert sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-1") == [0, 2]
-    states = backend.poll(SCAN)
-    assert states[1].phase == ShardPhase.SUSPENDED and states[3].phase == ShardPhase.SUSPENDED
-    backend.cancel(SCAN)
-    assert not [ad for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-1"]
-    assert {s.phase for s in backend.poll(SCAN).values()} == {ShardPhase.SUSPENDED}
-    assert len([ad for ad in schedd.jobs.values() if ad.eval("HPScanUid") == "uid-2"]) == 4
-    # Suspended shards start again when asked (decide() restarts SUSPENDED shards).
-    backend.submit(SCAN, spec, launches(planned, spec, [1]))
-    assert backend.poll(SCAN)[1].phase == ShardPhase.PENDING
+    schedd.complete(schedd.job_of("uid-1", 0), 0)
+    schedd.complete(schedd.job_of("uid-2", 0), 0)
+    assert shards_of(schedd, "uid-1") == [0, 1, 2, 3]  # completed jobs stay (leave_in_queue)
+    backend.forget(SCAN, delete_sandboxes=True)
+    assert shards_of(schedd, "uid-1") == []
+    assert shards_of(schedd, "uid-2") == [0, 1, 2, 3]
+    assert not backend.scan_dir(SCAN).exists()
+    assert backend.poll(SCAN) == {}
+    backend.track(SCAN, spec)
+    backend.forget(SCAN)  # nothing left to remove or release: still fine
+    pool.of(LOCAL).down = "Connection refused"
+    backend.track(SCAN, spec)
+    with pytest.raises(SchedulerUnavailable):
+        backend.forget(SCAN)  # the finalizer is retried
 
 
 def test_the_poller_survives_a_schedd_that_does_not_answer(backend, pool):
@@ -305,8 +340,10 @@ def test_the_poller_survives_a_schedd_that_does_not_answer(backend, pool):
     assert (states[2].reason, states[2].phase) == ("SchedulerUnavailable", ShardPhase.PENDING)
     assert "ce01.example.org" in (states[2].message or "")
     assert "Failed communication" in (states[2].message or "")
+    located = pool.located
     pool.of(REMOTE).down = None
     assert backend.poll(SCAN)[2].reason is None
+    assert pool.located == located + 1  # a schedd that failed is located afresh
 
 
 def test_a_schedd_that_never_answered_is_an_error_not_an_empty_scan(backend, pool):

@@ -67,3 +67,4 @@ def test_submit_poll_resubmit_cancel_on_a_real_schedd(tmp_path):
     after = backend.poll(scan)
     assert sorted(after) == [0, 1]
     assert all(s.phase == ShardPhase.SUSPENDED for s in after.values())
+    backend.forget(scan, delete_sandboxes=True)

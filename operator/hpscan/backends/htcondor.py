@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -45,6 +46,8 @@ NAME_ATTR = "HPScanName"
 NAMESPACE_ATTR = "HPScanNamespace"
 SITE_ATTR = "HPScanSite"
 TOTAL_ATTR = "HPScanTotal"
+RELEASED_ATTR = "HPScanReleased"
+"""Set on a deleted scan's completed jobs so they leave the queue (see leave_in_queue)."""
 # Job attributes the shard runner sets through chirp while the job runs.
 DONE_ATTR = "HPScanDone"
 FAILED_ATTR = "HPScanFailed"
@@ -102,6 +105,8 @@ class ScheddLike(Protocol):
     def spool(self, result: Any) -> None: ...
 
     def retrieve(self, job_spec: Any) -> None: ...
+
+    def edit(self, job_spec: Any, attr: str, value: Any, *args: Any, **kwargs: Any) -> Any: ...
 
 
 ScheddFactory = Callable[[HTCondorSite], ScheddLike]
@@ -270,7 +275,9 @@ def submit_description(
     if spec.payload.timeout_seconds:
         commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
     # Completed jobs stay queued a while, so the poller sees how they ended and can retrieve their output.
-    commands["leave_in_queue"] = f"JobStatus == 4 && (time() - EnteredCurrentStatus) < {KEEP_COMPLETED_SECONDS}"
+    commands["leave_in_queue"] = (
+        f"JobStatus == 4 && {RELEASED_ATTR} =!= true && (time() - EnteredCurrentStatus) < {KEEP_COMPLETED_SECONDS}"
+    )
     commands["+WantIOProxy"] = "true"
     commands[f"+{UID_ATTR}"] = classad_string(scan.uid)
     commands[f"+{NAME_ATTR}"] = classad_string(scan.name)
@@ -412,6 +419,27 @@ def install_token(token: str, directory: Path, name: str) -> Path:
         handle.write(token + "\n")
     path.chmod(0o600)
     return path
+
+
+def install_site_tokens(
+    spec: HPScanSpec, namespace: str, read_secret: Callable[[str, str, str], str], directory: Path
+) -> list[Path]:
+    """Install the IDTOKEN of every htcondor site of a scan that names a ``tokenSecret``. ``read_secret(namespace,
+    name, key)`` returns the Secret's value (the operator reads it from the API server); files are named
+    ``<namespace>.<secret>.<key>`` so scans sharing a Secret share the file."""
+    paths = []
+    for site in spec.sites:
+        ref = site.htcondor.token_secret if site.htcondor is not None else None
+        if ref is None:
+            continue
+        try:
+            token = read_secret(namespace, ref.name, ref.key)
+        except Exception as error:
+            raise BackendError(
+                f"site {site.name!r}: cannot read key {ref.key!r} of Secret {namespace}/{ref.name}: {error}"
+            ) from None
+        paths.append(install_token(token, directory, f"{namespace}.{ref.name}.{ref.key}"))
+    return paths
 
 
 def use_token_directory(directory: Path, config: MutableMapping[str, str] | None = None) -> None:
@@ -591,11 +619,30 @@ class HTCondorBackend(Backend):
                 self._views.setdefault(_schedd_key(site.htcondor), _ScheddView(site.htcondor))
 
     @_locked
-    def forget(self, scan: ScanRef) -> None:
-        """Stop watching a scan (after it was deleted and its jobs removed)."""
+    def forget(self, scan: ScanRef, delete_sandboxes: bool = False) -> None:
+        """A deleted scan: remove its jobs, let its completed jobs leave the queue (they stay a while otherwise, for
+        their output and final state), stop watching it and, if asked, delete its sandboxes on this side.
+        Raises SchedulerUnavailable when a schedd does not answer; call again (e.g. from a retried finalizer)."""
         uid = self._uid(scan)
+        tracked = self._scans.get(uid)
+        if tracked is not None:
+            self._cancel(uid, tracked, None)
+            for site in self._distinct_schedds(tracked):
+                condor = site.htcondor
+                assert condor is not None
+                completed = f"{UID_ATTR} == {classad_string(uid)} && JobStatus == {COMPLETED}"
+                try:
+                    schedd = self._schedd(condor)
+                    # edit() of a constraint that matches no job is an error on the schedd's side: ask first.
+                    if schedd.query(completed, ["ClusterId", "ProcId"]):
+                        schedd.edit(completed, RELEASED_ATTR, "true")
+                except Exception as error:
+                    self._schedds.pop(_schedd_key(condor), None)
+                    raise _unavailable(condor, "releasing completed jobs", error) from None
         for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen):
             table.pop(uid, None)
+        if delete_sandboxes:
+            shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
 
     def scan_dir(self, scan: ScanRef) -> Path:
         return scan_dir(self.work_dir, scan)
@@ -645,6 +692,7 @@ class HTCondorBackend(Backend):
                     ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode"],
                 )
             except Exception as error:
+                self._schedds.pop(_schedd_key(condor), None)
                 raise _unavailable(condor, "looking for the scan's jobs", error) from None
             present: set[int] = set()
             orphans: list[str] = []
@@ -692,6 +740,7 @@ class HTCondorBackend(Backend):
                 view.error = str(
                     error if isinstance(error, SchedulerUnavailable) else _unavailable(view.site, "polling", error)
                 )
+                self._schedds.pop(key, None)  # located again next cycle: the schedd may have moved or restarted
                 continue
             view.error = None
             view.answered = True
@@ -808,27 +857,39 @@ class HTCondorBackend(Backend):
         except Exception as error:
             raise _unavailable(site, "removing jobs", error) from None
 
+    @staticmethod
+    def _distinct_schedds(tracked: _Tracked) -> list[Site]:
+        """One site per schedd the scan uses."""
+        first: dict[tuple[str | None, str | None], Site] = {}
+        for site in tracked.sites.values():
+            assert site.htcondor is not None
+            first.setdefault(_schedd_key(site.htcondor), site)
+        return list(first.values())
+
+    def _cancel(self, uid: str, tracked: _Tracked, shards: Collection[int] | None) -> None:
+        # Completed jobs are left alone: their state and output are what the scan keeps.
+        constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
+        if shards is not None:
+            constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
+        for site in self._distinct_schedds(tracked):
+            assert site.htcondor is not None
+            self._act_remove(self._schedd(site.htcondor), site.htcondor, constraint, "scan suspended or deleted")
+        active = {
+            int(_attr(ad, SHARD_ATTR, 0))
+            for _, _, ad in self._jobs(uid)
+            if int(_attr(ad, "JobStatus", IDLE)) not in (COMPLETED, REMOVED)
+        }
+        self._cancelled.setdefault(uid, set()).update(active if shards is None else shards)
+        self._refreshed_at = None  # the next poll asks again
+
     @_locked
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
-        """Remove the scan's jobs (of these shards; all when None) on every site it uses, with one constraint
-        per schedd. What was already returned stays on the operator's side."""
+        """Remove the scan's unfinished jobs (of these shards; all when None) with one constraint per schedd;
+        completed jobs and what was returned stay. The shards read as Suspended until submitted again."""
         uid = self._uid(scan)
         tracked = self._scans.get(uid)
         if tracked is None:
             raise BackendError(f"scan {scan.name!r} is not tracked; call track() with its spec first")
-        constraint = f"{UID_ATTR} == {classad_string(uid)}"
-        if shards is not None:
-            if not shards:
-                return
-            constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
-        done: set[tuple[str | None, str | None]] = set()
-        for site in tracked.sites.values():
-            assert site.htcondor is not None
-            key = _schedd_key(site.htcondor)
-            if key in done:
-                continue
-            done.add(key)
-            self._act_remove(self._schedd(site.htcondor), site.htcondor, constraint, "scan suspended or deleted")
-        known = {int(_attr(ad, SHARD_ATTR, 0)) for _, _, ad in self._jobs(uid)}
-        self._cancelled.setdefault(uid, set()).update(known if shards is None else shards)
-        self._refreshed_at = None  # the next poll asks again
+        if shards is not None and not shards:
+            return
+        self._cancel(uid, tracked, shards)

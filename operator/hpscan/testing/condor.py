@@ -2,8 +2,9 @@
 ``htcondor`` wheel has bindings only).
 
 ``ScheddStandIn`` keeps the method names and signatures of ``htcondor2.Schedd`` that the backend uses (query,
-submit, act, spool, retrieve), takes real ``htcondor2.Submit`` objects, evaluates constraints with the real
-ClassAd library, and returns real ``classad2.ClassAd`` objects and a real ``htcondor2.SubmitResult``. It does not
+submit, act, spool, retrieve, edit), takes real ``htcondor2.Submit`` objects, evaluates constraints with the real
+ClassAd library (a completed job stays queued only while its ``leave_in_queue`` holds), and returns real
+``classad2.ClassAd`` objects and a real ``htcondor2.SubmitResult``. It does not
 match or run anything: a test moves jobs along with ``start``/``chirp``/``complete``/``hold``/``set``. Every call
 is logged in ``calls`` so tests can count queries. docs/htcondor.md says how to run the same tests against a real
 access point.
@@ -11,6 +12,7 @@ access point.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,7 @@ class ScheddStandIn:
                     ad["HoldReasonCode"] = 16
                     ad["HoldReason"] = "Spooling input data files"
                 ad["NumJobStarts"] = 0
+                ad["EnteredCurrentStatus"] = int(time.time())
                 ad["Iwd"] = commands.get("initialdir", "")
                 for key, value in commands.items():
                     if key.lower().startswith("my."):
@@ -145,6 +148,22 @@ class ScheddStandIn:
                 self.set(job, JobStatus=IDLE)
         return classad2.ClassAd({"TotalSuccess": len(selected)})
 
+    def edit(
+        self,
+        job_spec: Any,
+        attr: str,
+        value: str | classad2.ExprTree,
+        flags: Any = None,
+    ) -> int:
+        self._call("edit", (str(job_spec), attr, str(value)))
+        selected = self._select(job_spec)
+        if not selected:  # conservative: the schedd refuses an edit that matches no job
+            raise htcondor2.HTCondorException("Unable to edit job: no job matched")
+        for job in selected:
+            self.jobs[job][attr] = classad2.ExprTree(str(value))
+            self._settle(job)
+        return len(selected)
+
     def retrieve(self, job_spec: Any) -> None:
         self._call("retrieve", job_spec if isinstance(job_spec, list) else str(job_spec))
         for job in self._select(job_spec):
@@ -156,8 +175,21 @@ class ScheddStandIn:
     # --- what a pool would do (test controls) -----------------------------------------------------------------
 
     def set(self, job: str, **attributes: Any) -> None:
+        ad = self.jobs[job]
+        if "JobStatus" in attributes and attributes["JobStatus"] != ad.eval("JobStatus"):
+            ad["EnteredCurrentStatus"] = int(time.time())
         for key, value in attributes.items():
-            self.jobs[job][key] = value
+            ad[key] = value
+        self._settle(job)
+
+    def _settle(self, job: str) -> None:
+        """A completed job leaves the queue unless its leave_in_queue expression holds (as the schedd does)."""
+        ad = self.jobs[job]
+        if ad.eval("JobStatus") != COMPLETED:
+            return
+        keep = self.submitted.get(job, {}).get("leave_in_queue", "false")
+        if classad2.ExprTree(keep).eval(ad) is not True:
+            self.history[job] = self.jobs.pop(job)
 
     def start(self, job: str) -> None:
         ad = self.jobs[job]
@@ -174,12 +206,12 @@ class ScheddStandIn:
         self, job: str, exit_code: int = 0, outputs: dict[str, str] | None = None, spooled: bool = False
     ) -> None:
         """The job exited; its output sandbox goes to its Iwd, or stays in the spool until ``retrieve``."""
-        self.set(job, JobStatus=COMPLETED, ExitCode=exit_code, ExitBySignal=False)
         if spooled:
             self.outputs[job] = dict(outputs or {})
         else:
             for name, text in (outputs or {}).items():
                 (Path(self.jobs[job].eval("Iwd")) / name).write_text(text)
+        self.set(job, JobStatus=COMPLETED, ExitCode=exit_code, ExitBySignal=False)
 
     def job_of(self, uid: str, shard: int) -> str:
         """The id of the queued job of a scan's shard."""
