@@ -320,3 +320,58 @@ def test_pod_gets_its_token_env_and_volumes(cluster: LocalCluster, k8s: client.A
         "greeting": "hello incluster",
         "scratch": ["out"],
     }
+
+
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def gpu_pod(name: str, gpus: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "none",
+                    "command": ["true"],
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                    "securityContext": RESTRICTED,  # admitted, then ignored by the agent
+                }
+            ],
+        },
+    }
+
+
+def test_gpu_pods_land_on_the_gpu_node_within_its_capacity(
+    cluster: LocalCluster, k8s: client.ApiClient, new_namespace: Any
+) -> None:
+    core = client.CoreV1Api(k8s)
+    namespace = new_namespace({"pod-security.kubernetes.io/enforce": "restricted"})
+    core.create_namespaced_pod(namespace, gpu_pod("one-gpu", 1))
+    core.create_namespaced_pod(namespace, gpu_pod("five-gpus", 5))  # the node advertises 4
+    done = cluster.wait(
+        lambda: (p := core.read_namespaced_pod("one-gpu", namespace)).status.phase == "Succeeded" and p,
+        60,
+        "pod one-gpu to succeed",
+    )
+    assert done.spec.node_name == "hpscan-gpu-0"
+
+    def unschedulable() -> bool:
+        pod = core.read_namespaced_pod("five-gpus", namespace)
+        return any(c.type == "PodScheduled" and c.reason == "Unschedulable" for c in pod.status.conditions or [])
+
+    cluster.wait(unschedulable, 30, "pod five-gpus to be reported unschedulable")
+    privileged = gpu_pod("privileged", 1)
+    privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    with pytest.raises(ApiException) as refused:  # Pod Security admission enforces the namespace label
+        core.create_namespaced_pod(namespace, privileged)
+    assert refused.value.status == 403
