@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import stat
 import sys
+import threading
 from pathlib import Path
 
 import classad2
@@ -16,8 +19,9 @@ from typer.testing import CliRunner
 from hpscan.api.contract import Objective, ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.backends.htcondor import (
-    CHIRP_VALUE_MAX,
+    CHIRP_LINE_MAX,
     ChirpChannel,
+    chirp_line_length,
     install_site_tokens,
     install_token,
     use_token_directory,
@@ -91,8 +95,17 @@ def record(i: int, value: float, status: str = "succeeded") -> ResultRecord:
 class RecordingChirp:
     def __init__(self) -> None:
         self.attributes: dict[str, str] = {}
+        self.connected = False
+
+    def __enter__(self) -> RecordingChirp:
+        self.connected = True
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.connected = False
 
     def set_job_attr(self, job_attribute: str, attribute_value: str) -> None:
+        assert self.connected, "htchirp needs a connection (use it as a context manager)"
         self.attributes[job_attribute] = attribute_value
 
 
@@ -115,7 +128,7 @@ def test_chirp_channel_keeps_the_newest_records_within_a_chirp_line():
     for i in range(200):
         channel.publish([record(i, float(i))])
     value = client.attributes["HPScanRecords"]
-    assert len(value) <= CHIRP_VALUE_MAX
+    assert chirp_line_length("HPScanRecords", value) <= CHIRP_LINE_MAX
     lines = classad2.ExprTree(value).eval().splitlines()
     assert json.loads(lines[-1])["id"] == record(199, 0).id
     assert classad2.ExprTree(client.attributes["HPScanBest"]).eval() == 199.0
@@ -170,3 +183,61 @@ def test_site_tokens_are_installed_from_their_secrets(tmp_path):
     assert paths[0].read_text().strip() == TOKEN
     with pytest.raises(BackendError, match=r"uk-manchester.*Secret other/manchester-idtoken"):
         install_site_tokens(spec, "other", lambda ns, name, key: secrets[(ns, name, key)], tmp_path)
+
+
+class ChirpServerStandIn:
+    """A STAND-IN for the starter's chirp server (no HTCondor daemons here): speaks enough of the chirp protocol
+    (cookie authentication, set_job_attr) for the real htchirp client, and records what it was told."""
+
+    def __init__(self) -> None:
+        self.cookie = "s3cret"
+        self.attributes: dict[str, str] = {}
+        self.longest = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rb") as lines:
+                for raw in lines:
+                    self.longest = max(self.longest, len(raw))
+                    words = re.findall(rb"(?:\\.|[^ \n])+", raw)  # chirp escapes with a backslash
+                    command = [re.sub(r"\\(.)", r"\1", w.decode()) for w in words]
+                    if command[0] == "cookie":
+                        connection.sendall(b"0\n" if command[1] == self.cookie else b"-1\n")
+                    elif command[0] == "set_job_attr":
+                        self.attributes[command[1]] = command[2]
+                        connection.sendall(b"0\n")
+                    else:
+                        connection.sendall(b"-5\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_real_htchirp_client_carries_the_records(tmp_path, monkeypatch):
+    server = ChirpServerStandIn()
+    config = tmp_path / ".chirp.config"
+    config.write_text(f"127.0.0.1 {server.port} {server.cookie}\n")
+    monkeypatch.setenv("_CONDOR_CHIRP_CONFIG", str(config))
+    try:
+        channel = ChirpChannel(Objective())  # the default client: htchirp.HTChirp from the job's .chirp.config
+        for i in range(60):  # parameters with spaces and quotes, as payload settings may have
+            wide = record(i, 1.0 / (i + 1)).model_copy(update={"parameters": {"note": f'run "{i}" with spaces'}})
+            channel.publish([wide])
+    finally:
+        server.close()
+    assert server.longest <= CHIRP_LINE_MAX
+    ad = classad2.ClassAd({name: classad2.ExprTree(value) for name, value in server.attributes.items()})
+    assert ad.eval("HPScanDone") == 60
+    assert ad.eval("HPScanBest") == pytest.approx(1.0 / 60)
+    lines = ad.eval("HPScanRecords").splitlines()
+    assert 1 < len(lines) < 60
+    assert json.loads(lines[-1])["parameters"] == {"note": 'run "59" with spaces'}

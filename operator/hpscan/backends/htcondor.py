@@ -87,8 +87,8 @@ REMOVE_REASON_PREFIX = "hpscan:"
 KEEP_COMPLETED_SECONDS = 14 * 24 * 3600
 """How long a completed job stays in the queue so its output can be retrieved and its state polled."""
 
-CHIRP_VALUE_MAX = 4000
-"""Bytes of HPScanRecords per chirp update (a chirp line holds 5120)."""
+CHIRP_LINE_MAX = 5120
+"""Longest chirp command line (htchirp refuses longer ones): bounds the records one update carries."""
 
 GPU_UNAVAILABLE_EXIT = 3
 
@@ -456,7 +456,19 @@ def use_token_directory(directory: Path, config: MutableMapping[str, str] | None
 
 
 class ChirpClient(Protocol):
+    """The part of ``htchirp.HTChirp`` the channel uses: a context manager that connects, and set_job_attr."""
+
+    def __enter__(self) -> ChirpClient: ...
+
+    def __exit__(self, *args: object) -> Any: ...
+
     def set_job_attr(self, job_attribute: str, attribute_value: str) -> None: ...
+
+
+def chirp_line_length(attribute: str, value: str) -> int:
+    """Bytes of ``set_job_attr ATTR VALUE`` on the wire (chirp escapes backslash and whitespace)."""
+    escaped = sum(value.count(c) for c in "\\ \n\t\r")
+    return len("set_job_attr ") + len(attribute) + 1 + len(value.encode()) + escaped + 1
 
 
 def _htchirp_client() -> Any:
@@ -493,13 +505,11 @@ class ChirpChannel:
                 self.best = value
             self.recent.append(json.dumps(record.to_wire(), separators=(",", ":")))
         kept: list[str] = []
-        size = 0
-        for line in reversed(self.recent):
-            quoted = len(classad_string(line))  # the limit holds for the escaped value
-            if size + quoted > CHIRP_VALUE_MAX:
+        for line in reversed(self.recent):  # the newest records that fit one chirp line
+            candidate = classad_string("\n".join([line, *kept]))
+            if chirp_line_length(RECORDS_ATTR, candidate) > CHIRP_LINE_MAX:
                 break
             kept.insert(0, line)
-            size += quoted
         self.recent = kept
         attributes = {DONE_ATTR: str(self.done), FAILED_ATTR: str(self.failed)}
         if self.best is not None:
@@ -515,9 +525,9 @@ class ChirpChannel:
             return
         attributes = self.attributes(records)
         try:
-            client = self.client()
-            for name, value in attributes.items():
-                client.set_job_attr(name, value)
+            with self.client() as chirp:
+                for name, value in attributes.items():
+                    chirp.set_job_attr(name, value)
         except Exception as error:  # no chirp (not in a job, WantIOProxy off): progress waits for the sandbox
             sys.stderr.write(f"hpscan: chirp unavailable, progress comes with the output sandbox ({error})\n")
 
