@@ -58,6 +58,8 @@ def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["minimum"], out["exclusiveMinimum"] = value, True
         elif key == "exclusiveMaximum":
             out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "x-hpscan-exactly-one-of":
+            out["oneOf"] = [{"required": [name]} for name in value]
         elif key in _KEEP_AS_IS or key.startswith("x-kubernetes-"):
             out[key] = value
     if "const" in node and "type" not in out:

@@ -83,11 +83,9 @@ class Parameter(CamelModel):
     )
     range: ValueRange | None = Field(None, description="A numeric range instead of explicit values.")
 
-    model_config = CamelModel.model_config | {
-        "json_schema_extra": _cel(
-            ("has(self.values) != has(self.range)", "a parameter needs exactly one of values or range")
-        )
-    }
+    # CEL cannot see `values` (its items are untyped: numbers or strings), so the API server checks
+    # "exactly one of values or range" with a structural oneOf of required lists instead.
+    model_config = CamelModel.model_config | {"json_schema_extra": {"x-hpscan-exactly-one-of": ["values", "range"]}}
 
     @model_validator(mode="after")
     def _check(self) -> Parameter:

@@ -266,6 +266,16 @@ def record_patch(records: Sequence[ResultRecord]) -> dict[str, Any]:
     return {"data": {r.id: json.dumps(r.to_wire(), separators=(",", ":")) for r in records}}
 
 
+def load_client_config() -> None:
+    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config (as kubectl does)."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
 class KubernetesBackend(Backend):
     """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
 

@@ -18,6 +18,15 @@ from hpscan.controller.reconcile import reconcile_scan
 from hpscan.planning import Plan
 
 RECONCILE_SECONDS = 2.0
+
+
+class _QuietTimer(logging.Filter):
+    """A reconcile every two seconds is routine: keep its success lines out of the log, keep everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'reconcile' succeeded")
+
+
 FINALIZER = "hpscan.io/finalizer"
 
 BACKENDS: dict[str, Backend] = {}
@@ -32,11 +41,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="hpscan.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    logging.getLogger("kopf.objects").addFilter(_QuietTimer())
     settings.watching.server_timeout = 60
     settings.execution.max_workers = 8
     if "kubernetes" not in BACKENDS:
-        from hpscan.backends.kubernetes import KubernetesBackend
+        from hpscan.backends.kubernetes import KubernetesBackend, load_client_config
 
+        load_client_config()
         BACKENDS["kubernetes"] = KubernetesBackend()
 
 

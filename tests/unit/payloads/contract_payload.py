@@ -5,7 +5,8 @@ the shard file, "trains" each combination not yet recorded by computing a determ
 parameters, appends one record per combination to OUT/results.jsonl, and logs each trained id to
 OUT/trained.log so tests can check that nothing is trained twice. Behaviour knobs come from
 payload.settings.contractPayload: sleep (seconds per combination), failAttempts {shard: n} (exit 1 on the
-first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed).
+first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed),
+trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir).
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def main(argv: list[str]) -> int:
         }
         with results.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        with (out / "trained.log").open("a") as handle:
-            handle.write(combination["id"] + "\n")
+        for log in [out / "trained.log", *([Path(knobs["trainedLog"])] if knobs.get("trainedLog") else [])]:
+            with log.open("a") as handle:
+                handle.write(combination["id"] + "\n")
         trained += 1
     return 0
 

@@ -1,0 +1,257 @@
+"""The operator on a real control plane: CRD validation by the API server, Jobs through the real Job controller,
+pods on the test node agent (a stand-in for a kubelet), live status, suspend/resume, retries, GPU failure, deletion.
+
+The payload is the contract-honouring stand-in of tests/unit/payloads (no TensorFlow), run through the real
+`hpscan shard-run` and its ConfigMap channel inside each pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from hpscan.api.spec import GROUP, PLURAL, VERSION
+
+REPO = Path(__file__).resolve().parents[2]
+PAYLOAD = REPO / "tests" / "unit" / "payloads" / "contract_payload.py"
+PREFIX = f"hpsop-{secrets.token_hex(2)}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Any) -> None:
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen]:
+    """`hpscan operator` watching this module's namespaces, with the admin kubeconfig (the chart's RBAC is
+    tested with the Helm chart)."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    port = free_port()
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", f"{PREFIX}-*",
+             "--liveness", f"http://127.0.0.1:{port}/healthz"],
+            env=env, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    yield process
+    process.terminate()
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    if process.returncode not in (0, -15, 143):
+        print(log.read_text()[-5000:])
+
+
+@pytest.fixture
+def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
+    """A namespace the operator watches, enforcing the restricted Pod Security profile."""
+    core = client.CoreV1Api(k8s)
+    name = f"{PREFIX}-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    cluster.wait(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)), 30, "default SA")
+    yield name
+    core.delete_namespace(name)
+
+
+def _exists(read: Callable[[], Any]) -> bool:
+    try:
+        read()
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def scan_manifest(name: str, knobs: dict | None = None, **spec: Any) -> dict:
+    body = {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "HPScan",
+        "metadata": {"name": name},
+        "spec": {
+            "parameters": [{"name": "x", "values": [1, 2, 3, 4]}, {"name": "act", "values": ["relu", "elu"]}],
+            "sharding": {"shards": 4},
+            "retries": 1,
+            "gpu": {"count": 1, "required": True},
+            "payload": {
+                "image": "registry.example.org/contract-payload:1",
+                "command": [sys.executable, str(PAYLOAD)],
+                "settings": {"contractPayload": knobs or {}},
+            },
+            "sites": [
+                {
+                    "name": "gpu-nodes",
+                    "kubernetes": {
+                        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    },
+                }
+            ],
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def custom(k8s: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(k8s)
+
+
+def create(k8s: client.ApiClient, ns: str, body: dict) -> dict:
+    return custom(k8s).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+
+def get(k8s: client.ApiClient, ns: str, name: str) -> dict:
+    return custom(k8s).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def wait_phase(cluster: Any, k8s: client.ApiClient, ns: str, name: str, phases: set[str], timeout: float = 120) -> dict:
+    def reached() -> dict | None:
+        body = get(k8s, ns, name)
+        return body if (body.get("status") or {}).get("phase") in phases else None
+
+    return cluster.wait(reached, timeout, f"HPScan {ns}/{name} in {phases}")
+
+
+# --- the API server validates what the models say (CEL rules, schema, transition rules) ---
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sharding": {"shards": 2, "combinationsPerShard": 3}}, "exactly one of shards or combinationsPerShard"),
+        ({"parameters": [{"name": "lr", "range": {"min": 1.0, "max": 0.1, "count": 3}}]}, "range.min must be less than range.max"),
+        ({"parameters": [{"name": "lr", "range": {"min": 0.0, "max": 0.1, "count": 3, "scale": "log"}}]}, "a log range needs min > 0"),
+        ({"parameters": [{"name": "a", "values": [1]}, {"name": "a", "values": [2]}]}, "parameter names must be unique"),
+        ({"retries": -1}, "spec.retries"),
+        ({"sampling": {"strategy": "random"}}, "random sampling needs samples"),
+    ],
+)  # fmt: skip
+def test_api_server_refuses_invalid_scans_with_the_models_message(k8s, crd, ns, change, message):
+    with pytest.raises(ApiException) as refused:
+        create(k8s, ns, scan_manifest("bad", **change))
+    assert refused.value.status == 422
+    assert message in json.loads(refused.value.body)["message"]
+
+
+def test_planned_fields_cannot_change_but_parallelism_can(k8s, crd, ns):
+    create(k8s, ns, scan_manifest("frozen", suspend=True))
+    with pytest.raises(ApiException) as refused:
+        custom(k8s).patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "frozen", {"spec": {"parameters": [{"name": "x", "values": [9]}]}}
+        )
+    assert "spec.parameters cannot change" in json.loads(refused.value.body)["message"]
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "frozen", {"spec": {"parallelism": 3}})
+
+
+def test_kubectl_explain_and_printer_columns(cluster, crd, ns, k8s):
+    explained = cluster.kubectl("explain", "hpscan.spec.parameters").stdout
+    assert "The axes of the scan" in explained and "range" in explained
+    defaults = create(k8s, ns, scan_manifest("defaults", suspend=True))
+    assert defaults["spec"]["objective"] == {"metric": "val_loss", "goal": "minimize"}
+    header = cluster.kubectl("get", "hps", "-n", ns).stdout.splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "DONE", "BEST", "AGE"]
+
+
+# --- the operator ---
+
+
+def trained(log: Path) -> Counter:
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8s, ns, operator, tmp_path):
+    log = tmp_path / "trained.log"
+    create(k8s, ns, scan_manifest("e2e", {"sleep": 0.3, "trainedLog": str(log)}, parallelism=2))
+    running = wait_phase(cluster, k8s, ns, "e2e", {"Running", "Succeeded"}, 90)
+    assert running["status"]["combinations"]["total"] == 8
+    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=e2e").items
+    assert 1 <= len(jobs) <= 2  # parallelism 2
+    pod_spec = jobs[0].spec.template.spec
+    assert pod_spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    done = wait_phase(cluster, k8s, ns, "e2e", {"Succeeded", "Failed"}, 180)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "8/8" and status["best"]["parameters"]["x"] == 3
+    assert {s["site"] for s in status["shards"]} == {"gpu-nodes"}
+    assert sum(trained(log).values()) == 8
+    cluster.kubectl("wait", "--for=condition=Complete", "hpscan/e2e", "-n", ns, "--timeout=10s")
+    events = client.CoreV1Api(k8s).list_namespaced_event(ns, field_selector="involvedObject.name=e2e").items
+    assert {"Running", "Succeeded"} <= {e.reason for e in events}
+    exported = subprocess.run(
+        [str(Path(sys.executable).parent / "hpscan"), "results", "e2e", "-n", ns],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert len(exported.stdout.splitlines()) == 8
+    assert len(json.dumps(status)) < 8192
+
+
+def test_a_crashed_pod_is_retried_and_resumes_from_recorded_results(cluster, k8s, ns, operator, tmp_path):
+    log = tmp_path / "trained.log"
+    create(k8s, ns, scan_manifest("retry", {"failAttempts": {"0": 1}, "trainedLog": str(log)}))
+    status = wait_phase(cluster, k8s, ns, "retry", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["shards"][0]["attempts"] == 2
+    assert max(trained(log).values()) == 1  # the second pod skipped what the first recorded
+
+
+def test_a_gpu_check_failure_fails_the_scan_naming_the_site(cluster, k8s, ns, operator):
+    create(k8s, ns, scan_manifest("nogpu", {"exitCode": 3}, retries=3))
+    status = wait_phase(cluster, k8s, ns, "nogpu", {"Failed"}, 180)["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "GPUUnavailable" and "gpu-nodes" in failed["message"]
+    assert all(s["attempts"] == 1 for s in status["shards"])
+
+
+def test_suspend_keeps_results_and_resume_finishes_without_retraining(cluster, k8s, ns, operator, tmp_path):
+    log = tmp_path / "trained.log"
+    create(k8s, ns, scan_manifest("pause", {"sleep": 1.0, "trainedLog": str(log)}, sharding={"shards": 2}))
+    cluster.wait(lambda: sum(trained(log).values()) >= 2, 120, "two combinations trained")
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pause", {"spec": {"suspend": True}})
+    wait_phase(cluster, k8s, ns, "pause", {"Suspended"}, 60)
+    batch = client.BatchV1Api(k8s)
+    cluster.wait(lambda: all(j.spec.suspend for j in batch.list_namespaced_job(ns).items), 30, "jobs suspended")
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pause", {"spec": {"suspend": False}})
+    status = wait_phase(cluster, k8s, ns, "pause", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "8/8"
+    assert max(trained(log).values()) == 1
+
+
+def test_deleting_a_scan_removes_everything_it_created(cluster, k8s, ns, operator):
+    create(k8s, ns, scan_manifest("gone", {"sleep": 5.0}))
+    wait_phase(cluster, k8s, ns, "gone", {"Running"}, 90)
+    custom(k8s).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "gone")
+    core, batch = client.CoreV1Api(k8s), client.BatchV1Api(k8s)
+    selector = "hpscan.io/scan=gone"
+
+    def nothing_left() -> bool:
+        return not (
+            batch.list_namespaced_job(ns, label_selector=selector).items
+            or core.list_namespaced_config_map(ns, label_selector=selector).items
+            or core.list_namespaced_pod(ns, label_selector=selector).items
+            or _exists(lambda: get(k8s, ns, "gone"))
+        )
+
+    cluster.wait(nothing_left, 90, "garbage collection of the scan's objects")
