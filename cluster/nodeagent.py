@@ -385,8 +385,20 @@ class Agent:
         for worker in workers:
             worker.join(timeout=5)
 
+    def stop_orphans(self) -> None:
+        """Kill pod processes an earlier agent left running (it was killed): they would run twice."""
+        for pid_file in self.state_dir.glob("*/*.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pid_file.read_text())
+                marker = f"HPSCAN_NODE_AGENT_POD={pid_file.parent}".encode()
+                if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    log.info("stopping orphaned pod process %d (%s)", pid, pid_file)
+                    os.killpg(pid, signal.SIGKILL)
+            pid_file.unlink(missing_ok=True)
+
     def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_orphans()
         self.register_nodes()
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
         log.info("test node agent running nodes %s (mounts via %s)", ", ".join(self.nodes), " ".join(self.unshare))
@@ -481,7 +493,7 @@ class PodWorker(threading.Thread):
     def execute(self) -> None:
         if self.pod.get("status", {}).get("phase") == "Running" and self.restart_policy == "Never":
             # Started by an earlier agent whose processes are gone: like a node reboot.
-            raise UnsupportedPod("the test node agent restarted while this pod ran")
+            return self.finish("Failed", "TestNodeAgentRestarted", "the test node agent restarted while this pod ran")
         self.report()
         while not self.prepare_volumes():
             if self.deleted.wait(2.0):
@@ -512,6 +524,17 @@ class PodWorker(threading.Thread):
             self.report()
             return False
         return True
+
+    def refresh_tokens(self) -> None:
+        """Rewrite the volumes at 80% of the shortest token lifetime, as the kubelet renews projected tokens."""
+        self.refresh_at = float("inf")
+        try:
+            for volume in self.pod["spec"].get("volumes") or []:
+                if "projected" in volume:
+                    self.materialise(volume)
+        except MountError as error:
+            log.warning("%s/%s: volumes not refreshed: %s", self.namespace, self.pod_name, error)
+            self.refresh_at = time.monotonic() + 10
 
     def materialise(self, volume: dict[str, Any]) -> Path:
         name = volume["name"]
@@ -751,14 +774,18 @@ class PodWorker(threading.Thread):
                 if container.done:
                     continue
                 if container.process is None and time.monotonic() >= container.restart_at:
-                    self.start_container(container)
+                    try:
+                        self.start_container(container)
+                    except MountError as error:  # a missing ConfigMap/Secret key in env: retried, as a kubelet does
+                        reason = {"reason": "CreateContainerConfigError", "message": str(error)}
+                        container.state = {"waiting": reason}
+                        container.restart_at = time.monotonic() + 2.0
                     changed = True
                 elif container.process is not None and container.process.poll() is not None:
                     self.reap(container)
                     changed = True
             if time.monotonic() >= self.refresh_at:
-                self.refresh_at = float("inf")
-                self.prepare_volumes()
+                self.refresh_tokens()
             if changed:
                 self.report()
             if all(container.done for container in containers):

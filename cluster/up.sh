@@ -94,7 +94,12 @@ mv "$kubeconfig.tmp" "$kubeconfig"
 [[ "${HPSCAN_CLUSTER_USER:-}" == pytest ]] || rm -f "$dir/run/started-by-pytest"
 
 # --- processes -------------------------------------------------------------------------------------
-alive() { [[ -f "$dir/run/$1.pid" ]] && kill -0 "$(cat "$dir/run/$1.pid")" 2>/dev/null; }
+# alive NAME: its pid runs and is ours (a zombie's or a reused pid's command line does not name $dir).
+alive() {
+  local pid
+  pid="$(cat "$dir/run/$1.pid" 2>/dev/null)" || return 1
+  grep -qaF "$dir" "/proc/$pid/cmdline" 2>/dev/null
+}
 
 # start NAME COMMAND...: run in its own session (so cluster-down can kill its whole process group).
 start() {

@@ -37,11 +37,12 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 
 
 def _alive(name: str) -> bool:
+    """The component runs (a zombie's or a reused pid's command line does not name the cluster directory)."""
     try:
-        os.kill(int((CLUSTER_DIR / "run" / f"{name}.pid").read_text()), 0)
+        pid = int((CLUSTER_DIR / "run" / f"{name}.pid").read_text())
+        return str(CLUSTER_DIR).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return False
-    return True
 
 
 def _run_script(script: str) -> None:
