@@ -144,7 +144,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the tools before the first test when a selected test needs the cluster: a cold build takes
     minutes, which must not count against any one test's timeout. Cached builds take seconds."""
-    if any(_uses_cluster(item) for item in session.items):
+    if not session.config.option.collectonly and any(_uses_cluster(item) for item in session.items):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line("building the local Kubernetes tools (cluster/build-tools.sh; cached by version)")

@@ -4,9 +4,13 @@ real kube-controller-manager and kube-apiserver; only running the containers is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,8 @@ from kubernetes.client.rest import ApiException
 
 from cluster.nodeagent import exit_code, expand, field_value, files_from_items
 from cluster.testing import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -375,3 +381,44 @@ def test_gpu_pods_land_on_the_gpu_node_within_its_capacity(
     with pytest.raises(ApiException) as refused:  # Pod Security admission enforces the namespace label
         core.create_namespaced_pod(namespace, privileged)
     assert refused.value.status == 403
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids whose command line or environment contains text (how down.sh recognises its processes)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and proc.name != str(os.getpid()):
+            with contextlib.suppress(OSError):
+                if text.encode() in (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+    return found
+
+
+def test_up_is_idempotent_and_down_leaves_no_process(cluster: LocalCluster, tmp_path: Path) -> None:
+    """A second, throw-away cluster (own directory and ports), so the shared one is not disturbed."""
+    state = tmp_path / "cluster"
+    env = {
+        **os.environ,
+        "HPSCAN_CLUSTER_DIR": str(state),
+        "HPSCAN_ETCD_PORT": str(free_port()),
+        "HPSCAN_ETCD_PEER_PORT": str(free_port()),
+        "HPSCAN_API_PORT": str(free_port()),
+    }
+    up, down = str(REPO / "cluster" / "up.sh"), str(REPO / "cluster" / "down.sh")
+    try:
+        first = subprocess.run([up], env=env, capture_output=True, text=True, check=True)
+        assert first.stderr.count("starting") == 5
+        other = LocalCluster(kubeconfig=state / "kubeconfig", tools_bin=cluster.tools_bin, state_dir=state / "pods")
+        other.kubectl("run", "sleeper", "--image=none", "--restart=Never", "--command", "--", "sleep", "600")
+        other.wait(lambda: "Running" in other.kubectl("get", "pod", "sleeper").stdout, 30, "pod sleeper to run")
+        again = subprocess.run([up], env=env, capture_output=True, text=True, check=True)
+        assert "starting" not in again.stderr and "ready" in again.stderr
+    finally:
+        subprocess.run([down], env=env, capture_output=True, text=True, check=True)
+    assert processes_naming(str(state)) == []
