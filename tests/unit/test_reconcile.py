@@ -120,3 +120,55 @@ def test_a_spec_the_models_refuse_fails_with_invalid_spec():
     outcome = reconcile_scan(document, {"kubernetes": MemoryBackend()})
     assert outcome.status.phase == "Failed"
     assert outcome.status.conditions[0].reason == "InvalidSpec" and "sharding" in outcome.status.message
+
+
+def test_shards_split_over_a_kubernetes_and_an_htcondor_site_and_both_reach_the_status(tmp_path):
+    import json as _json
+
+    from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.testing.condor import ScheddStandIn
+
+    schedd = ScheddStandIn("ce01")
+    condor = HTCondorBackend(tmp_path / "condor", schedd_factory=lambda site: schedd, max_age_seconds=0)
+    kube = MemoryBackend()
+    document = yaml.safe_load(Path("examples/dl1-seed-scan.yaml").read_text())  # gpu-cluster + uk-manchester
+    document["metadata"].update({"namespace": "physics", "uid": "u-2", "generation": 1})
+    backends = {"kubernetes": kube, "htcondor": condor}
+    memory: dict = {}
+    document = apply(document, reconcile_scan(document, backends, memory))
+    assert kube.submitted == [0, 2, 4, 6, 8]  # equal weights: every other shard
+    condor_jobs = {int(ad.eval("HPScanShard")) for ad in schedd.jobs.values()}
+    assert condor_jobs == {1, 3, 5, 7, 9}
+    assert all(ad.eval("RequestGpus") == 1 for ad in schedd.jobs.values())
+
+    planned = plan("dl1-seed-scan", load_scan(Path("examples/dl1-seed-scan.yaml")).spec)
+    lines = [
+        _json.dumps(ResultRecord(id=c.id, shard=1, parameters=c.parameters, metrics={"val_loss": 0.3}, status="succeeded").to_wire())
+        for c in planned.shard_combinations(1)
+    ]  # fmt: skip
+    schedd.complete(schedd.job_of("u-2", 1), outputs={"results.jsonl": "\n".join(lines) + "\n"})
+    status = reconcile_scan(document, backends, memory).status
+    assert status.shards[1].phase == "Succeeded" and status.shards[1].site == "uk-manchester"
+    assert status.progress == "80/800" and status.best.shard == 1
+    again = reconcile_scan(apply(document, reconcile_scan(document, backends, memory)), backends, memory)
+    assert again.status.progress == "80/800"  # records handed over once stay counted
+
+
+def test_a_schedd_that_stops_answering_degrades_the_scan_once(tmp_path):
+    from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.testing.condor import ScheddStandIn
+
+    schedd = ScheddStandIn("ce01")
+    condor = HTCondorBackend(tmp_path / "condor", schedd_factory=lambda site: schedd, max_age_seconds=0)
+    document = yaml.safe_load(Path("examples/dl1-seed-scan.yaml").read_text())
+    document["spec"]["sites"] = [document["spec"]["sites"][1]]
+    document["metadata"].update({"namespace": "physics", "uid": "u-3", "generation": 1})
+    document = apply(document, reconcile_scan(document, {"htcondor": condor}))
+    schedd.down = "Failed to connect to schedd"
+    first = reconcile_scan(document, {"htcondor": condor})
+    status = first.status
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    if degraded.status == "True":  # the backend reports the outage either as an error or as shard reasons
+        assert "ce01" in degraded.message or "schedd" in degraded.message.lower()
+    again = reconcile_scan(apply(document, first), {"htcondor": condor})
+    assert [e for e in again.events if e.type == "Warning" and e.reason == degraded.reason] == []

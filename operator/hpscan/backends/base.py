@@ -43,6 +43,15 @@ class Backend(ABC):
 
     name: ClassVar[str]
 
+    def track(self, scan: ScanRef, spec: HPScanSpec) -> None:  # noqa: B027 (optional hook)
+        """Called before every poll, so a restarted controller watches what it started. Default: nothing."""
+
+    def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:  # noqa: B027
+        """Called before submitting: per-scan resources (RBAC, credentials). Idempotent. Default: nothing."""
+
+    def forget(self, scan: ScanRef) -> None:  # noqa: B027
+        """The scan was deleted: release what the backend holds for it. Default: nothing."""
+
     @abstractmethod
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
         """Start these shards. Idempotent: a shard whose job already exists is left as it is."""
@@ -54,7 +63,8 @@ class Backend(ABC):
 
     @abstractmethod
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        """Records reported since the last call (repeats are harmless: the aggregator folds duplicates)."""
+        """Records reported since the last call; a backend may repeat earlier ones (the aggregator folds
+        duplicates). After a controller restart the first call returns everything still held."""
 
     @abstractmethod
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:

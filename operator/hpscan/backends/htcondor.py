@@ -600,8 +600,10 @@ class HTCondorBackend(Backend):
         schedd_factory: ScheddFactory = locate_schedd,
         max_age_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        read_secret: Callable[[str, str, str], str] | None = None,
     ) -> None:
         self.work_dir = work_dir.absolute()
+        self.read_secret = read_secret  # (namespace, name, key) -> value: IDTOKENs from Kubernetes Secrets
         self.schedd_factory = schedd_factory
         self.max_age_seconds = max_age_seconds
         self.clock = clock
@@ -627,6 +629,13 @@ class HTCondorBackend(Backend):
             if site.htcondor is not None:
                 tracked.sites[site.name] = site
                 self._views.setdefault(_schedd_key(site.htcondor), _ScheddView(site.htcondor))
+
+    def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
+        """Install the IDTOKENs the scan's sites name (when the operator can read Secrets)."""
+        if self.read_secret is not None and any(s.htcondor and s.htcondor.token_secret for s in spec.sites):
+            tokens = self.work_dir / "tokens"
+            install_site_tokens(spec, scan.namespace, self.read_secret, tokens)
+            use_token_directory(tokens)
 
     @_locked
     def forget(self, scan: ScanRef, delete_sandboxes: bool = False) -> None:

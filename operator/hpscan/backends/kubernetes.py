@@ -301,7 +301,7 @@ class KubernetesBackend(Backend):
             raise
         return True
 
-    def prepare(self, scan: ScanRef, shard_count: int) -> None:
+    def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
         """The scan's payload ServiceAccount, Role and RoleBinding."""
         account, role, binding = payload_rbac(scan, shard_count)
         self._create(self.core.create_namespaced_service_account, scan.namespace, account)

@@ -7,15 +7,18 @@ defaults, so other kopf operators on the cluster never mistake our objects for t
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import kopf
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend
-from hpscan.controller.reconcile import reconcile_scan
-from hpscan.planning import Plan
+from hpscan.controller.reconcile import reconcile_scan, scan_ref
+from hpscan.results import Aggregate
 
 RECONCILE_SECONDS = 2.0
 
@@ -30,7 +33,8 @@ class _QuietTimer(logging.Filter):
 FINALIZER = "hpscan.io/finalizer"
 
 BACKENDS: dict[str, Backend] = {}
-PLANS: dict[tuple[str, int], Plan] = {}
+MEMORY: dict[str, Aggregate] = {}
+"""Each scan's plan and records so far, by uid."""
 
 
 @kopf.on.startup()
@@ -49,20 +53,44 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
         load_client_config()
         BACKENDS["kubernetes"] = KubernetesBackend()
+    if "htcondor" not in BACKENDS:
+        add_htcondor_backend()
+
+
+def add_htcondor_backend() -> None:
+    """The HTCondor backend, when the bindings are installed (the `condor` extra); its sandboxes live in
+    HPSCAN_CONDOR_DIR (an emptyDir or a volume in the operator's pod)."""
+    try:
+        from hpscan.backends.htcondor import HTCondorBackend
+    except ImportError:
+        logging.getLogger(__name__).info("htcondor2 bindings not installed: htcondor sites are refused")
+        return
+    from kubernetes import client
+
+    def read_secret(namespace: str, name: str, key: str) -> str:
+        secret = client.CoreV1Api().read_namespaced_secret(name, namespace)
+        return base64.b64decode((secret.data or {})[key]).decode()
+
+    BACKENDS["htcondor"] = HTCondorBackend(
+        Path(os.environ.get("HPSCAN_CONDOR_DIR", "/var/lib/hpscan/condor")), read_secret=read_secret
+    )
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
 def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    outcome = reconcile_scan(body, BACKENDS, PLANS)
+    outcome = reconcile_scan(body, BACKENDS, MEMORY)
     if outcome.status is not None:
         patch.status.update(outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True))
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+@kopf.on.delete(GROUP, VERSION, PLURAL)
 def forget(body: kopf.Body, **_: Any) -> None:
-    """Owned Jobs, ConfigMaps and RBAC go by garbage collection; only the plan cache needs clearing."""
-    uid = body.get("metadata", {}).get("uid")
-    for key in [k for k in PLANS if k[0] == uid]:
-        del PLANS[key]
+    """Owned Jobs, ConfigMaps and RBAC go by garbage collection; other backends release their jobs here
+    (an error, e.g. a schedd that does not answer, makes kopf retry before the finalizer goes)."""
+    ref = scan_ref(body)
+    for backend in BACKENDS.values():
+        backend.forget(ref)
+    uid = ref.uid
+    MEMORY.pop(uid, None)

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
 from hpscan.api.status import Condition, HPScanStatus, ScanPhase, ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.decisions import assign_sites, decide
 from hpscan.errors import HPScanError
 from hpscan.planning import Plan, plan
-from hpscan.results import aggregate
+from hpscan.results import Aggregate
 from hpscan.status import TERMINAL, build_status
 
 
@@ -82,12 +84,57 @@ def invalid_spec_status(message: str, generation: int | None) -> HPScanStatus:
     )
 
 
+def degraded(before: HPScanStatus | None, reason: str, message: str, generation: int | None) -> HPScanStatus:
+    """The last known status with a Degraded condition saying what went wrong with a backend."""
+    status = before or HPScanStatus(observed_generation=generation)
+    kept = [c for c in status.conditions if c.type != "Degraded"]
+    now = datetime.now(UTC)
+    trouble = Condition(type="Degraded", status="True", reason=reason, message=message[:512], last_transition_time=now)
+    return status.model_copy(update={"conditions": [*kept, trouble], "message": message})
+
+
+def _step(
+    ref: ScanRef,
+    scan: HPScan,
+    planned: Plan,
+    agg: Aggregate,
+    used: Mapping[str, Backend],
+    backend_of: Mapping[int, str],
+    sites: Mapping[int, Site | None],
+) -> dict[int, ShardStatus]:
+    """Read every backend into `agg`, decide, and act: submit what may start, stop what must stop."""
+    spec = scan.spec
+    states: dict[int, ShardStatus] = {}
+    for backend in used.values():
+        backend.track(ref, spec)
+        states.update(backend.poll(ref))
+        agg.extend(backend.fetch_records(ref))
+    decision = decide(spec, planned.shard_count, states)
+    for name, backend in used.items():
+        stop = [i for i in decision.stop if backend_of[i] == name]
+        if stop:
+            backend.cancel(ref, stop)
+        start = [i for i in decision.start if backend_of[i] == name]
+        if start:
+            backend.prepare(ref, spec, planned.shard_count)
+            backend.submit(ref, spec, [ShardLaunch(planned.shard_file(i), sites[i]) for i in start])
+    for i in decision.start:  # just submitted: Pending until the backend reports otherwise
+        site = sites[i]
+        states.setdefault(i, ShardStatus(index=i, site=site.name if site is not None else None))
+    for i in decision.stop:
+        states[i] = states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
+    return states
+
+
 def reconcile_scan(
     body: Mapping[str, Any],
     backends: Mapping[str, Backend],
-    plans: dict[tuple[str, int], Plan] | None = None,
+    memory: dict[str, Aggregate] | None = None,
 ) -> Outcome:
-    """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend."""
+    """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
+
+    `memory` keeps each scan's plan and records between steps, by uid (backends hand over new records, and may repeat
+    old ones); without it, or after an operator restart, the backends' persistent records rebuild it."""
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     before = previous_status(body)
@@ -95,12 +142,13 @@ def reconcile_scan(
         return Outcome(status=None)  # finished, and the spec did not change since
     try:
         scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
-        key = (meta.get("uid", ""), generation or 0)
-        planned = plans.get(key) if plans is not None else None
-        if planned is None:
-            planned = plan(scan.metadata.name, scan.spec)
-            if plans is not None:
-                plans[key] = planned
+        key = meta.get("uid", "")  # the planned fields cannot change (CEL transition rules): one plan per uid
+        agg = memory.get(key) if memory is not None else None
+        if agg is None:
+            agg = Aggregate(plan(scan.metadata.name, scan.spec))
+            if memory is not None:
+                memory[key] = agg
+        planned = agg.plan
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -120,30 +168,12 @@ def reconcile_scan(
         status = invalid_spec_status(f"no {' or '.join(missing)} backend is configured in this operator", generation)
         return Outcome(status, [Event("Warning", "BackendUnavailable", status.message or "")])
 
-    states: dict[int, ShardStatus] = {}
-    records = []
-    for backend in used.values():
-        states.update(backend.poll(ref))
-        records.extend(backend.fetch_records(ref))
-    agg = aggregate(planned, records)
-
-    decision = decide(spec, planned.shard_count, states)
-    for name, backend in used.items():
-        stop = [i for i in decision.stop if backend_of[i] == name]
-        if stop:
-            backend.cancel(ref, stop)
-        start = [i for i in decision.start if backend_of[i] == name]
-        if start:
-            prepare = getattr(backend, "prepare", None)
-            if prepare is not None:
-                prepare(ref, planned.shard_count)
-            backend.submit(ref, spec, [ShardLaunch(planned.shard_file(i), sites[i]) for i in start])
-    for i in decision.start:  # just submitted: Pending until the backend reports otherwise
-        site = sites[i]
-        states.setdefault(i, ShardStatus(index=i, site=site.name if site is not None else None))
-    for i in decision.stop:
-        states[i] = states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
-
+    try:
+        states = _step(ref, scan, planned, agg, used, backend_of, sites)
+    except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
+        known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
+        events = [] if known else [Event("Warning", error.reason, str(error))]
+        return Outcome(degraded(before, error.reason, str(error), generation), events)
     status = build_status(planned, agg, states, suspend=spec.suspend, previous=before, generation=generation)
     if status.phase in TERMINAL:
         for name, backend in used.items():  # e.g. too many failed combinations: stop what still runs
