@@ -132,7 +132,7 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
     colour = "green" if status.phase == ScanPhase.SUCCEEDED else "red"
     out.print(
         f"[{colour}]{status.phase}[/]: {counts.succeeded} succeeded, {counts.failed} failed of {counts.total} "
-        f"combinations; {status.message or ''}",
+        "combinations" + (f"; {status.message}" if status.phase != ScanPhase.SUCCEEDED and status.message else ""),
         highlight=False,
     )
     if status.best is not None:
