@@ -40,7 +40,7 @@ done
 if [[ -d "$dir/pods" ]]; then
   while IFS= read -r -d '' pidfile; do stop "$pidfile"; done < <(find "$dir/pods" -name '*.pid' -print0)
 fi
-rm -f "$dir/run/started-by-pytest"
+rm -f "$dir/run/started-by-pytest" "$dir/run/node-agent.ready"
 if [[ "${1:-}" == "--purge" ]]; then
   log "removing $dir"
   rm -rf "$dir"

@@ -313,6 +313,8 @@ class Agent:
                     gone = [worker for uid, worker in self.workers.items() if uid not in present]
                 for worker in gone:
                     worker.request_delete(grace=0, object_gone=True)
+                if self.args.ready_file:  # up.sh waits for this: nodes registered, pods listed
+                    self.args.ready_file.write_text(str(os.getpid()))
                 stream = watch.Watch().stream(
                     self.core.list_pod_for_all_namespaces,
                     resource_version=listing["metadata"]["resourceVersion"],
@@ -886,6 +888,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=Path, default=REPO / "cluster" / "nodes.yaml", help="nodes file")
     parser.add_argument("--state-dir", type=Path, default=REPO / ".cluster" / "pods", help="per-pod directories")
     parser.add_argument("--api-port", type=int, required=True, help="the API server port on 127.0.0.1")
+    parser.add_argument("--ready-file", type=Path, help="written once the nodes are registered and pods listed")
     parser.add_argument("--kubelet-version", default="v0.0.0-hpscan", help="reported as the node's kubelet version")
     parser.add_argument(
         "--backoff-base", type=float, default=1.0, help="crash-loop back-off start, seconds (kubelet: 10)"

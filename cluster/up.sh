@@ -151,9 +151,13 @@ start kube-scheduler "$tools/kube-scheduler" --kubeconfig="$kubeconfig" \
   --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
   --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false --profiling=false
 
-start node-agent env PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m cluster.nodeagent \
-  --kubeconfig "$kubeconfig" --nodes "$nodes_file" --state-dir "$dir/pods" \
-  --api-port "$API_PORT" --kubelet-version "$K8S_VERSION"
+if ! alive node-agent; then
+  rm -f "$dir/run/node-agent.ready"
+  start node-agent env PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m cluster.nodeagent \
+    --kubeconfig "$kubeconfig" --nodes "$nodes_file" --state-dir "$dir/pods" \
+    --api-port "$API_PORT" --kubelet-version "$K8S_VERSION" --ready-file "$dir/run/node-agent.ready"
+  wait_for "the node agent (log: $dir/logs/node-agent.log)" test -f "$dir/run/node-agent.ready"
+fi
 
 # Ready means: every node the agent registers reports Ready, and the default ServiceAccount exists
 # (pods cannot be created before the service-account controller made it).
