@@ -244,7 +244,17 @@ def test_rbac_refuses_a_service_account_without_rights(
             "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
         }
         rbac.create_namespaced_role_binding(namespace, binding)
-        cluster.wait(lambda: client.CoreV1Api(nobody).list_namespaced_pod(namespace) is not None, 10, "access")
+
+        def allowed() -> bool:  # the authorizer sees the binding through an informer: allow it a moment
+            try:
+                client.CoreV1Api(nobody).list_namespaced_pod(namespace)
+            except ApiException as error:
+                if error.status != 403:
+                    raise
+                return False
+            return True
+
+        cluster.wait(allowed, 10, "the RoleBinding to grant access")
 
 
 IN_POD = textwrap.dedent(
