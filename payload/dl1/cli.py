@@ -1,0 +1,282 @@
+"""The ``dl1`` command: generate jets, train a shard, check the GPU, evaluate a network.
+
+Exit codes: 0 done (single combinations of a shard may have failed: their records say so), 2 bad input
+(settings, parameters, files), 3 a GPU is required but unusable, 1 anything unexpected. Errors are one line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# quiet TensorFlow before it is imported anywhere: the user should read our lines, not its banner
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from dl1.errors import DL1Error, GPUUnavailableError
+
+app = typer.Typer(
+    help="DL1 b-tagging payload for hpscan: trains one network per combination of a shard file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN and infinities (not JSON) by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 file to write (dumper layout, dataset 'jets').")],
+    jets: Annotated[int, typer.Option(help="Number of jets.", min=1)] = 100_000,
+    seed: Annotated[int, typer.Option(help="Generator seed: the same seed gives the same jets.", min=0)] = 1,
+) -> None:
+    """Write synthetic ttbar-like jets with the DL1r inputs in the training-dataset-dumper layout."""
+    from dl1.synthetic import generate_file
+
+    if out.parent and not out.parent.exists():
+        raise DL1Error(f"{out.parent}: no such directory")
+    n = generate_file(out, jets, seed)
+    _say(f"wrote {n:,} jets (seed {seed}) to {out}")
+
+
+def _load_records(path: Path) -> set[str]:
+    """Ids already in results.jsonl; a truncated last line (killed process) is ignored and cut off."""
+    if not path.exists():
+        return set()
+    done: set[str] = set()
+    text = path.read_text()
+    good_end = 0
+    for line in text.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if not line.endswith("\n"):
+            break
+        if isinstance(record, dict) and "id" in record:
+            done.add(str(record["id"]))
+        good_end += len(line)
+    if good_end != len(text):  # drop the broken tail so new records start on a clean line
+        with path.open("r+") as f:
+            f.truncate(good_end)
+    return done
+
+
+def _iso(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+@app.command("train-shard")
+def train_shard(
+    shard_file: Annotated[Path, typer.Argument(help="Shard file (JSON, hpscan's ShardFile).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.jsonl (created).")] = Path("."),
+    skip_gpu_check: Annotated[
+        bool, typer.Option(help="Do not run the GPU check even if the shard requires a GPU.")
+    ] = False,
+) -> None:
+    """Train every combination of a shard; append one record per combination to OUT/results.jsonl."""
+    from pydantic import ValidationError
+
+    from dl1.errors import SettingsError
+    from hpscan.api.contract import ResultRecord, ShardFile
+
+    try:
+        shard = ShardFile.model_validate_json(shard_file.read_text())
+    except OSError as exc:
+        raise DL1Error(f"{shard_file}: cannot read ({exc.strerror})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SettingsError(f"{shard_file}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+    # validate everything before the first (slow) step: a typo must not cost an hour
+    from dl1.model import parse_combination
+    from dl1.train import parse_settings
+
+    settings = parse_settings(shard.settings)
+    defaults = settings.model_defaults()
+    configs = {c.id: parse_combination(dict(c.parameters), defaults) for c in shard.combinations}
+
+    if shard.gpu.required and shard.gpu.count > 0 and not skip_gpu_check:
+        from dl1.gpucheck import Probes, Requirement, check
+
+        report = check(
+            Probes.system(),
+            Requirement(shard.gpu.count, shard.gpu.min_compute_capability, shard.gpu.min_memory_mb),
+        )
+        if not report.ok:
+            raise GPUUnavailableError(f"GPU required but unusable: {report.reason}")
+        _say(f"gpu-check: {report.reason}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = _load_records(results)
+    todo = [c for c in shard.combinations if c.id not in done]
+    _say(
+        f"shard {shard.shard + 1}/{shard.shards} of {shard.scan}: {len(shard.combinations)} combinations, {len(done & set(configs))} already recorded"
+    )
+    if not todo:
+        return
+
+    from dl1.data import load_dataset
+    from dl1.train import Outcome, ResidentData, device_name, train_many
+
+    dataset = load_dataset(settings.data, scale_dict_out=out / "scale_dict.json")
+    _say(f"data: {dataset.describe()}")
+    device = device_name()
+    resident = ResidentData(dataset.train, dataset.validation)
+    params = {c.id: dict(c.parameters) for c in shard.combinations}
+    finished = 0
+
+    def record(outcome: Outcome) -> None:
+        nonlocal finished
+        finished += 1
+        rec = ResultRecord(
+            id=outcome.key,
+            shard=shard.shard,
+            parameters=params[outcome.key],
+            metrics={k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
+            status=outcome.status,
+            error=outcome.error,
+            started_at=_iso(outcome.started),
+            finished_at=_iso(outcome.finished),
+            duration_seconds=max(outcome.finished - outcome.started, 0.0),
+            device=device,
+            epochs=outcome.epochs,
+        )
+        with results.open("a") as f:
+            f.write(json.dumps(rec.to_wire()) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        value = outcome.metrics.get(shard.objective.metric)
+        shown = f"{shard.objective.metric}={value:.4f}" if value is not None else (outcome.error or "failed")
+        _say(
+            f"[{finished + len(done & set(configs))}/{len(shard.combinations)}] {outcome.key} {outcome.status} {shown} ({outcome.epochs} epochs, {rec.duration_seconds:.1f} s)"
+        )
+
+    train_many(resident, [(c.id, configs[c.id]) for c in todo], settings, record)
+
+
+@app.command("gpu-check")
+def gpu_check(
+    require: Annotated[
+        bool, typer.Option("--require", help="Exit 3 with a one-line reason when no usable GPU.")
+    ] = False,
+    min_compute_capability: Annotated[str | None, typer.Option(help='Lowest compute capability, e.g. "7.0".')] = None,
+    min_memory_mb: Annotated[int | None, typer.Option(help="Lowest GPU memory, MiB.")] = None,
+) -> None:
+    """Check that a GPU is really usable (device nodes, driver, TensorFlow, a matrix product); print JSON."""
+    from dl1.gpucheck import Probes, Requirement, check
+
+    report = check(Probes.system(), Requirement(1, min_compute_capability, min_memory_mb))
+    print(json.dumps(_json_safe(report.to_json()), indent=2))
+    if require and not report.ok:
+        raise GPUUnavailableError(report.reason)
+
+
+@app.command()
+def evaluate(
+    shard_or_settings: Annotated[
+        Path, typer.Argument(help="Shard file or settings JSON (its 'settings.data' or 'data' names the data).")
+    ],
+    parameters: Annotated[
+        str, typer.Option(help='Combination to train, JSON, e.g. \'{"layer1": 64, "learning_rate": 0.001}\'.')
+    ] = "{}",
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the metrics.")] = Path("metrics.json"),
+    f_c: Annotated[float, typer.Option("--fc", help="c fraction in D_b.", min=0.0, max=1.0)] = 0.018,
+    epochs: Annotated[int | None, typer.Option(help="Override settings.epochs.", min=1)] = None,
+) -> None:
+    """Train one combination on the training split and write its tagging metrics on the test split as JSON."""
+    from dl1.errors import ParameterError, SettingsError
+
+    try:
+        raw = json.loads(shard_or_settings.read_text())
+    except OSError as exc:
+        raise DL1Error(f"{shard_or_settings}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise SettingsError(f"{shard_or_settings}: not JSON ({exc})") from None
+    settings_raw = dict(raw.get("settings", raw)) if isinstance(raw, dict) else {}
+    if epochs:
+        settings_raw["epochs"] = epochs
+    try:
+        combo = json.loads(parameters)
+    except ValueError as exc:
+        raise ParameterError(f"--parameters is not JSON ({exc})") from None
+    if not isinstance(combo, dict):
+        raise ParameterError("--parameters must be a JSON object")
+
+    from dl1.data import load_dataset
+    from dl1.metrics import tagging_metrics
+    from dl1.model import parse_combination
+    from dl1.train import parse_settings, train_combination
+
+    settings = parse_settings(settings_raw)
+    parse_combination(combo, settings.model_defaults())
+    dataset = load_dataset(settings.data)
+    _say(f"data: {dataset.describe()}")
+    outcome = train_combination(combo, dataset, settings)
+    if outcome.status != "succeeded" or outcome.model is None:
+        raise DL1Error(f"training failed: {outcome.error}")
+    probs = outcome.model.predict(dataset.test.x)
+    metrics = tagging_metrics(probs, dataset.test.y, f_c=f_c)
+    metrics["training"] = {"parameters": combo, "epochs": outcome.epochs, **outcome.metrics}
+    out.write_text(json.dumps(_json_safe(metrics), indent=1))
+    wp = metrics["working_points"]["77"]
+    _say(
+        f"77% b-efficiency (f_c={f_c}): light rejection {wp['light_rejection']:.1f}, c rejection {wp['c_rejection']:.2f}; "
+        f"val_loss {outcome.metrics['val_loss']:.4f}; wrote {out}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dl1`` console script; returns the exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except DL1Error as exc:
+        _say(f"dl1: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("dl1: interrupted")
+        return 130
+    except Exception as exc:  # click's usage errors and anything unexpected: one line, never a traceback
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        _say(f"dl1: unexpected error: {type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

@@ -1,0 +1,371 @@
+"""Training: many combinations, fast, on data kept resident on the device.
+
+The fast path has two parts. (1) A whole epoch runs inside one TensorFlow graph: batches are gathered from
+tensors that live on the device, so Python and ``model.fit``'s per-step overhead vanish. (2) Several
+combinations with the same batch size are trained side by side in that graph (horizontal fusion, as in
+HFTA): one gather feeds all of them, and on a GPU the small networks fill the device together. On a GPU the
+step is also XLA-compiled. A combination that diverges or stops early leaves its group; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dl1.data import Dataset, DataSettings, Split
+from dl1.errors import SettingsError
+from dl1.model import MLP, ModelConfig, combination_seed
+
+VALIDATION_CHUNK = 32768
+
+
+class TrainSettings(BaseModel):
+    """``spec.payload.settings`` as the dl1 payload reads them; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(30, ge=1, description="Most epochs per combination.")
+    patience: int = Field(5, ge=0, description="Stop after this many epochs without a better val_loss (0: never).")
+    optimizer: Literal["adam"] = "adam"
+    seed: int = Field(0, ge=0, description="Seed of the weight initialisation and shuffling.")
+    fuse: int = Field(
+        4, ge=1, le=64, description="Combinations with the same batch size trained together in one graph."
+    )
+    xla: Literal["auto", "on", "off"] = Field("auto", description="XLA-compile the training step (auto: on a GPU).")
+    layers: list[int] | None = Field(None, description="Default hidden layers when a combination names no layerN.")
+    activation: str = "relu"
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(15000, ge=1)
+    data: DataSettings
+
+    def model_defaults(self) -> ModelConfig:
+        """The model a combination gets for the parameters it does not name."""
+        base = ModelConfig()
+        return ModelConfig(
+            layers=tuple(self.layers) if self.layers else base.layers,
+            activation=self.activation,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+        )
+
+
+def parse_settings(raw: dict[str, Any]) -> TrainSettings:
+    """Validate a shard's settings; ``SettingsError`` names the first bad field."""
+    if "data" not in raw:
+        raise SettingsError("settings.data is missing: give {synthetic: {jets: N, seed: S}} or {train: PATH}")
+    try:
+        return TrainSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise SettingsError(f"settings.{where}: unknown setting") from None
+        raise SettingsError(f"settings.{where}: {err['msg']}") from None
+
+
+@dataclass
+class Outcome:
+    """How one combination ended."""
+
+    key: str
+    config: ModelConfig
+    status: Literal["succeeded", "failed"]
+    metrics: dict[str, float] = field(default_factory=dict)
+    epochs: int = 0
+    error: str | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    model: MLP | None = None
+
+
+def device_name() -> str:
+    """Where training runs: ``"GPU:0 <name>"`` when TensorFlow sees a GPU, else ``"CPU"``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"GPU:0 {details.get('device_name', 'GPU')}".strip()
+
+
+class _Adam:
+    """Adam (Keras defaults: beta1 0.9, beta2 0.999, epsilon 1e-7) as plain variable updates, fusable in a graph."""
+
+    def __init__(self, variables: list, learning_rate: float) -> None:
+        import tensorflow as tf
+
+        self.variables = variables
+        self.learning_rate = learning_rate
+        self.m = [tf.Variable(tf.zeros_like(v)) for v in variables]
+        self.v = [tf.Variable(tf.zeros_like(v)) for v in variables]
+        self.t = tf.Variable(0.0)
+
+    def apply(self, grads: list) -> None:
+        import tensorflow as tf
+
+        t = self.t.assign_add(1.0)
+        b1, b2, eps = 0.9, 0.999, 1e-7
+        lr = self.learning_rate * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
+        for var, g, m, v in zip(self.variables, grads, self.m, self.v, strict=True):
+            m.assign_add((g - m) * (1.0 - b1))
+            v.assign_add((g * g - v) * (1.0 - b2))
+            var.assign_sub(lr * m / (tf.sqrt(v) + eps))
+
+
+class ResidentData:
+    """Training and validation tensors placed once on the training device."""
+
+    def __init__(self, train: Split, validation: Split) -> None:
+        import tensorflow as tf
+
+        self.n_train = len(train)
+        self.n_val = len(validation)
+        self.n_inputs = train.x.shape[1]
+        self.device = "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+        with tf.device(self.device):
+            self.x = tf.constant(train.x)
+            self.y = tf.constant(train.y.astype(np.int32))
+            self.w = tf.constant(train.weights.astype(np.float32))
+            self.x_val = tf.constant(validation.x)
+            self.y_val = tf.constant(validation.y.astype(np.int32))
+            self.w_val = tf.constant(validation.weights.astype(np.float32))
+
+
+class _Group:
+    """Networks with one batch size trained side by side in one graph."""
+
+    def __init__(self, data: ResidentData, models: list[MLP], opts: list[_Adam], batch_size: int, xla: bool) -> None:
+        import tensorflow as tf
+
+        self.data = data
+        self.models = models
+        self.opts = opts
+        self.batch_size = min(batch_size, data.n_train)
+        self.steps = max(data.n_train // self.batch_size, 1)
+        bs = self.batch_size
+        models_t = tuple(models)
+        opts_t = tuple(self.opts)
+
+        def step(xb, yb, wb):
+            losses, corrects = [], []
+            wsum = tf.reduce_sum(wb)
+            for model, opt in zip(models_t, opts_t, strict=True):
+                with tf.GradientTape() as tape:
+                    logits = model.logits(xb)
+                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+                    loss = tf.reduce_sum(ce * wb) / wsum
+                opt.apply(tape.gradient(loss, model.variables))
+                losses.append(loss)
+                corrects.append(
+                    tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), yb), tf.float32) * wb)
+                    / wsum
+                )
+            return tf.stack(losses), tf.stack(corrects)
+
+        step_fn = tf.function(step, jit_compile=True) if xla else step
+
+        @tf.function
+        def epoch(perm):
+            total = tf.zeros(len(models_t))
+            for i in tf.range(self.steps):
+                idx = perm[i * bs : (i + 1) * bs]
+                losses, _ = step_fn(tf.gather(data.x, idx), tf.gather(data.y, idx), tf.gather(data.w, idx))
+                total += losses
+            return total / tf.cast(self.steps, tf.float32)
+
+        @tf.function
+        def validate():
+            n_chunks = (data.n_val + VALIDATION_CHUNK - 1) // VALIDATION_CHUNK
+            loss_sum = tf.zeros(len(models_t))
+            acc_sum = tf.zeros(len(models_t))
+            for c in tf.range(n_chunks):
+                lo = c * VALIDATION_CHUNK
+                xb = data.x_val[lo : lo + VALIDATION_CHUNK]
+                yb = data.y_val[lo : lo + VALIDATION_CHUNK]
+                wb = data.w_val[lo : lo + VALIDATION_CHUNK]
+                ls, accs = [], []
+                for model in models_t:
+                    logits = model.logits(xb)
+                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+                    ls.append(tf.reduce_sum(ce * wb))
+                    hit = tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), yb), tf.float32)
+                    accs.append(tf.reduce_sum(hit * wb))
+                loss_sum += tf.stack(ls)
+                acc_sum += tf.stack(accs)
+            wtot = tf.reduce_sum(data.w_val)
+            return loss_sum / wtot, acc_sum / wtot
+
+        self.epoch = epoch
+        self.validate = validate
+
+
+@dataclass
+class _Job:
+    key: str
+    config: ModelConfig
+    model: MLP
+    opt: _Adam
+    started: float
+    best: float = math.inf
+    best_weights: list[np.ndarray] | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    since_best: int = 0
+    epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_many(
+    data: ResidentData,
+    jobs: Sequence[tuple[str, ModelConfig]],
+    settings: TrainSettings,
+    on_done: Callable[[Outcome], None],
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
+    keep_models: bool = False,
+) -> None:
+    """Train each ``(key, config)``; call ``on_done`` the moment a combination finishes (in finishing order).
+
+    Combinations with the same batch size are fused ``settings.fuse`` at a time. A combination whose training
+    or validation loss is not finite is reported failed at once; the others go on. Early stopping keeps the
+    weights of the best ``val_loss`` epoch. An exception inside one group's training marks that group's
+    combinations failed with the reason and moves on.
+    """
+    import tensorflow as tf
+
+    xla = settings.xla == "on" or (settings.xla == "auto" and data.device.startswith("/GPU"))
+    by_batch: dict[int, list[tuple[str, ModelConfig]]] = {}
+    for key, config in jobs:
+        by_batch.setdefault(min(config.batch_size, data.n_train), []).append((key, config))
+    shuffle_rng = np.random.default_rng(settings.seed)
+
+    for batch_size, members in by_batch.items():
+        for start in range(0, len(members), settings.fuse):
+            chunk = members[start : start + settings.fuse]
+            active: list[_Job] = []
+            now = time.time()
+            with tf.device(data.device):
+                for key, config in chunk:
+                    model = MLP(data.n_inputs, config, combination_seed(settings.seed, key))
+                    active.append(_Job(key, config, model, _Adam(model.variables, config.learning_rate), started=now))
+            _train_group(data, active, batch_size, xla, settings, shuffle_rng, on_done, on_epoch, keep_models)
+
+
+def _finish(job: _Job, status: str, on_done: Callable[[Outcome], None], keep: bool, error: str | None = None) -> None:
+    if status == "succeeded" and job.best_weights is not None:
+        job.model.set_weights(job.best_weights)
+    on_done(
+        Outcome(
+            key=job.key,
+            config=job.config,
+            status="succeeded" if status == "succeeded" else "failed",
+            metrics=dict(job.best_metrics) if status == "succeeded" else {},
+            epochs=job.epochs,
+            error=error,
+            started=job.started,
+            finished=time.time(),
+            history=job.history,
+            model=job.model if keep else None,
+        )
+    )
+
+
+def _train_group(
+    data: ResidentData,
+    active: list[_Job],
+    batch_size: int,
+    xla: bool,
+    settings: TrainSettings,
+    rng: np.random.Generator,
+    on_done: Callable[[Outcome], None],
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None,
+    keep: bool,
+) -> None:
+    import tensorflow as tf
+
+    group: _Group | None = None
+    members: tuple[int, ...] = ()
+    for epoch in range(1, settings.epochs + 1):
+        if not active:
+            return
+        ids = tuple(id(j) for j in active)
+        if group is None or ids != members:  # rebuilt (re-traced) only when the group's members change
+            with tf.device(data.device):
+                group = _Group(data, [j.model for j in active], [j.opt for j in active], batch_size, xla)
+            members = ids
+        perm = tf.constant(rng.permutation(data.n_train).astype(np.int32))
+        try:
+            with tf.device(data.device):
+                train_loss = group.epoch(perm).numpy()
+                val_loss, val_acc = (t.numpy() for t in group.validate())
+        except (tf.errors.OpError, ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            for j in active:
+                _finish(j, "failed", on_done, keep, f"training failed: {reason}")
+            return
+        still: list[_Job] = []
+        for k, j in enumerate(active):
+            j.epochs = epoch
+            entry = {"loss": float(train_loss[k]), "val_loss": float(val_loss[k]), "val_accuracy": float(val_acc[k])}
+            j.history.append(entry)
+            if on_epoch is not None:
+                on_epoch(j.key, epoch, entry)
+            if not (math.isfinite(entry["loss"]) and math.isfinite(entry["val_loss"])):
+                _finish(
+                    j,
+                    "failed",
+                    on_done,
+                    keep,
+                    f"diverged: loss is not finite at epoch {epoch} (learning rate {j.config.learning_rate:g})",
+                )
+                continue
+            if entry["val_loss"] < j.best:
+                j.best = entry["val_loss"]
+                j.best_weights = j.model.get_weights()
+                j.best_metrics = {**entry, "best_epoch": float(epoch)}
+                j.since_best = 0
+            else:
+                j.since_best += 1
+            if settings.patience and j.since_best >= settings.patience:
+                _finish(j, "succeeded", on_done, keep)
+                continue
+            still.append(j)
+        active = still
+    for j in active:
+        _finish(j, "succeeded", on_done, keep)
+
+
+def train_combination(
+    parameters: dict[str, Any],
+    dataset: Dataset,
+    settings: TrainSettings | dict[str, Any],
+    key: str = "retrain",
+    include_validation: bool = False,
+) -> Outcome:
+    """Train one combination and return its ``Outcome`` with the trained ``model`` (for the report).
+
+    With ``include_validation`` the network trains on train + validation (early stopping then watches the
+    validation split it also trains on, so set ``patience`` to 0 and pick ``epochs``).
+    """
+    from dl1.model import parse_combination
+
+    ts = settings if isinstance(settings, TrainSettings) else parse_settings(settings)
+    config = parse_combination(parameters, ts.model_defaults())
+    train = dataset.train
+    if include_validation:
+        v = dataset.validation
+        train = Split(
+            x=np.concatenate([train.x, v.x]),
+            y=np.concatenate([train.y, v.y]),
+            weights=np.concatenate([train.weights, v.weights]),
+            jets=np.concatenate([train.jets, v.jets]),
+        )
+    data = ResidentData(train, dataset.validation)
+    result: list[Outcome] = []
+    train_many(data, [(key, config)], ts, result.append, keep_models=True)
+    return result[0]
