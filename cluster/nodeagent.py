@@ -32,12 +32,15 @@ import os
 import re
 import shlex
 import signal
+import ssl
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import yaml
 from kubernetes import client, config, watch
@@ -204,6 +207,7 @@ class Agent:
         self.nodes = {node.name: node for node in load_nodes(args.nodes)}
         self.state_dir: Path = args.state_dir
         self.unshare = mount_namespace_command()
+        self.logs = LogServer(self.state_dir, args.tls_cert_file, args.tls_key_file)
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()  # uids never to start again (a stale event must not rerun a pod)
         self.lock = threading.Lock()
@@ -250,7 +254,7 @@ class Agent:
             "allocatable": node.capacity,
             "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.logs.port}},
             "nodeInfo": {
                 "machineID": node.name,
                 "systemUUID": node.name,
@@ -403,8 +407,78 @@ class Agent:
         self.stop_orphans()
         self.register_nodes()
         threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self.logs.server.serve_forever, name="logs", daemon=True).start()
         log.info("test node agent running nodes %s (mounts via %s)", ", ".join(self.nodes), " ".join(self.unshare))
         self.watch_pods()
+
+
+class LogServer:
+    """The one kubelet endpoint the agent serves: ``GET /containerLogs/<ns>/<pod>/<container>``, which the API
+    server calls for ``kubectl logs`` (``tailLines``, ``limitBytes`` and ``follow`` honoured). Listens on an
+    ephemeral port on 127.0.0.1, advertised in the Node's ``daemonEndpoints``; TLS when given a certificate."""
+
+    def __init__(self, state_dir: Path, cert: Path | None, key: Path | None) -> None:
+        self.state_dir = state_dir
+        logs = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                logs.serve(self)
+
+            def log_message(self, format: str, *args: Any) -> None:  # requests are not worth a log line
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if cert and key:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = int(self.server.server_address[1])
+
+    def serve(self, request: BaseHTTPRequestHandler) -> None:
+        url = urlparse(request.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            request.send_error(404, "the test node agent serves only /containerLogs (no exec, attach, port-forward)")
+            return
+        _, namespace, pod, container = parts
+        candidates = list(self.state_dir.glob(f"{namespace}_{pod}_*/{container}.log"))
+        if not candidates:
+            request.send_error(404, f"no log for container {container} of pod {namespace}/{pod}")
+            return
+        log_file = max(candidates, key=lambda path: path.stat().st_mtime)  # the newest pod of that name
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        content = log_file.read_bytes()
+        if "tailLines" in query:
+            lines = content.splitlines(keepends=True)
+            content = b"".join(lines[-int(query["tailLines"]) :]) if int(query["tailLines"]) else b""
+        if "limitBytes" in query:
+            content = content[: int(query["limitBytes"])]
+        request.send_response(200)
+        request.send_header("Content-Type", "text/plain")
+        request.end_headers()
+        with contextlib.suppress(OSError):
+            request.wfile.write(content)
+            request.wfile.flush()
+            if query.get("follow") == "true":
+                self.follow(request, log_file, log_file.stat().st_size)
+
+    @staticmethod
+    def follow(request: BaseHTTPRequestHandler, log_file: Path, offset: int) -> None:
+        """Stream what the container writes until it has exited (its pid file is gone) and nothing is left."""
+        pid_file = log_file.with_suffix(".pid")
+        with open(log_file, "rb") as source:
+            source.seek(offset)
+            while True:
+                chunk = source.read(65536)
+                if chunk:
+                    request.wfile.write(chunk)
+                    request.wfile.flush()
+                elif not pid_file.exists():
+                    return
+                else:
+                    time.sleep(0.2)
 
 
 # --- one pod -----------------------------------------------------------------------------------------------
@@ -888,6 +962,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=Path, default=REPO / "cluster" / "nodes.yaml", help="nodes file")
     parser.add_argument("--state-dir", type=Path, default=REPO / ".cluster" / "pods", help="per-pod directories")
     parser.add_argument("--api-port", type=int, required=True, help="the API server port on 127.0.0.1")
+    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate of the log endpoint")
+    parser.add_argument("--tls-key-file", type=Path, help="its key")
     parser.add_argument("--ready-file", type=Path, help="written once the nodes are registered and pods listed")
     parser.add_argument("--kubelet-version", default="v0.0.0-hpscan", help="reported as the node's kubelet version")
     parser.add_argument(

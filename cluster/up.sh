@@ -69,6 +69,19 @@ EXT
   )
 fi
 
+# The node agent's log endpoint (what `kubectl logs` reaches through the API server) serves with its own
+# certificate; made separately so clusters created before it get one too.
+if [[ ! -f "$pki/kubelet.crt" ]]; then
+  (
+    cd "$pki"
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' > kubelet.ext
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=hpscan-node-agent" -keyout kubelet.key -out kubelet.csr 2>/dev/null
+    openssl x509 -req -in kubelet.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile kubelet.ext -out kubelet.crt 2>/dev/null
+    rm -f kubelet.csr
+  )
+fi
+
 kubeconfig="$dir/kubeconfig"
 cat > "$kubeconfig.tmp" <<KUBECONFIG
 apiVersion: v1
@@ -137,7 +150,8 @@ start kube-apiserver "$tools/kube-apiserver" \
   --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --allow-privileged=true \
   --authorization-mode=Node,RBAC --service-account-issuer="$server" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-  --profiling=false
+  --kubelet-certificate-authority="$pki/ca.crt" --kubelet-client-certificate="$pki/admin.crt" \
+  --kubelet-client-key="$pki/admin.key" --kubelet-preferred-address-types=InternalIP --profiling=false
 wait_for "kube-apiserver /readyz" curl -sf --cacert "$pki/ca.crt" "$server/readyz"
 
 start kube-controller-manager "$tools/kube-controller-manager" --kubeconfig="$kubeconfig" \
@@ -155,7 +169,8 @@ if ! alive node-agent; then
   rm -f "$dir/run/node-agent.ready"
   start node-agent env PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m cluster.nodeagent \
     --kubeconfig "$kubeconfig" --nodes "$nodes_file" --state-dir "$dir/pods" \
-    --api-port "$API_PORT" --kubelet-version "$K8S_VERSION" --ready-file "$dir/run/node-agent.ready"
+    --api-port "$API_PORT" --kubelet-version "$K8S_VERSION" --ready-file "$dir/run/node-agent.ready" \
+    --tls-cert-file "$pki/kubelet.crt" --tls-key-file "$pki/kubelet.key"
   wait_for "the node agent (log: $dir/logs/node-agent.log)" test -f "$dir/run/node-agent.ready"
 fi
 

@@ -108,6 +108,8 @@ def test_job_with_two_completions_completes(cluster: LocalCluster, k8s: client.A
     assert {p.spec.node_name for p in pods} == {"hpscan-cpu-0"}  # untolerated pods stay off the GPU node
     outputs = {cluster.pod_log(namespace, p.metadata.name, "main").strip() for p in pods}
     assert outputs == {"shard 0", "shard 1"}
+    # the same through the API server, which asks the node agent's log endpoint
+    assert cluster.kubectl("logs", "-n", namespace, pods[0].metadata.name).stdout.strip() in outputs
 
 
 def test_failing_pod_is_retried_per_backoff_limit(cluster: LocalCluster, k8s: client.ApiClient, namespace: str) -> None:
