@@ -8,6 +8,8 @@ import random
 import shutil
 from pathlib import Path
 
+import yaml
+
 from hpscan.api.contract import ResultRecord
 from hpscan.manifest import load_scan
 from hpscan.planning import plan
@@ -32,11 +34,23 @@ def synthetic_loss(parameters: dict, rng: random.Random) -> float:
 
 
 def write_fake_run(
-    out: Path, manifest: str = "quickstart.yaml", failed_every: int = 0, limit: int | None = None, seed: int = 7
+    out: Path,
+    manifest: str = "quickstart.yaml",
+    failed_every: int = 0,
+    limit: int | None = None,
+    seed: int = 7,
+    settings: dict | None = None,
 ) -> Path:
-    """A run folder as `hpscan run` leaves it: scan.yaml and results.jsonl (no status.json)."""
+    """A run folder as `hpscan run` leaves it: scan.yaml and results.jsonl (no status.json).
+
+    ``settings`` replaces spec.payload.settings (e.g. tiny data for a quick retraining).
+    """
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(EXAMPLES / manifest, out / "scan.yaml")
+    if settings is not None:
+        document = yaml.safe_load((out / "scan.yaml").read_text())
+        document["spec"]["payload"]["settings"] = settings
+        (out / "scan.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     scan = load_scan(out / "scan.yaml")
     planned = plan(scan.metadata.name, scan.spec)
     rng = random.Random(seed)

@@ -22,22 +22,32 @@ DESCRIPTION = (
 LABEL = "BDT (sklearn HGB, stand-in for MV2c10)"
 
 
-def training_weights(truth: np.ndarray) -> np.ndarray:
-    """Per-jet weights: signal and background weigh the same in total; c-jets make C_FRACTION of the background."""
+def training_weights(truth: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
+    """Per-jet weights: signal and background weigh the same in total; c-jets make C_FRACTION of the background.
+
+    ``base`` (the payload's flavour weights, e.g. the b-jet kinematic reweighting) shapes jets within a flavour.
+    """
     is_b = truth == TRUTH_LABELS["bjets"]
     is_c = truth == TRUTH_LABELS["cjets"]
     is_light = ~is_b & ~is_c
+    shape = np.ones(len(truth), dtype=float) if base is None else np.asarray(base, dtype=float)
     weights = np.zeros(len(truth), dtype=float)
-    n_b, n_c, n_light = int(is_b.sum()), int(is_c.sum()), int(is_light.sum())
-    weights[is_b] = 1.0 / max(n_b, 1)
+    n_c, n_light = int(is_c.sum()), int(is_light.sum())
     c_share = C_FRACTION if n_c and n_light else float(n_c > 0)
-    weights[is_c] = c_share / max(n_c, 1)
-    weights[is_light] = (1.0 - c_share) / max(n_light, 1)
+    for mask, share in ((is_b, 1.0), (is_c, c_share), (is_light, 1.0 - c_share)):
+        total = shape[mask].sum()
+        if total > 0:
+            weights[mask] = share * shape[mask] / total
     return weights * len(truth) / weights.sum()
 
 
 def train_and_score(
-    train_x: np.ndarray, train_truth: np.ndarray, test_x: np.ndarray, seed: int = 1, max_iter: int = 200
+    train_x: np.ndarray,
+    train_truth: np.ndarray,
+    test_x: np.ndarray,
+    base_weights: np.ndarray | None = None,
+    seed: int = 1,
+    max_iter: int = 200,
 ) -> np.ndarray:
     """Train the BDT on the training jets and return its discriminant (log-odds of b) for the test jets."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -52,5 +62,9 @@ def train_and_score(
         random_state=seed,
     )
     target = (np.asarray(train_truth) == TRUTH_LABELS["bjets"]).astype(int)
-    model.fit(np.asarray(train_x, dtype=np.float32), target, sample_weight=training_weights(np.asarray(train_truth)))
+    model.fit(
+        np.asarray(train_x, dtype=np.float32),
+        target,
+        sample_weight=training_weights(np.asarray(train_truth), base_weights),
+    )
     return np.asarray(model.decision_function(np.asarray(test_x, dtype=np.float32)), dtype=float)

@@ -14,6 +14,7 @@ from typing import Any
 from hpscan.report import bdt
 from hpscan.report.performance import (
     FC,
+    MIN_PASSING,
     SCAN_WORKING_POINT,
     TaggerPerformance,
     TaggerScores,
@@ -56,7 +57,7 @@ def compare(run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
     for index, (key, ranked) in enumerate(picks.items(), start=1):
         if ranked.id not in trained:  # one succeeded combination is best, median and worst at once
             step(f"retraining the {key} combination {ranked.id}", index)
-            trained[ranked.id] = retrain.train(data, ranked.record.parameters, settings)
+            trained[ranked.id] = retrain.train(data, ranked.record.parameters, settings, key=ranked.id)
         network = trained[ranked.id]
         scores.append(TaggerScores(key, labels[key], probabilities=network.probabilities))
         details[key] = {
@@ -69,18 +70,22 @@ def compare(run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
             "epochs": network.epochs,
             "seconds": round(network.seconds, 1),
             "testLoss": network.test_loss,
+            "validationLoss": network.validation_loss,
         }
 
     step("training the BDT baseline (scikit-learn, stand-in for MV2c10)", 4)
     bdt_started = time.monotonic()
-    bdt_scores = bdt.train_and_score(data.train_x, data.train_truth, data.test_x)
+    bdt_scores = bdt.train_and_score(data.train_x, data.train_truth, data.test_x, base_weights=data.train_weights)
     scores.append(TaggerScores("bdt", bdt.LABEL, discriminant=bdt_scores))
     details["bdt"] = {"seconds": round(time.monotonic() - bdt_started, 1), "description": bdt.DESCRIPTION}
 
     step("computing rejections; drawing roc.png and rejection-vs-fc.png", 5)
     performances = [evaluate(s, data.test_truth, fc=FC) for s in scores]
     by_key: dict[str, TaggerPerformance] = {p.key: p for p in performances}
-    note = f"{data.description}\n$f_c$ = {FC:g}, {counts['bjets']:,} test $b$-jets"
+    note = (
+        f"{data.description}\n$f_c$ = {FC:g}, {counts['bjets']:,} test $b$-jets\n"
+        f"points with $\\geq${MIN_PASSING} background jets passing"
+    )
     draw_roc(performances, "bdt", {"ujets": counts["ujets"], "cjets": counts["cjets"]}, report_dir / "roc.png", note)
     networks = [p for p in performances if p.key != "bdt"]
     draw_fc_scan(networks, by_key["bdt"], FC, report_dir / "rejection-vs-fc.png", data.description)
@@ -92,6 +97,7 @@ def compare(run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
         "objectiveMetric": run.scan.spec.objective.metric,
         "fc": FC,
         "scanWorkingPoint": SCAN_WORKING_POINT,
+        "minPassing": MIN_PASSING,
         "data": data.description,
         "trainSet": {"jets": len(data.train_truth), **flavour_counts(data.train_truth)},
         "testSet": {"jets": len(data.test_truth), **counts},

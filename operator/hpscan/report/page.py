@@ -32,9 +32,9 @@ code { background: #f3f3f3; padding: 0 0.25rem; }
 """
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def _fmt(value: Any, digits: int = 4, none: str = "") -> str:
     if value is None:
-        return "∞"  # no background jet passed the cut: the rejection is above 1 / (background jets)
+        return none
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return escape(str(value))
@@ -87,10 +87,18 @@ def _top_table(run: ScanRun, top: int) -> str:
     return _table(header, rows, text_columns=2, best_row=0)
 
 
+def _with_passing(point: Mapping[str, Any], flavour: str) -> str:
+    """A rejection with, in brackets, how many background jets passed the cut (its statistical weight)."""
+    passing = point.get(f"{flavour}Passing")
+    rejection = _fmt(point[flavour], 3, none="∞")  # None: no background jet passed the cut
+    return rejection if passing is None else f"{rejection} <small>({passing})</small>"
+
+
 def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
     taggers: Mapping[str, Mapping[str, Any]] = retrain["taggers"]
     wp_names = list(next(iter(taggers.values()))["workingPoints"])
     fc = retrain["fc"]
+    min_passing = retrain.get("minPassing", 5)
     parts = ["<h2>Retrained: best, median and worst against a BDT</h2>"]
     test = retrain["testSet"]
     parts.append(
@@ -114,15 +122,19 @@ def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
         rows.append(
             [
                 what,
-                _fmt(combination["scanValue"], 5) if combination else "",
+                _fmt(combination["scanValue"], 4) if combination else "",
+                _fmt(tagger.get("validationLoss"), 4),
                 _fmt(tagger.get("testLoss"), 4),
                 _fmt(tagger.get("epochs")),
                 _fmt(tagger.get("seconds"), 3),
             ]
         )
     metric = escape(retrain["objectiveMetric"])
+    header = ["tagger", f"{metric} in the scan", "val_loss retrained", "test loss", "epochs", "training time (s)"]
+    parts.append(_table(header, rows, text_columns=1))
     parts.append(
-        _table(["tagger", f"{metric} in the scan", "test loss", "epochs", "training time (s)"], rows, text_columns=1)
+        "<p>Losses are the payload's weighted cross-entropy (flavours weighted to the b-jet kinematics); the "
+        "retrained val_loss matches the scan's when the retraining reproduces the scan's network.</p>"
     )
     parts.append(f'<div class="note">{escape(retrain["bdt"]["description"])}</div>')
 
@@ -134,14 +146,16 @@ def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
         points = tagger["workingPoints"]
         rows.append(
             [escape(tagger["label"])]
-            + [_fmt(points[w]["ujets"], 4) for w in wp_names]
-            + [_fmt(points[w]["cjets"], 3) for w in wp_names]
+            + [_with_passing(points[w], "ujets") for w in wp_names]
+            + [_with_passing(points[w], "cjets") for w in wp_names]
         )
     parts.append(_table(header, rows))
     parts.append(
         f"<p>Rejection = 1 / (fraction of background jets passing the cut on D<sub>b</sub> that keeps the given "
         f"b-jet efficiency), D<sub>b</sub> = ln(p<sub>b</sub> / (f<sub>c</sub> p<sub>c</sub> + (1 &minus; f<sub>c</sub>) "
-        f"p<sub>u</sub>)) with f<sub>c</sub> = {fc:g}. ∞: no background jet of the test set passed.</p>"
+        f"p<sub>u</sub>)) with f<sub>c</sub> = {fc:g}. In brackets: background jets of the test set passing the cut; "
+        f"with few of them the rejection is rough, and the ROC curves leave out points where fewer than {min_passing} "
+        "pass. ∞: none passed.</p>"
     )
 
     parts.append(
@@ -149,21 +163,25 @@ def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
     )
     parts.append(_image(report_dir / "rejection-vs-fc.png", "rejection against f_c"))
     header = ["tagger"] + [f"f<sub>c</sub> = {v:g}<br>light / c" for v in FC_TABLE_POINTS]
-    rows = []
+    fc_rows: list[str] = []
     for tagger in taggers.values():
         scan = tagger.get("fcScan")
         if scan:
             cells = []
             for value in FC_TABLE_POINTS:
                 index = min(range(len(scan["fc"])), key=lambda i, v=value: abs(scan["fc"][i] - v))  # type: ignore[misc]
-                cells.append(f"{_fmt(scan['ujets'][index], 4)} / {_fmt(scan['cjets'][index], 3)}")
+                cells.append(f"{_fmt(scan['ujets'][index], 3, '∞')} / {_fmt(scan['cjets'][index], 3, '∞')}")
+            fc_rows.append("".join(f"<td>{c}</td>" for c in cells))
         else:
             points = tagger["workingPoints"][f"{round(retrain['scanWorkingPoint'] * 100)}"]
-            cells = [f"{_fmt(points['ujets'], 4)} / {_fmt(points['cjets'], 3)} (no f<sub>c</sub>)"] + [""] * (
-                len(FC_TABLE_POINTS) - 1
+            fc_rows.append(
+                f'<td colspan="{len(FC_TABLE_POINTS)}" style="text-align:center">'
+                f"{_fmt(points['ujets'], 3, '∞')} / {_fmt(points['cjets'], 3, '∞')} at every f<sub>c</sub> "
+                "(one output; the red star)</td>"
             )
-        rows.append([escape(tagger["label"]), *cells])
-    parts.append(_table(header, rows))
+        fc_rows[-1] = f'<tr><td class="text">{escape(tagger["label"])}</td>{fc_rows[-1]}</tr>'
+    head = "".join(f'<th class="text">{h}</th>' if i == 0 else f"<th>{h}</th>" for i, h in enumerate(header))
+    parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(fc_rows)}</tbody></table>")
     return "\n".join(parts)
 
 

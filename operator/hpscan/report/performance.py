@@ -25,6 +25,9 @@ B_EFFICIENCIES = np.round(np.linspace(0.5, 1.0, 101), 4)
 FC_VALUES = np.unique(np.round(np.concatenate([np.linspace(0.0, 1.0, 101), [FC, FC_ALTERNATIVE]]), 4))
 """Where the f_c scan is evaluated: 0 to 1, the two standard values included."""
 
+MIN_PASSING = 5
+"""ROC points where fewer background jets than this pass the cut are left out: their rejection is mostly noise."""
+
 TRUTH_LABELS = {"bjets": 5, "cjets": 4, "ujets": 0}
 """HadronConeExclTruthLabelID of each flavour (ATLAS convention)."""
 BACKGROUNDS = ("ujets", "cjets")
@@ -73,9 +76,11 @@ class TaggerPerformance:
     """f_c of the ROC curves and working points (None for a one-output tagger)."""
     b_efficiency: list[float]
     rejection: dict[str, list[float | None]]
-    """ROC curves: rejection of each background flavour at each b_efficiency (None: no background jet passed)."""
+    """ROC curves: rejection of each background flavour at each b_efficiency (None where fewer than MIN_PASSING
+    background jets pass the cut)."""
     working_points: dict[str, dict[str, float | None]]
-    """{"77": {"cut": D_b cut, "ujets": rejection, "cjets": rejection}, ...}"""
+    """{"77": {"cut": D_b cut, "ujets": rejection, "cjets": rejection, "ujetsPassing": jets, ...}, ...}: the
+    rejections with how many background jets passed the cut (few passing: a rough number)."""
     fc_scan: dict[str, list[float | None]] = field(default_factory=dict)
     """{"fc": [...], "ujets": [...], "cjets": [...]} at SCAN_WORKING_POINT; empty for a one-output tagger."""
 
@@ -121,6 +126,10 @@ def evaluate(scores: TaggerScores, labels: np.ndarray, fc: float = FC) -> Tagger
         raise ValueError(f"the test set has no {', '.join(missing)}; cannot compute rejections")
     by_flavour = split_by_flavour(labels, scores.b_discriminant(fc))
     roc = _rejections(by_flavour, B_EFFICIENCIES)
+    for flavour in BACKGROUNDS:
+        with np.errstate(divide="ignore"):
+            passing = counts[flavour] / roc[flavour]
+        roc[flavour] = np.where(passing >= MIN_PASSING, roc[flavour], np.inf)
     points = np.array(WORKING_POINTS)
     at_points = _rejections(by_flavour, points)
     _, cuts = calculate_efficiency(by_flavour["bjets"], by_flavour["bjets"], target_eff=points, return_cuts=True)
@@ -129,6 +138,7 @@ def evaluate(scores: TaggerScores, labels: np.ndarray, fc: float = FC) -> Tagger
         working_points[f"{round(point * 100)}"] = {
             "cut": _finite(np.atleast_1d(cuts)[i])[0],
             **{flavour: _finite(at_points[flavour][i])[0] for flavour in BACKGROUNDS},
+            **{f"{flavour}Passing": int(counts[flavour] / at_points[flavour][i] + 0.5) for flavour in BACKGROUNDS},
         }
     fc_scan: dict[str, list[float | None]] = {}
     if scores.depends_on_fc:

@@ -2,10 +2,15 @@
 
 Everything else in hpscan.report works on plain numpy arrays, so another payload needs only another module like
 this one. Truth labels are HadronConeExclTruthLabelID (5 b, 4 c, 0 light); probabilities are (p_u, p_c, p_b).
+
+dl1 API used: ``dl1.train.parse_settings`` (the shard settings), ``dl1.data.load_dataset`` (train/validation/test
+splits by eventNumber modulo 6, scaled inputs, flavour weights), ``dl1.train.train_combination`` (one network,
+early stopping on the validation split, best-epoch weights) and ``MLP.predict`` (softmax outputs u, c, b).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +18,9 @@ import numpy as np
 
 from hpscan.api.contract import ParameterValue
 from hpscan.report.rundir import ReportError
+
+FLAVOUR_LABELS = np.array([0, 4, 5])
+"""HadronConeExclTruthLabelID of the network's output classes 0, 1, 2 (u, c, b)."""
 
 
 @dataclass(frozen=True)
@@ -24,9 +32,11 @@ class JetData:
     test_x: np.ndarray
     test_truth: np.ndarray
     description: str
-    """One line for plot labels, e.g. "synthetic jets (40,000, seed 1)"."""
+    """A few words for plot labels, e.g. "synthetic jets (40,000, seed 1)"."""
+    train_weights: np.ndarray | None = None
+    """The payload's per-jet training weights (flavour reweighting), for the BDT."""
     handle: Any = None
-    """The payload's own data object, handed back to train()."""
+    """The payload's own dataset object, handed back to train()."""
 
 
 @dataclass(frozen=True)
@@ -38,23 +48,77 @@ class Trained:
     epochs: int | None
     seconds: float
     test_loss: float | None
+    """Weighted cross-entropy on the test jets (the payload's flavour weights), comparable to val_loss."""
+    validation_loss: float | None = None
+    """Best val_loss of the retraining: close to the scan's value when the retraining reproduces the scan."""
 
 
-def _dl1() -> Any:
+def _payload() -> tuple[Any, Any, Any]:
     try:
-        import dl1
-    except ImportError:
-        raise ReportError("--retrain needs the dl1 payload: pip install 'hpscan[payload,tf-cpu]'") from None
-    return dl1
+        from dl1 import data, errors, train
+    except ImportError as error:
+        raise ReportError(
+            f"--retrain needs the dl1 payload and its packages ({error.name} is missing): "
+            "pip install 'hpscan[payload,tf-cpu]'"
+        ) from None
+    return data, train, errors
+
+
+def _settings(settings: dict[str, Any]) -> Any:
+    _, train, errors = _payload()
+    try:
+        return train.parse_settings(settings)
+    except errors.DL1Error as error:
+        raise ReportError(f"spec.payload.settings of the scan: {error}") from None
 
 
 def load_jets(settings: dict[str, Any]) -> JetData:
-    """The payload's training and test jets for the scan's payload settings."""
-    _dl1()
-    raise ReportError("the dl1 payload in this installation has no data-loading API the report knows")
+    """The payload's training and test jets for the scan's payload settings (the same jets the scan trained on)."""
+    data, _, errors = _payload()
+    parsed = _settings(settings)
+    try:
+        dataset = data.load_dataset(parsed.data)
+    except errors.DL1Error as error:
+        raise ReportError(f"the payload could not load its data: {error}") from None
+    synthetic = parsed.data.synthetic
+    if synthetic is not None:
+        description = f"synthetic jets ({synthetic.jets:,}, seed {synthetic.seed})"
+    else:
+        description = f"jets from {parsed.data.test or parsed.data.train}"
+    return JetData(
+        train_x=dataset.train.x,
+        train_truth=FLAVOUR_LABELS[dataset.train.y],
+        test_x=dataset.test.x,
+        test_truth=FLAVOUR_LABELS[dataset.test.y],
+        description=description,
+        train_weights=dataset.train.weights,
+        handle=dataset,
+    )
 
 
-def train(data: JetData, parameters: dict[str, ParameterValue], settings: dict[str, Any]) -> Trained:
-    """Retrain one combination on the full training set and predict the test jets."""
-    _dl1()
-    raise ReportError("the dl1 payload in this installation has no training API the report knows")
+def _weighted_cross_entropy(probabilities: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> float:
+    picked = np.clip(probabilities[np.arange(len(classes)), classes], 1e-12, 1.0)
+    return float(np.sum(-np.log(picked) * weights) / np.sum(weights))
+
+
+def train(data: JetData, parameters: dict[str, ParameterValue], settings: dict[str, Any], key: str) -> Trained:
+    """Retrain one combination on the full training split (early stopping on the validation split, as in the scan)
+    and predict the test jets. ``key`` seeds the weights: the combination id gives the scan's own initialisation."""
+    _, train_module, errors = _payload()
+    parsed = _settings(settings)
+    started = time.monotonic()
+    try:
+        outcome = train_module.train_combination(dict(parameters), data.handle, parsed, key=key)
+    except errors.DL1Error as error:
+        raise ReportError(f"retraining {key}: {error}") from None
+    if outcome.status != "succeeded" or outcome.model is None:
+        raise ReportError(f"retraining {key} failed: {outcome.error or 'no model'}")
+    test = data.handle.test
+    probabilities = np.asarray(outcome.model.predict(test.x), dtype=float)
+    return Trained(
+        probabilities=probabilities,
+        epochs=outcome.epochs,
+        seconds=time.monotonic() - started,
+        test_loss=_weighted_cross_entropy(probabilities, test.y, test.weights),
+        validation_loss=outcome.metrics.get("val_loss"),
+    )

@@ -48,7 +48,6 @@ def draw_roc(
         y_scale=1.4,
         dpi=150,
     )
-    plot.reference_label = by_key[reference].label
     for performance in performances:
         for flavour in ("ujets", "cjets"):
             plot.add_roc(
@@ -63,6 +62,7 @@ def draw_roc(
                 ),
                 reference=performance.key == reference,
             )
+    plot.reference_label = by_key[reference].label.split(" (")[0]  # puma sets it from the reference curve
     plot.set_ratio_class(1, "ujets")
     plot.set_ratio_class(2, "cjets")
     plot.draw()
@@ -127,7 +127,7 @@ def draw_fc_scan(
     plane.set_xlabel(f"$c$-jet rejection at {wp}% $b$-jet efficiency")
     plane.set_ylabel(f"Light-jet rejection at {wp}% $b$-jet efficiency")
     plane.set_title(f"Rejections as $f_c$ runs from 0 to 1 ({note})", fontsize=10.5, loc="left")
-    plane.legend(fontsize=9, loc="best")
+    plane.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     light.set_ylabel(f"Light-jet rejection\nat {wp}% $b$-eff.")
     charm.set_ylabel(f"$c$-jet rejection\nat {wp}% $b$-eff.")
     charm.set_xlabel("$f_c$ (c-jet fraction in the $D_b$ denominator)")
