@@ -259,15 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("dl1: interrupted")
         return 130
-    except Exception as exc:  # click's usage errors and anything unexpected: one line, never a traceback
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:  # usage errors and anything unexpected: one line, never a traceback
+        # typer may bundle its own click: recognise its exceptions by shape, not by class
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # type: ignore[attr-defined]
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        if type(exc).__name__ == "Exit":
+            return int(getattr(exc, "exit_code", 0))
+        if type(exc).__name__ == "Abort":
             return 1
         _say(f"dl1: unexpected error: {type(exc).__name__}: {exc}")
         return 1

@@ -55,8 +55,8 @@ def parse_combination(parameters: dict[str, Any], defaults: ModelConfig | None =
                 raise ParameterError(f"parameter {name!r}: a layer width must be a positive integer, got {value!r}")
             layers[int(match.group(1))] = int(value)
         elif name == "learning_rate":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 10:
-                raise ParameterError(f"parameter 'learning_rate': must be a number in (0, 10), got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ParameterError(f"parameter 'learning_rate': must be a positive number, got {value!r}")
             values["learning_rate"] = float(value)
         elif name == "batch_size":
             if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:

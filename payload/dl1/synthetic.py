@@ -45,13 +45,13 @@ CALIBRATION = {
     "tail_width": 4.0,
     "v0_rate": 0.10,  # light jets with a K_S or Lambda among their tracks
     "material_rate": 0.03,  # light jets with a hadronic interaction in the material
-    "hf_outside_cone": 0.012,  # light-labelled jets with a b/c hadron just outside the cone
+    "hf_outside_cone": 0.018,  # light-labelled jets with a b/c hadron just outside the cone
     "sv1_v0_veto": 0.85,  # fraction of V0 vertices SV1 rejects
     "rnnip_noise": 0.9,
     "b_ip_scale": 0.3,  # decay-track d0 of b hadrons in units of c tau * |angle|
     "c_ip_scale": 2.5,
-    "mass_smear": 0.35,  # log-normal width of the reconstructed vertex mass
-    "track_efficiency": 0.85,  # decay tracks reconstructed and selected  # Gaussian noise on the RNNIP logits
+    "mass_smear": 0.45,  # log-normal width of the reconstructed vertex mass
+    "track_efficiency": 0.7,  # decay tracks reconstructed and selected  # Gaussian noise on the RNNIP logits
 }
 """Detector and fake-rate knobs; the values give DL1r-like rejections (see the module docstring)."""
 
@@ -118,10 +118,12 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     flight_c = np.where(has_b | has_c, bg_c * c_ctau * rng.exponential(1.0, n), 0.0)
     decay_len = flight_b + flight_c  # the cascade c vertex lies beyond the b vertex
 
-    n_decay_b = np.where(has_b, rng.binomial(rng.poisson(2.4, n) + 1, cal["track_efficiency"]), 0)
+    # dense cores and hadronic interactions lose decay tracks: a per-jet reconstruction efficiency
+    trk_eff = np.clip(cal["track_efficiency"] + rng.normal(0.0, 0.25, n), 0.2, 1.0)
+    n_decay_b = np.where(has_b, rng.binomial(rng.poisson(1.2, n) + 1, trk_eff), 0)
     n_decay_c = np.where(
         has_b | has_c,
-        rng.binomial(rng.choice([1, 2, 3, 4], size=n, p=[0.15, 0.40, 0.30, 0.15]), cal["track_efficiency"]),
+        rng.binomial(rng.choice([1, 2, 3, 4], size=n, p=[0.10, 0.35, 0.35, 0.20]), trk_eff),
         0,
     )
     n_decay = n_decay_b + n_decay_c
@@ -238,7 +240,7 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     vtx_c = n_jf_c >= 2
     vtx_other = (n_jf_other >= 2) & (rng.random(n) < 0.6)
     jf_nvtx = vtx_b.astype(int) + vtx_c.astype(int) + (vtx_other & ~vtx_b & ~vtx_c).astype(int)
-    jf_nvtx = np.where((jf_nvtx == 2) & (rng.random(n) < 0.3), 1, jf_nvtx)  # b and c vertices merged
+    jf_nvtx = np.where((jf_nvtx == 2) & (rng.random(n) < 0.6), 1, jf_nvtx)  # b and c vertices merged
     n_at_vtx = (
         np.where(vtx_b, n_jf_b, 0) + np.where(vtx_c, n_jf_c, 0) + np.where(vtx_other & ~vtx_b & ~vtx_c, n_jf_other, 0)
     )

@@ -1,0 +1,115 @@
+"""Benchmark: the dl1 payload's training path against a plain ``model.fit`` on NumPy arrays.
+
+Both train the same combinations (DL1r-sized networks, the same batch size) on the same synthetic jets for
+the same epochs, validation included, and report trial-jets per second (jets x epochs x combinations / s,
+set-up and compilation included). The last line is ``speedup=<payload / plain>``.
+
+    .venv/bin/python bench/payload.py                       # 200k jets, 4 combinations, batch 1000
+    .venv/bin/python bench/payload.py --jets 1000000 --combinations 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+LEARNING_RATES = (1e-3, 2e-3, 5e-4, 3e-3, 1.5e-3, 7e-4, 4e-3, 2.5e-3)
+
+
+def combinations(count: int, batch_size: int) -> list[dict]:
+    """``count`` DL1r-sized combinations differing in learning rate and activation."""
+    return [
+        {
+            **{f"layer{i + 1}": w for i, w in enumerate((256, 128, 60, 48, 36, 24, 12, 6))},
+            "learning_rate": LEARNING_RATES[k % len(LEARNING_RATES)],
+            "batch_size": batch_size,
+            "activation": "relu" if k % 2 == 0 else "elu",
+        }
+        for k in range(count)
+    ]
+
+
+def plain_fit(dataset, combos: list[dict], epochs: int) -> float:
+    """Seconds for ``keras.Model.fit`` on NumPy arrays, one combination after the other."""
+    import keras
+    import numpy as np
+
+    from dl1.model import parse_combination
+
+    y = np.eye(3, dtype="float32")[dataset.train.y]
+    y_val = np.eye(3, dtype="float32")[dataset.validation.y]
+    start = time.perf_counter()
+    for params in combos:
+        config = parse_combination(params)
+        model = keras.Sequential(
+            [keras.Input((dataset.train.x.shape[1],))]
+            + [keras.layers.Dense(w, activation=config.activation) for w in config.layers]
+            + [keras.layers.Dense(3, activation="softmax")]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="categorical_crossentropy")
+        model.fit(
+            dataset.train.x,
+            y,
+            sample_weight=dataset.train.weights,
+            batch_size=config.batch_size,
+            epochs=epochs,
+            validation_data=(dataset.validation.x, y_val, dataset.validation.weights),
+            verbose=0,
+        )
+    return time.perf_counter() - start
+
+
+def payload_path(dataset, combos: list[dict], epochs: int, fuse: int) -> float:
+    """Seconds for the payload's own path (``dl1.train.train_many``), as ``dl1 train-shard`` runs it."""
+    from dl1.model import parse_combination
+    from dl1.train import ResidentData, TrainSettings, train_many
+
+    settings = TrainSettings.model_validate(
+        {"epochs": epochs, "patience": 0, "fuse": fuse, "data": {"synthetic": {"jets": 60, "seed": 1}}}
+    )
+    start = time.perf_counter()
+    data = ResidentData(dataset.train, dataset.validation)
+    done: list = []
+    train_many(data, [(f"c{k}", parse_combination(p)) for k, p in enumerate(combos)], settings, done.append)
+    elapsed = time.perf_counter() - start
+    failed = [o.key for o in done if o.status != "succeeded"]
+    if failed:
+        raise SystemExit(f"payload path: combinations failed: {failed}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jets", type=int, default=200_000, help="synthetic jets (all splits)")
+    parser.add_argument("--combinations", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--fuse", type=int, default=4, help="combinations per fused graph in the payload path")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from dl1.data import load_dataset
+    from dl1.train import device_name
+
+    dataset = load_dataset({"synthetic": {"jets": args.jets, "seed": 1}})
+    combos = combinations(args.combinations, args.batch_size)
+    work = len(dataset.train) * args.epochs * len(combos)
+    threads = os.cpu_count()
+    print(f"device: {device_name()}, {threads} CPU cores, TensorFlow {tf.__version__}")
+    print(f"data: {dataset.describe()}")
+    print(f"work: {len(combos)} DL1r-sized combinations x {args.epochs} epochs, batch size {args.batch_size}")
+
+    plain_s = plain_fit(dataset, combos, args.epochs)
+    print(f"plain model.fit : {plain_s:8.1f} s  {work / plain_s:12,.0f} trial-jets/s")
+    payload_s = payload_path(dataset, combos, args.epochs, args.fuse)
+    print(f"dl1 payload path: {payload_s:8.1f} s  {work / payload_s:12,.0f} trial-jets/s")
+    print(f"speedup={plain_s / payload_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
