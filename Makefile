@@ -32,9 +32,10 @@ test-fast: $(STAMP)
 test: $(STAMP) lint tools
 	$(BIN)/pytest -q tests
 
-# Regenerate the committed CRD from the pydantic models (a test fails when they drift).
+# Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).
 crds: $(STAMP)
 	$(BIN)/hpscan crd > crds/hpscan.io_hpscans.yaml
+	$(BIN)/python tests/unit/test_chart_files.py --write  # the chart's CRD copy and its site schema
 
 # The local Kubernetes control plane (cluster/README.md). Go builds are cached by version in
 # ${HPSCAN_TOOLS_CACHE:-~/.cache/hpscan-tools}: the first run takes minutes, later runs seconds.

@@ -37,11 +37,25 @@ def operator(
     liveness: Annotated[
         str, typer.Option(help="Health endpoint URL served for liveness/readiness probes.")
     ] = "http://0.0.0.0:8080/healthz",
+    scanning: Annotated[
+        bool,
+        typer.Option(
+            help="Watch CRDs and namespaces for changes (needs cluster-wide list/watch on both). --no-scanning "
+            "reads the CRDs once at start and takes --namespace values as exact names: the Helm chart's "
+            "least-privilege RBAC."
+        ),
+    ] = True,
 ) -> None:
     """Run the HPScan operator (kopf): plans scans, runs shards as Jobs, keeps each scan's status live."""
     import kopf
 
     import hpscan.controller.handlers  # noqa: F401  (registers the handlers)
+
+    if not scanning:
+        # Without it, kopf retries the forbidden CRD and namespace listings for about a minute before it starts.
+        @kopf.on.startup(id="no-scanning")
+        def _no_scanning(settings: kopf.OperatorSettings, **_: Any) -> None:
+            settings.scanning.disabled = True
 
     kopf.configure(verbose=False)
     kopf.run(
