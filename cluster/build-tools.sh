@@ -20,6 +20,20 @@ flock 8
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
+# with_progress WHAT COMMAND...: run COMMAND, saying every minute that WHAT is still building (go build is
+# silent for minutes on a cold cache).
+with_progress() {
+  local what="$1"; shift
+  "$@" &
+  local pid=$! seconds=0
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    seconds=$((seconds + 1))
+    if ((seconds % 60 == 0)); then log "$what: still building ($((seconds / 60)) min)"; fi
+  done
+  wait "$pid"
+}
+
 # install_from DIR NAME...: hard-link (or copy) cached binaries into .tools/bin.
 install_from() {
   local dir="$1"; shift
@@ -81,8 +95,8 @@ PY
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  (cd "$work" && go build -trimpath -ldflags "$ldflags" -o "$out/bin.tmp/" \
-    "${names[@]/#/k8s.io/kubernetes/cmd/}")
+  (cd "$work" && with_progress "Kubernetes $K8S_VERSION" go build -trimpath -ldflags "$ldflags" \
+    -o "$out/bin.tmp/" "${names[@]/#/k8s.io/kubernetes/cmd/}")
   rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
   log "Kubernetes $K8S_VERSION built in $((SECONDS - start))s"
   install_from "$out/bin" "${names[@]}"
@@ -107,7 +121,8 @@ require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 tool go.etcd.io/etcd/server/v3
 GOMOD
   (cd "$work" && go mod tidy)
-  (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$out/bin.tmp/etcd" go.etcd.io/etcd/server/v3)
+  (cd "$work" && with_progress "etcd $ETCD_VERSION" go build -trimpath -ldflags "-s -w" -o "$out/bin.tmp/etcd" \
+    go.etcd.io/etcd/server/v3)
   rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"
   log "etcd $ETCD_VERSION built in $((SECONDS - start))s"
   install_from "$out/bin" etcd
@@ -131,7 +146,8 @@ build_helm() {
   for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ldflags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
   done
-  GOBIN="$out/bin.tmp" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$out/bin.tmp" with_progress "helm $HELM_VERSION" \
+    go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"
   log "helm $HELM_VERSION built in $((SECONDS - start))s"
   install_from "$out/bin" helm
