@@ -54,7 +54,7 @@ build_kubernetes() {
   local out="$cache/kubernetes-$K8S_VERSION-$platform"
   local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
   if have "$out/bin" "${names[@]}"; then install_from "$out/bin" "${names[@]}"; return; fi
-  log "building Kubernetes $K8S_VERSION (cold: several minutes per binary on 2 cores)"
+  log "building Kubernetes $K8S_VERSION (about 10 minutes on 2 cores with cold Go caches)"
   local start=$SECONDS
   local gomod
   gomod="$(cd "$cache" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |

@@ -28,7 +28,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))  # the harness (cluster/) is not an installed package
+sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
 
 from cluster.testing import LocalCluster  # noqa: E402
 
