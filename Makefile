@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/hpscan plan examples/dl1-seed-scan.yaml --out $(DEMO_OUT)/plan
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator payload tests bench
-	$(BIN)/ruff format --check operator payload tests bench
+	$(BIN)/ruff check operator payload tests bench cluster
+	$(BIN)/ruff format --check operator payload tests bench cluster
 	$(BIN)/mypy operator/hpscan payload/dl1
 
 # The fast part: pure functions, seconds.

@@ -72,6 +72,13 @@ def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
     core.create_namespace({"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     cluster.wait(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)), 30, "default SA")
     yield name
+    # Scans go first, while the operator still runs to remove its finalizer; then the namespace.
+    scans = client.CustomObjectsApi(k8s)
+    for item in scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
+        scans.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
+    cluster.wait(
+        lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"], 60, "scans gone"
+    )
     core.delete_namespace(name)
 
 
