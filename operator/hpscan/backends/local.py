@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from hpscan.api.contract import PayloadExit, ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.errors import BackendError
 from hpscan.shardfiles import shard_file_name
 from hpscan.shardrun import RESULTS_FILE, RecordTail, payload_command
 
@@ -93,9 +96,19 @@ class LocalBackend(Backend):
                 self.jobs[index] = job
             self._start(job)
 
+    def environment(self) -> dict[str, str]:
+        """The payload's environment: ours, with hpscan's own bin folder on PATH (where `dl1` is installed)."""
+        env = {**os.environ, **self.env}
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
     def _start(self, job: _ShardJob) -> None:
         job.work_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env}
+        env = self.environment()
+        if shutil.which(self.command[0], path=env["PATH"]) is None:
+            raise BackendError(
+                f"payload command {self.command[0]!r} not found (spec.payload.command); is it installed?"
+            )
         if self.free_gpu_slots and job.gpu_slot is None:
             job.gpu_slot = self.free_gpu_slots.pop(0)
         if job.gpu_slot is not None:
