@@ -205,7 +205,10 @@ class HPScanSpec(CamelModel):
                 "self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))",
                 "parameter names must be unique",
             ),
-            ("self.sites.all(s, self.sites.exists_one(t, t.name == s.name))", "site names must be unique"),
+            (  # sites has no default in the CRD: a scan without sites (the operator's default site) is valid
+                "!has(self.sites) || self.sites.all(s, self.sites.exists_one(t, t.name == s.name))",
+                "site names must be unique",
+            ),
             (
                 "self.sampling.strategy == 'random' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
                 "grid sampling needs count or step on every range",
