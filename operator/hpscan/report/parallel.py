@@ -271,7 +271,10 @@ def draw_png(run: ScanRun, path: Path) -> Path:
                 label=f"failed: {len(placed.failed_lines)} (no {run.scan.spec.objective.metric})",
             )
         )
-    ax.legend(handles=handles, loc="upper right", bbox_to_anchor=(1.0, 1.19), fontsize=9.5, frameon=False)
+    # Level with the title, above the axis names.
+    ax.legend(
+        handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=9.5, frameon=False, borderaxespad=0.2
+    )
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

@@ -10,7 +10,9 @@ early stopping on the validation split, best-epoch weights) and ``MLP.predict`` 
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,8 @@ class Trained:
 
 
 def _payload() -> tuple[Any, Any, Any]:
+    # TensorFlow's start-up chatter (oneDNN, CPU features) would break the progress bar; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from dl1 import data, errors, train
     except ImportError as error:
@@ -77,7 +81,9 @@ def load_jets(settings: dict[str, Any]) -> JetData:
     data, _, errors = _payload()
     parsed = _settings(settings)
     try:
-        dataset = data.load_dataset(parsed.data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of jets without a vertex: expected
+            dataset = data.load_dataset(parsed.data)
     except errors.DL1Error as error:
         raise ReportError(f"the payload could not load its data: {error}") from None
     synthetic = parsed.data.synthetic
