@@ -77,6 +77,7 @@ def test_png_is_written(tmp_path: Path):
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.slow
 def test_800_combinations_draw_in_seconds(tmp_path: Path):
     run = load_run(write_fake_run(tmp_path, "dl1-seed-scan.yaml", failed_every=40))
     assert len(run.ranked) + len(run.failed) == 800
@@ -105,9 +106,11 @@ def test_html_is_self_contained_with_labelled_categorical_axes(tmp_path: Path):
     assert labels[-1].startswith("val_loss")
     activation = trace["dimensions"][3]
     assert activation["ticktext"] == ["relu", "elu"]
-    # The best combination is the last line and takes the top of the colour scale, which is red.
+    # The best combination is the last line and takes the top of the colour scale, which is red; plotly draws
+    # higher colour values on top, so better lines get higher values.
     colours = trace["line"]["color"]
     assert colours[-1] == 1.0 and max(colours[:-1]) <= 0.9
+    assert colours[:-1] == sorted(colours[:-1])  # worst first, so the values rise
     assert trace["line"]["colorscale"][-1][1] == BEST_COLOUR
     # Failed combinations are left out of the interactive plot and counted in its title.
     assert len(colours) == len(run.ranked)

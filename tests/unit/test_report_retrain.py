@@ -57,6 +57,7 @@ def fake_payload(monkeypatch):
     return FakePayload
 
 
+@pytest.mark.slow
 def test_retrain_writes_both_plots_and_the_numbers(tmp_path: Path, fake_payload):
     run_dir = write_fake_run(tmp_path / "run", failed_every=5)
     page = build_report(run_dir, retrain=True)

@@ -27,6 +27,7 @@ th, td { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f4f4f4; } td.text, th.text { text-align: left; }
 tr.best td { background: #fde8e8; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #eee; }
+img.roc { max-width: 760px; }
 .note { background: #f7f7fb; border-left: 4px solid #99c; padding: 0.5rem 0.9rem; }
 code { background: #f3f3f3; padding: 0 0.25rem; }
 """
@@ -40,9 +41,10 @@ def _fmt(value: Any, digits: int = 4, none: str = "") -> str:
     return escape(str(value))
 
 
-def _image(path: Path, alt: str) -> str:
+def _image(path: Path, alt: str, css_class: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+    extra = f' class="{css_class}"' if css_class else ""
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}"{extra}>'
 
 
 def _table(
@@ -139,7 +141,7 @@ def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
     parts.append(f'<div class="note">{escape(retrain["bdt"]["description"])}</div>')
 
     parts.append("<h3>ROC curves</h3>")
-    parts.append(_image(report_dir / "roc.png", "ROC curves"))
+    parts.append(_image(report_dir / "roc.png", "ROC curves", "roc"))
     header = ["tagger"] + [f"light rej. @ {w}%" for w in wp_names] + [f"c rej. @ {w}%" for w in wp_names]
     rows = []
     for tagger in taggers.values():

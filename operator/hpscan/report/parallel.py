@@ -313,20 +313,25 @@ def draw_html(run: ScanRun, path: Path) -> Path:
     from matplotlib.colors import to_hex
 
     placed = layout(run)
-    ordered = list(reversed(run.ranked))  # worst first: plotly draws later lines on top
+    ordered = list(reversed(run.ranked))  # worst first
     dimensions = [_plotly_dimension(axis, [r.record.parameters[axis.name] for r in ordered]) for axis in placed.axes]
     objective_values = [r.value for r in ordered]
     dimensions.append(_plotly_dimension(placed.objective, objective_values))
 
-    # One colour scale for the objective, squeezed into [0, 0.9]; the best line gets 1.0, which is red.
+    # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness*, squeezed
+    # into [0, 0.9]; the best line gets 1.0, which the scale paints red. Good lines are dark, as in the PNG.
     goal = run.scan.spec.objective.goal
-    cmap = colormaps[COLOUR_MAP if goal == "minimize" else f"{COLOUR_MAP}_r"]
-    heights = [placed.objective.position(v) for v in objective_values]
-    colour = [0.9 * h for h in heights]
+    cmap = colormaps[COLOUR_MAP]
+
+    def goodness(value: float) -> float:
+        height = placed.objective.position(value)
+        return 0.9 * (1.0 - height if goal == "minimize" else height)
+
+    colour = [goodness(v) for v in objective_values]
     if colour:
         colour[-1] = 1.0
-    scale = [[0.9 * i / 10, to_hex(cmap(i / 10))] for i in range(11)]
-    scale += [[0.95, to_hex(cmap(1.0))], [0.9501, BEST_COLOUR], [1.0, BEST_COLOUR]]
+    scale = [[0.9 * i / 10, to_hex(cmap(1.0 - i / 10))] for i in range(11)]
+    scale += [[0.95, to_hex(cmap(0.0))], [0.9501, BEST_COLOUR], [1.0, BEST_COLOUR]]
     bar_ticks = placed.objective.ticks()
     figure = go.Figure(
         go.Parcoords(
@@ -339,19 +344,21 @@ def draw_html(run: ScanRun, path: Path) -> Path:
                 "showscale": True,
                 "colorbar": {
                     "title": {"text": run.scan.spec.objective.metric},
-                    "tickvals": [0.9 * h for h, _ in bar_ticks] + [0.975],
+                    "tickvals": [goodness(v) for v in placed.objective.tick_values] + [0.975],
                     "ticktext": [t for _, t in bar_ticks] + ["best"],
                 },
             },
             labelangle=0,
             labelside="top",
+            labelfont={"size": 15},
+            tickfont={"size": 13},
         )
     )
-    note = f"{placed.title}<br><sub>{placed.subtitle}; drag along an axis to select a range</sub>"
+    note = f"{placed.title}<br><sup>{placed.subtitle} (red); drag along an axis to select a range</sup>"
     figure.update_layout(
-        title={"text": note, "x": 0.01},
-        margin={"l": 80, "r": 60, "t": 130, "b": 40},
-        height=560,
+        title={"text": note, "x": 0.01, "y": 0.97, "yanchor": "top"},
+        margin={"l": 90, "r": 60, "t": 150, "b": 40},
+        height=620,
         font={"size": 13},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
