@@ -235,8 +235,8 @@ def _left_by(k8s: client.ApiClient, release: str, namespaces: list[str]) -> list
 def test_installed_operator_runs_scans_with_the_charts_rbac_and_uninstalls_clean(cluster, k8s, helm, new_namespace):
     """The stand-in payload scan (GPU node) and examples/quickstart.yaml (real dl1 training with TensorFlow, CPU
     node) run side by side through the installed operator; about a minute for both."""
-    operator_ns = new_namespace()
-    scans = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    restricted = {"pod-security.kubernetes.io/enforce": "restricted"}  # the operator's pod passes it too
+    operator_ns, scans = new_namespace(labels=restricted), new_namespace(labels=restricted)
     release, port = f"hpo-{secrets.token_hex(3)}", free_port()  # pods share the host network on the node agent
     helm(
         "install", release, CHART, "-n", operator_ns, "--wait", "--timeout", "120s",

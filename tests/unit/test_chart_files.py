@@ -97,6 +97,15 @@ def test_the_schema_refuses_unknown_top_level_and_nested_keys():
     check(schema, "values")
 
 
+def test_the_site_blocks_of_the_example_value_files_are_valid_sites():
+    """What the schema lets through, the API models accept too (the blocks are meant for spec.sites)."""
+    from hpscan.api.sites import Site
+
+    for values_file in sorted((CHART / "ci").glob("*.yaml")):
+        for site in (yaml.safe_load(values_file.read_text()).get("defaults") or {}).get("sites", []):
+            Site.model_validate(site)
+
+
 def write() -> None:
     CHART_CRD.write_bytes(CRD.read_bytes())
     schema = json.loads(SCHEMA.read_text())
