@@ -40,10 +40,12 @@ def report(
         disable=not err.is_terminal,
     ) as bar:
         task = bar.add_task("starting", total=None)
+        printed: set[int] = set()
 
         def tell(description: str, done: int, total: int) -> None:
             bar.update(task, description=description, completed=done, total=total)
-            if not err.is_terminal and done < total:
+            if not err.is_terminal and done < total and done not in printed:  # one line per step in logs
+                printed.add(done)
                 err.print(f"report: {description}", highlight=False)
 
         page = build_report(run_dir, retrain=retrain, top=top, progress=tell)

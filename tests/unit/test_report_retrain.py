@@ -41,7 +41,7 @@ class FakePayload:
         return retrain.JetData(train_x, train_truth, test_x, test_truth, "toy jets (6,000 test)")
 
     @staticmethod
-    def train(data, parameters, settings, key):
+    def train(data, parameters, settings, key, on_epoch=None):
         FakePayload.calls.append(parameters)
         sharpness = 0.3 + 0.7 * math.log(float(parameters["layer1"]), 64)  # wider first layer, better tagger
         logits = sharpness * data.test_x[:, :3]

@@ -56,8 +56,15 @@ def compare(run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
     details: dict[str, dict[str, Any]] = {}
     for index, (key, ranked) in enumerate(picks.items(), start=1):
         if ranked.id not in trained:  # one succeeded combination is best, median and worst at once
-            step(f"retraining the {key} combination {ranked.id}", index)
-            trained[ranked.id] = retrain.train(data, ranked.record.parameters, settings, key=ranked.id)
+            what = f"retraining the {key} combination {ranked.id}"
+            step(what, index)
+
+            def epoch_done(epoch: int, most: int, what: str = what, index: int = index) -> None:
+                step(f"{what} (epoch {epoch} of at most {most})", index)
+
+            trained[ranked.id] = retrain.train(
+                data, ranked.record.parameters, settings, key=ranked.id, on_epoch=epoch_done
+            )
         network = trained[ranked.id]
         scores.append(TaggerScores(key, labels[key], probabilities=network.probabilities))
         details[key] = {

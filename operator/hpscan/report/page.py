@@ -135,8 +135,9 @@ def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
     header = ["tagger", f"{metric} in the scan", "val_loss retrained", "test loss", "epochs", "training time (s)"]
     parts.append(_table(header, rows, text_columns=1))
     parts.append(
-        "<p>Losses are the payload's weighted cross-entropy (flavours weighted to the b-jet kinematics); the "
-        "retrained val_loss matches the scan's when the retraining reproduces the scan's network.</p>"
+        "<p>Losses are the payload's weighted cross-entropy (flavours weighted to the b-jet kinematics). A "
+        "retraining starts from the scan's initial weights (seeded by the combination id) with the scan's settings, "
+        "but sees the batches in another order, so its val_loss differs a little from the scan's.</p>"
     )
     parts.append(f'<div class="note">{escape(retrain["bdt"]["description"])}</div>')
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,14 +108,26 @@ def _weighted_cross_entropy(probabilities: np.ndarray, classes: np.ndarray, weig
     return float(np.sum(-np.log(picked) * weights) / np.sum(weights))
 
 
-def train(data: JetData, parameters: dict[str, ParameterValue], settings: dict[str, Any], key: str) -> Trained:
+def train(
+    data: JetData,
+    parameters: dict[str, ParameterValue],
+    settings: dict[str, Any],
+    key: str,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Trained:
     """Retrain one combination on the full training split (early stopping on the validation split, as in the scan)
-    and predict the test jets. ``key`` seeds the weights: the combination id gives the scan's own initialisation."""
+    and predict the test jets. ``key`` seeds the weights: the combination id gives the scan's own initialisation.
+    ``on_epoch(epoch, most_epochs)`` is told after each epoch."""
     _, train_module, errors = _payload()
     parsed = _settings(settings)
     started = time.monotonic()
+
+    def epoch_done(_key: str, epoch: int, _metrics: dict[str, float]) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, parsed.epochs)
+
     try:
-        outcome = train_module.train_combination(dict(parameters), data.handle, parsed, key=key)
+        outcome = train_module.train_combination(dict(parameters), data.handle, parsed, key=key, on_epoch=epoch_done)
     except errors.DL1Error as error:
         raise ReportError(f"retraining {key}: {error}") from None
     if outcome.status != "succeeded" or outcome.model is None:
