@@ -115,3 +115,36 @@ def test_html_is_self_contained_with_labelled_categorical_axes(tmp_path: Path):
     # Failed combinations are left out of the interactive plot and counted in its title.
     assert len(colours) == len(run.ranked)
     assert f"{len(run.failed)} failed" in html
+
+
+RANDOM_SCAN = """
+apiVersion: hpscan.io/v1alpha1
+kind: HPScan
+metadata: {name: random-scan}
+spec:
+  objective: {metric: val_loss, goal: maximize}
+  parameters:
+    - {name: layer1, range: {min: 16, max: 512, step: 16}}
+    - {name: learning_rate, range: {min: 1.0e-5, max: 1.0e-1, scale: log}}
+    - {name: batch_norm, values: [true, false]}
+  sampling: {strategy: random, samples: 60, seed: 3}
+  sharding: {shards: 3}
+  payload: {image: p}
+"""
+
+
+def test_random_scan_with_continuous_and_boolean_axes(tmp_path: Path):
+    manifest = tmp_path / "random.yaml"
+    manifest.write_text(RANDOM_SCAN)
+    run = load_run(write_fake_run(tmp_path / "run", manifest=str(manifest)))
+    placed = layout(run)
+    kinds = [a.kind for a in placed.axes]
+    assert kinds == ["linear", "log", "categorical"]
+    assert [t for _, t in placed.axes[2].ticks()] == ["true", "false"]
+    assert all(0.0 <= h <= 1.0 for line in placed.lines for h in line)
+    assert placed.ids[-1] == run.best.id
+    assert placed.values[-1] == max(placed.values)  # maximize: the best is the highest
+    assert "higher is better" in placed.objective.name
+    draw_png(run, tmp_path / "pc.png")
+    trace = _parcoords(draw_html(run, tmp_path / "pc.html").read_text())
+    assert trace["dimensions"][1]["label"] == "learning_rate (log)"
