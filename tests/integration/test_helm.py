@@ -281,6 +281,13 @@ def test_installed_operator_runs_scans_with_the_charts_rbac_and_uninstalls_clean
     assert "forbidden" not in log.lower(), log[-3000:]
     assert uninstalled.returncode == 0, uninstalled.stderr
     cluster.wait(lambda: not _left_by(k8s, release, [operator_ns, scans]), 60, f"release {release} gone")
+    # and nothing unlabelled either: every namespaced object in both namespaces is one a new namespace has
+    kinds = cluster.kubectl("api-resources", "--verbs=list", "--namespaced", "-o", "name").stdout.split()
+    listed = ",".join(k for k in kinds if k.split(".")[0] != "events")
+    fresh = {"configmap/kube-root-ca.crt", "serviceaccount/default"}
+    for ns in (operator_ns, scans):  # garbage collection of the scans' pods may take a moment
+        cluster.wait(lambda ns=ns: set(cluster.kubectl("get", listed, "-n", ns, "-o", "name").stdout.split()) == fresh,
+                     60, f"namespace {ns} back to what a new namespace holds")  # fmt: skip
     assert cluster.kubectl("get", "crd", "hpscans.hpscan.io", check=False).returncode == 0  # the CRD stays
 
 
