@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,15 @@ def values_args(values: Path | None) -> list[str | Path]:
 def test_helm_lint_strict_is_clean(helm, values):
     result = helm("lint", "--strict", CHART, *values_args(values))
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_helm_package_carries_the_repository_crd(helm, tmp_path):
+    helm("package", CHART, "--destination", tmp_path)
+    (archive,) = tmp_path.glob("hpscan-operator-*.tgz")
+    with tarfile.open(archive) as packaged:
+        crd = packaged.extractfile("hpscan-operator/crds/hpscan.io_hpscans.yaml")
+        assert crd is not None and crd.read() == (REPO / "crds" / "hpscan.io_hpscans.yaml").read_bytes()
+        assert "hpscan-operator/values.schema.json" in packaged.getnames()
 
 
 @pytest.mark.parametrize(
