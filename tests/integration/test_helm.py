@@ -216,8 +216,30 @@ def test_cluster_wide_rbac_grants_the_rules_and_no_more(cluster, helm, new_names
             ("create", "clusterroles.rbac.authorization.k8s.io"),
         ]:  # fmt: skip
             assert not can(verb, resource), f"may {verb} {resource}"
+
+        # an upgrade that names an access point's token Secret: readable, that one only; the operator restarts
+        before = _pod_template_checksum(cluster, release_ns, release)
+        assert len(before) == 64
+        site = [{"name": "uk-manchester", "htcondor": {"schedd": "ce01.example.org", "tokenSecret": {"name": "idt"}}}]
+        helm(
+            "upgrade",
+            release,
+            CHART,
+            "-n",
+            release_ns,
+            "--reuse-values",
+            "--set-json",
+            f"defaults.sites={json.dumps(site)}",
+        )
+        assert can("get", "secrets/idt") and not can("get", "secrets/other") and not can("list", "secrets")
+        assert _pod_template_checksum(cluster, release_ns, release) != before
     finally:
         helm("uninstall", release, "-n", release_ns, "--wait", "--timeout", "60s")
+
+
+def _pod_template_checksum(cluster: Any, namespace: str, release: str) -> str:
+    path = "jsonpath={.spec.template.metadata.annotations.checksum/defaults}"
+    return cluster.kubectl("get", "deployment", f"{release}-hpscan-operator", "-n", namespace, "-o", path).stdout
 
 
 def _left_by(k8s: client.ApiClient, release: str, namespaces: list[str]) -> list[str]:
