@@ -180,7 +180,7 @@ def run(
         from hpscan.report import build_report
 
         where = build_report(run_dir, retrain=True)
-        out.print(f"report: {where}/index.html", highlight=False)
+        out.print(f"report: {where}", highlight=False)
     if status.phase != ScanPhase.SUCCEEDED:
         raise typer.Exit(1)
 
