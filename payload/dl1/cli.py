@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -175,7 +176,15 @@ def train_shard(
             f"[{finished + len(done & set(configs))}/{len(shard.combinations)}] {outcome.key} {outcome.status} {shown} ({outcome.epochs} epochs, {rec.duration_seconds:.1f} s)"
         )
 
-    train_many(resident, [(c.id, configs[c.id]) for c in todo], settings, record)
+    last_progress = [time.monotonic()]
+
+    def progress(key: str, epoch: int, metrics: dict[str, float]) -> None:
+        # a heartbeat for long epochs, at most every 30 s (each finished combination prints its own line)
+        if time.monotonic() - last_progress[0] >= 30:
+            last_progress[0] = time.monotonic()
+            _say(f"  training {key}: epoch {epoch}/{settings.epochs}, val_loss {metrics['val_loss']:.4f}")
+
+    train_many(resident, [(c.id, configs[c.id]) for c in todo], settings, record, on_epoch=progress)
 
 
 @app.command("gpu-check")
@@ -235,7 +244,14 @@ def evaluate(
     parse_combination(combo, settings.model_defaults())
     dataset = load_dataset(settings.data)
     _say(f"data: {dataset.describe()}")
-    outcome = train_combination(combo, dataset, settings)
+    outcome = train_combination(
+        combo,
+        dataset,
+        settings,
+        on_epoch=lambda _key, epoch, m: _say(
+            f"epoch {epoch}/{settings.epochs}: loss {m['loss']:.4f}, val_loss {m['val_loss']:.4f}, val_accuracy {m['val_accuracy']:.3f}"
+        ),
+    )
     if outcome.status != "succeeded" or outcome.model is None:
         raise DL1Error(f"training failed: {outcome.error}")
     probs = outcome.model.predict(dataset.test.x)
@@ -262,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # usage errors and anything unexpected: one line, never a traceback
         # typer may bundle its own click: recognise its exceptions by shape, not by class
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()  # type: ignore[attr-defined]
-            return int(exc.exit_code)  # type: ignore[attr-defined]
+            exc.show()
+            return int(getattr(exc, "exit_code", 2))
         if type(exc).__name__ == "Exit":
             return int(getattr(exc, "exit_code", 0))
         if type(exc).__name__ == "Abort":

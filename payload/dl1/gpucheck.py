@@ -135,10 +135,9 @@ def check(probes: Probes, requirement: Requirement | None = None) -> Report:
         if low:
             report.reason = f"GPU {low[0].device_name or low[0].name} has compute capability {low[0].compute_capability}, the shard needs {req.min_compute_capability}"
             return report
-    if req.min_memory_mb and driver.memory_mb:
-        if min(driver.memory_mb) < req.min_memory_mb:
-            report.reason = f"GPU memory {min(driver.memory_mb)} MiB, the shard needs {req.min_memory_mb} MiB"
-            return report
+    if req.min_memory_mb and driver.memory_mb and min(driver.memory_mb) < req.min_memory_mb:
+        report.reason = f"GPU memory {min(driver.memory_mb)} MiB, the shard needs {req.min_memory_mb} MiB"
+        return report
     result, err = _probe(probes.matmul)
     if err or result is None:
         report.reason = f"a matrix product on the GPU failed ({err})"

@@ -117,7 +117,7 @@ def tagging_metrics(
         "f_b": f_b,
         "jets": {"light": int((y == 0).sum()), "c": int((y == 1).sum()), "b": int((y == 2).sum())},
         "working_points": {
-            f"{int(round(e * 100))}": {"cut": float(cut), "light_rejection": float(lr), "c_rejection": float(cr)}
+            f"{round(e * 100)}": {"cut": float(cut), "light_rejection": float(lr), "c_rejection": float(cr)}
             for e, cut, lr, cr in zip(wps, np.atleast_1d(cuts), rej["light"], rej["c"], strict=True)
         },
         "roc": {
@@ -127,7 +127,7 @@ def tagging_metrics(
         },
         "fc_scan_77": scan,
         "c_tagging": {
-            f"{int(round(e * 100))}": {"light_rejection": float(lr), "b_rejection": float(br)}
+            f"{round(e * 100)}": {"light_rejection": float(lr), "b_rejection": float(br)}
             for e, lr, br in zip(wps, c_rej["light"], c_rej["b"], strict=True)
         },
     }

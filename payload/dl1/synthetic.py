@@ -45,12 +45,14 @@ CALIBRATION = {
     "tail_width": 4.0,
     "v0_rate": 0.10,  # light jets with a K_S or Lambda among their tracks
     "material_rate": 0.03,  # light jets with a hadronic interaction in the material
-    "hf_outside_cone": 0.018,  # light-labelled jets with a b/c hadron just outside the cone
+    "hf_outside_cone": 0.018,
+    "c_from_b_outside_cone": 0.12,  # c-labelled jets with a b hadron just outside the cone  # light-labelled jets with a b/c hadron just outside the cone
     "sv1_v0_veto": 0.85,  # fraction of V0 vertices SV1 rejects
     "rnnip_noise": 0.9,
-    "b_ip_scale": 0.3,  # decay-track d0 of b hadrons in units of c tau * |angle|
-    "c_ip_scale": 2.5,
-    "mass_smear": 0.45,  # log-normal width of the reconstructed vertex mass
+    "b_ip_scale": 0.5,  # decay-track d0 of b hadrons in units of c tau * |angle|
+    "c_ip_scale": 1.0,
+    "mass_smear": 0.45,
+    "vertex_contamination": 0.8,  # prompt tracks attached to a heavy-flavour vertex, at pT = 50 GeV  # log-normal width of the reconstructed vertex mass
     "track_efficiency": 0.7,  # decay tracks reconstructed and selected  # Gaussian noise on the RNNIP logits
 }
 """Detector and fake-rate knobs; the values give DL1r-like rejections (see the module docstring)."""
@@ -103,12 +105,14 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     hf_out = is_u & (rng.random(n) < cal["hf_outside_cone"])
     hf_out_b = hf_out & (rng.random(n) < 0.4)
     hf_out_c = hf_out & ~hf_out_b
-    has_b = is_b | hf_out_b
+    # c-labelled jets whose b hadron lies just outside the cone while its cascade c hadron is inside
+    c_from_b = is_c & (rng.random(n) < cal["c_from_b_outside_cone"])
+    has_b = is_b | hf_out_b | c_from_b
     has_c = is_c | hf_out_c
 
     # 2. heavy hadrons: momentum fraction, boost, flight length
     x_frac = np.where(has_b, rng.beta(7.0, 3.0, n), rng.beta(6.0, 3.0, n))
-    x_frac = np.where(hf_out, x_frac * 0.6, x_frac)
+    x_frac = np.where(hf_out, x_frac * 0.6, np.where(c_from_b, x_frac * 0.8, x_frac))
     p_had = pt * np.cosh(eta) * x_frac
     species = rng.choice(len(C_CTAU), size=n, p=C_SPECIES)
     c_ctau = C_CTAU[species]
@@ -123,7 +127,7 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     n_decay_b = np.where(has_b, rng.binomial(rng.poisson(1.2, n) + 1, trk_eff), 0)
     n_decay_c = np.where(
         has_b | has_c,
-        rng.binomial(rng.choice([1, 2, 3, 4], size=n, p=[0.10, 0.35, 0.35, 0.20]), trk_eff),
+        rng.binomial(rng.choice([1, 2, 3, 4], size=n, p=[0.05, 0.30, 0.40, 0.25]), trk_eff),
         0,
     )
     n_decay = n_decay_b + n_decay_c
@@ -193,8 +197,7 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     n_disp_v0 = (displaced & (kind == 3)).sum(axis=1)
     v0_vetoed = (n_disp_v0 >= 2) & (n_disp_hf == 0) & (rng.random(n) < cal["sv1_v0_veto"])
     sv1_found = (n_disp >= 2) & ~v0_vetoed & (rng.random(n) < 0.93)
-    sv1_ntrk = np.where(sv1_found, n_disp, 0)
-    e_jet = pt * np.cosh(eta)
+    sv1_ntrk = np.where(sv1_found, n_disp, 0)  # contamination added below, once it is drawn
     trk_e = trk_pt * np.cosh(eta)[:, None]
     e_disp = np.where(displaced, trk_e, 0.0).sum(axis=1)
     e_all = np.where(valid, trk_e, 0.0).sum(axis=1)
@@ -203,9 +206,14 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     vis_frac = np.clip(rng.normal(0.12 + 0.45 * n_disp_hf / n_decay_safe, 0.2, n), 0.08, 0.98)
     # track mis-assignment smears the vertex mass the same way for SV1 and JetFitter
     vis_frac = vis_frac * rng.lognormal(0.0, cal["mass_smear"], n)
+    # semileptonic decays: the neutrino's share of the mass is invisible
+    semileptonic = rng.random(n) < np.where(has_b, 0.35, 0.15)
+    vis_frac = np.where(semileptonic, vis_frac * 0.7, vis_frac)
+    # prompt tracks wrongly attached to the vertex (more in dense high-pT cores), seen by SV1 and JetFitter alike
+    attached = np.where(n_disp_hf >= 2, rng.poisson(cal["vertex_contamination"] * (0.5 + pt / 100.0), n), 0)
     fake_mass = rng.gamma(2.0, 0.35, n) * np.sqrt(np.maximum(n_disp, 1) / 2.0)
     v0_mass = np.where(rng.random(n) < 0.7, KS_MASS, LAMBDA_MASS) + rng.normal(0, 0.015, n)
-    hf_mass = had_mass * vis_frac + 0.3 * np.maximum(n_disp - n_disp_hf, 0) * rng.random(n)
+    hf_mass = had_mass * vis_frac + 0.3 * (np.maximum(n_disp - n_disp_hf, 0) + attached) * rng.random(n)
     sv_mass = np.where(n_disp_hf >= 2, hf_mass, np.where(n_disp_v0 >= 2, v0_mass, fake_mass))
     sv_mass = np.where(n_disp_hf == 1, 0.5 * hf_mass + 0.5 * fake_mass, sv_mass)
     sv_mass = np.maximum(sv_mass * rng.normal(1.0, 0.06, n), 0.28)
@@ -217,6 +225,7 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
     lxy = l3d / np.cosh(eta) * rng.uniform(0.95, 1.0, n)
     dr_scale = np.where(n_disp_hf >= 2, 0.5 / np.sqrt(pt), 0.15)
     dr_draw = np.abs(rng.normal(0, 1, n)) * dr_scale
+    sv1_ntrk = np.where(sv1_found, sv1_ntrk + attached, 0)
     sv1 = {
         "SV1_NGTinSvx": np.where(sv1_found, sv1_ntrk, -1),
         "SV1_masssvx": np.where(sv1_found, sv_mass * 1e3, np.nan),

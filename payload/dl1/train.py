@@ -242,7 +242,6 @@ def train_many(
     by_batch: dict[int, list[tuple[str, ModelConfig]]] = {}
     for key, config in jobs:
         by_batch.setdefault(min(config.batch_size, data.n_train), []).append((key, config))
-    shuffle_rng = np.random.default_rng(settings.seed)
 
     for batch_size, members in by_batch.items():
         for start in range(0, len(members), settings.fuse):
@@ -253,7 +252,7 @@ def train_many(
                 for key, config in chunk:
                     model = MLP(data.n_inputs, config, combination_seed(settings.seed, key))
                     active.append(_Job(key, config, model, _Adam(model.variables, config.learning_rate), started=now))
-            _train_group(data, active, batch_size, xla, settings, shuffle_rng, on_done, on_epoch, keep_models)
+            _train_group(data, active, batch_size, xla, settings, on_done, on_epoch, keep_models)
 
 
 def _finish(job: _Job, status: str, on_done: Callable[[Outcome], None], keep: bool, error: str | None = None) -> None:
@@ -281,7 +280,6 @@ def _train_group(
     batch_size: int,
     xla: bool,
     settings: TrainSettings,
-    rng: np.random.Generator,
     on_done: Callable[[Outcome], None],
     on_epoch: Callable[[str, int, dict[str, float]], None] | None,
     keep: bool,
@@ -298,7 +296,9 @@ def _train_group(
             with tf.device(data.device):
                 group = _Group(data, [j.model for j in active], [j.opt for j in active], batch_size, xla)
             members = ids
-        perm = tf.constant(rng.permutation(data.n_train).astype(np.int32))
+        # the order of an epoch depends on (seed, epoch) only: fusing combinations never changes their results
+        order = np.random.default_rng([settings.seed, epoch]).permutation(data.n_train)
+        perm = tf.constant(order.astype(np.int32))
         try:
             with tf.device(data.device):
                 train_loss = group.epoch(perm).numpy()
@@ -346,6 +346,7 @@ def train_combination(
     settings: TrainSettings | dict[str, Any],
     key: str = "retrain",
     include_validation: bool = False,
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
 ) -> Outcome:
     """Train one combination and return its ``Outcome`` with the trained ``model`` (for the report).
 
@@ -367,5 +368,5 @@ def train_combination(
         )
     data = ResidentData(train, dataset.validation)
     result: list[Outcome] = []
-    train_many(data, [(key, config)], ts, result.append, keep_models=True)
+    train_many(data, [(key, config)], ts, result.append, on_epoch=on_epoch, keep_models=True)
     return result[0]

@@ -30,7 +30,13 @@ def test_settings_refuse_unknown_keys_before_training():
 
 
 def test_help_everywhere(capsys):
-    for args in (["--help"], ["generate", "--help"], ["train-shard", "--help"], ["gpu-check", "--help"], ["evaluate", "--help"]):
+    for args in (
+        ["--help"],
+        ["generate", "--help"],
+        ["train-shard", "--help"],
+        ["gpu-check", "--help"],
+        ["evaluate", "--help"],
+    ):
         assert main(args) == 0
     assert "train-shard" in capsys.readouterr().out
 
@@ -54,10 +60,15 @@ def _shard(tmp_path, **changes):
 
 
 def test_unknown_parameter_fails_at_shard_start_with_one_line(tmp_path, capsys):
-    path = _shard(tmp_path, combinations=[{"id": "x1", "parameters": {"layer1": 8}}, {"id": "x2", "parameters": {"dropuot": 0.1}}])
+    path = _shard(
+        tmp_path, combinations=[{"id": "x1", "parameters": {"layer1": 8}}, {"id": "x2", "parameters": {"dropuot": 0.1}}]
+    )
     assert main(["train-shard", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "dl1: error: unknown parameter 'dropuot': the dl1 payload understands layer1 ... layerN, learning_rate, batch_size, activation"
+    assert (
+        err
+        == "dl1: error: unknown parameter 'dropuot': the dl1 payload understands layer1 ... layerN, learning_rate, batch_size, activation"
+    )
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 

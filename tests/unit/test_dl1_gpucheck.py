@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dl1.gpucheck import DriverInfo, MatmulResult, Probes, Requirement, TFDevice, check
 
+DRIVER = DriverInfo("libcuda.so.1", "550.54", "12.4", [81559])
 H100 = TFDevice(name="/physical_device:GPU:0", device_name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 
 
-def probes(nodes=("/dev/nvidia0",), driver=DriverInfo("libcuda.so.1", "550.54", "12.4", [81559]), gpus=(H100,), ran_on="GPU:0", raise_in=None):
+def probes(
+    nodes=("/dev/nvidia0",),
+    driver=DRIVER,
+    gpus=(H100,),
+    ran_on="GPU:0",
+    raise_in=None,
+):
     def maybe_raise(name, value):
         def probe():
             if raise_in == name:

@@ -17,7 +17,9 @@ def test_layers_in_order_and_optimiser_knobs():
 
 def test_defaults_fill_what_a_combination_does_not_name():
     defaults = ModelConfig(layers=(16,), batch_size=100)
-    assert parse_combination({"learning_rate": 0.01}, defaults) == ModelConfig(layers=(16,), learning_rate=0.01, batch_size=100)
+    assert parse_combination({"learning_rate": 0.01}, defaults) == ModelConfig(
+        layers=(16,), learning_rate=0.01, batch_size=100
+    )
     assert parse_combination({}).layers == DL1R_LAYERS
 
 
