@@ -45,11 +45,18 @@ def operator(
             "least-privilege RBAC."
         ),
     ] = True,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port (0: off).")
+    ] = 9090,
 ) -> None:
     """Run the HPScan operator (kopf): plans scans, runs shards as Jobs, keeps each scan's status live."""
     import kopf
 
     import hpscan.controller.handlers  # noqa: F401  (registers the handlers)
+    from hpscan.controller import metrics
+
+    if metrics_port:
+        metrics.serve(metrics_port)
 
     if not scanning:
         # Without it, kopf retries the forbidden CRD and namespace listings for about a minute before it starts.

@@ -13,12 +13,14 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -41,27 +43,51 @@ def crd(cluster: Any) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
 
 
+class Operator:
+    """`hpscan operator` as a process watching this module's namespaces, with the admin kubeconfig (the chart's
+    RBAC is tested with the Helm chart). It can be killed and restarted, as a crashed pod would be."""
+
+    def __init__(self, cluster: Any, log: Path) -> None:
+        self.cluster, self.log = cluster, log
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        with self.log.open("a") as handle:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", f"{PREFIX}-*",
+                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(self.metrics_port)],
+                env=env, stdout=handle, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no cleanup, as when a node dies
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def metrics(self) -> str:
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+
 @pytest.fixture(scope="module")
-def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen]:
-    """`hpscan operator` watching this module's namespaces, with the admin kubeconfig (the chart's RBAC is
-    tested with the Helm chart)."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    port = free_port()
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", f"{PREFIX}-*",
-             "--liveness", f"http://127.0.0.1:{port}/healthz"],
-            env=env, stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    yield process
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    if process.returncode not in (0, -15, 143):
-        print(log.read_text()[-5000:])
+def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    running = Operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    running.start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -262,3 +288,39 @@ def test_deleting_a_scan_removes_everything_it_created(cluster, k8s, ns, operato
         )
 
     cluster.wait(nothing_left, 90, "garbage collection of the scan's objects")
+
+
+def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(cluster, k8s, ns, operator, tmp_path):
+    log = tmp_path / "trained.log"
+    create(k8s, ns, scan_manifest("crash", {"sleep": 1.0, "trainedLog": str(log)}, parallelism=2))
+    cluster.wait(lambda: sum(trained(log).values()) >= 2, 120, "two combinations trained")
+    operator.kill()
+    time.sleep(3)  # shards go on without the operator: their records wait in the ConfigMaps
+    operator.start()
+    status = wait_phase(cluster, k8s, ns, "crash", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "8/8"
+    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=crash").items
+    assert sorted(j.metadata.name for j in jobs) == [f"crash-shard-{i:03d}" for i in range(4)]
+    assert max(trained(log).values()) == 1
+
+
+def test_metrics_count_scans_shards_and_api_requests(operator, k8s, ns, cluster):
+    create(k8s, ns, scan_manifest("counted", {}, sharding={"shards": 2}))
+    wait_phase(cluster, k8s, ns, "counted", {"Succeeded", "Failed"}, 120)
+    text = operator.metrics()
+    assert 'hpscan_scans{phase="Succeeded"}' in text
+    assert 'hpscan_api_requests_total{method="POST"}' in text
+    assert "hpscan_reconcile_seconds_count" in text
+
+
+@pytest.mark.slow
+def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, operator):
+    body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    body["spec"]["parallelism"] = 2  # two TensorFlow pods at once on a 2-core machine
+    create(k8s, ns, body)
+    status = wait_phase(cluster, k8s, ns, "quickstart", {"Succeeded", "Failed"}, 600)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "24/24"
+    assert status["best"]["value"] < 0.7 and set(status["best"]["parameters"]) == {
+        "layer1", "layer2", "learning_rate", "activation",
+    }  # fmt: skip

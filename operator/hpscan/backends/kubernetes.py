@@ -36,6 +36,7 @@ OUT_MOUNT = "/hpscan/out"
 SHARD_KEY = "shard.json"
 GPU_UNAVAILABLE_EXIT = 3
 CONTAINER = "payload"
+SUBMIT_THREADS = 8
 
 
 def _name(scan: str, suffix: str) -> str:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend
+from hpscan.controller import metrics
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
 from hpscan.results import Aggregate
 
@@ -52,7 +55,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         from hpscan.backends.kubernetes import KubernetesBackend, load_client_config
 
         load_client_config()
-        BACKENDS["kubernetes"] = KubernetesBackend()
+        BACKENDS["kubernetes"] = KubernetesBackend(metrics.count_api_requests(client.ApiClient()))
     if "htcondor" not in BACKENDS:
         add_htcondor_backend()
 
@@ -65,7 +68,6 @@ def add_htcondor_backend() -> None:
     except ImportError:
         logging.getLogger(__name__).info("htcondor2 bindings not installed: htcondor sites are refused")
         return
-    from kubernetes import client
 
     def read_secret(namespace: str, name: str, key: str) -> str:
         secret = client.CoreV1Api().read_namespaced_secret(name, namespace)
@@ -78,9 +80,17 @@ def add_htcondor_backend() -> None:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
 def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    outcome = reconcile_scan(body, BACKENDS, MEMORY)
+    with metrics.timed_reconcile():
+        outcome = reconcile_scan(body, BACKENDS, MEMORY)
     if outcome.status is not None:
-        patch.status.update(outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        status = outcome.status
+        patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        metrics.observe_scan(
+            body.get("metadata", {}).get("uid", ""),
+            str(status.phase),
+            dict(Counter(str(s.phase) for s in status.shards)),
+            status.combinations.model_dump(exclude={"total"}),
+        )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -92,5 +102,5 @@ def forget(body: kopf.Body, **_: Any) -> None:
     ref = scan_ref(body)
     for backend in BACKENDS.values():
         backend.forget(ref)
-    uid = ref.uid
-    MEMORY.pop(uid, None)
+    MEMORY.pop(ref.uid, None)
+    metrics.forget_scan(ref.uid)
