@@ -36,7 +36,7 @@ OUT_MOUNT = "/hpscan/out"
 SHARD_KEY = "shard.json"
 GPU_UNAVAILABLE_EXIT = 3
 CONTAINER = "payload"
-SUBMIT_THREADS = 8
+SUBMIT_THREADS = 32
 
 
 def _name(scan: str, suffix: str) -> str:

@@ -52,10 +52,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 60
     settings.execution.max_workers = 8
     if "kubernetes" not in BACKENDS:
-        from hpscan.backends.kubernetes import KubernetesBackend, load_client_config
+        from hpscan.backends.kubernetes import SUBMIT_THREADS, KubernetesBackend, load_client_config
 
         load_client_config()
-        BACKENDS["kubernetes"] = KubernetesBackend(metrics.count_api_requests(client.ApiClient()))
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = SUBMIT_THREADS  # one kept-alive connection per submitting thread
+        BACKENDS["kubernetes"] = KubernetesBackend(metrics.count_api_requests(client.ApiClient(configuration)))
     if "htcondor" not in BACKENDS:
         add_htcondor_backend()
 
