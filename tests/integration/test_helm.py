@@ -14,6 +14,7 @@ import json
 import secrets
 import subprocess
 import tarfile
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ def test_helm_package_carries_the_repository_crd(helm, tmp_path):
         (["--set-json", 'defaults.sites=[{"name":"a","htcondor":{"universe":"vanilla"}}]'], "'executable'"),
         (["--set-json", 'defaults.sites=[{"name":"Bad_Name","kubernetes":{}}]'], "/defaults/sites/0/name"),
         (["--set", "resources.requests.cpu=lots"], "/resources/requests/cpu"),
+        (["--set", "metrics.port=70000"], "/metrics/port"),
     ],
 )  # fmt: skip
 def test_the_schema_refuses_wrong_values_at_install(helm, arguments, message):
@@ -124,7 +126,8 @@ def test_default_install_is_cluster_wide_non_root_read_only_with_probes_and_leas
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
     assert container["command"] == ["hpscan", "operator"]
-    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--no-scanning"]
+    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090", "--no-scanning"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http-health": 8080, "http-metrics": 9090}
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http-health"}
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -132,7 +135,7 @@ def test_default_install_is_cluster_wide_non_root_read_only_with_probes_and_leas
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts[env["HPSCAN_CONDOR_DIR"]]] and "emptyDir" in volumes[mounts["/tmp"]]
     (service,) = by_kind(docs, "Service")
-    assert service["spec"]["ports"][0]["targetPort"] == "http-health"
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http-metrics", "http-health"]
 
 
 def test_watch_namespaces_grant_roles_there_and_nothing_cluster_wide(helm):
@@ -165,7 +168,9 @@ def test_site_token_secrets_are_the_only_secrets_the_operator_may_read(helm):
     defaults = yaml.safe_load(config["data"]["defaults.yaml"])
     assert [s["name"] for s in defaults["sites"]] == ["de-desy", "uk-manchester"]
     (monitor,) = by_kind(docs, "ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0]["port"] == "http-health"
+    assert monitor["spec"]["endpoints"][0] | {"interval": None, "scrapeTimeout": None} == {
+        "port": "http-metrics", "path": "/metrics", "interval": None, "scrapeTimeout": None,
+    }  # fmt: skip
 
 
 # --- against the API server ---
@@ -269,11 +274,12 @@ def test_installed_operator_runs_scans_with_the_charts_rbac_and_uninstalls_clean
     node) run side by side through the installed operator; about a minute for both."""
     restricted = {"pod-security.kubernetes.io/enforce": "restricted"}  # the operator's pod passes it too
     operator_ns, scans = new_namespace(labels=restricted), new_namespace(labels=restricted)
-    release, port = f"hpo-{secrets.token_hex(3)}", free_port()  # pods share the host network on the node agent
+    release = f"hpo-{secrets.token_hex(3)}"
+    port, metrics_port = free_port(), free_port()  # pods share the host network on the node agent
     helm(
         "install", release, CHART, "-n", operator_ns, "--wait", "--timeout", "120s",
         "--set-json", f'watchNamespaces=["{scans}"]', "--set", f"operator.healthPort={port}",
-        "--set", "networkPolicy.enabled=true",
+        "--set", f"metrics.port={metrics_port}", "--set", "networkPolicy.enabled=true",
     )  # fmt: skip
     (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(operator_ns).items
     try:
@@ -296,6 +302,11 @@ def test_installed_operator_runs_scans_with_the_charts_rbac_and_uninstalls_clean
         # RBAC let the operator grant the payload get/patch on the results ConfigMaps (it holds those rights)
         role = client.RbacAuthorizationV1Api(k8s).read_namespaced_role("through-helm-payload", scans)
         assert role.rules[0].verbs == ["get", "patch"] and len(role.rules[0].resource_names) == 4
+
+        # the metrics the Service exposes (the pod shares the host network here)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            exposed = response.read().decode()
+        assert 'hpscan_scans{phase="Succeeded"}' in exposed and "hpscan_reconcile_seconds" in exposed
 
         quickstart = wait_phase(cluster, k8s, scans, "quickstart", {"Succeeded", "Failed"}, 420)
         assert quickstart["status"]["phase"] == "Succeeded", quickstart["status"]
