@@ -172,3 +172,25 @@ def test_a_schedd_that_stops_answering_degrades_the_scan_once(tmp_path):
         assert "ce01" in degraded.message or "schedd" in degraded.message.lower()
     again = reconcile_scan(apply(document, first), {"htcondor": condor})
     assert [e for e in again.events if e.type == "Warning" and e.reason == degraded.reason] == []
+
+
+def test_scans_without_sites_use_the_operators_default_gpu_site(tmp_path):
+    from hpscan.controller.defaults import load_defaults
+
+    defaults_file = tmp_path / "defaults.yaml"
+    defaults_file.write_text(
+        "gpuResourceName: amd.com/gpu\nnodeSelector: {gpu: 'yes'}\n"
+        "tolerations: [{key: gpu, operator: Exists, effect: NoSchedule}]\npayloadImage: ''\nsites: []\n"
+    )
+    defaults = load_defaults(str(defaults_file))
+    backend = MemoryBackend()
+    document = body()
+    del document["spec"]["sites"]
+    reconcile_scan(document, {"kubernetes": backend}, default_sites=defaults.default_sites())
+    assert set(backend.sites.values()) == {"default"}
+    site = defaults.default_sites()[0]
+    assert site.kubernetes.gpu_resource_name == "amd.com/gpu" and site.kubernetes.node_selector == {"gpu": "yes"}
+    assert (
+        load_defaults(str(tmp_path / "missing.yaml")).default_sites()[0].kubernetes.gpu_resource_name
+        == "nvidia.com/gpu"
+    )

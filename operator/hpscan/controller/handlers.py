@@ -20,6 +20,7 @@ from kubernetes import client
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend
 from hpscan.controller import metrics
+from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
 from hpscan.results import Aggregate
 
@@ -36,6 +37,7 @@ class _QuietTimer(logging.Filter):
 FINALIZER = "hpscan.io/finalizer"
 
 BACKENDS: dict[str, Backend] = {}
+DEFAULTS = OperatorDefaults()
 MEMORY: dict[str, Aggregate] = {}
 """Each scan's plan and records so far, by uid."""
 
@@ -60,6 +62,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         BACKENDS["kubernetes"] = KubernetesBackend(metrics.count_api_requests(client.ApiClient(configuration)))
     if "htcondor" not in BACKENDS:
         add_htcondor_backend()
+    global DEFAULTS
+    DEFAULTS = load_defaults()
 
 
 def add_htcondor_backend() -> None:
@@ -83,7 +87,7 @@ def add_htcondor_backend() -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
 def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     with metrics.timed_reconcile():
-        outcome = reconcile_scan(body, BACKENDS, MEMORY)
+        outcome = reconcile_scan(body, BACKENDS, MEMORY, DEFAULTS.default_sites())
     if outcome.status is not None:
         status = outcome.status
         patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))

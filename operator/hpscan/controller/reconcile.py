@@ -130,9 +130,11 @@ def reconcile_scan(
     body: Mapping[str, Any],
     backends: Mapping[str, Backend],
     memory: dict[str, Aggregate] | None = None,
+    default_sites: list[Site] | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
+    `default_sites` serve scans whose spec.sites is empty (the site's operator defaults).
     `memory` keeps each scan's plan and records between steps, by uid (backends hand over new records, and may repeat
     old ones); without it, or after an operator restart, the backends' persistent records rebuild it."""
     meta = body.get("metadata", {})
@@ -160,7 +162,7 @@ def reconcile_scan(
 
     ref = scan_ref(body)
     spec = scan.spec
-    sites = assign_sites(planned.shard_count, spec.sites)
+    sites = assign_sites(planned.shard_count, spec.sites or default_sites or [])
     backend_of = {i: (site.backend if site is not None else "kubernetes") for i, site in sites.items()}
     used = {name: backends[name] for name in sorted(set(backend_of.values())) if name in backends}
     missing = sorted(set(backend_of.values()) - set(backends))
