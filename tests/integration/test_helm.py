@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from test_operator import create, free_port, get, scan_manifest, wait_phase
+from operator_support import create, free_port, get, scan_manifest, wait_phase
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
