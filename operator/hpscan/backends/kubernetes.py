@@ -1,11 +1,11 @@
 """The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard ConfigMaps.
 
 What a shard needs, all owned by the HPScan (deleting the scan deletes them, by garbage collection):
-- ConfigMap ``<scan>-shard-NNN``: the shard file, mounted read-only into the pod;
-- ConfigMap ``<scan>-results-NNN`` (label hpscan.io/results): the live channel. The shard runner in the pod
-  merge-patches one key per record into it; it needs no inbound path to the pod, and the pod's ServiceAccount
-  may only get/patch these ConfigMaps (a per-scan Role naming them). The records outlive operator restarts,
-  and a retried or resumed pod starts from them, so nothing recorded is trained twice;
+- ConfigMap ``<scan>-shard-NNN``: the shard file (key shard.json, mounted read-only into the pod) and the live
+  channel: the shard runner in the pod merge-patches one key per record into the same ConfigMap. It needs no
+  inbound path to the pod, and the pod's ServiceAccount may only get/patch its scan's shard ConfigMaps (a
+  per-scan Role naming them). The records outlive operator restarts, and a retried or resumed pod starts from
+  them, so nothing recorded is trained twice. One object per shard keeps a 100-shard fan-out to 200 requests;
 - Job ``<scan>-shard-NNN``: GPU limits, node selector and tolerations from the site, restricted pod security,
   backoffLimit = spec.retries, exit code 3 (GPU unavailable) fails the Job at once (podFailurePolicy).
 Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recorded results stay).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from hpscan.api.contract import ResultRecord, ShardFile
@@ -57,7 +58,8 @@ def shard_configmap_name(scan: str, shard: int) -> str:
 
 
 def results_configmap_name(scan: str, shard: int) -> str:
-    return _name(scan, f"results-{shard:03d}")
+    """The ConfigMap a shard's records go to: its shard ConfigMap."""
+    return shard_configmap_name(scan, shard)
 
 
 def payload_account_name(scan: str) -> str:
@@ -83,22 +85,12 @@ def _metadata(scan: ScanRef, name: str, role: str, shard: int | None = None) -> 
 
 
 def shard_configmap(scan: ScanRef, shard_file: ShardFile) -> dict[str, Any]:
-    """The ConfigMap that delivers a shard file to its pod."""
+    """The ConfigMap that delivers a shard file to its pod and receives its records (one key per id)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(scan, shard_configmap_name(scan.name, shard_file.shard), "shard", shard_file.shard),
         "data": {SHARD_KEY: shard_file.model_dump_json(by_alias=True, exclude_none=True)},
-    }
-
-
-def results_configmap(scan: ScanRef, shard: int) -> dict[str, Any]:
-    """The ConfigMap a shard's runner writes its records into (one key per combination id)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(scan, results_configmap_name(scan.name, shard), "results", shard),
-        "data": {},
     }
 
 
@@ -254,7 +246,9 @@ def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> Sha
 def records_of(configmap: dict[str, Any]) -> list[ResultRecord]:
     """The records a results ConfigMap holds (unreadable entries skipped: one bad key never hides the rest)."""
     records = []
-    for value in (configmap.get("data") or {}).values():
+    for key, value in (configmap.get("data") or {}).items():
+        if key == SHARD_KEY:
+            continue
         try:
             records.append(ResultRecord.model_validate_json(value))
         except ValueError:
@@ -310,19 +304,18 @@ class KubernetesBackend(Backend):
         self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
 
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
-        for launch in launches:
-            shard = launch.shard_file.shard
-            self._create(
-                self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file)
-            )
-            self._create(self.core.create_namespaced_config_map, scan.namespace, results_configmap(scan, shard))
-            created = self._create(
-                self.batch.create_namespaced_job, scan.namespace, job_manifest(scan, spec, shard, launch.site)
-            )
-            if not created:  # an existing Job: resume it if it was suspended
-                self.batch.patch_namespaced_job(
-                    job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}}
-                )
+        # Shards are independent: send them concurrently (a 100-shard scan is 200 requests).
+        with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
+            list(pool.map(lambda launch: self._submit_one(scan, spec, launch), launches))
+
+    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch) -> None:
+        shard = launch.shard_file.shard
+        self._create(self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file))
+        created = self._create(
+            self.batch.create_namespaced_job, scan.namespace, job_manifest(scan, spec, shard, launch.site)
+        )
+        if not created:  # an existing Job: resume it if it was suspended
+            self.batch.patch_namespaced_job(job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}})
 
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         jobs = self.batch.list_namespaced_job(
@@ -337,7 +330,7 @@ class KubernetesBackend(Backend):
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         maps = self.core.list_namespaced_config_map(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=results"
+            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
         )
         return [record for cm in maps.items for record in records_of({"data": cm.data})]
 
