@@ -19,7 +19,6 @@ import typer
 
 # quiet TensorFlow before it is imported anywhere: the user should read our lines, not its banner
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from dl1.errors import DL1Error, GPUUnavailableError
@@ -147,6 +146,7 @@ def train_shard(
     _say(f"data: {dataset.describe()}")
     device = device_name()
     resident = ResidentData(dataset.train, dataset.validation)
+    _say(f"training on {device}: {settings.precision} arithmetic, up to {settings.fuse} combinations per graph")
     params = {c.id: dict(c.parameters) for c in shard.combinations}
     finished = 0
 

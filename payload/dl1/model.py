@@ -126,12 +126,23 @@ class MLP:
             prev = width
         self._act = activation_fn(config.activation)
 
-    def logits(self, x: tf.Tensor) -> tf.Tensor:
-        """Pre-softmax outputs for a batch."""
-        h = x
-        for i in range(0, len(self.variables) - 2, 2):
-            h = self._act(h @ self.variables[i] + self.variables[i + 1])
-        return h @ self.variables[-2] + self.variables[-1]
+    def logits(self, x: tf.Tensor, compute_dtype: str = "float32") -> tf.Tensor:
+        """Pre-softmax outputs (float32) for a batch; ``compute_dtype="bfloat16"`` runs the layers in bfloat16.
+
+        The weights stay float32 either way (mixed precision): only the products are rounded.
+        """
+        import tensorflow as tf
+
+        if compute_dtype == "float32":
+            h = x
+            for i in range(0, len(self.variables) - 2, 2):
+                h = self._act(h @ self.variables[i] + self.variables[i + 1])
+            return h @ self.variables[-2] + self.variables[-1]
+        weights = [tf.cast(v, compute_dtype) for v in self.variables]
+        h = tf.cast(x, compute_dtype)
+        for i in range(0, len(weights) - 2, 2):
+            h = self._act(h @ weights[i] + weights[i + 1])
+        return tf.cast(h @ weights[-2] + weights[-1], tf.float32)
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the weights (kernel, bias per layer)."""

@@ -113,13 +113,19 @@ def test_fusion_does_not_change_results():
         (key, config.__class__(config.layers, config.activation, config.learning_rate, 250)) for key, config in jobs
     ]
     losses = {}
-    for fuse in (1, 2):
+    runs = [(1, "off", "float32"), (2, "off", "float32"), (2, "on", "float32"), (2, "off", "bfloat16")]
+    for fuse, xla, precision in runs:  # XLA: the GPU path, compiled for the CPU here
         done: list = []
-        train_many(
-            data, jobs, parse_settings({"epochs": 2, "patience": 0, "fuse": fuse, "data": TINY_DATA}), done.append
-        )
-        losses[fuse] = {o.key: o.metrics["val_loss"] for o in done}
-    assert losses[1] == pytest.approx(losses[2], rel=1e-4)
+        settings = {"epochs": 2, "patience": 0, "fuse": fuse, "xla": xla, "precision": precision, "data": TINY_DATA}
+        train_many(data, jobs, parse_settings(settings), done.append)
+        assert all(o.status == "succeeded" for o in done), [o.error for o in done]
+        losses[fuse, xla, precision] = {o.key: o.metrics["val_loss"] for o in done}
+    reference = losses[1, "off", "float32"]
+    assert reference == pytest.approx(losses[2, "off", "float32"], rel=1e-4)
+    assert reference == pytest.approx(losses[2, "on", "float32"], rel=1e-3)
+    # mixed precision rounds the products, not the weights: close to float32, not equal
+    assert reference == pytest.approx(losses[2, "off", "bfloat16"], rel=0.03)
+    assert reference != losses[2, "off", "bfloat16"]
 
 
 def test_train_combination_api_for_the_report():
