@@ -186,9 +186,13 @@ def apply_scaling(jets: np.ndarray, variables: list[str], scale_dict: dict[str, 
         if name not in scale_dict:
             raise DataError(f"scale dictionary has no entry for {name!r}")
         entry = scale_dict[name]
+        try:
+            default, shift, scale = float(entry["default"]), float(entry["shift"]), float(entry["scale"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"scale dictionary entry {name!r} needs numbers 'shift', 'scale' and 'default'") from None
         values = jets[name].astype(np.float64)
-        values = np.where(np.isfinite(values), values, entry["default"])
-        x[:, i] = (values - entry["shift"]) / entry["scale"]
+        values = np.where(np.isfinite(values), values, default)
+        x[:, i] = (values - shift) / (scale if scale else 1.0)
     return x
 
 

@@ -133,16 +133,13 @@ class MLP:
         """
         import tensorflow as tf
 
-        if compute_dtype == "float32":
-            h = x
-            for i in range(0, len(self.variables) - 2, 2):
-                h = self._act(h @ self.variables[i] + self.variables[i + 1])
-            return h @ self.variables[-2] + self.variables[-1]
-        weights = [tf.cast(v, compute_dtype) for v in self.variables]
-        h = tf.cast(x, compute_dtype)
+        # matmul + bias_add (not +) lets grappler fuse them (and relu) into one oneDNN kernel
+        weights = self.variables if compute_dtype == "float32" else [tf.cast(v, compute_dtype) for v in self.variables]
+        h = x if compute_dtype == "float32" else tf.cast(x, compute_dtype)
         for i in range(0, len(weights) - 2, 2):
-            h = self._act(h @ weights[i] + weights[i + 1])
-        return tf.cast(h @ weights[-2] + weights[-1], tf.float32)
+            h = self._act(tf.nn.bias_add(tf.matmul(h, weights[i]), weights[i + 1]))
+        out = tf.nn.bias_add(tf.matmul(h, weights[-2]), weights[-1])
+        return out if compute_dtype == "float32" else tf.cast(out, tf.float32)
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the weights (kernel, bias per layer)."""

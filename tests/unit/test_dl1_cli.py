@@ -88,3 +88,12 @@ def test_bad_shard_file_and_missing_file(tmp_path, capsys):
     assert "bad.json" in capsys.readouterr().err
     assert main(["train-shard", str(tmp_path / "none.json")]) == 2
     assert main(["no-such-command"]) == 2
+
+
+def test_gpu_check_command_prints_json_and_exits_3_when_required(capsys, monkeypatch):
+    monkeypatch.setattr("dl1.gpucheck._device_nodes", lambda: [])
+    assert main(["gpu-check"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and "device nodes" in report["reason"]
+    assert main(["gpu-check", "--require"]) == 3
+    assert capsys.readouterr().err.strip().startswith("dl1: error: no NVIDIA device nodes")

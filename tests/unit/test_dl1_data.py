@@ -84,6 +84,8 @@ def test_defaults_and_scaling(jets):
     assert set(np.unique(x[:, 2])) <= {0.0, 1.0}
     with pytest.raises(DataError, match="'SV1_Lxy'"):
         apply_scaling(jets, ["SV1_Lxy"], scale)
+    with pytest.raises(DataError, match="'pt_btagJes' needs numbers"):
+        apply_scaling(jets, ["pt_btagJes"], {"pt_btagJes": {"mean": 1.0}})
 
 
 def test_weights_give_every_flavour_the_b_shape_and_equal_share(jets):
