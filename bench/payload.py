@@ -95,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jets", type=int, default=200_000, help="synthetic jets (all splits)")
     parser.add_argument("--combinations", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each path, alternating; the best counts")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--fuse", type=int, default=4, help="combinations per fused graph in the payload path")
