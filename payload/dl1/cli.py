@@ -144,8 +144,9 @@ def train_shard(
 
     dataset = load_dataset(settings.data, scale_dict_out=out / "scale_dict.json")
     _say(f"data: {dataset.describe()}")
-    device = device_name()
     resident = ResidentData(dataset.train, dataset.validation)
+    # where the training tensors really live, not what was asked for
+    device = device_name() if "GPU" in resident.x.device.upper() else "CPU"
     _say(f"training on {device}: {settings.precision} arithmetic, up to {settings.fuse} combinations per graph")
     params = {c.id: dict(c.parameters) for c in shard.combinations}
     finished = 0
