@@ -42,18 +42,18 @@ CALIBRATION = {
     "d0_resolution_um": 12.0,  # intrinsic transverse IP resolution at high pT
     "d0_ms_um_gev": 70.0,  # multiple-scattering term, um * GeV / pT(track)
     "tail_fraction": 0.05,  # prompt tracks with a wide resolution tail
-    "tail_width": 4.0,
-    "v0_rate": 0.10,  # light jets with a K_S or Lambda among their tracks
+    "tail_width": 4.0,  # width of that tail, in units of the resolution
+    "v0_rate": 0.10,  # light jets with a K_S or Lambda among their tracks (at pT = 60 GeV)
     "material_rate": 0.03,  # light jets with a hadronic interaction in the material
-    "hf_outside_cone": 0.018,
-    "c_from_b_outside_cone": 0.12,  # c-labelled jets with a b hadron just outside the cone  # light-labelled jets with a b/c hadron just outside the cone
+    "hf_outside_cone": 0.018,  # light-labelled jets with a b/c hadron just outside the cone
+    "c_from_b_outside_cone": 0.12,  # c-labelled jets with a b hadron just outside the cone
     "sv1_v0_veto": 0.85,  # fraction of V0 vertices SV1 rejects
-    "rnnip_noise": 0.9,
+    "rnnip_noise": 0.9,  # Gaussian noise on the RNNIP logits
     "b_ip_scale": 0.5,  # decay-track d0 of b hadrons in units of c tau * |angle|
-    "c_ip_scale": 1.0,
-    "mass_smear": 0.45,
-    "vertex_contamination": 0.8,  # prompt tracks attached to a heavy-flavour vertex, at pT = 50 GeV  # log-normal width of the reconstructed vertex mass
-    "track_efficiency": 0.7,  # decay tracks reconstructed and selected  # Gaussian noise on the RNNIP logits
+    "c_ip_scale": 1.0,  # the same for c hadrons in c jets
+    "mass_smear": 0.45,  # log-normal width of the reconstructed vertex mass
+    "vertex_contamination": 0.8,  # prompt tracks attached to a heavy-flavour vertex (at pT = 50 GeV)
+    "track_efficiency": 0.7,  # mean per-jet efficiency to reconstruct and select a decay track
 }
 """Detector and fake-rate knobs; the values give DL1r-like rejections (see the module docstring)."""
 

@@ -176,3 +176,11 @@ def test_one_flavour_only_is_refused_naming_what_is_there(tmp_path, jets):
 def test_bad_data_settings_name_the_field(raw, message):
     with pytest.raises(SettingsError, match=message):
         parse_data_settings(raw)
+
+
+def test_the_calibrated_sample_has_not_changed():
+    # the recorded rejections (payload/README.md) belong to these exact jets: a change here means recalibrating
+    jets = generate_jets(2000, 7)
+    assert float(np.nansum(jets["IP3D_bu"].astype(np.float64))) == pytest.approx(5811.607060003793, rel=1e-6)
+    assert int(jets["SV1_NGTinSvx"].sum()) == 2
+    assert int((jets[LABEL] == 5).sum()) == 589
