@@ -47,6 +47,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
 REPO = Path(__file__).resolve().parent.parent
+KEEP_FDS = (9, 8)  # descriptors the launch script holds on paths a pod's mounts must not hide
 AGENT_LABEL = "hpscan.io/test-node-agent"
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
@@ -755,6 +756,16 @@ class PodWorker(threading.Thread):
                 f"container {container.name!r} has no command: the test node agent cannot run an image's entrypoint"
             )
         lines = ["set -e"]
+        # A volume mounted over an ancestor of the repository or the pod folder (an emptyDir at /tmp while the
+        # repository is a clone under /tmp, say) would hide the venv and the other volumes' sources: hold a
+        # descriptor on each first and bind it back right after such a mount.
+        keep = [
+            p
+            for p in (REPO.resolve(), self.dir.resolve())
+            if not any(q in p.parents for q in (REPO.resolve(), self.dir.resolve()) if q != p)
+        ]
+        for fd, path in zip(KEEP_FDS, keep, strict=False):
+            lines.append(f"exec {fd}< {shlex.quote(str(path))}")
         message_file = self.dir / f"{container.name}.termination-log"
         message_file.write_bytes(b"")
         mounts = [(message_file, spec.get("terminationMessagePath") or "/dev/termination-log", False)]
@@ -776,6 +787,10 @@ class PodWorker(threading.Thread):
             lines.append(f"mount --bind {shlex.quote(str(source))} {quoted_target}")
             if read_only:
                 lines.append(f"mount -o remount,bind,ro {quoted_target}")
+            for fd, path in zip(KEEP_FDS, keep, strict=False):
+                if Path(target) in path.parents:
+                    quoted = shlex.quote(str(path))
+                    lines.append(f"mkdir -p {quoted} && mount --no-canonicalize --bind /proc/self/fd/{fd} {quoted}")
         workdir = spec.get("workingDir") or str(self.dir / "workdir")
         lines.append(f"mkdir -p {shlex.quote(workdir)} && cd {shlex.quote(workdir)}")
         lines.append("exec " + shlex.join(command))

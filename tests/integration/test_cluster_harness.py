@@ -434,3 +434,42 @@ def test_up_is_idempotent_and_down_leaves_no_process(cluster: LocalCluster, tmp_
     finally:
         subprocess.run([down], env=env, capture_output=True, text=True, check=True)
     assert processes_naming(str(state)) == []
+
+
+def test_an_empty_dir_over_an_ancestor_of_the_repository_hides_nothing_the_pod_needs(
+    cluster: LocalCluster, k8s: client.ApiClient, namespace: str
+) -> None:
+    """CI may clone the repository under /tmp, and a chart mounts an emptyDir at /tmp: the venv, the pod's own
+    folder and its other volumes must stay reachable (the agent binds them back over the new mount)."""
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}, "data": {"key": "value"}})
+    ancestor = str(Path(__file__).resolve().parents[3])  # the folder that holds the repository
+    script = "import pathlib, sys; print(pathlib.Path('/etc/cfg/key').read_text(), sys.prefix, end='')"
+    pod = {
+        "metadata": {"name": "shadowed"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cfg"}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "none",
+                    "command": ["python", "-c", script],
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "volumeMounts": [
+                        {"name": "scratch", "mountPath": ancestor},
+                        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True},
+                    ],
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    done = cluster.wait(
+        lambda: (p := core.read_namespaced_pod("shadowed", namespace)).status.phase in ("Succeeded", "Failed") and p,
+        60,
+        "pod shadowed to finish",
+    )
+    log = cluster.pod_log(namespace, "shadowed", "main")
+    assert done.status.phase == "Succeeded", log
+    assert log.startswith("value") and ".venv" in log
