@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[all,dev]'
 	touch $(STAMP)
 
-# The quickstart scan end to end on this machine's CPU (about 2 minutes on 2 cores), with the paper's plots.
+# The quickstart scan end to end on this CPU (about a minute on 2 cores), with the paper's plots.
 # Running it again resumes: finished combinations are never trained twice.
 demo: $(STAMP)
 	$(BIN)/hpscan run examples/quickstart.yaml --out $(DEMO_OUT) --report
