@@ -8,7 +8,6 @@ combination ranks by its best value.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +47,6 @@ class Aggregate:
     @property
     def recorded(self) -> int:
         return self.succeeded + self.failed
-
-    def is_recorded(self, combination_id: str) -> bool:
-        return self.states[position_of(combination_id)] != _NONE
 
     def _rank_key(self, entry: RankedCombination) -> tuple[float, str]:
         value = entry.value if self.objective.goal == "minimize" else -entry.value
@@ -159,10 +155,3 @@ def iter_record_lines(records: Iterable[ResultRecord]) -> Iterator[str]:
     """Records as JSON lines, the format of results.jsonl."""
     for record in records:
         yield json.dumps(record.to_wire(), allow_nan=False) + "\n"
-
-
-def is_better(objective: Objective, a: float, b: float) -> bool:
-    """Whether value a beats value b for this objective."""
-    if math.isnan(a):
-        return False
-    return a < b if objective.goal == "minimize" else a > b
