@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator payload tests bench cluster
 	$(BIN)/ruff format --check operator payload tests bench cluster
 	$(BIN)/mypy operator/hpscan payload/dl1
+	$(BIN)/hadolint payload/Dockerfile operator/Dockerfile
 
 # The fast part: pure functions, seconds.
 test-fast: $(STAMP)
