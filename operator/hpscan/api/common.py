@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -19,3 +21,8 @@ class CamelModel(BaseModel):
     def to_wire(self) -> dict:
         """JSON-ready dict with camelCase keys, without unset optional fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    """json_schema_extra carrying (rule, message) CEL rules that the API server enforces itself."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}

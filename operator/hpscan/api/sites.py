@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from hpscan.api.common import CamelModel
+from hpscan.api.common import CamelModel, cel_rules
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -106,14 +106,12 @@ class HTCondorSite(CamelModel):
     max_retries: int | None = Field(None, ge=0, description="max_retries of each job; spec.retries when empty.")
 
     model_config = CamelModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.universe) || self.universe != 'vanilla' || has(self.executable)",
-                    "message": "htcondor.executable is required with universe: vanilla",
-                }
-            ]
-        }
+        "json_schema_extra": cel_rules(
+            (
+                "!has(self.universe) || self.universe != 'vanilla' || has(self.executable)",
+                "htcondor.executable is required with universe: vanilla",
+            )
+        )
     }
 
     @model_validator(mode="after")
@@ -142,14 +140,12 @@ class Site(CamelModel):
     htcondor: HTCondorSite | None = Field(None, description="Run shards as HTCondor jobs.")
 
     model_config = CamelModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "[has(self.kubernetes), has(self.htcondor)].filter(b, b).size() == 1",
-                    "message": "a site needs exactly one backend block: kubernetes or htcondor",
-                }
-            ]
-        }
+        "json_schema_extra": cel_rules(
+            (
+                "[has(self.kubernetes), has(self.htcondor)].filter(b, b).size() == 1",
+                "a site needs exactly one backend block: kubernetes or htcondor",
+            )
+        )
     }
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hpscan.api.common import CamelModel
+from hpscan.api.common import CamelModel, cel_rules
 from hpscan.api.contract import GPURequest, Objective, ParameterValue
 from hpscan.api.sites import NAME_PATTERN, Site
 from hpscan.api.status import HPScanStatus
@@ -23,11 +23,6 @@ MAX_PARAMETERS = 32
 MAX_VALUES_PER_AXIS = 10_000
 
 
-def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    """json_schema_extra carrying CEL rules that the API server enforces itself."""
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
-
-
 class ValueRange(CamelModel):
     """A numeric axis: `count` points between min and max (linear or log), or every `step` from min to max."""
 
@@ -42,7 +37,7 @@ class ValueRange(CamelModel):
     scale: Literal["linear", "log"] = Field("linear", description="Spacing of the `count` points: linear or log.")
 
     model_config = CamelModel.model_config | {
-        "json_schema_extra": _cel(
+        "json_schema_extra": cel_rules(
             ("self.min < self.max", "range.min must be less than range.max"),
             ("!(has(self.count) && has(self.step))", "give range.count or range.step, not both"),
             ("self.scale != 'log' || self.min > 0.0", "a log range needs min > 0"),
@@ -106,7 +101,9 @@ class Sampling(CamelModel):
     seed: int = Field(0, ge=0, description="Seed of the random draw: the same seed gives the same combinations.")
 
     model_config = CamelModel.model_config | {
-        "json_schema_extra": _cel(("self.strategy != 'random' || has(self.samples)", "random sampling needs samples"))
+        "json_schema_extra": cel_rules(
+            ("self.strategy != 'random' || has(self.samples)", "random sampling needs samples")
+        )
     }
 
     @model_validator(mode="after")
@@ -125,7 +122,7 @@ class Sharding(CamelModel):
     )
 
     model_config = CamelModel.model_config | {
-        "json_schema_extra": _cel(
+        "json_schema_extra": cel_rules(
             (
                 "has(self.shards) != has(self.combinationsPerShard)",
                 "sharding needs exactly one of shards or combinationsPerShard",
@@ -200,7 +197,7 @@ class HPScanSpec(CamelModel):
     top_k: int = Field(5, ge=1, le=50, description="How many of the best combinations the status lists.")
 
     model_config = CamelModel.model_config | {
-        "json_schema_extra": _cel(
+        "json_schema_extra": cel_rules(
             (
                 "self.parameters.all(p, self.parameters.exists_one(q, q.name == p.name))",
                 "parameter names must be unique",
