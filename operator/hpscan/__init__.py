@@ -6,10 +6,10 @@ The public Python API is small on purpose: load a manifest, plan it, aggregate r
 from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import HPScanStatus
+from hpscan.core.manifest import load_scan, load_scans
+from hpscan.core.planning import Plan, plan
+from hpscan.core.results import Aggregate, aggregate
 from hpscan.errors import HPScanError, ManifestError, PlanningError
-from hpscan.manifest import load_scan, load_scans
-from hpscan.planning import Plan, plan
-from hpscan.results import Aggregate, aggregate
 
 __version__ = "0.1.0"
 

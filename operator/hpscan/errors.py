@@ -2,44 +2,46 @@
 
 from __future__ import annotations
 
+from hpscan.api.status import Reason
+
 
 class HPScanError(Exception):
     """Base of every error hpscan reports to a user as one clear message (never a traceback)."""
 
     exit_code = 1
-    reason = "Error"
+    reason: str = Reason.ERROR
 
 
 class ManifestError(HPScanError):
     """A manifest is unreadable or does not describe a valid HPScan; the message names the file and field."""
 
     exit_code = 2
-    reason = "InvalidSpec"
+    reason = Reason.INVALID_SPEC
 
 
 class PlanningError(HPScanError):
     """A valid manifest that cannot be planned, e.g. a grid larger than the documented limit."""
 
     exit_code = 2
-    reason = "PlanningFailed"
+    reason = Reason.PLANNING_FAILED
 
 
 class ResultsError(HPScanError):
     """A results file that cannot be read back (the message names the file and line)."""
 
     exit_code = 1
-    reason = "ResultsUnreadable"
+    reason = Reason.RESULTS_UNREADABLE
 
 
 class BackendError(HPScanError):
     """A backend cannot do what was asked with the given site or scan (the message names which)."""
 
     exit_code = 2
-    reason = "BackendError"
+    reason = Reason.BACKEND_ERROR
 
 
 class SchedulerUnavailable(BackendError):
     """A batch system (e.g. an HTCondor schedd) did not answer; the message names it and the cause."""
 
     exit_code = 3
-    reason = "SchedulerUnavailable"
+    reason = Reason.SCHEDULER_UNAVAILABLE

@@ -11,9 +11,9 @@ from pathlib import Path
 import yaml
 
 from hpscan.api.contract import ResultRecord
-from hpscan.manifest import load_scan
-from hpscan.planning import plan
-from hpscan.results import iter_record_lines
+from hpscan.core.manifest import load_scan
+from hpscan.core.planning import plan
+from hpscan.core.results import iter_record_lines
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

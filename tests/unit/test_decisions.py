@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
-from hpscan.decisions import assign_sites, decide
+from hpscan.core.decisions import assign_sites, decide
 
 
 def spec(**extra) -> HPScanSpec:

@@ -18,16 +18,10 @@ from typer.testing import CliRunner
 
 from hpscan.api.contract import Objective, ResultRecord
 from hpscan.api.spec import HPScan
-from hpscan.backends.htcondor import (
-    CHIRP_LINE_MAX,
-    ChirpChannel,
-    chirp_line_length,
-    install_site_tokens,
-    install_token,
-    use_token_directory,
-)
+from hpscan.backends.htcondor import install_site_tokens, install_token, use_token_directory
 from hpscan.cli import app
 from hpscan.errors import BackendError
+from hpscan.job.chirp import CHIRP_LINE_MAX, ChirpChannel, chirp_line_length
 
 EXAMPLE = Path("examples/dl1-seed-scan.yaml")
 TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJpYXQiOjE3MDAwMDAwMDAsImlzcyI6InBvb2wiLCJzdWIiOiJocHNjYW4ifQ.c2ln"
@@ -149,7 +143,7 @@ def test_shard_run_with_the_chirp_channel(tmp_path):
     )
     payload = "import sys, pathlib; pathlib.Path(sys.argv[-1], 'results.jsonl').write_text('')"
     result = run(
-        "shard-run", str(shard_file), "--out", str(tmp_path / "out"), "--channel", "chirp", "--",
+        "shard-run", str(shard_file), "--out", str(tmp_path / "out"), "--channel", "htcondor", "--",
         sys.executable, "-c", payload,
     )  # fmt: skip
     assert result.exit_code == 0, result.output

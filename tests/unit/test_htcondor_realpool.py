@@ -18,7 +18,7 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase
 from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.htcondor import HTCondorBackend, locate_schedd
-from hpscan.planning import plan
+from hpscan.core.planning import plan
 
 SITE = os.environ.get("HPSCAN_CONDOR_SITE")
 pytestmark = [

@@ -13,13 +13,13 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor import (
     SubmitPlan,
-    classad_string,
     condor_arguments,
     container_image,
     submit_description,
 )
 from hpscan.errors import BackendError
-from hpscan.planning import plan
+from hpscan.job.chirp import classad_string
+from hpscan.core.planning import plan
 
 FOLDER = Path("/srv/hpscan/default/dl1-abc")
 SCAN = ScanRef(name="dl1", namespace="atlas", uid="3f6c-uid")
@@ -124,7 +124,7 @@ def test_the_job_runs_the_shard_runner_with_chirp_around_the_payload():
     assert submit.expand("executable") == "/usr/bin/env"
     assert submit.expand("transfer_executable") == "false"
     assert expand(submit, "arguments", 4) == (
-        '"hpscan shard-run shard-004.json --out . --channel chirp -- dl1 train-shard"'
+        '"hpscan shard-run shard-004.json --out . --channel htcondor -- dl1 train-shard"'
     )
 
 
@@ -195,7 +195,7 @@ def test_a_scan_without_uid_cannot_be_tagged():
 def test_a_kubernetes_site_is_refused():
     spec = make_spec()
     site = Site(name="k8s", kubernetes={})
-    with pytest.raises(BackendError, match="no htcondor block"):
+    with pytest.raises(BackendError, match="not an htcondor site"):
         submit_description(SCAN, spec, site, list(plan("dl1", spec).shard_files()), FOLDER)
 
 

@@ -10,14 +10,13 @@ from hpscan.backends.kubernetes import (
     job_manifest,
     job_name,
     payload_rbac,
-    record_patch,
-    records_of,
     results_configmap_name,
     shard_configmap,
     shard_state,
 )
-from hpscan.manifest import load_scan
-from hpscan.planning import plan
+from hpscan.core.manifest import load_scan
+from hpscan.job.configmap import CONFIGMAP_ENV, record_patch, records_of
+from hpscan.core.planning import plan
 
 SCAN = load_scan(Path("examples/dl1-seed-scan.yaml"))
 REF = ScanRef(name="dl1-seed-scan", namespace="physics", uid="1234")
@@ -42,7 +41,9 @@ def test_job_is_owned_labelled_and_runs_the_payload_through_the_shard_runner():
     assert job["metadata"]["labels"]["hpscan.io/shard"] == "3"
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:2] == ["hpscan", "shard-run"]
-    assert command[command.index("--configmap") + 1] == results_configmap_name("dl1-seed-scan", 3)
+    assert command[command.index("--channel") + 1] == "kubernetes"
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[CONFIGMAP_ENV] == results_configmap_name("dl1-seed-scan", 3)
     assert command[command.index("--") + 1 :] == ["dl1", "train-shard"]
 
 
@@ -130,4 +131,4 @@ def test_records_round_trip_through_a_configmap_patch():
     )
     data = record_patch([record])["data"]
     assert list(data) == [combo.id]
-    assert records_of({"data": {**data, "junk": "{not json"}}) == [record]
+    assert records_of({**data, "junk": "{not json"}) == ([record], 1)

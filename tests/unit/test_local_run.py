@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from hpscan.api.spec import HPScan
 from hpscan.api.status import ScanPhase
 from hpscan.cli import app
-from hpscan.planning import plan
-from hpscan.runner import Machine, RunError, plan_resources, run_scan
+from hpscan.core.planning import plan
+from hpscan.local_scan import Machine, RunError, plan_resources, run_scan
 
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
 CPU_ONLY = Machine(cpus=2, gpus=[])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hpscan.cli import app
 from hpscan.errors import ManifestError
-from hpscan.manifest import check_file, load_scan
+from hpscan.core.manifest import check_file, load_scan
 
 SEED = Path("examples/dl1-seed-scan.yaml")
 runner = CliRunner()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hpscan.api.spec import HPScanSpec
 from hpscan.errors import PlanningError
-from hpscan.planning import MAX_COMBINATIONS, axis_values, plan, position_of
+from hpscan.core.planning import MAX_COMBINATIONS, axis_values, plan, position_of
 
 
 def make_spec(parameters: list[dict], sharding: dict | None = None, sampling: dict | None = None) -> HPScanSpec:
@@ -54,7 +54,7 @@ def test_grid_is_the_cartesian_product_in_order():
 
 
 def test_seed_scan_gives_800_distinct_combinations_in_10_shards_of_80():
-    from hpscan.manifest import load_scan
+    from hpscan.core.manifest import load_scan
 
     scan = load_scan(__import__("pathlib").Path("examples/dl1-seed-scan.yaml"))
     planned = plan(scan.metadata.name, scan.spec)

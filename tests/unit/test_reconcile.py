@@ -11,8 +11,8 @@ from hpscan.api.contract import ResultRecord
 from hpscan.api.status import ShardPhase, ShardStatus
 from hpscan.backends.base import Backend
 from hpscan.controller.reconcile import reconcile_scan
-from hpscan.manifest import load_scan
-from hpscan.planning import plan
+from hpscan.core.manifest import load_scan
+from hpscan.core.planning import plan
 
 
 class MemoryBackend(Backend):

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
-from hpscan.planning import plan
-from hpscan.results import aggregate, parse_records
+from hpscan.core.planning import plan
+from hpscan.api.contract import parse_records
+from hpscan.core.results import aggregate
 
 
 def make_plan(n: int = 40, goal: str = "minimize", top_k: int = 5, shards: int = 4):
@@ -109,7 +110,7 @@ def test_unreadable_lines_are_reported_and_the_rest_kept():
 
 
 def test_a_scan_of_100000_combinations_keeps_a_small_summary_and_status():
-    from hpscan.status import build_status
+    from hpscan.core.summary import build_status
 
     spec = HPScanSpec.model_validate(
         {

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
-from hpscan.planning import plan
-from hpscan.results import aggregate
-from hpscan.status import build_status
+from hpscan.core.planning import plan
+from hpscan.core.results import aggregate
+from hpscan.core.summary import build_status
 
 SPEC = HPScanSpec.model_validate(
     {"parameters": [{"name": "x", "values": [1, 2, 3, 4, 5, 6]}], "sharding": {"shards": 3}, "payload": {"image": "p"}}

@@ -7,16 +7,32 @@ A payload reads ``ShardFile`` from a JSON file and appends one ``ResultRecord`` 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpscan.api.common import CamelModel
 
 ParameterValue = int | float | str | bool
 """One coordinate of a combination: what a parameter axis can hold."""
+
+RESULTS_FILE = "results.jsonl"
+"""The file in its output folder a payload appends one record per line to."""
+
+
+def shard_name(shard: int) -> str:
+    """``shard-NNN``: how a shard is named everywhere (files, folders, Jobs, ConfigMaps)."""
+    return f"shard-{shard:03d}"
+
+
+def shard_file_name(shard: int) -> str:
+    """``shard-NNN.json``: the file name of a shard file."""
+    return f"{shard_name(shard)}.json"
 
 
 class PayloadExit(IntEnum):
@@ -24,6 +40,8 @@ class PayloadExit(IntEnum):
 
     OK = 0
     """The shard ran; single combinations may have failed (their records say so)."""
+    INVALID_INPUT = 2
+    """The shard file, settings or data are wrong: retrying will not help."""
     GPU_UNAVAILABLE = 3
     """The shard requires a GPU and none is usable: nothing was trained."""
 
@@ -101,3 +119,38 @@ class ResultRecord(CamelModel):
             return None
         value = self.metrics.get(objective.metric)
         return value if value is not None and value == value else None  # NaN never wins
+
+
+@dataclass(frozen=True)
+class LineProblem:
+    """A line of results that could not be read as a record."""
+
+    line: int
+    reason: str
+
+
+def parse_record(line: str | bytes) -> ResultRecord:
+    """One JSON line -> a record. Raises ValueError whose message says what is wrong (not JSON, or which field)."""
+    try:
+        return ResultRecord.model_validate(json.loads(line))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error.msg})") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise ValueError(f"{where}: {first['msg']}") from None
+
+
+def parse_records(lines: Iterable[str | bytes]) -> tuple[list[ResultRecord], list[LineProblem]]:
+    """JSON lines -> records; unreadable lines are reported with their number, never fatal (what was recorded
+    stays). The one parser of results.jsonl, ConfigMap entries and chirped attributes."""
+    records: list[ResultRecord] = []
+    problems: list[LineProblem] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(parse_record(line))
+        except ValueError as error:
+            problems.append(LineProblem(number, str(error)))
+    return records, problems

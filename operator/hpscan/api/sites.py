@@ -1,12 +1,15 @@
-"""Where shards run: each site has exactly one backend block (kubernetes or htcondor)."""
+"""Where shards run: a site has a name, a weight and exactly one backend block (see hpscan.api.registry)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, GetJsonSchemaHandler, ValidationError, model_validator
+from pydantic.json_schema import JsonSchemaValue
 
 from hpscan.api.common import CamelModel, cel_rules
+
+BlockT = TypeVar("BlockT", bound=BaseModel)
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -131,30 +134,78 @@ class HTCondorSite(CamelModel):
         return self.schedd is not None or self.pool is not None
 
 
+# The backend blocks (kubernetes:, htcondor:, any backend registered in hpscan.api.registry) are the registry's,
+# so they are extra fields: validated by each backend's site model, described in the schema by the hook below.
 class Site(CamelModel):
     """One place shards run. Exactly one of the backend blocks is set."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Site name, shown per shard in the status.")
     weight: int = Field(1, ge=1, description="Relative share of the shards this site receives.")
-    kubernetes: KubernetesSite | None = Field(None, description="Run shards as Kubernetes Jobs.")
-    htcondor: HTCondorSite | None = Field(None, description="Run shards as HTCondor jobs.")
 
-    model_config = CamelModel.model_config | {
-        "json_schema_extra": cel_rules(
-            (
-                "[has(self.kubernetes), has(self.htcondor)].filter(b, b).size() == 1",
-                "a site needs exactly one backend block: kubernetes or htcondor",
-            )
-        )
-    }
+    model_config = CamelModel.model_config | {"extra": "allow"}
 
     @model_validator(mode="after")
     def _one_backend(self) -> Site:
-        if (self.kubernetes is None) == (self.htcondor is None):
-            raise ValueError("a site needs exactly one backend block: kubernetes or htcondor")
+        from hpscan.api.registry import entries
+
+        known = entries()
+        blocks = {key: value for key, value in (self.__pydantic_extra__ or {}).items() if value is not None}
+        errors: list[Any] = []
+        for key, value in blocks.items():
+            if key not in known:
+                errors.append({"type": "extra_forbidden", "loc": (key,), "input": value})
+                continue
+            try:
+                self.__pydantic_extra__[key] = known[key].site_model.model_validate(value)  # type: ignore[index]
+            except ValidationError as error:  # keep each problem's path below the block, e.g. htcondor.executable
+                errors += [_nested(key, item) for item in error.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        if len(blocks) != 1:
+            raise ValueError(f"a site needs exactly one backend block: {' or '.join(known)}")
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        from hpscan.api.registry import entries
+
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        known = entries()
+        for name, entry in known.items():
+            block = handler(entry.site_model.__pydantic_core_schema__)
+            target["properties"][name] = {**block, "description": entry.description}
+        target["additionalProperties"] = False
+        has = ", ".join(f"has(self.{name})" for name in known)
+        target["x-kubernetes-validations"] = [
+            {
+                "rule": f"[{has}].filter(b, b).size() == 1",
+                "message": f"a site needs exactly one backend block: {' or '.join(known)}",
+            }
+        ]
+        return schema
 
     @property
     def backend(self) -> str:
-        """Name of the backend that runs this site's shards."""
-        return "kubernetes" if self.kubernetes is not None else "htcondor"
+        """Name of the backend that runs this site's shards (its one block's key)."""
+        return next(iter(self.__pydantic_extra__ or {}))
+
+    @property
+    def settings(self) -> BaseModel:
+        """The site's backend block, as that backend's site model."""
+        block = (self.__pydantic_extra__ or {})[self.backend]
+        assert isinstance(block, BaseModel)
+        return block
+
+    def settings_as(self, model: type[BlockT]) -> BlockT | None:
+        """The backend block when it is a ``model`` (e.g. HTCondorSite), else None."""
+        block = self.settings
+        return block if isinstance(block, model) else None
+
+
+def _nested(key: str, item: Any) -> Any:
+    """A block's validation error as an error of the site, one level deeper (InitErrorDetails)."""
+    detail = {"type": item["type"], "loc": (key, *item["loc"]), "input": item.get("input")}
+    if item.get("ctx"):
+        detail["ctx"] = item["ctx"]
+    return detail

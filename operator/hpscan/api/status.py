@@ -32,6 +32,57 @@ class ShardPhase(StrEnum):
     SUSPENDED = "Suspended"
 
 
+ACTIVE_PHASES = frozenset({ShardPhase.PENDING, ShardPhase.RUNNING})
+"""Phases of a shard whose job exists and has not finished."""
+
+ENDED_PHASES = frozenset({ShardPhase.SUCCEEDED, ShardPhase.FAILED})
+"""Phases of a shard that is done for good (its retries are spent or it succeeded)."""
+
+TERMINAL_SCAN_PHASES = frozenset({ScanPhase.SUCCEEDED, ScanPhase.FAILED})
+"""Phases of a scan that will not change unless its spec does."""
+
+
+class Reason(StrEnum):
+    """Every CamelCase reason hpscan writes into a shard's status, a condition or an Event: one list to grep."""
+
+    # shards
+    GPU_UNAVAILABLE = "GPUUnavailable"
+    """The payload exited 3: no usable GPU. Never retried on the same site."""
+    PAYLOAD_FAILED = "PayloadFailed"
+    RETRYING = "Retrying"
+    STOPPED = "Stopped"
+    SUSPENDED = "Suspended"
+    SUSPENDED_BY_SITE = "SuspendedBySite"
+    HELD = "Held"
+    SPOOLING_INPUT = "SpoolingInput"
+    RETRIEVING_OUTPUT = "RetrievingOutput"
+    REMOVED = "Removed"
+    JOB_FAILED = "JobFailed"
+    SHARD_FAILED = "ShardFailed"
+    SHARD_TROUBLE = "ShardTrouble"
+    SCHEDULER_UNAVAILABLE = "SchedulerUnavailable"
+    # the scan's phase and conditions
+    PLANNED = "Planned"
+    SHARDS_PENDING = "ShardsPending"
+    SHARDS_RUNNING = "ShardsRunning"
+    ALL_SHARDS_SUCCEEDED = "AllShardsSucceeded"
+    ALL_SHARDS_HEALTHY = "AllShardsHealthy"
+    TOO_MANY_FAILED_COMBINATIONS = "TooManyFailedCombinations"
+    NOT_COMPLETE = "NotComplete"
+    NOT_FAILED = "NotFailed"
+    NOT_SUSPENDED = "NotSuspended"
+    # errors (hpscan.errors maps each exception type to one of these)
+    ERROR = "Error"
+    INVALID_SPEC = "InvalidSpec"
+    PLANNING_FAILED = "PlanningFailed"
+    RESULTS_UNREADABLE = "ResultsUnreadable"
+    BACKEND_ERROR = "BackendError"
+    BACKEND_UNAVAILABLE = "BackendUnavailable"
+    RUN_REFUSED = "RunRefused"
+    REPORT_FAILED = "ReportFailed"
+    CLUSTER_UNAVAILABLE = "ClusterUnavailable"
+
+
 class ConditionType(StrEnum):
     """Condition types an HPScan carries (`kubectl wait --for=condition=Complete hpscan/NAME`)."""
 

@@ -4,15 +4,16 @@ A backend starts shards, says what state each shard's job is in, hands back the 
 and stops jobs. Retrying a failed shard attempt is the backend's own business, done with the batch system's
 native mechanism (a Job's backoffLimit, HTCondor's max_retries, a loop for local processes), up to the
 `retries` it is given; it reports `attempts` and a terminal phase only when retries are spent. Which shards
-to start, when, and where is decided by the pure functions in hpscan.decisions, never here.
+to start, when, and where is decided by the pure functions in hpscan.core.decisions, never here.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.sites import Site
@@ -37,9 +38,22 @@ class ShardLaunch:
     site: Site | None
 
 
+@dataclass(frozen=True)
+class BackendContext:
+    """What the operator hands every backend factory (``create(context) -> Backend``, see hpscan.api.registry):
+    each backend takes what it needs and ignores the rest."""
+
+    instrument: Callable[[Any], Any] = lambda api_client: api_client
+    """Wraps a backend's API client so the operator counts its requests for the metrics."""
+    read_secret: Callable[[str, str, str], str] | None = None
+    """(namespace, name, key) -> the Secret's value, e.g. a site's HTCondor IDTOKEN."""
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    """The operator's environment (the chart sets e.g. HPSCAN_CONDOR_DIR)."""
+
+
 class Backend(ABC):
-    """A batch system that runs shards. Implementations: local.LocalBackend, kubernetes.KubernetesBackend,
-    htcondor.HTCondorBackend."""
+    """A batch system that runs shards. Implementations: local.LocalBackend, and one per entry of
+    hpscan.api.registry (kubernetes.KubernetesBackend, htcondor.HTCondorBackend)."""
 
     name: ClassVar[str]
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, ClassVar
 
-from hpscan.api.contract import PayloadExit, ResultRecord
+from hpscan.api.contract import RESULTS_FILE, PayloadExit, ResultRecord, shard_file_name, shard_name
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.api.status import ACTIVE_PHASES, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.errors import BackendError
-from hpscan.shardfiles import shard_file_name
-from hpscan.shardrun import RESULTS_FILE, RecordTail, payload_command
+from hpscan.job.runner import RecordTail, payload_command
 
 STOP_GRACE_SECONDS = 10.0
 
@@ -75,14 +74,14 @@ class LocalBackend(Backend):
         return self.run_dir / "shards" / shard_file_name(index)
 
     def work_dir(self, index: int) -> Path:
-        return self.run_dir / "work" / f"shard-{index:03d}"
+        return self.run_dir / "work" / shard_name(index)
 
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
         self.command = list(spec.payload.command)
         for launch in launches:
             index = launch.shard_file.shard
             job = self.jobs.get(index)
-            if job is not None and job.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
+            if job is not None and job.phase in ACTIVE_PHASES:
                 continue  # idempotent
             if job is None or job.phase == ShardPhase.SUSPENDED:
                 job = _ShardJob(
@@ -144,7 +143,7 @@ class LocalBackend(Backend):
             return
         if code == PayloadExit.GPU_UNAVAILABLE:
             # The same machine will not grow a GPU on a retry.
-            job.phase, job.reason = ShardPhase.FAILED, "GPUUnavailable"
+            job.phase, job.reason = ShardPhase.FAILED, Reason.GPU_UNAVAILABLE
             job.message = _last_line(job.work_dir / "payload.log") or "the payload found no usable GPU"
             return
         if code == PayloadExit.OK:
@@ -153,9 +152,9 @@ class LocalBackend(Backend):
             why = f"exit code {code}: {_last_line(job.work_dir / 'payload.log')}"
         if job.attempts <= self.retries:
             self._start(job)
-            job.reason, job.message = "Retrying", f"attempt {job.attempts - 1} failed ({why})"
+            job.reason, job.message = Reason.RETRYING, f"attempt {job.attempts - 1} failed ({why})"
         else:
-            job.phase, job.reason, job.message = ShardPhase.FAILED, "PayloadFailed", why
+            job.phase, job.reason, job.message = ShardPhase.FAILED, Reason.PAYLOAD_FAILED, why
 
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         states = {}
@@ -201,4 +200,8 @@ class LocalBackend(Backend):
                 job.process.wait()
             self._collect(job)
             self._release(job)
-            job.phase, job.reason, job.message = ShardPhase.SUSPENDED, "Stopped", "stopped; recorded results are kept"
+            job.phase, job.reason, job.message = (
+                ShardPhase.SUSPENDED,
+                Reason.STOPPED,
+                "stopped; recorded results are kept",
+            )

@@ -31,7 +31,7 @@ class OperatorDefaults(CamelModel):
         node = KubernetesSite(
             node_selector=self.node_selector, tolerations=self.tolerations, gpu_resource_name=self.gpu_resource_name
         )
-        return [Site(name="default", kubernetes=node)]
+        return [Site.model_validate({"name": "default", "kubernetes": node})]
 
 
 def load_defaults(path: str | None = None) -> OperatorDefaults:

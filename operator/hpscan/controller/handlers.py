@@ -1,30 +1,44 @@
 """kopf handlers, kept thin: fetch, call reconcile_scan, patch the status, post events.
 
-One timer per HPScan reconciles every few seconds (live results reach the status within that interval);
-the backends are created once at startup and shared. kopf's bookkeeping uses hpscan.io names, never kopf's
-defaults, so other kopf operators on the cluster never mistake our objects for theirs (and vice versa).
+One timer per HPScan reconciles every few seconds (live results reach the status within that interval). The
+operator's state lives in kopf's memo (``memo.hpscan``, an OperatorState), never in module globals: the
+backends, built once at startup from hpscan.api.registry, the site defaults, and each scan's records so far.
+kopf's bookkeeping uses hpscan.io names, never kopf's defaults, so other kopf operators on the cluster never
+mistake our objects for theirs (and vice versa).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-import os
 from collections import Counter
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from kubernetes import client
 
+from hpscan.api import registry
 from hpscan.api.spec import GROUP, PLURAL, VERSION
-from hpscan.backends.base import Backend
+from hpscan.backends.base import Backend, BackendContext
 from hpscan.controller import metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
-from hpscan.results import Aggregate
+from hpscan.core.results import Aggregate
 
 RECONCILE_SECONDS = 2.0
+FINALIZER = "hpscan.io/finalizer"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OperatorState:
+    """What the handlers share, kept in ``memo.hpscan``."""
+
+    backends: dict[str, Backend] = field(default_factory=dict)
+    defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
+    aggregates: dict[str, Aggregate] = field(default_factory=dict)
+    """Each scan's plan and records so far, by uid."""
 
 
 class _QuietTimer(logging.Filter):
@@ -34,16 +48,33 @@ class _QuietTimer(logging.Filter):
         return not record.getMessage().startswith("Timer 'reconcile' succeeded")
 
 
-FINALIZER = "hpscan.io/finalizer"
+def read_secret(namespace: str, name: str, key: str) -> str:
+    """A key of a Secret in a scan's namespace (e.g. a site's HTCondor IDTOKEN)."""
+    secret = client.CoreV1Api().read_namespaced_secret(name, namespace)
+    return base64.b64decode((secret.data or {})[key]).decode()
 
-BACKENDS: dict[str, Backend] = {}
-DEFAULTS = OperatorDefaults()
-MEMORY: dict[str, Aggregate] = {}
-"""Each scan's plan and records so far, by uid."""
+
+def build_backends(context: BackendContext) -> dict[str, Backend]:
+    """One backend per registry entry whose client library is installed; a missing one is logged, and scans
+    whose sites need it are refused with a clear condition (reconcile_scan's BackendUnavailable)."""
+    backends = {}
+    for name in registry.entries():
+        try:
+            backends[name] = registry.resolve(name, "factory")(context)
+        except registry.RegistryError as error:
+            log.info("%s: its sites are refused", error)
+    return backends
+
+
+def state_of(memo: Any) -> OperatorState:
+    state = getattr(memo, "hpscan", None)
+    if state is None:  # handlers called before startup (tests) or a memo of another operator
+        state = memo.hpscan = OperatorState()
+    return state
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hpscan.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -53,41 +84,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     logging.getLogger("kopf.objects").addFilter(_QuietTimer())
     settings.watching.server_timeout = 60
     settings.execution.max_workers = 8
-    if "kubernetes" not in BACKENDS:
-        from hpscan.backends.kubernetes import SUBMIT_THREADS, KubernetesBackend, load_client_config
-
-        load_client_config()
-        configuration = client.Configuration.get_default_copy()
-        configuration.connection_pool_maxsize = SUBMIT_THREADS  # one kept-alive connection per submitting thread
-        BACKENDS["kubernetes"] = KubernetesBackend(metrics.count_api_requests(client.ApiClient(configuration)))
-    if "htcondor" not in BACKENDS:
-        add_htcondor_backend()
-    global DEFAULTS
-    DEFAULTS = load_defaults()
-
-
-def add_htcondor_backend() -> None:
-    """The HTCondor backend, when the bindings are installed (the `condor` extra); its sandboxes live in
-    HPSCAN_CONDOR_DIR (an emptyDir or a volume in the operator's pod)."""
-    try:
-        from hpscan.backends.htcondor import HTCondorBackend
-    except ImportError:
-        logging.getLogger(__name__).info("htcondor2 bindings not installed: htcondor sites are refused")
-        return
-
-    def read_secret(namespace: str, name: str, key: str) -> str:
-        secret = client.CoreV1Api().read_namespaced_secret(name, namespace)
-        return base64.b64decode((secret.data or {})[key]).decode()
-
-    BACKENDS["htcondor"] = HTCondorBackend(
-        Path(os.environ.get("HPSCAN_CONDOR_DIR", "/var/lib/hpscan/condor")), read_secret=read_secret
-    )
+    state = state_of(memo)
+    context = BackendContext(instrument=metrics.count_api_requests, read_secret=read_secret)
+    state.backends = {**build_backends(context), **state.backends}  # backends given in the memo win (tests)
+    state.defaults = load_defaults()
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
-def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    state = state_of(memo)
     with metrics.timed_reconcile():
-        outcome = reconcile_scan(body, BACKENDS, MEMORY, DEFAULTS.default_sites())
+        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults.default_sites())
     if outcome.status is not None:
         status = outcome.status
         patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
@@ -102,11 +109,12 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def forget(body: kopf.Body, **_: Any) -> None:
+def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Owned Jobs, ConfigMaps and RBAC go by garbage collection; other backends release their jobs here
     (an error, e.g. a schedd that does not answer, makes kopf retry before the finalizer goes)."""
+    state = state_of(memo)
     ref = scan_ref(body)
-    for backend in BACKENDS.values():
+    for backend in state.backends.values():
         backend.forget(ref)
-    MEMORY.pop(ref.uid, None)
+    state.aggregates.pop(ref.uid, None)
     metrics.forget_scan(ref.uid)

@@ -1,6 +1,5 @@
-"""One reconcile step for one HPScan: read the backends, decide, act, and say what the status should be.
-
-Everything here is plain data in, plain data out, except the backend calls; kopf never appears.
+"""One reconcile of one HPScan: read its body, run one hpscan.engine step, and say what the status and Events
+should be. Plain data in, plain data out, except the backend calls; kopf never appears.
 """
 
 from __future__ import annotations
@@ -14,13 +13,12 @@ from pydantic import ValidationError
 
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
-from hpscan.api.status import Condition, HPScanStatus, ScanPhase, ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, ScanRef, ShardLaunch
-from hpscan.decisions import assign_sites, decide
+from hpscan.api.status import TERMINAL_SCAN_PHASES, Condition, HPScanStatus, Reason, ScanPhase, ShardPhase
+from hpscan.backends.base import Backend, ScanRef
+from hpscan.core.planning import plan
+from hpscan.core.results import Aggregate
+from hpscan.engine import place, step
 from hpscan.errors import HPScanError
-from hpscan.planning import Plan, plan
-from hpscan.results import Aggregate
-from hpscan.status import TERMINAL, build_status
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ def events_between(before: HPScanStatus | None, after: HPScanStatus) -> list[Eve
         if shard.phase == ShardPhase.FAILED and shard.index not in failed_before:
             where = f" on site {shard.site}" if shard.site else ""
             events.append(
-                Event("Warning", shard.reason or "ShardFailed", f"shard {shard.index}{where}: {shard.message}")
+                Event("Warning", shard.reason or Reason.SHARD_FAILED, f"shard {shard.index}{where}: {shard.message}")
             )
     return events
 
@@ -78,8 +76,8 @@ def invalid_spec_status(message: str, generation: int | None) -> HPScanStatus:
         message=message,
         observed_generation=generation,
         conditions=[
-            Condition(type="Failed", status="True", reason="InvalidSpec", message=message[:512]),
-            Condition(type="Complete", status="False", reason="NotComplete"),
+            Condition(type="Failed", status="True", reason=Reason.INVALID_SPEC, message=message[:512]),
+            Condition(type="Complete", status="False", reason=Reason.NOT_COMPLETE),
         ],
     )
 
@@ -91,39 +89,6 @@ def degraded(before: HPScanStatus | None, reason: str, message: str, generation:
     now = datetime.now(UTC)
     trouble = Condition(type="Degraded", status="True", reason=reason, message=message[:512], last_transition_time=now)
     return status.model_copy(update={"conditions": [*kept, trouble], "message": message})
-
-
-def _step(
-    ref: ScanRef,
-    scan: HPScan,
-    planned: Plan,
-    agg: Aggregate,
-    used: Mapping[str, Backend],
-    backend_of: Mapping[int, str],
-    sites: Mapping[int, Site | None],
-) -> dict[int, ShardStatus]:
-    """Read every backend into `agg`, decide, and act: submit what may start, stop what must stop."""
-    spec = scan.spec
-    states: dict[int, ShardStatus] = {}
-    for backend in used.values():
-        backend.track(ref, spec)
-        states.update(backend.poll(ref))
-        agg.extend(backend.fetch_records(ref))
-    decision = decide(spec, planned.shard_count, states)
-    for name, backend in used.items():
-        stop = [i for i in decision.stop if backend_of[i] == name]
-        if stop:
-            backend.cancel(ref, stop)
-        start = [i for i in decision.start if backend_of[i] == name]
-        if start:
-            backend.prepare(ref, spec, planned.shard_count)
-            backend.submit(ref, spec, [ShardLaunch(planned.shard_file(i), sites[i]) for i in start])
-    for i in decision.start:  # just submitted: Pending until the backend reports otherwise
-        site = sites[i]
-        states.setdefault(i, ShardStatus(index=i, site=site.name if site is not None else None))
-    for i in decision.stop:
-        states[i] = states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
-    return states
 
 
 def reconcile_scan(
@@ -140,7 +105,7 @@ def reconcile_scan(
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     before = previous_status(body)
-    if before is not None and before.phase in TERMINAL and before.observed_generation == generation:
+    if before is not None and before.phase in TERMINAL_SCAN_PHASES and before.observed_generation == generation:
         return Outcome(status=None)  # finished, and the spec did not change since
     try:
         scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
@@ -155,31 +120,24 @@ def reconcile_scan(
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         status = invalid_spec_status(f"{where}: {first['msg']}", generation)
-        return Outcome(status, [Event("Warning", "InvalidSpec", status.message or "")] if before is None else [])
+        return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, status.message or "")] if before is None else [])
     except HPScanError as error:
         status = invalid_spec_status(str(error), generation)
         return Outcome(status, [Event("Warning", error.reason, str(error))] if before is None else [])
 
     ref = scan_ref(body)
     spec = scan.spec
-    sites = assign_sites(planned.shard_count, spec.sites or default_sites or [])
-    backend_of = {i: (site.backend if site is not None else "kubernetes") for i, site in sites.items()}
-    used = {name: backends[name] for name in sorted(set(backend_of.values())) if name in backends}
-    missing = sorted(set(backend_of.values()) - set(backends))
+    placement = place(planned.shard_count, spec.sites or default_sites or [], default_backend="kubernetes")
+    missing = sorted({p.backend for p in placement.values()} - set(backends))
     if missing:
-        status = invalid_spec_status(f"no {' or '.join(missing)} backend is configured in this operator", generation)
-        return Outcome(status, [Event("Warning", "BackendUnavailable", status.message or "")])
+        message = f"no {' or '.join(missing)} backend is configured in this operator"
+        status = invalid_spec_status(message, generation)
+        return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
     try:
-        states = _step(ref, scan, planned, agg, used, backend_of, sites)
+        result = step(ref, spec, agg, backends, placement, previous=before, generation=generation)
     except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
         events = [] if known else [Event("Warning", error.reason, str(error))]
         return Outcome(degraded(before, error.reason, str(error), generation), events)
-    status = build_status(planned, agg, states, suspend=spec.suspend, previous=before, generation=generation)
-    if status.phase in TERMINAL:
-        for name, backend in used.items():  # e.g. too many failed combinations: stop what still runs
-            active = [s.index for s in status.shards if s.phase in {ShardPhase.RUNNING, ShardPhase.PENDING}]
-            if active:
-                backend.cancel(ref, [i for i in active if backend_of[i] == name])
-    return Outcome(status, events_between(before, status))
+    return Outcome(result.status, events_between(before, result.status))

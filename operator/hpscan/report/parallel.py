@@ -17,7 +17,7 @@ from typing import Literal
 
 from hpscan.api.contract import ParameterValue
 from hpscan.api.spec import Parameter
-from hpscan.planning import axis_size, axis_values
+from hpscan.core.planning import axis_size, axis_values
 from hpscan.report.rundir import ScanRun
 
 AxisKind = Literal["categorical", "linear", "log"]

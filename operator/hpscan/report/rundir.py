@@ -8,13 +8,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hpscan.api.contract import ResultRecord
+from hpscan.api.contract import LineProblem, ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.api.status import HPScanStatus
+from hpscan.core.manifest import load_scan
+from hpscan.core.planning import Plan, plan, position_of
+from hpscan.core.results import aggregate, read_records
 from hpscan.errors import HPScanError
-from hpscan.manifest import load_scan
-from hpscan.planning import Plan, plan, position_of
-from hpscan.results import LineProblem, aggregate, read_records
 
 
 class ReportError(HPScanError):

@@ -1,4 +1,4 @@
-"""Plan + records + shard states -> the HPScan status. Pure: every backend and the local runner call this."""
+"""Plan + records + shard states -> the HPScan status (phase, counts, best, per-shard progress, conditions). Pure."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from hpscan.api.status import (
+    TERMINAL_SCAN_PHASES,
     Condition,
     ConditionType,
     Counts,
     HPScanStatus,
+    Reason,
     ScanPhase,
     ShardPhase,
     ShardStatus,
 )
-from hpscan.planning import Plan
-from hpscan.results import Aggregate
-
-TERMINAL = {ScanPhase.SUCCEEDED, ScanPhase.FAILED}
+from hpscan.core.decisions import decide_phase
+from hpscan.core.planning import Plan
+from hpscan.core.results import Aggregate
 
 
 def shard_statuses(plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardStatus]) -> list[ShardStatus]:
@@ -38,30 +39,6 @@ def shard_statuses(plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardS
     return out
 
 
-def decide_phase(plan: Plan, agg: Aggregate, shards: list[ShardStatus], suspend: bool) -> tuple[ScanPhase, str, str]:
-    """The scan's phase, with a CamelCase reason and a one-line message."""
-    limit = plan.spec.failure_policy.max_failed_combinations
-    if limit is not None and agg.failed > limit:
-        return ScanPhase.FAILED, "TooManyFailedCombinations", f"{agg.failed} combinations failed, more than {limit}"
-    failed = [s for s in shards if s.phase == ShardPhase.FAILED]
-    ended = all(s.phase in {ShardPhase.SUCCEEDED, ShardPhase.FAILED} for s in shards)
-    if failed and ended:
-        # A failed shard does not stop the others: their results are worth having. The scan fails when all ended.
-        first = failed[0]
-        reason = first.reason or "ShardFailed"
-        where = f" on site {first.site}" if first.site else ""
-        detail = f": {first.message}" if first.message else ""
-        return ScanPhase.FAILED, reason, f"{len(failed)} shard(s) failed for good; shard {first.index}{where}{detail}"
-    if ended:
-        return ScanPhase.SUCCEEDED, "AllShardsSucceeded", f"{agg.succeeded} of {plan.total} combinations succeeded"
-    if suspend:
-        return ScanPhase.SUSPENDED, "Suspended", "spec.suspend is true; recorded results are kept"
-    if any(s.phase in {ShardPhase.RUNNING, ShardPhase.SUCCEEDED} for s in shards) or agg.recorded:
-        running = sum(s.phase == ShardPhase.RUNNING for s in shards)
-        return ScanPhase.RUNNING, "ShardsRunning", f"{running} of {plan.shard_count} shards running"
-    return ScanPhase.PENDING, "ShardsPending", "waiting for shards to start"
-
-
 def _conditions(
     phase: ScanPhase,
     reason: str,
@@ -73,26 +50,26 @@ def _conditions(
 ) -> list[Condition]:
     degraded = [s for s in shards if s.reason and s.phase != ShardPhase.SUCCEEDED]
     wanted = {
-        ConditionType.PLANNED: (True, "Planned", ""),
+        ConditionType.PLANNED: (True, Reason.PLANNED, ""),
         ConditionType.RUNNING: (phase == ScanPhase.RUNNING, reason, message if phase == ScanPhase.RUNNING else ""),
         ConditionType.COMPLETE: (
             phase == ScanPhase.SUCCEEDED,
-            reason if phase == ScanPhase.SUCCEEDED else "NotComplete",
+            reason if phase == ScanPhase.SUCCEEDED else Reason.NOT_COMPLETE,
             "",
         ),
         ConditionType.FAILED: (
             phase == ScanPhase.FAILED,
-            reason if phase == ScanPhase.FAILED else "NotFailed",
+            reason if phase == ScanPhase.FAILED else Reason.NOT_FAILED,
             message if phase == ScanPhase.FAILED else "",
         ),
         ConditionType.SUSPENDED: (
             phase == ScanPhase.SUSPENDED,
-            "Suspended" if phase == ScanPhase.SUSPENDED else "NotSuspended",
+            Reason.SUSPENDED if phase == ScanPhase.SUSPENDED else Reason.NOT_SUSPENDED,
             "",
         ),
         ConditionType.DEGRADED: (
             bool(degraded),
-            degraded[0].reason or "ShardTrouble" if degraded else "AllShardsHealthy",
+            degraded[0].reason or Reason.SHARD_TROUBLE if degraded else Reason.ALL_SHARDS_HEALTHY,
             "; ".join(
                 f"shard {s.index}{' on ' + s.site if s.site else ''}: {s.message or s.reason}" for s in degraded[:3]
             ),
@@ -134,8 +111,8 @@ def build_status(
     running = sum(s.total - s.done for s in shards if s.phase == ShardPhase.RUNNING)
     previous_status = previous or HPScanStatus()
     started = previous_status.start_time or (now if phase != ScanPhase.PENDING else None)
-    completed = previous_status.completion_time or (now if phase in TERMINAL else None)
-    if phase not in TERMINAL:
+    completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
+    if phase not in TERMINAL_SCAN_PHASES:
         completed = None
     if agg.foreign:
         message += f"; {agg.foreign} records ignored (not of this plan)"

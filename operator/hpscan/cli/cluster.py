@@ -14,10 +14,12 @@ import typer
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import GROUP, PLURAL, VERSION, HPScan
 from hpscan.api.status import HPScanStatus
-from hpscan.cli import command, out
+from hpscan.cli.output import Commands, out
+from hpscan.core.planning import plan
+from hpscan.core.results import aggregate, read_records
 from hpscan.errors import HPScanError
-from hpscan.planning import plan
-from hpscan.results import aggregate, read_records
+
+commands = Commands()
 
 
 class ClusterError(HPScanError):
@@ -27,7 +29,7 @@ class ClusterError(HPScanError):
     reason = "ClusterUnavailable"
 
 
-@command("operator")
+@commands("operator")
 def operator(
     namespace: Annotated[
         list[str] | None, typer.Option("--namespace", "-n", help="Watch these namespaces (repeat); all when none.")
@@ -128,7 +130,7 @@ def _records(name: str, namespace: str, context: str | None) -> tuple[list[Resul
     return sorted(unique.values(), key=lambda r: r.id), HPScanStatus.model_validate(raw) if raw else None
 
 
-@command("results")
+@commands("results")
 def results(
     name: Annotated[str, typer.Argument(help="HPScan name on the cluster, or a local run folder.")],
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the HPScan.")] = "default",
@@ -156,7 +158,7 @@ def results(
         raise typer.BadParameter(f"unknown output {output!r}: jsonl or csv")
 
 
-@command("status")
+@commands("status")
 def status(
     name: Annotated[str, typer.Argument(help="HPScan name on the cluster, or a local run folder.")],
     namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the HPScan.")] = "default",

@@ -1,5 +1,5 @@
-"""`hpscan run`: a whole scan on this machine through the local backend. The imperative shell around the
-pure planner, aggregator and decisions; the terminal display is an observer given by the CLI.
+"""`hpscan run`: a whole scan on this machine, as local processes. The shell around hpscan.engine.step that keeps
+the scan's state in a run folder; the terminal display is an observer given by the CLI.
 
 Run folder layout (the same files the report and `hpscan results` read):
   scan.yaml        the manifest as run (a later run into the same folder must be the same scan)
@@ -22,24 +22,24 @@ from typing import Protocol
 
 import yaml
 
-from hpscan.api.contract import ResultRecord
+from hpscan.api.contract import RESULTS_FILE, ResultRecord
 from hpscan.api.spec import HPScan
-from hpscan.api.status import HPScanStatus, ScanPhase, ShardPhase, ShardStatus
-from hpscan.backends.base import ScanRef, ShardLaunch
+from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus, Reason, ScanPhase, ShardPhase, ShardStatus
+from hpscan.backends.base import ScanRef
 from hpscan.backends.local import LocalBackend
-from hpscan.decisions import decide
+from hpscan.core.planning import Plan, plan
+from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_records
+from hpscan.core.shardfiles import write_shard_files
+from hpscan.core.summary import build_status
+from hpscan.engine import Placement, step
 from hpscan.errors import HPScanError
-from hpscan.planning import Plan, plan
-from hpscan.results import Aggregate, aggregate, iter_record_lines, read_records
-from hpscan.shardfiles import write_shard_files
-from hpscan.status import TERMINAL, build_status
 
 
 class RunError(HPScanError):
     """A local run that cannot start (e.g. a GPU is required and none is here, or the folder holds another scan)."""
 
     exit_code = 2
-    reason = "RunRefused"
+    reason = Reason.RUN_REFUSED
 
 
 class RunObserver(Protocol):
@@ -142,7 +142,7 @@ def run_scan(
     planned = plan(scan.metadata.name, scan.spec)
     resources = plan_resources(scan, planned, machine or detect_machine(), workers)
     prepare_run_dir(scan, planned, run_dir)
-    results_path = run_dir / "results.jsonl"
+    results_path = run_dir / RESULTS_FILE
     records, _problems = read_records(results_path)
     agg = aggregate(planned, records)
 
@@ -161,27 +161,22 @@ def run_scan(
     )
     ref = ScanRef(name=scan.metadata.name, namespace="local")
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})
+    placement = {i: Placement(LocalBackend.name, None) for i in range(planned.shard_count)}
     observer.started(planned, agg, resources.workers)
     status = build_status(planned, agg, finished)
     try:
         with results_path.open("a", encoding="utf-8") as results:
             while True:
-                states = {**finished, **backend.poll(ref)}
-                decision = decide(spec, planned.shard_count, states)
-                if decision.start:
-                    launches = [ShardLaunch(planned.shard_file(i), None) for i in decision.start]
-                    backend.submit(ref, spec, launches)
-                    states = {**finished, **backend.poll(ref)}
-                for record in backend.fetch_records(ref):
-                    if agg.add(record):
-                        results.writelines(iter_record_lines([record]))
-                        results.flush()
-                        observer.recorded(record, agg)
-                status = build_status(planned, agg, states, previous=status)
+                result = step(ref, spec, agg, {LocalBackend.name: backend}, placement, known=finished, previous=status)
+                status = result.status
+                for record in result.new_records:
+                    results.writelines(iter_record_lines([record]))
+                    results.flush()
+                    observer.recorded(record, agg)
                 write_status(run_dir, status)
                 observer.updated(status)
-                if status.phase in TERMINAL or should_stop():
-                    backend.cancel(ref)  # e.g. too many failed combinations: stop what still runs
+                if status.phase in TERMINAL_SCAN_PHASES or should_stop():
+                    backend.cancel(ref)
                     break
                 time.sleep(poll_seconds)
     except KeyboardInterrupt:
@@ -194,7 +189,7 @@ def run_scan(
         status = status.model_copy(
             update={"message": "interrupted; run the same command again to resume (nothing recorded is lost)"}
         )
-        if status.phase not in TERMINAL:
+        if status.phase not in TERMINAL_SCAN_PHASES:
             status = status.model_copy(update={"phase": ScanPhase.SUSPENDED})
         write_status(run_dir, status)
         raise

@@ -1,4 +1,4 @@
-"""`hpscan run` and `hpscan shard-run`: a scan on this machine, and the runner around one payload process."""
+"""`hpscan run`: a whole scan on this machine, with live progress (rich bars on a terminal, lines otherwise)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from rich.progress import (
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.status import HPScanStatus, ScanPhase
-from hpscan.cli import command, err, out
-from hpscan.manifest import load_scan
-from hpscan.planning import Plan
-from hpscan.results import Aggregate
-from hpscan.runner import run_scan
-from hpscan.shardrun import LiveChannel, StdoutChannel, run_shard
+from hpscan.cli.output import Commands, err, out
+from hpscan.core.manifest import load_scan
+from hpscan.core.planning import Plan
+from hpscan.core.results import Aggregate
+from hpscan.local_scan import run_scan
+
+commands = Commands()
 
 
 def _value(value: float | None) -> str:
@@ -146,7 +147,7 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
     out.print(f"results: {run_dir}/results.jsonl, status: {run_dir}/status.json", highlight=False)
 
 
-@command("run")
+@commands("run")
 def run(
     file: Annotated[Path, typer.Argument(help="An HPScan manifest.")],
     out_dir: Annotated[
@@ -183,36 +184,3 @@ def run(
         out.print(f"report: {where}", highlight=False)
     if status.phase != ScanPhase.SUCCEEDED:
         raise typer.Exit(1)
-
-
-@command("shard-run")
-def shard_run(
-    shard_file: Annotated[Path, typer.Argument(help="The shard file the payload reads.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (results.jsonl).")],
-    payload: Annotated[list[str], typer.Argument(help="The payload command, after --, e.g. -- dl1 train-shard.")],
-    channel: Annotated[
-        str, typer.Option("--channel", help="Where records go live: stdout, kubernetes (a ConfigMap) or chirp.")
-    ] = "stdout",
-    configmap: Annotated[
-        str | None, typer.Option("--configmap", help="The results ConfigMap (with --channel kubernetes).")
-    ] = None,
-) -> None:
-    """Run a payload on one shard file, publishing each record as it is written (used inside shard jobs)."""
-    live: LiveChannel
-    if channel == "stdout":
-        live = StdoutChannel()
-    elif channel == "kubernetes":
-        import os
-
-        from hpscan.backends.kubernetes import ConfigMapChannel
-
-        if not configmap:
-            raise typer.BadParameter("--channel kubernetes needs --configmap NAME")
-        live = ConfigMapChannel(configmap, os.environ.get("HPSCAN_NAMESPACE", "default"))
-    elif channel == "chirp":
-        from hpscan.backends.htcondor import chirp_channel
-
-        live = chirp_channel(shard_file)
-    else:
-        raise typer.BadParameter(f"unknown channel {channel!r}: stdout, kubernetes or chirp")
-    raise typer.Exit(run_shard(payload, shard_file, out_dir, live))

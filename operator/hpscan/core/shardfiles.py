@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpscan.api.contract import ShardFile
-from hpscan.planning import Plan
-
-
-def shard_file_name(shard: int) -> str:
-    return f"shard-{shard:03d}.json"
+from hpscan.api.contract import ShardFile, shard_file_name
+from hpscan.core.planning import Plan
 
 
 def write_shard_files(plan: Plan, folder: Path) -> list[Path]:

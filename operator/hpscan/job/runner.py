@@ -17,11 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import ValidationError
-
-from hpscan.api.contract import ResultRecord
-
-RESULTS_FILE = "results.jsonl"
+from hpscan.api.contract import RESULTS_FILE, ResultRecord, parse_records
 
 
 def payload_command(command: Sequence[str], shard_file: Path, out_dir: Path) -> list[str]:
@@ -46,14 +42,8 @@ class RecordTail:
             return []
         end = chunk.rfind(b"\n") + 1  # a line without its newline is still being written
         self.offset += end
-        records = []
-        for line in chunk[:end].splitlines():
-            if not line.strip():
-                continue
-            try:
-                records.append(ResultRecord.model_validate(json.loads(line)))
-            except (ValueError, ValidationError):
-                self.bad_lines += 1
+        records, problems = parse_records(chunk[:end].splitlines())
+        self.bad_lines += len(problems)
         return records
 
 

@@ -1,4 +1,4 @@
-"""The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard ConfigMaps.
+"""The manifests of a scan on Kubernetes, as pure functions of plain data (what KubernetesBackend sends).
 
 What a shard needs, all owned by the HPScan (deleting the scan deletes them, by garbage collection):
 - ConfigMap ``<scan>-shard-NNN``: the shard file (key shard.json, mounted read-only into the pod) and the live
@@ -9,23 +9,20 @@ What a shard needs, all owned by the HPScan (deleting the scan deletes them, by 
 - Job ``<scan>-shard-NNN``: GPU limits, node selector and tolerations from the site, restricted pod security,
   backoffLimit = spec.retries, exit code 3 (GPU unavailable) fails the Job at once (podFailurePolicy).
 Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recorded results stay).
-
-The builders are pure functions of plain data; ``KubernetesBackend`` only sends what they build.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from collections.abc import Collection
+from typing import Any
 
-from hpscan.api.contract import ResultRecord, ShardFile
+from hpscan.api.contract import PayloadExit, ShardFile, shard_name
 from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
-from hpscan.api.status import ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.backends.base import ScanRef
+from hpscan.job.configmap import CONFIGMAP_ENV, NAMESPACE_ENV, SHARD_KEY
 
 LABEL_SCAN = "hpscan.io/scan"
 LABEL_SHARD = "hpscan.io/shard"
@@ -34,10 +31,7 @@ LABEL_SITE = "hpscan.io/site"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
 SHARD_MOUNT = "/hpscan/shard"
 OUT_MOUNT = "/hpscan/out"
-SHARD_KEY = "shard.json"
-GPU_UNAVAILABLE_EXIT = 3
 CONTAINER = "payload"
-SUBMIT_THREADS = 32
 
 
 def _name(scan: str, suffix: str) -> str:
@@ -50,11 +44,11 @@ def _name(scan: str, suffix: str) -> str:
 
 
 def job_name(scan: str, shard: int) -> str:
-    return _name(scan, f"shard-{shard:03d}")
+    return _name(scan, shard_name(shard))
 
 
 def shard_configmap_name(scan: str, shard: int) -> str:
-    return _name(scan, f"shard-{shard:03d}")
+    return _name(scan, shard_name(shard))
 
 
 def results_configmap_name(scan: str, shard: int) -> str:
@@ -124,7 +118,7 @@ def payload_rbac(scan: ScanRef, shard_count: int) -> list[dict[str, Any]]:
 
 def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None) -> dict:
     """The batch/v1 Job that runs one shard on a Kubernetes site."""
-    k8s = site.kubernetes if site is not None and site.kubernetes is not None else KubernetesSite()
+    k8s = (site.settings_as(KubernetesSite) if site is not None else None) or KubernetesSite()
     resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": spec.payload.cpu, "memory": spec.payload.memory},
         "limits": {"memory": spec.payload.memory},
@@ -133,13 +127,13 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         resources["limits"][k8s.gpu_resource_name] = str(spec.gpu.count)
     command = [
         "hpscan", "shard-run", f"{SHARD_MOUNT}/{SHARD_KEY}", "--out", OUT_MOUNT,
-        "--channel", "kubernetes", "--configmap", results_configmap_name(scan.name, shard),
-        "--", *spec.payload.command,
+        "--channel", "kubernetes", "--", *spec.payload.command,
     ]  # fmt: skip
     env = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
         {"name": "HPSCAN_SCAN", "value": scan.name},
         {"name": "HPSCAN_SHARD", "value": str(shard)},
-        {"name": "HPSCAN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": CONFIGMAP_ENV, "value": results_configmap_name(scan.name, shard)},
         {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
     ]
     pod_labels = {LABEL_SCAN: scan.name, LABEL_SHARD: str(shard), LABEL_ROLE: "shard", **MANAGED_BY}
@@ -193,7 +187,11 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
             "rules": [
                 {
                     "action": "FailJob",
-                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [GPU_UNAVAILABLE_EXIT]},
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [int(PayloadExit.GPU_UNAVAILABLE)],
+                    },
                 },
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
@@ -223,12 +221,12 @@ def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> Sha
         return ShardStatus(phase=ShardPhase.SUCCEEDED, **base)
     if "Failed" in conditions:
         failed = conditions["Failed"]
-        reason = failed.get("reason") or "JobFailed"
+        reason = failed.get("reason") or Reason.JOB_FAILED
         message = failed.get("message") or ""
-        if reason == "PodFailurePolicy" and f"exit code {GPU_UNAVAILABLE_EXIT}" in message.replace(
+        if reason == "PodFailurePolicy" and f"exit code {int(PayloadExit.GPU_UNAVAILABLE)}" in message.replace(
             "exitCode", "exit code"
         ):
-            reason, message = "GPUUnavailable", f"the payload found no usable GPU ({message})"
+            reason, message = Reason.GPU_UNAVAILABLE, f"the payload found no usable GPU ({message})"
         return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:300], **base)
     if spec.get("suspend"):
         return ShardStatus(phase=ShardPhase.SUSPENDED, reason=None, **base)
@@ -236,125 +234,8 @@ def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> Sha
         retrying = (status.get("failed") or 0) > 0
         return ShardStatus(
             phase=ShardPhase.RUNNING,
-            reason="Retrying" if retrying else None,
+            reason=Reason.RETRYING if retrying else None,
             message=f"{status.get('failed')} failed attempt(s)" if retrying else None,
             **base,
         )
     return ShardStatus(phase=ShardPhase.PENDING, **base)
-
-
-def records_of(configmap: dict[str, Any]) -> list[ResultRecord]:
-    """The records a results ConfigMap holds (unreadable entries skipped: one bad key never hides the rest)."""
-    records = []
-    for key, value in (configmap.get("data") or {}).items():
-        if key == SHARD_KEY:
-            continue
-        try:
-            records.append(ResultRecord.model_validate_json(value))
-        except ValueError:
-            continue
-    return records
-
-
-def record_patch(records: Sequence[ResultRecord]) -> dict[str, Any]:
-    """The merge patch that adds records to a results ConfigMap: one key per id, so patches never conflict."""
-    return {"data": {r.id: json.dumps(r.to_wire(), separators=(",", ":")) for r in records}}
-
-
-def load_client_config() -> None:
-    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config (as kubectl does)."""
-    from kubernetes import config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-
-
-class KubernetesBackend(Backend):
-    """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
-
-    name: ClassVar[str] = "kubernetes"
-
-    def __init__(self, api_client: Any = None) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.rbac = client.RbacAuthorizationV1Api(api_client)
-
-    @staticmethod
-    def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
-        """Create, treating AlreadyExists as done (names are deterministic: a retry never duplicates)."""
-        from kubernetes.client.rest import ApiException
-
-        try:
-            create(namespace, body)
-        except ApiException as error:
-            if error.status == 409:
-                return False
-            raise
-        return True
-
-    def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """The scan's payload ServiceAccount, Role and RoleBinding."""
-        account, role, binding = payload_rbac(scan, shard_count)
-        self._create(self.core.create_namespaced_service_account, scan.namespace, account)
-        self._create(self.rbac.create_namespaced_role, scan.namespace, role)
-        self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
-
-    def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
-        # Shards are independent: send them concurrently (a 100-shard scan is 200 requests).
-        with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
-            list(pool.map(lambda launch: self._submit_one(scan, spec, launch), launches))
-
-    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch) -> None:
-        shard = launch.shard_file.shard
-        self._create(self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file))
-        created = self._create(
-            self.batch.create_namespaced_job, scan.namespace, job_manifest(scan, spec, shard, launch.site)
-        )
-        if not created:  # an existing Job: resume it if it was suspended
-            self.batch.patch_namespaced_job(job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}})
-
-    def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
-        jobs = self.batch.list_namespaced_job(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-        )
-        api = self.batch.api_client
-        states = {}
-        for job in jobs.items:
-            state = shard_state(api.sanitize_for_serialization(job))
-            states[state.index] = state
-        return states
-
-    def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        maps = self.core.list_namespaced_config_map(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-        )
-        return [record for cm in maps.items for record in records_of({"data": cm.data})]
-
-    def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
-        for index, state in self.poll(scan).items():
-            if (shards is None or index in shards) and state.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
-                self.batch.patch_namespaced_job(job_name(scan.name, index), scan.namespace, {"spec": {"suspend": True}})
-
-
-class ConfigMapChannel:
-    """The live channel inside a shard pod: merge-patches each record into the shard's results ConfigMap."""
-
-    def __init__(self, configmap: str, namespace: str, api_client: Any = None) -> None:
-        from kubernetes import client, config
-
-        if api_client is None:
-            config.load_incluster_config()
-        self.core = client.CoreV1Api(api_client)
-        self.configmap, self.namespace = configmap, namespace
-
-    def recorded(self) -> list[ResultRecord]:
-        """What earlier attempts recorded (a retried pod starts from these)."""
-        cm = self.core.read_namespaced_config_map(self.configmap, self.namespace)
-        return records_of({"data": cm.data})
-
-    def publish(self, records: list[ResultRecord]) -> None:
-        self.core.patch_namespaced_config_map(self.configmap, self.namespace, record_patch(records))

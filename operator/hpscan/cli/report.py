@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpscan.cli import command, err, out
+from hpscan.cli.output import Commands, err, out
+
+commands = Commands()
 
 
-@command("report")
+@commands("report")
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder: the --out of hpscan run (scan.yaml, results.jsonl).")],
     retrain: Annotated[

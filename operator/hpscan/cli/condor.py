@@ -11,19 +11,22 @@ from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
 from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.htcondor import HTCondorBackend, scan_uid, schedd_label
-from hpscan.cli import command, err, out
+from hpscan.backends.htcondor.schedd import condor_of
+from hpscan.cli.output import Commands, err, out
+from hpscan.core.manifest import load_scan
+from hpscan.core.planning import plan
 from hpscan.errors import BackendError
-from hpscan.manifest import load_scan
-from hpscan.planning import plan
+
+commands = Commands()
 
 
 def _pick_site(scan: HPScan, name: str | None) -> Site:
-    condor_sites = [s for s in scan.spec.sites if s.htcondor is not None]
+    condor_sites = [s for s in scan.spec.sites if s.backend == "htcondor"]
     names = ", ".join(s.name for s in condor_sites) or "none"
     if name is not None:
         for site in scan.spec.sites:
             if site.name == name:
-                if site.htcondor is None:
+                if site.backend != "htcondor":
                     raise BackendError(f"site {name!r} is not an htcondor site (htcondor sites: {names})")
                 return site
         raise BackendError(f"no site {name!r} in spec.sites (htcondor sites: {names})")
@@ -32,7 +35,7 @@ def _pick_site(scan: HPScan, name: str | None) -> Site:
     return condor_sites[0]
 
 
-@command("condor-submit")
+@commands("condor-submit")
 def condor_submit(
     file: Annotated[Path, typer.Argument(help="An HPScan manifest.")],
     site_name: Annotated[
@@ -50,7 +53,6 @@ def condor_submit(
     manifest again only submits shards that have no job."""
     scan = load_scan(file)
     site = _pick_site(scan, site_name)
-    assert site.htcondor is not None
     planned = plan(scan.metadata.name, scan.spec)
     ref = ScanRef(
         name=scan.metadata.name,
@@ -66,7 +68,7 @@ def condor_submit(
     backend.submit(ref, scan.spec, launches)
     states = backend.poll(ref)
     out.print(
-        f"{len(states)} of {planned.shard_count} shard jobs of {ref.name} are queued at {schedd_label(site.htcondor)} "
+        f"{len(states)} of {planned.shard_count} shard jobs of {ref.name} are queued at {schedd_label(condor_of(site))} "
         f"(uid {ref.uid}); sandboxes in {backend.scan_dir(ref)}/",
         highlight=False,
     )

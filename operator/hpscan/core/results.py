@@ -12,11 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from hpscan.api.contract import Objective, ResultRecord
+from hpscan.api.contract import LineProblem, Objective, ResultRecord, parse_records
 from hpscan.api.status import RankedCombination
-from hpscan.planning import Plan, position_of
+from hpscan.core.planning import Plan, position_of
 
 _NONE, _FAILED, _SUCCEEDED = 0, 1, 2
 
@@ -115,32 +113,6 @@ def aggregate(plan: Plan, records: Iterable[ResultRecord]) -> Aggregate:
     summary = Aggregate(plan)
     summary.extend(records)
     return summary
-
-
-@dataclass(frozen=True)
-class LineProblem:
-    """A line of a results file that could not be read as a record."""
-
-    line: int
-    reason: str
-
-
-def parse_records(lines: Iterable[str]) -> tuple[list[ResultRecord], list[LineProblem]]:
-    """Parse JSON lines into records; unreadable lines are reported, never fatal (what was recorded stays)."""
-    records: list[ResultRecord] = []
-    problems: list[LineProblem] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(ResultRecord.model_validate(json.loads(line)))
-        except json.JSONDecodeError as error:
-            problems.append(LineProblem(number, f"not JSON ({error.msg})"))
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "record"
-            problems.append(LineProblem(number, f"{where}: {first['msg']}"))
-    return records, problems
 
 
 def read_records(path: Path) -> tuple[list[ResultRecord], list[LineProblem]]:

@@ -1,0 +1,107 @@
+"""The backend registry: the one place that maps a backend name to its site block, its operator-side factory
+and its in-job live channel.
+
+Everything that depends on which backends exist reads this: the ``Site`` model (which blocks a site may hold,
+and the CRD's one-backend-per-site rule), the controller (which backends to construct) and ``hpscan shard-run
+--channel NAME`` (which channel a job publishes through). Factories and channels are named as ``"module:attr"``
+strings and imported on first use, so the API layer imports no backend, a payload image needs no operator
+dependency, and a backend whose client library is missing fails with one clear error when it is used.
+
+Adding a backend (Slurm, a Kueue queue, ...) is one new module plus one ``register`` call: see
+tests/unit/test_registry.py, where a toy backend is registered and driven without editing any other file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from hpscan.api.sites import HTCondorSite, KubernetesSite
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """One backend: a site's ``<name>:`` block is validated by ``site_model``; the operator builds the backend
+    with ``factory(context)``; a shard job's runner publishes records through ``channel(shard_file)``."""
+
+    name: str
+    site_model: type[BaseModel]
+    description: str
+    factory: str | Callable[..., Any]
+    """``"module:function"`` (or the function): BackendContext -> Backend, run in the operator."""
+    channel: str | Callable[..., Any]
+    """``"module:function"`` (or the function): shard file path -> LiveChannel, run inside the job."""
+    extra: str = ""
+    """The pip extra that installs the backend's client library, named in the error when it is missing."""
+
+
+class RegistryError(LookupError):
+    """A backend name that is not registered, or whose code cannot be imported."""
+
+
+_ENTRIES: dict[str, BackendEntry] = {}
+
+
+def register(entry: BackendEntry) -> BackendEntry:
+    """Add (or replace) a backend. Names are the keys of a site's backend block, so they must be lower-case."""
+    if not entry.name.isidentifier() or entry.name != entry.name.lower() or entry.name in {"name", "weight"}:
+        raise ValueError(f"backend name {entry.name!r} must be a lower-case identifier other than name/weight")
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def unregister(name: str) -> None:
+    """Remove a backend (tests register toy backends and remove them again)."""
+    _ENTRIES.pop(name, None)
+
+
+def entries() -> dict[str, BackendEntry]:
+    """Every registered backend by name, in registration order."""
+    return dict(_ENTRIES)
+
+
+def entry(name: str) -> BackendEntry:
+    try:
+        return _ENTRIES[name]
+    except KeyError:
+        raise RegistryError(f"no backend {name!r} (registered: {', '.join(_ENTRIES)})") from None
+
+
+def resolve(name: str, what: str) -> Callable[..., Any]:
+    """A backend's ``factory`` or ``channel``, imported on first use."""
+    target = getattr(entry(name), what)
+    if callable(target):
+        return target
+    module, _, attribute = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ImportError as error:
+        extra = entry(name).extra
+        hint = f": pip install 'hpscan[{extra}]'" if extra else ""
+        raise RegistryError(f"the {name} backend needs the Python package {error.name!r}{hint}") from None
+
+
+register(
+    BackendEntry(
+        name="kubernetes",
+        site_model=KubernetesSite,
+        description="Run shards as Kubernetes Jobs.",
+        factory="hpscan.backends.kubernetes:create",
+        channel="hpscan.job.configmap:open_channel",
+        extra="operator",
+    )
+)
+register(
+    BackendEntry(
+        name="htcondor",
+        site_model=HTCondorSite,
+        description="Run shards as HTCondor jobs.",
+        factory="hpscan.backends.htcondor:create",
+        channel="hpscan.job.chirp:open_channel",
+        extra="condor",
+    )
+)

@@ -1,0 +1,100 @@
+"""Job ads -> shard states (pure): phases, attempts, and the hold and remove reasons a user must see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpscan.api.contract import PayloadExit, ResultRecord
+from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.backends.htcondor.schedd import (
+    COMPLETED,
+    HELD,
+    HOLD_SPOOLING_INPUT,
+    IDLE,
+    REMOVE_REASON_PREFIX,
+    REMOVED,
+    RUNNING,
+    SHARD_ATTR,
+    SUSPENDED,
+    TOTAL_ATTR,
+    TRANSFERRING_OUTPUT,
+)
+from hpscan.job.chirp import DONE_ATTR, FAILED_ATTR, RECORDS_ATTR, chirped_records
+
+
+def attr(ad: Any, name: str, default: Any = None) -> Any:
+    """An attribute's value from a ClassAd (or a dict), evaluated; ``default`` when missing or undefined."""
+    try:
+        value = ad.eval(name) if hasattr(ad, "eval") else ad.get(name, default)
+    except (KeyError, TypeError, ValueError):
+        return default
+    if value is None or type(value).__name__ == "Value":  # classad2.Value.Undefined / Error
+        return default
+    return value
+
+
+def job_id(ad: Any) -> str:
+    return f"{attr(ad, 'ClusterId')}.{attr(ad, 'ProcId')}"
+
+
+def shard_status(ad: Any, site: str | None) -> ShardStatus:
+    """The shard state a job ad describes (phase, attempts, reason; hold and remove reasons surfaced)."""
+    status = int(attr(ad, "JobStatus", IDLE))
+    starts = int(attr(ad, "NumJobStarts", 0))
+    common: dict[str, Any] = {
+        "index": int(attr(ad, SHARD_ATTR, 0)),
+        "site": site,
+        "job": job_id(ad),
+        "attempts": starts,
+        "total": int(attr(ad, TOTAL_ATTR, 0)),
+        "done": int(attr(ad, DONE_ATTR, 0)),
+        "failed": int(attr(ad, FAILED_ATTR, 0)),
+    }
+    if status in (RUNNING, TRANSFERRING_OUTPUT):
+        return ShardStatus(phase=ShardPhase.RUNNING, **common)
+    if status == SUSPENDED:
+        return ShardStatus(
+            phase=ShardPhase.RUNNING,
+            reason=Reason.SUSPENDED_BY_SITE,
+            message="the execute node suspended the job",
+            **common,
+        )
+    if status == HELD:
+        if int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
+            return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.SPOOLING_INPUT, **common)
+        return ShardStatus(
+            phase=ShardPhase.PENDING, reason=Reason.HELD, message=str(attr(ad, "HoldReason", "held")), **common
+        )
+    if status == COMPLETED:
+        if attr(ad, "ExitBySignal", False):
+            signal = attr(ad, "ExitSignal", "?")
+            message = f"the job was killed by signal {signal} after {starts} attempt(s)"
+            return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.PAYLOAD_FAILED, message=message, **common)
+        code = int(attr(ad, "ExitCode", 0))
+        if code == 0:
+            return ShardStatus(phase=ShardPhase.SUCCEEDED, **common)
+        if code == PayloadExit.GPU_UNAVAILABLE:
+            message = f"the payload found no usable GPU (exit code 3) after {starts} attempt(s)"
+            return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.GPU_UNAVAILABLE, message=message, **common)
+        message = f"the payload exited with code {code} after {starts} attempt(s)"
+        return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.PAYLOAD_FAILED, message=message, **common)
+    if status == REMOVED:
+        reason = str(attr(ad, "RemoveReason", ""))
+        if reason.startswith(REMOVE_REASON_PREFIX):
+            return ShardStatus(phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED, **common)
+        return ShardStatus(
+            phase=ShardPhase.FAILED,
+            reason=Reason.REMOVED,
+            message=f"the job was removed: {reason or 'no reason given'}",
+            **common,
+        )
+    if starts > 0:
+        return ShardStatus(
+            phase=ShardPhase.PENDING, reason=Reason.RETRYING, message=f"attempt {starts + 1} waits for a slot", **common
+        )
+    return ShardStatus(phase=ShardPhase.PENDING, **common)
+
+
+def records_chirped_by(ad: Any) -> list[ResultRecord]:
+    """The records a running job chirped (its HPScanRecords attribute)."""
+    return chirped_records(attr(ad, RECORDS_ATTR))

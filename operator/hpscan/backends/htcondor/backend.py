@@ -1,0 +1,424 @@
+"""The HTCondor backend: shards as jobs at an access point (schedd), as the paper ran them on WLCG grid sites.
+
+One submit description per scan and site, one job per shard (itemdata). Each job runs the shard runner
+(``hpscan shard-run ... --channel chirp``) around the payload: the shard file travels in the input sandbox,
+``results.jsonl`` comes back in the output sandbox (spooled to and retrieved from a remote schedd), and while the
+job runs the runner sets job attributes through chirp (HPScanDone, HPScanFailed, HPScanBest, HPScanRecords)
+that the poller turns into live records. Every job carries ``HPScanUid``/``HPScanShard``, so a restarted
+operator finds what it submitted and submission is idempotent.
+
+One backend instance serves every scan: ``refresh()`` is the shared poller's cycle (one batched query per
+schedd), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C); the
+operator runs them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import wraps
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hpscan.api.contract import (
+    RESULTS_FILE,
+    ResultRecord,
+    ShardFile,
+    parse_records,
+    shard_name,
+)
+from hpscan.api.sites import HTCondorSite, Site
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
+from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
+from hpscan.backends.htcondor.schedd import (
+    COMPLETED,
+    HELD,
+    HOLD_SPOOLING_INPUT,
+    IDLE,
+    PROJECTION,
+    RELEASED_ATTR,
+    REMOVE_REASON_PREFIX,
+    REMOVED,
+    RUNNING,
+    SHARD_ATTR,
+    SITE_ATTR,
+    SUSPENDED,
+    TRANSFERRING_OUTPUT,
+    UID_ATTR,
+    ScheddFactory,
+    ScheddLike,
+    condor_of,
+    locate_schedd,
+    unavailable,
+)
+from hpscan.backends.htcondor.submit import SubmitPlan, scan_dir, submit_description, write_sandboxes
+from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.job.chirp import classad_string
+
+# --- the backend -----------------------------------------------------------------------------------------------
+
+
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Serialise a backend method: kopf runs sync handlers on several threads, and one poll cycle must serve
+    them all (the bindings are not meant for concurrent use either)."""
+
+    @wraps(method)
+    def guarded(self: HTCondorBackend, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
+def _schedd_key(site: HTCondorSite) -> tuple[str | None, str | None]:
+    return (site.pool, site.schedd)
+
+
+@dataclass
+class _Tracked:
+    scan: ScanRef
+    sites: dict[str, Site] = field(default_factory=dict)
+
+
+@dataclass
+class _ScheddView:
+    """What the last cycle saw on one schedd."""
+
+    site: HTCondorSite
+    ads: list[Any] = field(default_factory=list)
+    error: str | None = None
+    answered: bool = False
+    retrieved: set[str] = field(default_factory=set)
+
+
+def _uid_constraint(uids: Iterable[str]) -> str:
+    return f"member({UID_ATTR}, {{{', '.join(classad_string(u) for u in sorted(uids))}}})"
+
+
+class HTCondorBackend(Backend):
+    """Shards as HTCondor jobs. One instance serves every scan; see the module docstring for the wiring."""
+
+    name: ClassVar[str] = "htcondor"
+
+    def __init__(
+        self,
+        work_dir: Path,
+        schedd_factory: ScheddFactory = locate_schedd,
+        max_age_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        read_secret: Callable[[str, str, str], str] | None = None,
+    ) -> None:
+        self.work_dir = work_dir.absolute()
+        self.read_secret = read_secret  # (namespace, name, key) -> value: IDTOKENs from Kubernetes Secrets
+        self.schedd_factory = schedd_factory
+        self.max_age_seconds = max_age_seconds
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._scans: dict[str, _Tracked] = {}
+        self._views: dict[tuple[str | None, str | None], _ScheddView] = {}
+        self._schedds: dict[tuple[str | None, str | None], ScheddLike] = {}
+        self._refreshed_at: float | None = None
+        self._covered: set[str] = set()  # uids the last cycle asked about
+        self._cancelled: dict[str, set[int]] = {}
+        self._read_jobs: dict[str, set[str]] = {}
+        self._live_seen: dict[str, set[str]] = {}
+
+    # scans --------------------------------------------------------------------------------------------------
+
+    @_locked
+    def track(self, scan: ScanRef, spec: HPScanSpec) -> None:
+        """Watch a scan's htcondor sites from the next poll cycle on (the operator calls this for every scan it
+        sees, e.g. from an index, so a restarted operator polls what it submitted before)."""
+        uid = self._uid(scan)
+        tracked = self._scans.setdefault(uid, _Tracked(scan))
+        for site in spec.sites:
+            if site.backend == "htcondor":
+                tracked.sites[site.name] = site
+                condor = condor_of(site)
+                self._views.setdefault(_schedd_key(condor), _ScheddView(condor))
+
+    def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
+        """Install the IDTOKENs the scan's sites name (when the operator can read Secrets)."""
+        if self.read_secret is not None and any(
+            (c := s.settings_as(HTCondorSite)) and c.token_secret for s in spec.sites
+        ):
+            tokens = self.work_dir / "tokens"
+            install_site_tokens(spec, scan.namespace, self.read_secret, tokens)
+            use_token_directory(tokens)
+
+    @_locked
+    def forget(self, scan: ScanRef, delete_sandboxes: bool = False) -> None:
+        """A deleted scan: remove its jobs, let its completed jobs leave the queue (they stay a while otherwise, for
+        their output and final state), stop watching it and, if asked, delete its sandboxes on this side.
+        Raises SchedulerUnavailable when a schedd does not answer; call again (e.g. from a retried finalizer)."""
+        uid = self._uid(scan)
+        tracked = self._scans.get(uid)
+        if tracked is not None:
+            self._cancel(uid, tracked, None)
+            for site in self._distinct_schedds(tracked):
+                condor = condor_of(site)
+                assert condor is not None
+                completed = f"{UID_ATTR} == {classad_string(uid)} && JobStatus == {COMPLETED}"
+                try:
+                    schedd = self._schedd(condor)
+                    # edit() of a constraint that matches no job is an error on the schedd's side: ask first.
+                    if schedd.query(completed, ["ClusterId", "ProcId"]):
+                        schedd.edit(completed, RELEASED_ATTR, "true")
+                except Exception as error:
+                    self._schedds.pop(_schedd_key(condor), None)
+                    raise unavailable(condor, "releasing completed jobs", error) from None
+        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen):
+            table.pop(uid, None)
+        if delete_sandboxes:
+            shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
+
+    def scan_dir(self, scan: ScanRef) -> Path:
+        return scan_dir(self.work_dir, scan)
+
+    @staticmethod
+    def _uid(scan: ScanRef) -> str:
+        if not scan.uid:
+            raise BackendError(f"scan {scan.name!r} has no uid; HTCondor jobs are found again by it")
+        return scan.uid
+
+    def _schedd(self, site: HTCondorSite) -> ScheddLike:
+        key = _schedd_key(site)
+        if key not in self._schedds:
+            try:
+                self._schedds[key] = self.schedd_factory(site)
+            except Exception as error:
+                raise unavailable(site, "locating it", error) from None
+        return self._schedds[key]
+
+    # submit -------------------------------------------------------------------------------------------------
+
+    def plans(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> list[SubmitPlan]:
+        """The submit descriptions for these launches, one per site (what ``submit`` sends when no job exists)."""
+        by_site: dict[str, tuple[Site, list[ShardFile]]] = {}
+        for launch in launches:
+            site = launch.site or Site.model_validate({"name": "htcondor", "htcondor": {}})
+            if site.backend != "htcondor":
+                raise BackendError(f"site {site.name!r} is not an htcondor site")
+            by_site.setdefault(site.name, (site, []))[1].append(launch.shard_file)
+        folder = self.scan_dir(scan)
+        return [submit_description(scan, spec, site, files, folder) for site, files in by_site.values()]
+
+    @_locked
+    def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
+        """Submit the shards that have no job yet, one cluster per site. Jobs found with the scan's uid are left
+        alone, so a crash between submit and status update never submits twice; jobs still held for input
+        that was never spooled (a crash between submit and spool) are removed and submitted again."""
+        uid = self._uid(scan)
+        self.track(scan, spec)
+        for plan in self.plans(scan, spec, launches):
+            condor = condor_of(plan.site)
+            assert condor is not None
+            schedd = self._schedd(condor)
+            try:
+                existing = schedd.query(
+                    f"{UID_ATTR} == {classad_string(uid)}",
+                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode"],
+                )
+            except Exception as error:
+                self._schedds.pop(_schedd_key(condor), None)
+                raise unavailable(condor, "looking for the scan's jobs", error) from None
+            present: set[int] = set()
+            orphans: list[str] = []
+            for ad in existing:
+                status = int(attr(ad, "JobStatus", IDLE))
+                if status == REMOVED:
+                    continue
+                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
+                    orphans.append(job_id(ad))
+                    continue
+                present.add(int(attr(ad, SHARD_ATTR, -1)))
+            missing = [row for row in plan.itemdata if int(row["Shard"]) not in present]
+            if not missing:
+                continue
+            if orphans:
+                self._act_remove(schedd, condor, orphans, "input never spooled; submitting again")
+            wanted = {int(row["Shard"]) for row in missing}
+            files = [launch.shard_file for launch in launches if launch.shard_file.shard in wanted]
+            write_sandboxes(self.scan_dir(scan), files)
+            try:
+                result = schedd.submit(plan.description, count=1, spool=plan.spool, itemdata=iter(missing))
+                if plan.spool:
+                    schedd.spool(result)
+            except Exception as error:
+                raise unavailable(condor, f"submitting {len(missing)} shard job(s)", error) from None
+            self._cancelled.get(uid, set()).difference_update(wanted)
+
+    # the shared poller --------------------------------------------------------------------------------------
+
+    @_locked
+    def refresh(self) -> None:
+        """One poll cycle for every tracked scan: one batched query per schedd, then output retrieval for
+        completed spooled jobs. Never raises: a schedd that does not answer keeps its last view and an error."""
+        by_schedd: dict[tuple[str | None, str | None], set[str]] = {}
+        for uid, tracked in self._scans.items():
+            for site in tracked.sites.values():
+                by_schedd.setdefault(_schedd_key(condor_of(site)), set()).add(uid)
+        for key, uids in by_schedd.items():
+            view = self._views[key]
+            try:
+                schedd = self._schedd(view.site)
+                view.ads = list(schedd.query(_uid_constraint(uids), PROJECTION))
+            except Exception as error:
+                view.error = str(
+                    error if isinstance(error, SchedulerUnavailable) else unavailable(view.site, "polling", error)
+                )
+                self._schedds.pop(key, None)  # located again next cycle: the schedd may have moved or restarted
+                continue
+            view.error = None
+            view.answered = True
+            if view.site.remote:
+                self._retrieve(schedd, view)
+        self._covered = set(self._scans)
+        self._refreshed_at = self.clock()
+
+    def _retrieve(self, schedd: ScheddLike, view: _ScheddView) -> None:
+        done = [
+            job_id(ad)
+            for ad in view.ads
+            if int(attr(ad, "JobStatus", IDLE)) == COMPLETED and job_id(ad) not in view.retrieved
+        ]
+        if not done:
+            return
+        try:
+            schedd.retrieve(done)
+        except Exception as error:  # tried again next cycle
+            view.error = str(unavailable(view.site, f"retrieving the output of {len(done)} job(s)", error))
+            return
+        view.retrieved.update(done)
+
+    def _ensure_fresh(self, uid: str) -> None:
+        stale = self._refreshed_at is None or self.clock() - self._refreshed_at > self.max_age_seconds
+        if stale or uid not in self._covered:
+            self.refresh()
+
+    def _jobs(self, uid: str) -> Iterator[tuple[Site, _ScheddView, Any]]:
+        """The scan's job ads from the last cycle, each with the site it was submitted for."""
+        sites = self._scans[uid].sites
+        keys: dict[tuple[str | None, str | None], Site] = {}
+        for site in sites.values():
+            keys.setdefault(_schedd_key(condor_of(site)), site)
+        for key, first in keys.items():
+            view = self._views[key]
+            for ad in view.ads:
+                if attr(ad, UID_ATTR) == uid:
+                    yield sites.get(str(attr(ad, SITE_ATTR, "")), first), view, ad
+
+    @_locked
+    def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
+        """Shard states from the last cycle (refreshing when it is older than max_age_seconds). A schedd that
+        stopped answering marks its unfinished shards SchedulerUnavailable; one that never answered raises."""
+        uid = self._uid(scan)
+        if uid not in self._scans:
+            return {}
+        self._ensure_fresh(uid)
+        for site in self._scans[uid].sites.values():
+            view = self._views[_schedd_key(condor_of(site))]
+            if view.error and not view.answered:
+                raise SchedulerUnavailable(view.error)
+        states: dict[int, ShardStatus] = {}
+        rank: dict[int, tuple[int, int]] = {}
+        for site, view, ad in self._jobs(uid):
+            state = shard_status(ad, site.name)
+            live = int(attr(ad, "JobStatus", IDLE)) != REMOVED
+            order = (int(live), int(attr(ad, "ClusterId", 0)))  # a live job beats a removed one, newer beats older
+            if state.index in rank and rank[state.index] >= order:
+                continue
+            rank[state.index] = order
+            if view.error and state.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
+                state = state.model_copy(update={"reason": Reason.SCHEDULER_UNAVAILABLE, "message": view.error})
+            remote = condor_of(site).remote
+            if remote and state.phase == ShardPhase.SUCCEEDED and job_id(ad) not in view.retrieved:
+                # Succeeded only once its results are here, so the last records are never missed.
+                state = state.model_copy(update={"phase": ShardPhase.RUNNING, "reason": Reason.RETRIEVING_OUTPUT})
+            states[state.index] = state
+        for shard in self._cancelled.get(uid, set()) - set(states):
+            states[shard] = ShardStatus(index=shard, phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED)
+        return states
+
+    @_locked
+    def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
+        """Records of completed shards (their returned results.jsonl, read once per job) and the records running
+        jobs chirped since the last call."""
+        uid = self._uid(scan)
+        if uid not in self._scans:
+            return []
+        self._ensure_fresh(uid)
+        read = self._read_jobs.setdefault(uid, set())
+        live = self._live_seen.setdefault(uid, set())
+        records: list[ResultRecord] = []
+        for site, view, ad in self._jobs(uid):
+            status = int(attr(ad, "JobStatus", IDLE))
+            job = f"{site.name}/{job_id(ad)}"
+            if status == COMPLETED and job not in read:
+                if condor_of(site).remote and job_id(ad) not in view.retrieved:
+                    continue
+                path = self.scan_dir(scan) / shard_name(int(attr(ad, SHARD_ATTR, 0))) / RESULTS_FILE
+                try:
+                    lines = path.read_bytes().splitlines()
+                except FileNotFoundError:
+                    lines = []
+                records.extend(parse_records(lines)[0])
+                read.add(job)
+            elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
+                for record in records_chirped_by(ad):
+                    if record.id not in live:
+                        live.add(record.id)
+                        records.append(record)
+        return records
+
+    # cancel -------------------------------------------------------------------------------------------------
+
+    def _act_remove(self, schedd: ScheddLike, site: HTCondorSite, job_spec: Any, why: str) -> None:
+        import htcondor2
+
+        try:
+            schedd.act(htcondor2.JobAction.Remove, job_spec, reason=f"{REMOVE_REASON_PREFIX} {why}")
+        except Exception as error:
+            raise unavailable(site, "removing jobs", error) from None
+
+    @staticmethod
+    def _distinct_schedds(tracked: _Tracked) -> list[Site]:
+        """One site per schedd the scan uses."""
+        first: dict[tuple[str | None, str | None], Site] = {}
+        for site in tracked.sites.values():
+            first.setdefault(_schedd_key(condor_of(site)), site)
+        return list(first.values())
+
+    def _cancel(self, uid: str, tracked: _Tracked, shards: Collection[int] | None) -> None:
+        # Completed jobs are left alone: their state and output are what the scan keeps.
+        constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
+        if shards is not None:
+            constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
+        for site in self._distinct_schedds(tracked):
+            condor = condor_of(site)
+            self._act_remove(self._schedd(condor), condor, constraint, "scan suspended or deleted")
+        active = {
+            int(attr(ad, SHARD_ATTR, 0))
+            for _, _, ad in self._jobs(uid)
+            if int(attr(ad, "JobStatus", IDLE)) not in (COMPLETED, REMOVED)
+        }
+        self._cancelled.setdefault(uid, set()).update(active if shards is None else shards)
+        self._refreshed_at = None  # the next poll asks again
+
+    @_locked
+    def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
+        """Remove the scan's unfinished jobs (of these shards; all when None) with one constraint per schedd;
+        completed jobs and what was returned stay. The shards read as Suspended until submitted again."""
+        uid = self._uid(scan)
+        tracked = self._scans.get(uid)
+        if tracked is None:
+            raise BackendError(f"scan {scan.name!r} is not tracked; call track() with its spec first")
+        if shards is not None and not shards:
+            return
+        self._cancel(uid, tracked, shards)

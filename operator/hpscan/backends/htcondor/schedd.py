@@ -1,0 +1,108 @@
+"""Talking to an access point: the job attributes hpscan sets and reads, and how a site's schedd is found."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hpscan.api.sites import HTCondorSite, Site
+from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.job.chirp import BEST_ATTR, DONE_ATTR, FAILED_ATTR, RECORDS_ATTR
+
+# Job attributes hpscan sets at submit time (+Attr in the description) and reads back.
+UID_ATTR = "HPScanUid"
+SHARD_ATTR = "HPScanShard"
+NAME_ATTR = "HPScanName"
+NAMESPACE_ATTR = "HPScanNamespace"
+SITE_ATTR = "HPScanSite"
+TOTAL_ATTR = "HPScanTotal"
+RELEASED_ATTR = "HPScanReleased"
+"""Set on a deleted scan's completed jobs so they leave the queue (see leave_in_queue)."""
+
+PROJECTION = [
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    UID_ATTR,
+    SHARD_ATTR,
+    SITE_ATTR,
+    TOTAL_ATTR,
+    "NumJobStarts",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "HoldReason",
+    "HoldReasonCode",
+    "RemoveReason",
+    DONE_ATTR,
+    FAILED_ATTR,
+    BEST_ATTR,
+    RECORDS_ATTR,
+]
+"""The attributes one poll cycle asks for: enough for phases, reasons and live progress, nothing more."""
+
+# htcondor2.JobStatus values (kept as ints: the bindings need not be importable to map a job ad).
+IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
+HOLD_SPOOLING_INPUT = 16
+"""HoldReasonCode of a job submitted with spool=True whose input has not been spooled yet."""
+
+REMOVE_REASON_PREFIX = "hpscan:"
+"""RemoveReason of the jobs hpscan removes itself (suspend, delete); other removals fail the shard."""
+
+KEEP_COMPLETED_SECONDS = 14 * 24 * 3600
+"""How long a completed job stays in the queue so its output can be retrieved and its state polled."""
+
+
+class ScheddLike(Protocol):
+    """The part of ``htcondor2.Schedd`` the backend uses (same names and signatures)."""
+
+    def query(self, constraint: Any = ..., projection: list[str] = ..., *args: Any, **kwargs: Any) -> list[Any]: ...
+
+    def submit(self, description: Any, count: int = ..., spool: bool = ..., itemdata: Any = ...) -> Any: ...
+
+    def act(self, action: Any, job_spec: Any, reason: str | None = ...) -> Any: ...
+
+    def spool(self, result: Any) -> None: ...
+
+    def retrieve(self, job_spec: Any) -> None: ...
+
+    def edit(self, job_spec: Any, attr: str, value: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+
+ScheddFactory = Callable[[HTCondorSite], ScheddLike]
+"""Returns the schedd of a site; tests pass one that returns a stand-in."""
+
+
+def condor_of(site: Site) -> HTCondorSite:
+    """The htcondor block of a site; BackendError for a site of another backend."""
+    condor = site.settings_as(HTCondorSite)
+    if condor is None:
+        raise BackendError(f"site {site.name!r} is not an htcondor site (it has a {site.backend} block)")
+    return condor
+
+
+def schedd_label(site: HTCondorSite) -> str:
+    """How messages name a site's schedd."""
+    if not site.remote:
+        return "the local HTCondor schedd"
+    name = f"HTCondor schedd {site.schedd}" if site.schedd else "the pool's HTCondor schedd"
+    return f"{name} (pool {site.pool})" if site.pool else name
+
+
+def locate_schedd(site: HTCondorSite) -> ScheddLike:
+    """The real ``htcondor2.Schedd`` of a site: the local one, or located through the site's collector."""
+    import htcondor2
+
+    if not site.remote:
+        return htcondor2.Schedd()
+    collector = htcondor2.Collector(site.pool) if site.pool else htcondor2.Collector()
+    if site.schedd:
+        location = collector.locate(htcondor2.DaemonTypes.Schedd, site.schedd)
+    else:
+        location = collector.locate(htcondor2.DaemonTypes.Schedd)
+    return htcondor2.Schedd(location)
+
+
+def unavailable(site: HTCondorSite, doing: str, error: BaseException) -> SchedulerUnavailable:
+    cause = str(error).strip() or type(error).__name__
+    return SchedulerUnavailable(f"{schedd_label(site)} did not answer while {doing}: {cause}")

@@ -1,0 +1,192 @@
+"""The submit description of a scan's shards at one site (pure: builds and checks, writes only sandboxes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpscan.api.contract import (
+    RESULTS_FILE,
+    ShardFile,
+    shard_file_name,
+    shard_name,
+)
+from hpscan.api.sites import HTCondorSite, Site
+from hpscan.api.spec import HPScanSpec
+from hpscan.backends.base import ScanRef
+from hpscan.backends.htcondor.schedd import (
+    KEEP_COMPLETED_SECONDS,
+    NAME_ATTR,
+    NAMESPACE_ATTR,
+    RELEASED_ATTR,
+    SHARD_ATTR,
+    SITE_ATTR,
+    TOTAL_ATTR,
+    UID_ATTR,
+    condor_of,
+)
+from hpscan.errors import BackendError
+from hpscan.job.chirp import classad_string
+
+
+def condor_arguments(args: Sequence[str]) -> str:
+    """A command line in the submit language's new argument syntax (double quotes around, single quotes per
+    argument that needs them)."""
+    parts = []
+    for arg in args:
+        escaped = arg.replace('"', '""')
+        if arg == "" or any(c in arg for c in " \t'"):
+            escaped = "'" + escaped.replace("'", "''") + "'"
+        parts.append(escaped)
+    return '"' + " ".join(parts) + '"'
+
+
+def condor_environment(variables: Iterable[tuple[str, str]]) -> str:
+    """An ``environment`` value in the new syntax."""
+    parts = []
+    for name, value in variables:
+        escaped = value.replace('"', '""')
+        if value == "" or any(c in value for c in " \t'"):
+            escaped = "'" + escaped.replace("'", "''") + "'"
+        parts.append(f"{name}={escaped}")
+    return '"' + " ".join(parts) + '"'
+
+
+def container_image(site: HTCondorSite, spec: HPScanSpec) -> str:
+    """The site's image, or payload.image as a docker:// URL (a bare registry name would be taken for a path)."""
+    image = site.container_image or spec.payload.image
+    if "://" in image or image.endswith(".sif") or image.startswith("/"):
+        return image
+    return "docker://" + image
+
+
+def scan_dir(work_dir: Path, scan: ScanRef) -> Path:
+    """Where a scan's sandboxes live on the operator's side: one folder per shard (shard file in, results back)."""
+    return work_dir / scan.namespace / (f"{scan.name}-{scan.uid}" if scan.uid else scan.name)
+
+
+def shard_runner_arguments(spec: HPScanSpec, shard_file: str) -> list[str]:
+    """The job's command line: the shard runner, chirping progress, around the payload."""
+    return ["hpscan", "shard-run", shard_file, "--out", ".", "--channel", "htcondor", "--", *spec.payload.command]
+
+
+@dataclass(frozen=True)
+class SubmitPlan:
+    """What one ``Schedd.submit`` call sends: a real ``htcondor2.Submit`` and one itemdata row per shard."""
+
+    site: Site
+    description: Any  # htcondor2.Submit
+    itemdata: list[dict[str, str]]
+    spool: bool
+
+    @property
+    def shards(self) -> list[int]:
+        return [int(row["Shard"]) for row in self.itemdata]
+
+    def text(self) -> str:
+        """The whole submit file, ``queue ... from ( ... )`` block included: what condor_submit would accept."""
+        lines = [f"{key} = {value}" for key, value in self.description.items()]
+        keys = list(self.itemdata[0]) if self.itemdata else ["Shard"]
+        rows = [" ".join(row[k] for k in keys) for row in self.itemdata]
+        return "\n".join([*lines, f"queue {','.join(keys)} from (", *rows, ")"]) + "\n"
+
+
+def submit_description(
+    scan: ScanRef, spec: HPScanSpec, site: Site, shard_files: Sequence[ShardFile], folder: Path
+) -> SubmitPlan:
+    """The submit description of these shards on one site. Pure: builds, checks and returns; writes nothing.
+
+    ``folder`` is the scan's folder on the operator's side (absolute): each job's initialdir is
+    ``folder/shard-NNN``, holding its shard file and, after the job, its results.
+    """
+    import htcondor2
+
+    condor = condor_of(site)
+    if not scan.uid:
+        raise BackendError(f"scan {scan.name!r} has no uid to tag its jobs with")
+    shard_macro = shard_name(0).replace("000", "$INT(Shard,%03d)")  # shard-NNN, per job
+    commands: dict[str, str] = {
+        "batch_name": f"hpscan-{scan.name}",
+        "initialdir": f"{folder}/{shard_macro}",
+    }
+    arguments = shard_runner_arguments(spec, f"{shard_macro}.json")
+    if condor.universe == "container":
+        commands["universe"] = "container"
+        commands["container_image"] = container_image(condor, spec)
+        commands["executable"] = "/usr/bin/env"  # in every image; finds hpscan on the image's PATH
+        commands["transfer_executable"] = "false"
+    else:
+        assert condor.executable is not None  # the model insists
+        commands["universe"] = "vanilla"
+        commands["executable"] = condor.executable
+        commands["transfer_executable"] = "true" if condor.transfer_executable else "false"
+    commands["arguments"] = condor_arguments(arguments)
+    if spec.payload.env:
+        commands["environment"] = condor_environment((v.name, v.value) for v in spec.payload.env)
+    if spec.gpu.count > 0:
+        commands["request_gpus"] = str(spec.gpu.count)
+        if spec.gpu.min_compute_capability:
+            commands["gpus_minimum_capability"] = spec.gpu.min_compute_capability
+        if spec.gpu.min_memory_mb:
+            commands["gpus_minimum_memory"] = str(spec.gpu.min_memory_mb)
+    commands["request_cpus"] = str(condor.request_cpus)
+    commands["request_memory"] = condor.request_memory
+    commands["request_disk"] = condor.request_disk
+    # A retry should not land on the machine whose GPU just failed it (the manual's black-hole idiom).
+    commands["job_machine_attrs"] = "Machine"
+    commands["job_machine_attrs_history_length"] = "3"
+    avoid = "(TARGET.Machine =!= MY.MachineAttrMachine1) && (TARGET.Machine =!= MY.MachineAttrMachine2)"
+    commands["requirements"] = f"{avoid} && ({condor.requirements})" if condor.requirements else avoid
+    if condor.accounting_group:
+        commands["accounting_group"] = condor.accounting_group
+    # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
+    commands["should_transfer_files"] = "YES"
+    commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
+    commands["transfer_output_files"] = RESULTS_FILE
+    commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
+    commands["output"] = "stdout.txt"
+    commands["error"] = "stderr.txt"
+    commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
+    if spec.payload.timeout_seconds:
+        commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
+    # Completed jobs stay queued a while, so the poller sees how they ended and can retrieve their output.
+    commands["leave_in_queue"] = (
+        f"JobStatus == 4 && {RELEASED_ATTR} =!= true && (time() - EnteredCurrentStatus) < {KEEP_COMPLETED_SECONDS}"
+    )
+    commands["+WantIOProxy"] = "true"
+    commands[f"+{UID_ATTR}"] = classad_string(scan.uid)
+    commands[f"+{NAME_ATTR}"] = classad_string(scan.name)
+    commands[f"+{NAMESPACE_ATTR}"] = classad_string(scan.namespace)
+    commands[f"+{SITE_ATTR}"] = classad_string(site.name)
+    commands[f"+{SHARD_ATTR}"] = "$(Shard)"
+    commands[f"+{TOTAL_ATTR}"] = "$(Combinations)"
+    commands.update(condor.extra_submit)
+    try:
+        description = htcondor2.Submit(commands)
+    except Exception as error:  # the bindings reject what condor_submit would reject
+        raise BackendError(f"site {site.name!r}: the submit description is not valid: {error}") from None
+    itemdata = [{"Shard": str(f.shard), "Combinations": str(len(f.combinations))} for f in shard_files]
+    return SubmitPlan(site=site, description=description, itemdata=itemdata, spool=condor.remote)
+
+
+def write_sandboxes(folder: Path, shard_files: Iterable[ShardFile]) -> None:
+    """Each shard's initialdir with its shard file and a results.jsonl to carry over between attempts (an
+    existing one is kept: it holds what earlier attempts recorded)."""
+    for shard_file in shard_files:
+        directory = folder / shard_name(shard_file.shard)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / shard_file_name(shard_file.shard)).write_text(
+            shard_file.model_dump_json(by_alias=True, exclude_none=True, indent=1) + "\n"
+        )
+        (directory / RESULTS_FILE).touch()
+
+
+def scan_uid(name: str, spec: HPScanSpec) -> str:
+    """A stable uid for a scan submitted outside Kubernetes (from its manifest): the same manifest gets the same
+    uid, so submitting it again is idempotent."""
+    canonical = json.dumps([name, spec.model_dump(mode="json", by_alias=True)], sort_keys=True)
+    return "manifest-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,43 @@
+"""The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard ConfigMaps.
+
+Modules: ``manifests`` (the Jobs, ConfigMaps and RBAC a scan needs, and Job -> shard state; pure) and ``backend``
+(sends them through the official client). The in-pod half of the live channel is ``hpscan.job.configmap``.
+"""
+
+from __future__ import annotations
+
+from hpscan.backends.base import BackendContext
+from hpscan.backends.kubernetes.backend import SUBMIT_THREADS, KubernetesBackend, load_client_config
+from hpscan.backends.kubernetes.manifests import (
+    job_manifest,
+    job_name,
+    payload_rbac,
+    results_configmap_name,
+    shard_configmap,
+    shard_configmap_name,
+    shard_state,
+)
+
+__all__ = [
+    "KubernetesBackend",
+    "create",
+    "job_manifest",
+    "job_name",
+    "load_client_config",
+    "payload_rbac",
+    "results_configmap_name",
+    "shard_configmap",
+    "shard_configmap_name",
+    "shard_state",
+]
+
+
+def create(context: BackendContext) -> KubernetesBackend:
+    """The operator's Kubernetes backend: in-cluster credentials (or KUBECONFIG), one kept-alive connection per
+    submitting thread."""
+    from kubernetes import client
+
+    load_client_config()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = SUBMIT_THREADS
+    return KubernetesBackend(context.instrument(client.ApiClient(configuration)))

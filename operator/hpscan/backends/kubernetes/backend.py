@@ -1,0 +1,103 @@
+"""KubernetesBackend: sends what hpscan.backends.kubernetes.manifests builds through the official client."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ACTIVE_PHASES, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.backends.kubernetes.manifests import (
+    LABEL_ROLE,
+    LABEL_SCAN,
+    job_manifest,
+    job_name,
+    payload_rbac,
+    shard_configmap,
+    shard_state,
+)
+from hpscan.job.configmap import records_of
+
+SUBMIT_THREADS = 32
+
+
+def load_client_config() -> None:
+    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config (as kubectl does)."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class KubernetesBackend(Backend):
+    """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
+
+    name: ClassVar[str] = "kubernetes"
+
+    def __init__(self, api_client: Any = None) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+
+    @staticmethod
+    def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
+        """Create, treating AlreadyExists as done (names are deterministic: a retry never duplicates)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            create(namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
+        """The scan's payload ServiceAccount, Role and RoleBinding."""
+        account, role, binding = payload_rbac(scan, shard_count)
+        self._create(self.core.create_namespaced_service_account, scan.namespace, account)
+        self._create(self.rbac.create_namespaced_role, scan.namespace, role)
+        self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
+
+    def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
+        # Shards are independent: send them concurrently (a 100-shard scan is 200 requests).
+        with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
+            list(pool.map(lambda launch: self._submit_one(scan, spec, launch), launches))
+
+    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch) -> None:
+        shard = launch.shard_file.shard
+        self._create(self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file))
+        created = self._create(
+            self.batch.create_namespaced_job, scan.namespace, job_manifest(scan, spec, shard, launch.site)
+        )
+        if not created:  # an existing Job: resume it if it was suspended
+            self.batch.patch_namespaced_job(job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}})
+
+    def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
+        jobs = self.batch.list_namespaced_job(
+            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+        )
+        api = self.batch.api_client
+        states = {}
+        for job in jobs.items:
+            state = shard_state(api.sanitize_for_serialization(job))
+            states[state.index] = state
+        return states
+
+    def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
+        maps = self.core.list_namespaced_config_map(
+            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+        )
+        return [record for cm in maps.items for record in records_of(cm.data)[0]]
+
+    def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
+        for index, state in self.poll(scan).items():
+            if (shards is None or index in shards) and state.phase in ACTIVE_PHASES:
+                self.batch.patch_namespaced_job(job_name(scan.name, index), scan.namespace, {"spec": {"suspend": True}})
