@@ -24,6 +24,8 @@ class PayloadExit(IntEnum):
 
     OK = 0
     """The shard ran; single combinations may have failed (their records say so)."""
+    INVALID_INPUT = 2
+    """The shard file, settings or data are wrong: retrying will not help."""
     GPU_UNAVAILABLE = 3
     """The shard requires a GPU and none is usable: nothing was trained."""
 
