@@ -1,7 +1,8 @@
 """The ``dl1`` command: generate jets, train a shard, check the GPU, evaluate a network.
 
-Exit codes: 0 done (single combinations of a shard may have failed: their records say so), 2 bad input
-(settings, parameters, files), 3 a GPU is required but unusable, 1 anything unexpected. Errors are one line.
+Exit codes (hpscan.api.contract.PayloadExit): 0 done (single combinations of a shard may have failed: their
+records say so), 2 bad input (settings, parameters, files), 3 a GPU is required but unusable; 1 anything
+unexpected. Errors are one line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from dl1.errors import DL1Error, GPUUnavailableError
+from hpscan.api.contract import PayloadExit
 
 app = typer.Typer(
     help="DL1 b-tagging payload for hpscan: trains one network per combination of a shard file.",
@@ -280,14 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         # typer may bundle its own click: recognise its exceptions by shape, not by class
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            return int(getattr(exc, "exit_code", 2))
+            return int(getattr(exc, "exit_code", PayloadExit.INVALID_INPUT))
         if type(exc).__name__ == "Exit":
             return int(getattr(exc, "exit_code", 0))
         if type(exc).__name__ == "Abort":
             return 1
         _say(f"dl1: unexpected error: {type(exc).__name__}: {exc}")
         return 1
-    return 0
+    return PayloadExit.OK
 
 
 def _entry() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from hpscan.api.contract import PayloadExit
+
 
 class DL1Error(Exception):
     """Base of the payload's user errors: the message names the field or file at fault."""
 
-    exit_code = 2
+    exit_code: int = PayloadExit.INVALID_INPUT
 
 
 class SettingsError(DL1Error):
@@ -24,4 +26,4 @@ class DataError(DL1Error):
 class GPUUnavailableError(DL1Error):
     """A GPU is required but none is usable."""
 
-    exit_code = 3
+    exit_code = PayloadExit.GPU_UNAVAILABLE

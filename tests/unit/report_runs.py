@@ -40,16 +40,21 @@ def write_fake_run(
     limit: int | None = None,
     seed: int = 7,
     settings: dict | None = None,
+    command: list[str] | None = None,
 ) -> Path:
     """A run folder as `hpscan run` leaves it: scan.yaml and results.jsonl (no status.json).
 
-    ``settings`` replaces spec.payload.settings (e.g. tiny data for a quick retraining).
+    ``settings`` replaces spec.payload.settings (e.g. tiny data for a quick retraining), ``command``
+    spec.payload.command (another payload than dl1).
     """
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(EXAMPLES / manifest, out / "scan.yaml")
-    if settings is not None:
+    if settings is not None or command is not None:
         document = yaml.safe_load((out / "scan.yaml").read_text())
-        document["spec"]["payload"]["settings"] = settings
+        if settings is not None:
+            document["spec"]["payload"]["settings"] = settings
+        if command is not None:
+            document["spec"]["payload"]["command"] = command
         (out / "scan.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     scan = load_scan(out / "scan.yaml")
     planned = plan(scan.metadata.name, scan.spec)

@@ -1,9 +1,10 @@
 """`hpscan report`: the paper's figures from a run folder.
 
 ``build_report(run_dir)`` writes ``run_dir/report/``: parallel-coordinates.png/.html (Figure 3), index.html and
-metrics.json; with ``retrain=True`` also roc.png and rejection-vs-fc.png (Figure 4) from retraining the best, the
-median and the worst combination with the dl1 payload, compared against a BDT. Plots need the ``report`` extra;
-retraining needs the ``payload`` and ``tf-cpu`` extras (or a TensorFlow of your own).
+metrics.json. With ``retrain=True`` the payload's report plugin (hpscan.report.plugin, found through the entry point
+group ``hpscan.report``) retrains the best, the median and the worst combination and adds its plots and section;
+the dl1 payload's plugin (in the dl1 package) draws roc.png and rejection-vs-fc.png (Figure 4) against a BDT.
+Plots need the ``report`` extra; dl1's retraining also needs the ``payload`` and ``tf-cpu`` extras.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hpscan.report.rundir import ReportError, ScanRun, load_run
+from hpscan.api.spec import HPScanSpec
+from hpscan.errors import HPScanError
+from hpscan.manifest import load_scan
+from hpscan.report.plugin import ENTRY_POINT_GROUP, ReportPlugin, find_plugin, payload_name, require
+from hpscan.report.rundir import Ranked, ReportError, ScanRun, load_run
 
-__all__ = ["ReportError", "ScanRun", "build_report", "load_run"]
+__all__ = ["ENTRY_POINT_GROUP", "Ranked", "ReportError", "ReportPlugin", "ScanRun", "build_report", "load_run"]
 
 Progress = Callable[[str, int, int], None]
 """Told (what is being done, steps done, steps in all) before each step of a report."""
@@ -25,15 +30,6 @@ Progress = Callable[[str, int, int], None]
 
 def _quiet(description: str, done: int, total: int) -> None:
     return None
-
-
-def _require(module: str, extra: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise ReportError(f"the report needs the Python package {module!r}: pip install 'hpscan[{extra}]'") from None
 
 
 def scan_summary(run: ScanRun, top: int = 10) -> dict[str, Any]:
@@ -62,24 +58,57 @@ def scan_summary(run: ScanRun, top: int = 10) -> dict[str, Any]:
     }
 
 
+def _plugin(spec: HPScanSpec, retrain: bool) -> ReportPlugin | None:
+    """The scan's report plugin: required with ``retrain``, else looked for only to say what --retrain would do."""
+    payload = payload_name(spec)
+    if not retrain:
+        try:
+            return find_plugin(payload)
+        except ReportError:
+            return None
+    plugin = find_plugin(payload)
+    if plugin is None:
+        raise ReportError(
+            f"--retrain: the payload {payload!r} has no report plugin: no installed package registers an entry "
+            f"point named {payload!r} in the group {ENTRY_POINT_GROUP!r}; without one, only the "
+            "parallel-coordinates report can be made (leave out --retrain)"
+        )
+    return plugin
+
+
+def _peek_plugin(run_dir: Path) -> ReportPlugin | None:
+    """With ``retrain``, the plugin from scan.yaml alone, so that the first progress step already counts the
+    plugin's steps; None when scan.yaml cannot be read (load_run then says why)."""
+    try:
+        scan = load_scan(run_dir / "scan.yaml")
+    except (HPScanError, OSError):
+        return None
+    return _plugin(scan.spec, retrain=True)
+
+
 def build_report(run_dir: Path, retrain: bool = False, top: int = 10, progress: Progress | None = None) -> Path:
     """Write run_dir/report/ and return the path of its index.html.
 
-    Without ``retrain`` this takes seconds at any scan size; with it, three trainings and a BDT on the scan's data.
-    Raises ReportError (an HPScanError) for a missing or empty run folder and for missing optional packages.
+    Without ``retrain`` this takes seconds at any scan size; with it, whatever the payload's report plugin does
+    (dl1: three trainings and a BDT on the scan's data). Raises ReportError (an HPScanError) for a missing or empty
+    run folder, for missing optional packages, and for ``retrain`` when the payload has no report plugin.
     """
     from hpscan import __version__
 
     tell = progress or _quiet
     started = time.monotonic()
     run_dir = Path(run_dir)
-    total = 4 + (6 if retrain else 0)
+    plugin = _peek_plugin(run_dir) if retrain else None
+    total = 4 + (plugin.steps if plugin is not None else 0)
     tell("reading the run folder", 0, total)
     run = load_run(run_dir)
     if not run.ranked:
         raise ReportError(f"{run_dir / 'results.jsonl'}: no combination succeeded; nothing to report")
-    _require("matplotlib", "report")
-    _require("plotly", "report")
+    if plugin is None:
+        plugin = _plugin(run.scan.spec, retrain)
+        total = 4 + (plugin.steps if retrain and plugin is not None else 0)
+    require("matplotlib", "report")
+    require("plotly", "report")
     report_dir = run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
 
@@ -99,22 +128,19 @@ def build_report(run_dir: Path, retrain: bool = False, top: int = 10, progress: 
         },
         "retrain": None,
     }
-    if retrain:
-        _require("puma", "report")
-        _require("sklearn", "report")
-        from hpscan.report.comparison import compare
+    if retrain and plugin is not None:
 
         def step(description: str, done: int) -> None:
             tell(description, 3 + done, total)
 
-        metrics["retrain"] = compare(run, report_dir, step)
-        metrics["files"]["retrain"] = ["roc.png", "rejection-vs-fc.png"]
+        metrics["retrain"] = plugin.compare(run, report_dir, step)
+        metrics["files"]["retrain"] = list(plugin.files)
 
     tell("writing index.html and metrics.json", total - 1, total)
     metrics["seconds"] = round(time.monotonic() - started, 1)
     (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     from hpscan.report.page import write_page
 
-    page = write_page(run, report_dir, metrics, top)
+    page = write_page(run, report_dir, metrics, top, plugin, payload_name(run.scan.spec))
     tell("done", total, total)
     return page

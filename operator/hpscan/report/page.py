@@ -1,4 +1,8 @@
-"""index.html: one self-contained page (plots inlined as data URIs) tying the report together."""
+"""index.html: one self-contained page (plots inlined as data URIs) tying the report together.
+
+The payload's report plugin adds its own section (hpscan.report.plugin); it may build it with the helpers here
+(``fmt``, ``image``, ``table``, ``cards``) so that it matches the page's style.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from hpscan.report.plugin import ENTRY_POINT_GROUP, ReportPlugin
 from hpscan.report.rundir import ScanRun
-
-FC_TABLE_POINTS = (0.0, 0.018, 0.08, 0.2, 0.5, 1.0)
-"""f_c values listed in the table under the f_c scan plot."""
 
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -33,7 +35,7 @@ code { background: #f3f3f3; padding: 0 0.25rem; }
 """
 
 
-def _fmt(value: Any, digits: int = 4, none: str = "") -> str:
+def fmt(value: Any, digits: int = 4, none: str = "") -> str:
     if value is None:
         return none
     if isinstance(value, float):
@@ -41,13 +43,13 @@ def _fmt(value: Any, digits: int = 4, none: str = "") -> str:
     return escape(str(value))
 
 
-def _image(path: Path, alt: str, css_class: str = "") -> str:
+def image(path: Path, alt: str, css_class: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     extra = f' class="{css_class}"' if css_class else ""
     return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}"{extra}>'
 
 
-def _table(
+def table(
     header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: int = 1, best_row: int | None = None
 ) -> str:
     head = "".join(f'<th class="text">{h}</th>' if i < text_columns else f"<th>{h}</th>" for i, h in enumerate(header))
@@ -60,7 +62,7 @@ def _table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _cards(items: Sequence[tuple[str, str]]) -> str:
+def cards(items: Sequence[tuple[str, str]]) -> str:
     return (
         '<div class="cards">'
         + "".join(f'<div class="card"><b>{v}</b><span>{k}</span></div>' for k, v in items)
@@ -78,118 +80,47 @@ def _top_table(run: ScanRun, top: int) -> str:
             [
                 str(ranked.rank + 1),
                 f"<code>{escape(ranked.id)}</code>",
-                *[_fmt(record.parameters.get(n)) for n in names],
-                _fmt(ranked.value, 5),
+                *[fmt(record.parameters.get(n)) for n in names],
+                fmt(ranked.value, 5),
                 str(record.shard),
-                _fmt(record.epochs) if record.epochs is not None else "",
+                fmt(record.epochs) if record.epochs is not None else "",
                 f"{record.duration_seconds:.0f}" if record.duration_seconds is not None else "",
             ]
         )
     header = ["rank", "combination", *[escape(n) for n in names], metric, "shard", "epochs", "time (s)"]
-    return _table(header, rows, text_columns=2, best_row=0)
+    return table(header, rows, text_columns=2, best_row=0)
 
 
-def _with_passing(point: Mapping[str, Any], flavour: str) -> str:
-    """A rejection with, in brackets, how many background jets passed the cut (its statistical weight)."""
-    passing = point.get(f"{flavour}Passing")
-    rejection = _fmt(point[flavour], 3, none="∞")  # None: no background jet passed the cut
-    return rejection if passing is None else f"{rejection} <small>({passing})</small>"
-
-
-def _retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
-    taggers: Mapping[str, Mapping[str, Any]] = retrain["taggers"]
-    wp_names = list(next(iter(taggers.values()))["workingPoints"])
-    fc = retrain["fc"]
-    min_passing = retrain.get("minPassing", 5)
-    parts = ["<h2>Retrained: best, median and worst against a BDT</h2>"]
-    test = retrain["testSet"]
-    parts.append(
-        _cards(
-            [
-                ("test jets (held out)", f"{test['jets']:,}"),
-                ("b / c / light", f"{test['bjets']:,} / {test['cjets']:,} / {test['ujets']:,}"),
-                ("training jets", f"{retrain['trainSet']['jets']:,}"),
-                ("f_c of the ROC curves", f"{fc:g}"),
-                ("retraining time", f"{retrain['seconds']:.0f} s"),
-            ]
+def _retraining(
+    run: ScanRun, report_dir: Path, metrics: Mapping[str, Any], plugin: ReportPlugin | None, payload: str
+) -> str:
+    if metrics.get("retrain") and plugin is not None:
+        return plugin.sections(report_dir, metrics["retrain"])
+    if plugin is None:
+        return (
+            f"<h2>Retraining</h2><p>Not available: the payload <code>{escape(payload)}</code> has no report plugin "
+            f"(an entry point named <code>{escape(payload)}</code> in the group <code>{ENTRY_POINT_GROUP}</code>), "
+            "so <code>--retrain</code> has nothing to retrain with.</p>"
         )
-    )
-    rows = []
-    for tagger in taggers.values():
-        combination = tagger.get("combination")
-        what = escape(tagger["label"])
-        if combination:
-            params = ", ".join(f"{escape(k)}={_fmt(v)}" for k, v in combination["parameters"].items())
-            what += f"<br><small><code>{escape(combination['id'])}</code> {params}</small>"
-        rows.append(
-            [
-                what,
-                _fmt(combination["scanValue"], 4) if combination else "",
-                _fmt(tagger.get("validationLoss"), 4),
-                _fmt(tagger.get("testLoss"), 4),
-                _fmt(tagger.get("epochs")),
-                _fmt(tagger.get("seconds"), 3),
-            ]
-        )
-    metric = escape(retrain["objectiveMetric"])
-    header = ["tagger", f"{metric} in the scan", "val_loss retrained", "test loss", "epochs", "training time (s)"]
-    parts.append(_table(header, rows, text_columns=1))
-    parts.append(
-        "<p>Losses are the payload's weighted cross-entropy (flavours weighted to the b-jet kinematics). A "
-        "retraining starts from the scan's initial weights (seeded by the combination id) with the scan's settings, "
-        "but sees the batches in another order, so its val_loss differs a little from the scan's.</p>"
-    )
-    parts.append(f'<div class="note">{escape(retrain["bdt"]["description"])}</div>')
-
-    parts.append("<h3>ROC curves</h3>")
-    parts.append(_image(report_dir / "roc.png", "ROC curves", "roc"))
-    header = ["tagger"] + [f"light rej. @ {w}%" for w in wp_names] + [f"c rej. @ {w}%" for w in wp_names]
-    rows = []
-    for tagger in taggers.values():
-        points = tagger["workingPoints"]
-        rows.append(
-            [escape(tagger["label"])]
-            + [_with_passing(points[w], "ujets") for w in wp_names]
-            + [_with_passing(points[w], "cjets") for w in wp_names]
-        )
-    parts.append(_table(header, rows))
-    parts.append(
-        f"<p>Rejection = 1 / (fraction of background jets passing the cut on D<sub>b</sub> that keeps the given "
-        f"b-jet efficiency), D<sub>b</sub> = ln(p<sub>b</sub> / (f<sub>c</sub> p<sub>c</sub> + (1 &minus; f<sub>c</sub>) "
-        f"p<sub>u</sub>)) with f<sub>c</sub> = {fc:g}. In brackets: background jets of the test set passing the cut; "
-        f"with few of them the rejection is rough, and the ROC curves leave out points where fewer than {min_passing} "
-        "pass. ∞: none passed.</p>"
+    return (
+        "<h2>Retraining</h2><p>Not run. <code>hpscan report "
+        f"{escape(str(run.run_dir))} --retrain</code> {plugin.retrain_summary}.</p>"
     )
 
-    parts.append(
-        f"<h3>Light and c rejection at {round(retrain['scanWorkingPoint'] * 100)}% b-efficiency as f_c varies</h3>"
-    )
-    parts.append(_image(report_dir / "rejection-vs-fc.png", "rejection against f_c"))
-    header = ["tagger"] + [f"f<sub>c</sub> = {v:g}<br>light / c" for v in FC_TABLE_POINTS]
-    fc_rows: list[str] = []
-    for tagger in taggers.values():
-        scan = tagger.get("fcScan")
-        if scan:
-            cells = []
-            for value in FC_TABLE_POINTS:
-                index = min(range(len(scan["fc"])), key=lambda i, v=value: abs(scan["fc"][i] - v))  # type: ignore[misc]
-                cells.append(f"{_fmt(scan['ujets'][index], 3, '∞')} / {_fmt(scan['cjets'][index], 3, '∞')}")
-            fc_rows.append("".join(f"<td>{c}</td>" for c in cells))
-        else:
-            points = tagger["workingPoints"][f"{round(retrain['scanWorkingPoint'] * 100)}"]
-            fc_rows.append(
-                f'<td colspan="{len(FC_TABLE_POINTS)}" style="text-align:center">'
-                f"{_fmt(points['ujets'], 3, '∞')} / {_fmt(points['cjets'], 3, '∞')} at every f<sub>c</sub> "
-                "(one output; the red star)</td>"
-            )
-        fc_rows[-1] = f'<tr><td class="text">{escape(tagger["label"])}</td>{fc_rows[-1]}</tr>'
-    head = "".join(f'<th class="text">{h}</th>' if i == 0 else f"<th>{h}</th>" for i, h in enumerate(header))
-    parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(fc_rows)}</tbody></table>")
-    return "\n".join(parts)
 
+def write_page(
+    run: ScanRun,
+    report_dir: Path,
+    metrics: Mapping[str, Any],
+    top: int,
+    plugin: ReportPlugin | None = None,
+    payload: str = "",
+) -> Path:
+    """Write report_dir/index.html from the run, the plots already in report_dir, and the metrics.json content.
 
-def write_page(run: ScanRun, report_dir: Path, metrics: Mapping[str, Any], top: int) -> Path:
-    """Write report_dir/index.html from the run, the plots already in report_dir, and the metrics.json content."""
+    ``plugin`` (the payload's report plugin, None when it has none) draws the retraining section from
+    ``metrics["retrain"]``; ``payload`` is the name it is registered under.
+    """
     spec = run.scan.spec
     scan = metrics["scan"]
     counts = scan["combinations"]
@@ -203,7 +134,7 @@ def write_page(run: ScanRun, report_dir: Path, metrics: Mapping[str, Any], top: 
         f"<h1>HPScan <code>{escape(run.name)}</code></h1>",
         f'<p class="sub">Report generated {escape(metrics["generatedAt"])} by hpscan {escape(metrics["hpscanVersion"])} '
         f"from <code>{escape(str(run.run_dir))}</code>.</p>",
-        _cards(
+        cards(
             [
                 ("phase", escape(scan["phase"])),
                 ("combinations", f"{counts['total']:,}"),
@@ -211,7 +142,7 @@ def write_page(run: ScanRun, report_dir: Path, metrics: Mapping[str, Any], top: 
                 ("failed", f"{counts['failed']:,}"),
                 ("not run", f"{counts['notRun']:,}"),
                 ("shards", f"{run.plan.shard_count}"),
-                (f"best {escape(spec.objective.metric)}", _fmt(best.value, 5)),
+                (f"best {escape(spec.objective.metric)}", fmt(best.value, 5)),
             ]
         ),
         f"<p>Objective: <b>{escape(objective)}</b>. Axes, in the manifest's order: "
@@ -228,19 +159,11 @@ def write_page(run: ScanRun, report_dir: Path, metrics: Mapping[str, Any], top: 
         "<p>One line per combination, one axis per hyperparameter and the objective last; colour = objective, "
         "the best combination in red, failed combinations grey. "
         '<a href="parallel-coordinates.html">Interactive version</a> (drag along an axis to filter).</p>',
-        _image(report_dir / "parallel-coordinates.png", "parallel coordinates"),
+        image(report_dir / "parallel-coordinates.png", "parallel coordinates"),
         f"<h2>Top {min(top, len(run.ranked))} of {len(run.ranked)} succeeded combinations</h2>",
         _top_table(run, top),
     ]
-    if metrics.get("retrain"):
-        parts.append(_retrain_sections(report_dir, metrics["retrain"]))
-    else:
-        parts.append(
-            "<h2>Retraining</h2><p>Not run. <code>hpscan report "
-            f"{escape(str(run.run_dir))} --retrain</code> retrains the best, the median and the worst combination "
-            "on the full training set and compares them on a held-out test set against a BDT (the paper's "
-            "Figure 4).</p>"
-        )
+    parts.append(_retraining(run, report_dir, metrics, plugin, payload))
     parts.append(
         '<h2>Data</h2><p>Every number on this page: <a href="metrics.json">metrics.json</a>. Every record: '
         "<code>results.jsonl</code> in the run folder.</p></body></html>"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpscan.report.performance import TRUTH_LABELS
+from dl1.report.performance import TRUTH_LABELS
 
 C_FRACTION = 0.07
 """Share of c-jets in the background the BDT is trained on (MV2c10-like; MV2c00/c10/c20 differ in this share)."""

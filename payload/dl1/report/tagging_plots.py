@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hpscan.report.performance import FC_ALTERNATIVE, SCAN_WORKING_POINT, TaggerPerformance
+from dl1.report.performance import FC_ALTERNATIVE, SCAN_WORKING_POINT, TaggerPerformance
 
 COLOURS = {"best": "#1f77b4", "median": "#ff7f0e", "worst": "#8c564b", "bdt": "#d62728"}
 """The BDT is red everywhere: the paper's red star."""

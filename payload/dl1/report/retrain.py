@@ -1,11 +1,12 @@
-"""The one place the report knows the dl1 payload's Python API: load its jets, train one combination, predict.
+"""The one place the report knows the dl1 payload's training API: load its jets, train one combination, predict.
 
-Everything else in hpscan.report works on plain numpy arrays, so another payload needs only another module like
-this one. Truth labels are HadronConeExclTruthLabelID (5 b, 4 c, 0 light); probabilities are (p_u, p_c, p_b).
+Everything else in dl1.report works on plain numpy arrays. Truth labels are HadronConeExclTruthLabelID (5 b, 4 c,
+0 light); probabilities are (p_u, p_c, p_b).
 
 dl1 API used: ``dl1.train.parse_settings`` (the shard settings), ``dl1.data.load_dataset`` (train/validation/test
 splits by eventNumber modulo 6, scaled inputs, flavour weights), ``dl1.train.train_combination`` (one network,
 early stopping on the validation split, best-epoch weights) and ``MLP.predict`` (softmax outputs u, c, b).
+TensorFlow is imported by dl1 only when a network is built.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from dl1 import data as payload_data
+from dl1 import train as payload_train
+from dl1.errors import DL1Error
+from dl1.variables import FLAVOUR_LABELS as OUTPUT_LABELS
 from hpscan.api.contract import ParameterValue
 from hpscan.report.rundir import ReportError
 
-FLAVOUR_LABELS = np.array([0, 4, 5])
+FLAVOUR_LABELS = np.array(OUTPUT_LABELS)
 """HadronConeExclTruthLabelID of the network's output classes 0, 1, 2 (u, c, b)."""
 
 
@@ -56,36 +61,27 @@ class Trained:
     """Best val_loss of the retraining: close to the scan's value when the retraining reproduces the scan."""
 
 
-def _payload() -> tuple[Any, Any, Any]:
+def _quiet_tensorflow() -> None:
     # TensorFlow's start-up chatter (oneDNN, CPU features) would break the progress bar; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        from dl1 import data, errors, train
-    except ImportError as error:
-        raise ReportError(
-            f"--retrain needs the dl1 payload and its packages ({error.name} is missing): "
-            "pip install 'hpscan[payload,tf-cpu]'"
-        ) from None
-    return data, train, errors
 
 
 def _settings(settings: dict[str, Any]) -> Any:
-    _, train, errors = _payload()
     try:
-        return train.parse_settings(settings)
-    except errors.DL1Error as error:
+        return payload_train.parse_settings(settings)
+    except DL1Error as error:
         raise ReportError(f"spec.payload.settings of the scan: {error}") from None
 
 
 def load_jets(settings: dict[str, Any]) -> JetData:
     """The payload's training and test jets for the scan's payload settings (the same jets the scan trained on)."""
-    data, _, errors = _payload()
+    _quiet_tensorflow()
     parsed = _settings(settings)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of jets without a vertex: expected
-            dataset = data.load_dataset(parsed.data)
-    except errors.DL1Error as error:
+            dataset = payload_data.load_dataset(parsed.data)
+    except DL1Error as error:
         raise ReportError(f"the payload could not load its data: {error}") from None
     synthetic = parsed.data.synthetic
     if synthetic is not None:
@@ -118,7 +114,7 @@ def train(
     """Retrain one combination on the full training split (early stopping on the validation split, as in the scan)
     and predict the test jets. ``key`` seeds the weights: the combination id gives the scan's own initialisation.
     ``on_epoch(epoch, most_epochs)`` is told after each epoch."""
-    _, train_module, errors = _payload()
+    _quiet_tensorflow()
     parsed = _settings(settings)
     started = time.monotonic()
 
@@ -127,8 +123,8 @@ def train(
             on_epoch(epoch, parsed.epochs)
 
     try:
-        outcome = train_module.train_combination(dict(parameters), data.handle, parsed, key=key, on_epoch=epoch_done)
-    except errors.DL1Error as error:
+        outcome = payload_train.train_combination(dict(parameters), data.handle, parsed, key=key, on_epoch=epoch_done)
+    except DL1Error as error:
         raise ReportError(f"retraining {key}: {error}") from None
     if outcome.status != "succeeded" or outcome.model is None:
         raise ReportError(f"retraining {key} failed: {outcome.error or 'no model'}")

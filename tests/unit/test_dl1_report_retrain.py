@@ -1,5 +1,6 @@
-"""The retraining comparison without TensorFlow: the payload coupling (hpscan.report.retrain) replaced by a fake that
-'trains' a toy tagger whose quality follows the combination, the BDT and the plots real."""
+"""dl1's retraining comparison without TensorFlow: the payload coupling (dl1.report.retrain) replaced by a fake that
+'trains' a toy tagger whose quality follows the combination, the BDT and the plots real. hpscan's generic report
+finds dl1's plugin through the ``hpscan.report`` entry point, as `hpscan report --retrain` does."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 from report_runs import write_fake_run
 
-from hpscan.report import build_report, retrain
-from hpscan.report.bdt import LABEL as BDT_LABEL
-from hpscan.report.bdt import training_weights
-from hpscan.report.performance import FC, TaggerScores, evaluate
+from dl1.report import retrain
+from dl1.report.bdt import LABEL as BDT_LABEL
+from dl1.report.bdt import training_weights
+from dl1.report.performance import FC, TaggerScores, evaluate
+from hpscan.report import build_report
 from hpscan.report.rundir import ReportError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

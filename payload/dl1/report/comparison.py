@@ -1,18 +1,17 @@
 """Retrain the best, the median and the worst combination, train the BDT, compare them on the test set (Figure 4).
 
-The payload is reached only through hpscan.report.retrain (the one module that knows dl1's API); this module
-orchestrates, computes the numbers (hpscan.report.performance) and draws (hpscan.report.tagging_plots).
+The payload is reached only through dl1.report.retrain (the one module that knows dl1's training API); this module
+orchestrates, computes the numbers (dl1.report.performance) and draws (dl1.report.tagging_plots).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hpscan.report import bdt
-from hpscan.report.performance import (
+from dl1.report import bdt
+from dl1.report.performance import (
     FC,
     MIN_PASSING,
     SCAN_WORKING_POINT,
@@ -21,12 +20,9 @@ from hpscan.report.performance import (
     evaluate,
     flavour_counts,
 )
+from dl1.report.tagging_plots import draw_fc_scan, draw_roc
+from hpscan.report.plugin import Step
 from hpscan.report.rundir import Ranked, ReportError, ScanRun
-from hpscan.report.tagging_plots import draw_fc_scan, draw_roc
-
-Step = Callable[[str, int], None]
-"""Told (what is being done, steps done of STEPS) as the comparison goes."""
-STEPS = 6
 
 
 def _labels(run: ScanRun, picks: dict[str, Ranked]) -> dict[str, str]:
@@ -38,8 +34,10 @@ def _labels(run: ScanRun, picks: dict[str, Ranked]) -> dict[str, str]:
 
 
 def compare(run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
-    """Write roc.png and rejection-vs-fc.png into report_dir; return the numbers behind them (metrics.json)."""
-    from hpscan.report import retrain
+    """Write roc.png and rejection-vs-fc.png into report_dir; return the numbers behind them (metrics.json).
+
+    Tells ``step`` of steps 0 to 5 (DL1ReportPlugin.steps = 6)."""
+    from dl1.report import retrain  # numpy, h5py and the payload's modules: only when a comparison runs
 
     started = time.monotonic()
     settings = run.scan.spec.payload.settings
