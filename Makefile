@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator payload tests bench cluster
 	$(BIN)/ruff format --check operator payload tests bench cluster
 	$(BIN)/mypy operator/hpscan payload/dl1
+	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]
 	$(BIN)/hadolint payload/Dockerfile operator/Dockerfile
 
 # The fast part: pure functions, seconds.

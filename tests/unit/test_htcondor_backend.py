@@ -20,9 +20,9 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase
 from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.htcondor import PROJECTION, HTCondorBackend
-from hpscan.errors import BackendError, SchedulerUnavailable
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import aggregate
+from hpscan.errors import BackendError, SchedulerUnavailable
 from hpscan.testing.condor import COMPLETED, HELD, IDLE, ScheddStandIn
 
 LOCAL = {}

@@ -17,9 +17,9 @@ from hpscan.backends.htcondor import (
     container_image,
     submit_description,
 )
+from hpscan.core.planning import plan
 from hpscan.errors import BackendError
 from hpscan.job.chirp import classad_string
-from hpscan.core.planning import plan
 
 FOLDER = Path("/srv/hpscan/default/dl1-abc")
 SCAN = ScanRef(name="dl1", namespace="atlas", uid="3f6c-uid")

@@ -15,8 +15,8 @@ from hpscan.backends.kubernetes import (
     shard_state,
 )
 from hpscan.core.manifest import load_scan
-from hpscan.job.configmap import CONFIGMAP_ENV, record_patch, records_of
 from hpscan.core.planning import plan
+from hpscan.job.configmap import CONFIGMAP_ENV, record_patch, records_of
 
 SCAN = load_scan(Path("examples/dl1-seed-scan.yaml"))
 REF = ScanRef(name="dl1-seed-scan", namespace="physics", uid="1234")

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from hpscan.cli import app
-from hpscan.errors import ManifestError
 from hpscan.core.manifest import check_file, load_scan
+from hpscan.errors import ManifestError
 
 SEED = Path("examples/dl1-seed-scan.yaml")
 runner = CliRunner()

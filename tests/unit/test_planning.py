@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpscan.api.spec import HPScanSpec
-from hpscan.errors import PlanningError
 from hpscan.core.planning import MAX_COMBINATIONS, axis_values, plan, position_of
+from hpscan.errors import PlanningError
 
 
 def make_spec(parameters: list[dict], sharding: dict | None = None, sampling: dict | None = None) -> HPScanSpec:

@@ -7,10 +7,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpscan.api.contract import ResultRecord
+from hpscan.api.contract import ResultRecord, parse_records
 from hpscan.api.spec import HPScanSpec
 from hpscan.core.planning import plan
-from hpscan.api.contract import parse_records
 from hpscan.core.results import aggregate
 
 

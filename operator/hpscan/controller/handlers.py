@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,11 +55,12 @@ def read_secret(namespace: str, name: str, key: str) -> str:
     return base64.b64decode((secret.data or {})[key]).decode()
 
 
-def build_backends(context: BackendContext) -> dict[str, Backend]:
-    """One backend per registry entry whose client library is installed; a missing one is logged, and scans
-    whose sites need it are refused with a clear condition (reconcile_scan's BackendUnavailable)."""
+def build_backends(context: BackendContext, names: Iterable[str] | None = None) -> dict[str, Backend]:
+    """One backend per registry entry (or per name given) whose client library is installed; a missing one is
+    logged, and scans whose sites need it are refused with a clear condition (reconcile_scan's
+    BackendUnavailable)."""
     backends = {}
-    for name in registry.entries():
+    for name in registry.entries() if names is None else names:
         try:
             backends[name] = registry.resolve(name, "factory")(context)
         except registry.RegistryError as error:

@@ -1,0 +1,181 @@
+"""The backend registry is the one place a backend is added: a toy backend, registered here and nowhere else, is
+accepted by Site and the CRD, built by the controller, driven by the engine, and published to by shard-run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from hpscan.api import registry
+from hpscan.api.common import CamelModel
+from hpscan.api.contract import ResultRecord
+from hpscan.api.crd import crd
+from hpscan.api.sites import Site
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, BackendContext
+from hpscan.cli import app
+from hpscan.controller.handlers import build_backends
+from hpscan.controller.reconcile import reconcile_scan
+from hpscan.core.planning import plan
+from hpscan.core.shardfiles import write_shard_files
+
+PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
+
+
+class ToySite(CamelModel):
+    """A toy batch queue."""
+
+    queue: str
+
+
+class ToyBackend(Backend):
+    """A toy batch system: shards run when the test says so."""
+
+    name = "toy"
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+        self.states: dict[int, ShardStatus] = {}
+        self.records: list[ResultRecord] = []
+        self.queues: dict[int, str] = {}
+
+    def submit(self, scan, spec, launches):
+        for launch in launches:
+            assert isinstance(launch.site.settings, ToySite)
+            self.queues[launch.shard_file.shard] = launch.site.settings.queue
+            self.states[launch.shard_file.shard] = ShardStatus(index=launch.shard_file.shard, site=launch.site.name)
+
+    def poll(self, scan):
+        return dict(self.states)
+
+    def fetch_records(self, scan):
+        return list(self.records)
+
+    def cancel(self, scan, shards=None):
+        for i in shards or list(self.states):
+            self.states[i] = self.states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
+
+
+class ToyChannel:
+    published: list[ResultRecord] = []
+
+    def __init__(self, shard_file: Path) -> None:
+        self.shard_file = shard_file
+
+    def recorded(self) -> list[ResultRecord]:
+        return []
+
+    def publish(self, records: list[ResultRecord]) -> None:
+        ToyChannel.published.extend(records)
+
+
+@pytest.fixture
+def toy():
+    entry = registry.register(
+        registry.BackendEntry(
+            name="toy",
+            site_model=ToySite,
+            description="Run shards on a toy queue.",
+            factory=ToyBackend,
+            channel=ToyChannel,
+        )
+    )
+    yield entry
+    registry.unregister("toy")
+
+
+def scan_body(site: dict) -> dict:
+    return {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "HPScan",
+        "metadata": {"name": "toy-scan", "namespace": "physics", "uid": "u-toy", "generation": 1},
+        "spec": {
+            "parameters": [{"name": "x", "values": [1, 2, 3, 4]}],
+            "sharding": {"shards": 2},
+            "gpu": {"count": 0, "required": False},
+            "payload": {"image": "example.org/toy:1", "command": [sys.executable, str(PAYLOAD)]},
+            "sites": [site],
+        },
+    }
+
+
+def test_site_accepts_a_registered_backend_block_and_checks_it(toy):
+    site = Site.model_validate({"name": "t", "toy": {"queue": "short"}})
+    assert site.backend == "toy" and site.settings_as(ToySite) == ToySite(queue="short")
+    with pytest.raises(ValidationError) as bad:
+        Site.model_validate({"name": "t", "toy": {"queue": "short", "walltime": 3}})
+    assert [e["loc"] for e in bad.value.errors()] == [("toy", "walltime")]
+    with pytest.raises(ValidationError, match="exactly one backend block: kubernetes or htcondor or toy"):
+        Site.model_validate({"name": "t"})
+
+
+def test_an_unregistered_backend_block_is_refused():
+    with pytest.raises(ValidationError) as bad:
+        Site.model_validate({"name": "t", "toy": {"queue": "short"}})
+    assert bad.value.errors()[0]["loc"] == ("toy",) and bad.value.errors()[0]["type"] == "extra_forbidden"
+
+
+def test_the_crd_describes_the_registered_backend(toy):
+    spec = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    site = spec["properties"]["sites"]["items"]
+    assert site["properties"]["toy"]["description"] == "Run shards on a toy queue."
+    assert site["properties"]["toy"]["required"] == ["queue"]
+    assert "has(self.toy)" in site["x-kubernetes-validations"][0]["rule"]
+
+
+def test_the_controller_builds_it_and_the_engine_drives_it_to_succeeded(toy):
+    context = BackendContext(environ={})
+    backends = build_backends(context, names=["toy"])
+    assert isinstance(backends["toy"], ToyBackend) and backends["toy"].context is context
+
+    body = scan_body({"name": "toy-site", "toy": {"queue": "gpu-short"}})
+    memory: dict = {}
+    outcome = reconcile_scan(body, backends, memory)
+    toy_backend = backends["toy"]
+    assert toy_backend.queues == {0: "gpu-short", 1: "gpu-short"}
+    assert {s.site for s in outcome.status.shards} == {"toy-site"}
+
+    planned = plan("toy-scan", HPScanSpec.model_validate(body["spec"]))
+    for shard_file in planned.shard_files():
+        for combination in shard_file.combinations:
+            toy_backend.records.append(
+                ResultRecord(
+                    id=combination.id,
+                    shard=shard_file.shard,
+                    parameters=combination.parameters,
+                    metrics={"val_loss": float(combination.parameters["x"])},
+                    status="succeeded",
+                )
+            )
+        toy_backend.states[shard_file.shard] = ShardStatus(index=shard_file.shard, phase=ShardPhase.SUCCEEDED)
+    body["status"] = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    final = reconcile_scan(body, backends, memory).status
+    assert final.phase == "Succeeded" and final.combinations.succeeded == 4 and final.best.value == 1.0
+
+
+def test_shard_run_publishes_through_the_registered_channel(toy, tmp_path):
+    ToyChannel.published = []
+    planned = plan(
+        "toy-scan", HPScanSpec.model_validate(scan_body({"name": "toy-site", "toy": {"queue": "q"}})["spec"])
+    )
+    shard_file = write_shard_files(planned, tmp_path / "shards")[0]
+    result = CliRunner().invoke(
+        app,
+        ["shard-run", str(shard_file), "--out", str(tmp_path / "out"), "--channel", "toy", "--",
+         sys.executable, str(PAYLOAD)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(r.id for r in ToyChannel.published) == sorted(c.id for c in planned.shard_file(0).combinations)
+
+
+def test_shard_run_names_the_backends_when_the_channel_is_unknown(tmp_path):
+    result = CliRunner().invoke(
+        app, ["shard-run", "x.json", "--out", str(tmp_path), "--channel", "slurm", "--", "true"]
+    )
+    assert result.exit_code == 2
+    assert "no backend 'slurm' (registered: kubernetes, htcondor)" in result.output
