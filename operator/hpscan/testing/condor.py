@@ -12,8 +12,13 @@ access point.
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +218,43 @@ class ScheddStandIn:
                 (Path(self.jobs[job].eval("Iwd")) / name).write_text(text)
         self.set(job, JobStatus=COMPLETED, ExitCode=exit_code, ExitBySignal=False)
 
+    def run_idle(self, environment: Mapping[str, str] | None = None, timeout: float = 120) -> int:
+        """What a startd and starter would do for each idle job, one at a time (a STAND-IN for an execute node,
+        for vanilla-universe jobs): copy the input sandbox to a scratch folder, run the job's executable with
+        its arguments there (no chirp: the starter's proxy is not here), copy the output sandbox back, and
+        apply max_retries and retry_until the way the schedd's generated OnExitRemove does. Returns the number
+        of attempts run."""
+        ran = 0
+        for job in [j for j, ad in self.jobs.items() if ad.eval("JobStatus") == IDLE]:
+            commands, iwd = self.submitted[job], Path(self.jobs[job].eval("Iwd"))
+            self.start(job)
+            ran += 1
+            with tempfile.TemporaryDirectory(prefix="standin-scratch-") as scratch:
+                for name in _file_list(commands.get("transfer_input_files", "")):
+                    if (iwd / name).exists():
+                        shutil.copy(iwd / name, scratch)
+                arguments = shlex.split(commands.get("arguments", "").strip().strip('"'))
+                code = subprocess.run(
+                    [commands["executable"], *arguments],
+                    cwd=scratch,
+                    env={**os.environ, **(environment or {})},
+                    capture_output=True,
+                    timeout=timeout,
+                    check=False,
+                ).returncode
+                for name in _file_list(commands.get("transfer_output_files", "")):
+                    if (Path(scratch) / name).exists():
+                        shutil.copy(Path(scratch) / name, iwd / name)
+            ad = self.jobs[job]
+            ad["ExitCode"] = code
+            retries = int(commands.get("max_retries", "0"))
+            stop = classad2.ExprTree(commands.get("retry_until", "false")).eval(ad) is True
+            if code != 0 and not stop and int(ad.eval("NumJobStarts")) <= retries:
+                self.set(job, JobStatus=IDLE)
+            else:
+                self.set(job, JobStatus=COMPLETED, ExitBySignal=False)
+        return ran
+
     def job_of(self, uid: str, shard: int) -> str:
         """The id of the queued job of a scan's shard."""
         wanted = classad2.ExprTree(f'HPScanUid == "{uid}" && HPScanShard == {shard}')
@@ -220,3 +262,7 @@ class ScheddStandIn:
             if wanted.eval(ad) is True:
                 return job
         raise KeyError(f"no job for shard {shard} of {uid}")
+
+
+def _file_list(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]

@@ -1,0 +1,246 @@
+"""The backend contract, one suite for every backend (as pyhf's `backend` fixture and dask-jobqueue's `all_envs`):
+idempotent submit, cancel -> Suspended with records kept, exit 3 -> GPUUnavailable and never retried, attempts
+counted, and records handed over again after a restart folded once with nothing trained twice.
+
+Each backend runs the contract-honouring stand-in payload (tests/unit/payloads) for real:
+- local: child processes;
+- kubernetes: Jobs on the local control plane, pods on its node agent (a kubelet stand-in), records through
+  the shard ConfigMaps;
+- htcondor: the backend against ScheddStandIn, whose `run_idle` plays the execute node (a STAND-IN until the
+  real pool of the HTCondor issue replaces it: only the job runs for real, not matchmaking or file transfer).
+
+A harness knows how to build a fresh backend (what a restarted runner or operator does), where the shards go,
+and how to let the batch system make progress.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from kubernetes import client
+from operator_support import REPO, create, scan_manifest
+
+from hpscan.api.sites import Site
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.backends.htcondor import HTCondorBackend
+from hpscan.backends.kubernetes import KubernetesBackend
+from hpscan.backends.local import LocalBackend
+from hpscan.core.planning import Plan, plan
+from hpscan.core.results import aggregate
+from hpscan.core.shardfiles import write_shard_files
+from hpscan.testing.condor import ScheddStandIn
+
+pytestmark = pytest.mark.integration
+
+BACKENDS = ["local", "kubernetes", "htcondor"]
+
+
+class Harness(Protocol):
+    ref: ScanRef
+    site: Site | None
+    trained_log: Path
+
+    def new_backend(self) -> Backend: ...
+
+    def drive(self) -> None: ...
+
+
+def contract_spec(knobs: dict[str, Any], trained_log: Path, retries: int = 1) -> dict[str, Any]:
+    """Two shards of four combinations, run by the stand-in payload with these knobs."""
+    spec = scan_manifest("contract", {**knobs, "trainedLog": str(trained_log)})["spec"]
+    spec.update({"parameters": [{"name": "x", "values": [1, 2, 3, 4]}], "sharding": {"shards": 2}, "retries": retries})
+    return spec
+
+
+class LocalHarness:
+    def __init__(self, tmp_path: Path, spec: HPScanSpec, planned: Plan) -> None:
+        self.run_dir, self.spec = tmp_path / "run", spec
+        write_shard_files(planned, self.run_dir / "shards")
+        self.ref, self.site = ScanRef("contract", "local", "u-local"), None
+
+    def new_backend(self) -> Backend:
+        return LocalBackend(self.run_dir, retries=self.spec.retries)
+
+    def drive(self) -> None:
+        time.sleep(0.2)
+
+
+class KubernetesHarness:
+    def __init__(self, k8s: client.ApiClient, namespace: str, body: dict[str, Any]) -> None:
+        created = create(k8s, namespace, body)  # the owner of the Jobs (no operator runs: the test drives)
+        self.k8s = k8s
+        self.ref = ScanRef("contract", namespace, created["metadata"]["uid"])
+        self.site = Site.model_validate(body["spec"]["sites"][0])
+
+    def new_backend(self) -> Backend:
+        return KubernetesBackend(self.k8s)
+
+    def drive(self) -> None:
+        time.sleep(0.5)
+
+
+class HTCondorHarness:
+    def __init__(self, tmp_path: Path) -> None:
+        self.schedd = ScheddStandIn()  # outlives backends: a restart finds the queue as it was
+        self.work_dir = tmp_path / "condor"
+        self.ref = ScanRef("contract", "physics", "u-condor-" + secrets.token_hex(3))
+        self.site = Site.model_validate(
+            {"name": "grid", "htcondor": {"universe": "vanilla", "executable": "/usr/bin/env"}}
+        )
+        self.path = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+
+    def new_backend(self) -> Backend:
+        return HTCondorBackend(self.work_dir, schedd_factory=lambda site: self.schedd, max_age_seconds=0)
+
+    def drive(self) -> None:
+        self.schedd.run_idle(self.path)
+
+
+@pytest.fixture(params=BACKENDS)
+def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., tuple[Harness, Plan]]]:
+    """make_harness(knobs, retries) -> (harness, plan), for the backend this test is parametrized with."""
+
+    def make(knobs: dict[str, Any], retries: int = 1) -> tuple[Harness, Plan]:
+        trained_log = tmp_path / "trained.log"
+        spec_dict = contract_spec(knobs, trained_log, retries)
+        if request.param == "htcondor":
+            harness: Any = HTCondorHarness(tmp_path)
+            spec_dict["sites"] = [harness.site.to_wire()]
+        spec = HPScanSpec.model_validate(spec_dict)
+        planned = plan("contract", spec)
+        if request.param == "local":
+            harness = LocalHarness(tmp_path, spec, planned)
+        elif request.param == "kubernetes":
+            k8s = request.getfixturevalue("k8s")
+            request.getfixturevalue("crd_applied")
+            body = scan_manifest("contract")
+            body["spec"] = spec_dict
+            body["spec"]["suspend"] = True  # belt and braces: nothing else acts on it
+            harness = KubernetesHarness(k8s, request.getfixturevalue("namespace"), body)
+        harness.trained_log = trained_log
+        harness.spec = spec
+        return harness, planned
+
+    yield make
+
+
+@pytest.fixture(scope="module")
+def crd_applied(cluster: Any) -> None:
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+
+
+def launches(harness: Any, planned: Plan) -> list[ShardLaunch]:
+    return [ShardLaunch(shard_file, harness.site) for shard_file in planned.shard_files()]
+
+
+def start(harness: Any, backend: Backend, planned: Plan) -> None:
+    backend.track(harness.ref, harness.spec)
+    backend.prepare(harness.ref, harness.spec, planned.shard_count)
+    backend.submit(harness.ref, harness.spec, launches(harness, planned))
+
+
+def run_until(
+    harness: Any,
+    backend: Backend,
+    done: Callable[[dict[int, ShardStatus], list], bool],
+    records: list,
+    timeout: float = 120,
+) -> dict[int, ShardStatus]:
+    """Let the batch system work, collecting records, until done(states, records) holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        harness.drive()
+        states = backend.poll(harness.ref)
+        records += backend.fetch_records(harness.ref)
+        if done(states, records):
+            return states
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backend states: {states}; {len(records)} records")
+
+
+def ended(states: dict[int, ShardStatus], _records: list, shards: int = 2) -> bool:
+    return len(states) == shards and all(s.phase in {ShardPhase.SUCCEEDED, ShardPhase.FAILED} for s in states.values())
+
+
+def trained(harness: Any) -> Counter[str]:
+    log = harness.trained_log
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def test_submit_is_idempotent(make_harness):
+    harness, planned = make_harness({})
+    backend = harness.new_backend()
+    start(harness, backend, planned)
+    start(harness, backend, planned)  # a retried reconcile submits the same shards again
+    records: list = []
+    states = run_until(harness, backend, ended, records)
+    assert {s.phase for s in states.values()} == {ShardPhase.SUCCEEDED}
+    assert all(s.attempts == 1 for s in states.values()), states
+    assert set(trained(harness).values()) == {1} and len(trained(harness)) == planned.total
+
+
+def test_cancel_suspends_and_keeps_the_records(make_harness):
+    harness, planned = make_harness({"sleep": 0.6})
+    backend = harness.new_backend()
+    start(harness, backend, planned)
+    records: list = []
+    if isinstance(harness, HTCondorHarness):  # the stand-in runs a job to its end: cancel while queued instead
+        records += backend.fetch_records(harness.ref)
+    else:
+        run_until(harness, backend, lambda _states, got: len(got) >= 1, records)
+    backend.cancel(harness.ref)
+    states = run_until(
+        harness, backend, lambda s, _r: bool(s) and all(x.phase == ShardPhase.SUSPENDED for x in s.values()), records
+    )
+    assert set(states) == {0, 1}
+    kept = {r.id for r in records}
+    summary = aggregate(planned, records)
+    assert summary.recorded == len(kept) < planned.total  # what ran before the cancel stays, nothing more ran
+
+
+def test_exit_3_is_gpu_unavailable_and_never_retried(make_harness):
+    harness, planned = make_harness({"exitCode": 3}, retries=2)
+    backend = harness.new_backend()
+    start(harness, backend, planned)
+    states = run_until(harness, backend, ended, [])
+    assert {s.phase for s in states.values()} == {ShardPhase.FAILED}
+    assert {s.reason for s in states.values()} == {"GPUUnavailable"}
+    assert {s.attempts for s in states.values()} == {1}
+
+
+def test_a_crashed_attempt_is_retried_and_counted(make_harness):
+    harness, planned = make_harness({"failAttempts": {"0": 1}}, retries=1)
+    backend = harness.new_backend()
+    start(harness, backend, planned)
+    records: list = []
+    states = run_until(harness, backend, ended, records)
+    assert {s.phase for s in states.values()} == {ShardPhase.SUCCEEDED}
+    assert (states[0].attempts, states[1].attempts) == (2, 1)
+    assert aggregate(planned, records).succeeded == planned.total
+    assert set(trained(harness).values()) == {1}, "the retry resumed from what the first attempt recorded"
+
+
+def test_after_a_restart_records_fold_once_and_nothing_is_trained_twice(make_harness):
+    harness, planned = make_harness({"sleep": 0.3})
+    first = harness.new_backend()
+    start(harness, first, planned)
+    records: list = []
+    run_until(harness, first, lambda _s, got: len(got) >= 1 or isinstance(harness, HTCondorHarness), records)
+    first.cancel(harness.ref)  # suspended, then the runner or operator dies
+
+    second = harness.new_backend()  # a restarted runner or operator
+    start(harness, second, planned)
+    run_until(harness, second, ended, records)
+    summary = aggregate(planned, records)
+    assert summary.succeeded == planned.total and summary.failed == 0
+    assert set(trained(harness).values()) == {1}, trained(harness)
