@@ -119,7 +119,7 @@ class ChirpChannel:
 
 
 def open_channel(shard_file: Path) -> ChirpChannel:
-    """The channel of ``hpscan shard-run --channel chirp`` for a shard file (its objective decides which value
+    """The channel of ``hpscan shard-run --channel htcondor`` for a shard file (its objective decides which value
     is best)."""
     try:
         return ChirpChannel(ShardFile.model_validate_json(shard_file.read_bytes()).objective)

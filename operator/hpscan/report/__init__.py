@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.spec import HPScanSpec
+from hpscan.core.manifest import load_scan
 from hpscan.errors import HPScanError
-from hpscan.manifest import load_scan
 from hpscan.report.plugin import ENTRY_POINT_GROUP, ReportPlugin, find_plugin, payload_name, require
 from hpscan.report.rundir import Ranked, ReportError, ScanRun, load_run
 

@@ -1,15 +1,8 @@
-"""The HTCondor backend: shards as jobs at an access point (schedd), as the paper ran them on WLCG grid sites.
-
-One submit description per scan and site, one job per shard (itemdata). Each job runs the shard runner
-(``hpscan shard-run ... --channel chirp``) around the payload: the shard file travels in the input sandbox,
-``results.jsonl`` comes back in the output sandbox (spooled to and retrieved from a remote schedd), and while the
-job runs the runner sets job attributes through chirp (HPScanDone, HPScanFailed, HPScanBest, HPScanRecords)
-that the poller turns into live records. Every job carries ``HPScanUid``/``HPScanShard``, so a restarted
-operator finds what it submitted and submission is idempotent.
+"""HTCondorBackend: submit, the shared poller, cancel and forget (see the package docstring for the wiring).
 
 One backend instance serves every scan: ``refresh()`` is the shared poller's cycle (one batched query per
 schedd), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C); the
-operator runs them with ``asyncio.to_thread``.
+operator runs them in kopf's worker threads, serialised by one lock.
 """
 
 from __future__ import annotations
