@@ -45,3 +45,10 @@ class SchedulerUnavailable(BackendError):
 
     exit_code = 3
     reason = Reason.SCHEDULER_UNAVAILABLE
+
+
+class ModelsError(HPScanError):
+    """A kept model that cannot be listed or fetched (no such run folder, rank or id; a cluster scan's storage)."""
+
+    exit_code = 2
+    reason = Reason.ERROR

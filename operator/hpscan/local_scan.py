@@ -7,6 +7,7 @@ Run folder layout (the same files the report and `hpscan results` read):
   work/shard-NNN/  the payload's own output folder and payload.log, per shard
   results.jsonl    every record, appended as it arrives
   status.json      the status, same shape as the HPScan status on Kubernetes
+  models/<id>/     the trained models spec.artifacts keeps (gathered from work/shard-NNN/models/ at the end)
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Protocol
 
 import yaml
 
-from hpscan.api.contract import RESULTS_FILE, ResultRecord
-from hpscan.api.spec import HPScan
+from hpscan.api.contract import MODELS_DIR, RESULTS_FILE, ResultRecord, shard_name
+from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus, Reason, ScanPhase, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
 from hpscan.backends.local import LocalBackend
+from hpscan.core.artifacts import models_to_keep, rank_records, saved_models
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_records
 from hpscan.core.shardfiles import write_shard_files
@@ -110,7 +112,13 @@ def prepare_run_dir(scan: HPScan, planned: Plan, run_dir: Path) -> None:
     wanted = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
     if manifest.exists():
         held = yaml.safe_load(manifest.read_text())
-        if held.get("spec") != wanted["spec"]:
+        try:  # compared as validated specs: a field added since with its default is the same scan
+            held_spec = HPScanSpec.model_validate(held.get("spec")).model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            )
+        except ValueError:
+            held_spec = held.get("spec")
+        if held_spec != wanted["spec"]:
             raise RunError(
                 f"{run_dir} holds a run of a different scan ({manifest}); choose another --out or delete the folder"
             )
@@ -124,6 +132,34 @@ def write_status(run_dir: Path, status: HPScanStatus) -> None:
     partial = run_dir / "status.json.partial"
     partial.write_text(status.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
     partial.replace(run_dir / "status.json")
+
+
+def keep_models(scan: HPScan, planned: Plan, run_dir: Path) -> list[str]:
+    """Gather the models spec.artifacts keeps into run_dir/models/ and delete the others; returns the kept ids.
+
+    The decision is core.artifacts.models_to_keep; this only moves folders (work/shard-NNN/models/<id>/ to
+    models/<id>/) and deletes what is not kept. Running it again changes nothing."""
+    records, _problems = read_records(run_dir / RESULTS_FILE)
+    ranked = rank_records((r for r in records if planned.owns(r.id, r.parameters)), scan.spec.objective)
+    keep = models_to_keep(ranked, scan.spec.artifacts)
+    kept_dir = run_dir / MODELS_DIR
+    held = saved_models(kept_dir)
+    for index in range(planned.shard_count):
+        work_models = run_dir / "work" / shard_name(index) / MODELS_DIR
+        for model_id, model in saved_models(work_models).items():
+            if model_id in keep:
+                target = kept_dir / model_id
+                if target.exists():
+                    shutil.rmtree(target)
+                kept_dir.mkdir(exist_ok=True)
+                model.path.replace(target)
+                held[model_id] = model
+            else:
+                shutil.rmtree(model.path, ignore_errors=True)
+    for model_id, model in saved_models(kept_dir).items():
+        if model_id not in keep:
+            shutil.rmtree(model.path, ignore_errors=True)
+    return sorted(keep & set(held))
 
 
 def run_scan(
@@ -193,4 +229,6 @@ def run_scan(
             status = status.model_copy(update={"phase": ScanPhase.SUSPENDED})
         write_status(run_dir, status)
         raise
+    if status.phase in TERMINAL_SCAN_PHASES:
+        keep_models(scan, planned, run_dir)
     return status

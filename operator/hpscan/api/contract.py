@@ -24,6 +24,14 @@ ParameterValue = int | float | str | bool
 RESULTS_FILE = "results.jsonl"
 """The file in its output folder a payload appends one record per line to."""
 
+MODELS_DIR = "models"
+"""The folder next to results.jsonl where a payload asked to save models writes one folder per combination,
+``models/<combination id>/`` (whatever the payload needs to use the model elsewhere, plus ``model.json``)."""
+
+MODEL_FILE = "model.json"
+"""The file every saved model folder holds: JSON with at least ``id`` and ``parameters`` (the payload adds the
+rest: its format, inputs, metrics). A folder without it is not a finished model (a crash while saving)."""
+
 
 def shard_name(shard: int) -> str:
     """``shard-NNN``: how a shard is named everywhere (files, folders, Jobs, ConfigMaps)."""
@@ -80,6 +88,16 @@ class Combination(BaseModel):
     parameters: dict[str, ParameterValue]
 
 
+class ArtifactRequest(CamelModel):
+    """What the payload keeps of each trained combination (from spec.artifacts)."""
+
+    save_models: bool = Field(
+        False,
+        description="Save each succeeded combination's trained model into OUT/models/<combination id>/ (with a "
+        "model.json) before appending its record; hpscan keeps the ones spec.artifacts asks for.",
+    )
+
+
 class ShardFile(CamelModel):
     """Input of one payload process: one shard of a scan (the paper's small JSON input files)."""
 
@@ -94,6 +112,9 @@ class ShardFile(CamelModel):
         default_factory=dict, description="spec.payload.settings, passed through untouched."
     )
     combinations: list[Combination]
+    artifacts: ArtifactRequest = Field(
+        default_factory=ArtifactRequest, description="What to keep besides the records (trained models)."
+    )
 
 
 class ResultRecord(CamelModel):

@@ -172,6 +172,22 @@ class FailurePolicy(CamelModel):
     )
 
 
+class Artifacts(CamelModel):
+    """Which trained models a scan keeps (the payload saves one folder per combination; hpscan prunes)."""
+
+    keep: Literal["top", "all", "none"] = Field(
+        "top",
+        description="top: the `top` best combinations' models, plus the median and the worst (the report compares "
+        "best, median and worst); all: every succeeded combination's model; none: the payload saves no model.",
+    )
+    top: int = Field(3, ge=1, le=1000, description="With keep: top, how many of the best combinations' models.")
+
+    @property
+    def save_models(self) -> bool:
+        """Whether payloads are asked to save models at all."""
+        return self.keep != "none"
+
+
 class HPScanSpec(CamelModel):
     """A hyperparameter scan: axes, objective, payload, GPU needs and the sites that run it."""
 
@@ -195,6 +211,10 @@ class HPScanSpec(CamelModel):
         default_factory=list, max_length=64, description="Where shards run; the operator's default site when empty."
     )
     top_k: int = Field(5, ge=1, le=50, description="How many of the best combinations the status lists.")
+    artifacts: Artifacts = Field(
+        default_factory=Artifacts,
+        description="Trained models kept after the scan (local runs: RUN/models/<id>/; listed by `hpscan models`).",
+    )
 
     model_config = CamelModel.model_config | {
         "json_schema_extra": cel_rules(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hpscan.cli import cluster, condor, report, run, scan, shard
+from hpscan.cli import cluster, condor, models, report, run, scan, shard
 from hpscan.cli.output import err, out
 from hpscan.errors import HPScanError
 
@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (scan, run, report, cluster, condor, shard):
+for module in (scan, run, report, models, cluster, condor, shard):
     for name, function, options in module.commands.entries:
         app.command(name, **options)(function)
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from hpscan.api.contract import Combination, ParameterValue, ShardFile
+from hpscan.api.contract import ArtifactRequest, Combination, ParameterValue, ShardFile
 from hpscan.api.spec import HPScanSpec, Parameter, ValueRange
 from hpscan.errors import PlanningError
 
@@ -164,6 +164,7 @@ class Plan:
             gpu=self.spec.gpu,
             settings=self.spec.payload.settings,
             combinations=self.shard_combinations(shard),
+            artifacts=ArtifactRequest(save_models=self.spec.artifacts.save_models),
         )
 
     def shard_files(self) -> Iterator[ShardFile]:

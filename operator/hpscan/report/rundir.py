@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hpscan.api.contract import LineProblem, ResultRecord
+from hpscan.api.contract import MODELS_DIR, LineProblem, ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.api.status import HPScanStatus
+from hpscan.core.artifacts import RankedRecord, pick_ranks, rank_records, saved_models
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan, plan, position_of
 from hpscan.core.results import aggregate, read_records
@@ -24,17 +25,8 @@ class ReportError(HPScanError):
     reason = "ReportFailed"
 
 
-@dataclass(frozen=True)
-class Ranked:
-    """A succeeded combination with its objective value and its rank (0 = best)."""
-
-    rank: int
-    record: ResultRecord
-    value: float
-
-    @property
-    def id(self) -> str:
-        return self.record.id
+Ranked = RankedRecord
+"""A succeeded combination with its objective value and its rank (0 = best)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +44,8 @@ class ScanRun:
     problems: list[LineProblem]
     foreign: int
     """Records that do not belong to this plan (another scan's file mixed in); ignored."""
+    models: dict[str, Path]
+    """Kept trained models (run_dir/models/<id>/, spec.artifacts), by combination id."""
 
     @property
     def name(self) -> str:
@@ -76,11 +70,14 @@ class ScanRun:
         """The best, the median and the worst succeeded combination (the paper's three retrained networks)."""
         if not self.ranked:
             raise ReportError(f"{self.run_dir}: no combination succeeded, nothing to pick for retraining")
-        return {
-            "best": self.ranked[0],
-            "median": self.ranked[(len(self.ranked) - 1) // 2],
-            "worst": self.ranked[-1],
-        }
+        return {key: self.ranked[rank] for key, rank in pick_ranks(len(self.ranked)).items()}
+
+    def picked_models(self) -> dict[str, Path] | None:
+        """The kept model of each picked combination by pick (best, median, worst), or None when one is missing."""
+        picks = self.picks()
+        if not all(ranked.id in self.models for ranked in picks.values()):
+            return None
+        return {key: self.models[ranked.id] for key, ranked in picks.items()}
 
 
 def _load_status(path: Path) -> HPScanStatus | None:
@@ -111,23 +108,14 @@ def load_run(run_dir: Path) -> ScanRun:
 
     objective = scan.spec.objective
     summary = aggregate(planned, records)
-    best_of: dict[str, tuple[ResultRecord, float]] = {}
+    owned = [r for r in records if planned.owns(r.id, r.parameters)]
+    ranked = rank_records(owned, objective)
+    ranked_ids = {r.id for r in ranked}
     failed_of: dict[str, ResultRecord] = {}
-    for record in records:
-        if not planned.owns(record.id, record.parameters):
-            continue
-        value = record.objective_value(objective)
-        if value is None:
+    for record in owned:
+        if record.id not in ranked_ids:
             failed_of.setdefault(record.id, record)
-            continue
-        held = best_of.get(record.id)
-        better = held is None or (value < held[1] if objective.goal == "minimize" else value > held[1])
-        if better:
-            best_of[record.id] = (record, value)
-    sign = 1.0 if objective.goal == "minimize" else -1.0
-    order = sorted(best_of.values(), key=lambda rv: (sign * rv[1], rv[0].id))
-    ranked = [Ranked(rank=i, record=r, value=v) for i, (r, v) in enumerate(order)]
-    failed = sorted((r for i, r in failed_of.items() if i not in best_of), key=lambda r: position_of(r.id))
+    failed = sorted(failed_of.values(), key=lambda r: position_of(r.id))
     return ScanRun(
         run_dir=run_dir,
         scan=scan,
@@ -137,4 +125,5 @@ def load_run(run_dir: Path) -> ScanRun:
         status=_load_status(run_dir / "status.json"),
         problems=problems,
         foreign=summary.foreign,
+        models={model_id: model.path for model_id, model in saved_models(run_dir / MODELS_DIR).items()},
     )

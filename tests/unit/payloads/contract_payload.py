@@ -6,7 +6,8 @@ parameters, appends one record per combination to OUT/results.jsonl, and logs ea
 OUT/trained.log so tests can check that nothing is trained twice. Behaviour knobs come from
 payload.settings.contractPayload: sleep (seconds per combination), failAttempts {shard: n} (exit 1 on the
 first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed),
-trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir).
+trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir). When the shard file asks
+for models (artifacts.saveModels), each succeeded combination gets OUT/models/<id>/ with model.json and weights.txt.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def main(argv: list[str]) -> int:
             "device": "CPU",
             "epochs": 1,
         }
+        if shard.get("artifacts", {}).get("saveModels") and not failed:
+            folder = out / "models" / combination["id"]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "weights.txt").write_text(f"{loss}\n")
+            (folder / "model.json").write_text(
+                json.dumps({"id": combination["id"], "parameters": combination["parameters"]})
+            )
         with results.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         for log in [out / "trained.log", *([Path(knobs["trainedLog"])] if knobs.get("trainedLog") else [])]:
