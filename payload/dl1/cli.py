@@ -144,7 +144,7 @@ def train_shard(
     from dl1.data import load_dataset
     from dl1.train import Outcome, ResidentData, device_name, train_many
 
-    dataset = load_dataset(settings.data, scale_dict_out=out / "scale_dict.json")
+    dataset = load_dataset(settings.data, scale_dict_out=out / "scale_dict.json", with_test=False)
     _say(f"data: {dataset.describe()}")
     resident = ResidentData(dataset.train, dataset.validation)
     # where the training tensors really live, not what was asked for
@@ -152,10 +152,30 @@ def train_shard(
     _say(f"training on {device}: {settings.precision} arithmetic, up to {settings.fuse} combinations per graph")
     params = {c.id: dict(c.parameters) for c in shard.combinations}
     finished = 0
+    save_models = shard.artifacts.save_models
+    if save_models:
+        from dl1.artifacts import KerasCache, save_model
+        from hpscan.api.contract import MODELS_DIR
+
+        keras_cache = KerasCache()
 
     def record(outcome: Outcome) -> None:
         nonlocal finished
         finished += 1
+        if save_models and outcome.status == "succeeded" and outcome.model is not None:
+            # the model before its record: a recorded combination always has its model folder
+            save_model(
+                out / MODELS_DIR / outcome.key,
+                outcome.model,
+                combination_id=outcome.key,
+                parameters=params[outcome.key],
+                variables=dataset.variables,
+                scale_dict=dataset.scale_dict,
+                metrics={k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
+                epochs=outcome.epochs,
+                extra={"scan": shard.scan, "shard": shard.shard, "device": device, "settings": shard.settings},
+                cache=keras_cache,
+            )
         rec = ResultRecord(
             id=outcome.key,
             shard=shard.shard,
@@ -187,7 +207,9 @@ def train_shard(
             last_progress[0] = time.monotonic()
             _say(f"  training {key}: epoch {epoch}/{settings.epochs}, val_loss {metrics['val_loss']:.4f}")
 
-    train_many(resident, [(c.id, configs[c.id]) for c in todo], settings, record, on_epoch=progress)
+    train_many(
+        resident, [(c.id, configs[c.id]) for c in todo], settings, record, on_epoch=progress, keep_models=save_models
+    )
 
 
 @app.command("gpu-check")
@@ -207,28 +229,81 @@ def gpu_check(
         raise GPUUnavailableError(report.reason)
 
 
+def _read_settings(path: Path) -> dict[str, Any]:
+    """The settings of a shard file or settings JSON (its ``settings`` or the whole object)."""
+    from dl1.errors import SettingsError
+
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise DL1Error(f"{path}: cannot read ({exc.strerror})") from None
+    except ValueError as exc:
+        raise SettingsError(f"{path}: not JSON ({exc})") from None
+    return dict(raw.get("settings", raw)) if isinstance(raw, dict) else {}
+
+
+def _print_metrics(metrics: dict[str, Any], f_c: float, f_b: float) -> None:
+    def shown(value: float, error: float | None, passing: int) -> str:
+        text = f"{value:.1f}" if math.isfinite(value) else "inf"
+        return f"{text} ± {error:.1f} ({passing} pass)" if error is not None else f"{text} ({passing} pass)"
+
+    jets = metrics["jets"]
+    _say(f"test jets: {jets['b']:,} b, {jets['c']:,} c, {jets['light']:,} light")
+    _say(f"b-tagging, D_b with f_c = {f_c:g}:")
+    for name, wp in metrics["working_points"].items():
+        _say(
+            f"  {name}% b-eff.: light rejection {shown(wp['light_rejection'], wp['light_rejection_error'], wp['light_passing'])}, "
+            f"c rejection {shown(wp['c_rejection'], wp['c_rejection_error'], wp['c_passing'])}"
+        )
+    _say(f"c-tagging, D_c with f_b = {f_b:g}:")
+    for name, wp in metrics["c_tagging"].items():
+        _say(
+            f"  {name}% c-eff.: light rejection {shown(wp['light_rejection'], wp['light_rejection_error'], wp['light_passing'])}, "
+            f"b rejection {shown(wp['b_rejection'], wp['b_rejection_error'], wp['b_passing'])}"
+        )
+
+
 @app.command()
 def evaluate(
     shard_or_settings: Annotated[
-        Path, typer.Argument(help="Shard file or settings JSON (its 'settings.data' or 'data' names the data).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Shard file or settings JSON (its 'settings.data' or 'data' names the data). Without --model a "
+            "combination is trained on its training split; with --model its test split is the test set."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="A saved model folder (hpscan fetch-model, or RUN/models/<id>): evaluate it, no training."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="With --model: a dumper-style HDF5 file; all its b, c and light jets are the test set."
+        ),
+    ] = None,
     parameters: Annotated[
         str, typer.Option(help='Combination to train, JSON, e.g. \'{"layer1": 64, "learning_rate": 0.001}\'.')
     ] = "{}",
     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the metrics.")] = Path("metrics.json"),
     f_c: Annotated[float, typer.Option("--fc", help="c fraction in D_b.", min=0.0, max=1.0)] = 0.018,
+    f_b: Annotated[float, typer.Option("--fb", help="b fraction in D_c (c-tagging).", min=0.0, max=1.0)] = 0.2,
     epochs: Annotated[int | None, typer.Option(help="Override settings.epochs.", min=1)] = None,
 ) -> None:
-    """Train one combination on the training split and write its tagging metrics on the test split as JSON."""
-    from dl1.errors import ParameterError, SettingsError
+    """Tagging metrics (b- and c-tagging, with statistical uncertainties) of a network on a test set, as JSON.
 
-    try:
-        raw = json.loads(shard_or_settings.read_text())
-    except OSError as exc:
-        raise DL1Error(f"{shard_or_settings}: cannot read ({exc.strerror})") from None
-    except ValueError as exc:
-        raise SettingsError(f"{shard_or_settings}: not JSON ({exc})") from None
-    settings_raw = dict(raw.get("settings", raw)) if isinstance(raw, dict) else {}
+    Either train one combination on the settings' training split, or (--model) evaluate a saved model on a file
+    (--data) or on the settings' test split."""
+    from dl1.errors import ParameterError
+
+    if model is not None:
+        _evaluate_model(model, data, shard_or_settings, out, f_c, f_b)
+        return
+    if shard_or_settings is None:
+        raise ParameterError("give a shard or settings file to train a combination, or --model DIR to evaluate one")
+    settings_raw = _read_settings(shard_or_settings)
     if epochs:
         settings_raw["epochs"] = epochs
     try:
@@ -258,14 +333,51 @@ def evaluate(
     if outcome.status != "succeeded" or outcome.model is None:
         raise DL1Error(f"training failed: {outcome.error}")
     probs = outcome.model.predict(dataset.test.x)
-    metrics = tagging_metrics(probs, dataset.test.y, f_c=f_c)
+    metrics = tagging_metrics(probs, dataset.test.y, f_c=f_c, f_b=f_b)
     metrics["training"] = {"parameters": combo, "epochs": outcome.epochs, **outcome.metrics}
     out.write_text(json.dumps(_json_safe(metrics), indent=1))
-    wp = metrics["working_points"]["77"]
-    _say(
-        f"77% b-efficiency (f_c={f_c}): light rejection {wp['light_rejection']:.1f}, c rejection {wp['c_rejection']:.2f}; "
-        f"val_loss {outcome.metrics['val_loss']:.4f}; wrote {out}"
-    )
+    _print_metrics(metrics, f_c, f_b)
+    _say(f"val_loss {outcome.metrics['val_loss']:.4f}; wrote {out}")
+
+
+def _evaluate_model(
+    model_dir: Path, data_file: Path | None, settings_file: Path | None, out: Path, f_c: float, f_b: float
+) -> None:
+    from dl1.artifacts import load_model
+    from dl1.errors import ParameterError
+    from dl1.metrics import tagging_metrics
+    from dl1.variables import FLAVOUR_LABELS, LABEL
+
+    if (data_file is None) == (settings_file is None):
+        raise ParameterError("with --model, give the test jets: --data FILE.h5, or a settings file (its test split)")
+    network = load_model(model_dir)
+    if data_file is not None:
+        import numpy as np
+
+        from dl1.data import read_jets
+
+        jets = read_jets(data_file, network.variables)
+        jets = jets[np.isin(jets[LABEL], FLAVOUR_LABELS)]
+        source = str(data_file)
+    else:
+        assert settings_file is not None
+        from dl1.data import load_dataset
+        from dl1.train import parse_settings
+
+        dataset = load_dataset(parse_settings(_read_settings(settings_file)).data)
+        jets = dataset.test.jets
+        source = f"the test split of {settings_file}"
+    import numpy as np
+
+    y = np.searchsorted(np.array(FLAVOUR_LABELS), jets[LABEL])
+    _say(f"evaluating {network.id} ({model_dir}) on {len(jets):,} jets from {source}")
+    probs = network.predict_jets(jets)
+    metrics = tagging_metrics(probs, y, f_c=f_c, f_b=f_b)
+    metrics["model"] = {"folder": str(model_dir), **{k: network.info.get(k) for k in ("id", "parameters", "metrics")}}
+    metrics["data"] = source
+    out.write_text(json.dumps(_json_safe(metrics), indent=1))
+    _print_metrics(metrics, f_c, f_b)
+    _say(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

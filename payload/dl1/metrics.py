@@ -1,6 +1,8 @@
 """Tagging performance of a trained network on a test set, computed with atlas-ftag-tools.
 
 Outputs are ordered (u, c, b). D_b = ln(p_b / (f_c p_c + (1 - f_c) p_u)); D_c = ln(p_c / (f_b p_b + (1 - f_b) p_u)).
+Rejections come with their binomial statistical uncertainty (``ftag.utils.metrics.calculate_rejection_error``) and
+the number of background jets passing the cut.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import numpy as np
 
 WORKING_POINTS = (0.60, 0.70, 0.77, 0.85)
 """b-tagging efficiencies at which rejections are quoted."""
+C_WORKING_POINTS = (0.20, 0.30, 0.40, 0.50)
+"""c-tagging efficiencies at which D_c's rejections are quoted."""
 
 TAGGER = "dl1"
 
@@ -75,6 +79,20 @@ def rejections(
     return out
 
 
+def rejection_error(rejection: float, n_background: int) -> float | None:
+    """Binomial uncertainty of a rejection measured with ``n_background`` jets; None when it is infinite."""
+    from ftag.utils.metrics import calculate_rejection_error
+
+    if not np.isfinite(rejection) or rejection < 1.0 or n_background <= 0:
+        return None
+    return float(np.atleast_1d(calculate_rejection_error(np.array([rejection]), n_background))[0])
+
+
+def _point(rejection: float, n_background: int) -> dict[str, float | int | None]:
+    passing = int(n_background / rejection + 0.5) if np.isfinite(rejection) and rejection > 0 else 0
+    return {"error": rejection_error(rejection, n_background), "passing": passing}
+
+
 def tagging_metrics(
     probs: np.ndarray,
     y: np.ndarray,
@@ -87,11 +105,13 @@ def tagging_metrics(
 
     Returns JSON-ready values: light and c rejection at the 60/70/77/85% working points with their D_b cuts,
     ROC arrays (b efficiency 0.5..1 vs light and c rejection), rejection vs f_c at 77%, and the c-tagging
-    rejections at the same efficiencies from D_c.
+    rejections (light and b) at the c-tagging working points (C_WORKING_POINTS) from D_c; each rejection with its
+    statistical uncertainty and the background jets passing the cut.
     """
     from ftag.utils.metrics import calculate_efficiency
 
     y = np.asarray(y)
+    n = {k: int((y == k).sum()) for k in (0, 1, 2)}
     present = set(np.unique(y).tolist())
     if not {0, 1, 2} <= present:
         raise ValueError("the test set needs light, c and b jets")
@@ -107,7 +127,9 @@ def tagging_metrics(
         scan["light_rejection"].append(float(r["light"][0]))
         scan["c_rejection"].append(float(r["c"][0]))
     c_disc = c_discriminant(probs, f_b)
-    c_rej = rejections(c_disc, y, 1, wps)
+    c_wps = np.array(C_WORKING_POINTS)
+    c_rej = rejections(c_disc, y, 1, c_wps)
+    _, c_cuts = calculate_efficiency(c_disc[y == 1], c_disc[y == 0], target_eff=c_wps, return_cuts=True)
 
     def _floats(arr: np.ndarray) -> list[float | None]:
         return [float(v) if np.isfinite(v) else None for v in arr]
@@ -117,7 +139,15 @@ def tagging_metrics(
         "f_b": f_b,
         "jets": {"light": int((y == 0).sum()), "c": int((y == 1).sum()), "b": int((y == 2).sum())},
         "working_points": {
-            f"{round(e * 100)}": {"cut": float(cut), "light_rejection": float(lr), "c_rejection": float(cr)}
+            f"{round(e * 100)}": {
+                "cut": float(cut),
+                "light_rejection": float(lr),
+                "light_rejection_error": _point(lr, n[0])["error"],
+                "light_passing": _point(lr, n[0])["passing"],
+                "c_rejection": float(cr),
+                "c_rejection_error": _point(cr, n[1])["error"],
+                "c_passing": _point(cr, n[1])["passing"],
+            }
             for e, cut, lr, cr in zip(wps, np.atleast_1d(cuts), rej["light"], rej["c"], strict=True)
         },
         "roc": {
@@ -127,7 +157,15 @@ def tagging_metrics(
         },
         "fc_scan_77": scan,
         "c_tagging": {
-            f"{round(e * 100)}": {"light_rejection": float(lr), "b_rejection": float(br)}
-            for e, lr, br in zip(wps, c_rej["light"], c_rej["b"], strict=True)
+            f"{round(e * 100)}": {
+                "cut": float(cut),
+                "light_rejection": float(lr),
+                "light_rejection_error": _point(lr, n[0])["error"],
+                "light_passing": _point(lr, n[0])["passing"],
+                "b_rejection": float(br),
+                "b_rejection_error": _point(br, n[2])["error"],
+                "b_passing": _point(br, n[2])["passing"],
+            }
+            for e, cut, lr, br in zip(c_wps, np.atleast_1d(c_cuts), c_rej["light"], c_rej["b"], strict=True)
         },
     }

@@ -368,6 +368,21 @@ def synthetic_blocks(n_jets: int, seed: int):
         yield low, block
 
 
+TEST_STREAM = 500_000
+"""Offset of the random streams of a separate test sample (``synthetic_test_jets``) from the training sample's."""
+
+
+def synthetic_test_jets(n_jets: int, seed: int) -> np.ndarray:
+    """A test sample for ``seed`` drawn from its own random streams: independent of ``synthetic_jets(n, seed)``
+    for any n, the same for the same ``(n_jets, seed)`` everywhere."""
+    blocks = []
+    for i, low in enumerate(range(0, n_jets, CHUNK)):
+        block = generate_jets(min(CHUNK, n_jets - low), seed * 1_000_003 + TEST_STREAM + i)
+        block["eventNumber"] += low * 7
+        blocks.append(block)
+    return np.concatenate(blocks)
+
+
 def synthetic_jets(n_jets: int, seed: int) -> np.ndarray:
     """The synthetic sample for ``(n_jets, seed)`` in memory: identical to what ``generate_file`` writes."""
     return np.concatenate([block for _, block in synthetic_blocks(n_jets, seed)])

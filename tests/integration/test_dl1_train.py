@@ -167,4 +167,54 @@ def test_generate_then_train_from_the_file_and_evaluate(tmp_path, capsys):
     metrics = json.loads(metrics_out.read_text())
     assert metrics["working_points"]["77"]["light_rejection"] > 2
     assert metrics["training"]["epochs"] == 2
-    assert "77% b-efficiency" in capsys.readouterr().err
+    printed = capsys.readouterr().err
+    assert "77% b-eff.: light rejection" in printed and "30% c-eff.: light rejection" in printed
+    assert metrics["c_tagging"]["30"]["light_rejection"] > 1
+    assert metrics["working_points"]["77"]["light_rejection_error"] > 0
+
+
+def test_saved_models_evaluate_elsewhere_on_a_file(tmp_path, capsys):
+    """A shard asking for models leaves OUT/models/<id>/ (Keras, scale dict, model.json) that `dl1 evaluate --model`
+    scores on a file with the same outputs as the network that trained."""
+    path = shard_file(tmp_path, TWO[:1])
+    shard = json.loads(path.read_text())
+    shard["artifacts"] = {"saveModels": True}
+    path.write_text(json.dumps(shard))
+    out = tmp_path / "out"
+    assert main(["train-shard", str(path), "--out", str(out)]) == 0
+    folder = out / "models" / "c-small"
+    info = json.loads((folder / "model.json").read_text())
+    assert info["id"] == "c-small" and info["parameters"] == TWO[0]["parameters"] and len(info["inputs"]) == 44
+    assert info["metrics"]["val_loss"] == records(out)[0]["metrics"]["val_loss"]
+    assert (folder / "model.keras").is_file() and (folder / "scale_dict.json").is_file()
+    assert not list((out / "models").glob(".*"))  # no partial folder left
+
+    from dl1.artifacts import load_model
+    from dl1.data import load_dataset
+
+    network = load_model(folder)
+    dataset = load_dataset(TINY_DATA)
+    via_file = network.predict_jets(dataset.test.jets)
+    assert np.allclose(via_file, network.predict(dataset.test.x), atol=1e-6)  # the same scaling as training
+
+    h5 = tmp_path / "jets.h5"
+    assert main(["generate", "--jets", "2000", "--seed", "9", "--out", str(h5)]) == 0
+    metrics_out = tmp_path / "metrics.json"
+    code = main(["evaluate", "--model", str(folder), "--data", str(h5), "--out", str(metrics_out)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads(metrics_out.read_text())
+    assert metrics["model"]["id"] == "c-small" and sum(metrics["jets"].values()) == 2000
+    assert "c_tagging" in metrics and metrics["working_points"]["77"]["light_rejection"] > 1
+    assert main(["evaluate", "--model", str(folder), "--out", str(metrics_out)]) == 2  # no test jets named
+
+
+def test_a_separate_test_sample_is_independent_and_joins_the_validation_free_split():
+    from dl1.data import load_dataset
+
+    plain = load_dataset({"synthetic": {"jets": 3000, "seed": 1}})
+    apart = load_dataset({"synthetic": {"jets": 3000, "seed": 1, "test_jets": 1200}})
+    assert len(apart.test) == 1200 and len(apart.train) == len(plain.train) + len(plain.test)
+    assert len(apart.validation) == len(plain.validation)
+    assert not np.array_equal(apart.test.x[:100], plain.test.x[:100])
+    skipped = load_dataset({"synthetic": {"jets": 3000, "seed": 1, "test_jets": 1200}}, with_test=False)
+    assert len(skipped.train) == len(apart.train)  # training does not generate the test jets
