@@ -31,11 +31,12 @@ def reported(tmp_path_factory) -> Path:
 
 
 def test_all_plots_and_the_page_are_written(reported: Path):
-    for name in ("parallel-coordinates.png", "roc.png", "rejection-vs-fc.png"):
+    for name in ("parallel-coordinates.png", "roc.png", "rejection-vs-fc.png", "c-tagging.png"):
         assert (reported / name).read_bytes()[:8] == PNG_MAGIC, name
     html = (reported / "index.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert "stand-in for MV2c10" in html
+    assert "Retrained: best, median and worst" in html and "c-tagging from the same networks" in html
 
 
 def test_metrics_hold_the_three_networks_and_the_bdt(reported: Path):
@@ -54,3 +55,6 @@ def test_metrics_hold_the_three_networks_and_the_bdt(reported: Path):
     assert retrained["testSet"]["jets"] == pytest.approx(TINY["data"]["synthetic"]["jets"] / 6, rel=0.1)
     assert taggers["bdt"]["fcScan"] is None
     assert taggers["bdt"]["workingPoints"]["77"]["ujets"] > 2
+    assert taggers["bdt"]["iterations"] < 2000  # its own early stopping ended it: converged, not capped
+    assert taggers["best"]["workingPoints"]["77"]["ujetsError"] > 0
+    assert taggers["best"]["cTagging"]["workingPoints"]["30"]["ujets"] > 1

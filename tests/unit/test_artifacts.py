@@ -133,3 +133,28 @@ def test_cli_lists_and_fetches_kept_models(finished_run: Path, tmp_path_factory)
 def test_keep_none_saves_nothing(tmp_path: Path):
     run_scan(toy_scan({"keep": "none"}), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
     assert not (tmp_path / "models").exists() and not list(tmp_path.glob("work/*/models"))
+
+
+def test_run_set_overrides_make_a_reduced_local_form_of_a_cluster_scan():
+    from hpscan.cli.run import apply_overrides
+    from hpscan.core.manifest import load_scan
+    from hpscan.errors import ManifestError
+
+    scan = load_scan(Path(__file__).parents[2] / "examples" / "dl1-seed-scan.yaml")
+    reduced = apply_overrides(
+        scan,
+        [
+            "gpu.count=0",
+            "gpu.required=false",
+            "payload.settings.epochs=5",
+            "spec.payload.settings.data.synthetic.jets=120000",
+        ],
+    )
+    assert reduced.spec.gpu.count == 0 and not reduced.spec.gpu.required
+    assert reduced.spec.payload.settings["epochs"] == 5
+    assert reduced.spec.payload.settings["data"]["synthetic"] == {"jets": 120000, "seed": 1}
+    assert plan("s", reduced.spec).total == 800
+    with pytest.raises(ManifestError, match="PATH=VALUE"):
+        apply_overrides(scan, ["epochs"])
+    with pytest.raises(ManifestError, match="retries"):
+        apply_overrides(scan, ["retries=-3"])

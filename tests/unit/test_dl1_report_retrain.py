@@ -64,7 +64,7 @@ def test_retrain_writes_both_plots_and_the_numbers(tmp_path: Path, fake_payload)
     run_dir = write_fake_run(tmp_path / "run", failed_every=5)
     page = build_report(run_dir, retrain=True)
     report = run_dir / "report"
-    for name in ("roc.png", "rejection-vs-fc.png"):
+    for name in ("roc.png", "rejection-vs-fc.png", "c-tagging.png"):
         assert (report / name).read_bytes()[:8] == PNG_MAGIC
 
     metrics = json.loads((report / "metrics.json").read_text())
@@ -84,7 +84,7 @@ def test_retrain_writes_both_plots_and_the_numbers(tmp_path: Path, fake_payload)
     assert retrained["testSet"]["jets"] == 6000
 
     html = page.read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert "stands in for MV2c10" in html
     assert "light rej. @ 77%" in html
 
@@ -144,3 +144,75 @@ def test_bdt_weights_balance_signal_and_background_with_a_small_c_share():
     b, c, light = weights[truth == 5].sum(), weights[truth == 4].sum(), weights[truth == 0].sum()
     assert b == pytest.approx(c + light)
     assert c / (c + light) == pytest.approx(0.07)
+
+
+def keep_every_model(run_dir: Path) -> None:
+    """Model folders as a scan with artifacts.keep: all leaves them (model.json is all the fake needs)."""
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["status"] == "succeeded":
+            folder = run_dir / "models" / record["id"]
+            folder.mkdir(parents=True, exist_ok=True)
+            info = {"id": record["id"], "parameters": record["parameters"], "epochs": 3, "metrics": record["metrics"]}
+            (folder / "model.json").write_text(json.dumps(info))
+
+
+def test_kept_models_are_evaluated_not_retrained_and_a_rerun_is_served_from_the_cache(
+    tmp_path: Path, fake_payload, monkeypatch
+):
+    run_dir = write_fake_run(tmp_path / "run")
+    keep_every_model(run_dir)
+    evaluated: list[str] = []
+    loads: list[int] = []
+
+    def evaluate_saved(data, folder):
+        evaluated.append(folder.name)
+        parameters = json.loads((folder / "model.json").read_text())["parameters"]
+        return FakePayload.train(data, parameters, {}, key=folder.name)
+
+    def load_jets(settings):
+        loads.append(1)
+        return FakePayload.load_jets(settings)
+
+    monkeypatch.setattr(retrain, "evaluate_saved", evaluate_saved)
+    monkeypatch.setattr(retrain, "load_jets", load_jets)
+    FakePayload.calls = []
+    build_report(run_dir)  # no --retrain: the kept models
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    assert metrics["retrain"]["mode"] == "kept models"
+    assert len(evaluated) == 3 and len(FakePayload.calls) == 3 and loads == [1]  # evaluated once each, no training
+    first = metrics["retrain"]["taggers"]
+    assert (
+        first["best"]["source"] == "kept model"
+        and first["best"]["validationLoss"] == first["best"]["combination"]["scanValue"]
+    )
+
+    evaluated.clear()
+    loads.clear()
+    build_report(run_dir)
+    again = json.loads((run_dir / "report" / "metrics.json").read_text())["retrain"]
+    assert evaluated == [] and loads == []  # scores, test labels and the BDT all from the cache
+    assert set(again["cache"]["hits"]) == {"test jets", "BDT"} | {
+        f"{k} {what}" for k in ("best", "median", "worst", "bdt") for what in ("scores", "rejections")
+    } - {"bdt scores"}
+    assert again["taggers"]["best"]["workingPoints"] == first["best"]["workingPoints"]
+    assert again["taggers"]["bdt"]["workingPoints"] == first["bdt"]["workingPoints"]
+    html = (run_dir / "report" / "index.html").read_text()
+    assert "kept models" in html and "c-tagging from the same networks" in html and " ± " in html
+
+
+def test_rejection_uncertainties_are_binomial_and_counted():
+    from dl1.report.performance import rejection_errors
+
+    x, truth = toy_jets(40_000, 3)
+    logits = x[:, :3]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    performance = evaluate(TaggerScores("best", "best", probabilities=probabilities), truth)
+    point = performance.working_points["77"]
+    rejection, error, passing = point["ujets"], point["ujetsError"], point["ujetsPassing"]
+    assert point["ujetsTotal"] == int((truth == 0).sum())
+    assert error == pytest.approx(rejection / math.sqrt(passing), rel=0.05)  # about R / sqrt(passing)
+    assert rejection_errors(np.array([np.inf]), 100)[0] != rejection_errors(np.array([np.inf]), 100)[0]  # NaN
+    ctag = performance.c_tagging
+    assert ctag["fb"] == 0.2 and set(ctag["workingPoints"]) == {"20", "30", "40", "50"}
+    assert ctag["workingPoints"]["30"]["ujets"] > ctag["workingPoints"]["50"]["ujets"] > 1

@@ -33,7 +33,7 @@ class CountingPlugin:
     files = ("compared.txt",)
     retrain_summary = "compares <i>things</i>"
 
-    def compare(self, run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
+    def compare(self, run: ScanRun, report_dir: Path, step: Step, retrain: bool) -> dict[str, Any]:
         step("comparing", 0)
         (report_dir / "compared.txt").write_text(run.best.id)
         step("still comparing", 1)
@@ -60,7 +60,7 @@ def test_dl1_registers_its_plugin_under_the_group():
     plugin = find_plugin("dl1")
     assert isinstance(plugin, ReportPlugin)
     assert type(plugin).__module__ == "dl1.report"
-    assert list(plugin.files) == ["roc.png", "rejection-vs-fc.png"] and plugin.steps == 6
+    assert list(plugin.files) == ["roc.png", "rejection-vs-fc.png", "c-tagging.png"] and plugin.steps == 6
 
 
 def test_a_payload_without_a_plugin_still_gets_the_parallel_coordinates_report(tmp_path: Path):

@@ -1,4 +1,5 @@
-"""`hpscan report DIR`: the paper's figures from a run folder (parallel coordinates; with --retrain, ROC curves)."""
+"""`hpscan report DIR`: the paper's figures from a run folder (parallel coordinates; ROC curves from the kept
+models, or with --retrain from retrained ones)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,10 @@ from hpscan.cli.output import Commands, err, out
 commands = Commands()
 
 
-@commands("report")
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder: the --out of hpscan run (scan.yaml, results.jsonl).")],
-    retrain: Annotated[
-        bool,
-        typer.Option(
-            "--retrain",
-            help="Also retrain the best, median and worst combination and compare them on a held-out test set "
-            "against a BDT (roc.png, rejection-vs-fc.png). Needs TensorFlow and the dl1 payload.",
-        ),
-    ] = False,
-    top: Annotated[int, typer.Option("--top", min=1, max=1000, help="Rows in the table of best combinations.")] = 10,
-) -> None:
-    """Write DIR/report/: parallel-coordinates.png/.html, index.html, metrics.json (and the ROC plots with --retrain)."""
+def write_report(run_dir: Path, retrain: bool | None, top: int = 10) -> Path:
+    """build_report with a progress bar on a terminal and one line per step otherwise; returns index.html."""
     from hpscan.report import build_report
 
-    started = time.monotonic()
     with Progress(
         TextColumn("[bold]report[/]"),
         BarColumn(),
@@ -50,5 +38,25 @@ def report(
                 printed.add(done)
                 err.print(f"report: {description}", highlight=False)
 
-        page = build_report(run_dir, retrain=retrain, top=top, progress=tell)
+        return build_report(run_dir, retrain=retrain, top=top, progress=tell)
+
+
+@commands("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder: the --out of hpscan run (scan.yaml, results.jsonl).")],
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Retrain the best, median and worst combination instead of using the models the scan kept "
+            "(for scans that kept none, spec.artifacts.keep: none). Needs TensorFlow and the payload.",
+        ),
+    ] = False,
+    top: Annotated[int, typer.Option("--top", min=1, max=1000, help="Rows in the table of best combinations.")] = 10,
+) -> None:
+    """Write DIR/report/: parallel-coordinates.png/.html, index.html, metrics.json, and the payload's comparison of
+    the best, median and worst network (dl1: ROC curves, rejection vs f_c, c-tagging against a BDT) from the
+    models the scan kept."""
+    started = time.monotonic()
+    page = write_report(run_dir, retrain=retrain, top=top)
     out.print(f"report written to {page.parent}/ in {time.monotonic() - started:.0f} s; open {page}", highlight=False)

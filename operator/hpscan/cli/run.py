@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -21,11 +22,13 @@ from rich.progress import (
 )
 
 from hpscan.api.contract import ResultRecord
+from hpscan.api.spec import HPScan
 from hpscan.api.status import HPScanStatus, ScanPhase
 from hpscan.cli.output import Commands, err, out
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
+from hpscan.errors import ManifestError
 from hpscan.local_scan import run_scan
 
 commands = Commands()
@@ -147,6 +150,32 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
     out.print(f"results: {run_dir}/results.jsonl, status: {run_dir}/status.json", highlight=False)
 
 
+def apply_overrides(scan: HPScan, overrides: list[str]) -> HPScan:
+    """The scan with ``spec`` fields set from ``PATH=VALUE`` strings (dotted camelCase path under spec, YAML value),
+    validated again: e.g. ``payload.settings.epochs=5`` or ``gpu.required=false``."""
+    if not overrides:
+        return scan
+    document = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        keys = [k for k in path.strip().removeprefix("spec.").split(".") if k]
+        if not sep or not keys:
+            raise ManifestError(f"--set {override!r}: give PATH=VALUE, e.g. payload.settings.epochs=5")
+        node = document["spec"]
+        for key in keys[:-1]:
+            child = node.get(key) if isinstance(node, dict) else None
+            if child is None and isinstance(node, dict):
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ManifestError(f"--set {override!r}: spec.{'.'.join(keys[:-1])} is not a mapping")
+            node = child
+        node[keys[-1]] = yaml.safe_load(text)
+    try:
+        return HPScan.model_validate(document)
+    except ValueError as error:
+        raise ManifestError(f"--set {' '.join(overrides)}: {error}") from None
+
+
 @commands("run")
 def run(
     file: Annotated[Path, typer.Argument(help="An HPScan manifest.")],
@@ -157,12 +186,26 @@ def run(
         int | None, typer.Option("--workers", "-w", min=1, help="Shards at once (default: one per GPU, or per CPU).")
     ] = None,
     report: Annotated[
-        bool, typer.Option("--report", help="Write the report with retrained ROC curves at the end.")
+        bool,
+        typer.Option(
+            "--report",
+            help="Write the report at the end: parallel coordinates, and the payload's comparison of the kept best, "
+            "median and worst models (retrained when the scan keeps none).",
+        ),
     ] = False,
     plain: Annotated[bool, typer.Option("--plain", help="Line output even on a terminal.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="PATH=VALUE",
+            help="Change a spec field for this run (repeatable; PATH under spec, VALUE in YAML), e.g. "
+            "--set payload.settings.epochs=5 --set gpu.required=false: a reduced local form of a cluster scan.",
+        ),
+    ] = None,
 ) -> None:
     """Run a whole scan on this machine: shards as local processes, live progress, results in the run folder."""
-    scan = load_scan(file)
+    scan = apply_overrides(load_scan(file), overrides or [])
     run_dir = out_dir or Path("runs") / scan.metadata.name
     live = sys.stdout.isatty() and not plain
     observer: LiveObserver | PlainObserver = LiveObserver(out) if live else PlainObserver(out)
@@ -178,9 +221,10 @@ def run(
             observer.stop()
     _summary(status, run_dir)
     if report and status.phase == ScanPhase.SUCCEEDED:
-        from hpscan.report import build_report
+        from hpscan.cli.report import write_report
 
-        where = build_report(run_dir, retrain=True)
-        out.print(f"report: {where}", highlight=False)
+        started = time.monotonic()
+        where = write_report(run_dir, retrain=None)  # the kept models; retrained when the scan kept none
+        out.print(f"report: {where} (written in {time.monotonic() - started:.0f} s)", highlight=False)
     if status.phase != ScanPhase.SUCCEEDED:
         raise typer.Exit(1)

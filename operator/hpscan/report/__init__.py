@@ -1,9 +1,10 @@
 """`hpscan report`: the paper's figures from a run folder.
 
 ``build_report(run_dir)`` writes ``run_dir/report/``: parallel-coordinates.png/.html (Figure 3), index.html and
-metrics.json. With ``retrain=True`` the payload's report plugin (hpscan.report.plugin, found through the entry point
-group ``hpscan.report``) retrains the best, the median and the worst combination and adds its plots and section;
-the dl1 payload's plugin (in the dl1 package) draws roc.png and rejection-vs-fc.png (Figure 4) against a BDT.
+metrics.json. When the scan kept the models of its best, median and worst combination (spec.artifacts), the
+payload's report plugin (hpscan.report.plugin, found through the entry point group ``hpscan.report``) compares them
+and adds its plots and section; with ``retrain=True`` it trains them again instead (for scans that kept none). The
+dl1 payload's plugin (in the dl1 package) draws roc.png, rejection-vs-fc.png (Figure 4) and c-tagging.png.
 Plots need the ``report`` extra; dl1's retraining also needs the ``payload`` and ``tf-cpu`` extras.
 """
 
@@ -86,12 +87,15 @@ def _peek_plugin(run_dir: Path) -> ReportPlugin | None:
     return _plugin(scan.spec, retrain=True)
 
 
-def build_report(run_dir: Path, retrain: bool = False, top: int = 10, progress: Progress | None = None) -> Path:
+def build_report(run_dir: Path, retrain: bool | None = False, top: int = 10, progress: Progress | None = None) -> Path:
     """Write run_dir/report/ and return the path of its index.html.
 
-    Without ``retrain`` this takes seconds at any scan size; with it, whatever the payload's report plugin does
-    (dl1: three trainings and a BDT on the scan's data). Raises ReportError (an HPScanError) for a missing or empty
-    run folder, for missing optional packages, and for ``retrain`` when the payload has no report plugin.
+    ``retrain``: False compares the kept models when the scan kept the picked ones (else the page says how to get
+    the comparison); True retrains the picks; None does whichever is possible (kept models first). Without a
+    comparison this takes seconds at any scan size; with one, whatever the payload's report plugin does (dl1:
+    evaluating three networks and a cached BDT; retraining: three trainings). Raises ReportError (an HPScanError)
+    for a missing or empty run folder, for missing optional packages, and for ``retrain`` when the payload has no
+    report plugin.
     """
     from hpscan import __version__
 
@@ -104,9 +108,13 @@ def build_report(run_dir: Path, retrain: bool = False, top: int = 10, progress: 
     run = load_run(run_dir)
     if not run.ranked:
         raise ReportError(f"{run_dir / 'results.jsonl'}: no combination succeeded; nothing to report")
+    kept = run.picked_models() is not None
+    if retrain is None:
+        retrain = not kept
     if plugin is None:
         plugin = _plugin(run.scan.spec, retrain)
-        total = 4 + (plugin.steps if retrain and plugin is not None else 0)
+    compare = plugin is not None and (retrain or kept)
+    total = 4 + (plugin.steps if compare and plugin is not None else 0)
     require("matplotlib", "report")
     require("plotly", "report")
     report_dir = run_dir / "report"
@@ -128,12 +136,12 @@ def build_report(run_dir: Path, retrain: bool = False, top: int = 10, progress: 
         },
         "retrain": None,
     }
-    if retrain and plugin is not None:
+    if compare and plugin is not None:
 
         def step(description: str, done: int) -> None:
             tell(description, 3 + done, total)
 
-        metrics["retrain"] = plugin.compare(run, report_dir, step)
+        metrics["retrain"] = plugin.compare(run, report_dir, step, retrain=bool(retrain))
         metrics["files"]["retrain"] = list(plugin.files)
 
     tell("writing index.html and metrics.json", total - 1, total)

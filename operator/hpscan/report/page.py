@@ -103,7 +103,8 @@ def _retraining(
             "so <code>--retrain</code> has nothing to retrain with.</p>"
         )
     return (
-        "<h2>Retraining</h2><p>Not run. <code>hpscan report "
+        "<h2>Retraining</h2><p>Not run: the scan kept no model of its best, median and worst combination "
+        "(spec.artifacts). <code>hpscan report "
         f"{escape(str(run.run_dir))} --retrain</code> {plugin.retrain_summary}.</p>"
     )
 

@@ -1,7 +1,8 @@
 """The seam between the generic report and a payload's physics: report plugins, found through entry points.
 
-hpscan knows nothing about what a payload's networks do; ``hpscan report --retrain`` asks the payload's own report
-plugin to retrain and compare the picked combinations and to draw its section of index.html. A payload package
+hpscan knows nothing about what a payload's networks do; ``hpscan report`` asks the payload's own report plugin to
+compare the picked combinations (best, median, worst) and to draw its section of index.html: from the models the scan
+kept (``ScanRun.models``, spec.artifacts), or, with ``--retrain``, by training them again. A payload package
 registers one object under the entry point group ``hpscan.report``, named by the first word of the payload's
 command (``spec.payload.command[0]``), e.g. in its pyproject.toml::
 
@@ -32,7 +33,7 @@ Step = Callable[[str, int], None]
 
 @runtime_checkable
 class ReportPlugin(Protocol):
-    """What a payload adds to ``hpscan report``: the retraining comparison and its part of index.html."""
+    """What a payload adds to ``hpscan report``: the comparison of the picked networks and its part of index.html."""
 
     steps: int
     """How many progress steps ``compare`` reports (its ``step`` calls count 0 to steps - 1)."""
@@ -42,9 +43,10 @@ class ReportPlugin(Protocol):
     """What ``--retrain`` does, for the page of a report made without it (HTML, completes "hpscan report DIR
     --retrain ..."), e.g. "retrains the best, the median and the worst combination and compares them"."""
 
-    def compare(self, run: ScanRun, report_dir: Path, step: Step) -> dict[str, Any]:
-        """Retrain and compare the run's picked combinations; write the plots into report_dir and return the
-        numbers behind them (JSON-ready, stored as metrics.json's ``retrain``). Raise ReportError for user errors."""
+    def compare(self, run: ScanRun, report_dir: Path, step: Step, retrain: bool) -> dict[str, Any]:
+        """Compare the run's picked combinations: their kept models (``run.picked_models()``), or retrained ones
+        with ``retrain``; write the plots into report_dir and return the numbers behind them (JSON-ready, stored as
+        metrics.json's ``retrain``). Raise ReportError for user errors."""
         ...
 
     def sections(self, report_dir: Path, retrain: Mapping[str, Any]) -> str:

@@ -41,30 +41,36 @@ def training_weights(truth: np.ndarray, base: np.ndarray | None = None) -> np.nd
     return weights * len(truth) / weights.sum()
 
 
+SETTINGS = {
+    "max_iter": 2000,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 31,
+    "early_stopping": True,
+    "validation_fraction": 0.1,
+    "n_iter_no_change": 10,
+}
+"""HistGradientBoostingClassifier's settings. Trained to convergence: its own early stopping (10 iterations without
+a better loss on 10% of the training jets held out) ends it, far below max_iter (a cap of 200 stopped it before
+convergence, 3-4% below its converged light rejection)."""
+
+
 def train_and_score(
     train_x: np.ndarray,
     train_truth: np.ndarray,
     test_x: np.ndarray,
     base_weights: np.ndarray | None = None,
     seed: int = 1,
-    max_iter: int = 200,
-) -> np.ndarray:
-    """Train the BDT on the training jets and return its discriminant (log-odds of b) for the test jets."""
+) -> tuple[np.ndarray, int]:
+    """Train the BDT on the training jets; return its discriminant (log-odds of b) for the test jets and the
+    iterations it trained."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    model = HistGradientBoostingClassifier(
-        max_iter=max_iter,
-        learning_rate=0.1,
-        max_leaf_nodes=31,
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        random_state=seed,
-    )
+    model = HistGradientBoostingClassifier(**SETTINGS, random_state=seed)
     target = (np.asarray(train_truth) == TRUTH_LABELS["bjets"]).astype(int)
     model.fit(
         np.asarray(train_x, dtype=np.float32),
         target,
         sample_weight=training_weights(np.asarray(train_truth), base_weights),
     )
-    return np.asarray(model.decision_function(np.asarray(test_x, dtype=np.float32)), dtype=float)
+    scores = np.asarray(model.decision_function(np.asarray(test_x, dtype=np.float32)), dtype=float)
+    return scores, int(model.n_iter_)

@@ -1,11 +1,12 @@
-"""The one place the report knows the dl1 payload's training API: load its jets, train one combination, predict.
+"""The one place the report knows the dl1 payload's API: load its jets, evaluate a kept model, retrain one, predict.
 
 Everything else in dl1.report works on plain numpy arrays. Truth labels are HadronConeExclTruthLabelID (5 b, 4 c,
 0 light); probabilities are (p_u, p_c, p_b).
 
 dl1 API used: ``dl1.train.parse_settings`` (the shard settings), ``dl1.data.load_dataset`` (train/validation/test
 splits by eventNumber modulo 6, scaled inputs, flavour weights), ``dl1.train.train_combination`` (one network,
-early stopping on the validation split, best-epoch weights) and ``MLP.predict`` (softmax outputs u, c, b).
+early stopping on the validation split, best-epoch weights), ``MLP.predict`` (softmax outputs u, c, b) and
+``dl1.artifacts.load_model`` (a model folder the scan kept: Keras model, scale dictionary, inputs).
 TensorFlow is imported by dl1 only when a network is built.
 """
 
@@ -16,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,8 @@ class JetData:
     """A few words for plot labels, e.g. "synthetic jets (40,000, seed 1)"."""
     train_weights: np.ndarray | None = None
     """The payload's per-jet training weights (flavour reweighting), for the BDT."""
+    test_weights: np.ndarray | None = None
+    """The payload's per-jet test weights, for the test loss."""
     handle: Any = None
     """The payload's own dataset object, handed back to train()."""
 
@@ -73,6 +77,21 @@ def _settings(settings: dict[str, Any]) -> Any:
         raise ReportError(f"spec.payload.settings of the scan: {error}") from None
 
 
+def describe(settings: dict[str, Any]) -> str:
+    """A few words on the scan's jets for plot labels, from the settings alone (nothing is loaded)."""
+    data = _settings(settings).data
+    synthetic = data.synthetic
+    if synthetic is not None:
+        test = f", {synthetic.test_jets:,} test" if synthetic.test_jets else ""
+        return f"synthetic jets ({synthetic.jets:,}{test}, seed {synthetic.seed})"
+    return f"jets from {data.test or data.train}"
+
+
+def data_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The scan's data settings with the payload's defaults filled in (what the jets depend on)."""
+    return _settings(settings).data.model_dump(mode="json")
+
+
 def load_jets(settings: dict[str, Any]) -> JetData:
     """The payload's training and test jets for the scan's payload settings (the same jets the scan trained on)."""
     _quiet_tensorflow()
@@ -83,11 +102,7 @@ def load_jets(settings: dict[str, Any]) -> JetData:
             dataset = payload_data.load_dataset(parsed.data)
     except DL1Error as error:
         raise ReportError(f"the payload could not load its data: {error}") from None
-    synthetic = parsed.data.synthetic
-    if synthetic is not None:
-        description = f"synthetic jets ({synthetic.jets:,}, seed {synthetic.seed})"
-    else:
-        description = f"jets from {parsed.data.test or parsed.data.train}"
+    description = describe(settings)
     return JetData(
         train_x=dataset.train.x,
         train_truth=FLAVOUR_LABELS[dataset.train.y],
@@ -95,11 +110,13 @@ def load_jets(settings: dict[str, Any]) -> JetData:
         test_truth=FLAVOUR_LABELS[dataset.test.y],
         description=description,
         train_weights=dataset.train.weights,
+        test_weights=dataset.test.weights,
         handle=dataset,
     )
 
 
-def _weighted_cross_entropy(probabilities: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> float:
+def weighted_cross_entropy(probabilities: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> float:
+    """The payload's loss (flavour-weighted categorical cross-entropy) of outputs on labelled jets."""
     picked = np.clip(probabilities[np.arange(len(classes)), classes], 1e-12, 1.0)
     return float(np.sum(-np.log(picked) * weights) / np.sum(weights))
 
@@ -134,6 +151,27 @@ def train(
         probabilities=probabilities,
         epochs=outcome.epochs,
         seconds=time.monotonic() - started,
-        test_loss=_weighted_cross_entropy(probabilities, test.y, test.weights),
+        test_loss=weighted_cross_entropy(probabilities, test.y, test.weights),
         validation_loss=outcome.metrics.get("val_loss"),
+    )
+
+
+def evaluate_saved(data: JetData, folder: Path) -> Trained:
+    """A model the scan kept (dl1.artifacts), evaluated on the test jets (no training)."""
+    from dl1 import artifacts
+
+    _quiet_tensorflow()
+    started = time.monotonic()
+    try:
+        network = artifacts.load_model(folder)
+        probabilities = np.asarray(network.predict_jets(data.handle.test.jets), dtype=float)
+    except DL1Error as error:
+        raise ReportError(f"kept model {folder}: {error}") from None
+    test = data.handle.test
+    return Trained(
+        probabilities=probabilities,
+        epochs=network.info.get("epochs"),
+        seconds=time.monotonic() - started,
+        test_loss=weighted_cross_entropy(probabilities, test.y, test.weights),
+        validation_loss=network.info.get("metrics", {}).get("val_loss"),
     )

@@ -1,4 +1,5 @@
-"""The paper's Figure 4 and the ROC curves behind it: puma-hep for the HEP-standard look, matplotlib for the f_c scan."""
+"""The paper's Figure 4 and the ROC curves behind it: puma-hep for the ROC curves (b- and c-tagging, with their
+binomial uncertainty bands), matplotlib for the f_c scan (puma has no plot of one rejection against another)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dl1.report.performance import FC_ALTERNATIVE, SCAN_WORKING_POINT, TaggerPer
 
 COLOURS = {"best": "#1f77b4", "median": "#ff7f0e", "worst": "#8c564b", "bdt": "#d62728"}
 """The BDT is red everywhere: the paper's red star."""
-FLAVOUR_NAMES = {"ujets": "Light-jet", "cjets": "$c$-jet"}
+FLAVOUR_NAMES = {"ujets": "Light-jet", "cjets": "$c$-jet", "bjets": "$b$-jet"}
 
 
 def _array(values: Sequence[float | None]) -> np.ndarray:
@@ -74,6 +75,53 @@ def draw_roc(
     return path
 
 
+def draw_c_tagging(
+    performances: Sequence[TaggerPerformance], n_background: dict[str, int], path: Path, note: str
+) -> Path:
+    """c-tagging.png: D_c's light- and b-jet rejection against c-jet efficiency (puma), ratio to the first network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from puma import Roc, RocPlot
+
+    plot = RocPlot(
+        n_ratio_panels=2,
+        ylabel="Background rejection (1 / efficiency)",
+        xlabel="$c$-jet efficiency",
+        atlas_brand=None,
+        atlas_first_tag="hpscan report: $c$-tagging, $D_c$",
+        atlas_second_tag=note,
+        figsize=(7.5, 7.5),
+        y_scale=1.4,
+        dpi=150,
+    )
+    for index, performance in enumerate(performances):
+        ctag = performance.c_tagging
+        if not ctag:
+            continue
+        for flavour in ("ujets", "bjets"):
+            plot.add_roc(
+                Roc(
+                    np.array(ctag["cEfficiency"], dtype=float),
+                    _array(ctag[flavour]),  # type: ignore[arg-type]
+                    n_test=n_background[flavour],
+                    rej_class=flavour,
+                    signal_class="cjets",
+                    label=performance.label,
+                    colour=_colour(performance),
+                ),
+                reference=index == 0,
+            )
+    plot.set_ratio_class(1, "ujets")
+    plot.set_ratio_class(2, "bjets")
+    plot.draw()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot.savefig(str(path))
+    plt.close(plot.fig)
+    return path
+
+
 def draw_fc_scan(
     performances: Sequence[TaggerPerformance], bdt: TaggerPerformance | None, fc: float, path: Path, note: str
 ) -> Path:
@@ -97,13 +145,26 @@ def draw_fc_scan(
             continue
         fcs = np.array(scan["fc"], dtype=float)
         u_rej, c_rej = _array(scan["ujets"]), _array(scan["cjets"])
+        u_err = _array(scan.get("ujetsError", [None] * len(fcs)))
+        c_err = _array(scan.get("cjetsError", [None] * len(fcs)))
         colour = _colour(performance)
         plane.plot(c_rej, u_rej, color=colour, linewidth=2, label=performance.label)
         for value, marker in ((fc, "o"), (FC_ALTERNATIVE, "s")):
             index = int(np.argmin(np.abs(fcs - value)))
-            plane.plot(c_rej[index], u_rej[index], marker=marker, color=colour, markersize=7, linestyle="none")
-        light.plot(fcs, u_rej, color=colour, linewidth=2, label=performance.label)
-        charm.plot(fcs, c_rej, color=colour, linewidth=2, label=performance.label)
+            plane.errorbar(
+                c_rej[index],
+                u_rej[index],
+                xerr=c_err[index],
+                yerr=u_err[index],
+                marker=marker,
+                color=colour,
+                markersize=7,
+                linestyle="none",
+                capsize=3,
+            )
+        for axis, rejection, error in ((light, u_rej, u_err), (charm, c_rej, c_err)):
+            axis.plot(fcs, rejection, color=colour, linewidth=2, label=performance.label)
+            axis.fill_between(fcs, rejection - error, rejection + error, color=colour, alpha=0.25, edgecolor="none")
 
     star: dict[str, Any] = {
         "marker": "*",
@@ -114,12 +175,14 @@ def draw_fc_scan(
     }
     if bdt is not None:
         u_bdt, c_bdt = bdt.at(SCAN_WORKING_POINT, "ujets"), bdt.at(SCAN_WORKING_POINT, "cjets")
+        u_bdt_err, c_bdt_err = bdt.at(SCAN_WORKING_POINT, "ujetsError"), bdt.at(SCAN_WORKING_POINT, "cjetsError")
+        bars: dict[str, Any] = {"ecolor": "black", "capsize": 4, "elinewidth": 1.2}
         if u_bdt is not None and c_bdt is not None:
-            plane.plot([c_bdt], [u_bdt], label=bdt.label, zorder=5, **star)
+            plane.errorbar([c_bdt], [u_bdt], xerr=c_bdt_err, yerr=u_bdt_err, label=bdt.label, zorder=5, **bars, **star)
         if u_bdt is not None:
-            light.plot([fc], [u_bdt], zorder=5, **star)
+            light.errorbar([fc], [u_bdt], yerr=u_bdt_err, zorder=5, **bars, **star)
         if c_bdt is not None:
-            charm.plot([fc], [c_bdt], zorder=5, **star)
+            charm.errorbar([fc], [c_bdt], yerr=c_bdt_err, zorder=5, **bars, **star)
     # Marker legend entries (no data): which f_c each marker on the curves stands for.
     plane.plot([], [], marker="o", color="black", linestyle="none", label=f"$f_c$ = {fc:g}")
     plane.plot([], [], marker="s", color="black", linestyle="none", label=f"$f_c$ = {FC_ALTERNATIVE:g}")
@@ -131,7 +194,11 @@ def draw_fc_scan(
     light.set_ylabel(f"Light-jet rejection\nat {wp}% $b$-eff.")
     charm.set_ylabel(f"$c$-jet rejection\nat {wp}% $b$-eff.")
     charm.set_xlabel("$f_c$ (c-jet fraction in the $D_b$ denominator)")
-    light.set_title(f"red star: BDT (one output, no $f_c$), drawn at $f_c$ = {fc:g}", fontsize=10, loc="left")
+    light.set_title(
+        f"red star: BDT (one output, no $f_c$), drawn at $f_c$ = {fc:g}; bands, bars: stat. unc.",
+        fontsize=10,
+        loc="left",
+    )
     for axis in (plane, light, charm):
         axis.grid(True, alpha=0.3)
     charm.set_xlim(0, 1)
