@@ -117,6 +117,22 @@ def test_html_is_self_contained_with_labelled_categorical_axes(tmp_path: Path):
     assert f"{len(run.failed)} failed" in html
 
 
+def test_better_is_up_on_the_objective_axis_and_its_colour_bar_alike(tmp_path: Path):
+    run = load_run(write_fake_run(tmp_path, failed_every=5))
+    placed = layout(run)
+    assert placed.objective.flipped  # minimised: the lowest loss at the top
+    assert placed.lines[-1][-1] == pytest.approx(1.0)  # the best line ends at the top of the objective axis
+    trace = _parcoords(draw_html(run, tmp_path / "pc.html").read_text(encoding="utf-8"))
+    objective = trace["dimensions"][-1]
+    # the HTML plots -loss (plotly cannot flip an axis) with the real values as tick labels
+    assert max(objective["values"]) == pytest.approx(-run.best.value)
+    assert [float(t) for t in objective["ticktext"]] == pytest.approx([-v for v in objective["tickvals"]], rel=1e-3)
+    # the colour bar's ticks rise with goodness: the lowest loss sits at the top of the bar, as on the axis
+    bar = trace["line"]["colorbar"]
+    ticks = [(v, float(t)) for v, t in zip(bar["tickvals"], bar["ticktext"], strict=False) if t != "best"]
+    assert [loss for _, loss in sorted(ticks)] == sorted((loss for _, loss in ticks), reverse=True)
+
+
 RANDOM_SCAN = """
 apiVersion: hpscan.io/v1alpha1
 kind: HPScan

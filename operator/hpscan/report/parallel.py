@@ -1,8 +1,10 @@
 """The paper's Figure 3: a parallel-coordinates plot of every combination, the best in red.
 
-One vertical axis per hyperparameter (spec order) plus the objective as the last axis. Explicit `values` become
-categorical axes labelled with their values, log ranges log axes. Lines are coloured by the objective; failed
-combinations are grey and stop before the objective axis. Two renderings of the same axes: a PNG (matplotlib)
+One vertical axis per hyperparameter (spec order) plus the objective as the last axis, better values up (a loss
+axis runs from the highest loss at the bottom to the lowest at the top, and so does its colour bar). Explicit
+`values` become categorical axes labelled with their values, log ranges log axes. Lines are coloured by the
+objective, better lines drawn over worse ones, the best ten thicker and the best one red on top (legible with the
+paper's 800 lines); failed combinations are grey and stop before the objective axis. Two renderings of the same axes: a PNG (matplotlib)
 and a self-contained interactive HTML (plotly, its JavaScript inline so the page works offline).
 """
 
@@ -29,6 +31,8 @@ MAX_LISTED_TICKS = 8
 """A discrete range with at most this many points gets one tick per point; longer ones get round ticks."""
 JITTER = 0.012
 """Half-width of the vertical spread given to lines at one tick (in axis-height units), so bundles show their size."""
+HIGHLIGHTED = 10
+"""The best lines drawn thicker (the best of all in red)."""
 
 
 def _label_of(value: ParameterValue) -> str:
@@ -50,6 +54,8 @@ class Axis:
     categories: tuple[ParameterValue, ...] = ()
     tick_values: tuple[float, ...] = ()
     objective: bool = False
+    flipped: bool = False
+    """Low values at the top (a minimised objective: better is up)."""
 
     @property
     def label(self) -> str:
@@ -60,6 +66,10 @@ class Axis:
 
     def position(self, value: ParameterValue) -> float:
         """Height of a value on this axis, 0 at the bottom and 1 at the top."""
+        height = self._height(value)
+        return 1.0 - height if self.flipped else height
+
+    def _height(self, value: ParameterValue) -> float:
         if self.kind == "categorical":
             keys = [self._key(c) for c in self.categories]
             index = keys.index(self._key(value))
@@ -110,14 +120,15 @@ def parameter_axis(parameter: Parameter) -> Axis:
     return Axis(parameter.name, kind, lo=value_range.min, hi=value_range.max, tick_values=ticks)
 
 
-def objective_axis(name: str, values: Sequence[float]) -> Axis:
-    """The objective's axis: linear, or log when positive values span more than a factor 30 (a diverged fit)."""
+def objective_axis(name: str, values: Sequence[float], flipped: bool = False) -> Axis:
+    """The objective's axis: linear, or log when positive values span more than a factor 30 (a diverged fit);
+    ``flipped`` puts low values at the top (minimised: better is up)."""
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     log = lo > 0 and hi / lo > 30
     if not log and lo == hi:
         lo, hi = lo - 0.5 * abs(lo or 1.0), hi + 0.5 * abs(hi or 1.0)
     kind: AxisKind = "log" if log else "linear"
-    return Axis(name, kind, lo=lo, hi=hi, tick_values=_round_ticks(lo, hi, log), objective=True)
+    return Axis(name, kind, lo=lo, hi=hi, tick_values=_round_ticks(lo, hi, log), objective=True, flipped=flipped)
 
 
 @dataclass(frozen=True)
@@ -143,8 +154,9 @@ def layout(run: ScanRun) -> Layout:
     axes = [parameter_axis(p) for p in spec.parameters]
     goal = spec.objective.goal
     objective = objective_axis(
-        f"{spec.objective.metric}\n({'lower' if goal == 'minimize' else 'higher'} is better)",
+        f"{spec.objective.metric}\n({'lower' if goal == 'minimize' else 'higher'} is better, up)",
         [r.value for r in run.ranked],
+        flipped=goal == "minimize",
     )
 
     def heights(parameters: dict[str, ParameterValue]) -> list[float]:
@@ -199,8 +211,8 @@ def draw_png(run: ScanRun, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(fig_width, 6.0), layout="constrained")
 
     count = len(placed.lines) + len(placed.failed_lines)
-    alpha = min(0.9, max(0.15, 5.0 / math.sqrt(max(count, 1))))
-    width = 1.6 if count <= 50 else 1.0
+    alpha = min(0.9, max(0.12, 5.0 / math.sqrt(max(count, 1))))
+    width = 1.6 if count <= 50 else 1.0 if count <= 200 else 0.6
     if placed.objective.kind == "log":
         norm: colors.Normalize = colors.LogNorm(placed.objective.lo, placed.objective.hi)
     else:
@@ -222,32 +234,48 @@ def draw_png(run: ScanRun, path: Path) -> Path:
             )
         )
     lines = _jittered(placed.lines, n_parameters, seed=1)
-    if len(lines) > 1:
-        ax.add_collection(
-            LineCollection(
-                [list(zip(xs, line, strict=True)) for line in lines[:-1]],
-                colors=cmap(norm(placed.values[:-1])),
-                linewidths=width,
-                alpha=alpha,
-                zorder=2,
+    # worst first: the rest thin and faint, then the best HIGHLIGHTED (but the best) thicker, then the best in red
+    split = max(len(lines) - HIGHLIGHTED, 0)
+    for group, values, lw, opacity, z in (
+        (lines[:split], placed.values[:split], width, alpha, 2),
+        (lines[split:-1], placed.values[split:-1], max(1.8, width), 0.95, 3),
+    ):
+        if group:
+            ax.add_collection(
+                LineCollection(
+                    [list(zip(xs, line, strict=True)) for line in group],
+                    colors=cmap(norm(values)),
+                    linewidths=lw,
+                    alpha=opacity,
+                    zorder=z,
+                )
             )
-        )
     if placed.lines:
-        ax.plot(xs, placed.lines[-1], color=BEST_COLOUR, linewidth=3.0, zorder=4, solid_capstyle="round")
+        from matplotlib import patheffects
+
+        ax.plot(
+            xs,
+            placed.lines[-1],
+            color=BEST_COLOUR,
+            linewidth=3.2,
+            zorder=6,
+            solid_capstyle="round",
+            path_effects=[patheffects.withStroke(linewidth=5.5, foreground="white")],
+        )
 
     for x, axis in zip(xs, [*placed.axes, placed.objective], strict=True):
-        ax.plot([x, x], [0, 1], color="black", linewidth=1.3, zorder=3)
+        ax.plot([x, x], [0, 1], color="black", linewidth=1.3, zorder=7)
         for height, text in axis.ticks():
-            ax.plot([x - 0.03, x], [height, height], color="black", linewidth=1.0, zorder=3)
+            ax.plot([x - 0.03, x], [height, height], color="black", linewidth=1.0, zorder=7)
             ax.text(
                 x - 0.05,
                 height,
                 text,
                 ha="right",
                 va="center",
-                fontsize=9,
-                zorder=5,
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9, "pad": 0.6},
+                fontsize=10,
+                zorder=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.92, "pad": 0.8},
             )
         ax.text(x, 1.03, axis.label, ha="center", va="bottom", fontsize=10.5, fontweight="bold")
 
@@ -259,8 +287,13 @@ def draw_png(run: ScanRun, path: Path) -> Path:
     scalar = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     colourbar = fig.colorbar(scalar, ax=ax, pad=0.01, fraction=0.035, aspect=30)
     colourbar.set_label(f"{run.scan.spec.objective.metric} (line colour)")
+    if placed.objective.flipped:
+        colourbar.ax.invert_yaxis()  # the same way as the objective axis: better is up
 
     handles = [Line2D([], [], color=BEST_COLOUR, linewidth=3.0, label=placed.subtitle)]
+    if len(placed.lines) > 2:
+        shown = min(HIGHLIGHTED, len(placed.lines)) - 1
+        handles.append(Line2D([], [], color="black", linewidth=1.8, label=f"the next {shown} best (thicker)"))
     if placed.failed_lines:
         handles.append(
             Line2D(
@@ -295,15 +328,23 @@ def _plotly_dimension(axis: Axis, values: list[ParameterValue] | list[float]) ->
             "tickvals": [h for h, _ in ticks],
             "ticktext": [t for _, t in ticks],
         }
+    # plotly cannot flip an axis (plotly.js#6159): a flipped axis plots -value (-log10) with the real tick labels
+    sign = -1.0 if axis.flipped else 1.0
     if axis.kind == "log":
+        low, high = sorted((sign * math.log10(axis.lo), sign * math.log10(axis.hi)))
         return {
             "label": f"{label} (log)",
-            "values": [math.log10(float(v)) for v in values],
-            "range": [math.log10(axis.lo), math.log10(axis.hi)],
-            "tickvals": [math.log10(v) for v in axis.tick_values],
+            "values": [sign * math.log10(float(v)) for v in values],
+            "range": [low, high],
+            "tickvals": [sign * math.log10(v) for v in axis.tick_values],
             "ticktext": [f"{v:.4g}" for v in axis.tick_values],
         }
-    return {"label": label, "values": [float(v) for v in values], "range": [axis.lo, axis.hi]}
+    low, high = sorted((sign * axis.lo, sign * axis.hi))
+    dimension: dict[str, object] = {"label": label, "values": [sign * float(v) for v in values], "range": [low, high]}
+    if axis.flipped:
+        dimension["tickvals"] = [sign * v for v in axis.tick_values]
+        dimension["ticktext"] = [f"{v:.4g}" for v in axis.tick_values]
+    return dimension
 
 
 def draw_html(run: ScanRun, path: Path) -> Path:
@@ -318,14 +359,13 @@ def draw_html(run: ScanRun, path: Path) -> Path:
     objective_values = [r.value for r in ordered]
     dimensions.append(_plotly_dimension(placed.objective, objective_values))
 
-    # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness*, squeezed
-    # into [0, 0.9]; the best line gets 1.0, which the scale paints red. Good lines are dark, as in the PNG.
-    goal = run.scan.spec.objective.goal
+    # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness* (the height
+    # on the objective axis, which has better up), squeezed into [0, 0.9]; the best line gets 1.0, which the scale
+    # paints red. Good lines are dark, as in the PNG; the colour bar runs the same way as the objective axis.
     cmap = colormaps[COLOUR_MAP]
 
     def goodness(value: float) -> float:
-        height = placed.objective.position(value)
-        return 0.9 * (1.0 - height if goal == "minimize" else height)
+        return 0.9 * placed.objective.position(value)
 
     colour = [goodness(v) for v in objective_values]
     if colour:
