@@ -56,9 +56,10 @@ def test_pod_passes_the_restricted_pod_security_profile():
     assert all("hostPath" not in v for v in pod["volumes"])
 
 
-def test_gpu_unavailable_exit_code_fails_the_job_without_retries():
+def test_invalid_input_and_gpu_unavailable_exit_codes_fail_the_job_without_retries():
     rules = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [3]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3]
+    assert all(type(code) is int for code in rules[0]["onExitCodes"]["values"])  # plain JSON numbers
 
 
 def test_other_gpu_vendors_and_cpu_only_scans():

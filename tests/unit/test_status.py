@@ -56,8 +56,10 @@ def test_a_failed_shard_degrades_the_scan_until_the_others_end():
     assert running.phase == "Running"
     degraded = condition(running, "Degraded")
     assert degraded.status == "True" and degraded.reason == "GPUUnavailable" and "gpu-cluster" in degraded.message
+    agg.extend(rec(p, p / 10) for p in (3, 2, 5))  # shards 0 and 2 recorded everything; shard 1 never will
     ended = build_status(PLAN, agg, {0: shard(0, "Succeeded"), 1: trouble, 2: shard(2, "Succeeded")})
     assert ended.phase == "Failed"
+    assert (ended.combinations.succeeded, ended.combinations.failed, ended.combinations.pending) == (4, 2, 0)
     failed = condition(ended, "Failed")
     assert failed.reason == "GPUUnavailable" and "site gpu-cluster" in failed.message
 
@@ -88,3 +90,12 @@ def test_condition_transition_time_only_moves_when_the_status_flips():
     )
     assert condition(third, "Running").last_transition_time == t0 + timedelta(minutes=9)
     assert third.start_time == t0
+
+
+def test_a_shard_that_ends_well_without_its_records_failed():
+    agg = aggregate(PLAN, [rec(0, 0.5)])
+    status = build_status(PLAN, agg, {i: shard(i, "Succeeded") for i in range(3)})
+    assert status.phase == "Failed"
+    first = status.shards[0]
+    assert (first.phase, first.reason) == ("Failed", "RecordsMissing") and "recorded 1 of 2" in first.message
+    assert (status.combinations.succeeded, status.combinations.failed, status.combinations.pending) == (1, 5, 0)

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from hpscan.api.common import CamelModel
-from hpscan.api.contract import ParameterValue
+from hpscan.api.contract import ParameterValue, PayloadExit
 
 
 class ScanPhase(StrEnum):
@@ -47,7 +47,13 @@ class Reason(StrEnum):
 
     # shards
     GPU_UNAVAILABLE = "GPUUnavailable"
-    """The payload exited 3: no usable GPU. Never retried on the same site."""
+    """The payload exited 3: no usable GPU. Never retried."""
+    INVALID_INPUT = "InvalidInput"
+    """The payload exited 2: its shard file, settings or data are wrong. Never retried."""
+    UNSCHEDULABLE = "Unschedulable"
+    """The scheduler cannot place the shard's pod (its message says why: GPUs, taints, selectors)."""
+    RECORDS_MISSING = "RecordsMissing"
+    """The job ended well but fewer records came back than the shard holds."""
     PAYLOAD_FAILED = "PayloadFailed"
     RETRYING = "Retrying"
     STOPPED = "Stopped"
@@ -83,6 +89,14 @@ class Reason(StrEnum):
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"
 
 
+FINAL_EXITS: dict[int, Reason] = {
+    PayloadExit.INVALID_INPUT: Reason.INVALID_INPUT,
+    PayloadExit.GPU_UNAVAILABLE: Reason.GPU_UNAVAILABLE,
+}
+"""Payload exit codes that end a shard at once (a retry would fail the same way), with the reason each shows.
+Every backend honours it: the local loop, Kubernetes' podFailurePolicy, HTCondor's retry_until."""
+
+
 class ConditionType(StrEnum):
     """Condition types an HPScan carries (`kubectl wait --for=condition=Complete hpscan/NAME`)."""
 
@@ -99,7 +113,9 @@ class Counts(CamelModel):
 
     total: int = Field(0, ge=0, description="Combinations in the plan.")
     succeeded: int = Field(0, ge=0, description="Combinations with a result.")
-    failed: int = Field(0, ge=0, description="Combinations that failed (e.g. diverged).")
+    failed: int = Field(
+        0, ge=0, description="Combinations that failed (e.g. diverged), or will never run because their shard failed."
+    )
     running: int = Field(0, ge=0, description="Combinations in running shards, not yet recorded.")
     pending: int = Field(0, ge=0, description="Combinations waiting for their shard to start.")
 

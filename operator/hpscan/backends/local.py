@@ -16,7 +16,7 @@ from typing import IO, ClassVar
 
 from hpscan.api.contract import RESULTS_FILE, PayloadExit, ResultRecord, shard_file_name, shard_name
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ACTIVE_PHASES, Reason, ShardPhase, ShardStatus
+from hpscan.api.status import ACTIVE_PHASES, FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail, payload_command
@@ -141,10 +141,9 @@ class LocalBackend(Backend):
         if code == PayloadExit.OK and recorded >= job.expected:
             job.phase = ShardPhase.SUCCEEDED
             return
-        if code == PayloadExit.GPU_UNAVAILABLE:
-            # The same machine will not grow a GPU on a retry.
-            job.phase, job.reason = ShardPhase.FAILED, Reason.GPU_UNAVAILABLE
-            job.message = _last_line(job.work_dir / "payload.log") or "the payload found no usable GPU"
+        if code in FINAL_EXITS:  # the same machine will not grow a GPU, nor the input mend itself, on a retry
+            job.phase, job.reason = ShardPhase.FAILED, FINAL_EXITS[code]
+            job.message = _last_line(job.work_dir / "payload.log") or f"the payload exited with code {code}"
             return
         if code == PayloadExit.OK:
             why = f"exited 0 but recorded {recorded} of {job.expected} combinations"

@@ -22,20 +22,20 @@ from hpscan.core.results import Aggregate
 
 
 def shard_statuses(plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardStatus]) -> list[ShardStatus]:
-    """One entry per shard: the backend's view (phase, site, job) with the record counts filled in."""
+    """One entry per shard: the backend's view (phase, site, job) with the record counts filled in. A shard whose
+    job ended well without all its records failed: what it did not record was never trained (RecordsMissing)."""
     out = []
     for index in range(plan.shard_count):
         state = shard_states.get(index) or ShardStatus(index=index)
-        out.append(
-            state.model_copy(
-                update={
-                    "index": index,
-                    "total": plan.shard_size(index),
-                    "done": agg.shard_done[index],
-                    "failed": agg.shard_failed[index],
-                }
-            )
-        )
+        total, done = plan.shard_size(index), agg.shard_done[index]
+        update: dict[str, object] = {"index": index, "total": total, "done": done, "failed": agg.shard_failed[index]}
+        if state.phase == ShardPhase.SUCCEEDED and done < total:
+            update |= {
+                "phase": ShardPhase.FAILED,
+                "reason": Reason.RECORDS_MISSING,
+                "message": f"the job ended well but recorded {done} of {total} combinations",
+            }
+        out.append(state.model_copy(update=update))
     return out
 
 
@@ -109,6 +109,7 @@ def build_status(
     shards = shard_statuses(plan, agg, shard_states)
     phase, reason, message = decide_phase(plan, agg, shards, suspend)
     running = sum(s.total - s.done for s in shards if s.phase == ShardPhase.RUNNING)
+    lost = sum(s.total - s.done for s in shards if s.phase == ShardPhase.FAILED)  # will never run: failed
     previous_status = previous or HPScanStatus()
     started = previous_status.start_time or (now if phase != ScanPhase.PENDING else None)
     completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
@@ -122,9 +123,9 @@ def build_status(
         combinations=Counts(
             total=plan.total,
             succeeded=agg.succeeded,
-            failed=agg.failed,
+            failed=agg.failed + lost,
             running=running,
-            pending=plan.total - agg.recorded - running,
+            pending=plan.total - agg.recorded - running - lost,
         ),
         best=agg.best,
         top=list(agg.top),

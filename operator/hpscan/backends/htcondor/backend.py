@@ -25,7 +25,7 @@ from hpscan.api.contract import (
 )
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
 from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
@@ -55,6 +55,14 @@ from hpscan.errors import BackendError, SchedulerUnavailable
 from hpscan.job.chirp import classad_string
 
 # --- the backend -----------------------------------------------------------------------------------------------
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
 
 
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -328,6 +336,10 @@ class HTCondorBackend(Backend):
             if state.index in rank and rank[state.index] >= order:
                 continue
             rank[state.index] = order
+            if state.reason in FINAL_EXITS.values():  # the payload's own words, from the returned stderr
+                stderr = self.scan_dir(scan) / shard_name(state.index) / "stderr.txt"
+                if words := _last_line(stderr):
+                    state = state.model_copy(update={"message": f"{words} ({state.message})"[:300]})
             if view.error and state.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
                 state = state.model_copy(update={"reason": Reason.SCHEDULER_UNAVAILABLE, "message": view.error})
             remote = condor_of(site).remote
@@ -360,7 +372,7 @@ class HTCondorBackend(Backend):
                 try:
                     lines = path.read_bytes().splitlines()
                 except FileNotFoundError:
-                    lines = []
+                    continue  # not back yet: read it on a later cycle (a shard that ends without it shows RecordsMissing)
                 records.extend(parse_records(lines)[0])
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):

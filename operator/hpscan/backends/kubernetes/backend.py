@@ -34,6 +34,25 @@ def load_client_config() -> None:
         config.load_kube_config()
 
 
+def _failed_by_policy(job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Failed" and c.get("status") == "True" and c.get("reason") == "PodFailurePolicy"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def last_words(pods: list[dict[str, Any]]) -> str:
+    """The last line of the newest failed pod's termination message (the payload's error, with
+    terminationMessagePolicy FallbackToLogsOnError), or "" when none says anything."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message") or ""
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            if lines:
+                return lines[-1][:300]
+    return ""
+
+
 class KubernetesBackend(Backend):
     """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
 
@@ -45,6 +64,7 @@ class KubernetesBackend(Backend):
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self._terminations: dict[tuple[str, str], str] = {}  # (namespace, Job): its failed pod's last words
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -81,13 +101,34 @@ class KubernetesBackend(Backend):
             self.batch.patch_namespaced_job(job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}})
 
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
-        jobs = self.batch.list_namespaced_job(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-        )
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
         api = self.batch.api_client
+        jobs = [
+            api.sanitize_for_serialization(j)
+            for j in self.batch.list_namespaced_job(scan.namespace, label_selector=selector).items
+        ]
+        # Pods are read only when they say something the Job does not: why an active pod is not ready (e.g. the
+        # scheduler cannot place it), or the last words of a pod that failed the Job at once.
+        waiting = any(
+            (j.get("status") or {}).get("active", 0) > ((j.get("status") or {}).get("ready") or 0) for j in jobs
+        )
+        unexplained = any(
+            _failed_by_policy(j) and (scan.namespace, j["metadata"]["name"]) not in self._terminations for j in jobs
+        )
+        pods_by_job: dict[str, list[dict[str, Any]]] = {}
+        if waiting or unexplained:
+            for pod in self.core.list_namespaced_pod(scan.namespace, label_selector=selector).items:
+                pod_dict = api.sanitize_for_serialization(pod)
+                labels = pod_dict["metadata"].get("labels") or {}
+                job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
+                pods_by_job.setdefault(job, []).append(pod_dict)
         states = {}
-        for job in jobs.items:
-            state = shard_state(api.sanitize_for_serialization(job))
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if _failed_by_policy(job) and (scan.namespace, name) not in self._terminations:
+                self._terminations[(scan.namespace, name)] = last_words(pods_by_job.get(name, []))
+            said = {name: self._terminations.get((scan.namespace, name), "")}
+            state = shard_state(job, said, pods_by_job.get(name, []))
             states[state.index] = state
         return states
 

@@ -14,13 +14,14 @@ Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recor
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpscan.api.contract import PayloadExit, ShardFile, shard_name
+from hpscan.api.contract import ShardFile, shard_name
 from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
-from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
 from hpscan.job.configmap import CONFIGMAP_ENV, NAMESPACE_ENV, SHARD_KEY
 
@@ -190,7 +191,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
                     "onExitCodes": {
                         "containerName": CONTAINER,
                         "operator": "In",
-                        "values": [int(PayloadExit.GPU_UNAVAILABLE)],
+                        "values": sorted(int(code) for code in FINAL_EXITS),
                     },
                 },
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
@@ -209,8 +210,32 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
     }
 
 
-def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> ShardStatus:
-    """A Job (as a dict from the API) -> the shard's phase, attempts and reason."""
+def _exit_code(message: str) -> int | None:
+    """The exit code a podFailurePolicy message names ("... failed with exit code 3 matching FailJob rule ...")."""
+    found = re.search(r"exit ?code:? ?(\d+)", message, re.IGNORECASE)
+    return int(found.group(1)) if found else None
+
+
+def unscheduled(pods: Sequence[dict[str, Any]]) -> str | None:
+    """The scheduler's message when none of a Job's live pods runs and one cannot be scheduled, e.g. "0/2 nodes are
+    available: 1 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint(s)"; None otherwise."""
+    live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+    if not live or any(p["status"]["phase"] == "Running" for p in live):
+        return None
+    for pod in live:
+        for condition in pod["status"].get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return str(condition.get("message") or condition.get("reason") or "the pod cannot be scheduled")
+    return None
+
+
+def shard_state(
+    job: dict[str, Any], terminations: Mapping[str, str] | None = None, pods: Sequence[dict[str, Any]] = ()
+) -> ShardStatus:
+    """A Job (as a dict from the API) -> the shard's phase, attempts and reason. ``terminations`` maps a Job's name
+    to its failed pod's termination message (the payload's last words); ``pods`` are the Job's pods, read when it
+    has pods that are not ready (so a pod the scheduler cannot place shows as Pending, Unschedulable)."""
+    terminations = terminations or {}
     meta, spec, status = job.get("metadata", {}), job.get("spec", {}), job.get("status") or {}
     shard = int(meta.get("labels", {}).get(LABEL_SHARD, 0))
     site = meta.get("annotations", {}).get("hpscan.io/site")
@@ -223,14 +248,15 @@ def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> Sha
         failed = conditions["Failed"]
         reason = failed.get("reason") or Reason.JOB_FAILED
         message = failed.get("message") or ""
-        if reason == "PodFailurePolicy" and f"exit code {int(PayloadExit.GPU_UNAVAILABLE)}" in message.replace(
-            "exitCode", "exit code"
-        ):
-            reason, message = Reason.GPU_UNAVAILABLE, f"the payload found no usable GPU ({message})"
+        if reason == "PodFailurePolicy" and (code := _exit_code(message)) in FINAL_EXITS:
+            reason = FINAL_EXITS[code]
+            message = terminations.get(str(meta.get("name")), "") or f"the payload exited with code {code} ({message})"
         return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:300], **base)
     if spec.get("suspend"):
         return ShardStatus(phase=ShardPhase.SUSPENDED, reason=None, **base)
     if status.get("active"):
+        if (why := unscheduled(pods)) is not None:
+            return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.UNSCHEDULABLE, message=why[:300], **base)
         retrying = (status.get("failed") or 0) > 0
         return ShardStatus(
             phase=ShardPhase.RUNNING,
