@@ -151,7 +151,8 @@ start kube-apiserver "$tools/kube-apiserver" \
   --authorization-mode=Node,RBAC --service-account-issuer="$server" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --kubelet-certificate-authority="$pki/ca.crt" --kubelet-client-certificate="$pki/admin.crt" \
-  --kubelet-client-key="$pki/admin.key" --kubelet-preferred-address-types=InternalIP --profiling=false
+  --kubelet-client-key="$pki/admin.key" --kubelet-preferred-address-types=InternalIP --profiling=false \
+  --enable-admission-plugins=ExtendedResourceToleration
 wait_for "kube-apiserver /readyz" curl -sf --cacert "$pki/ca.crt" "$server/readyz"
 
 start kube-controller-manager "$tools/kube-controller-manager" --kubeconfig="$kubeconfig" \

@@ -158,6 +158,7 @@ def run_scan(
         retries=scan.spec.retries,
         env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
         gpu_slots=resources.gpu_slots,
+        timeout_seconds=scan.spec.payload.timeout_seconds,
     )
     ref = ScanRef(name=scan.metadata.name, namespace="local")
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})

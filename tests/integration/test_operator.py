@@ -246,6 +246,34 @@ def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(clust
     assert max(trained(log).values()) == 1
 
 
+def test_gpu_pods_tolerate_the_gpu_taint_through_admission_like_a_common_gpu_cluster(cluster, k8s, ns, operator):
+    """A site without tolerations: ExtendedResourceToleration (on in the local control plane, as on GKE and AKS)
+    adds the toleration of the nvidia.com/gpu taint to pods that request nvidia.com/gpu."""
+    bare = [{"name": "plain", "kubernetes": {}}]
+    create(k8s, ns, scan_manifest("admitted", {}, sharding={"shards": 1}, sites=bare))
+    status = wait_phase(cluster, k8s, ns, "admitted", {"Succeeded", "Failed"}, 120)["status"]
+    assert status["phase"] == "Succeeded", status
+    pods = client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector="hpscan.io/scan=admitted").items
+    assert {p.spec.node_name for p in pods} == {"hpscan-gpu-0"}
+    assert any(t.key == "nvidia.com/gpu" for p in pods for t in p.spec.tolerations or [])
+
+
+def test_a_shard_the_scheduler_cannot_place_is_pending_with_the_schedulers_message(cluster, k8s, ns, operator):
+    create(k8s, ns, scan_manifest("toobig", {}, sharding={"shards": 2}, gpu={"count": 5, "required": True}))
+
+    def unschedulable() -> dict | None:
+        status = get(k8s, ns, "toobig").get("status") or {}
+        shards = status.get("shards") or []
+        return status if shards and all(s.get("reason") == "Unschedulable" for s in shards) else None
+
+    status = cluster.wait(unschedulable, 60, "shards reported Unschedulable")
+    assert status["phase"] == "Pending" and status["combinations"]["running"] == 0
+    assert all(s["phase"] == "Pending" and "Insufficient nvidia.com/gpu" in s["message"] for s in status["shards"])
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in degraded["message"]
+
+
 def test_metrics_count_scans_shards_and_api_requests(operator, k8s, ns, cluster):
     create(k8s, ns, scan_manifest("counted", {}, sharding={"shards": 2}))
     wait_phase(cluster, k8s, ns, "counted", {"Succeeded", "Failed"}, 120)

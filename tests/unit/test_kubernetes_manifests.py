@@ -133,3 +133,10 @@ def test_records_round_trip_through_a_configmap_patch():
     data = record_patch([record])["data"]
     assert list(data) == [combo.id]
     assert records_of({**data, "junk": "{not json"}) == ([record], 1)
+
+
+def test_the_timeout_bounds_each_attempt_not_the_whole_job():
+    spec = SCAN.spec.model_copy(update={"payload": SCAN.spec.payload.model_copy(update={"timeout_seconds": 600})})
+    job = job_manifest(REF, spec, 0, GPU_SITE)
+    assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 600
+    assert "activeDeadlineSeconds" not in job["spec"]

@@ -39,6 +39,8 @@ class _ShardJob:
     message: str | None = None
     seen: set[str] = field(default_factory=set)
     gpu_slot: str | None = None
+    started_at: float = 0.0
+    timed_out: bool = False
 
 
 def _last_line(path: Path) -> str:
@@ -61,9 +63,11 @@ class LocalBackend(Backend):
         retries: int,
         env: dict[str, str] | None = None,
         gpu_slots: Sequence[str] = (),
+        timeout_seconds: float | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.retries = retries
+        self.timeout_seconds = timeout_seconds  # per attempt, as spec.payload.timeoutSeconds
         self.env = env or {}
         self.free_gpu_slots = list(gpu_slots)  # CUDA_VISIBLE_DEVICES values, one per concurrent shard
         self.jobs: dict[int, _ShardJob] = {}
@@ -125,6 +129,7 @@ class LocalBackend(Backend):
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops the payloads itself
         )
         job.phase, job.reason, job.message = ShardPhase.RUNNING, None, None
+        job.started_at, job.timed_out = time.monotonic(), False
 
     def _release(self, job: _ShardJob) -> None:
         if job.log is not None:
@@ -145,7 +150,9 @@ class LocalBackend(Backend):
             job.phase, job.reason = ShardPhase.FAILED, FINAL_EXITS[code]
             job.message = _last_line(job.work_dir / "payload.log") or f"the payload exited with code {code}"
             return
-        if code == PayloadExit.OK:
+        if job.timed_out:
+            why = f"the attempt ran past spec.payload.timeoutSeconds ({self.timeout_seconds:g} s) and was stopped"
+        elif code == PayloadExit.OK:
             why = f"exited 0 but recorded {recorded} of {job.expected} combinations"
         else:
             why = f"exit code {code}: {_last_line(job.work_dir / 'payload.log')}"
@@ -158,6 +165,7 @@ class LocalBackend(Backend):
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         states = {}
         for job in self.jobs.values():
+            self._enforce_timeout(job)
             if job.process is not None and (code := job.process.poll()) is not None:
                 self._collect(job)
                 self._finish(job, code)
@@ -171,6 +179,16 @@ class LocalBackend(Backend):
                 message=job.message,
             )
         return states
+
+    def _enforce_timeout(self, job: _ShardJob) -> None:
+        """Kill an attempt that ran past the timeout; its exit is then handled like any failure (retried)."""
+        if job.process is None or self.timeout_seconds is None or job.process.poll() is not None:
+            return
+        if time.monotonic() - job.started_at > self.timeout_seconds:
+            job.timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.process.pid, signal.SIGKILL)
+            job.process.wait()
 
     def _collect(self, job: _ShardJob) -> None:
         records = job.tail.read_new()

@@ -174,6 +174,8 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
             {"name": "out", "emptyDir": {}},
         ],
     }
+    if spec.payload.timeout_seconds:  # per attempt: a pod past it fails and the Job retries (backoffLimit)
+        pod_spec["activeDeadlineSeconds"] = spec.payload.timeout_seconds
     if k8s.node_selector:
         pod_spec["nodeSelector"] = dict(k8s.node_selector)
     if k8s.tolerations:
@@ -199,8 +201,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         },
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
-    if spec.payload.timeout_seconds:
-        job_spec["activeDeadlineSeconds"] = spec.payload.timeout_seconds * (spec.retries + 1)
+
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
