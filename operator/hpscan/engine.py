@@ -70,6 +70,7 @@ def step(
         backend.track(scan, spec)
         states.update(backend.poll(scan))
         new_records += [record for record in backend.fetch_records(scan) if agg.add(record)]
+        agg.unreadable[f"{backend.name} channel"] = backend.unreadable(scan)
 
     decision = decide(spec, planned.shard_count, states)
     for name, backend in used.items():

@@ -143,8 +143,9 @@ def run_scan(
     resources = plan_resources(scan, planned, machine or detect_machine(), workers)
     prepare_run_dir(scan, planned, run_dir)
     results_path = run_dir / RESULTS_FILE
-    records, _problems = read_records(results_path)
+    records, problems = read_records(results_path)
     agg = aggregate(planned, records)
+    agg.unreadable[RESULTS_FILE] = len(problems)  # e.g. a line cut short by a full disk: said in the status
 
     # Shards whose every combination is already recorded are done: a re-run trains nothing twice.
     finished = {

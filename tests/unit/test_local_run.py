@@ -184,3 +184,12 @@ def test_an_attempt_past_the_timeout_is_stopped_and_retried(tmp_path):
         time.sleep(0.1)
     assert (state.phase, state.attempts) == ("Failed", 2), state
     assert "timeoutSeconds (0.5 s)" in state.message
+
+
+def test_a_torn_line_in_results_jsonl_is_counted_in_the_status(tmp_path):
+    scan = make_scan()
+    run_scan(scan, tmp_path, Quiet(), machine=Machine(cpus=2, gpus=[]))
+    with (tmp_path / "results.jsonl").open("a") as handle:
+        handle.write('{"id": "c0-torn", "sha\n')
+    status = run_scan(scan, tmp_path, Quiet(), machine=Machine(cpus=2, gpus=[]))
+    assert status.phase == "Succeeded" and "1 unreadable record(s) skipped (results.jsonl)" in status.message

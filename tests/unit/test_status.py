@@ -99,3 +99,10 @@ def test_a_shard_that_ends_well_without_its_records_failed():
     first = status.shards[0]
     assert (first.phase, first.reason) == ("Failed", "RecordsMissing") and "recorded 1 of 2" in first.message
     assert (status.combinations.succeeded, status.combinations.failed, status.combinations.pending) == (1, 5, 0)
+
+
+def test_unreadable_records_are_counted_in_the_message_not_dropped_silently():
+    agg = aggregate(PLAN, [rec(0, 0.5)])
+    agg.unreadable.update({"results.jsonl": 1, "kubernetes channel": 2, "htcondor channel": 0})
+    status = build_status(PLAN, agg, {0: shard(0, "Running")})
+    assert "3 unreadable record(s) skipped (kubernetes channel, results.jsonl)" in status.message

@@ -80,6 +80,10 @@ class Backend(ABC):
         """Records reported since the last call; a backend may repeat earlier ones (the aggregator folds
         duplicates). After a controller restart the first call returns everything still held."""
 
+    def unreadable(self, scan: ScanRef) -> int:
+        """How many of the scan's records could not be read so far (skipped, and shown in the status). Default: 0."""
+        return 0
+
     @abstractmethod
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         """Stop the jobs of these shards (all when None), keeping what they recorded."""

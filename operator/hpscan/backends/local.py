@@ -201,6 +201,9 @@ class LocalBackend(Backend):
         new, self.unreported = self.unreported, []
         return new
 
+    def unreadable(self, scan: ScanRef) -> int:
+        return sum(job.tail.bad_lines for job in self.jobs.values())
+
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         targets = [j for j in self.jobs.values() if j.process is not None and (shards is None or j.index in shards)]
         for job in targets:

@@ -117,6 +117,9 @@ def build_status(
         completed = None
     if agg.foreign:
         message += f"; {agg.foreign} records ignored (not of this plan)"
+    if unreadable := sum(agg.unreadable.values()):
+        where = ", ".join(sorted(source for source, count in agg.unreadable.items() if count))
+        message += f"; {unreadable} unreadable record(s) skipped ({where})"
     return HPScanStatus(
         phase=phase,
         progress=f"{agg.recorded}/{plan.total}",

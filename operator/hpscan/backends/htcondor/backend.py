@@ -129,6 +129,7 @@ class HTCondorBackend(Backend):
         self._cancelled: dict[str, set[int]] = {}
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
+        self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
 
     # scans --------------------------------------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class HTCondorBackend(Backend):
                 except Exception as error:
                     self._schedds.pop(_schedd_key(condor), None)
                     raise unavailable(condor, "releasing completed jobs", error) from None
-        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen):
+        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._unreadable):
             table.pop(uid, None)
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
@@ -373,7 +374,9 @@ class HTCondorBackend(Backend):
                     lines = path.read_bytes().splitlines()
                 except FileNotFoundError:
                     continue  # not back yet: read it on a later cycle (a shard that ends without it shows RecordsMissing)
-                records.extend(parse_records(lines)[0])
+                found, problems = parse_records(lines)
+                records.extend(found)
+                self._unreadable[uid] = self._unreadable.get(uid, 0) + len(problems)
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
                 for record in records_chirped_by(ad):
@@ -381,6 +384,9 @@ class HTCondorBackend(Backend):
                         live.add(record.id)
                         records.append(record)
         return records
+
+    def unreadable(self, scan: ScanRef) -> int:
+        return self._unreadable.get(scan.uid, 0)
 
     # cancel -------------------------------------------------------------------------------------------------
 

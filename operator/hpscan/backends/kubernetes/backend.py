@@ -64,7 +64,8 @@ class KubernetesBackend(Backend):
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
-        self._terminations: dict[tuple[str, str], str] = {}  # (namespace, Job): its failed pod's last words
+        self._terminations: dict[tuple[str, str], str] = {}
+        self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, Job): its failed pod's last words
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -136,7 +137,17 @@ class KubernetesBackend(Backend):
         maps = self.core.list_namespaced_config_map(
             scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
         )
-        return [record for cm in maps.items for record in records_of(cm.data)[0]]
+        records: list[ResultRecord] = []
+        unreadable = 0
+        for configmap in maps.items:
+            found, bad = records_of(configmap.data)
+            records += found
+            unreadable += bad
+        self._unreadable[(scan.namespace, scan.name)] = unreadable  # a full read each time: the current total
+        return records
+
+    def unreadable(self, scan: ScanRef) -> int:
+        return self._unreadable.get((scan.namespace, scan.name), 0)
 
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         for index, state in self.poll(scan).items():
