@@ -27,6 +27,7 @@ from hpscan.api.spec import HPScan
 from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus, Reason, ScanPhase, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
 from hpscan.backends.local import LocalBackend
+from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_records
 from hpscan.core.shardfiles import write_shard_files
@@ -140,6 +141,7 @@ def run_scan(
     KeyboardInterrupt stops the payloads, keeps what they recorded, writes the status, and re-raises.
     """
     planned = plan(scan.metadata.name, scan.spec)
+    require_payload_accepts(planned)  # before anything runs: a misspelt setting is a clear error, not 24 crashes
     resources = plan_resources(scan, planned, machine or detect_machine(), workers)
     prepare_run_dir(scan, planned, run_dir)
     results_path = run_dir / RESULTS_FILE

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from hpscan.cli.output import Commands, err, out
 from hpscan.core.manifest import check_file, load_scan
+from hpscan.core.payloads import check_payload, require_payload_accepts
 from hpscan.core.planning import Plan, axis_preview, axis_size, axis_values, plan
 from hpscan.errors import HPScanError, ManifestError
 
@@ -37,6 +38,11 @@ def validate(
                 planned = plan(scan.metadata.name, scan.spec)
             except HPScanError as error:
                 err.print(f"[red]✗[/] {path}: {scan.metadata.name}: {error}", highlight=False)
+                failed = True
+                continue
+            if payload_problems := check_payload(planned):
+                for complaint in payload_problems:
+                    err.print(f"[red]✗[/] {path}: {scan.metadata.name}: {complaint}", highlight=False)
                 failed = True
                 continue
             out.print(
@@ -82,6 +88,7 @@ def plan_command(
 
     scan = load_scan(file)
     planned = plan(scan.metadata.name, scan.spec)
+    require_payload_accepts(planned)
     out.print(_summary(planned))
     sizes = sorted({planned.shard_size(s) for s in range(planned.shard_count)})
     sampling = scan.spec.sampling

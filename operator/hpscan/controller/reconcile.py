@@ -15,6 +15,7 @@ from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
 from hpscan.api.status import TERMINAL_SCAN_PHASES, Condition, HPScanStatus, Reason, ScanPhase, ShardPhase
 from hpscan.backends.base import Backend, ScanRef
+from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
 from hpscan.engine import place, step
@@ -112,7 +113,9 @@ def reconcile_scan(
         key = meta.get("uid", "")  # the planned fields cannot change (CEL transition rules): one plan per uid
         agg = memory.get(key) if memory is not None else None
         if agg is None:
-            agg = Aggregate(plan(scan.metadata.name, scan.spec))
+            planned = plan(scan.metadata.name, scan.spec)
+            require_payload_accepts(planned)  # where the payload's checker is installed (not in the operator image)
+            agg = Aggregate(planned)
             if memory is not None:
                 memory[key] = agg
         planned = agg.plan
