@@ -120,6 +120,15 @@ def prepare_run_dir(scan: HPScan, planned: Plan, run_dir: Path) -> None:
     write_shard_files(planned, run_dir / "shards")
 
 
+def earlier_attempts(run_dir: Path) -> dict[int, int]:
+    """Attempts per shard that an earlier run of this folder recorded in status.json (none when unreadable)."""
+    try:
+        status = HPScanStatus.model_validate_json((run_dir / "status.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {shard.index: shard.attempts for shard in status.shards}
+
+
 def write_status(run_dir: Path, status: HPScanStatus) -> None:
     """status.json, replaced atomically so a reader never sees half a file."""
     partial = run_dir / "status.json.partial"
@@ -149,9 +158,16 @@ def run_scan(
     agg = aggregate(planned, records)
     agg.unreadable[RESULTS_FILE] = len(problems)  # e.g. a line cut short by a full disk: said in the status
 
+    earlier = earlier_attempts(run_dir)
     # Shards whose every combination is already recorded are done: a re-run trains nothing twice.
     finished = {
-        i: ShardStatus(index=i, site="local", phase=ShardPhase.SUCCEEDED, message="recorded in an earlier run")
+        i: ShardStatus(
+            index=i,
+            site="local",
+            phase=ShardPhase.SUCCEEDED,
+            attempts=earlier.get(i, 0),
+            message="recorded in an earlier run",
+        )
         for i in range(planned.shard_count)
         if agg.shard_done[i] == planned.shard_size(i)
     }
@@ -162,6 +178,7 @@ def run_scan(
         env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
         gpu_slots=resources.gpu_slots,
         timeout_seconds=scan.spec.payload.timeout_seconds,
+        earlier_attempts=earlier,
     )
     ref = ScanRef(name=scan.metadata.name, namespace="local")
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, ClassVar
@@ -64,10 +64,12 @@ class LocalBackend(Backend):
         env: dict[str, str] | None = None,
         gpu_slots: Sequence[str] = (),
         timeout_seconds: float | None = None,
+        earlier_attempts: Mapping[int, int] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.retries = retries
         self.timeout_seconds = timeout_seconds  # per attempt, as spec.payload.timeoutSeconds
+        self.earlier_attempts = dict(earlier_attempts or {})  # by shard: attempts of earlier runs (a resume)
         self.env = env or {}
         self.free_gpu_slots = list(gpu_slots)  # CUDA_VISIBLE_DEVICES values, one per concurrent shard
         self.jobs: dict[int, _ShardJob] = {}
@@ -94,7 +96,7 @@ class LocalBackend(Backend):
                     work_dir=self.work_dir(index),
                     expected=len(launch.shard_file.combinations),
                     tail=RecordTail(self.work_dir(index) / RESULTS_FILE),
-                    attempts=job.attempts if job else 0,
+                    attempts=job.attempts if job else self.earlier_attempts.get(index, 0),
                 )
                 self.jobs[index] = job
             self._start(job)
