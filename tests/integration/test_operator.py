@@ -274,6 +274,20 @@ def test_a_shard_the_scheduler_cannot_place_is_pending_with_the_schedulers_messa
     assert "Insufficient nvidia.com/gpu" in degraded["message"]
 
 
+def test_a_scan_author_gets_no_service_account_through_a_scan(cluster, k8s, ns, operator):
+    """The operator may create pods under any account; a scan naming one the site admin did not allow is refused
+    before any Job exists (docs/security.md)."""
+    site = {
+        "name": "borrowed",
+        "kubernetes": {"serviceAccountName": "default", "priorityClassName": "system-node-critical"},
+    }
+    create(k8s, ns, scan_manifest("borrow", {}, sites=[site]))
+    status = wait_phase(cluster, k8s, ns, "borrow", {"Failed"}, 60)["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "NotAllowed" and "serviceAccountName 'default'" in failed["message"]
+    assert client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=borrow").items == []
+
+
 def test_metrics_count_scans_shards_and_api_requests(operator, k8s, ns, cluster):
     create(k8s, ns, scan_manifest("counted", {}, sharding={"shards": 2}))
     wait_phase(cluster, k8s, ns, "counted", {"Succeeded", "Failed"}, 120)

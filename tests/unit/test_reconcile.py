@@ -193,7 +193,7 @@ def test_scans_without_sites_use_the_operators_default_gpu_site(tmp_path):
     backend = MemoryBackend()
     document = body()
     del document["spec"]["sites"]
-    reconcile_scan(document, {"kubernetes": backend}, default_sites=defaults.default_sites())
+    reconcile_scan(document, {"kubernetes": backend}, defaults=defaults)
     assert set(backend.sites.values()) == {"default"}
     site = defaults.default_sites()[0]
     assert site.kubernetes.gpu_resource_name == "amd.com/gpu" and site.kubernetes.node_selector == {"gpu": "yes"}

@@ -84,6 +84,8 @@ class Reason(StrEnum):
     RESULTS_UNREADABLE = "ResultsUnreadable"
     BACKEND_ERROR = "BackendError"
     BACKEND_UNAVAILABLE = "BackendUnavailable"
+    NOT_ALLOWED = "NotAllowed"
+    """The scan asks for what only a site admin may grant (a ServiceAccount, a PriorityClass)."""
     RUN_REFUSED = "RunRefused"
     REPORT_FAILED = "ReportFailed"
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"

@@ -96,7 +96,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     state = state_of(memo)
     with metrics.timed_reconcile():
-        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults.default_sites())
+        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults)
     if outcome.status is not None:
         status = outcome.status
         patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -11,10 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
 from hpscan.api.status import TERMINAL_SCAN_PHASES, Condition, HPScanStatus, Reason, ScanPhase, ShardPhase
 from hpscan.backends.base import Backend, ScanRef
+from hpscan.controller.defaults import OperatorDefaults
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
@@ -71,13 +71,13 @@ def events_between(before: HPScanStatus | None, after: HPScanStatus) -> list[Eve
     return events
 
 
-def invalid_spec_status(message: str, generation: int | None) -> HPScanStatus:
+def invalid_spec_status(message: str, generation: int | None, reason: str = Reason.INVALID_SPEC) -> HPScanStatus:
     return HPScanStatus(
         phase=ScanPhase.FAILED,
         message=message,
         observed_generation=generation,
         conditions=[
-            Condition(type="Failed", status="True", reason=Reason.INVALID_SPEC, message=message[:512]),
+            Condition(type="Failed", status="True", reason=reason, message=message[:512]),
             Condition(type="Complete", status="False", reason=Reason.NOT_COMPLETE),
         ],
     )
@@ -96,11 +96,11 @@ def reconcile_scan(
     body: Mapping[str, Any],
     backends: Mapping[str, Backend],
     memory: dict[str, Aggregate] | None = None,
-    default_sites: list[Site] | None = None,
+    defaults: OperatorDefaults | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
-    `default_sites` serve scans whose spec.sites is empty (the site's operator defaults).
+    `defaults` are the site admin's: the sites of scans whose spec.sites is empty, and what scans may ask for.
     `memory` keeps each scan's plan and records between steps, by uid (backends hand over new records, and may repeat
     old ones); without it, or after an operator restart, the backends' persistent records rebuild it."""
     meta = body.get("metadata", {})
@@ -130,7 +130,12 @@ def reconcile_scan(
 
     ref = scan_ref(body)
     spec = scan.spec
-    placement = place(planned.shard_count, spec.sites or default_sites or [], default_backend="kubernetes")
+    defaults = defaults or OperatorDefaults()
+    if refused := defaults.refusals(spec, ref.namespace):  # privilege only a site admin grants: never submitted
+        message = "; ".join(refused)
+        status = invalid_spec_status(message, generation, Reason.NOT_ALLOWED)
+        return Outcome(status, [Event("Warning", Reason.NOT_ALLOWED, message)] if before is None else [])
+    placement = place(planned.shard_count, spec.sites or defaults.default_sites(), default_backend="kubernetes")
     missing = sorted({p.backend for p in placement.values()} - set(backends))
     if missing:
         message = f"no {' or '.join(missing)} backend is configured in this operator"
