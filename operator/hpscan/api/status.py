@@ -122,6 +122,17 @@ class Counts(CamelModel):
     pending: int = Field(0, ge=0, description="Combinations waiting for their shard to start.")
 
 
+class ShardCounts(CamelModel):
+    """Shards by phase: the whole picture, also when the per-shard list is cut short."""
+
+    total: int = Field(0, ge=0, description="Shards in the plan.")
+    pending: int = Field(0, ge=0, description="Shards waiting to start (or to be scheduled).")
+    running: int = Field(0, ge=0, description="Shards running.")
+    succeeded: int = Field(0, ge=0, description="Shards done.")
+    failed: int = Field(0, ge=0, description="Shards failed for good.")
+    suspended: int = Field(0, ge=0, description="Shards stopped by spec.suspend.")
+
+
 class RankedCombination(CamelModel):
     """One of the best combinations so far."""
 
@@ -165,7 +176,13 @@ class HPScanStatus(CamelModel):
     combinations: Counts = Field(default_factory=Counts, description="Combinations by state.")
     best: RankedCombination | None = Field(None, description="The best combination so far.")
     top: list[RankedCombination] = Field(default_factory=list, description="The best combinations so far, best first.")
-    shards: list[ShardStatus] = Field(default_factory=list, description="Per-shard progress.")
+    shard_counts: ShardCounts = Field(default_factory=ShardCounts, description="Shards by phase.")
+    shards: list[ShardStatus] = Field(
+        default_factory=list,
+        description="Per-shard progress; past a few hundred shards only the notable ones (running, failed, "
+        "suspended, or with a reason), so the object stays small; `hpscan status` lists every shard.",
+    )
+    shards_omitted: int = Field(0, ge=0, description="Shards left out of `shards` (uneventful ones, counted above).")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     observed_generation: int | None = Field(None, description="Spec generation this status reflects.")
     start_time: datetime | None = Field(None, description="When the first shard started.")

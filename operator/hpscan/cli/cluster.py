@@ -208,6 +208,14 @@ def status(
         shards.add_row(str(s.index), s.site or "-", str(s.phase), f"{s.done}/{s.total}", str(s.attempts), s.job or "-",
                        s.message or "")  # fmt: skip
     out.print(shards)
+    sc = current.shard_counts
+    if sc.total:
+        out.print(
+            f"shards: {sc.total} ({sc.running} running, {sc.pending} pending, {sc.succeeded} succeeded, {sc.failed} failed, "
+            f"{sc.suspended} suspended)"
+            + (f"; {current.shards_omitted} uneventful ones not listed" if current.shards_omitted else ""),
+            highlight=False,
+        )
     for condition in current.conditions:
         if condition.status == "True":
             out.print(f"condition {condition.type}: {condition.reason} {condition.message}", highlight=False)

@@ -18,6 +18,7 @@ from hpscan.controller.defaults import OperatorDefaults
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
+from hpscan.core.summary import MAX_STATUS_SHARDS
 from hpscan.engine import place, step
 from hpscan.errors import HPScanError
 
@@ -143,7 +144,16 @@ def reconcile_scan(
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
     try:
-        result = step(ref, spec, agg, backends, placement, previous=before, generation=generation)
+        result = step(
+            ref,
+            spec,
+            agg,
+            backends,
+            placement,
+            previous=before,
+            generation=generation,
+            max_status_shards=MAX_STATUS_SHARDS,
+        )
     except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
         events = [] if known else [Event("Warning", error.reason, str(error))]

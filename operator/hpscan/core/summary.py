@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -13,12 +14,19 @@ from hpscan.api.status import (
     HPScanStatus,
     Reason,
     ScanPhase,
+    ShardCounts,
     ShardPhase,
     ShardStatus,
 )
 from hpscan.core.decisions import decide_phase
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
+
+NOTABLE_PHASES = frozenset({ShardPhase.RUNNING, ShardPhase.FAILED, ShardPhase.SUSPENDED})
+
+MAX_STATUS_SHARDS = 256
+"""Per-shard entries the HPScan object carries at most (about 200 bytes each): the status stays far below etcd's
+object limit at any scan size."""
 
 
 def shard_statuses(plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardStatus]) -> list[ShardStatus]:
@@ -94,6 +102,19 @@ def _conditions(
     return out
 
 
+def notable_shards(shards: list[ShardStatus]) -> list[ShardStatus]:
+    """Shards a reader wants to see, most pressing first: trouble still unfolding (a reason such as Unschedulable or
+    Held), then failed, running and suspended shards; by index within each."""
+
+    def urgency(shard: ShardStatus) -> int:
+        if shard.reason and shard.phase != ShardPhase.FAILED:
+            return 0
+        return {ShardPhase.FAILED: 1, ShardPhase.RUNNING: 2}.get(shard.phase, 3)
+
+    notable = [s for s in shards if s.phase in NOTABLE_PHASES or s.reason]
+    return sorted(notable, key=lambda s: (urgency(s), s.index))
+
+
 def build_status(
     plan: Plan,
     agg: Aggregate,
@@ -103,8 +124,10 @@ def build_status(
     previous: HPScanStatus | None = None,
     now: datetime | None = None,
     generation: int | None = None,
+    max_shards: int | None = None,
 ) -> HPScanStatus:
-    """The status of a scan from what is known: the plan, the records so far, and each shard's backend state."""
+    """The status of a scan from what is known: the plan, the records so far, and each shard's backend state.
+    With ``max_shards`` the per-shard list keeps at most that many notable shards (etcd holds the object)."""
     now = now or datetime.now(UTC)
     shards = shard_statuses(plan, agg, shard_states)
     phase, reason, message = decide_phase(plan, agg, shards, suspend)
@@ -115,6 +138,7 @@ def build_status(
     completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
     if phase not in TERMINAL_SCAN_PHASES:
         completed = None
+    listed = shards if max_shards is None or len(shards) <= max_shards else notable_shards(shards)[:max_shards]
     if agg.foreign:
         message += f"; {agg.foreign} records ignored (not of this plan)"
     if unreadable := sum(agg.unreadable.values()):
@@ -132,7 +156,11 @@ def build_status(
         ),
         best=agg.best,
         top=list(agg.top),
-        shards=shards,
+        shard_counts=ShardCounts(
+            total=len(shards), **{str(p).lower(): n for p, n in Counter(s.phase for s in shards).items()}
+        ),
+        shards=listed,
+        shards_omitted=len(shards) - len(listed),
         conditions=_conditions(phase, reason, message, shards, previous_status.conditions, now, generation),
         observed_generation=generation,
         start_time=started,
