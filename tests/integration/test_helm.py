@@ -212,13 +212,14 @@ def test_cluster_wide_rbac_grants_the_rules_and_no_more(cluster, helm, new_names
             ("watch", "hpscans.hpscan.io"), ("patch", "hpscans.hpscan.io/status"), ("create", "jobs.batch"),
             ("patch", "jobs.batch"), ("patch", "configmaps"), ("create", "roles.rbac.authorization.k8s.io"),
             ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts"), ("create", "events"),
+            ("list", "pods"), ("create", "networkpolicies.networking.k8s.io"),
         ]:  # fmt: skip
             assert can(verb, resource), f"cannot {verb} {resource}"
         for verb, resource in [
             ("get", "secrets"), ("delete", "jobs.batch"), ("delete", "configmaps"), ("create", "pods"),
             ("update", "hpscans.hpscan.io"), ("create", "hpscans.hpscan.io"), ("list", "namespaces"),
             ("escalate", "roles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io"),
-            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"), ("get", "pods/log"), ("delete", "networkpolicies"),
         ]:  # fmt: skip
             assert not can(verb, resource), f"may {verb} {resource}"
 

@@ -140,3 +140,14 @@ def test_the_timeout_bounds_each_attempt_not_the_whole_job():
     job = job_manifest(REF, spec, 0, GPU_SITE)
     assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 600
     assert "activeDeadlineSeconds" not in job["spec"]
+
+
+def test_nothing_may_connect_to_shard_pods_and_they_run_as_a_high_uid():
+    from hpscan.backends.kubernetes.manifests import shard_network_policy
+
+    policy = shard_network_policy(REF)
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and policy["spec"]["ingress"] == []
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"hpscan.io/scan": "dl1-seed-scan", "hpscan.io/role": "shard"}
+    pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]
+    assert pod["metadata"]["labels"]["hpscan.io/role"] == "shard"  # the policy selects every shard pod
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the payload image's user

@@ -17,6 +17,7 @@ from hpscan.backends.kubernetes.manifests import (
     job_name,
     payload_rbac,
     shard_configmap,
+    shard_network_policy,
     shard_state,
 )
 from hpscan.job.configmap import records_of
@@ -64,6 +65,7 @@ class KubernetesBackend(Backend):
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
         self._terminations: dict[tuple[str, str], str] = {}
         self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, Job): its failed pod's last words
 
@@ -81,8 +83,9 @@ class KubernetesBackend(Backend):
         return True
 
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """The scan's payload ServiceAccount, Role and RoleBinding."""
+        """The scan's payload ServiceAccount, Role and RoleBinding, and the NetworkPolicy of its shard pods."""
         account, role, binding = payload_rbac(scan, shard_count)
+        self._create(self.networking.create_namespaced_network_policy, scan.namespace, shard_network_policy(scan))
         self._create(self.core.create_namespaced_service_account, scan.namespace, account)
         self._create(self.rbac.create_namespaced_role, scan.namespace, role)
         self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)

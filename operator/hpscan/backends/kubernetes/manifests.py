@@ -33,6 +33,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
 SHARD_MOUNT = "/hpscan/shard"
 OUT_MOUNT = "/hpscan/out"
 CONTAINER = "payload"
+PAYLOAD_UID = 10001
+"""The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 
 
 def _name(scan: str, suffix: str) -> str:
@@ -86,6 +88,21 @@ def shard_configmap(scan: ScanRef, shard_file: ShardFile) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": _metadata(scan, shard_configmap_name(scan.name, shard_file.shard), "shard", shard_file.shard),
         "data": {SHARD_KEY: shard_file.model_dump_json(by_alias=True, exclude_none=True)},
+    }
+
+
+def shard_network_policy(scan: ScanRef) -> dict[str, Any]:
+    """Nothing may connect to a scan's shard pods: they only reach out (the API server for their ConfigMap, data
+    stores), never serve. Egress stays open: where data lives is the site's business."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(scan, _name(scan.name, "shards"), "shard"),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_SCAN: scan.name, LABEL_ROLE: "shard"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [],
+        },
     }
 
 
@@ -145,9 +162,9 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
+            "runAsUser": PAYLOAD_UID,
+            "runAsGroup": PAYLOAD_UID,
+            "fsGroup": PAYLOAD_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [
