@@ -147,7 +147,10 @@ def test_nothing_may_connect_to_shard_pods_and_they_run_as_a_high_uid():
 
     policy = shard_network_policy(REF)
     assert policy["spec"]["policyTypes"] == ["Ingress"] and policy["spec"]["ingress"] == []
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"hpscan.io/scan": "dl1-seed-scan", "hpscan.io/role": "shard"}
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "hpscan.io/scan": "dl1-seed-scan",
+        "hpscan.io/role": "shard",
+    }
     pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]
     assert pod["metadata"]["labels"]["hpscan.io/role"] == "shard"  # the policy selects every shard pod
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the payload image's user
