@@ -154,3 +154,22 @@ def test_nothing_may_connect_to_shard_pods_and_they_run_as_a_high_uid():
     pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]
     assert pod["metadata"]["labels"]["hpscan.io/role"] == "shard"  # the policy selects every shard pod
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the payload image's user
+
+
+def test_a_shard_too_large_for_its_configmap_is_refused_before_anything_is_submitted():
+    """100,000 combinations in 10 shards would pass the 1 MiB object limit of the shard ConfigMaps."""
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.backends.kubernetes import KubernetesBackend
+    from hpscan.controller.reconcile import reconcile_scan
+
+    axes = [{"name": "a", "values": list(range(1000))}, {"name": "b", "values": list(range(100))}]
+    spec = HPScanSpec.model_validate({"parameters": axes, "sharding": {"shards": 10}, "payload": {"image": "x:1"}})
+    backend = KubernetesBackend()  # builds no connection until it sends something
+    (refusal,) = backend.refusals(plan("big", spec))
+    assert "a shard of 10,000 combinations" in refusal and "sharding.shards >= 100" in refusal
+    fitting = HPScanSpec.model_validate({**spec.to_wire(), "sharding": {"shards": 100}})
+    assert backend.refusals(plan("big", fitting)) == []
+    body = {"apiVersion": "hpscan.io/v1alpha1", "kind": "HPScan", "spec": spec.to_wire(),
+            "metadata": {"name": "big", "namespace": "physics", "uid": "u-big", "generation": 1}}  # fmt: skip
+    outcome = reconcile_scan(body, {"kubernetes": backend})
+    assert outcome.status.phase == "Failed" and "sharding.shards >= 100" in outcome.status.message

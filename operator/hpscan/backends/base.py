@@ -19,6 +19,7 @@ from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardStatus
+from hpscan.core.planning import Plan
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Backend(ABC):
 
     def track(self, scan: ScanRef, spec: HPScanSpec) -> None:  # noqa: B027 (optional hook)
         """Called before every poll, so a restarted controller watches what it started. Default: nothing."""
+
+    def refusals(self, planned: Plan) -> list[str]:
+        """What this batch system cannot run of a plan (e.g. a shard too large for its channel), one line each;
+        checked before anything is submitted. Default: nothing."""
+        return []
 
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:  # noqa: B027
         """Called before submitting: per-scan resources (RBAC, credentials). Idempotent. Default: nothing."""

@@ -75,6 +75,11 @@ def state_of(memo: Any) -> OperatorState:
     return state
 
 
+def status_changed(current: Any, wanted: dict[str, Any]) -> bool:
+    """Whether patching ``wanted`` over the object's status would change it (kopf merge-patches the status)."""
+    return any(current.get(key) != value for key, value in wanted.items())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
@@ -99,7 +104,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> 
         outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults)
     if outcome.status is not None:
         status = outcome.status
-        patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if status_changed(body.get("status") or {}, wanted):  # an unchanged status costs no request
+            patch.status.update(wanted)
         metrics.observe_scan(
             body.get("metadata", {}).get("uid", ""),
             str(status.phase),

@@ -143,6 +143,12 @@ def reconcile_scan(
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
+    if refused := [
+        r for name in sorted({p.backend for p in placement.values()}) for r in backends[name].refusals(planned)
+    ]:
+        message = "; ".join(refused)
+        status = invalid_spec_status(message, generation)
+        return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])
     try:
         result = step(
             ref,

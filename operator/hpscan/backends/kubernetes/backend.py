@@ -15,11 +15,13 @@ from hpscan.backends.kubernetes.manifests import (
     LABEL_SCAN,
     job_manifest,
     job_name,
+    oversized_shards,
     payload_rbac,
     shard_configmap,
     shard_network_policy,
     shard_state,
 )
+from hpscan.core.planning import Plan
 from hpscan.job.configmap import records_of
 
 SUBMIT_THREADS = 32
@@ -81,6 +83,11 @@ class KubernetesBackend(Backend):
                 return False
             raise
         return True
+
+    def refusals(self, planned: Plan) -> list[str]:
+        largest = max((planned.shard_size(i) for i in range(planned.shard_count)), default=0)
+        problem = oversized_shards(largest, planned.total)
+        return [problem] if problem else []
 
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
         """The scan's payload ServiceAccount, Role and RoleBinding, and the NetworkPolicy of its shard pods."""

@@ -33,6 +33,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
 SHARD_MOUNT = "/hpscan/shard"
 OUT_MOUNT = "/hpscan/out"
 CONTAINER = "payload"
+MAX_SHARD_COMBINATIONS = 1000
+"""The most combinations a shard may hold on Kubernetes: its ConfigMap carries the shard file (~150 bytes a
+combination) and every record (~420 bytes), and an object must stay well under etcd's 1 MiB."""
+
 PAYLOAD_UID = 10001
 """The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 
@@ -283,3 +287,15 @@ def shard_state(
             **base,
         )
     return ShardStatus(phase=ShardPhase.PENDING, **base)
+
+
+def oversized_shards(largest_shard: int, total: int) -> str | None:
+    """Why a plan's shards are too large for their ConfigMaps, with the shard count that fits; None when they fit."""
+    if largest_shard <= MAX_SHARD_COMBINATIONS:
+        return None
+    needed = -(-total // MAX_SHARD_COMBINATIONS)
+    return (
+        f"a shard of {largest_shard:,} combinations is more than a Kubernetes shard carries ({MAX_SHARD_COMBINATIONS:,}: "
+        f"its ConfigMap holds the shard file and every record under etcd's 1 MiB); use sharding.shards >= {needed:,} "
+        f"or sharding.combinationsPerShard <= {MAX_SHARD_COMBINATIONS:,}"
+    )
