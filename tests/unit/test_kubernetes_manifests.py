@@ -163,7 +163,8 @@ def test_a_shard_too_large_for_its_configmap_is_refused_before_anything_is_submi
     from hpscan.controller.reconcile import reconcile_scan
 
     axes = [{"name": "a", "values": list(range(1000))}, {"name": "b", "values": list(range(100))}]
-    spec = HPScanSpec.model_validate({"parameters": axes, "sharding": {"shards": 10}, "payload": {"image": "x:1"}})
+    payload = {"image": "x:1", "command": ["my-payload"]}
+    spec = HPScanSpec.model_validate({"parameters": axes, "sharding": {"shards": 10}, "payload": payload})
     backend = KubernetesBackend()  # builds no connection until it sends something
     (refusal,) = backend.refusals(plan("big", spec))
     assert "a shard of 10,000 combinations" in refusal and "sharding.shards >= 100" in refusal
