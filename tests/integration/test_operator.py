@@ -297,6 +297,25 @@ def test_metrics_count_scans_shards_and_api_requests(operator, k8s, ns, cluster)
     assert "hpscan_reconcile_seconds_count" in text
 
 
+def api_requests(operator: Operator) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith("hpscan_api_requests_total{")
+    )
+
+
+def test_an_idle_scan_costs_no_api_request(operator, k8s, ns, cluster):
+    """Reconciles read the watch-fed indexes of the shard Jobs and ConfigMaps and patch the status only when it
+    changes: a scan that waits (suspended) sends nothing, where it used to LIST twice and PATCH every 2 s."""
+    create(k8s, ns, scan_manifest("idle", {}, suspend=True))
+    wait_phase(cluster, k8s, ns, "idle", {"Suspended"}, 60)
+    time.sleep(3)  # the first reconciles settle the status
+    before = api_requests(operator)
+    time.sleep(8)  # four reconciles of this scan
+    assert api_requests(operator) - before == 0
+
+
 @pytest.mark.slow
 def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, operator):
     body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())

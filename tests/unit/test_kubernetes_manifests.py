@@ -174,3 +174,33 @@ def test_a_shard_too_large_for_its_configmap_is_refused_before_anything_is_submi
             "metadata": {"name": "big", "namespace": "physics", "uid": "u-big", "generation": 1}}  # fmt: skip
     outcome = reconcile_scan(body, {"kubernetes": backend})
     assert outcome.status.phase == "Failed" and "sharding.shards >= 100" in outcome.status.message
+
+
+def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(monkeypatch):
+    from hpscan.backends.kubernetes import backend as module
+    from hpscan.backends.kubernetes.backend import KubernetesBackend
+    from hpscan.job.configmap import record_patch
+
+    record = ResultRecord(id="c0-aa", shard=0, parameters={"x": 1}, metrics={"val_loss": 0.5}, status="succeeded")
+    job = {"metadata": {"name": "s-shard-000", "labels": {"hpscan.io/shard": "0"}}, "spec": {},
+           "status": {"active": 1, "ready": 1}}  # fmt: skip
+    configmap = {"metadata": {"name": "s-shard-000", "resourceVersion": "7"}, "data": record_patch([record])["data"]}
+
+    class Cache:
+        def jobs(self, namespace, scan):
+            return [job]
+
+        def configmaps(self, namespace, scan):
+            return [configmap]
+
+    parsed = []
+    monkeypatch.setattr(module, "records_of", lambda data: parsed.append(1) or ([record], 0))
+    backend = KubernetesBackend(api_client=None, cache=Cache())
+    backend.core.api_client.call_api = backend.batch.api_client.call_api = None  # any request would fail
+    ref = ScanRef("s", "physics", "u")
+    assert backend.poll(ref)[0].phase == "Running"
+    assert backend.fetch_records(ref) == [record] and backend.fetch_records(ref) == [record]
+    assert len(parsed) == 1  # the same resourceVersion is not parsed again
+    configmap["metadata"]["resourceVersion"] = "8"
+    backend.fetch_records(ref)
+    assert len(parsed) == 2

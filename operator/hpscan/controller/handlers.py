@@ -10,6 +10,7 @@ mistake our objects for theirs (and vice versa).
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from kubernetes import client
 from hpscan.api import registry
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend, BackendContext
+from hpscan.backends.kubernetes import KubernetesBackend
 from hpscan.controller import metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
@@ -97,9 +99,45 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     state.defaults = load_defaults()
 
 
+# Watch-fed indexes of the shard Jobs and ConfigMaps (an informer cache): a reconcile reads them instead of
+# listing, so an idle scan costs no request and a busy one costs the watch events of what changed.
+SHARD_OBJECTS = {"hpscan.io/role": "shard", "app.kubernetes.io/managed-by": "hpscan"}
+
+
+@kopf.index("batch", "v1", "jobs", labels=SHARD_OBJECTS)
+def shard_jobs(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], Any]:
+    return {(namespace, labels.get("hpscan.io/scan", "")): copy.deepcopy(dict(body))}
+
+
+@kopf.index("", "v1", "configmaps", labels=SHARD_OBJECTS)
+def shard_configmaps(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], Any]:
+    return {(namespace, labels.get("hpscan.io/scan", "")): {"metadata": dict(body.metadata), "data": body.get("data")}}
+
+
+@dataclass(frozen=True)
+class IndexCache:
+    """The indexes above as the Kubernetes backend's ShardObjectCache."""
+
+    jobs_index: kopf.Index[tuple[str, str], Any]
+    configmaps_index: kopf.Index[tuple[str, str], Any]
+
+    def jobs(self, namespace: str, scan: str) -> list[dict[str, Any]]:
+        return list(self.jobs_index.get((namespace, scan), []))
+
+    def configmaps(self, namespace: str, scan: str) -> list[dict[str, Any]]:
+        return list(self.configmaps_index.get((namespace, scan), []))
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     state = state_of(memo)
+    kubernetes = state.backends.get("kubernetes")
+    if isinstance(kubernetes, KubernetesBackend) and kubernetes.cache is None:  # kopf passes indexes by name
+        kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
     with metrics.timed_reconcile():
         outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults)
     if outcome.status is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
@@ -56,20 +56,33 @@ def last_words(pods: list[dict[str, Any]]) -> str:
     return ""
 
 
+class ShardObjectCache(Protocol):
+    """A watch-fed view of a scan's shard Jobs and ConfigMaps (the operator's kopf indexes: an informer cache), so
+    polling costs no API request. None from a method: not cached, LIST instead."""
+
+    def jobs(self, namespace: str, scan: str) -> list[dict[str, Any]] | None: ...
+
+    def configmaps(self, namespace: str, scan: str) -> list[dict[str, Any]] | None: ...
+
+
 class KubernetesBackend(Backend):
     """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
 
     name: ClassVar[str] = "kubernetes"
 
-    def __init__(self, api_client: Any = None) -> None:
+    def __init__(self, api_client: Any = None, cache: ShardObjectCache | None = None) -> None:
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
-        self._terminations: dict[tuple[str, str], str] = {}
-        self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, Job): its failed pod's last words
+        self.cache = cache
+        self._terminations: dict[tuple[str, str], str] = {}  # (namespace, Job): its failed pod's last words
+        self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, scan): shard ConfigMap entries not records
+        self._parsed: dict[tuple[str, str], tuple[str, list[ResultRecord], int]] = {}
+        """(namespace, ConfigMap) -> (resourceVersion, its records, unreadable entries): a ConfigMap is parsed again
+        only when it changed, so a scan costs in proportion to what its pods reported."""
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -114,10 +127,12 @@ class KubernetesBackend(Backend):
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
         api = self.batch.api_client
-        jobs = [
-            api.sanitize_for_serialization(j)
-            for j in self.batch.list_namespaced_job(scan.namespace, label_selector=selector).items
-        ]
+        cached = self.cache.jobs(scan.namespace, scan.name) if self.cache is not None else None
+        if cached is not None:
+            jobs = cached
+        else:
+            listed = self.batch.list_namespaced_job(scan.namespace, label_selector=selector).items
+            jobs = [api.sanitize_for_serialization(j) for j in listed]
         # Pods are read only when they say something the Job does not: why an active pod is not ready (e.g. the
         # scheduler cannot place it), or the last words of a pod that failed the Job at once.
         waiting = any(
@@ -144,16 +159,26 @@ class KubernetesBackend(Backend):
         return states
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        maps = self.core.list_namespaced_config_map(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-        )
+        """Every record of the scan's shard ConfigMaps (the aggregator folds repeats), parsing only those that
+        changed since the last call; from the watch cache in the operator, else one LIST."""
+        cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
+        if cached is None:
+            listed = self.core.list_namespaced_config_map(
+                scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+            ).items
+            cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
         records: list[ResultRecord] = []
         unreadable = 0
-        for configmap in maps.items:
-            found, bad = records_of(configmap.data)
-            records += found
-            unreadable += bad
-        self._unreadable[(scan.namespace, scan.name)] = unreadable  # a full read each time: the current total
+        for configmap in cached:
+            key = (scan.namespace, configmap["metadata"]["name"])
+            version = str(configmap["metadata"].get("resourceVersion") or "")
+            held = self._parsed.get(key)
+            if held is None or held[0] != version or not version:
+                found, bad = records_of(configmap.get("data"))
+                held = self._parsed[key] = (version, found, bad)
+            records += held[1]
+            unreadable += held[2]
+        self._unreadable[(scan.namespace, scan.name)] = unreadable  # a full view each time: the current total
         return records
 
     def unreadable(self, scan: ScanRef) -> int:
