@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: install demo test test-fast lint crds tools cluster cluster-down clean
+.PHONY: install demo test test-fast lint crds tools cluster cluster-down images clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ cluster: tools $(STAMP)
 
 cluster-down:
 	cluster/down.sh
+
+# The payload, gpu-check and operator images with buildah from their Dockerfiles, on bases made here
+# (cluster/README.md). Keyed by content: the first run takes minutes, a warm run seconds.
+images:
+	cluster/images/build.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs
