@@ -46,7 +46,11 @@ if [[ -x "$tools/kubectl" ]] && "$tools/kubectl" --kubeconfig "$kubeconfig" get 
     sleep 0.5
   done
   "$tools/kubectl" --kubeconfig "$kubeconfig" delete node "$NODE_NAME" --wait=false >/dev/null 2>&1 || true
+  "$tools/kubectl" --kubeconfig "$kubeconfig" -n default delete endpointslice kubernetes-real-node \
+    --ignore-not-found --wait=false >/dev/null 2>&1 || true
 fi
+stop kube-proxy
+stop apiforward
 stop kubelet
 
 # 2. Whatever still runs: tasks through containerd, then runc directly, then containerd and its shims.
@@ -115,10 +119,9 @@ for direction in -i -o; do
 done
 
 # 6. sysctls, the bridge, the fixed paths that were not there before.
-for key in kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward; do
-  var="SYSCTL_${key//./_}"
-  [[ -n "${!var:-}" && "$(sysctl -n "$key")" != "${!var}" ]] && sysctl -qw "$key=${!var}"
-done
+while read -r key value; do
+  if [[ "$(sysctl -n "$key" 2>/dev/null)" != "$value" ]]; then sysctl -qw "$key=$value" || true; fi
+done < "$node_dir/host-sysctls"
 if [[ "${BRIDGE_EXISTED:-1}" == 0 ]] && ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
 i=0
 while true; do
@@ -131,5 +134,5 @@ while true; do
   i=$((i + 1))
 done
 rm -f /var/lib/cni/results/hpscan-*  # CNI's result cache (a fixed path), our network's entries
-rm -f "$state" "$node_dir/netns.before" "$node_dir/iptables.before"
+rm -f "$state" "$node_dir/host-sysctls" "$node_dir/netns.before" "$node_dir/iptables.before"
 log "stopped; host restored"

@@ -25,7 +25,9 @@ die() { log "ERROR: $*"; exit 1; }
 
 ((EUID == 0)) || die "a real node needs root (containerd, runc, cgroups, a bridge)"
 [[ -f "$dir/kubeconfig" && -f "$dir/pki/ca.key" ]] || die "no control plane in $dir: run cluster/up.sh first"
-[[ -x "$tools/kubelet" ]] || die "$tools/kubelet is missing: run 'cluster/build-tools.sh --node'"
+for tool in kubelet kube-proxy; do
+  [[ -x "$tools/$tool" ]] || die "$tools/$tool is missing: run 'cluster/build-tools.sh --node'"
+done
 
 mkdir -p "$node_dir/run" "$node_dir/logs"
 exec 6>"$node_dir/lock"
@@ -38,6 +40,8 @@ NODE_NAME=${HPSCAN_NODE_NAME:-hpscan-real-0}
 BRIDGE=${HPSCAN_NODE_BRIDGE:-hpscan0}
 NODE_NET=${HPSCAN_NODE_NET:-10.234.0}
 KUBELET_PORT=${HPSCAN_KUBELET_PORT:-10250}
+KUBE_PROXY_HEALTHZ_PORT=${HPSCAN_KUBE_PROXY_HEALTHZ_PORT:-10256}
+KUBE_PROXY_METRICS_PORT=${HPSCAN_KUBE_PROXY_METRICS_PORT:-10249}
 NODE_GPUS=${HPSCAN_NODE_GPUS:-4}
 ENV
 fi
@@ -67,11 +71,16 @@ fi
 # --- what the host looks like before we touch it (kept until down.sh has restored it) -------------------
 state="$node_dir/host-state.env"
 fixed_paths=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /run/netns /var/lib/cni/results)
+# Sysctls the kubelet sets (kernel.panic=10, kernel.panic_on_oops=1, vm.overcommit_memory=1) and those
+# kube-proxy may touch (route_localnet, conntrack); ip_forward is never changed, only checked.
+sysctls=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward
+  net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables net.netfilter.nf_conntrack_max
+  net.netfilter.nf_conntrack_tcp_timeout_established net.netfilter.nf_conntrack_tcp_timeout_close_wait)
 if [[ ! -f "$state" ]]; then
+  for key in "${sysctls[@]}"; do
+    value="$(sysctl -n "$key" 2>/dev/null)" && printf '%s %s\n' "$key" "$value"
+  done > "$node_dir/host-sysctls"
   {
-    for key in kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward; do
-      printf 'SYSCTL_%s=%q\n' "${key//./_}" "$(sysctl -n "$key")"
-    done
     i=0
     for path in "${fixed_paths[@]}"; do
       printf 'PATH_%d=%q\nPATH_%d_EXISTED=%s\n' "$i" "$path" "$i" "$([[ -e "$path" ]] && echo 1 || echo 0)"
@@ -312,5 +321,44 @@ gpus_allocatable() {
   [[ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}')" == "$NODE_GPUS" ]]
 }
 wait_for "nvidia.com/gpu on $NODE_NAME" gpus_allocatable
-for name in containerd kubelet; do alive "$name" || die "$name exited (log: $node_dir/logs/$name.log)"; done
+# --- pods reach the API server through the kubernetes Service ---------------------------------------------
+# kube-proxy (iptables mode) rewrites 10.0.0.1:443 to the bridge address; apiforward.py carries that on to the
+# API server on 127.0.0.1. Nothing here masquerades, and the conntrack and route_localnet sysctls stay as
+# they are (maxPerCore 0, localhostNodePorts false).
+# shellcheck disable=SC1091
+source "$dir/cluster.env"
+start apiforward python3 "$here/apiforward.py" --listen "$node_ip:$API_PORT" --to "127.0.0.1:$API_PORT" \
+  --tag "$node_dir"
+kubectl apply -f - >/dev/null <<SLICE
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes-real-node
+  namespace: default
+  labels: {kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: hpscan.io-real-node}
+addressType: IPv4
+endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}}]
+ports: [{name: https, port: $API_PORT, protocol: TCP}]
+SLICE
+cat > "$node_dir/kube-proxy.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$kubeconfig"}
+hostnameOverride: $NODE_NAME
+mode: iptables
+clusterCIDR: $NODE_NET.0/24
+bindAddress: $node_ip
+healthzBindAddress: 127.0.0.1:${KUBE_PROXY_HEALTHZ_PORT:-10256}
+metricsBindAddress: 127.0.0.1:${KUBE_PROXY_METRICS_PORT:-10249}
+nodePortAddresses: ["$node_ip/32"]
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+iptables: {localhostNodePorts: false, masqueradeAll: false}
+YAML
+start kube-proxy "$tools/kube-proxy" --config="$node_dir/kube-proxy.yaml" --v=1
+kube_proxy_synced() { iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -F -- "default/kubernetes:https" >/dev/null; }
+wait_for "kube-proxy's rules for the kubernetes Service" kube_proxy_synced
+
+for name in containerd kubelet apiforward kube-proxy; do
+  alive "$name" || die "$name exited (log: $node_dir/logs/$name.log)"
+done
 log "ready: node $NODE_NAME ($node_ip, $NODE_GPUS nvidia.com/gpu advertised; logs: $node_dir/logs/)"

@@ -1,10 +1,12 @@
 """A real node (opt-in, HPSCAN_REAL_NODE=1: containerd + runc + a kubelet, cluster/node/up.sh): a pod from the
 payload image runs there under the restricted Pod Security profile, `kubectl logs` reaches it through the API
-server, and the pod's network keeps every packet on the machine (no default route, no DNS)."""
+server, the pod's network keeps every packet on the machine (no default route, no DNS), and a shard Job made
+by the operator's own manifest functions trains and publishes its record through the kubernetes Service."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -17,6 +19,7 @@ pytestmark = [
     ),
 ]
 
+REPO = Path(__file__).resolve().parents[2]
 NODE = os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
 PAYLOAD = "localhost/hpscan/dl1-payload:dev"
 SCRIPT = r"""
@@ -91,3 +94,62 @@ def test_a_restricted_pod_runs_from_the_payload_image_and_kubectl_logs_works(clu
     assert all(destination != "00000000" for _, destination, _ in routes), f"a default route: {routes}"
     assert len(routes) == 2, routes  # its own /24 on the bridge, the service range via the bridge's address
     assert "CapEff:\t0000000000000000" in out
+
+
+TINY_SHARD = {
+    "apiVersion": "hpscan.io/v1alpha1",
+    "kind": "ShardFile",
+    "scan": "tiny",
+    "shard": 0,
+    "shards": 1,
+    "objective": {"metric": "val_loss", "goal": "minimize"},
+    "gpu": {"count": 1, "required": False},
+    "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+    "combinations": [{"id": "c-tiny", "parameters": {"layer1": 8, "learning_rate": 0.01, "batch_size": 250}}],
+}
+
+
+def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_api(cluster, k8s, new_namespace):
+    """The operator's own manifests (payload RBAC, shard ConfigMap, Job) with the payload image: the pod trains
+    one combination and its `--channel kubernetes` writes the record into the ConfigMap through the kubernetes
+    Service (kube-proxy)."""
+    from kubernetes import utils
+
+    from hpscan.api.contract import ShardFile
+    from hpscan.backends.base import ScanRef
+    from hpscan.backends.kubernetes import job_manifest, job_name, payload_rbac, records_of, shard_configmap
+    from hpscan.manifest import load_scan
+
+    ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    spec = load_scan(REPO / "examples" / "dl1-seed-scan.yaml").spec
+    ref = ScanRef(name="tiny", namespace=ns, uid="0")
+    job = job_manifest(ref, spec, 0, spec.sites[0], image=PAYLOAD)
+    manifests = [*payload_rbac(ref, 1), shard_configmap(ref, ShardFile.model_validate(TINY_SHARD)), job]
+    for manifest in manifests:
+        manifest["metadata"].pop("ownerReferences")  # no HPScan here: the garbage collector would take them
+    pod = job["spec"]["template"]["spec"]
+    pod["nodeSelector"]["hpscan.io/real-node"] = "true"
+    pod["tolerations"].append({"key": "hpscan.io/real-node", "operator": "Exists", "effect": "NoSchedule"})
+    container = pod["containers"][0]
+    container["imagePullPolicy"] = "Never"
+    container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": "1"}}
+    if not any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]):
+        # DEFECT (issue 12, see test_images.py): the Job has nothing writable at /tmp and TensorFlow needs it.
+        pod["volumes"].append({"name": "tmp", "emptyDir": {}})
+        container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})
+    for manifest in manifests:
+        utils.create_from_dict(k8s, manifest, namespace=ns)
+
+    batch = client.BatchV1Api(k8s)
+
+    def finished():
+        status = batch.read_namespaced_job(job_name("tiny", 0), ns).status
+        return "Complete" if status.succeeded else "Failed" if status.failed else None
+
+    outcome = cluster.wait(finished, 300, "the shard Job on the real node")
+    logs = cluster.kubectl("-n", ns, "logs", f"job/{job_name('tiny', 0)}", check=False)
+    assert outcome == "Complete", f"{outcome}: {logs.stdout[-3000:]}{logs.stderr[-2000:]}"
+    configmap = client.CoreV1Api(k8s).read_namespaced_config_map(job["metadata"]["name"], ns)
+    (record,) = records_of({"data": configmap.data})
+    assert (record.id, record.status, record.shard) == ("c-tiny", "succeeded", 0)
+    assert "c-tiny" in logs.stdout
