@@ -153,7 +153,7 @@ fetch_wheels() {
   # One resolution for everything, so the payload's packages agree with TensorFlow's (NumPy above all).
   # pip wheel also turns any source-only package into a wheel: the builds compile nothing.
   "$py" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$handoff.tmp/wheels" \
-    "tensorflow-cpu==$version" "$repo[payload,job,operator,condor]" "setuptools>=69" wheel >&2
+    "tensorflow-cpu==$version" "${repo}[payload,job,operator,condor]" "setuptools>=69" wheel >&2
   rm -f "$handoff.tmp"/wheels/hpscan-*.whl  # the images build hpscan from their own copy of the sources
   printf '[global]\nno-index = true\nfind-links = /etc/xdg/pip/wheels\n' > "$handoff.tmp/pip.conf"
   touch "$handoff.tmp/complete"

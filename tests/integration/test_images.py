@@ -151,7 +151,8 @@ def test_a_tiny_shard_runs_in_the_payload_image_exactly_as_its_job_runs_it(tmp_p
 
 
 def test_no_build_configuration_is_left_in_the_images():
-    """The wheelhouse and pip.conf reach the builds as a mount at /etc/xdg/pip: nothing of them stays."""
+    """The wheelhouse and pip.conf reach the builds as a mount at /etc/xdg/pip: nothing of them stays (buildah leaves
+    the empty mount point)."""
     for image in (PAYLOAD, OPERATOR):
         result = run(image, command=["sh", "-c", "ls -A /etc/xdg/pip 2>/dev/null; cat /etc/pip.conf 2>/dev/null; true"])
         assert ok(result).strip() == "", f"{image}: {result.stdout}"
