@@ -68,9 +68,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
+# One real node per machine: the bridge, its address and the kubelet's port are the machine's.
+for pid in $(pgrep -x kubelet || true); do
+  grep -qaF "$node_dir" "/proc/$pid/cmdline" 2>/dev/null ||
+    die "another kubelet runs on this machine (pid $pid: $(tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-120))"
+done
+
 # --- what the host looks like before we touch it (kept until down.sh has restored it) -------------------
 state="$node_dir/host-state.env"
-fixed_paths=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /run/netns /var/lib/cni/results)
+fixed_paths=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /run/netns /var/lib/cni
+  /var/lib/cni/results)
 # Sysctls the kubelet sets (kernel.panic=10, kernel.panic_on_oops=1, vm.overcommit_memory=1) and those
 # kube-proxy may touch (route_localnet, conntrack); ip_forward is never changed, only checked.
 sysctls=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward
