@@ -211,4 +211,8 @@ build_dockerfile "$GPU_CHECK_IMAGE" "$tf_key.$src_key" payload/Dockerfile --targ
   --build-arg "BASE_IMAGE=$tf_image"
 build_dockerfile "$OPERATOR_IMAGE" "$base_key.$wheels_key.$src_key" operator/Dockerfile \
   --build-arg "PYTHON_IMAGE=$BASE_IMAGE"
+# Images a rebuild replaced, and the build's intermediate layers, are untagged now: free their space.
+if [[ -n "$(buildah images --quiet --filter dangling=true 2>/dev/null)" ]]; then
+  buildah rmi --prune >/dev/null 2>&1 || true
+fi
 log "images ready in $((SECONDS - start))s: $PAYLOAD_IMAGE $GPU_CHECK_IMAGE $OPERATOR_IMAGE"
