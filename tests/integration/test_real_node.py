@@ -5,7 +5,10 @@ by the operator's own manifest functions trains and publishes its record through
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,68 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     (record,) = records_of({"data": configmap.data})
     assert (record.id, record.status, record.shard) == ("c-tiny", "succeeded", 0)
     assert "c-tiny" in logs.stdout
+
+
+def test_the_operator_image_runs_a_scan_whose_jobs_run_the_payload_image_on_the_real_node(cluster, k8s, new_namespace):
+    """Real containers end to end: the chart installs the operator image on the real node, and the scan's shard
+    Jobs run the payload image there; records reach the status through the results ConfigMaps."""
+    from operator_support import create, wait_phase
+
+    restricted = {"pod-security.kubernetes.io/enforce": "restricted"}
+    operator_ns, scans = new_namespace(labels=restricted), new_namespace(labels=restricted)
+    release = f"hpo-{secrets.token_hex(3)}"
+    tolerations = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "hpscan.io/real-node", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+    helm = [str(cluster.tools_bin / "helm"), "-n", operator_ns]
+    installed = subprocess.run(
+        [*helm, "install", release, str(REPO / "charts" / "hpscan-operator"), "--wait", "--timeout", "180s",
+         "--set", "image.repository=localhost/hpscan/operator", "--set", "image.tag=dev",
+         "--set", "image.pullPolicy=Never", "--set-json", f'watchNamespaces=["{scans}"]',
+         "--set-json", 'nodeSelector={"hpscan.io/real-node": "true"}',
+         "--set-json", f"tolerations={json.dumps(tolerations)}"],
+        env=cluster.env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        assert installed.returncode == 0, installed.stderr
+        (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(operator_ns).items
+        assert pod.spec.node_name == NODE
+        scan = {
+            "apiVersion": "hpscan.io/v1alpha1",
+            "kind": "HPScan",
+            "metadata": {"name": "real"},
+            "spec": {
+                "objective": {"metric": "val_loss", "goal": "minimize"},
+                "parameters": [{"name": "layer1", "values": [8, 16]}],
+                "sharding": {"shards": 2},
+                "retries": 0,
+                "gpu": {"count": 1, "required": False},
+                "payload": {
+                    "image": PAYLOAD,
+                    "cpu": "250m",
+                    "memory": "1Gi",
+                    # DEFECT (issue 12, see test_images.py): the Job has no writable /tmp; TensorFlow needs one.
+                    "env": [{"name": "TMPDIR", "value": "/hpscan/out"}],
+                    "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+                },
+                "sites": [
+                    {
+                        "name": "real-node",
+                        "kubernetes": {"nodeSelector": {"hpscan.io/real-node": "true"}, "tolerations": tolerations},
+                    }
+                ],
+            },
+        }
+        create(k8s, scans, scan)
+        done = wait_phase(cluster, k8s, scans, "real", {"Succeeded", "Failed"}, 300)
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        assert done["status"]["progress"] == "2/2", done["status"]
+        pods = client.CoreV1Api(k8s).list_namespaced_pod(scans, label_selector="hpscan.io/scan=real").items
+        assert pods and {p.spec.node_name for p in pods} == {NODE}
+        assert {p.spec.containers[0].image for p in pods} == {PAYLOAD}
+    finally:
+        logs = cluster.kubectl("-n", operator_ns, "logs", "--tail=40", "-l", "app.kubernetes.io/name=hpscan-operator",
+                               check=False)  # fmt: skip
+        subprocess.run([*helm, "uninstall", release, "--wait", "--timeout", "60s"], env=cluster.env(), check=False)
+        print(logs.stdout[-3000:])
