@@ -33,7 +33,7 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration" tests
 
-test: $(STAMP) lint tools
+test: $(STAMP) lint tools images
 	$(BIN)/pytest -q tests
 
 # Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).

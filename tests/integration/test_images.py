@@ -59,7 +59,7 @@ def shard_job_container() -> tuple[dict, dict]:
     """The pod spec and container of the Job the operator makes for shard 0 of the seed scan."""
     from hpscan.backends.base import ScanRef
     from hpscan.backends.kubernetes import job_manifest
-    from hpscan.manifest import load_scan
+    from hpscan.core.manifest import load_scan
 
     scan = load_scan(REPO / "examples" / "dl1-seed-scan.yaml")
     job = job_manifest(ScanRef(name="dl1-seed-scan", namespace="physics", uid="1"), scan.spec, 0, scan.spec.sites[0])
@@ -80,15 +80,15 @@ TINY_SHARD = {
 }
 
 
-def run_as_the_job(tmp_path: Path, command: list[str] | None = None, *, with_tmp: bool = False):
+def run_as_the_job(tmp_path: Path, command: list[str] | None = None):
     """Run the payload image as the operator's shard Job runs it: its command (or `command`), env, uid/gid,
-    read-only root filesystem and volumes (the shard ConfigMap read-only, the output emptyDir), with the kubernetes
-    channel swapped for stdout (it needs an API server). `with_tmp` adds an emptyDir at /tmp."""
+    read-only root filesystem and volumes (the shard ConfigMap read-only, the output and /tmp emptyDirs), with the
+    kubernetes channel swapped for stdout (it needs an API server)."""
     pod, container = shard_job_container()
     if command is None:
         command = list(container["command"])
         at = command.index("--channel")
-        command[at : at + 4] = ["--channel", "stdout"]
+        command[at : at + 2] = ["--channel", "stdout"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -101,10 +101,6 @@ def run_as_the_job(tmp_path: Path, command: list[str] | None = None, *, with_tmp
         else:
             os.chown(source, uid, gid)  # an emptyDir, writable by the pod's fsGroup
         binds.append(Bind(source, mount["mountPath"], read_only=mount.get("readOnly", False)))
-    if with_tmp:
-        (tmp_path / "tmp").mkdir()
-        os.chmod(tmp_path / "tmp", 0o1777)
-        binds.append(Bind(tmp_path / "tmp", "/tmp"))
     env = {e["name"]: e.get("value", "physics") for e in container["env"]}  # valueFrom: the namespace
     out = next(tmp_path / m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/hpscan/out")
     return run(PAYLOAD, command=command, env=env, user=f"{uid}:{gid}", binds=binds, timeout=600), out
@@ -117,15 +113,15 @@ CHANNEL_IMPORTS = """
 import hpscan.cli, dl1.cli, tensorflow
 import htchirp
 from kubernetes import client
-from hpscan.backends.kubernetes import ConfigMapChannel
-from hpscan.backends.htcondor import ChirpChannel
+from hpscan.job.configmap import ConfigMapChannel
+from hpscan.job.chirp import ChirpChannel
 ConfigMapChannel("results", "ns", api_client=client.ApiClient())
 print("channels ok")
 """
 
 
 def test_the_payload_image_has_what_both_job_channels_import(tmp_path):
-    result, _ = run_as_the_job(tmp_path, ["python3", "-c", CHANNEL_IMPORTS], with_tmp=True)
+    result, _ = run_as_the_job(tmp_path, ["python3", "-c", CHANNEL_IMPORTS])
     assert "channels ok" in ok(result)
 
 
@@ -136,18 +132,10 @@ def check_tiny_shard(result, out: Path) -> None:
     assert record["metrics"]["val_loss"] > 0
 
 
-def test_a_tiny_shard_runs_in_the_payload_image_with_a_writable_tmp(tmp_path):
-    check_tiny_shard(*run_as_the_job(tmp_path, with_tmp=True))
-
-
 def test_a_tiny_shard_runs_in_the_payload_image_exactly_as_its_job_runs_it(tmp_path):
-    result, out = run_as_the_job(tmp_path)
-    if result.returncode != 0 and "No usable temporary directory" in result.stderr:
-        pytest.xfail(
-            "DEFECT (issue 12): the shard Job has a read-only root filesystem and nothing writable at /tmp, and "
-            "`import tensorflow` needs a temporary directory; job_manifest needs an emptyDir at /tmp"
-        )
-    check_tiny_shard(result, out)
+    """Found here first: the Job had a read-only root filesystem and nothing writable at /tmp, and `import
+    tensorflow` needs a temporary directory; job_manifest now mounts an emptyDir there."""
+    check_tiny_shard(*run_as_the_job(tmp_path))
 
 
 def test_no_build_configuration_is_left_in_the_images():

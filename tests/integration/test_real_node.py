@@ -120,8 +120,9 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
 
     from hpscan.api.contract import ShardFile
     from hpscan.backends.base import ScanRef
-    from hpscan.backends.kubernetes import job_manifest, job_name, payload_rbac, records_of, shard_configmap
-    from hpscan.manifest import load_scan
+    from hpscan.backends.kubernetes import job_manifest, job_name, payload_rbac, shard_configmap
+    from hpscan.core.manifest import load_scan
+    from hpscan.job.configmap import records_of
 
     ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
     spec = load_scan(REPO / "examples" / "dl1-seed-scan.yaml").spec
@@ -136,10 +137,7 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     container = pod["containers"][0]
     container["imagePullPolicy"] = "Never"
     container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"nvidia.com/gpu": "1"}}
-    if not any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]):
-        # DEFECT (issue 12, see test_images.py): the Job has nothing writable at /tmp and TensorFlow needs it.
-        pod["volumes"].append({"name": "tmp", "emptyDir": {}})
-        container["volumeMounts"].append({"name": "tmp", "mountPath": "/tmp"})
+    assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])  # TensorFlow needs a writable /tmp
     for manifest in manifests:
         utils.create_from_dict(k8s, manifest, namespace=ns)
 
@@ -153,7 +151,7 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     logs = cluster.kubectl("-n", ns, "logs", f"job/{job_name('tiny', 0)}", check=False)
     assert outcome == "Complete", f"{outcome}: {logs.stdout[-3000:]}{logs.stderr[-2000:]}"
     configmap = client.CoreV1Api(k8s).read_namespaced_config_map(job["metadata"]["name"], ns)
-    (record,) = records_of({"data": configmap.data})
+    (record,), _ = records_of(configmap.data)
     assert (record.id, record.status, record.shard) == ("c-tiny", "succeeded", 0)
     assert "c-tiny" in logs.stdout
 
@@ -197,8 +195,6 @@ def test_the_operator_image_runs_a_scan_whose_jobs_run_the_payload_image_on_the_
                     "image": PAYLOAD,
                     "cpu": "250m",
                     "memory": "1Gi",
-                    # DEFECT (issue 12, see test_images.py): the Job has no writable /tmp; TensorFlow needs one.
-                    "env": [{"name": "TMPDIR", "value": "/hpscan/out"}],
                     "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
                 },
                 "sites": [

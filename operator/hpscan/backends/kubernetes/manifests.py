@@ -186,6 +186,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
                 "volumeMounts": [
                     {"name": "shard", "mountPath": SHARD_MOUNT, "readOnly": True},
                     {"name": "out", "mountPath": OUT_MOUNT},
+                    {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only; TensorFlow needs /tmp
                 ],
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
@@ -193,6 +194,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         "volumes": [
             {"name": "shard", "configMap": {"name": shard_configmap_name(scan.name, shard)}},
             {"name": "out", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
         ],
     }
     if spec.payload.timeout_seconds:  # per attempt: a pod past it fails and the Job retries (backoffLimit)
