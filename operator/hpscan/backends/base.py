@@ -13,6 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hpscan.api.contract import ResultRecord, ShardFile
@@ -93,3 +94,12 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         """Stop the jobs of these shards (all when None), keeping what they recorded."""
+
+
+def last_line(path: Path, limit: int = 300) -> str:
+    """The last non-empty line of a log or stderr file (a failed payload's own words), or "" when there is none."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""

@@ -17,7 +17,7 @@ from typing import IO, ClassVar
 from hpscan.api.contract import RESULTS_FILE, PayloadExit, ResultRecord, shard_file_name, shard_name
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ACTIVE_PHASES, FINAL_EXITS, Reason, ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail, payload_command
 
@@ -41,15 +41,6 @@ class _ShardJob:
     gpu_slot: str | None = None
     started_at: float = 0.0
     timed_out: bool = False
-
-
-def _last_line(path: Path) -> str:
-    """The last non-empty line of a log, for a one-line failure message."""
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except FileNotFoundError:
-        return ""
-    return lines[-1].strip()[:300] if lines else ""
 
 
 class LocalBackend(Backend):
@@ -150,14 +141,14 @@ class LocalBackend(Backend):
             return
         if code in FINAL_EXITS:  # the same machine will not grow a GPU, nor the input mend itself, on a retry
             job.phase, job.reason = ShardPhase.FAILED, FINAL_EXITS[code]
-            job.message = _last_line(job.work_dir / "payload.log") or f"the payload exited with code {code}"
+            job.message = last_line(job.work_dir / "payload.log") or f"the payload exited with code {code}"
             return
         if job.timed_out:
             why = f"the attempt ran past spec.payload.timeoutSeconds ({self.timeout_seconds:g} s) and was stopped"
         elif code == PayloadExit.OK:
             why = f"exited 0 but recorded {recorded} of {job.expected} combinations"
         else:
-            why = f"exit code {code}: {_last_line(job.work_dir / 'payload.log')}"
+            why = f"exit code {code}: {last_line(job.work_dir / 'payload.log')}"
         if job.attempts <= self.retries:
             self._start(job)
             job.reason, job.message = Reason.RETRYING, f"attempt {job.attempts - 1} failed ({why})"
