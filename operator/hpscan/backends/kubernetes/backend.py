@@ -80,9 +80,10 @@ class KubernetesBackend(Backend):
         self.cache = cache
         self._terminations: dict[tuple[str, str], str] = {}  # (namespace, Job): its failed pod's last words
         self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, scan): shard ConfigMap entries not records
-        self._parsed: dict[tuple[str, str], tuple[str, list[ResultRecord], int]] = {}
-        """(namespace, ConfigMap) -> (resourceVersion, its records, unreadable entries): a ConfigMap is parsed again
-        only when it changed, so a scan costs in proportion to what its pods reported."""
+        self._parsed: dict[tuple[str, str], tuple[str, int]] = {}
+        """(namespace, ConfigMap) -> (the resourceVersion last read, its unreadable entries): a ConfigMap is read
+        again only when it changed, so a scan costs in proportion to what its pods reported, and no record is
+        held here (the aggregator folds them)."""
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -159,8 +160,9 @@ class KubernetesBackend(Backend):
         return states
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        """Every record of the scan's shard ConfigMaps (the aggregator folds repeats), parsing only those that
-        changed since the last call; from the watch cache in the operator, else one LIST."""
+        """The records of the scan's shard ConfigMaps that changed since the last call (all of them on the first call:
+        a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
+        operator, else one LIST."""
         cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
         if cached is None:
             listed = self.core.list_namespaced_config_map(
@@ -168,17 +170,16 @@ class KubernetesBackend(Backend):
             ).items
             cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
         records: list[ResultRecord] = []
-        unreadable = 0
         for configmap in cached:
             key = (scan.namespace, configmap["metadata"]["name"])
             version = str(configmap["metadata"].get("resourceVersion") or "")
             held = self._parsed.get(key)
             if held is None or held[0] != version or not version:
                 found, bad = records_of(configmap.get("data"))
-                held = self._parsed[key] = (version, found, bad)
-            records += held[1]
-            unreadable += held[2]
-        self._unreadable[(scan.namespace, scan.name)] = unreadable  # a full view each time: the current total
+                records += found
+                self._parsed[key] = (version, bad)
+        names = {(scan.namespace, configmap["metadata"]["name"]) for configmap in cached}
+        self._unreadable[(scan.namespace, scan.name)] = sum(self._parsed[key][1] for key in names)
         return records
 
     def unreadable(self, scan: ScanRef) -> int:
