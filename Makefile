@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: install demo test test-fast lint crds tools cluster cluster-down clean
+.PHONY: install demo test test-fast test-real-node lint crds tools cluster cluster-down images clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration" tests
 
-test: $(STAMP) lint tools
+test: $(STAMP) lint tools images
 	$(BIN)/pytest -q tests
 
 # Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).
@@ -52,6 +52,16 @@ cluster: tools $(STAMP)
 
 cluster-down:
 	cluster/down.sh
+
+# The payload, gpu-check and operator images with buildah from their Dockerfiles, on bases made here
+# (cluster/README.md). Keyed by content: the first run takes minutes, a warm run seconds.
+images:
+	cluster/images/build.sh
+
+# Opt-in until proven in CI: a real node (containerd + kubelet + kube-proxy, cluster/node/) running the images;
+# needs root. Its cluster is stopped afterwards and the host restored, unless it was already up.
+test-real-node: $(STAMP) images
+	HPSCAN_REAL_NODE=1 $(BIN)/pytest -q tests/integration/test_real_node.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm from the Go module
-# proxy into .tools/bin/. Each component is built once per (version, GOOS/GOARCH) into a stable cache
-# directory, ${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools}, and later runs only link the cached binaries.
+# Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and helm (with --node or
+# HPSCAN_REAL_NODE=1 also kubelet and kube-proxy) from the Go module proxy into .tools/bin/. Each component is
+# built once per (version, GOOS/GOARCH) into a stable cache directory, ${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools},
+# and later runs only link the cached binaries.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -50,11 +51,12 @@ have() {
 
 # Kubernetes: a wrapper module that requires k8s.io/kubernetes and replaces each staging module
 # (required at v0.0.0 and replaced with ./staging/... upstream, kubernetes#79384) with its published v0.Y.Z.
-build_kubernetes() {
-  local out="$cache/kubernetes-$K8S_VERSION-$platform"
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# build_kubernetes_commands OUT WHAT CMD...: build k8s.io/kubernetes/cmd/CMD... into OUT/bin (one go build).
+build_kubernetes_commands() {
+  local out="$1" what="$2"; shift 2
+  local names=("$@")
   if have "$out/bin" "${names[@]}"; then install_from "$out/bin" "${names[@]}"; return; fi
-  log "building Kubernetes $K8S_VERSION (about 10 minutes on 2 cores with cold Go caches)"
+  log "building $what $K8S_VERSION: ${names[*]} (minutes on 2 cores with cold Go caches)"
   local start=$SECONDS
   local gomod
   gomod="$(cd "$cache" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
@@ -63,9 +65,9 @@ build_kubernetes() {
   local staging_version="v0.${K8S_VERSION#v1.}"
   local work="$out/src"
   rm -rf "$work" "$out/bin.tmp" && mkdir -p "$work" "$out/bin.tmp"
-  python3 - "$gomod" "$K8S_VERSION" "$staging_version" > "$work/go.mod" <<'PY'
+  python3 - "$gomod" "$K8S_VERSION" "$staging_version" "${names[@]}" > "$work/go.mod" <<'PY'
 import re, sys
-gomod_path, k8s_version, staging_version = sys.argv[1:]
+gomod_path, k8s_version, staging_version, *commands = sys.argv[1:]
 text = open(gomod_path).read()
 staging = sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+) v0\.0\.0\s*$", text, re.M))
                  | set(re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/", text, re.M)))
@@ -84,7 +86,7 @@ for module in staging:
     print(f"\t{module} => {module} {staging_version}")
 print(")\n")
 print("tool (")
-for cmd in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
+for cmd in commands:
     print(f"\tk8s.io/kubernetes/cmd/{cmd}")
 print(")")
 PY
@@ -95,11 +97,22 @@ PY
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-  (cd "$work" && with_progress "Kubernetes $K8S_VERSION" go build -trimpath -ldflags "$ldflags" \
+  (cd "$work" && with_progress "$what $K8S_VERSION" go build -trimpath -ldflags "$ldflags" \
     -o "$out/bin.tmp/" "${names[@]/#/k8s.io/kubernetes/cmd/}")
   rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
-  log "Kubernetes $K8S_VERSION built in $((SECONDS - start))s"
+  log "$what $K8S_VERSION built in $((SECONDS - start))s"
   install_from "$out/bin" "${names[@]}"
+}
+
+build_kubernetes() {
+  build_kubernetes_commands "$cache/kubernetes-$K8S_VERSION-$platform" Kubernetes \
+    kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# The node components, only for a real node (HPSCAN_REAL_NODE=1, cluster/node/): their own cache entry, so
+# the control plane's is never rebuilt for them; Go's build cache shares the packages they have in common.
+build_kubernetes_node() {
+  build_kubernetes_commands "$cache/kubernetes-node-$K8S_VERSION-$platform" "Kubernetes node" kubelet kube-proxy
 }
 
 # etcd: the server module's own replace lines make `go install` fail, so build it from a wrapper module.
@@ -157,5 +170,6 @@ start=$SECONDS
 build_etcd
 build_kubernetes
 build_helm
+if [[ "${HPSCAN_REAL_NODE:-0}" == 1 || "${1:-}" == --node ]]; then build_kubernetes_node; fi
 "$bin/kubectl" version --client=true -o yaml 2>/dev/null | grep -m1 gitVersion | sed 's/^ */[tools] kubectl /' >&2 || true
 log "tools ready in .tools/bin ($((SECONDS - start))s; cache $cache)"

@@ -32,6 +32,8 @@ stop() {
   rm -f "$pidfile"
 }
 
+# A real node first, while the API server still runs (a no-op when none was started); it restores the host.
+"$here/node/down.sh" || log "WARNING: cluster/node/down.sh failed; stopping the rest anyway"
 # The node agent first (it stops its pods), then the control plane in reverse start order.
 for name in node-agent kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop "$dir/run/$name.pid"

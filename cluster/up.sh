@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Start a local Kubernetes control plane in the background: etcd, kube-apiserver (RBAC, service-account
 # signing key), kube-controller-manager, kube-scheduler and the test node agent (a stand-in for a kubelet
-# with a container runtime, which cannot run here; see cluster/README.md). Idempotent: components already
-# running are left alone. Returns when /readyz answers and every node of the agent is Ready.
+# with a container runtime; HPSCAN_REAL_NODE=1 adds a real node, cluster/node/up.sh). Idempotent: components
+# already running are left alone. Returns when /readyz answers and every node of the agent is Ready.
 # Everything listens on 127.0.0.1 only. State, certificates and the admin kubeconfig live in .cluster/.
 set -euo pipefail
 
@@ -151,7 +151,8 @@ start kube-apiserver "$tools/kube-apiserver" \
   --authorization-mode=Node,RBAC --service-account-issuer="$server" \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --kubelet-certificate-authority="$pki/ca.crt" --kubelet-client-certificate="$pki/admin.crt" \
-  --kubelet-client-key="$pki/admin.key" --kubelet-preferred-address-types=InternalIP --profiling=false
+  --kubelet-client-key="$pki/admin.key" --kubelet-preferred-address-types=InternalIP --profiling=false \
+  --enable-admission-plugins=ExtendedResourceToleration
 wait_for "kube-apiserver /readyz" curl -sf --cacert "$pki/ca.crt" "$server/readyz"
 
 start kube-controller-manager "$tools/kube-controller-manager" --kubeconfig="$kubeconfig" \
@@ -186,3 +187,5 @@ for name in etcd kube-apiserver kube-controller-manager kube-scheduler node-agen
   alive "$name" || die "$name exited (log: $dir/logs/$name.log)"
 done
 log "ready: $server (kubeconfig: $kubeconfig; nodes: $node_names)"
+# Opt-in until proven: a real node (containerd + kubelet) beside the node agent's (cluster/node/up.sh).
+if [[ "${HPSCAN_REAL_NODE:-0}" == 1 ]]; then "$here/node/up.sh"; fi

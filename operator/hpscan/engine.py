@@ -58,6 +58,7 @@ def step(
     known: Mapping[int, ShardStatus] | None = None,
     previous: HPScanStatus | None = None,
     generation: int | None = None,
+    max_status_shards: int | None = None,
 ) -> StepResult:
     """Bring a scan one step closer to done. ``backends`` holds at least every backend named in ``placement``;
     ``known`` holds shard states no backend reports (e.g. shards a local re-run found complete). Raises the
@@ -70,6 +71,7 @@ def step(
         backend.track(scan, spec)
         states.update(backend.poll(scan))
         new_records += [record for record in backend.fetch_records(scan) if agg.add(record)]
+        agg.unreadable[f"{backend.name} channel"] = backend.unreadable(scan)
 
     decision = decide(spec, planned.shard_count, states)
     for name, backend in used.items():
@@ -84,9 +86,17 @@ def step(
     for i in decision.stop:
         states[i] = states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
 
-    status = build_status(planned, agg, states, suspend=spec.suspend, previous=previous, generation=generation)
+    status = build_status(
+        planned,
+        agg,
+        states,
+        suspend=spec.suspend,
+        previous=previous,
+        generation=generation,
+        max_shards=max_status_shards,
+    )
     if status.phase in TERMINAL_SCAN_PHASES:  # e.g. too many failed combinations: stop what still runs
-        active = [s.index for s in status.shards if s.phase in ACTIVE_PHASES]
+        active = [i for i, state in states.items() if state.phase in ACTIVE_PHASES]
         for name, backend in used.items():
             if mine := [i for i in active if placement[i].backend == name]:
                 backend.cancel(scan, mine)

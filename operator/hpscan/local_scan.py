@@ -29,6 +29,7 @@ from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus, Reason, ScanPh
 from hpscan.backends.base import ScanRef
 from hpscan.backends.local import LocalBackend
 from hpscan.core.artifacts import models_to_keep, rank_records, saved_models
+from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_records
 from hpscan.core.shardfiles import write_shard_files
@@ -127,6 +128,15 @@ def prepare_run_dir(scan: HPScan, planned: Plan, run_dir: Path) -> None:
     write_shard_files(planned, run_dir / "shards")
 
 
+def earlier_attempts(run_dir: Path) -> dict[int, int]:
+    """Attempts per shard that an earlier run of this folder recorded in status.json (none when unreadable)."""
+    try:
+        status = HPScanStatus.model_validate_json((run_dir / "status.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {shard.index: shard.attempts for shard in status.shards}
+
+
 def write_status(run_dir: Path, status: HPScanStatus) -> None:
     """status.json, replaced atomically so a reader never sees half a file."""
     partial = run_dir / "status.json.partial"
@@ -176,15 +186,24 @@ def run_scan(
     KeyboardInterrupt stops the payloads, keeps what they recorded, writes the status, and re-raises.
     """
     planned = plan(scan.metadata.name, scan.spec)
+    require_payload_accepts(planned)  # before anything runs: a misspelt setting is a clear error, not 24 crashes
     resources = plan_resources(scan, planned, machine or detect_machine(), workers)
     prepare_run_dir(scan, planned, run_dir)
     results_path = run_dir / RESULTS_FILE
-    records, _problems = read_records(results_path)
+    records, problems = read_records(results_path)
     agg = aggregate(planned, records)
+    agg.unreadable[RESULTS_FILE] = len(problems)  # e.g. a line cut short by a full disk: said in the status
 
+    earlier = earlier_attempts(run_dir)
     # Shards whose every combination is already recorded are done: a re-run trains nothing twice.
     finished = {
-        i: ShardStatus(index=i, site="local", phase=ShardPhase.SUCCEEDED, message="recorded in an earlier run")
+        i: ShardStatus(
+            index=i,
+            site="local",
+            phase=ShardPhase.SUCCEEDED,
+            attempts=earlier.get(i, 0),
+            message="recorded in an earlier run",
+        )
         for i in range(planned.shard_count)
         if agg.shard_done[i] == planned.shard_size(i)
     }
@@ -194,6 +213,8 @@ def run_scan(
         retries=scan.spec.retries,
         env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
         gpu_slots=resources.gpu_slots,
+        timeout_seconds=scan.spec.payload.timeout_seconds,
+        earlier_attempts=earlier,
     )
     ref = ScanRef(name=scan.metadata.name, namespace="local")
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})

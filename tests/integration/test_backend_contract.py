@@ -37,6 +37,7 @@ from hpscan.backends.local import LocalBackend
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import aggregate
 from hpscan.core.shardfiles import write_shard_files
+from hpscan.core.summary import build_status
 from hpscan.testing.condor import ScheddStandIn
 
 pytestmark = pytest.mark.integration
@@ -208,14 +209,20 @@ def test_cancel_suspends_and_keeps_the_records(make_harness):
     assert summary.recorded == len(kept) < planned.total  # what ran before the cancel stays, nothing more ran
 
 
-def test_exit_3_is_gpu_unavailable_and_never_retried(make_harness):
-    harness, planned = make_harness({"exitCode": 3}, retries=2)
+@pytest.mark.parametrize(("code", "reason"), [(2, "InvalidInput"), (3, "GPUUnavailable")])
+def test_a_final_exit_fails_the_shard_at_once_and_is_never_retried(make_harness, code, reason):
+    """Exit 2 (the payload refused its input) and 3 (no usable GPU) would fail the same way again."""
+    harness, planned = make_harness({"exitCode": code}, retries=2)
     backend = harness.new_backend()
     start(harness, backend, planned)
     states = run_until(harness, backend, ended, [])
     assert {s.phase for s in states.values()} == {ShardPhase.FAILED}
-    assert {s.reason for s in states.values()} == {"GPUUnavailable"}
+    assert {s.reason for s in states.values()} == {reason}
     assert {s.attempts for s in states.values()} == {1}
+    if not isinstance(harness, KubernetesHarness):  # the node agent stand-in keeps no termination message
+        assert all(f"exiting with {code} as asked" in (s.message or "") for s in states.values()), states
+    summary = build_status(planned, aggregate(planned, []), states)
+    assert (summary.phase, summary.combinations.failed, summary.combinations.pending) == ("Failed", planned.total, 0)
 
 
 def test_a_crashed_attempt_is_retried_and_counted(make_harness):

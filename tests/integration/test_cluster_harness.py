@@ -421,6 +421,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(cluster: LocalCluster, tmp_
         "HPSCAN_ETCD_PORT": str(free_port()),
         "HPSCAN_ETCD_PEER_PORT": str(free_port()),
         "HPSCAN_API_PORT": str(free_port()),
+        "HPSCAN_REAL_NODE": "0",  # one real node per machine (its bridge, its ports): the shared cluster's
     }
     up, down = str(REPO / "cluster" / "up.sh"), str(REPO / "cluster" / "down.sh")
     try:

@@ -37,9 +37,11 @@ RULES = [
     {"apiGroups": ["hpscan.io"], "resources": ["hpscans"], "verbs": ["list", "watch", "patch"]},
     {"apiGroups": ["hpscan.io"], "resources": ["hpscans/status"], "verbs": ["patch"]},
     {"apiGroups": ["hpscan.io"], "resources": ["hpscans/finalizers"], "verbs": ["update"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "create", "patch"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch"]},
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]},
     {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
@@ -212,13 +214,14 @@ def test_cluster_wide_rbac_grants_the_rules_and_no_more(cluster, helm, new_names
             ("watch", "hpscans.hpscan.io"), ("patch", "hpscans.hpscan.io/status"), ("create", "jobs.batch"),
             ("patch", "jobs.batch"), ("patch", "configmaps"), ("create", "roles.rbac.authorization.k8s.io"),
             ("create", "rolebindings.rbac.authorization.k8s.io"), ("create", "serviceaccounts"), ("create", "events"),
+            ("list", "pods"), ("create", "networkpolicies.networking.k8s.io"),
         ]:  # fmt: skip
             assert can(verb, resource), f"cannot {verb} {resource}"
         for verb, resource in [
             ("get", "secrets"), ("delete", "jobs.batch"), ("delete", "configmaps"), ("create", "pods"),
             ("update", "hpscans.hpscan.io"), ("create", "hpscans.hpscan.io"), ("list", "namespaces"),
             ("escalate", "roles.rbac.authorization.k8s.io"), ("bind", "roles.rbac.authorization.k8s.io"),
-            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"), ("get", "pods/log"), ("delete", "networkpolicies"),
         ]:  # fmt: skip
             assert not can(verb, resource), f"may {verb} {resource}"
 

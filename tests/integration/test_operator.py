@@ -246,6 +246,48 @@ def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(clust
     assert max(trained(log).values()) == 1
 
 
+def test_gpu_pods_tolerate_the_gpu_taint_through_admission_like_a_common_gpu_cluster(cluster, k8s, ns, operator):
+    """A site without tolerations: ExtendedResourceToleration (on in the local control plane, as on GKE and AKS)
+    adds the toleration of the nvidia.com/gpu taint to pods that request nvidia.com/gpu."""
+    bare = [{"name": "plain", "kubernetes": {}}]
+    create(k8s, ns, scan_manifest("admitted", {}, sharding={"shards": 1}, sites=bare))
+    status = wait_phase(cluster, k8s, ns, "admitted", {"Succeeded", "Failed"}, 120)["status"]
+    assert status["phase"] == "Succeeded", status
+    pods = client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector="hpscan.io/scan=admitted").items
+    assert {p.spec.node_name for p in pods} == {"hpscan-gpu-0"}
+    assert any(t.key == "nvidia.com/gpu" for p in pods for t in p.spec.tolerations or [])
+
+
+def test_a_shard_the_scheduler_cannot_place_is_pending_with_the_schedulers_message(cluster, k8s, ns, operator):
+    create(k8s, ns, scan_manifest("toobig", {}, sharding={"shards": 2}, gpu={"count": 5, "required": True}))
+
+    def unschedulable() -> dict | None:
+        status = get(k8s, ns, "toobig").get("status") or {}
+        shards = status.get("shards") or []
+        return status if shards and all(s.get("reason") == "Unschedulable" for s in shards) else None
+
+    status = cluster.wait(unschedulable, 60, "shards reported Unschedulable")
+    assert status["phase"] == "Pending" and status["combinations"]["running"] == 0
+    assert all(s["phase"] == "Pending" and "Insufficient nvidia.com/gpu" in s["message"] for s in status["shards"])
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in degraded["message"]
+
+
+def test_a_scan_author_gets_no_service_account_through_a_scan(cluster, k8s, ns, operator):
+    """The operator may create pods under any account; a scan naming one the site admin did not allow is refused
+    before any Job exists (docs/security.md)."""
+    site = {
+        "name": "borrowed",
+        "kubernetes": {"serviceAccountName": "default", "priorityClassName": "system-node-critical"},
+    }
+    create(k8s, ns, scan_manifest("borrow", {}, sites=[site]))
+    status = wait_phase(cluster, k8s, ns, "borrow", {"Failed"}, 60)["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "NotAllowed" and "serviceAccountName 'default'" in failed["message"]
+    assert client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=borrow").items == []
+
+
 def test_metrics_count_scans_shards_and_api_requests(operator, k8s, ns, cluster):
     create(k8s, ns, scan_manifest("counted", {}, sharding={"shards": 2}))
     wait_phase(cluster, k8s, ns, "counted", {"Succeeded", "Failed"}, 120)
@@ -253,6 +295,25 @@ def test_metrics_count_scans_shards_and_api_requests(operator, k8s, ns, cluster)
     assert 'hpscan_scans{phase="Succeeded"}' in text
     assert 'hpscan_api_requests_total{method="POST"}' in text
     assert "hpscan_reconcile_seconds_count" in text
+
+
+def api_requests(operator: Operator) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith("hpscan_api_requests_total{")
+    )
+
+
+def test_an_idle_scan_costs_no_api_request(operator, k8s, ns, cluster):
+    """Reconciles read the watch-fed indexes of the shard Jobs and ConfigMaps and patch the status only when it
+    changes: a scan that waits (suspended) sends nothing, where it used to LIST twice and PATCH every 2 s."""
+    create(k8s, ns, scan_manifest("idle", {}, suspend=True))
+    wait_phase(cluster, k8s, ns, "idle", {"Suspended"}, 60)
+    time.sleep(3)  # the first reconciles settle the status
+    before = api_requests(operator)
+    time.sleep(8)  # four reconciles of this scan
+    assert api_requests(operator) - before == 0
 
 
 @pytest.mark.slow

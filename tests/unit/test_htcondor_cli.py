@@ -235,3 +235,14 @@ def test_the_real_htchirp_client_carries_the_records(tmp_path, monkeypatch):
     lines = ad.eval("HPScanRecords").splitlines()
     assert 1 < len(lines) < 60
     assert json.loads(lines[-1])["parameters"] == {"note": 'run "59" with spaces'}
+
+
+def test_shard_run_refuses_to_start_without_htchirp(tmp_path, monkeypatch):
+    """The channel reports chirp failures and goes on; a missing client library must not be one of them."""
+    import sys as system
+
+    monkeypatch.setitem(system.modules, "htchirp", None)  # import htchirp raises ImportError
+    result = CliRunner().invoke(
+        app, ["shard-run", str(tmp_path / "s.json"), "--out", str(tmp_path), "--channel", "htcondor", "--", "true"]
+    )
+    assert result.exit_code == 2 and "needs the htchirp package" in result.output

@@ -56,9 +56,10 @@ def test_pod_passes_the_restricted_pod_security_profile():
     assert all("hostPath" not in v for v in pod["volumes"])
 
 
-def test_gpu_unavailable_exit_code_fails_the_job_without_retries():
+def test_invalid_input_and_gpu_unavailable_exit_codes_fail_the_job_without_retries():
     rules = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [3]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3]
+    assert all(type(code) is int for code in rules[0]["onExitCodes"]["values"])  # plain JSON numbers
 
 
 def test_other_gpu_vendors_and_cpu_only_scans():
@@ -132,3 +133,74 @@ def test_records_round_trip_through_a_configmap_patch():
     data = record_patch([record])["data"]
     assert list(data) == [combo.id]
     assert records_of({**data, "junk": "{not json"}) == ([record], 1)
+
+
+def test_the_timeout_bounds_each_attempt_not_the_whole_job():
+    spec = SCAN.spec.model_copy(update={"payload": SCAN.spec.payload.model_copy(update={"timeout_seconds": 600})})
+    job = job_manifest(REF, spec, 0, GPU_SITE)
+    assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 600
+    assert "activeDeadlineSeconds" not in job["spec"]
+
+
+def test_nothing_may_connect_to_shard_pods_and_they_run_as_a_high_uid():
+    from hpscan.backends.kubernetes.manifests import shard_network_policy
+
+    policy = shard_network_policy(REF)
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and policy["spec"]["ingress"] == []
+    assert policy["spec"]["podSelector"]["matchLabels"] == {
+        "hpscan.io/scan": "dl1-seed-scan",
+        "hpscan.io/role": "shard",
+    }
+    pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]
+    assert pod["metadata"]["labels"]["hpscan.io/role"] == "shard"  # the policy selects every shard pod
+    assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the payload image's user
+
+
+def test_a_shard_too_large_for_its_configmap_is_refused_before_anything_is_submitted():
+    """100,000 combinations in 10 shards would pass the 1 MiB object limit of the shard ConfigMaps."""
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.backends.kubernetes import KubernetesBackend
+    from hpscan.controller.reconcile import reconcile_scan
+
+    axes = [{"name": "a", "values": list(range(1000))}, {"name": "b", "values": list(range(100))}]
+    payload = {"image": "x:1", "command": ["my-payload"]}
+    spec = HPScanSpec.model_validate({"parameters": axes, "sharding": {"shards": 10}, "payload": payload})
+    backend = KubernetesBackend()  # builds no connection until it sends something
+    (refusal,) = backend.refusals(plan("big", spec))
+    assert "a shard of 10,000 combinations" in refusal and "sharding.shards >= 100" in refusal
+    fitting = HPScanSpec.model_validate({**spec.to_wire(), "sharding": {"shards": 100}})
+    assert backend.refusals(plan("big", fitting)) == []
+    body = {"apiVersion": "hpscan.io/v1alpha1", "kind": "HPScan", "spec": spec.to_wire(),
+            "metadata": {"name": "big", "namespace": "physics", "uid": "u-big", "generation": 1}}  # fmt: skip
+    outcome = reconcile_scan(body, {"kubernetes": backend})
+    assert outcome.status.phase == "Failed" and "sharding.shards >= 100" in outcome.status.message
+
+
+def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(monkeypatch):
+    from hpscan.backends.kubernetes import backend as module
+    from hpscan.backends.kubernetes.backend import KubernetesBackend
+    from hpscan.job.configmap import record_patch
+
+    record = ResultRecord(id="c0-aa", shard=0, parameters={"x": 1}, metrics={"val_loss": 0.5}, status="succeeded")
+    job = {"metadata": {"name": "s-shard-000", "labels": {"hpscan.io/shard": "0"}}, "spec": {},
+           "status": {"active": 1, "ready": 1}}  # fmt: skip
+    configmap = {"metadata": {"name": "s-shard-000", "resourceVersion": "7"}, "data": record_patch([record])["data"]}
+
+    class Cache:
+        def jobs(self, namespace, scan):
+            return [job]
+
+        def configmaps(self, namespace, scan):
+            return [configmap]
+
+    parsed = []
+    monkeypatch.setattr(module, "records_of", lambda data: parsed.append(1) or ([record], 0))
+    backend = KubernetesBackend(api_client=None, cache=Cache())
+    backend.core.api_client.call_api = backend.batch.api_client.call_api = None  # any request would fail
+    ref = ScanRef("s", "physics", "u")
+    assert backend.poll(ref)[0].phase == "Running"
+    assert backend.fetch_records(ref) == [record]
+    assert backend.fetch_records(ref) == [] and len(parsed) == 1  # an unchanged ConfigMap is not read again
+    configmap["metadata"]["resourceVersion"] = "8"
+    assert backend.fetch_records(ref) == [record] and len(parsed) == 2
+    assert KubernetesBackend(api_client=None, cache=Cache()).fetch_records(ref) == [record]  # a restart: all again

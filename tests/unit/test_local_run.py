@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -164,3 +165,31 @@ def write_manifest(tmp_path: Path, scan: HPScan) -> Path:
     path = tmp_path.parent / f"{tmp_path.name}-scan.yaml"
     path.write_text(yaml.safe_dump(scan.model_dump(mode="json", by_alias=True, exclude_none=True)))
     return path
+
+
+def test_an_attempt_past_the_timeout_is_stopped_and_retried(tmp_path):
+    """spec.payload.timeoutSeconds bounds each attempt (the schema's minimum is 60 s; the backend takes any)."""
+    from hpscan.backends.base import ScanRef, ShardLaunch
+    from hpscan.backends.local import LocalBackend
+    from hpscan.core.shardfiles import write_shard_files
+
+    scan = make_scan({"sleep": 5}, shards=1, retries=1)
+    planned = plan(scan.metadata.name, scan.spec)
+    write_shard_files(planned, tmp_path / "shards")
+    backend = LocalBackend(tmp_path, retries=1, timeout_seconds=0.5)
+    ref = ScanRef("timeout", "local")
+    backend.submit(ref, scan.spec, [ShardLaunch(planned.shard_file(0), None)])
+    deadline = time.monotonic() + 30
+    while (state := backend.poll(ref)[0]).phase == "Running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (state.phase, state.attempts) == ("Failed", 2), state
+    assert "timeoutSeconds (0.5 s)" in state.message
+
+
+def test_a_torn_line_in_results_jsonl_is_counted_in_the_status(tmp_path):
+    scan = make_scan()
+    run_scan(scan, tmp_path, Quiet(), machine=Machine(cpus=2, gpus=[]))
+    with (tmp_path / "results.jsonl").open("a") as handle:
+        handle.write('{"id": "c0-torn", "sha\n')
+    status = run_scan(scan, tmp_path, Quiet(), machine=Machine(cpus=2, gpus=[]))
+    assert status.phase == "Succeeded" and "1 unreadable record(s) skipped (results.jsonl)" in status.message

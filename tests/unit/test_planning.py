@@ -169,3 +169,15 @@ def test_same_spec_same_plan(spec):
 
 def test_limit_is_documented_value():
     assert MAX_COMBINATIONS == 1_000_000
+
+
+def test_random_sampling_from_a_grid_past_2_to_the_63_points():
+    """Eleven axes of 100 points is 10**22 combinations: random.sample's range() overflows there (it used to raise
+    OverflowError, an internal error in the CLI and a retry loop in the operator)."""
+    axes = [{"name": f"p{i}", "values": list(range(100))} for i in range(11)]
+    spec = make_spec(axes, {"shards": 2}, {"strategy": "random", "samples": 30, "seed": 1})
+    first, again = plan("big", spec), plan("big", spec)
+    combinations = [c for f in first.shard_files() for c in f.combinations]
+    assert len({c.id for c in combinations}) == 30
+    assert combinations == [c for f in again.shard_files() for c in f.combinations]
+    assert all(0 <= v < 100 for c in combinations for v in c.parameters.values())

@@ -56,8 +56,10 @@ def test_a_failed_shard_degrades_the_scan_until_the_others_end():
     assert running.phase == "Running"
     degraded = condition(running, "Degraded")
     assert degraded.status == "True" and degraded.reason == "GPUUnavailable" and "gpu-cluster" in degraded.message
+    agg.extend(rec(p, p / 10) for p in (3, 2, 5))  # shards 0 and 2 recorded everything; shard 1 never will
     ended = build_status(PLAN, agg, {0: shard(0, "Succeeded"), 1: trouble, 2: shard(2, "Succeeded")})
     assert ended.phase == "Failed"
+    assert (ended.combinations.succeeded, ended.combinations.failed, ended.combinations.pending) == (4, 2, 0)
     failed = condition(ended, "Failed")
     assert failed.reason == "GPUUnavailable" and "site gpu-cluster" in failed.message
 
@@ -88,3 +90,46 @@ def test_condition_transition_time_only_moves_when_the_status_flips():
     )
     assert condition(third, "Running").last_transition_time == t0 + timedelta(minutes=9)
     assert third.start_time == t0
+
+
+def test_a_shard_that_ends_well_without_its_records_failed():
+    agg = aggregate(PLAN, [rec(0, 0.5)])
+    status = build_status(PLAN, agg, {i: shard(i, "Succeeded") for i in range(3)})
+    assert status.phase == "Failed"
+    first = status.shards[0]
+    assert (first.phase, first.reason) == ("Failed", "RecordsMissing") and "recorded 1 of 2" in first.message
+    assert (status.combinations.succeeded, status.combinations.failed, status.combinations.pending) == (1, 5, 0)
+
+
+def test_unreadable_records_are_counted_in_the_message_not_dropped_silently():
+    agg = aggregate(PLAN, [rec(0, 0.5)])
+    agg.unreadable.update({"results.jsonl": 1, "kubernetes channel": 2, "htcondor channel": 0})
+    status = build_status(PLAN, agg, {0: shard(0, "Running")})
+    assert "3 unreadable record(s) skipped (kubernetes channel, results.jsonl)" in status.message
+
+
+def test_the_status_stays_small_with_a_hundred_thousand_shards():
+    """combinationsPerShard: 1 on 100,000 combinations used to give a 13.8 MB status, past etcd's limit."""
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.core.planning import plan
+    from hpscan.core.summary import MAX_STATUS_SHARDS
+
+    spec = HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "a", "values": list(range(1000))}, {"name": "b", "values": list(range(100))}],
+            "sharding": {"combinationsPerShard": 1},
+            "payload": {"image": "example.org/p:1"},
+        }
+    )
+    big = plan("big", spec)
+    # 89,700 shards ended "well" without records: failed (RecordsMissing), and listed after the unfolding trouble
+    states = {i: shard(i, "Running") for i in range(300)} | {i: shard(i, "Succeeded") for i in range(300, 90_000)}
+    states[95_000] = shard(95_000, "Pending", reason="Unschedulable", message="0/2 nodes are available")
+    status = build_status(big, aggregate(big, []), states, max_shards=MAX_STATUS_SHARDS)
+    size = len(status.model_dump_json(by_alias=True, exclude_none=True))
+    assert size < 64 * 1024, size
+    counts = status.shard_counts
+    assert (counts.total, counts.running, counts.failed, counts.pending) == (100_000, 300, 89_700, 10_000)
+    assert len(status.shards) == MAX_STATUS_SHARDS and status.shards_omitted == 100_000 - MAX_STATUS_SHARDS
+    assert status.shards[0].index == 95_000 and status.shards[0].reason == "Unschedulable"
+    assert all(s.phase == "Failed" for s in status.shards[1:])

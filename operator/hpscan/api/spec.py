@@ -160,7 +160,10 @@ class Payload(CamelModel):
     cpu: str = Field("2", description="CPU request of a shard (Kubernetes quantity).")
     memory: str = Field("8Gi", description="Memory request and limit of a shard (Kubernetes quantity).")
     timeout_seconds: int | None = Field(
-        None, ge=60, description="Wall-clock limit of one shard attempt, in seconds (activeDeadlineSeconds)."
+        None,
+        ge=60,
+        description="Wall-clock limit of one shard attempt, in seconds (a pod's activeDeadlineSeconds, HTCondor's "
+        "allowed_execute_duration); an attempt past it fails and is retried up to spec.retries.",
     )
 
 

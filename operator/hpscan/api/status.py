@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from hpscan.api.common import CamelModel
-from hpscan.api.contract import ParameterValue
+from hpscan.api.contract import ParameterValue, PayloadExit
 
 
 class ScanPhase(StrEnum):
@@ -47,7 +47,13 @@ class Reason(StrEnum):
 
     # shards
     GPU_UNAVAILABLE = "GPUUnavailable"
-    """The payload exited 3: no usable GPU. Never retried on the same site."""
+    """The payload exited 3: no usable GPU. Never retried."""
+    INVALID_INPUT = "InvalidInput"
+    """The payload exited 2: its shard file, settings or data are wrong. Never retried."""
+    UNSCHEDULABLE = "Unschedulable"
+    """The scheduler cannot place the shard's pod (its message says why: GPUs, taints, selectors)."""
+    RECORDS_MISSING = "RecordsMissing"
+    """The job ended well but fewer records came back than the shard holds."""
     PAYLOAD_FAILED = "PayloadFailed"
     RETRYING = "Retrying"
     STOPPED = "Stopped"
@@ -78,9 +84,19 @@ class Reason(StrEnum):
     RESULTS_UNREADABLE = "ResultsUnreadable"
     BACKEND_ERROR = "BackendError"
     BACKEND_UNAVAILABLE = "BackendUnavailable"
+    NOT_ALLOWED = "NotAllowed"
+    """The scan asks for what only a site admin may grant (a ServiceAccount, a PriorityClass)."""
     RUN_REFUSED = "RunRefused"
     REPORT_FAILED = "ReportFailed"
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"
+
+
+FINAL_EXITS: dict[int, Reason] = {
+    PayloadExit.INVALID_INPUT: Reason.INVALID_INPUT,
+    PayloadExit.GPU_UNAVAILABLE: Reason.GPU_UNAVAILABLE,
+}
+"""Payload exit codes that end a shard at once (a retry would fail the same way), with the reason each shows.
+Every backend honours it: the local loop, Kubernetes' podFailurePolicy, HTCondor's retry_until."""
 
 
 class ConditionType(StrEnum):
@@ -99,9 +115,22 @@ class Counts(CamelModel):
 
     total: int = Field(0, ge=0, description="Combinations in the plan.")
     succeeded: int = Field(0, ge=0, description="Combinations with a result.")
-    failed: int = Field(0, ge=0, description="Combinations that failed (e.g. diverged).")
+    failed: int = Field(
+        0, ge=0, description="Combinations that failed (e.g. diverged), or will never run because their shard failed."
+    )
     running: int = Field(0, ge=0, description="Combinations in running shards, not yet recorded.")
     pending: int = Field(0, ge=0, description="Combinations waiting for their shard to start.")
+
+
+class ShardCounts(CamelModel):
+    """Shards by phase: the whole picture, also when the per-shard list is cut short."""
+
+    total: int = Field(0, ge=0, description="Shards in the plan.")
+    pending: int = Field(0, ge=0, description="Shards waiting to start (or to be scheduled).")
+    running: int = Field(0, ge=0, description="Shards running.")
+    succeeded: int = Field(0, ge=0, description="Shards done.")
+    failed: int = Field(0, ge=0, description="Shards failed for good.")
+    suspended: int = Field(0, ge=0, description="Shards stopped by spec.suspend.")
 
 
 class RankedCombination(CamelModel):
@@ -147,7 +176,13 @@ class HPScanStatus(CamelModel):
     combinations: Counts = Field(default_factory=Counts, description="Combinations by state.")
     best: RankedCombination | None = Field(None, description="The best combination so far.")
     top: list[RankedCombination] = Field(default_factory=list, description="The best combinations so far, best first.")
-    shards: list[ShardStatus] = Field(default_factory=list, description="Per-shard progress.")
+    shard_counts: ShardCounts = Field(default_factory=ShardCounts, description="Shards by phase.")
+    shards: list[ShardStatus] = Field(
+        default_factory=list,
+        description="Per-shard progress; past a few hundred shards only the notable ones (running, failed, "
+        "suspended, or with a reason), so the object stays small; `hpscan status` lists every shard.",
+    )
+    shards_omitted: int = Field(0, ge=0, description="Shards left out of `shards` (uneventful ones, counted above).")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     observed_generation: int | None = Field(None, description="Spec generation this status reflects.")
     start_time: datetime | None = Field(None, description="When the first shard started.")

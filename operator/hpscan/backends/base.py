@@ -13,12 +13,14 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardStatus
+from hpscan.core.planning import Plan
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class Backend(ABC):
     def track(self, scan: ScanRef, spec: HPScanSpec) -> None:  # noqa: B027 (optional hook)
         """Called before every poll, so a restarted controller watches what it started. Default: nothing."""
 
+    def refusals(self, planned: Plan) -> list[str]:
+        """What this batch system cannot run of a plan (e.g. a shard too large for its channel), one line each;
+        checked before anything is submitted. Default: nothing."""
+        return []
+
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:  # noqa: B027
         """Called before submitting: per-scan resources (RBAC, credentials). Idempotent. Default: nothing."""
 
@@ -80,6 +87,19 @@ class Backend(ABC):
         """Records reported since the last call; a backend may repeat earlier ones (the aggregator folds
         duplicates). After a controller restart the first call returns everything still held."""
 
+    def unreadable(self, scan: ScanRef) -> int:
+        """How many of the scan's records could not be read so far (skipped, and shown in the status). Default: 0."""
+        return 0
+
     @abstractmethod
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         """Stop the jobs of these shards (all when None), keeping what they recorded."""
+
+
+def last_line(path: Path, limit: int = 300) -> str:
+    """The last non-empty line of a log or stderr file (a failed payload's own words), or "" when there is none."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""

@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, ClassVar
 
 from hpscan.api.contract import RESULTS_FILE, PayloadExit, ResultRecord, shard_file_name, shard_name
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ACTIVE_PHASES, Reason, ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.api.status import ACTIVE_PHASES, FINAL_EXITS, Reason, ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail, payload_command
 
@@ -39,15 +39,8 @@ class _ShardJob:
     message: str | None = None
     seen: set[str] = field(default_factory=set)
     gpu_slot: str | None = None
-
-
-def _last_line(path: Path) -> str:
-    """The last non-empty line of a log, for a one-line failure message."""
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except FileNotFoundError:
-        return ""
-    return lines[-1].strip()[:300] if lines else ""
+    started_at: float = 0.0
+    timed_out: bool = False
 
 
 class LocalBackend(Backend):
@@ -61,9 +54,13 @@ class LocalBackend(Backend):
         retries: int,
         env: dict[str, str] | None = None,
         gpu_slots: Sequence[str] = (),
+        timeout_seconds: float | None = None,
+        earlier_attempts: Mapping[int, int] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.retries = retries
+        self.timeout_seconds = timeout_seconds  # per attempt, as spec.payload.timeoutSeconds
+        self.earlier_attempts = dict(earlier_attempts or {})  # by shard: attempts of earlier runs (a resume)
         self.env = env or {}
         self.free_gpu_slots = list(gpu_slots)  # CUDA_VISIBLE_DEVICES values, one per concurrent shard
         self.jobs: dict[int, _ShardJob] = {}
@@ -90,7 +87,7 @@ class LocalBackend(Backend):
                     work_dir=self.work_dir(index),
                     expected=len(launch.shard_file.combinations),
                     tail=RecordTail(self.work_dir(index) / RESULTS_FILE),
-                    attempts=job.attempts if job else 0,
+                    attempts=job.attempts if job else self.earlier_attempts.get(index, 0),
                 )
                 self.jobs[index] = job
             self._start(job)
@@ -125,6 +122,7 @@ class LocalBackend(Backend):
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops the payloads itself
         )
         job.phase, job.reason, job.message = ShardPhase.RUNNING, None, None
+        job.started_at, job.timed_out = time.monotonic(), False
 
     def _release(self, job: _ShardJob) -> None:
         if job.log is not None:
@@ -141,15 +139,16 @@ class LocalBackend(Backend):
         if code == PayloadExit.OK and recorded >= job.expected:
             job.phase = ShardPhase.SUCCEEDED
             return
-        if code == PayloadExit.GPU_UNAVAILABLE:
-            # The same machine will not grow a GPU on a retry.
-            job.phase, job.reason = ShardPhase.FAILED, Reason.GPU_UNAVAILABLE
-            job.message = _last_line(job.work_dir / "payload.log") or "the payload found no usable GPU"
+        if code in FINAL_EXITS:  # the same machine will not grow a GPU, nor the input mend itself, on a retry
+            job.phase, job.reason = ShardPhase.FAILED, FINAL_EXITS[code]
+            job.message = last_line(job.work_dir / "payload.log") or f"the payload exited with code {code}"
             return
-        if code == PayloadExit.OK:
+        if job.timed_out:
+            why = f"the attempt ran past spec.payload.timeoutSeconds ({self.timeout_seconds:g} s) and was stopped"
+        elif code == PayloadExit.OK:
             why = f"exited 0 but recorded {recorded} of {job.expected} combinations"
         else:
-            why = f"exit code {code}: {_last_line(job.work_dir / 'payload.log')}"
+            why = f"exit code {code}: {last_line(job.work_dir / 'payload.log')}"
         if job.attempts <= self.retries:
             self._start(job)
             job.reason, job.message = Reason.RETRYING, f"attempt {job.attempts - 1} failed ({why})"
@@ -159,6 +158,7 @@ class LocalBackend(Backend):
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         states = {}
         for job in self.jobs.values():
+            self._enforce_timeout(job)
             if job.process is not None and (code := job.process.poll()) is not None:
                 self._collect(job)
                 self._finish(job, code)
@@ -173,6 +173,16 @@ class LocalBackend(Backend):
             )
         return states
 
+    def _enforce_timeout(self, job: _ShardJob) -> None:
+        """Kill an attempt that ran past the timeout; its exit is then handled like any failure (retried)."""
+        if job.process is None or self.timeout_seconds is None or job.process.poll() is not None:
+            return
+        if time.monotonic() - job.started_at > self.timeout_seconds:
+            job.timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.process.pid, signal.SIGKILL)
+            job.process.wait()
+
     def _collect(self, job: _ShardJob) -> None:
         records = job.tail.read_new()
         job.seen.update(r.id for r in records)
@@ -183,6 +193,9 @@ class LocalBackend(Backend):
             self._collect(job)
         new, self.unreported = self.unreported, []
         return new
+
+    def unreadable(self, scan: ScanRef) -> int:
+        return sum(job.tail.bad_lines for job in self.jobs.values())
 
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         targets = [j for j in self.jobs.values() if j.process is not None and (shards is None or j.index in shards)]

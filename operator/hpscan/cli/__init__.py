@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from hpscan.cli import cluster, condor, models, report, run, scan, shard
-from hpscan.cli.output import err, out
+from hpscan.cli.output import err, out, quiet_flags
 from hpscan.errors import HPScanError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@quiet_flags
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")

@@ -13,7 +13,7 @@ import typer
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import GROUP, PLURAL, VERSION, HPScan
-from hpscan.api.status import HPScanStatus
+from hpscan.api.status import HPScanStatus, ScanPhase
 from hpscan.cli.output import Commands, out
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate, read_records
@@ -107,10 +107,21 @@ def _scan_body(name: str, namespace: str, context: str | None) -> tuple[dict[str
     return dict(body), api  # type: ignore[call-overload]
 
 
-def _records(name: str, namespace: str, context: str | None) -> tuple[list[ResultRecord], HPScanStatus | None]:
-    """Records of a local run folder (NAME is a folder) or of an HPScan on the cluster."""
+def run_folder(name: str) -> Path | None:
+    """NAME as a local run folder; None when it names an HPScan. A path that is no folder is an error (Kubernetes
+    names hold no "/"), said as such rather than as a missing cluster configuration."""
     folder = Path(name)
     if folder.is_dir():
+        return folder
+    if "/" in name or name.startswith("."):
+        raise ClusterError(f"{name}: no such run folder (the --out of hpscan run)")
+    return None
+
+
+def _records(name: str, namespace: str, context: str | None) -> tuple[list[ResultRecord], HPScanStatus | None]:
+    """Records of a local run folder (NAME is a folder) or of an HPScan on the cluster."""
+    folder = run_folder(name)
+    if folder is not None:
         records, _ = read_records(folder / "results.jsonl")
         status_file = folder / "status.json"
         status = HPScanStatus.model_validate_json(status_file.read_text()) if status_file.exists() else None
@@ -168,7 +179,7 @@ def status(
     """Print a scan's status: phase, counts, best combinations, shards, conditions."""
     from rich.table import Table
 
-    if Path(name).is_dir():
+    if run_folder(name) is not None:
         _, current = _records(name, namespace, context)
     else:
         body, _ = _scan_body(name, namespace, context)
@@ -177,7 +188,7 @@ def status(
         raise ClusterError(f"{name} has no status yet (is the operator running?)")
     if as_json:
         sys.stdout.write(current.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
-        return
+        raise typer.Exit(1 if current.phase == ScanPhase.FAILED else 0)
     counts = current.combinations
     out.print(
         f"[bold]{name}[/]: {current.phase}, {current.progress} recorded ({counts.succeeded} succeeded, "
@@ -197,6 +208,16 @@ def status(
         shards.add_row(str(s.index), s.site or "-", str(s.phase), f"{s.done}/{s.total}", str(s.attempts), s.job or "-",
                        s.message or "")  # fmt: skip
     out.print(shards)
+    sc = current.shard_counts
+    if sc.total:
+        out.print(
+            f"shards: {sc.total} ({sc.running} running, {sc.pending} pending, {sc.succeeded} succeeded, {sc.failed} failed, "
+            f"{sc.suspended} suspended)"
+            + (f"; {current.shards_omitted} uneventful ones not listed" if current.shards_omitted else ""),
+            highlight=False,
+        )
     for condition in current.conditions:
         if condition.status == "True":
             out.print(f"condition {condition.type}: {condition.reason} {condition.message}", highlight=False)
+    if current.phase == ScanPhase.FAILED:  # scripts and CI can tell a failed scan from the exit code
+        raise typer.Exit(1)

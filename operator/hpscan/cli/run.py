@@ -24,7 +24,7 @@ from rich.progress import (
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.api.status import HPScanStatus, ScanPhase
-from hpscan.cli.output import Commands, err, out
+from hpscan.cli.output import Commands, err, out, plural
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
@@ -50,7 +50,7 @@ class PlainObserver:
     def started(self, planned: Plan, agg: Aggregate, workers: int) -> None:
         self.metric, self.total = planned.spec.objective.metric, planned.total
         self.console.print(
-            f"scan {planned.scan}: {planned.total} combinations in {planned.shard_count} shards, "
+            f"scan {planned.scan}: {plural(planned.total, 'combination')} in {plural(planned.shard_count, 'shard')}, "
             f"{workers} at once; {agg.recorded} already recorded",
             highlight=False,
         )

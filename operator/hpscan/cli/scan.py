@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hpscan.cli.output import Commands, err, out
+from hpscan.cli.output import Commands, err, out, plural
 from hpscan.core.manifest import check_file, load_scan
+from hpscan.core.payloads import check_payload, require_payload_accepts
 from hpscan.core.planning import Plan, axis_preview, axis_size, axis_values, plan
 from hpscan.errors import HPScanError, ManifestError
 
@@ -31,7 +32,10 @@ def validate(
             failed = True
             continue
         for problem in problems:
-            err.print(f"[red]✗[/] {problem}", highlight=False)
+            if problem.skipped:
+                out.print(f"[dim]-[/] {problem}", highlight=False)
+            else:
+                err.print(f"[red]✗[/] {problem}", highlight=False)
         for scan in scans:
             try:
                 planned = plan(scan.metadata.name, scan.spec)
@@ -39,12 +43,17 @@ def validate(
                 err.print(f"[red]✗[/] {path}: {scan.metadata.name}: {error}", highlight=False)
                 failed = True
                 continue
+            if payload_problems := check_payload(planned):
+                for complaint in payload_problems:
+                    err.print(f"[red]✗[/] {path}: {scan.metadata.name}: {complaint}", highlight=False)
+                failed = True
+                continue
             out.print(
-                f"[green]✓[/] {path}: HPScan {scan.metadata.name}: {planned.total:,} combinations "
-                f"in {planned.shard_count} shards",
+                f"[green]✓[/] {path}: HPScan {scan.metadata.name}: {plural(planned.total, 'combination')} "
+                f"in {plural(planned.shard_count, 'shard')}",
                 highlight=False,
             )
-        failed = failed or bool(problems)
+        failed = failed or any(not p.skipped for p in problems)
     if failed:
         raise typer.Exit(ManifestError.exit_code)
 
@@ -82,12 +91,13 @@ def plan_command(
 
     scan = load_scan(file)
     planned = plan(scan.metadata.name, scan.spec)
+    require_payload_accepts(planned)
     out.print(_summary(planned))
     sizes = sorted({planned.shard_size(s) for s in range(planned.shard_count)})
     sampling = scan.spec.sampling
     how = "grid" if sampling.strategy == "grid" else f"random sample (seed {sampling.seed})"
     out.print(
-        f"{planned.total:,} combinations ({how}) in {planned.shard_count} shards of "
+        f"{plural(planned.total, 'combination')} ({how}) in {plural(planned.shard_count, 'shard')} of "
         f"{' or '.join(str(s) for s in sizes)}; objective: {scan.spec.objective.goal} {scan.spec.objective.metric}",
         highlight=False,
     )

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError
 
 from hpscan.api.common import CamelModel
 from hpscan.api.sites import KubernetesSite, Site, Toleration
+from hpscan.api.spec import HPScanSpec
 from hpscan.errors import ManifestError
 
 
@@ -23,6 +24,38 @@ class OperatorDefaults(CamelModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of the GPU nodes' taints.")
     payload_image: str = Field("", description="Reserved: a default payload image (spec.payload.image is required).")
     sites: list[Site] = Field(default_factory=list, description="Sites of scans whose spec.sites is empty.")
+    allowed_service_accounts: list[str] = Field(
+        default_factory=list,
+        description="ServiceAccounts a scan's kubernetes site may run its pods under, as namespace/name (* for any "
+        "namespace); none by default: pods run under the operator's per-scan account.",
+    )
+    allowed_priority_classes: list[str] = Field(
+        default_factory=list, description="PriorityClasses a scan's kubernetes site may give its pods; none by default."
+    )
+
+    def refusals(self, spec: HPScanSpec, namespace: str) -> list[str]:
+        """What a scan asks for that only a site admin may grant: a ServiceAccount or PriorityClass for its pods
+        that these defaults do not allow. Pure. Sites the scan takes from these defaults are the admin's own."""
+        if not spec.sites:
+            return []
+        refused = []
+        for site in spec.sites:
+            k8s = site.settings_as(KubernetesSite)
+            if k8s is None:
+                continue
+            account = k8s.service_account_name
+            if account and not {f"{namespace}/{account}", f"*/{account}"} & set(self.allowed_service_accounts):
+                refused.append(
+                    f"site {site.name!r}: serviceAccountName {account!r} is not allowed in namespace {namespace!r} "
+                    "(a site admin allows it with the chart value defaults.allowedServiceAccounts)"
+                )
+            priority = k8s.priority_class_name
+            if priority and priority not in self.allowed_priority_classes:
+                refused.append(
+                    f"site {site.name!r}: priorityClassName {priority!r} is not allowed "
+                    "(a site admin allows it with the chart value defaults.allowedPriorityClasses)"
+                )
+        return refused
 
     def default_sites(self) -> list[Site]:
         """`sites` when given, else one Kubernetes site on this cluster's GPU nodes."""

@@ -10,6 +10,7 @@ mistake our objects for theirs (and vice versa).
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from kubernetes import client
 from hpscan.api import registry
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend, BackendContext
+from hpscan.backends.kubernetes import KubernetesBackend
 from hpscan.controller import metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
@@ -75,6 +77,11 @@ def state_of(memo: Any) -> OperatorState:
     return state
 
 
+def status_changed(current: Any, wanted: dict[str, Any]) -> bool:
+    """Whether patching ``wanted`` over the object's status would change it (kopf merge-patches the status)."""
+    return any(current.get(key) != value for key, value in wanted.items())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
@@ -92,14 +99,52 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     state.defaults = load_defaults()
 
 
+# Watch-fed indexes of the shard Jobs and ConfigMaps (an informer cache): a reconcile reads them instead of
+# listing, so an idle scan costs no request and a busy one costs the watch events of what changed.
+SHARD_OBJECTS = {"hpscan.io/role": "shard", "app.kubernetes.io/managed-by": "hpscan"}
+
+
+@kopf.index("batch", "v1", "jobs", labels=SHARD_OBJECTS)
+def shard_jobs(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], Any]:
+    return {(namespace, labels.get("hpscan.io/scan", "")): copy.deepcopy(dict(body))}
+
+
+@kopf.index("", "v1", "configmaps", labels=SHARD_OBJECTS)
+def shard_configmaps(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], Any]:
+    return {(namespace, labels.get("hpscan.io/scan", "")): {"metadata": dict(body.metadata), "data": body.get("data")}}
+
+
+@dataclass(frozen=True)
+class IndexCache:
+    """The indexes above as the Kubernetes backend's ShardObjectCache."""
+
+    jobs_index: kopf.Index[tuple[str, str], Any]
+    configmaps_index: kopf.Index[tuple[str, str], Any]
+
+    def jobs(self, namespace: str, scan: str) -> list[dict[str, Any]]:
+        return list(self.jobs_index.get((namespace, scan), []))
+
+    def configmaps(self, namespace: str, scan: str) -> list[dict[str, Any]]:
+        return list(self.configmaps_index.get((namespace, scan), []))
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
-def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     state = state_of(memo)
+    kubernetes = state.backends.get("kubernetes")
+    if isinstance(kubernetes, KubernetesBackend) and kubernetes.cache is None:  # kopf passes indexes by name
+        kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
     with metrics.timed_reconcile():
-        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults.default_sites())
+        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults)
     if outcome.status is not None:
         status = outcome.status
-        patch.status.update(status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if status_changed(body.get("status") or {}, wanted):  # an unchanged status costs no request
+            patch.status.update(wanted)
         metrics.observe_scan(
             body.get("metadata", {}).get("uid", ""),
             str(status.phase),

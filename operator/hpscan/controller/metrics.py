@@ -68,8 +68,9 @@ def count_api_requests(api_client: Any) -> Any:
         API_REQUESTS.labels(method).inc()
         try:
             response = original(method, *args, **kwargs)
-        except Exception:
-            API_ERRORS.labels("unreachable").inc()
+        except Exception as error:  # an ApiException carries the server's answer (e.g. a routine 409); else no answer
+            status = getattr(error, "status", None)
+            API_ERRORS.labels(str(status) if status else "unreachable").inc()
             raise
         if getattr(response, "status", 200) >= 400:
             API_ERRORS.labels(str(response.status)).inc()

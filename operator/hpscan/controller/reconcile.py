@@ -11,12 +11,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
 from hpscan.api.status import TERMINAL_SCAN_PHASES, Condition, HPScanStatus, Reason, ScanPhase, ShardPhase
 from hpscan.backends.base import Backend, ScanRef
+from hpscan.controller.defaults import OperatorDefaults
+from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
+from hpscan.core.summary import MAX_STATUS_SHARDS
 from hpscan.engine import place, step
 from hpscan.errors import HPScanError
 
@@ -70,13 +72,13 @@ def events_between(before: HPScanStatus | None, after: HPScanStatus) -> list[Eve
     return events
 
 
-def invalid_spec_status(message: str, generation: int | None) -> HPScanStatus:
+def invalid_spec_status(message: str, generation: int | None, reason: str = Reason.INVALID_SPEC) -> HPScanStatus:
     return HPScanStatus(
         phase=ScanPhase.FAILED,
         message=message,
         observed_generation=generation,
         conditions=[
-            Condition(type="Failed", status="True", reason=Reason.INVALID_SPEC, message=message[:512]),
+            Condition(type="Failed", status="True", reason=reason, message=message[:512]),
             Condition(type="Complete", status="False", reason=Reason.NOT_COMPLETE),
         ],
     )
@@ -95,11 +97,11 @@ def reconcile_scan(
     body: Mapping[str, Any],
     backends: Mapping[str, Backend],
     memory: dict[str, Aggregate] | None = None,
-    default_sites: list[Site] | None = None,
+    defaults: OperatorDefaults | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
-    `default_sites` serve scans whose spec.sites is empty (the site's operator defaults).
+    `defaults` are the site admin's: the sites of scans whose spec.sites is empty, and what scans may ask for.
     `memory` keeps each scan's plan and records between steps, by uid (backends hand over new records, and may repeat
     old ones); without it, or after an operator restart, the backends' persistent records rebuild it."""
     meta = body.get("metadata", {})
@@ -112,7 +114,9 @@ def reconcile_scan(
         key = meta.get("uid", "")  # the planned fields cannot change (CEL transition rules): one plan per uid
         agg = memory.get(key) if memory is not None else None
         if agg is None:
-            agg = Aggregate(plan(scan.metadata.name, scan.spec))
+            planned = plan(scan.metadata.name, scan.spec)
+            require_payload_accepts(planned)  # where the payload's checker is installed (not in the operator image)
+            agg = Aggregate(planned)
             if memory is not None:
                 memory[key] = agg
         planned = agg.plan
@@ -127,15 +131,35 @@ def reconcile_scan(
 
     ref = scan_ref(body)
     spec = scan.spec
-    placement = place(planned.shard_count, spec.sites or default_sites or [], default_backend="kubernetes")
+    defaults = defaults or OperatorDefaults()
+    if refused := defaults.refusals(spec, ref.namespace):  # privilege only a site admin grants: never submitted
+        message = "; ".join(refused)
+        status = invalid_spec_status(message, generation, Reason.NOT_ALLOWED)
+        return Outcome(status, [Event("Warning", Reason.NOT_ALLOWED, message)] if before is None else [])
+    placement = place(planned.shard_count, spec.sites or defaults.default_sites(), default_backend="kubernetes")
     missing = sorted({p.backend for p in placement.values()} - set(backends))
     if missing:
         message = f"no {' or '.join(missing)} backend is configured in this operator"
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
+    if refused := [
+        r for name in sorted({p.backend for p in placement.values()}) for r in backends[name].refusals(planned)
+    ]:
+        message = "; ".join(refused)
+        status = invalid_spec_status(message, generation)
+        return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])
     try:
-        result = step(ref, spec, agg, backends, placement, previous=before, generation=generation)
+        result = step(
+            ref,
+            spec,
+            agg,
+            backends,
+            placement,
+            previous=before,
+            generation=generation,
+            max_status_shards=MAX_STATUS_SHARDS,
+        )
     except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
         events = [] if known else [Event("Warning", error.reason, str(error))]

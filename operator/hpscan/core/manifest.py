@@ -23,6 +23,8 @@ class Problem:
     document: int | None
     path: str
     message: str
+    skipped: bool = False
+    """Not a problem: a document that is no HPScan (e.g. a kustomization beside the scans), left alone."""
 
     def __str__(self) -> str:
         where = self.source + (f" (document {self.document})" if self.document is not None else "")
@@ -47,19 +49,27 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
+def _is(value: Any) -> str:
+    return "is missing" if value is None else f"is {value!r}"
+
+
 def problems_of(document: Any, source: str, index: int | None = None) -> tuple[HPScan | None, list[Problem]]:
     """Validate one parsed YAML document as an HPScan: the model, or the list of problems (field paths in camelCase)."""
     if not isinstance(document, dict):
         return None, [
             Problem(source, index, "", f"expected a mapping (an HPScan object), got {type(document).__name__}")
         ]
+    api_version, kind = document.get("apiVersion"), document.get("kind")
+    if kind != KIND and not str(api_version or "").startswith(API_VERSION.split("/")[0] + "/"):
+        what = f"a {kind} ({api_version})" if kind and api_version else "not a Kubernetes object (no apiVersion/kind)"
+        return None, [Problem(source, index, "", f"skipped: {what}, not an HPScan", skipped=True)]
     problems = []
     if document.get("apiVersion") != API_VERSION:
         problems.append(
-            Problem(source, index, "apiVersion", f"is {document.get('apiVersion')!r}, expected {API_VERSION!r}")
+            Problem(source, index, "apiVersion", f"{_is(document.get('apiVersion'))}, expected {API_VERSION!r}")
         )
     if document.get("kind") != KIND:
-        problems.append(Problem(source, index, "kind", f"is {document.get('kind')!r}, expected {KIND!r}"))
+        problems.append(Problem(source, index, "kind", f"{_is(document.get('kind'))}, expected {KIND!r}"))
     if problems:
         return None, problems
     try:
@@ -78,9 +88,13 @@ def parse_documents(text: str, source: str) -> list[Any]:
     try:
         return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
+        # The cause is where the construct began (an unclosed "{" on line 14), not where the parser gave up.
+        mark = error.context_mark or error.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ManifestError(f"{source}: not valid YAML{where}: {error.problem}") from None
+        detail = error.problem or ""
+        if error.context and error.context_mark is not None and error.problem_mark is not None:
+            detail = f"{error.context.removeprefix('while ')} that is not closed ({detail} on line {error.problem_mark.line + 1})"
+        raise ManifestError(f"{source}: not valid YAML{where}: {detail}") from None
     except yaml.YAMLError as error:
         raise ManifestError(f"{source}: not valid YAML: {error}") from None
 
@@ -126,8 +140,8 @@ def check_file(path: Path) -> tuple[list[HPScan], list[Problem]]:
 def load_scans(path: Path) -> list[HPScan]:
     """Every HPScan in a file, or a ManifestError listing every problem."""
     scans, problems = check_file(path)
-    if problems:
-        raise ManifestError("\n".join(str(p) for p in problems))
+    if real := [p for p in problems if not p.skipped]:
+        raise ManifestError("\n".join(str(p) for p in real))
     return scans
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,17 @@ def _as_ints_if_integral(values: list[float]) -> list[ParameterValue]:
     if all(v.is_integer() for v in values):
         return [int(v) for v in values]
     return [_round(v) for v in values]
+
+
+def _sample_ordinals(rng: random.Random, grid: int, count: int) -> list[int]:
+    """``count`` distinct ordinals of a grid of ``grid`` points. random.sample needs len(range(grid)), which
+    overflows past 2**63 points; there, draws are so sparse that rejecting the rare repeat is cheap."""
+    if grid <= sys.maxsize:
+        return rng.sample(range(grid), count)
+    picked: set[int] = set()
+    while len(picked) < count:
+        picked.add(rng.randrange(grid))
+    return list(picked)
 
 
 def _range_size(r: ValueRange) -> int | None:
@@ -214,7 +226,7 @@ def plan(scan: str, spec: HPScanSpec) -> Plan:
             if samples > grid:
                 notes.append(f"sampling.samples ({samples}) exceeds the grid ({grid}); the whole grid is used")
             # Sampling grid ordinals without replacement never materialises the grid.
-            ordinals = tuple(sorted(rng.sample(range(grid), min(samples, grid))))
+            ordinals = tuple(sorted(_sample_ordinals(rng, grid, min(samples, grid))))
             axes = tuple(tuple(axis_values(p)) for p in spec.parameters)
             total = len(ordinals)
         else:

@@ -29,6 +29,9 @@ class Aggregate:
     failed: int = 0
     foreign: int = 0
     """Records whose id or parameters do not belong to the plan; ignored, counted so the status can say so."""
+    unreadable: dict[str, int] = field(default_factory=dict)
+    """Records that could not be read, by where they were (a results file, a backend's channel): skipped, never
+    fatal, but counted so the status says so."""
     shard_done: list[int] = field(init=False)
     shard_failed: list[int] = field(init=False)
     top: list[RankedCombination] = field(default_factory=list)

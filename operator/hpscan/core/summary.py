@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from hpscan.api.status import (
     HPScanStatus,
     Reason,
     ScanPhase,
+    ShardCounts,
     ShardPhase,
     ShardStatus,
 )
@@ -20,22 +22,28 @@ from hpscan.core.decisions import decide_phase
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
 
+NOTABLE_PHASES = frozenset({ShardPhase.RUNNING, ShardPhase.FAILED, ShardPhase.SUSPENDED})
+
+MAX_STATUS_SHARDS = 256
+"""Per-shard entries the HPScan object carries at most (about 200 bytes each): the status stays far below etcd's
+object limit at any scan size."""
+
 
 def shard_statuses(plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardStatus]) -> list[ShardStatus]:
-    """One entry per shard: the backend's view (phase, site, job) with the record counts filled in."""
+    """One entry per shard: the backend's view (phase, site, job) with the record counts filled in. A shard whose
+    job ended well without all its records failed: what it did not record was never trained (RecordsMissing)."""
     out = []
     for index in range(plan.shard_count):
         state = shard_states.get(index) or ShardStatus(index=index)
-        out.append(
-            state.model_copy(
-                update={
-                    "index": index,
-                    "total": plan.shard_size(index),
-                    "done": agg.shard_done[index],
-                    "failed": agg.shard_failed[index],
-                }
-            )
-        )
+        total, done = plan.shard_size(index), agg.shard_done[index]
+        update: dict[str, object] = {"index": index, "total": total, "done": done, "failed": agg.shard_failed[index]}
+        if state.phase == ShardPhase.SUCCEEDED and done < total:
+            update |= {
+                "phase": ShardPhase.FAILED,
+                "reason": Reason.RECORDS_MISSING,
+                "message": f"the job ended well but recorded {done} of {total} combinations",
+            }
+        out.append(state.model_copy(update=update))
     return out
 
 
@@ -94,6 +102,19 @@ def _conditions(
     return out
 
 
+def notable_shards(shards: list[ShardStatus]) -> list[ShardStatus]:
+    """Shards a reader wants to see, most pressing first: trouble still unfolding (a reason such as Unschedulable or
+    Held), then failed, running and suspended shards; by index within each."""
+
+    def urgency(shard: ShardStatus) -> int:
+        if shard.reason and shard.phase != ShardPhase.FAILED:
+            return 0
+        return {ShardPhase.FAILED: 1, ShardPhase.RUNNING: 2}.get(shard.phase, 3)
+
+    notable = [s for s in shards if s.phase in NOTABLE_PHASES or s.reason]
+    return sorted(notable, key=lambda s: (urgency(s), s.index))
+
+
 def build_status(
     plan: Plan,
     agg: Aggregate,
@@ -103,32 +124,43 @@ def build_status(
     previous: HPScanStatus | None = None,
     now: datetime | None = None,
     generation: int | None = None,
+    max_shards: int | None = None,
 ) -> HPScanStatus:
-    """The status of a scan from what is known: the plan, the records so far, and each shard's backend state."""
+    """The status of a scan from what is known: the plan, the records so far, and each shard's backend state.
+    With ``max_shards`` the per-shard list keeps at most that many notable shards (etcd holds the object)."""
     now = now or datetime.now(UTC)
     shards = shard_statuses(plan, agg, shard_states)
     phase, reason, message = decide_phase(plan, agg, shards, suspend)
     running = sum(s.total - s.done for s in shards if s.phase == ShardPhase.RUNNING)
+    lost = sum(s.total - s.done for s in shards if s.phase == ShardPhase.FAILED)  # will never run: failed
     previous_status = previous or HPScanStatus()
     started = previous_status.start_time or (now if phase != ScanPhase.PENDING else None)
     completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
     if phase not in TERMINAL_SCAN_PHASES:
         completed = None
+    listed = shards if max_shards is None or len(shards) <= max_shards else notable_shards(shards)[:max_shards]
     if agg.foreign:
         message += f"; {agg.foreign} records ignored (not of this plan)"
+    if unreadable := sum(agg.unreadable.values()):
+        where = ", ".join(sorted(source for source, count in agg.unreadable.items() if count))
+        message += f"; {unreadable} unreadable record(s) skipped ({where})"
     return HPScanStatus(
         phase=phase,
         progress=f"{agg.recorded}/{plan.total}",
         combinations=Counts(
             total=plan.total,
             succeeded=agg.succeeded,
-            failed=agg.failed,
+            failed=agg.failed + lost,
             running=running,
-            pending=plan.total - agg.recorded - running,
+            pending=plan.total - agg.recorded - running - lost,
         ),
         best=agg.best,
         top=list(agg.top),
-        shards=shards,
+        shard_counts=ShardCounts(
+            total=len(shards), **{str(p).lower(): n for p, n in Counter(s.phase for s in shards).items()}
+        ),
+        shards=listed,
+        shards_omitted=len(shards) - len(listed),
         conditions=_conditions(phase, reason, message, shards, previous_status.conditions, now, generation),
         observed_generation=generation,
         start_time=started,

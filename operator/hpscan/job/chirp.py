@@ -120,7 +120,11 @@ class ChirpChannel:
 
 def open_channel(shard_file: Path) -> ChirpChannel:
     """The channel of ``hpscan shard-run --channel htcondor`` for a shard file (its objective decides which value
-    is best)."""
+    is best). A missing htchirp is an error here, at the start, not a silent loss of live progress later."""
+    try:
+        import htchirp  # noqa: F401
+    except ImportError:
+        raise BackendError("--channel htcondor needs the htchirp package: pip install 'hpscan[job]'") from None
     try:
         return ChirpChannel(ShardFile.model_validate_json(shard_file.read_bytes()).objective)
     except (OSError, ValidationError) as error:

@@ -234,14 +234,18 @@ class ScheddStandIn:
                     if (iwd / name).exists():
                         shutil.copy(iwd / name, scratch)
                 arguments = shlex.split(commands.get("arguments", "").strip().strip('"'))
-                code = subprocess.run(
+                finished = subprocess.run(
                     [commands["executable"], *arguments],
                     cwd=scratch,
                     env={**os.environ, **(environment or {})},
                     capture_output=True,
                     timeout=timeout,
                     check=False,
-                ).returncode
+                )
+                code = finished.returncode
+                for key, text in (("output", finished.stdout), ("error", finished.stderr)):
+                    if commands.get(key):
+                        (iwd / commands[key]).write_bytes(text)
                 for name in _file_list(commands.get("transfer_output_files", "")):
                     if (Path(scratch) / name).exists():
                         shutil.copy(Path(scratch) / name, iwd / name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpscan.api.contract import PayloadExit, ResultRecord
-from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.htcondor.schedd import (
     COMPLETED,
     HELD,
@@ -73,9 +73,10 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
         code = int(attr(ad, "ExitCode", 0))
         if code == 0:
             return ShardStatus(phase=ShardPhase.SUCCEEDED, **common)
-        if code == PayloadExit.GPU_UNAVAILABLE:
-            message = f"the payload found no usable GPU (exit code 3) after {starts} attempt(s)"
-            return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.GPU_UNAVAILABLE, message=message, **common)
+        if code in FINAL_EXITS:
+            what = "found no usable GPU" if code == PayloadExit.GPU_UNAVAILABLE else "refused its input"
+            message = f"the payload {what} (exit code {code}); not retried"
+            return ShardStatus(phase=ShardPhase.FAILED, reason=FINAL_EXITS[code], message=message, **common)
         message = f"the payload exited with code {code} after {starts} attempt(s)"
         return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.PAYLOAD_FAILED, message=message, **common)
     if status == REMOVED:

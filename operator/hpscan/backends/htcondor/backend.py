@@ -10,8 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,8 +24,8 @@ from hpscan.api.contract import (
 )
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import Reason, ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
 from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
 from hpscan.backends.htcondor.schedd import (
@@ -46,8 +45,12 @@ from hpscan.backends.htcondor.schedd import (
     UID_ATTR,
     ScheddFactory,
     ScheddLike,
+    ScheddView,
+    Tracked,
     condor_of,
     locate_schedd,
+    schedd_key,
+    uid_constraint,
     unavailable,
 )
 from hpscan.backends.htcondor.submit import SubmitPlan, scan_dir, submit_description, write_sandboxes
@@ -69,31 +72,6 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _schedd_key(site: HTCondorSite) -> tuple[str | None, str | None]:
-    return (site.pool, site.schedd)
-
-
-@dataclass
-class _Tracked:
-    scan: ScanRef
-    sites: dict[str, Site] = field(default_factory=dict)
-
-
-@dataclass
-class _ScheddView:
-    """What the last cycle saw on one schedd."""
-
-    site: HTCondorSite
-    ads: list[Any] = field(default_factory=list)
-    error: str | None = None
-    answered: bool = False
-    retrieved: set[str] = field(default_factory=set)
-
-
-def _uid_constraint(uids: Iterable[str]) -> str:
-    return f"member({UID_ATTR}, {{{', '.join(classad_string(u) for u in sorted(uids))}}})"
-
-
 class HTCondorBackend(Backend):
     """Shards as HTCondor jobs. One instance serves every scan; see the module docstring for the wiring."""
 
@@ -113,14 +91,15 @@ class HTCondorBackend(Backend):
         self.max_age_seconds = max_age_seconds
         self.clock = clock
         self._lock = threading.RLock()
-        self._scans: dict[str, _Tracked] = {}
-        self._views: dict[tuple[str | None, str | None], _ScheddView] = {}
+        self._scans: dict[str, Tracked] = {}
+        self._views: dict[tuple[str | None, str | None], ScheddView] = {}
         self._schedds: dict[tuple[str | None, str | None], ScheddLike] = {}
         self._refreshed_at: float | None = None
         self._covered: set[str] = set()  # uids the last cycle asked about
         self._cancelled: dict[str, set[int]] = {}
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
+        self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
 
     # scans --------------------------------------------------------------------------------------------------
 
@@ -129,12 +108,12 @@ class HTCondorBackend(Backend):
         """Watch a scan's htcondor sites from the next poll cycle on (the operator calls this for every scan it
         sees, e.g. from an index, so a restarted operator polls what it submitted before)."""
         uid = self._uid(scan)
-        tracked = self._scans.setdefault(uid, _Tracked(scan))
+        tracked = self._scans.setdefault(uid, Tracked(scan))
         for site in spec.sites:
             if site.backend == "htcondor":
                 tracked.sites[site.name] = site
                 condor = condor_of(site)
-                self._views.setdefault(_schedd_key(condor), _ScheddView(condor))
+                self._views.setdefault(schedd_key(condor), ScheddView(condor))
 
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
         """Install the IDTOKENs the scan's sites name (when the operator can read Secrets)."""
@@ -164,9 +143,9 @@ class HTCondorBackend(Backend):
                     if schedd.query(completed, ["ClusterId", "ProcId"]):
                         schedd.edit(completed, RELEASED_ATTR, "true")
                 except Exception as error:
-                    self._schedds.pop(_schedd_key(condor), None)
+                    self._schedds.pop(schedd_key(condor), None)
                     raise unavailable(condor, "releasing completed jobs", error) from None
-        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen):
+        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._unreadable):
             table.pop(uid, None)
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
@@ -181,7 +160,7 @@ class HTCondorBackend(Backend):
         return scan.uid
 
     def _schedd(self, site: HTCondorSite) -> ScheddLike:
-        key = _schedd_key(site)
+        key = schedd_key(site)
         if key not in self._schedds:
             try:
                 self._schedds[key] = self.schedd_factory(site)
@@ -219,7 +198,7 @@ class HTCondorBackend(Backend):
                     ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode"],
                 )
             except Exception as error:
-                self._schedds.pop(_schedd_key(condor), None)
+                self._schedds.pop(schedd_key(condor), None)
                 raise unavailable(condor, "looking for the scan's jobs", error) from None
             present: set[int] = set()
             orphans: list[str] = []
@@ -256,12 +235,12 @@ class HTCondorBackend(Backend):
         by_schedd: dict[tuple[str | None, str | None], set[str]] = {}
         for uid, tracked in self._scans.items():
             for site in tracked.sites.values():
-                by_schedd.setdefault(_schedd_key(condor_of(site)), set()).add(uid)
+                by_schedd.setdefault(schedd_key(condor_of(site)), set()).add(uid)
         for key, uids in by_schedd.items():
             view = self._views[key]
             try:
                 schedd = self._schedd(view.site)
-                view.ads = list(schedd.query(_uid_constraint(uids), PROJECTION))
+                view.ads = list(schedd.query(uid_constraint(uids), PROJECTION))
             except Exception as error:
                 view.error = str(
                     error if isinstance(error, SchedulerUnavailable) else unavailable(view.site, "polling", error)
@@ -275,7 +254,7 @@ class HTCondorBackend(Backend):
         self._covered = set(self._scans)
         self._refreshed_at = self.clock()
 
-    def _retrieve(self, schedd: ScheddLike, view: _ScheddView) -> None:
+    def _retrieve(self, schedd: ScheddLike, view: ScheddView) -> None:
         done = [
             job_id(ad)
             for ad in view.ads
@@ -295,12 +274,12 @@ class HTCondorBackend(Backend):
         if stale or uid not in self._covered:
             self.refresh()
 
-    def _jobs(self, uid: str) -> Iterator[tuple[Site, _ScheddView, Any]]:
+    def _jobs(self, uid: str) -> Iterator[tuple[Site, ScheddView, Any]]:
         """The scan's job ads from the last cycle, each with the site it was submitted for."""
         sites = self._scans[uid].sites
         keys: dict[tuple[str | None, str | None], Site] = {}
         for site in sites.values():
-            keys.setdefault(_schedd_key(condor_of(site)), site)
+            keys.setdefault(schedd_key(condor_of(site)), site)
         for key, first in keys.items():
             view = self._views[key]
             for ad in view.ads:
@@ -316,7 +295,7 @@ class HTCondorBackend(Backend):
             return {}
         self._ensure_fresh(uid)
         for site in self._scans[uid].sites.values():
-            view = self._views[_schedd_key(condor_of(site))]
+            view = self._views[schedd_key(condor_of(site))]
             if view.error and not view.answered:
                 raise SchedulerUnavailable(view.error)
         states: dict[int, ShardStatus] = {}
@@ -328,6 +307,10 @@ class HTCondorBackend(Backend):
             if state.index in rank and rank[state.index] >= order:
                 continue
             rank[state.index] = order
+            if state.reason in FINAL_EXITS.values():  # the payload's own words, from the returned stderr
+                stderr = self.scan_dir(scan) / shard_name(state.index) / "stderr.txt"
+                if words := last_line(stderr, 200):
+                    state = state.model_copy(update={"message": f"{words} ({state.message})"[:300]})
             if view.error and state.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
                 state = state.model_copy(update={"reason": Reason.SCHEDULER_UNAVAILABLE, "message": view.error})
             remote = condor_of(site).remote
@@ -360,8 +343,10 @@ class HTCondorBackend(Backend):
                 try:
                     lines = path.read_bytes().splitlines()
                 except FileNotFoundError:
-                    lines = []
-                records.extend(parse_records(lines)[0])
+                    continue  # not back yet: read it on a later cycle (a shard that ends without it shows RecordsMissing)
+                found, problems = parse_records(lines)
+                records.extend(found)
+                self._unreadable[uid] = self._unreadable.get(uid, 0) + len(problems)
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
                 for record in records_chirped_by(ad):
@@ -369,6 +354,9 @@ class HTCondorBackend(Backend):
                         live.add(record.id)
                         records.append(record)
         return records
+
+    def unreadable(self, scan: ScanRef) -> int:
+        return self._unreadable.get(scan.uid, 0)
 
     # cancel -------------------------------------------------------------------------------------------------
 
@@ -381,14 +369,14 @@ class HTCondorBackend(Backend):
             raise unavailable(site, "removing jobs", error) from None
 
     @staticmethod
-    def _distinct_schedds(tracked: _Tracked) -> list[Site]:
+    def _distinct_schedds(tracked: Tracked) -> list[Site]:
         """One site per schedd the scan uses."""
         first: dict[tuple[str | None, str | None], Site] = {}
         for site in tracked.sites.values():
-            first.setdefault(_schedd_key(condor_of(site)), site)
+            first.setdefault(schedd_key(condor_of(site)), site)
         return list(first.values())
 
-    def _cancel(self, uid: str, tracked: _Tracked, shards: Collection[int] | None) -> None:
+    def _cancel(self, uid: str, tracked: Tracked, shards: Collection[int] | None) -> None:
         # Completed jobs are left alone: their state and output are what the scan keeps.
         constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
         if shards is not None:

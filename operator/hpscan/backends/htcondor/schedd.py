@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hpscan.api.sites import HTCondorSite, Site
+from hpscan.backends.base import ScanRef
 from hpscan.errors import BackendError, SchedulerUnavailable
-from hpscan.job.chirp import BEST_ATTR, DONE_ATTR, FAILED_ATTR, RECORDS_ATTR
+from hpscan.job.chirp import BEST_ATTR, DONE_ATTR, FAILED_ATTR, RECORDS_ATTR, classad_string
 
 # Job attributes hpscan sets at submit time (+Attr in the description) and reads back.
 UID_ATTR = "HPScanUid"
@@ -106,3 +108,32 @@ def locate_schedd(site: HTCondorSite) -> ScheddLike:
 def unavailable(site: HTCondorSite, doing: str, error: BaseException) -> SchedulerUnavailable:
     cause = str(error).strip() or type(error).__name__
     return SchedulerUnavailable(f"{schedd_label(site)} did not answer while {doing}: {cause}")
+
+
+def schedd_key(site: HTCondorSite) -> tuple[str | None, str | None]:
+    """One schedd per (pool, name): scans at the same access point share one query per poll cycle."""
+    return (site.pool, site.schedd)
+
+
+@dataclass
+class Tracked:
+    """A scan the backend watches, with its htcondor sites by name."""
+
+    scan: ScanRef
+    sites: dict[str, Site] = field(default_factory=dict)
+
+
+@dataclass
+class ScheddView:
+    """What the last cycle saw on one schedd."""
+
+    site: HTCondorSite
+    ads: list[Any] = field(default_factory=list)
+    error: str | None = None
+    answered: bool = False
+    retrieved: set[str] = field(default_factory=set)
+
+
+def uid_constraint(uids: Iterable[str]) -> str:
+    """The constraint that selects the jobs of these scans."""
+    return f"member({UID_ATTR}, {{{', '.join(classad_string(u) for u in sorted(uids))}}})"

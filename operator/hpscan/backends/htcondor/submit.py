@@ -11,13 +11,13 @@ from typing import Any
 
 from hpscan.api.contract import (
     RESULTS_FILE,
-    PayloadExit,
     ShardFile,
     shard_file_name,
     shard_name,
 )
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.schedd import (
     KEEP_COMPLETED_SECONDS,
@@ -152,8 +152,8 @@ def submit_description(
     commands["output"] = "stdout.txt"
     commands["error"] = "stderr.txt"
     commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
-    # A payload that found no usable GPU is not retried (the contract; Kubernetes' podFailurePolicy does the same).
-    commands["retry_until"] = f"ExitCode == {int(PayloadExit.GPU_UNAVAILABLE)}"
+    # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).
+    commands["retry_until"] = f"member(ExitCode, {{{', '.join(str(code) for code in sorted(FINAL_EXITS))}}})"
     if spec.payload.timeout_seconds:
         commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
     # Completed jobs stay queued a while, so the poller sees how they ended and can retrieve their output.

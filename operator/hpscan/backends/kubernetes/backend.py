@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
@@ -15,10 +15,13 @@ from hpscan.backends.kubernetes.manifests import (
     LABEL_SCAN,
     job_manifest,
     job_name,
+    oversized_shards,
     payload_rbac,
     shard_configmap,
+    shard_network_policy,
     shard_state,
 )
+from hpscan.core.planning import Plan
 from hpscan.job.configmap import records_of
 
 SUBMIT_THREADS = 32
@@ -34,17 +37,53 @@ def load_client_config() -> None:
         config.load_kube_config()
 
 
+def _failed_by_policy(job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Failed" and c.get("status") == "True" and c.get("reason") == "PodFailurePolicy"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def last_words(pods: list[dict[str, Any]]) -> str:
+    """The last line of the newest failed pod's termination message (the payload's error, with
+    terminationMessagePolicy FallbackToLogsOnError), or "" when none says anything."""
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((container.get("state") or {}).get("terminated") or {}).get("message") or ""
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            if lines:
+                return lines[-1][:300]
+    return ""
+
+
+class ShardObjectCache(Protocol):
+    """A watch-fed view of a scan's shard Jobs and ConfigMaps (the operator's kopf indexes: an informer cache), so
+    polling costs no API request. None from a method: not cached, LIST instead."""
+
+    def jobs(self, namespace: str, scan: str) -> list[dict[str, Any]] | None: ...
+
+    def configmaps(self, namespace: str, scan: str) -> list[dict[str, Any]] | None: ...
+
+
 class KubernetesBackend(Backend):
     """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
 
     name: ClassVar[str] = "kubernetes"
 
-    def __init__(self, api_client: Any = None) -> None:
+    def __init__(self, api_client: Any = None, cache: ShardObjectCache | None = None) -> None:
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
+        self.cache = cache
+        self._terminations: dict[tuple[str, str], str] = {}  # (namespace, Job): its failed pod's last words
+        self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, scan): shard ConfigMap entries not records
+        self._parsed: dict[tuple[str, str], tuple[str, int]] = {}
+        """(namespace, ConfigMap) -> (the resourceVersion last read, its unreadable entries): a ConfigMap is read
+        again only when it changed, so a scan costs in proportion to what its pods reported, and no record is
+        held here (the aggregator folds them)."""
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -59,9 +98,15 @@ class KubernetesBackend(Backend):
             raise
         return True
 
+    def refusals(self, planned: Plan) -> list[str]:
+        largest = max((planned.shard_size(i) for i in range(planned.shard_count)), default=0)
+        problem = oversized_shards(largest, planned.total)
+        return [problem] if problem else []
+
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """The scan's payload ServiceAccount, Role and RoleBinding."""
+        """The scan's payload ServiceAccount, Role and RoleBinding, and the NetworkPolicy of its shard pods."""
         account, role, binding = payload_rbac(scan, shard_count)
+        self._create(self.networking.create_namespaced_network_policy, scan.namespace, shard_network_policy(scan))
         self._create(self.core.create_namespaced_service_account, scan.namespace, account)
         self._create(self.rbac.create_namespaced_role, scan.namespace, role)
         self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
@@ -81,21 +126,64 @@ class KubernetesBackend(Backend):
             self.batch.patch_namespaced_job(job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}})
 
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
-        jobs = self.batch.list_namespaced_job(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-        )
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
         api = self.batch.api_client
+        cached = self.cache.jobs(scan.namespace, scan.name) if self.cache is not None else None
+        if cached is not None:
+            jobs = cached
+        else:
+            listed = self.batch.list_namespaced_job(scan.namespace, label_selector=selector).items
+            jobs = [api.sanitize_for_serialization(j) for j in listed]
+        # Pods are read only when they say something the Job does not: why an active pod is not ready (e.g. the
+        # scheduler cannot place it), or the last words of a pod that failed the Job at once.
+        waiting = any(
+            (j.get("status") or {}).get("active", 0) > ((j.get("status") or {}).get("ready") or 0) for j in jobs
+        )
+        unexplained = any(
+            _failed_by_policy(j) and (scan.namespace, j["metadata"]["name"]) not in self._terminations for j in jobs
+        )
+        pods_by_job: dict[str, list[dict[str, Any]]] = {}
+        if waiting or unexplained:
+            for pod in self.core.list_namespaced_pod(scan.namespace, label_selector=selector).items:
+                pod_dict = api.sanitize_for_serialization(pod)
+                labels = pod_dict["metadata"].get("labels") or {}
+                job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
+                pods_by_job.setdefault(job, []).append(pod_dict)
         states = {}
-        for job in jobs.items:
-            state = shard_state(api.sanitize_for_serialization(job))
+        for job in jobs:
+            name = job["metadata"]["name"]
+            if _failed_by_policy(job) and (scan.namespace, name) not in self._terminations:
+                self._terminations[(scan.namespace, name)] = last_words(pods_by_job.get(name, []))
+            said = {name: self._terminations.get((scan.namespace, name), "")}
+            state = shard_state(job, said, pods_by_job.get(name, []))
             states[state.index] = state
         return states
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        maps = self.core.list_namespaced_config_map(
-            scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-        )
-        return [record for cm in maps.items for record in records_of(cm.data)[0]]
+        """The records of the scan's shard ConfigMaps that changed since the last call (all of them on the first call:
+        a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
+        operator, else one LIST."""
+        cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
+        if cached is None:
+            listed = self.core.list_namespaced_config_map(
+                scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+            ).items
+            cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        records: list[ResultRecord] = []
+        for configmap in cached:
+            key = (scan.namespace, configmap["metadata"]["name"])
+            version = str(configmap["metadata"].get("resourceVersion") or "")
+            held = self._parsed.get(key)
+            if held is None or held[0] != version or not version:
+                found, bad = records_of(configmap.get("data"))
+                records += found
+                self._parsed[key] = (version, bad)
+        names = {(scan.namespace, configmap["metadata"]["name"]) for configmap in cached}
+        self._unreadable[(scan.namespace, scan.name)] = sum(self._parsed[key][1] for key in names)
+        return records
+
+    def unreadable(self, scan: ScanRef) -> int:
+        return self._unreadable.get((scan.namespace, scan.name), 0)
 
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         for index, state in self.poll(scan).items():

@@ -14,13 +14,14 @@ Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recor
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpscan.api.contract import PayloadExit, ShardFile, shard_name
+from hpscan.api.contract import ShardFile, shard_name
 from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
-from hpscan.api.status import Reason, ShardPhase, ShardStatus
+from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
 from hpscan.job.configmap import CONFIGMAP_ENV, NAMESPACE_ENV, SHARD_KEY
 
@@ -32,6 +33,12 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
 SHARD_MOUNT = "/hpscan/shard"
 OUT_MOUNT = "/hpscan/out"
 CONTAINER = "payload"
+MAX_SHARD_COMBINATIONS = 1000
+"""The most combinations a shard may hold on Kubernetes: its ConfigMap carries the shard file (~150 bytes a
+combination) and every record (~420 bytes), and an object must stay well under etcd's 1 MiB."""
+
+PAYLOAD_UID = 10001
+"""The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 
 
 def _name(scan: str, suffix: str) -> str:
@@ -85,6 +92,21 @@ def shard_configmap(scan: ScanRef, shard_file: ShardFile) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": _metadata(scan, shard_configmap_name(scan.name, shard_file.shard), "shard", shard_file.shard),
         "data": {SHARD_KEY: shard_file.model_dump_json(by_alias=True, exclude_none=True)},
+    }
+
+
+def shard_network_policy(scan: ScanRef) -> dict[str, Any]:
+    """Nothing may connect to a scan's shard pods: they only reach out (the API server for their ConfigMap, data
+    stores), never serve. Egress stays open: where data lives is the site's business."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(scan, _name(scan.name, "shards"), "shard"),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_SCAN: scan.name, LABEL_ROLE: "shard"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [],
+        },
     }
 
 
@@ -144,9 +166,9 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
+            "runAsUser": PAYLOAD_UID,
+            "runAsGroup": PAYLOAD_UID,
+            "fsGroup": PAYLOAD_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [
@@ -164,6 +186,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
                 "volumeMounts": [
                     {"name": "shard", "mountPath": SHARD_MOUNT, "readOnly": True},
                     {"name": "out", "mountPath": OUT_MOUNT},
+                    {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only; TensorFlow needs /tmp
                 ],
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
@@ -171,8 +194,11 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         "volumes": [
             {"name": "shard", "configMap": {"name": shard_configmap_name(scan.name, shard)}},
             {"name": "out", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if spec.payload.timeout_seconds:  # per attempt: a pod past it fails and the Job retries (backoffLimit)
+        pod_spec["activeDeadlineSeconds"] = spec.payload.timeout_seconds
     if k8s.node_selector:
         pod_spec["nodeSelector"] = dict(k8s.node_selector)
     if k8s.tolerations:
@@ -190,7 +216,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
                     "onExitCodes": {
                         "containerName": CONTAINER,
                         "operator": "In",
-                        "values": [int(PayloadExit.GPU_UNAVAILABLE)],
+                        "values": sorted(int(code) for code in FINAL_EXITS),
                     },
                 },
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
@@ -198,8 +224,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         },
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
-    if spec.payload.timeout_seconds:
-        job_spec["activeDeadlineSeconds"] = spec.payload.timeout_seconds * (spec.retries + 1)
+
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -209,8 +234,32 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
     }
 
 
-def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> ShardStatus:
-    """A Job (as a dict from the API) -> the shard's phase, attempts and reason."""
+def _exit_code(message: str) -> int | None:
+    """The exit code a podFailurePolicy message names ("... failed with exit code 3 matching FailJob rule ...")."""
+    found = re.search(r"exit ?code:? ?(\d+)", message, re.IGNORECASE)
+    return int(found.group(1)) if found else None
+
+
+def unscheduled(pods: Sequence[dict[str, Any]]) -> str | None:
+    """The scheduler's message when none of a Job's live pods runs and one cannot be scheduled, e.g. "0/2 nodes are
+    available: 1 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint(s)"; None otherwise."""
+    live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+    if not live or any(p["status"]["phase"] == "Running" for p in live):
+        return None
+    for pod in live:
+        for condition in pod["status"].get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return str(condition.get("message") or condition.get("reason") or "the pod cannot be scheduled")
+    return None
+
+
+def shard_state(
+    job: dict[str, Any], terminations: Mapping[str, str] | None = None, pods: Sequence[dict[str, Any]] = ()
+) -> ShardStatus:
+    """A Job (as a dict from the API) -> the shard's phase, attempts and reason. ``terminations`` maps a Job's name
+    to its failed pod's termination message (the payload's last words); ``pods`` are the Job's pods, read when it
+    has pods that are not ready (so a pod the scheduler cannot place shows as Pending, Unschedulable)."""
+    terminations = terminations or {}
     meta, spec, status = job.get("metadata", {}), job.get("spec", {}), job.get("status") or {}
     shard = int(meta.get("labels", {}).get(LABEL_SHARD, 0))
     site = meta.get("annotations", {}).get("hpscan.io/site")
@@ -223,14 +272,15 @@ def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> Sha
         failed = conditions["Failed"]
         reason = failed.get("reason") or Reason.JOB_FAILED
         message = failed.get("message") or ""
-        if reason == "PodFailurePolicy" and f"exit code {int(PayloadExit.GPU_UNAVAILABLE)}" in message.replace(
-            "exitCode", "exit code"
-        ):
-            reason, message = Reason.GPU_UNAVAILABLE, f"the payload found no usable GPU ({message})"
+        if reason == "PodFailurePolicy" and (code := _exit_code(message)) in FINAL_EXITS:
+            reason = FINAL_EXITS[code]
+            message = terminations.get(str(meta.get("name")), "") or f"the payload exited with code {code} ({message})"
         return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:300], **base)
     if spec.get("suspend"):
         return ShardStatus(phase=ShardPhase.SUSPENDED, reason=None, **base)
     if status.get("active"):
+        if (why := unscheduled(pods)) is not None:
+            return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.UNSCHEDULABLE, message=why[:300], **base)
         retrying = (status.get("failed") or 0) > 0
         return ShardStatus(
             phase=ShardPhase.RUNNING,
@@ -239,3 +289,15 @@ def shard_state(job: dict[str, Any], gpu_exit_pods: Collection[str] = ()) -> Sha
             **base,
         )
     return ShardStatus(phase=ShardPhase.PENDING, **base)
+
+
+def oversized_shards(largest_shard: int, total: int) -> str | None:
+    """Why a plan's shards are too large for their ConfigMaps, with the shard count that fits; None when they fit."""
+    if largest_shard <= MAX_SHARD_COMBINATIONS:
+        return None
+    needed = -(-total // MAX_SHARD_COMBINATIONS)
+    return (
+        f"a shard of {largest_shard:,} combinations is more than a Kubernetes shard carries ({MAX_SHARD_COMBINATIONS:,}: "
+        f"its ConfigMap holds the shard file and every record under etcd's 1 MiB); use sharding.shards >= {needed:,} "
+        f"or sharding.combinationsPerShard <= {MAX_SHARD_COMBINATIONS:,}"
+    )

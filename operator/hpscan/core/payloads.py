@@ -1,0 +1,67 @@
+"""Asking a payload, before anything is submitted, whether it understands a scan's settings and parameters.
+
+A payload publishes a checker under the entry point group ``hpscan.payloads``, named by its command's first word
+(dl1: ``dl1.validation:check``): ``check(settings, combinations) -> list of problems``. hpscan never imports a
+payload; a payload without a checker (or not installed here, as in the operator's image) is not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from pathlib import PurePath
+from typing import Any
+
+from hpscan.api.contract import ParameterValue
+from hpscan.core.planning import Plan, axis_size, axis_values
+from hpscan.errors import ManifestError
+
+ENTRY_POINT_GROUP = "hpscan.payloads"
+
+Checker = Callable[[Mapping[str, Any], list[dict[str, ParameterValue]]], list[str]]
+
+
+def find_checker(command: list[str]) -> Checker | None:
+    """The checker the payload of ``spec.payload.command`` registered, or None."""
+    name = PurePath(command[0]).name if command else ""
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        try:
+            return entry.load()  # type: ignore[no-any-return, unused-ignore]
+        except ImportError:  # the payload's own packages are not installed here
+            return None
+    return None
+
+
+def representative_combinations(planned: Plan) -> list[dict[str, ParameterValue]]:
+    """A few combinations that together hold every value each parameter takes: the first combination, then one
+    per (parameter, value) with that value swapped in. Pure; at most the sum of the axis sizes, never the grid."""
+    first = next(iter(planned.combinations()), None)
+    if first is None:
+        return []
+    base = dict(first.parameters)
+    out = [base]
+    for parameter in planned.spec.parameters:
+        if axis_size(parameter) is not None:
+            values = axis_values(parameter)
+        else:  # a continuous range (random sampling): its ends
+            assert parameter.range is not None
+            values = [parameter.range.min, parameter.range.max]
+        out += [{**base, parameter.name: value} for value in values if value != base.get(parameter.name)]
+    return out
+
+
+def check_payload(planned: Plan) -> list[str]:
+    """The payload's problems with this plan's settings and parameter values ([] when it has no checker)."""
+    spec = planned.spec
+    checker = find_checker(list(spec.payload.command))
+    if checker is None:
+        return []
+    return [
+        f"spec.payload: {problem}" for problem in checker(spec.payload.settings, representative_combinations(planned))
+    ]
+
+
+def require_payload_accepts(planned: Plan) -> None:
+    """ManifestError naming every problem the payload has with the plan (run, plan and the operator call this)."""
+    if problems := check_payload(planned):
+        raise ManifestError(f"HPScan {planned.scan}: " + "; ".join(problems))

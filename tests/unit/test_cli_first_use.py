@@ -1,0 +1,111 @@
+"""What a newcomer meets first: clear words for a missing folder, other YAML beside the scans, a YAML slip, a
+failed scan's exit code, flags without a type, plurals, and attempts that survive a resume."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from hpscan.api.spec import HPScan
+from hpscan.cli import app
+from hpscan.local_scan import Machine, run_scan
+
+PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
+runner = CliRunner()
+
+
+class Quiet:
+    def started(self, *args):
+        pass
+
+    def recorded(self, *args):
+        pass
+
+    def updated(self, *args):
+        pass
+
+
+def small_scan(knobs: dict | None = None, values: list | None = None, shards: int = 2) -> HPScan:
+    return HPScan.model_validate(
+        {
+            "apiVersion": "hpscan.io/v1alpha1",
+            "kind": "HPScan",
+            "metadata": {"name": "first"},
+            "spec": {
+                "parameters": [{"name": "x", "values": values or [1, 2, 3, 4]}],
+                "sharding": {"shards": shards},
+                "retries": 0,
+                "gpu": {"count": 0, "required": False},
+                "payload": {
+                    "image": "example.org/p:1",
+                    "command": [sys.executable, str(PAYLOAD)],
+                    "settings": {"contractPayload": knobs or {}},
+                },
+            },
+        }
+    )
+
+
+def test_status_of_a_missing_run_folder_says_so(tmp_path):
+    result = runner.invoke(app, ["status", str(tmp_path / "runs" / "nothing-here")])
+    assert result.exit_code == 1 and "no such run folder" in result.output
+    assert "Kubernetes" not in result.output and "kubeconfig" not in result.output.lower()
+
+
+def test_validate_skips_what_is_not_an_hpscan_and_never_prints_none():
+    result = runner.invoke(app, ["validate", *sorted(str(p) for p in Path("examples").glob("*.yaml"))])
+    assert result.exit_code == 0, result.output
+    assert "skipped: a Kustomization" in result.output and "None" not in result.output
+    assert "HPScan quickstart: 24 combinations in 4 shards" in result.output
+
+
+def test_a_misspelt_kind_is_still_a_problem(tmp_path):
+    document = yaml.safe_load(Path("examples/quickstart.yaml").read_text())
+    document["kind"] = "HPScn"
+    (tmp_path / "scan.yaml").write_text(yaml.safe_dump(document))
+    result = runner.invoke(app, ["validate", str(tmp_path / "scan.yaml")])
+    assert result.exit_code == 2 and "kind: is 'HPScn', expected 'HPScan'" in result.output
+    del document["apiVersion"]
+    document["kind"] = "HPScan"
+    (tmp_path / "scan.yaml").write_text(yaml.safe_dump(document))
+    assert "apiVersion: is missing" in runner.invoke(app, ["validate", str(tmp_path / "scan.yaml")]).output
+
+
+def test_a_yaml_error_names_the_line_of_its_cause(tmp_path):
+    lines = ["apiVersion: hpscan.io/v1alpha1", "kind: HPScan", "metadata: {name: x}", "spec:", "  gpu: {count: 0",
+             "  retries: 1"]  # fmt: skip
+    (tmp_path / "scan.yaml").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["validate", str(tmp_path / "scan.yaml")])
+    assert result.exit_code == 2 and "at line 5" in result.output and "not closed" in result.output
+
+
+def test_one_of_a_kind_is_singular(tmp_path):
+    document = yaml.safe_load(Path("examples/quickstart.yaml").read_text())
+    document["spec"]["parameters"] = [{"name": "learning_rate", "values": [0.001]}]
+    document["spec"]["sharding"] = {"shards": 1}
+    (tmp_path / "scan.yaml").write_text(yaml.safe_dump(document))
+    result = runner.invoke(app, ["validate", str(tmp_path / "scan.yaml")])
+    assert "1 combination in 1 shard" in result.output and "1 combinations" not in result.output
+
+
+def test_plain_flags_show_no_type_in_help():
+    result = runner.invoke(app, ["run", "--help"], terminal_width=120)
+    flags = [line for line in result.output.splitlines() if "--report" in line or "--plain" in line]
+    assert len(flags) == 2 and not any("<bool>" in line for line in flags), flags
+
+
+def test_a_failed_scan_exits_1_from_status_and_attempts_survive_a_resume(tmp_path):
+    failing = small_scan({"exitCode": 1})
+    status = run_scan(failing, tmp_path / "failing", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
+    assert status.phase == "Failed"
+    result = runner.invoke(app, ["status", str(tmp_path / "failing")])
+    assert result.exit_code == 1 and "Failed" in result.output
+
+    scan = small_scan()
+    run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
+    again = run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
+    assert [s.attempts for s in again.shards] == [1, 1]
+    assert runner.invoke(app, ["status", str(tmp_path / "ok")]).exit_code == 0
