@@ -123,7 +123,7 @@ class CondorPool:
         return path.read_text(errors="replace") if path.exists() else ""
 
     @staticmethod
-    def wait(check: Callable[[], T], timeout: float = 60.0, what: str = "condition", interval: float = 0.5) -> T:
+    def wait(check: Callable[[], T | None], timeout: float = 60.0, what: str = "condition", interval: float = 0.5) -> T:
         """Poll until check() returns something truthy and return it; TimeoutError after timeout seconds."""
         deadline = time.monotonic() + timeout
         while True:
