@@ -177,7 +177,7 @@ from_source() {
     uuid-dev libexpat1-dev libsqlite3-dev zlib1g-dev python3
   local tarball start=$SECONDS
   tarball="$(source_tarball)"
-  log "building HTCondor $version from $tarball (${#targets[@]} targets; about 22 minutes on 2 busy cores)"
+  log "building HTCondor $version from $tarball (${#targets[@]} targets; 25-30 minutes on 2 shared cores)"
   local work="$cache/build-$version-$platform"
   if [[ ! -f "$work/build/build.ninja" ]]; then  # a build interrupted after configuring resumes where it stopped
     rm -rf "$work" && mkdir -p "$work/build"

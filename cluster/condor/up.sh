@@ -57,7 +57,7 @@ alive() {  # the master from our pid file runs (its command line names our relea
 }
 if [[ "$(cat "$release/.source" 2>/dev/null)" != "$cached" ]] && ! alive; then
   rm -rf "$release.tmp" "$release"
-  cp -al "$cached" "$release.tmp" 2>/dev/null || cp -a "$cached" "$release.tmp"
+  cp -al "$cached" "$release.tmp" 2>/dev/null || { rm -rf "$release.tmp" && cp -a "$cached" "$release.tmp"; }
   echo "$cached" > "$release.tmp/.source"
   mv "$release.tmp" "$release"
 fi
