@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: install demo test test-fast test-real-node lint crds tools cluster cluster-down images clean
+.PHONY: install demo test test-fast test-real-node lint crds tools cluster cluster-down images condor-build condor condor-down clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration" tests
 
-test: $(STAMP) lint tools images
+test: $(STAMP) lint tools images condor-build
 	$(BIN)/pytest -q tests
 
 # Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).
@@ -62,6 +62,17 @@ images:
 # needs root. Its cluster is stopped afterwards and the host restored, unless it was already up.
 test-real-node: $(STAMP) images
 	HPSCAN_REAL_NODE=1 $(BIN)/pytest -q tests/integration/test_real_node.py
+
+# A personal HTCondor pool with two simulated GPUs (docs/htcondor.md). The daemons are built from source once per
+# version into ${HPSCAN_CONDOR_CACHE:-~/.cache/hpscan-condor}: about 20 minutes on 2 cores, later runs a second.
+condor-build:
+	cluster/condor/build.sh >/dev/null
+
+condor: condor-build
+	cluster/condor/up.sh
+
+condor-down:
+	cluster/condor/down.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

@@ -8,7 +8,8 @@
 - ``namespace`` (function): a fresh namespace for one test, deleted afterwards; ``new_namespace`` (function)
   makes more, with labels (e.g. pod-security).
 
-Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically.
+Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically. The ``condor_pool``
+fixture (a personal HTCondor pool) lives in condor_pool.py, registered here as a plugin.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from kubernetes.client.rest import ApiException
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
+
+import condor_pool  # noqa: E402 (the personal HTCondor pool: the condor_pool fixture and its hooks)
 
 from cluster.testing import LocalCluster  # noqa: E402
 
@@ -149,3 +152,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if reporter is not None:
             reporter.write_line("building the local Kubernetes tools (cluster/build-tools.sh; cached by version)")
         _run_script("build-tools.sh")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(condor_pool, "hpscan-condor-pool")
