@@ -7,6 +7,7 @@ from typing import Any
 from hpscan.api.contract import PayloadExit, ResultRecord
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.htcondor.schedd import (
+    CANCELLED_ATTR,
     COMPLETED,
     HELD,
     HOLD_SPOOLING_INPUT,
@@ -81,7 +82,7 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
         return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.PAYLOAD_FAILED, message=message, **common)
     if status == REMOVED:
         reason = str(attr(ad, "RemoveReason", ""))
-        if reason.startswith(REMOVE_REASON_PREFIX):
+        if reason.startswith(REMOVE_REASON_PREFIX) or attr(ad, CANCELLED_ATTR) is True:
             return ShardStatus(phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED, **common)
         return ShardStatus(
             phase=ShardPhase.FAILED,

@@ -29,6 +29,7 @@ from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
 from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
 from hpscan.backends.htcondor.schedd import (
+    CANCELLED_ATTR,
     COMPLETED,
     HELD,
     HOLD_SPOOLING_INPUT,
@@ -383,7 +384,13 @@ class HTCondorBackend(Backend):
             constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
         for site in self._distinct_schedds(tracked):
             condor = condor_of(site)
-            self._act_remove(self._schedd(condor), condor, constraint, "scan suspended or deleted")
+            schedd = self._schedd(condor)
+            try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
+                if schedd.query(constraint, ["ClusterId", "ProcId"]):
+                    schedd.edit(constraint, CANCELLED_ATTR, "true")
+            except Exception as error:
+                raise unavailable(condor, "marking jobs to remove", error) from None
+            self._act_remove(schedd, condor, constraint, "scan suspended or deleted")
         active = {
             int(attr(ad, SHARD_ATTR, 0))
             for _, _, ad in self._jobs(uid)

@@ -20,6 +20,10 @@ SITE_ATTR = "HPScanSite"
 TOTAL_ATTR = "HPScanTotal"
 RELEASED_ATTR = "HPScanReleased"
 """Set on a deleted scan's completed jobs so they leave the queue (see leave_in_queue)."""
+CANCELLED_ATTR = "HPScanCancelled"
+"""Set on jobs just before hpscan removes them (suspend, delete): a real 25.x schedd leaves RemoveReason undefined
+after a Remove with a reason, so the reason alone cannot tell our removals from a site's."""
+"""Set on a deleted scan's completed jobs so they leave the queue (see leave_in_queue)."""
 
 PROJECTION = [
     "ClusterId",
@@ -36,6 +40,7 @@ PROJECTION = [
     "HoldReason",
     "HoldReasonCode",
     "RemoveReason",
+    CANCELLED_ATTR,
     DONE_ATTR,
     FAILED_ATTR,
     BEST_ATTR,
