@@ -156,3 +156,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(condor_pool, "hpscan-condor-pool")
+
+
+@pytest.fixture
+def pod_visible_dir() -> Iterator[Path]:
+    """A fresh folder under the repository, where pods of the test node agent can write (it binds the repository
+    back into each pod; a pod's /tmp is its own emptyDir, as in a real container, so pytest's tmp_path is not
+    visible there). Removed afterwards."""
+    import shutil
+
+    folder = REPO / ".test-files" / secrets.token_hex(4)
+    folder.mkdir(parents=True)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

@@ -111,7 +111,9 @@ def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     """make_harness(knobs, retries) -> (harness, plan), for the backend this test is parametrized with."""
 
     def make(knobs: dict[str, Any], retries: int = 1) -> tuple[Harness, Plan]:
-        trained_log = tmp_path / "trained.log"
+        # Pods see their own /tmp (an emptyDir), not pytest's: the Kubernetes payload logs under the repository.
+        log_dir = request.getfixturevalue("pod_visible_dir") if request.param == "kubernetes" else tmp_path
+        trained_log = log_dir / "trained.log"
         spec_dict = contract_spec(knobs, trained_log, retries)
         if request.param == "htcondor":
             harness: Any = HTCondorHarness(tmp_path)

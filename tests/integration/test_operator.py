@@ -157,8 +157,8 @@ def trained(log: Path) -> Counter:
     return Counter(log.read_text().split()) if log.exists() else Counter()
 
 
-def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8s, ns, operator, tmp_path):
-    log = tmp_path / "trained.log"
+def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8s, ns, operator, pod_visible_dir):
+    log = pod_visible_dir / "trained.log"
     create(k8s, ns, scan_manifest("e2e", {"sleep": 0.3, "trainedLog": str(log)}, parallelism=2))
     running = wait_phase(cluster, k8s, ns, "e2e", {"Running", "Succeeded"}, 90)
     assert running["status"]["combinations"]["total"] == 8
@@ -183,8 +183,8 @@ def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8
     assert len(json.dumps(status)) < 8192
 
 
-def test_a_crashed_pod_is_retried_and_resumes_from_recorded_results(cluster, k8s, ns, operator, tmp_path):
-    log = tmp_path / "trained.log"
+def test_a_crashed_pod_is_retried_and_resumes_from_recorded_results(cluster, k8s, ns, operator, pod_visible_dir):
+    log = pod_visible_dir / "trained.log"
     create(k8s, ns, scan_manifest("retry", {"failAttempts": {"0": 1}, "trainedLog": str(log)}))
     status = wait_phase(cluster, k8s, ns, "retry", {"Succeeded", "Failed"}, 180)["status"]
     assert status["phase"] == "Succeeded", status
@@ -200,8 +200,8 @@ def test_a_gpu_check_failure_fails_the_scan_naming_the_site(cluster, k8s, ns, op
     assert all(s["attempts"] == 1 for s in status["shards"])
 
 
-def test_suspend_keeps_results_and_resume_finishes_without_retraining(cluster, k8s, ns, operator, tmp_path):
-    log = tmp_path / "trained.log"
+def test_suspend_keeps_results_and_resume_finishes_without_retraining(cluster, k8s, ns, operator, pod_visible_dir):
+    log = pod_visible_dir / "trained.log"
     create(k8s, ns, scan_manifest("pause", {"sleep": 1.0, "trainedLog": str(log)}, sharding={"shards": 2}))
     cluster.wait(lambda: sum(trained(log).values()) >= 2, 120, "two combinations trained")
     custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "pause", {"spec": {"suspend": True}})
@@ -232,8 +232,8 @@ def test_deleting_a_scan_removes_everything_it_created(cluster, k8s, ns, operato
     cluster.wait(nothing_left, 90, "garbage collection of the scan's objects")
 
 
-def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(cluster, k8s, ns, operator, tmp_path):
-    log = tmp_path / "trained.log"
+def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(cluster, k8s, ns, operator, pod_visible_dir):
+    log = pod_visible_dir / "trained.log"
     create(k8s, ns, scan_manifest("crash", {"sleep": 1.0, "trainedLog": str(log)}, parallelism=2))
     cluster.wait(lambda: sum(trained(log).values()) >= 2, 120, "two combinations trained")
     operator.kill()
