@@ -23,11 +23,13 @@ SITE = os.environ.get("HPSCAN_CONDOR_SITE")
 pytestmark = [pytest.mark.integration]
 
 
-def test_submit_poll_resubmit_cancel_on_a_real_schedd(condor_pool):
-    # {}: the local schedd of CONDOR_CONFIG. A remote-style site (condor_pool.site(): spool and retrieve) fails the
-    # idempotent resubmit: the spooled jobs still read as held for input and are submitted again (issue 13).
-    block = yaml.safe_load(SITE) if SITE else {}
-    work_dir = condor_pool.job_dir("backend-round-trip")  # the submitting user owns the sandboxes
+@pytest.mark.parametrize("style", ["local schedd", "remote schedd"])
+def test_submit_poll_resubmit_cancel_on_a_real_schedd(condor_pool, style):
+    """{}: the local schedd of CONDOR_CONFIG. {pool, schedd}: located through the collector, inputs spooled, as at a
+    grid site; right after spool() the real schedd keeps the jobs held a moment (StageInStart set), and a resubmit
+    then must find them, not submit them again."""
+    block = yaml.safe_load(SITE) if SITE else ({} if style == "local schedd" else condor_pool.site())
+    work_dir = condor_pool.job_dir(f"backend-round-trip-{style}")  # the submitting user owns the sandboxes
     spec = HPScanSpec.model_validate(
         {
             "parameters": [{"name": "x", "values": [1, 2, 3, 4]}],

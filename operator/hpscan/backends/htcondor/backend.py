@@ -196,7 +196,7 @@ class HTCondorBackend(Backend):
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
-                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode"],
+                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
                 )
             except Exception as error:
                 self._schedds.pop(schedd_key(condor), None)
@@ -207,7 +207,10 @@ class HTCondorBackend(Backend):
                 status = int(attr(ad, "JobStatus", IDLE))
                 if status == REMOVED:
                     continue
-                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
+                # Held for input that was never spooled (a crash between submit and spool): submit again. A job
+                # whose spooling started (StageInStart) stays held a moment after spool() returns: it is present.
+                spooling = attr(ad, "StageInStart") is not None
+                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT and not spooling:
                     orphans.append(job_id(ad))
                     continue
                 present.add(int(attr(ad, SHARD_ATTR, -1)))
