@@ -16,32 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import secrets
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.request import urlopen
 
-from kubernetes import client, config
+from kubernetes import client
+from operator_run import REPO, operator_on_local_cluster
 
-REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = REPO / "tests" / "unit" / "payloads" / "contract_payload.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api_requests(port: int) -> float:
-    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(float(v) for v in re.findall(r"^hpscan_api_requests_total\{[^}]*\} (\S+)$", text, re.M))
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -89,37 +71,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
 
-    subprocess.run(["make", "-s", "cluster"], cwd=REPO, check=True)
-    kubeconfig = REPO / ".cluster" / "kubeconfig"
-    kubectl = REPO / ".tools" / "bin" / "kubectl"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    subprocess.run(
-        [kubectl, "apply", "-f", REPO / "crds" / "hpscan.io_hpscans.yaml"], env=env, check=True, capture_output=True
-    )
-    subprocess.run([kubectl, "wait", "--for=condition=Established", "crd/hpscans.hpscan.io"], env=env, check=True)
-    config.load_kube_config(str(kubeconfig))
-    core, custom = client.CoreV1Api(), client.CustomObjectsApi()
-    namespace = f"bench-scale-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    port = free_port()
-    operator = subprocess.Popen(
-        [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", namespace,
-         "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     name = "scale"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                api_requests(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        time.sleep(2)  # kopf's start-up listings
-        before = api_requests(port)
+    with operator_on_local_cluster("bench-scale") as run:
+        core, custom, namespace = client.CoreV1Api(), client.CustomObjectsApi(), run.namespace
+        before = run.api_requests()
         start = time.monotonic()
         custom.create_namespaced_custom_object(
             "hpscan.io", "v1alpha1", namespace, "hpscans", scan(name, args.combinations, args.shards, args.parallelism)
@@ -139,12 +94,12 @@ def main() -> None:
                 raise TimeoutError(f"not done after {args.timeout:.0f} s: {status.get('progress')}")
             time.sleep(2)
         seconds = time.monotonic() - start
-        requests = api_requests(port) - before
+        requests = run.api_requests() - before
         time.sleep(4)  # the last reconcile settles
-        idle_from = api_requests(port)
+        idle_from = run.api_requests()
         time.sleep(10)
-        idle_requests = api_requests(port) - idle_from
-        rss = peak_rss_mib(operator.pid)
+        idle_requests = run.api_requests() - idle_from
+        rss = peak_rss_mib(run.process.pid)
         maps = core.list_namespaced_config_map(namespace, label_selector=f"hpscan.io/scan={name}").items
         largest_map = max((size_kib({"data": m.data}) for m in maps), default=0.0)
         status_kib = size_kib(body.get("status") or {})
@@ -156,10 +111,6 @@ def main() -> None:
             f"ConfigMap {largest_map:.0f} KiB, HPScan {size_kib(body):.0f} KiB; operator peak RSS {rss:.0f} MiB",
             flush=True,
         )
-    finally:
-        operator.terminate()
-        operator.wait(30)
-        core.delete_namespace(namespace)
     print(
         f"status_kib={status_kib:.1f} max_object_kib={max_object:.0f} operator_rss_mib={rss:.0f} "
         f"requests_per_shard={requests / args.shards:.1f} seconds={seconds:.0f}"
