@@ -69,3 +69,18 @@ def wait_phase(cluster: Any, k8s: client.ApiClient, ns: str, name: str, phases: 
         return body if (body.get("status") or {}).get("phase") in phases else None
 
     return cluster.wait(reached, timeout, f"HPScan {ns}/{name} in {phases}")
+
+
+def tiny_shard(scan: str) -> dict:
+    """A one-combination dl1 shard file that trains in seconds (the images' and the real node's tests)."""
+    return {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "ShardFile",
+        "scan": scan,
+        "shard": 0,
+        "shards": 1,
+        "objective": {"metric": "val_loss", "goal": "minimize"},
+        "gpu": {"count": 1, "required": False},
+        "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+        "combinations": [{"id": "c-tiny", "parameters": {"layer1": 8, "learning_rate": 0.01, "batch_size": 250}}],
+    }

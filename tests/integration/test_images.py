@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from operator_support import tiny_shard
 
 from cluster.containers import Bind, image_config, run
 
@@ -67,17 +68,7 @@ def shard_job_container() -> tuple[dict, dict]:
     return pod, pod["containers"][0]
 
 
-TINY_SHARD = {
-    "apiVersion": "hpscan.io/v1alpha1",
-    "kind": "ShardFile",
-    "scan": "dl1-seed-scan",
-    "shard": 0,
-    "shards": 1,
-    "objective": {"metric": "val_loss", "goal": "minimize"},
-    "gpu": {"count": 1, "required": False},
-    "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
-    "combinations": [{"id": "c-tiny", "parameters": {"layer1": 8, "learning_rate": 0.01, "batch_size": 250}}],
-}
+TINY_SHARD = tiny_shard("dl1-seed-scan")
 
 
 def run_as_the_job(tmp_path: Path, command: list[str] | None = None):

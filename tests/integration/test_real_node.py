@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from operator_support import tiny_shard
 
 pytestmark = [
     pytest.mark.integration,
@@ -99,17 +100,7 @@ def test_a_restricted_pod_runs_from_the_payload_image_and_kubectl_logs_works(clu
     assert "CapEff:\t0000000000000000" in out
 
 
-TINY_SHARD = {
-    "apiVersion": "hpscan.io/v1alpha1",
-    "kind": "ShardFile",
-    "scan": "tiny",
-    "shard": 0,
-    "shards": 1,
-    "objective": {"metric": "val_loss", "goal": "minimize"},
-    "gpu": {"count": 1, "required": False},
-    "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
-    "combinations": [{"id": "c-tiny", "parameters": {"layer1": 8, "learning_rate": 0.01, "batch_size": 250}}],
-}
+TINY_SHARD = tiny_shard("tiny")
 
 
 def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_api(cluster, k8s, new_namespace):
