@@ -18,6 +18,8 @@ NAME_ATTR = "HPScanName"
 NAMESPACE_ATTR = "HPScanNamespace"
 SITE_ATTR = "HPScanSite"
 TOTAL_ATTR = "HPScanTotal"
+PROBE_ATTR = "HPScanProbe"
+"""Set on a site probe job: the site's name (probe jobs carry no shard)."""
 MOVES_ATTR = "HPScanMoves"
 """The job's generation: how often its shard moved to another site before (ShardLaunch.moves)."""
 RELEASED_ATTR = "HPScanReleased"
@@ -35,6 +37,7 @@ PROJECTION = [
     SITE_ATTR,
     TOTAL_ATTR,
     MOVES_ATTR,
+    PROBE_ATTR,
     "NumJobStarts",
     "EnteredCurrentStatus",
     "ExitCode",
