@@ -86,7 +86,9 @@ class S3Server:
             except Exception as error:  # not listening yet
                 if time.monotonic() > deadline:
                     server.stop()
-                    raise RuntimeError(f"versitygw did not answer on {server.endpoint} in {timeout:g}s: {error}") from None
+                    raise RuntimeError(
+                        f"versitygw did not answer on {server.endpoint} in {timeout:g}s: {error}"
+                    ) from None
                 time.sleep(0.1)
 
     def client(self, access_key: str | None = None, secret_key: str | None = None) -> Any:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from hpscan.api.common import CamelModel, cel_rules
+from hpscan.api.common import CamelModel
 
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
@@ -27,16 +27,22 @@ STORE_ENV = "HPSCAN_MODEL_STORE"
 """A shard pod's store, as the JSON of ``ModelStoreLocation``: set only when its scan keeps models in a store."""
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-]+/)*[A-Za-z0-9!_.*'()-]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_ENDPOINT = r"^https?://[^/?#]+/?$"
+PREFIX_RULE = "slash-separated parts of letters, digits, '_', '.' and '-' (no leading, trailing or double slash)"
 
 
 class S3SecretRef(CamelModel):
     """A Secret in the scan's namespace holding the store's access key pair."""
 
     name: str = Field(
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="Name of the Secret in the HPScan's namespace."
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="Name of the Secret in the HPScan's namespace.",
     )
-    access_key_id_key: str = Field("accessKeyId", min_length=1, description="Key of the Secret holding the access key id.")
+    access_key_id_key: str = Field(
+        "accessKeyId", min_length=1, description="Key of the Secret holding the access key id."
+    )
     secret_access_key_key: str = Field(
         "secretAccessKey", min_length=1, description="Key of the Secret holding the secret access key."
     )
@@ -49,6 +55,7 @@ class S3Store(CamelModel):
     endpoint: str = Field(
         min_length=1,
         max_length=2048,
+        json_schema_extra={"pattern": _ENDPOINT},
         description="URL of the S3 API, e.g. https://s3.cern.ch or http://minio.storage:9000 (path-style requests).",
     )
     bucket: str = Field(
@@ -60,32 +67,21 @@ class S3Store(CamelModel):
     prefix: str = Field(
         "hpscan",
         max_length=512,
+        json_schema_extra={"pattern": f"^$|{_PREFIX.pattern}"},
         description="Key prefix of every model; <prefix>/<namespace>/<scan>/<combination id>/... (no leading or "
         "trailing slash).",
     )
     region: str = Field("us-east-1", min_length=1, description="Region the requests are signed for.")
     secret_ref: S3SecretRef = Field(description="The access key pair, from a Secret in the scan's namespace.")
 
-    model_config = CamelModel.model_config | {
-        "json_schema_extra": cel_rules(
-            (
-                "self.endpoint.startsWith('http://') || self.endpoint.startsWith('https://')",
-                "artifacts.store.s3.endpoint must be an http:// or https:// URL",
-            ),
-            (
-                "!has(self.prefix) || self.prefix == '' || self.prefix.matches('" + _PREFIX.pattern + "')",
-                "artifacts.store.s3.prefix: slash-separated parts of letters, digits and !_.*'()- (no leading, "
-                "trailing or double slash)",
-            ),
-        )
-    }
-
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"artifacts.store.s3.endpoint must be an http:// or https:// URL with a host, not {value!r}")
+            raise ValueError(
+                f"artifacts.store.s3.endpoint must be an http:// or https:// URL with a host, not {value!r}"
+            )
         if parts.path.strip("/") or parts.query:
             raise ValueError(
                 f"artifacts.store.s3.endpoint is the server's URL only ({parts.scheme}://{parts.netloc}); put the "
@@ -107,10 +103,7 @@ class S3Store(CamelModel):
     @classmethod
     def _prefix(cls, value: str) -> str:
         if value and not _PREFIX.fullmatch(value):
-            raise ValueError(
-                f"artifacts.store.s3.prefix {value!r}: slash-separated parts of letters, digits and !_.*'()- "
-                "(no leading, trailing or double slash)"
-            )
+            raise ValueError(f"artifacts.store.s3.prefix {value!r}: {PREFIX_RULE}")
         return value
 
 
@@ -131,7 +124,10 @@ class ModelStoreLocation(CamelModel):
     @classmethod
     def of(cls, store: S3Store, namespace: str, scan: str) -> ModelStoreLocation:
         return cls(
-            endpoint=store.endpoint, bucket=store.bucket, region=store.region, key_prefix=scan_prefix(store, namespace, scan)
+            endpoint=store.endpoint,
+            bucket=store.bucket,
+            region=store.region,
+            key_prefix=scan_prefix(store, namespace, scan),
         )
 
     def model_key(self, combination_id: str, relative: str = "") -> str:

@@ -11,9 +11,11 @@ from typing import Annotated
 import typer
 
 from hpscan.api import registry
-from hpscan.cli.output import Commands
-from hpscan.errors import BackendError
+from hpscan.api.contract import PayloadExit
+from hpscan.cli.output import Commands, err
+from hpscan.errors import ArtifactStoreError, BackendError
 from hpscan.job.runner import LiveChannel, StdoutChannel, run_shard
+from hpscan.job.store import ModelUploader, store_from_env
 
 commands = Commands()
 
@@ -41,4 +43,22 @@ def shard_run(
             live = registry.resolve(channel, "channel")(shard_file)
         except registry.RegistryError as error:
             raise BackendError(f"--channel {channel}: {error}") from None
-    raise typer.Exit(run_shard(payload, shard_file, out_dir, live))
+    uploader = None
+    try:  # a store given to the job (HPSCAN_MODEL_STORE, Kubernetes) is checked before anything is trained
+        store = store_from_env()
+        if store is not None:
+            store.check()
+            uploader = ModelUploader(store, out_dir)
+    except ArtifactStoreError as error:
+        # A credential or a bucket: retrying will not mend it (exit 2, never retried); a store that does not answer
+        # may come back (exit 1: the job is retried). Records of earlier attempts stay where they are.
+        err.print(f"hpscan shard-run: {error}", highlight=False)
+        raise typer.Exit(int(PayloadExit.INVALID_INPUT) if error.final else 1) from None
+    code = run_shard(payload, shard_file, out_dir, live, keep_models=uploader)
+    if uploader is not None and uploader.pending:
+        err.print(
+            f"hpscan shard-run: {len(uploader.pending)} model(s) could not be uploaded to {uploader.store.location.url}"
+            f" ({uploader.uploaded} were); their records are kept",
+            highlight=False,
+        )
+    raise typer.Exit(code)

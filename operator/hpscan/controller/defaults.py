@@ -26,7 +26,8 @@ class OperatorDefaults(CamelModel):
     payload_image: str = Field("", description="Reserved: a default payload image (spec.payload.image is required).")
     sites: list[Site] = Field(default_factory=list, description="Sites of scans whose spec.sites is empty.")
     artifact_store: ArtifactStore | None = Field(
-        None, description="Where scans that name no spec.artifacts.store keep their models (its Secret in each scan's namespace)."
+        None,
+        description="Where scans that name no spec.artifacts.store keep their models (its Secret in each scan's namespace).",
     )
     allowed_service_accounts: list[str] = Field(
         default_factory=list,

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -88,8 +88,12 @@ def run_shard(
     out_dir: Path,
     channel: LiveChannel,
     poll_seconds: float = 1.0,
+    keep_models: Callable[[list[ResultRecord]], None] | None = None,
 ) -> int:
-    """Run the payload to completion, publishing records as they appear; returns the payload's exit code."""
+    """Run the payload to completion, publishing records as they appear; returns the payload's exit code.
+
+    ``keep_models`` (e.g. job.store.ModelUploader) sees each batch of new records before it is published, so a
+    record the operator reads has its model kept already; it must not raise (a store's failure costs no record)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_FILE
     seed_results(results, channel.recorded())
@@ -102,12 +106,18 @@ def run_shard(
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+
+        def carry(records: list[ResultRecord]) -> None:
+            if keep_models is not None:
+                keep_models(records)
+            if records:
+                channel.publish(records)
+
         while process.poll() is None:
             if records := tail.read_new():
-                channel.publish(records)
+                carry(records)
             time.sleep(poll_seconds)
-        if records := tail.read_new():
-            channel.publish(records)
+        carry(tail.read_new())  # the last records, and a last try for models whose upload failed
         return process.returncode
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -16,12 +16,12 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import MODEL_FILE, MODELS_DIR, ResultRecord
-from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation
+from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation, S3Store
 from hpscan.errors import ArtifactStoreError
 
 _UNKNOWN_KEY = "the access key id is not known to the store (check the Secret's access key id)"
@@ -90,7 +90,11 @@ class ModelStore:
     def check(self) -> None:
         """Raise an ArtifactStoreError when the bucket cannot be listed with these credentials."""
         self._call(
-            "listing the bucket", "list_objects_v2", Bucket=self.location.bucket, Prefix=self.location.key_prefix, MaxKeys=1
+            "listing the bucket",
+            "list_objects_v2",
+            Bucket=self.location.bucket,
+            Prefix=self.location.key_prefix,
+            MaxKeys=1,
         )
 
     def upload_model(self, folder: Path, combination_id: str) -> int:
@@ -146,14 +150,18 @@ class ModelStore:
         """Download one model folder into ``out_dir`` (created); returns how many files came."""
         keys = self.model_ids().get(combination_id, [])
         if self.location.model_key(combination_id, MODEL_FILE) not in keys:
-            raise ArtifactStoreError(f"artifacts.store {self.location.url}: no whole model of {combination_id}", final=True)
+            raise ArtifactStoreError(
+                f"artifacts.store {self.location.url}: no whole model of {combination_id}", final=True
+            )
         base = self.location.model_key(combination_id)
         for key in keys:
             target = out_dir / key[len(base) :]
             if ".." in Path(key[len(base) :]).parts:
                 raise ArtifactStoreError(f"artifacts.store {self.location.url}: refusing key {key} (a '..' part)")
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._call(f"downloading {key}", "download_file", Bucket=self.location.bucket, Key=key, Filename=str(target))
+            self._call(
+                f"downloading {key}", "download_file", Bucket=self.location.bucket, Key=key, Filename=str(target)
+            )
         return len(keys)
 
     def delete_models(self, combination_ids: Iterable[str]) -> int:
@@ -163,7 +171,10 @@ class ModelStore:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             answer = self._call(
-                "deleting models", "delete_objects", Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True}
+                "deleting models",
+                "delete_objects",
+                Bucket=self.location.bucket,
+                Delete={"Objects": batch, "Quiet": True},
             )
             if errors := answer.get("Errors"):
                 first = errors[0]
@@ -172,6 +183,23 @@ class ModelStore:
                     f"{first.get('Message')}"
                 )
         return len(keys)
+
+
+def open_store(store: S3Store, namespace: str, scan: str, read_secret: Callable[[str, str, str], str]) -> ModelStore:
+    """One scan's models in ``store``, with the key pair of its Secret (``read_secret(namespace, name, key)``)."""
+    location = ModelStoreLocation.of(store, namespace, scan)
+    ref = store.secret_ref
+    try:
+        access_key_id = read_secret(namespace, ref.name, ref.access_key_id_key)
+        secret_access_key = read_secret(namespace, ref.name, ref.secret_access_key_key)
+    except Exception as error:  # no such Secret or key, or not allowed to read it: the client's own error types
+        cause = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
+        raise ArtifactStoreError(
+            f"artifacts.store {location.url}: the key pair cannot be read from Secret {namespace}/{ref.name} "
+            f"(keys {ref.access_key_id_key}, {ref.secret_access_key_key}): {cause}",
+            final=True,
+        ) from None
+    return ModelStore(location, access_key_id, secret_access_key)
 
 
 def store_from_env(environ: Mapping[str, str] | None = None) -> ModelStore | None:
