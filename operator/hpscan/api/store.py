@@ -26,6 +26,10 @@ CREDENTIAL_ENV = (ACCESS_KEY_ENV, SECRET_KEY_ENV)
 STORE_ENV = "HPSCAN_MODEL_STORE"
 """A shard pod's store, as the JSON of ``ModelStoreLocation``: set only when its scan keeps models in a store."""
 
+RECORD_FILE = "record.json"
+"""hpscan's own file in each stored model folder: the combination's result record (what ranks and prunes it,
+whatever the payload writes in model.json). Uploaded before model.json, which comes last."""
+
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _ENDPOINT = r"^https?://[^/?#]+/?$"

@@ -7,7 +7,7 @@ model.json):
   <prefix>/<namespace>/<scan>/<combination id>/, read with the key pair of the store's Secret (through the kube
   API) or, when both are set, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 Ranks are the scan's: from its records (the run folder's results.jsonl, the shard ConfigMaps), else from the
-metrics each stored model.json records.
+records stored with the models (record.json).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hpscan.api.spec import HPScan
 from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, ModelStoreLocation
 from hpscan.cli.cluster import ClusterError, _records, _scan_body, run_folder
 from hpscan.cli.output import Commands, out
-from hpscan.core.artifacts import RankedRecord, rank_records, rank_stored
+from hpscan.core.artifacts import RankedRecord, rank_records
 from hpscan.errors import ModelsError
 from hpscan.job.store import ModelStore, open_store
 from hpscan.report.rundir import load_run
@@ -106,7 +106,9 @@ def _from_cluster(name: str, namespace: str, context: str | None) -> KeptModels:
         models = open_store(store.s3, namespace, name, _secret_reader(api))
     stored = models.models()
     records, _ = _records(name, namespace, context)
-    ranked = rank_records(records, scan.spec.objective) if records else rank_stored(stored, scan.spec.objective)
+    if not records:  # e.g. HTCondor shards, whose records are not in ConfigMaps: the ones stored with the models
+        records = [record for record in stored.values() if record is not None]
+    ranked = rank_records(records, scan.spec.objective)
     kept = {model_id: models.location.model_key(model_id) for model_id in stored}
     return KeptModels(
         name, models.location.url, scan.spec.objective.metric, scan.spec.artifacts.keep, len(ranked),

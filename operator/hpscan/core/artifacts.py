@@ -4,7 +4,7 @@ A payload asked to save models (``ShardFile.artifacts.save_models``) writes ``OU
 to its results.jsonl, ``model.json`` last (so a folder without it is an unfinished save). The scan then keeps what
 ``spec.artifacts`` says: the decision is ``models_to_keep`` (plain records in, ids out); moving and deleting
 folders is the shell's (``hpscan.local_scan`` for local runs; the operator for the object store of a cluster
-scan, spec.artifacts.store, where ``models_to_prune`` decides from what the stored model.json files say).
+scan, spec.artifacts.store, where ``models_to_prune`` decides from the records stored with the models).
 """
 
 from __future__ import annotations
@@ -66,29 +66,11 @@ def models_to_keep(ranked: list[RankedRecord], artifacts: Artifacts) -> set[str]
     return keep
 
 
-def rank_stored(infos: dict[str, dict[str, Any]], objective: Objective) -> list[RankedRecord]:
-    """Stored models (combination id -> its model.json), ranked by the objective metric their model.json records
-    (a model is stored only for a succeeded combination, with its record's metrics). Models whose model.json lacks
-    the metric are left out: nobody can rank them, so nobody prunes them."""
-    records = []
-    for combination, info in infos.items():
-        metrics = info.get("metrics")
-        value = metrics.get(objective.metric) if isinstance(metrics, dict) else None
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            continue
-        parameters = info.get("parameters") if isinstance(info.get("parameters"), dict) else {}
-        records.append(
-            ResultRecord(
-                id=combination, shard=0, parameters=parameters, metrics={objective.metric: value}, status="succeeded"
-            )
-        )
-    return rank_records(records, objective)
-
-
-def models_to_prune(infos: dict[str, dict[str, Any]], objective: Objective, artifacts: Artifacts) -> set[str]:
-    """The stored models a finished scan deletes: every ranked one that ``models_to_keep`` does not keep (the top
-    k, the median and the worst among the stored models). Unranked ones (no metric in model.json) stay."""
-    ranked = rank_stored(infos, objective)
+def models_to_prune(stored: dict[str, ResultRecord | None], objective: Objective, artifacts: Artifacts) -> set[str]:
+    """The stored models (combination id -> the record stored with it) a finished scan deletes: every ranked one
+    that ``models_to_keep`` does not keep (the top k, the median and the worst of the stored ones). Models stored
+    without a record, or whose record has no objective value, cannot be ranked and stay."""
+    ranked = rank_records((r for r in stored.values() if r is not None), objective)
     return {r.id for r in ranked} - models_to_keep(ranked, artifacts)
 
 

@@ -3,8 +3,9 @@
 One client for every side: a Kubernetes shard job uploads its models as their records appear (``ModelUploader``
 in the shard runner), the operator uploads HTCondor's from the returned sandbox and prunes a finished scan to
 what spec.artifacts keeps, and ``hpscan models SCAN`` / ``hpscan fetch-model SCAN`` list and download. The
-layout is hpscan.api.store's: ``<prefix>/<namespace>/<scan>/<combination id>/<file>``; ``model.json`` is
-uploaded last, so a folder is listed only once it is whole (as the payload writes it last on disk).
+layout is hpscan.api.store's: ``<prefix>/<namespace>/<scan>/<combination id>/<file>``, the payload's files plus
+hpscan's ``record.json`` (the combination's result record: what ranks it, whatever the payload's model.json says);
+``model.json`` goes last, so a folder is listed only once it is whole (as the payload writes it last on disk).
 
 Every failure is an ``ArtifactStoreError`` naming the store, the bucket and the cause in words (a wrong key, a
 missing bucket, a server that does not answer), never a botocore traceback.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import MODEL_FILE, MODELS_DIR, ResultRecord
-from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation, S3Store
+from hpscan.api.store import ACCESS_KEY_ENV, RECORD_FILE, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation, S3Store
 from hpscan.errors import ArtifactStoreError
 
 _UNKNOWN_KEY = "the access key id is not known to the store (check the Secret's access key id)"
@@ -46,9 +47,12 @@ def explain(error: BaseException, location: ModelStoreLocation, doing: str) -> A
         details = error.response.get("Error", {})
         code = str(details.get("Code") or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
         cause = _CAUSES.get(code) or f"{details.get('Message') or 'the store refused'}"
-        return ArtifactStoreError(f"{where}: {doing} failed: {code}: {cause}", final=code in FINAL_CODES)
+        return ArtifactStoreError(f"{where}: {doing} failed: {code}: {cause}", final=code in FINAL_CODES, cause=code)
     if isinstance(error, EndpointConnectionError):
-        return ArtifactStoreError(f"{where}: {doing} failed: the store does not answer at {location.endpoint}")
+        return ArtifactStoreError(
+            f"{where}: {doing} failed: the store does not answer at {location.endpoint}",
+            cause="EndpointConnectionError",
+        )
     if isinstance(error, BotoCoreError):
         return ArtifactStoreError(f"{where}: {doing} failed: {error}")
     return ArtifactStoreError(f"{where}: {doing} failed: {error}")
@@ -97,14 +101,27 @@ class ModelStore:
             MaxKeys=1,
         )
 
-    def upload_model(self, folder: Path, combination_id: str) -> int:
-        """Upload one model folder (model.json last); returns how many files went up."""
-        files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (p.name == MODEL_FILE, str(p)))
-        for path in files:
-            key = self.location.model_key(combination_id, path.relative_to(folder).as_posix())
-            with path.open("rb") as body:
-                self._call(f"uploading {key}", "put_object", Bucket=self.location.bucket, Key=key, Body=body)
-        return len(files)
+    def upload_model(self, folder: Path, record: ResultRecord) -> int:
+        """Upload one model folder with its record (record.json, then model.json last); returns the files sent."""
+        files = sorted(
+            (p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != RECORD_FILE),
+            key=lambda p: (p.relative_to(folder).as_posix() == MODEL_FILE, str(p)),
+        )
+        whole = files[-1:] if files and files[-1].relative_to(folder).as_posix() == MODEL_FILE else []
+        for path in files[: len(files) - len(whole)]:
+            self._put(record.id, path.relative_to(folder).as_posix(), path.read_bytes())
+        self._put(record.id, RECORD_FILE, json.dumps(record.to_wire()).encode())
+        for path in whole:
+            self._put(record.id, MODEL_FILE, path.read_bytes())
+        return len(files) + 1
+
+    def _put(self, combination_id: str, relative: str, body: bytes) -> None:
+        key = self.location.model_key(combination_id, relative)
+        self._call(f"uploading {key}", "put_object", Bucket=self.location.bucket, Key=key, Body=body)
+
+    def _get(self, key: str) -> bytes:
+        answer = self._call(f"reading {key}", "get_object", Bucket=self.location.bucket, Key=key)
+        return bytes(answer["Body"].read())
 
     def _keys(self) -> list[str]:
         keys: list[str] = []
@@ -131,20 +148,22 @@ class ModelStore:
                 found.setdefault(combination, []).append(key)
         return found
 
-    def models(self) -> dict[str, dict[str, Any]]:
-        """Every whole model (its model.json uploaded) -> what its model.json says."""
-        infos: dict[str, dict[str, Any]] = {}
+    def models(self) -> dict[str, ResultRecord | None]:
+        """Every whole model (its model.json uploaded) -> its record (None when record.json is missing or unreadable:
+        such a model is never ranked, so never pruned)."""
+        found: dict[str, ResultRecord | None] = {}
         for combination, keys in sorted(self.model_ids().items()):
-            info_key = self.location.model_key(combination, MODEL_FILE)
-            if info_key not in keys:
+            if self.location.model_key(combination, MODEL_FILE) not in keys:
                 continue  # still being uploaded, or an upload that broke off
-            body = self._call(f"reading {info_key}", "get_object", Bucket=self.location.bucket, Key=info_key)["Body"]
-            try:
-                info = json.loads(body.read())
-            except ValueError:
-                info = {}
-            infos[combination] = info if isinstance(info, dict) else {}
-        return infos
+            record_key = self.location.model_key(combination, RECORD_FILE)
+            record = None
+            if record_key in keys:
+                try:
+                    record = ResultRecord.model_validate_json(self._get(record_key))
+                except ValueError:
+                    record = None
+            found[combination] = record if record is None or record.id == combination else None
+        return found
 
     def download_model(self, combination_id: str, out_dir: Path) -> int:
         """Download one model folder into ``out_dir`` (created); returns how many files came."""
@@ -231,22 +250,26 @@ class ModelUploader:
         self.store = store
         self.models_dir = out_dir / MODELS_DIR
         self.pending: list[str] = []
+        self.records: dict[str, ResultRecord] = {}
         self.uploaded = 0
         self.said: set[str] = set()
 
     def __call__(self, records: Iterable[ResultRecord]) -> None:
-        self.pending += [r.id for r in records if r.status == "succeeded" and r.id not in self.pending]
+        for record in records:
+            if record.status == "succeeded" and record.id not in self.records:
+                self.records[record.id] = record
+                self.pending.append(record.id)
         still: list[str] = []
         for combination in self.pending:
             folder = self.models_dir / combination
             if not (folder / MODEL_FILE).is_file():
                 continue  # the payload saved none (e.g. keep: none, or it failed to save): nothing to keep
             try:
-                self.store.upload_model(folder, combination)
+                self.store.upload_model(folder, self.records[combination])
             except ArtifactStoreError as error:
                 still.append(combination)
-                if str(error) not in self.said:
-                    self.said.add(str(error))
+                if error.cause not in self.said:  # once per cause, not once per file
+                    self.said.add(error.cause)
                     print(f"hpscan: {error}; the records go on, the model stays here for a later try", file=sys.stderr)
                 continue
             self.uploaded += 1
