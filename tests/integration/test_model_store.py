@@ -218,3 +218,56 @@ def test_uploads_that_fail_mid_run_lose_no_record(s3, bucket, tmp_path, capsys):
     said = capsys.readouterr().err
     assert said.count("SignatureDoesNotMatch") == 1 and "the records go on" in said
     assert s3.keys(bucket) == []
+
+
+def test_htcondor_models_come_back_in_the_sandbox_and_the_operator_uploads_them(s3, bucket, tmp_path):
+    """The HTCondor backend against the schedd STAND-IN (hpscan.testing.condor; the real pool's transfer of a
+    folder is HTCondor's own): the job returns models/ with results.jsonl, and fetch_records uploads the models of
+    the records it reads. A store that refuses costs no record: the models wait in the sandbox for a later try."""
+    from hpscan.backends.base import ScanRef, ShardLaunch
+    from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.testing.condor import ScheddStandIn
+
+    store = {"s3": {"endpoint": s3.endpoint, "bucket": bucket, "prefix": "grid", "secretRef": {"name": "s3"}}}
+    spec = HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "x", "values": [1, 2, 3, 4]}],
+            "sharding": {"shards": 2},
+            "payload": {"image": "img:1"},
+            "sites": [{"name": "grid", "htcondor": {}}],
+            "artifacts": {"store": store},
+        }
+    )
+    keys = {"accessKeyId": s3.access_key, "secretAccessKey": "revoked"}
+    schedd = ScheddStandIn()
+    backend = HTCondorBackend(
+        tmp_path / "work", schedd_factory=lambda _site: schedd, max_age_seconds=0,
+        read_secret=lambda namespace, name, key: keys[key] if (namespace, name) == ("atlas", "s3") else "",
+    )  # fmt: skip
+    scan = ScanRef(name="dl1", namespace="atlas", uid="uid-1")
+    planned = plan(scan.name, spec)
+    backend.track(scan, spec)
+    backend.submit(scan, spec, [ShardLaunch(planned.shard_file(i), spec.sites[0]) for i in range(2)])
+    job = schedd.job_of("uid-1", 0)
+    assert schedd.submitted[job]["transfer_output_files"] == "results.jsonl, models"
+
+    sandbox = backend.scan_dir(scan) / "shard-000"
+    lines = []
+    for i, combination in enumerate(planned.shard_combinations(0)):
+        done = record(combination.id, 1.0 + i)
+        lines.append(json.dumps(done.to_wire()))
+        model_folder(sandbox / "models", combination.id)
+    schedd.start(job)
+    schedd.complete(job, 0, {"results.jsonl": "\n".join(lines) + "\n"})
+    assert len(backend.fetch_records(scan)) == 2  # the store refuses (a revoked secret): the records still come
+    assert backend.models.pending(scan) == 2 and s3.keys(bucket) == []
+
+    keys["secretAccessKey"] = s3.secret_key  # the Secret fixed: the next cycle uploads what waits
+    assert backend.fetch_records(scan) == []
+    assert backend.models.pending(scan) == 0
+    stored = ModelStore(
+        ModelStoreLocation.of(S3Store.model_validate(store["s3"]), "atlas", "dl1"), s3.access_key, s3.secret_key
+    )
+    assert set(stored.models()) == {c.id for c in planned.shard_combinations(0)}
+    assert all(key.startswith("grid/atlas/dl1/") for key in s3.keys(bucket))
+    assert not any((sandbox / "models").iterdir())

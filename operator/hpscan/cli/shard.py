@@ -11,13 +11,21 @@ from typing import Annotated
 import typer
 
 from hpscan.api import registry
-from hpscan.api.contract import PayloadExit
+from hpscan.api.contract import MODELS_DIR, PayloadExit, ShardFile
 from hpscan.cli.output import Commands, err
 from hpscan.errors import ArtifactStoreError, BackendError
 from hpscan.job.runner import LiveChannel, StdoutChannel, run_shard
 from hpscan.job.store import ModelUploader, store_from_env
 
 commands = Commands()
+
+
+def _saves_models(shard_file: Path) -> bool:
+    """Whether the shard file asks for models (an unreadable one is the payload's to refuse, with exit 2)."""
+    try:
+        return ShardFile.model_validate_json(shard_file.read_bytes()).artifacts.save_models
+    except (OSError, ValueError):
+        return False
 
 
 @commands("shard-run")
@@ -43,6 +51,9 @@ def shard_run(
             live = registry.resolve(channel, "channel")(shard_file)
         except registry.RegistryError as error:
             raise BackendError(f"--channel {channel}: {error}") from None
+    if _saves_models(shard_file):
+        # A batch system that transfers models/ back (HTCondor) holds a job whose output list names a missing file.
+        (out_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
     uploader = None
     try:  # a store given to the job (HPSCAN_MODEL_STORE, Kubernetes) is checked before anything is trained
         store = store_from_env()
