@@ -348,6 +348,8 @@ def _hpscan(cluster: Any, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_shard_pods_upload_their_models_and_the_operator_keeps_the_top_k(cluster, k8s, ns, operator, s3, tmp_path):
+    explained = cluster.kubectl("explain", "hpscan.spec.artifacts.store.s3").stdout
+    assert "<prefix>/<namespace>/<scan>/<combination id>/" in explained and "secretRef" in explained
     store = _store(k8s, ns, s3)
     create(k8s, ns, scan_manifest("kept", {}, artifacts={"keep": "top", "top": 1, "store": store}))
     status = wait_phase(cluster, k8s, ns, "kept", {"Succeeded", "Failed"}, 180)["status"]
