@@ -19,7 +19,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hpscan.api.contract import MODEL_FILE, MODELS_DIR, ResultRecord
 from hpscan.api.store import ACCESS_KEY_ENV, RECORD_FILE, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation, S3Store
@@ -109,13 +109,14 @@ class ModelStore:
         )
         whole = files[-1:] if files and files[-1].relative_to(folder).as_posix() == MODEL_FILE else []
         for path in files[: len(files) - len(whole)]:
-            self._put(record.id, path.relative_to(folder).as_posix(), path.read_bytes())
+            with path.open("rb") as body:  # streamed: a network's weights can be large
+                self._put(record.id, path.relative_to(folder).as_posix(), body)
         self._put(record.id, RECORD_FILE, json.dumps(record.to_wire()).encode())
         for path in whole:
             self._put(record.id, MODEL_FILE, path.read_bytes())
         return len(files) + 1
 
-    def _put(self, combination_id: str, relative: str, body: bytes) -> None:
+    def _put(self, combination_id: str, relative: str, body: bytes | BinaryIO) -> None:
         key = self.location.model_key(combination_id, relative)
         self._call(f"uploading {key}", "put_object", Bucket=self.location.bucket, Key=key, Body=body)
 
