@@ -317,17 +317,6 @@ def test_an_idle_scan_costs_no_api_request(operator, k8s, ns, cluster):
 
 
 @pytest.mark.slow
-def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, operator):
-    body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
-    body["spec"]["parallelism"] = 2  # two TensorFlow pods at once on a 2-core machine
-    create(k8s, ns, body)
-    status = wait_phase(cluster, k8s, ns, "quickstart", {"Succeeded", "Failed"}, 600)["status"]
-    assert status["phase"] == "Succeeded", status
-    assert status["progress"] == "24/24"
-    assert status["best"]["value"] < 0.7 and set(status["best"]["parameters"]) == {
-        "layer1", "layer2", "learning_rate", "activation",
-    }  # fmt: skip
-
 
 # --- kept models in a real S3 server (the s3 fixture): uploaded by the shard pods, pruned by the operator ---
 
@@ -398,3 +387,24 @@ def test_a_wrong_store_key_fails_the_scan_naming_the_cause_before_training(
     assert "SignatureDoesNotMatch" in shard["message"] and store["s3"]["bucket"] in shard["message"]
     assert not log.exists()  # nothing trained: no GPU time for models nobody could keep
     assert s3.keys(store["s3"]["bucket"]) == []
+
+
+def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, operator, s3, tmp_path):
+    body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    body["spec"]["parallelism"] = 2  # two TensorFlow pods at once on a 2-core machine
+    body["spec"]["artifacts"] = {"keep": "top", "top": 1, "store": _store(k8s, ns, s3)}
+    create(k8s, ns, body)
+    status = wait_phase(cluster, k8s, ns, "quickstart", {"Succeeded", "Failed"}, 600)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "24/24"
+    assert status["best"]["value"] < 0.7 and set(status["best"]["parameters"]) == {
+        "layer1", "layer2", "learning_rate", "activation",
+    }  # fmt: skip
+    # The dl1 models the pods saved, in the store: the best, the median and the worst are kept, in Keras format.
+    fetched = _hpscan(cluster, "fetch-model", "quickstart", "-n", ns, "--rank", "1", "--out", str(tmp_path / "best"))
+    assert fetched.returncode == 0, fetched.stderr
+    info = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert info["id"] == status["best"]["id"] and info["metrics"]["val_loss"] == status["best"]["value"]
+    assert (tmp_path / "best" / "model.keras").is_file() and (tmp_path / "best" / "scale_dict.json").is_file()
+    listing = json.loads(_hpscan(cluster, "models", "quickstart", "-n", ns, "--json").stdout)
+    assert [row["rank"] for row in listing] == [1, 12, 24]
