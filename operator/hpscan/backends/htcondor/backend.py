@@ -34,6 +34,7 @@ from hpscan.backends.htcondor.schedd import (
     HELD,
     HOLD_SPOOLING_INPUT,
     IDLE,
+    MOVES_ATTR,
     PROJECTION,
     RELEASED_ATTR,
     REMOVE_REASON_PREFIX,
@@ -177,13 +178,14 @@ class HTCondorBackend(Backend):
     def plans(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> list[SubmitPlan]:
         """The submit descriptions for these launches, one per site (what ``submit`` sends when no job exists)."""
         by_site: dict[str, tuple[Site, list[ShardFile]]] = {}
+        moves = {launch.shard_file.shard: launch.moves for launch in launches}
         for launch in launches:
             site = launch.site or Site.model_validate({"name": "htcondor", "htcondor": {}})
             if site.backend != "htcondor":
                 raise BackendError(f"site {site.name!r} is not an htcondor site")
             by_site.setdefault(site.name, (site, []))[1].append(launch.shard_file)
         folder = self.scan_dir(scan)
-        return [submit_description(scan, spec, site, files, folder) for site, files in by_site.values()]
+        return [submit_description(scan, spec, site, files, folder, moves) for site, files in by_site.values()]
 
     @_locked
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
@@ -199,12 +201,12 @@ class HTCondorBackend(Backend):
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
-                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
+                    ["ClusterId", "ProcId", SHARD_ATTR, MOVES_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
                 )
             except Exception as error:
                 self._schedds.pop(schedd_key(condor), None)
                 raise unavailable(condor, "looking for the scan's jobs", error) from None
-            present: set[int] = set()
+            present: set[tuple[int, int]] = set()  # (shard, moves): a moved shard's new job is not its old one
             orphans: list[str] = []
             for ad in existing:
                 status = int(attr(ad, "JobStatus", IDLE))
@@ -216,8 +218,8 @@ class HTCondorBackend(Backend):
                 if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT and not spooling:
                     orphans.append(job_id(ad))
                     continue
-                present.add(int(attr(ad, SHARD_ATTR, -1)))
-            missing = [row for row in plan.itemdata if int(row["Shard"]) not in present]
+                present.add((int(attr(ad, SHARD_ATTR, -1)), int(attr(ad, MOVES_ATTR, 0))))
+            missing = [row for row in plan.itemdata if (int(row["Shard"]), int(row["Moves"])) not in present]
             if not missing:
                 continue
             if orphans:
@@ -306,11 +308,12 @@ class HTCondorBackend(Backend):
             if view.error and not view.answered:
                 raise SchedulerUnavailable(view.error)
         states: dict[int, ShardStatus] = {}
-        rank: dict[int, tuple[int, int]] = {}
+        rank: dict[int, tuple[int, int, int]] = {}
         for site, view, ad in self._jobs(uid):
             state = shard_status(ad, site.name)
             live = int(attr(ad, "JobStatus", IDLE)) != REMOVED
-            order = (int(live), int(attr(ad, "ClusterId", 0)))  # a live job beats a removed one, newer beats older
+            # A moved shard's newest generation speaks for it; then a live job beats a removed one, newer beats older.
+            order = (state.moves, int(live), int(attr(ad, "ClusterId", 0)))
             if state.index in rank and rank[state.index] >= order:
                 continue
             rank[state.index] = order

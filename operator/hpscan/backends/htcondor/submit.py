@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.schedd import (
     KEEP_COMPLETED_SECONDS,
+    MOVES_ATTR,
     NAME_ATTR,
     NAMESPACE_ATTR,
     RELEASED_ATTR,
@@ -99,7 +100,12 @@ class SubmitPlan:
 
 
 def submit_description(
-    scan: ScanRef, spec: HPScanSpec, site: Site, shard_files: Sequence[ShardFile], folder: Path
+    scan: ScanRef,
+    spec: HPScanSpec,
+    site: Site,
+    shard_files: Sequence[ShardFile],
+    folder: Path,
+    moves: Mapping[int, int] | None = None,
 ) -> SubmitPlan:
     """The submit description of these shards on one site. Pure: builds, checks and returns; writes nothing.
 
@@ -128,8 +134,8 @@ def submit_description(
         commands["executable"] = condor.executable
         commands["transfer_executable"] = "true" if condor.transfer_executable else "false"
     commands["arguments"] = condor_arguments(arguments)
-    if spec.payload.env:
-        commands["environment"] = condor_environment((v.name, v.value) for v in spec.payload.env)
+    if variables := [*spec.payload.env, *site.env]:  # the site's after the payload's: a site admin's fix wins
+        commands["environment"] = condor_environment((v.name, v.value) for v in variables)
     if spec.gpu.count > 0:
         commands["request_gpus"] = str(spec.gpu.count)
         if spec.gpu.min_compute_capability:
@@ -170,12 +176,17 @@ def submit_description(
     commands[f"+{SITE_ATTR}"] = classad_string(site.name)
     commands[f"+{SHARD_ATTR}"] = "$(Shard)"
     commands[f"+{TOTAL_ATTR}"] = "$(Combinations)"
+    commands[f"+{MOVES_ATTR}"] = "$(Moves)"
     commands.update(condor.extra_submit)
     try:
         description = htcondor2.Submit(commands)
     except Exception as error:  # the bindings reject what condor_submit would reject
         raise BackendError(f"site {site.name!r}: the submit description is not valid: {error}") from None
-    itemdata = [{"Shard": str(f.shard), "Combinations": str(len(f.combinations))} for f in shard_files]
+    moved = moves or {}
+    itemdata = [
+        {"Shard": str(f.shard), "Combinations": str(len(f.combinations)), "Moves": str(moved.get(f.shard, 0))}
+        for f in shard_files
+    ]
     return SubmitPlan(site=site, description=description, itemdata=itemdata, spool=condor.remote)
 
 
