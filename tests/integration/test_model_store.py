@@ -240,8 +240,9 @@ def test_htcondor_models_come_back_in_the_sandbox_and_the_operator_uploads_them(
     )
     keys = {"accessKeyId": s3.access_key, "secretAccessKey": "revoked"}
     schedd = ScheddStandIn()
+    now = [0.0]
     backend = HTCondorBackend(
-        tmp_path / "work", schedd_factory=lambda _site: schedd, max_age_seconds=0,
+        tmp_path / "work", schedd_factory=lambda _site: schedd, max_age_seconds=0, clock=lambda: now[0],
         read_secret=lambda namespace, name, key: keys[key] if (namespace, name) == ("atlas", "s3") else "",
     )  # fmt: skip
     scan = ScanRef(name="dl1", namespace="atlas", uid="uid-1")
@@ -262,7 +263,9 @@ def test_htcondor_models_come_back_in_the_sandbox_and_the_operator_uploads_them(
     assert len(backend.fetch_records(scan)) == 2  # the store refuses (a revoked secret): the records still come
     assert backend.models.pending(scan) == 2 and s3.keys(bucket) == []
 
-    keys["secretAccessKey"] = s3.secret_key  # the Secret fixed: the next cycle uploads what waits
+    keys["secretAccessKey"] = s3.secret_key  # the Secret fixed: a cycle a minute later uploads what waits
+    assert backend.fetch_records(scan) == [] and backend.models.pending(scan) == 2  # not sooner: no retry storm
+    now[0] += 61
     assert backend.fetch_records(scan) == []
     assert backend.models.pending(scan) == 0
     stored = ModelStore(

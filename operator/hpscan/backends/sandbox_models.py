@@ -1,7 +1,7 @@
 """Models that come back in a batch job's output sandbox (HTCondor transfers ``models/`` back with
 ``results.jsonl``), uploaded by the operator to the scan's store (spec.artifacts.store), as a Kubernetes shard job
 uploads its own. A failed upload costs no record: the folder stays in the sandbox, the cause is logged once, and it
-is tried again on the next cycle.
+is tried again a minute later (a store that does not answer must not hold the poller up every cycle).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hpscan.errors import ArtifactStoreError
 from hpscan.job.store import open_store
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 60.0
 
 
 def environment_secret(_namespace: str, _name: str, key: str) -> str:
@@ -36,8 +38,15 @@ def wants_models_back(spec: HPScanSpec) -> bool:
 class SandboxModels:
     """Per scan: its store, and the returned model folders not uploaded yet."""
 
-    def __init__(self, read_secret: Callable[[str, str, str], str] | None = None) -> None:
+    def __init__(
+        self,
+        read_secret: Callable[[str, str, str], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
         self.read_secret = read_secret or environment_secret
+        self.clock, self.retry_seconds = clock, retry_seconds
+        self._retry_at: dict[tuple[str, str], float] = {}
         self._stores: dict[tuple[str, str], S3Store] = {}
         self._waiting: dict[tuple[str, str], dict[str, tuple[Path, ResultRecord]]] = {}
         self._said: set[str] = set()
@@ -59,10 +68,11 @@ class SandboxModels:
         self.flush(scan)
 
     def flush(self, scan: ScanRef) -> None:
-        """Upload what waits; stop at the first failure (the store is down or refuses: the next cycle tries again)."""
+        """Upload what waits; stop at the first failure (the store is down or refuses) and try again no sooner than
+        ``retry_seconds`` later."""
         key = (scan.namespace, scan.name)
         waiting = self._waiting.get(key)
-        if not waiting:
+        if not waiting or self.clock() < self._retry_at.get(key, 0.0):
             return
         try:
             store = open_store(self._stores[key], scan.namespace, scan.name, self.read_secret)
@@ -71,6 +81,7 @@ class SandboxModels:
                 shutil.rmtree(folder, ignore_errors=True)
                 del waiting[combination]
         except ArtifactStoreError as error:
+            self._retry_at[key] = self.clock() + self.retry_seconds
             if error.cause not in self._said:
                 self._said.add(error.cause)
                 log.warning("%s; %d returned model(s) wait in their sandboxes for a later try", error, len(waiting))

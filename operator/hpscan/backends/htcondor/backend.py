@@ -103,7 +103,7 @@ class HTCondorBackend(Backend):
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
-        self.models = SandboxModels(read_secret)  # returned models/ folders -> spec.artifacts.store
+        self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
     # scans --------------------------------------------------------------------------------------------------
 
