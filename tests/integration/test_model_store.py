@@ -205,7 +205,7 @@ def test_a_shard_job_with_a_broken_store_stops_before_training_naming_the_cause(
 
 def test_uploads_that_fail_mid_run_lose_no_record(s3, bucket, tmp_path, capsys):
     """Credentials revoked while a shard runs: every record is still published, the models stay in the folder, and
-    the cause is said once."""
+    the cause is said once (after a refusal the uploads wait 30 s, so a dead store never slows the records)."""
     revoked = ModelStore(location(s3, bucket), s3.access_key, "revoked-secret")
     uploader = ModelUploader(revoked, tmp_path / "out")
     channel = Collect()
@@ -213,6 +213,7 @@ def test_uploads_that_fail_mid_run_lose_no_record(s3, bucket, tmp_path, capsys):
         [sys.executable, str(PAYLOAD)], shard_file(tmp_path), tmp_path / "out", channel, 0.05, keep_models=uploader
     )
     assert code == 0 and len(channel.records) == 5
+    uploader.finish()
     assert sorted(uploader.pending) == sorted(r.id for r in channel.records) and uploader.uploaded == 0
     assert all((tmp_path / "out" / "models" / r.id / "model.json").exists() for r in channel.records)
     said = capsys.readouterr().err

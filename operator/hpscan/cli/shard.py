@@ -66,6 +66,8 @@ def shard_run(
         err.print(f"hpscan shard-run: {error}", highlight=False)
         raise typer.Exit(int(PayloadExit.INVALID_INPUT) if error.final else 1) from None
     code = run_shard(payload, shard_file, out_dir, live, keep_models=uploader)
+    if uploader is not None:
+        uploader.finish()
     if uploader is not None and uploader.pending:
         err.print(
             f"hpscan shard-run: {len(uploader.pending)} model(s) could not be uploaded to {uploader.store.location.url}"

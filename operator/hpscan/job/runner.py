@@ -92,8 +92,8 @@ def run_shard(
 ) -> int:
     """Run the payload to completion, publishing records as they appear; returns the payload's exit code.
 
-    ``keep_models`` (e.g. job.store.ModelUploader) sees each batch of new records before it is published, so a
-    record the operator reads has its model kept already; it must not raise (a store's failure costs no record)."""
+    ``keep_models`` (e.g. job.store.ModelUploader) sees each batch of new records once it is published (and an
+    empty batch at the end); it must not raise: a store's failure costs no record."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_FILE
     seed_results(results, channel.recorded())
@@ -108,10 +108,10 @@ def run_shard(
     try:
 
         def carry(records: list[ResultRecord]) -> None:
-            if keep_models is not None:
-                keep_models(records)
             if records:
                 channel.publish(records)
+            if keep_models is not None:  # after publishing: a slow or broken store never delays a record
+                keep_models(records)
 
         while process.poll() is None:
             if records := tail.read_new():

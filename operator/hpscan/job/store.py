@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -244,35 +245,52 @@ class ModelUploader:
 
     The job uploads every model its shard trained: which ones the scan keeps depends on the records of all shards,
     so the operator prunes when the scan ends (hpscan.core.artifacts.models_to_keep). A failed upload never stops
-    records: it is said once on stderr, the folder stays, and it is tried again with the next records and at the
-    end."""
+    records: it is said once on stderr, the folder stays, and the uploads wait ``retry_seconds`` before the next
+    try (a store that does not answer must not slow the records down), with a last try at the end (``finish``)."""
 
-    def __init__(self, store: ModelStore, out_dir: Path) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        out_dir: Path,
+        retry_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.models_dir = out_dir / MODELS_DIR
         self.pending: list[str] = []
         self.records: dict[str, ResultRecord] = {}
         self.uploaded = 0
         self.said: set[str] = set()
+        self.retry_seconds, self.clock = retry_seconds, clock
+        self.retry_at = 0.0
 
     def __call__(self, records: Iterable[ResultRecord]) -> None:
         for record in records:
             if record.status == "succeeded" and record.id not in self.records:
                 self.records[record.id] = record
                 self.pending.append(record.id)
-        still: list[str] = []
-        for combination in self.pending:
+        if self.clock() >= self.retry_at:
+            self._upload()
+
+    def finish(self) -> None:
+        """The last try, whatever the wait: the pod ends after it."""
+        self._upload()
+
+    def _upload(self) -> None:
+        while self.pending:
+            combination = self.pending[0]
             folder = self.models_dir / combination
-            if not (folder / MODEL_FILE).is_file():
-                continue  # the payload saved none (e.g. keep: none, or it failed to save): nothing to keep
-            try:
-                self.store.upload_model(folder, self.records[combination])
-            except ArtifactStoreError as error:
-                still.append(combination)
-                if error.cause not in self.said:  # once per cause, not once per file
-                    self.said.add(error.cause)
-                    print(f"hpscan: {error}; the records go on, the model stays here for a later try", file=sys.stderr)
-                continue
-            self.uploaded += 1
-            shutil.rmtree(folder, ignore_errors=True)  # the emptyDir holds only what is not uploaded yet
-        self.pending = still
+            if (folder / MODEL_FILE).is_file():  # else the payload saved none (keep: none, a failed save)
+                try:
+                    self.store.upload_model(folder, self.records[combination])
+                except ArtifactStoreError as error:
+                    self.retry_at = self.clock() + self.retry_seconds
+                    if error.cause not in self.said:  # once per cause, not once per file
+                        self.said.add(error.cause)
+                        print(
+                            f"hpscan: {error}; the records go on, the models stay here for a later try", file=sys.stderr
+                        )
+                    return
+                self.uploaded += 1
+                shutil.rmtree(folder, ignore_errors=True)  # the emptyDir holds only what is not uploaded yet
+            self.pending.pop(0)
