@@ -7,6 +7,9 @@
 - ``k8s`` (session): a ``kubernetes.client.ApiClient`` with admin rights.
 - ``namespace`` (function): a fresh namespace for one test, deleted afterwards; ``new_namespace`` (function)
   makes more, with labels (e.g. pod-security).
+- ``s3`` (session): a real S3 server, versitygw built from the Go module proxy (cluster/s3/build.sh, cached),
+  on 127.0.0.1:$HPSCAN_S3_PORT (default 29000) with its objects in a temporary folder; stopped by its pid at the
+  end. Pods of the test node agent run on this host, so they reach it too.
 
 Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically. The ``condor_pool``
 fixture (a personal HTCondor pool) lives in condor_pool.py, registered here as a plugin.
@@ -33,6 +36,7 @@ sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
 
 import condor_pool  # noqa: E402 (the personal HTCondor pool: the condor_pool fixture and its hooks)
 
+from cluster.s3server import S3Server  # noqa: E402
 from cluster.testing import LocalCluster  # noqa: E402
 
 CLUSTER_DIR = Path(os.environ.get("HPSCAN_CLUSTER_DIR", REPO / ".cluster"))
@@ -145,13 +149,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build the tools before the first test when a selected test needs the cluster: a cold build takes
-    minutes, which must not count against any one test's timeout. Cached builds take seconds."""
-    if not session.config.option.collectonly and any(_uses_cluster(item) for item in session.items):
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    """Build the tools before the first test when a selected test needs the cluster (or the S3 server): a cold
+    build takes minutes, which must not count against any one test's timeout. Cached builds take seconds."""
+    if session.config.option.collectonly:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if any(_uses_cluster(item) for item in session.items):
         if reporter is not None:
             reporter.write_line("building the local Kubernetes tools (cluster/build-tools.sh; cached by version)")
         _run_script("build-tools.sh")
+    if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+        if reporter is not None:
+            reporter.write_line("building the S3 server (cluster/s3/build.sh; cached by version)")
+        _run_script("s3/build.sh")
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:

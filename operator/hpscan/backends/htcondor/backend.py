@@ -64,6 +64,7 @@ from hpscan.backends.htcondor.submit import (
     submit_description,
     write_sandboxes,
 )
+from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError, SchedulerUnavailable
 from hpscan.job.chirp import classad_string
@@ -111,6 +112,7 @@ class HTCondorBackend(Backend):
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
+        self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
     # scans --------------------------------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class HTCondorBackend(Backend):
         sees, e.g. from an index, so a restarted operator polls what it submitted before)."""
         uid = self._uid(scan)
         tracked = self._scans.setdefault(uid, Tracked(scan))
+        self.models.watch(scan, spec)
         for site in spec.sites:
             if site.backend == "htcondor":
                 tracked.sites[site.name] = site
@@ -344,6 +347,7 @@ class HTCondorBackend(Backend):
         if uid not in self._scans:
             return []
         self._ensure_fresh(uid)
+        self.models.flush(scan)  # returned models whose upload failed before
         read = self._read_jobs.setdefault(uid, set())
         live = self._live_seen.setdefault(uid, set())
         records: list[ResultRecord] = []
@@ -360,6 +364,7 @@ class HTCondorBackend(Backend):
                     continue  # not back yet: read it on a later cycle (a shard that ends without it shows RecordsMissing)
                 found, problems = parse_records(lines)
                 records.extend(found)
+                self.models.returned(scan, path.parent, found)
                 self._unreadable[uid] = self._unreadable.get(uid, 0) + len(problems)
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):

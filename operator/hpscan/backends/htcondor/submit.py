@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import (
+    MODELS_DIR,
     RESULTS_FILE,
     ShardFile,
     shard_file_name,
@@ -32,6 +33,7 @@ from hpscan.backends.htcondor.schedd import (
     UID_ATTR,
     condor_of,
 )
+from hpscan.backends.sandbox_models import wants_models_back
 from hpscan.errors import BackendError
 from hpscan.job.chirp import classad_string
 
@@ -125,7 +127,8 @@ def submit_description(
     # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
     commands["should_transfer_files"] = "YES"
     commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
-    commands["transfer_output_files"] = RESULTS_FILE
+    # models/ comes back too when the scan keeps models in a store: the operator uploads them (sandbox_models).
+    commands["transfer_output_files"] = f"{RESULTS_FILE}, {MODELS_DIR}" if wants_models_back(spec) else RESULTS_FILE
     commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
     commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
     # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).
