@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from kubernetes import client
 from operator_run import REPO, operator_on_local_cluster
