@@ -56,7 +56,7 @@ from hpscan.backends.htcondor.schedd import (
 )
 from hpscan.backends.htcondor.submit import SubmitPlan, scan_dir, submit_description, write_sandboxes
 from hpscan.errors import BackendError, SchedulerUnavailable
-from hpscan.job.chirp import classad_string
+from hpscan.job.chirp import RECORDS_ATTR, classad_string
 
 # --- the backend -----------------------------------------------------------------------------------------------
 
@@ -100,6 +100,7 @@ class HTCondorBackend(Backend):
         self._cancelled: dict[str, set[int]] = {}
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
+        self._chirped: dict[str, dict[int, dict[str, ResultRecord]]] = {}  # by uid and shard: live records seen
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
 
     # scans --------------------------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ class HTCondorBackend(Backend):
                 except Exception as error:
                     self._schedds.pop(schedd_key(condor), None)
                     raise unavailable(condor, "releasing completed jobs", error) from None
-        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._unreadable):
+        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable):
             table.pop(uid, None)
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
@@ -354,6 +355,7 @@ class HTCondorBackend(Backend):
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
                 for record in records_chirped_by(ad):
+                    self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record
                     if record.id not in live:
                         live.add(record.id)
                         records.append(record)
@@ -389,11 +391,15 @@ class HTCondorBackend(Backend):
             condor = condor_of(site)
             schedd = self._schedd(condor)
             try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
-                if schedd.query(constraint, ["ClusterId", "ProcId"]):
+                if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORDS_ATTR]):
                     schedd.edit(constraint, CANCELLED_ATTR, "true")
             except Exception as error:
                 raise unavailable(condor, "marking jobs to remove", error) from None
             self._act_remove(schedd, condor, constraint, "scan suspended or deleted")
+            for ad in unfinished:
+                for record in records_chirped_by(ad):
+                    self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record
+        self._keep_chirped(tracked.scan)
         active = {
             int(attr(ad, SHARD_ATTR, 0))
             for _, _, ad in self._jobs(uid)
@@ -401,6 +407,20 @@ class HTCondorBackend(Backend):
         }
         self._cancelled.setdefault(uid, set()).update(active if shards is None else shards)
         self._refreshed_at = None  # the next poll asks again
+
+    def _keep_chirped(self, scan: ScanRef) -> None:
+        """A removed job's scratch results never come back: append what it chirped to its shard's results.jsonl,
+        so the next attempt's input sandbox carries it and nothing recorded is trained again (the contract)."""
+        for shard, chirped in self._chirped.pop(self._uid(scan), {}).items():
+            path = self.scan_dir(scan) / shard_name(shard) / RESULTS_FILE
+            try:
+                kept = {r.id for r in parse_records(path.read_bytes().splitlines())[0]}
+            except FileNotFoundError:
+                continue  # no sandbox here (a scan forgotten with its sandboxes)
+            missing = [r for r in chirped.values() if r.id not in kept]
+            if missing:
+                with path.open("a") as results:
+                    results.writelines(r.model_dump_json(by_alias=True, exclude_none=True) + "\n" for r in missing)
 
     @_locked
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:

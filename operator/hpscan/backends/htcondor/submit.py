@@ -137,11 +137,13 @@ def submit_description(
     commands["request_cpus"] = str(condor.request_cpus)
     commands["request_memory"] = condor.request_memory
     commands["request_disk"] = condor.request_disk
-    # A retry should not land on the machine whose GPU just failed it (the manual's black-hole idiom).
+    # A retry prefers a machine other than the two that last ran it (the manual's black-hole idiom), as a rank, not
+    # a requirement: as a requirement, a retry at a site with one GPU node stayed idle for ever (the real pool).
     commands["job_machine_attrs"] = "Machine"
     commands["job_machine_attrs_history_length"] = "3"
-    avoid = "(TARGET.Machine =!= MY.MachineAttrMachine1) && (TARGET.Machine =!= MY.MachineAttrMachine2)"
-    commands["requirements"] = f"{avoid} && ({condor.requirements})" if condor.requirements else avoid
+    commands["rank"] = "(TARGET.Machine =!= MY.MachineAttrMachine1) + (TARGET.Machine =!= MY.MachineAttrMachine2)"
+    if condor.requirements:
+        commands["requirements"] = condor.requirements
     if condor.accounting_group:
         commands["accounting_group"] = condor.accounting_group
     # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
