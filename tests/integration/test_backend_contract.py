@@ -17,7 +17,6 @@ and how to let the batch system make progress.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator

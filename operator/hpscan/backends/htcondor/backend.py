@@ -312,7 +312,7 @@ class HTCondorBackend(Backend):
             if state.index in rank and rank[state.index] >= order:
                 continue
             rank[state.index] = order
-            if state.reason in FINAL_EXITS.values():  # the payload's own words, from the returned stderr
+            if state.reason in {*FINAL_EXITS.values(), Reason.PAYLOAD_FAILED}:  # its own words, from the stderr back
                 stderr = self.scan_dir(scan) / shard_name(state.index) / "stderr.txt"
                 if words := last_line(stderr, 200):
                     state = state.model_copy(update={"message": f"{words} ({state.message})"[:300]})

@@ -40,6 +40,7 @@ PROJECTION = [
     "HoldReason",
     "HoldReasonCode",
     "RemoveReason",
+    "LastRejMatchReason",
     CANCELLED_ATTR,
     DONE_ATTR,
     FAILED_ATTR,
