@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from typing import Any
@@ -25,6 +26,7 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.htcondor import HTCondorBackend, locate_schedd
+from hpscan.backends.htcondor.submit import write_sandboxes
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate
 from hpscan.core.summary import build_status
@@ -71,8 +73,13 @@ def test_submit_poll_resubmit_cancel_on_a_real_schedd(condor_pool, style):
         states = backend.poll(scan)
         assert sorted(states) == [0, 1]
         assert all(s.phase in {ShardPhase.PENDING, ShardPhase.RUNNING} for s in states.values())
+        assert len({str(s.job).split(".")[0] for s in states.values()}) == 1  # one cluster, one job per shard
         backend.submit(scan, spec, launches)  # idempotent: finds both jobs
+        # ... and so does a restarted operator (a new backend) that crashed before it wrote the status
+        restarted = HTCondorBackend(work_dir, schedd_factory=counting, max_age_seconds=0)
+        restarted.submit(scan, spec, launches)
         assert [s.job for s in backend.poll(scan).values()] == [s.job for s in states.values()]
+        assert [s.job for s in restarted.poll(scan).values()] == [s.job for s in states.values()]
     finally:
         backend.cancel(scan)
     after = backend.poll(scan)
@@ -125,12 +132,17 @@ class Scan:
         self.backend.submit(self.ref, self.spec, launches)
 
     def until(self, done: Any, what: str, timeout: float = 90) -> dict[int, ShardStatus]:
+        seen: list[dict[int, ShardStatus]] = [{}]
+
         def check() -> dict[int, ShardStatus] | None:
-            states = self.backend.poll(self.ref)
+            seen[0] = states = self.backend.poll(self.ref)
             self.records += self.backend.fetch_records(self.ref)
             return states if states and done(states[0]) else None
 
-        return self.pool.wait(check, timeout, what, interval=0.5)
+        try:
+            return self.pool.wait(check, timeout, what, interval=0.5)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; last states: {seen[0]}") from None
 
     def status(self, states: dict[int, ShardStatus]) -> Any:
         return build_status(self.planned, aggregate(self.planned, self.records), states)
@@ -152,6 +164,32 @@ def test_chirped_records_reach_the_scan_status_while_the_job_runs(condor_pool):
         states = scan.until(lambda s: s.phase == ShardPhase.SUCCEEDED, "the job's end")
         assert aggregate(scan.planned, scan.records).succeeded == 2  # the rest came back in the output sandbox
         assert scan.status(states).phase == "Succeeded"
+    finally:
+        scan.close()
+
+
+def test_a_crash_between_submit_and_spool_is_repaired(condor_pool):
+    """Jobs submitted with spool=True whose input never came (the operator died between submit and spool) stay held
+    (SpoolingInput). The schedd marks them StageInStart all the same; once they waited longer than any spool takes
+    (spool_grace_seconds), the next submit removes them and submits again, and the shard runs."""
+    scan = Scan(condor_pool, pool_scan(condor_pool, {}), spool_grace_seconds=4)
+    try:
+        shard_file = scan.planned.shard_file(0)
+        orphan = scan.backend.plans(scan.ref, scan.spec, [ShardLaunch(shard_file, scan.spec.sites[0])])
+        write_sandboxes(scan.backend.scan_dir(scan.ref), [shard_file])
+        cluster = condor_pool.schedd().submit(orphan[0].description, spool=True, itemdata=iter(orphan[0].itemdata))
+        orphan_job = f"{cluster.cluster()}.0"
+        scan.backend.track(scan.ref, scan.spec)
+        assert scan.backend.poll(scan.ref)[0].reason == "SpoolingInput"
+        scan.submit()  # within the grace: its input may still be on its way, so it is present
+        assert scan.backend.poll(scan.ref)[0].job == orphan_job
+        time.sleep(5)
+        scan.submit()
+        states = scan.until(lambda s: s.phase == ShardPhase.SUCCEEDED, "the shard submitted again")
+        assert states[0].job != orphan_job
+        assert aggregate(scan.planned, scan.records).succeeded == 2
+        left = condor_pool.schedd().query(f"ClusterId == {cluster.cluster()}", ["JobStatus"])
+        assert all(ad["JobStatus"] == 3 for ad in left)  # removed (or already gone)
     finally:
         scan.close()
 

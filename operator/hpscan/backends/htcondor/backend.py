@@ -41,6 +41,7 @@ from hpscan.backends.htcondor.schedd import (
     RUNNING,
     SHARD_ATTR,
     SITE_ATTR,
+    SPOOL_GRACE_SECONDS,
     SUSPENDED,
     TRANSFERRING_OUTPUT,
     UID_ATTR,
@@ -85,8 +86,10 @@ class HTCondorBackend(Backend):
         max_age_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         read_secret: Callable[[str, str, str], str] | None = None,
+        spool_grace_seconds: float = SPOOL_GRACE_SECONDS,
     ) -> None:
         self.work_dir = work_dir.absolute()
+        self.spool_grace_seconds = spool_grace_seconds
         self.read_secret = read_secret  # (namespace, name, key) -> value: IDTOKENs from Kubernetes Secrets
         self.schedd_factory = schedd_factory
         self.max_age_seconds = max_age_seconds
@@ -197,7 +200,7 @@ class HTCondorBackend(Backend):
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
-                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
+                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode", "QDate", "StageInFinish"],
                 )
             except Exception as error:
                 self._schedds.pop(schedd_key(condor), None)
@@ -208,12 +211,14 @@ class HTCondorBackend(Backend):
                 status = int(attr(ad, "JobStatus", IDLE))
                 if status == REMOVED:
                     continue
-                # Held for input that was never spooled (a crash between submit and spool): submit again. A job
-                # whose spooling started (StageInStart) stays held a moment after spool() returns: it is present.
-                spooling = attr(ad, "StageInStart") is not None
-                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT and not spooling:
-                    orphans.append(job_id(ad))
-                    continue
+                # Held for input that never came (a crash between submit and spool): submit again, once its input
+                # had time to arrive. A spooled job stays held a moment after spool() returns: it is present.
+                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
+                    now = float(attr(ad, "ServerTime", time.time()))
+                    waited = now - float(attr(ad, "QDate", now))
+                    if attr(ad, "StageInFinish") is None and waited > self.spool_grace_seconds:
+                        orphans.append(job_id(ad))
+                        continue
                 present.add(int(attr(ad, SHARD_ATTR, -1)))
             missing = [row for row in plan.itemdata if int(row["Shard"]) not in present]
             if not missing:
