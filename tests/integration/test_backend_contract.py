@@ -116,6 +116,8 @@ class HTCondorHarness:
 def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., tuple[Harness, Plan]]]:
     """make_harness(knobs, retries) -> (harness, plan), for the backend this test is parametrized with."""
 
+    made: list[Any] = []
+
     def make(knobs: dict[str, Any], retries: int = 1) -> tuple[Harness, Plan]:
         # Pods see their own /tmp (an emptyDir), not pytest's: the Kubernetes payload logs under the repository.
         log_dir = request.getfixturevalue("pod_visible_dir") if request.param == "kubernetes" else tmp_path
@@ -140,10 +142,16 @@ def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
             harness = KubernetesHarness(k8s, request.getfixturevalue("namespace"), body)
         harness.trained_log = trained_log
         harness.spec = spec
+        made.append(harness)
         return harness, planned
 
     make.backend = request.param  # type: ignore[attr-defined]
     yield make
+    for harness in made:
+        if isinstance(harness, HTCondorHarness):  # as a deleted scan: its jobs leave the pool's queue
+            backend = harness.new_backend()
+            backend.track(harness.ref, harness.spec)
+            backend.forget(harness.ref)
 
 
 @pytest.fixture(scope="module")
