@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hpscan.api.common import CamelModel, cel_rules
+from hpscan.api.common import CamelModel, EnvVar, cel_rules
 from hpscan.api.contract import GPURequest, Objective, ParameterValue
+from hpscan.api.registry import entries
 from hpscan.api.sites import NAME_PATTERN, Site
 from hpscan.api.status import HPScanStatus
 
@@ -137,13 +138,6 @@ class Sharding(CamelModel):
         return self
 
 
-class EnvVar(CamelModel):
-    """An environment variable of the payload."""
-
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name.")
-    value: str = Field("", description="Variable value.")
-
-
 class Payload(CamelModel):
     """The container every shard runs; it reads a shard file and writes result records (see the contract)."""
 
@@ -154,6 +148,12 @@ class Payload(CamelModel):
         description="Command run with the shard file and output folder appended.",
     )
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment of the payload.")
+    gpu_check: list[str] = Field(
+        default_factory=lambda: ["dl1", "gpu-check", "--require"],
+        description="The site probe (the paper's GPU test container): run once per site, in the payload image with "
+        "the shards' GPU request, before the site gets shards of a scan with gpu.required. Exit 0: the site is "
+        "usable; exit 3: its GPUs are not, and it is excluded for the scan. An empty list sends no probe.",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict, description="Opaque settings passed to the payload in every shard file (epochs, data...)."
     )
@@ -233,7 +233,16 @@ class HPScanSpec(CamelModel):
                 "self.sampling.strategy == 'random' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
                 "grid sampling needs count or step on every range",
             ),
-            # Transition rules: what was planned must not change under running shards.
+            # Transition rules: what was planned must not change under running shards. Sites may be added or
+            # retuned (weights, maxRunning, settings) for shards placed from now on; a running shard never moves
+            # because of an edit (where it runs is read from its job), and a site that holds shards cannot go.
+            (
+                "!has(oldSelf.sites) || has(self.sites) && oldSelf.sites.all(o, self.sites.exists(s, s.name == o.name"
+                + "".join(f" && has(s.{name}) == has(o.{name})" for name in entries())
+                + "))",
+                "spec.sites: a site cannot be removed or given another backend once the scan exists; add a site, "
+                "or drain one with maxRunning: 0",
+            ),
             (
                 "self.parameters == oldSelf.parameters",
                 "spec.parameters cannot change once the scan exists; create a new HPScan",
