@@ -29,9 +29,10 @@ COMBINATIONS = 24  # examples/quickstart.yaml: 2 x 2 x 3 x 2
 
 
 def condor_sites(pool: Any, **extra: Any) -> list[dict[str, Any]]:
-    """One htcondor site for the pool: 1 CPU and 1.5 GB a shard (the pool's CPU slot has 2 cores and 4 GB)."""
+    """One htcondor site for the pool: 1 CPU and 1.5 GB a shard (the pool's CPU slot has 2 cores and 4 GB), and
+    the site's software area (the job Python) on the jobs' PATH, as a site admin would set it."""
     block = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "1536MB", "requestDisk": "1GB"}
-    return [{"name": "pool", "htcondor": {**pool.site(), **block, **extra}}]
+    return [{"name": "pool", "env": job_env(pool), "htcondor": {**pool.site(), **block, **extra}}]
 
 
 def job_env(pool: Any) -> list[dict[str, str]]:
@@ -55,7 +56,6 @@ def test_quickstart_through_hpscan_run_at_an_htcondor_site(condor_pool, tmp_path
         str(Path(sys.executable).parent / "hpscan"), "run", str(REPO / "examples" / "quickstart.yaml"),
         "--out", str(tmp_path), "--plain", "--site", "pool",
         "--set", f"sites={json.dumps(condor_sites(condor_pool))}",
-        "--set", f"payload.env={json.dumps(job_env(condor_pool))}",
     ]  # fmt: skip
     run = subprocess.run(command, env=condor_pool.env(), capture_output=True, text=True, timeout=1200, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -81,7 +81,6 @@ def test_quickstart_through_the_operator_at_an_htcondor_site(condor_pool, cluste
     )
     body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
     body["spec"]["sites"] = condor_sites(condor_pool, tokenSecret={"name": "pool-token"})
-    body["spec"]["payload"]["env"] = job_env(condor_pool)
 
     work = condor_pool.job_dir("operator")
     log = work / "operator.log"
