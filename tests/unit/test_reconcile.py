@@ -131,6 +131,8 @@ def test_a_spec_the_models_refuse_fails_with_invalid_spec():
 
 
 def test_shards_split_over_a_kubernetes_and_an_htcondor_site_and_both_reach_the_status(tmp_path):
+    """STAND-IN schedd: a unit test of the reconcile, without daemons (the real pool runs the operator in
+    tests/integration/test_htcondor_payload.py)."""
     import json as _json
 
     from hpscan.backends.htcondor import HTCondorBackend
@@ -175,6 +177,7 @@ def test_shards_split_over_a_kubernetes_and_an_htcondor_site_and_both_reach_the_
 
 
 def test_a_schedd_that_stops_answering_degrades_the_scan_once(tmp_path):
+    """STAND-IN schedd: one that stops answering, on demand."""
     from hpscan.backends.htcondor import HTCondorBackend
     from hpscan.testing.condor import ScheddStandIn
 

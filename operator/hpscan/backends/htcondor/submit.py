@@ -119,11 +119,13 @@ def submit_description(
     shard_macro = shard_name(0).replace("000", "$INT(Shard,%03d)")  # shard-NNN, per job
     commands = _job_commands(scan, spec, site, shard_runner_arguments(spec, f"{shard_macro}.json"))
     commands["initialdir"] = f"{folder}/{shard_macro}"
-    # A retry should not land on the machine whose GPU just failed it (the manual's black-hole idiom).
+    # A retry prefers a machine other than the two that last ran it (the manual's black-hole idiom), as a rank, not
+    # a requirement: as a requirement, a retry at a site with one GPU node stayed idle for ever (the real pool).
     commands["job_machine_attrs"] = "Machine"
     commands["job_machine_attrs_history_length"] = "3"
-    avoid = "(TARGET.Machine =!= MY.MachineAttrMachine1) && (TARGET.Machine =!= MY.MachineAttrMachine2)"
-    commands["requirements"] = f"{avoid} && ({condor.requirements})" if condor.requirements else avoid
+    commands["rank"] = "(TARGET.Machine =!= MY.MachineAttrMachine1) + (TARGET.Machine =!= MY.MachineAttrMachine2)"
+    if condor.requirements:
+        commands["requirements"] = condor.requirements
     # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
     commands["should_transfer_files"] = "YES"
     commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
