@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 NODE = os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
 CLUSTER_DIR = Path(os.environ.get("HPSCAN_CLUSTER_DIR", REPO / ".cluster"))
 PAYLOAD = "localhost/hpscan/dl1-payload:dev"
+GPU_CHECK = "localhost/hpscan/dl1-gpu-check:dev"
 SCRIPT = r"""
 echo "uid=$(id -u) gid=$(id -g)"
 hpscan shard-run --help | head -3
@@ -326,3 +327,47 @@ def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(
     assert pod.spec.node_name == NODE
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+
+
+def test_the_gpu_check_image_exits_3_on_the_node_that_advertises_gpus_it_lacks(cluster, k8s, new_namespace):
+    """The site's GPU test container (payload/Dockerfile, target gpu-check) as a pod given one nvidia.com/gpu:
+    with no device in the container, it exits 3 and says why."""
+    ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gpu-check"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"hpscan.io/real-node": "true"},
+            "tolerations": TOLERATIONS,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "gpu-check",
+                    "image": GPU_CHECK,
+                    "imagePullPolicy": "Never",
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "1Gi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(ns, pod)
+
+    def terminated():
+        statuses = core.read_namespaced_pod("gpu-check", ns).status.container_statuses or []
+        return statuses and statuses[0].state.terminated
+
+    state = cluster.wait(terminated, 180, "the gpu-check pod to finish")
+    logs = cluster.kubectl("-n", ns, "logs", "gpu-check", check=False)
+    assert state.exit_code == 3, f"{state}: {logs.stdout}{logs.stderr}"
+    assert "no NVIDIA device nodes" in logs.stdout + logs.stderr, logs.stdout + logs.stderr
