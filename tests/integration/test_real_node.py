@@ -1,4 +1,4 @@
-"""A real node (opt-in, HPSCAN_REAL_NODE=1: containerd + runc + a kubelet, cluster/node/up.sh): a pod from the
+"""The real node (the real_node fixture: containerd + runc + a kubelet, cluster/node/up.sh; root): a pod from the
 payload image runs there under the restricted Pod Security profile, `kubectl logs` reaches it through the API
 server, the pod's network keeps every packet on the machine (no default route, no DNS), a shard Job made by
 the operator's own manifest functions trains and publishes its record through the kubernetes Service, and, end
@@ -19,13 +19,7 @@ import yaml
 from kubernetes import client
 from operator_support import tiny_shard, wait_phase
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        os.environ.get("HPSCAN_REAL_NODE") != "1",
-        reason="opt-in until proven: HPSCAN_REAL_NODE=1 starts a real kubelet and containerd (cluster/node/up.sh)",
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
@@ -170,7 +164,7 @@ def _ctr(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def operator_release(cluster, k8s):
+def operator_release(cluster, k8s, real_node):
     """The Helm chart installs the operator image on the real node, watching one namespace under the restricted
     Pod Security profile; the chart's site defaults send scans without spec.sites to the real node. Yields the
     scans' namespace."""
