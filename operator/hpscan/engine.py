@@ -7,34 +7,51 @@ runs one step per timer tick. Decisions are the pure functions of hpscan.core.de
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import json
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
 
-from hpscan.api.contract import ResultRecord
-from hpscan.api.sites import Site
+from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ACTIVE_PHASES, TERMINAL_SCAN_PHASES, HPScanStatus, ShardPhase, ShardStatus
+from hpscan.api.status import (
+    ACTIVE_PHASES,
+    TERMINAL_SCAN_PHASES,
+    HPScanStatus,
+    Reason,
+    ShardPhase,
+    ShardStatus,
+    SiteState,
+    SiteStatus,
+)
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
-from hpscan.core.decisions import assign_sites, decide
+from hpscan.core.brokering import (
+    ProbeOutcome,
+    Target,
+    gpu_failures,
+    next_site_status,
+    probe_due,
+    probe_needed,
+    with_shard_counts,
+)
+from hpscan.core.decisions import decide
+from hpscan.core.planning import position_of
 from hpscan.core.results import Aggregate
 from hpscan.core.summary import build_status
+from hpscan.errors import HPScanError
+
+ProbeCache = MutableMapping[str, tuple[ProbeOutcome, datetime]]
+"""Ended probe outcomes by site, image and check (probe_key), with when they ended: ten scans on one site probe it
+once. The operator keeps one for all scans; entries older than the shell's probe_cache_seconds are ignored."""
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where one shard runs: the backend that runs it and its site (None: that backend's own default)."""
-
-    backend: str
-    site: Site | None
-
-
-def place(shard_count: int, sites: Sequence[Site], default_backend: str) -> dict[int, Placement]:
-    """Every shard's placement: sites spread by weight (hpscan.core.decisions.assign_sites); without sites every
-    shard goes to ``default_backend``."""
-    return {
-        shard: Placement(site.backend if site is not None else default_backend, site)
-        for shard, site in assign_sites(shard_count, sites).items()
-    }
+def probe_key(target: Target, spec: HPScanSpec) -> str:
+    """What a probe's outcome depends on: the site's settings and environment, the image, the check, the GPUs."""
+    site = target.site.model_dump(mode="json", exclude={"weight", "max_running"}) if target.site else None
+    payload = {"image": spec.payload.image, "check": spec.payload.gpu_check, "env": spec.payload.model_dump()["env"]}
+    return json.dumps([target.name, target.backend, site, payload, spec.gpu.model_dump(mode="json")], sort_keys=True)
 
 
 @dataclass
@@ -48,43 +65,122 @@ class StepResult:
     results.jsonl)."""
 
 
+def remaining_shard_file(agg: Aggregate, shard: int) -> ShardFile:
+    """The shard's file with only the combinations not yet recorded: a moved shard trains nothing twice, whatever
+    its new site's channel holds."""
+    full = agg.plan.shard_file(shard)
+    todo = [c for c in full.combinations if not agg.states[position_of(c.id)]]
+    return full.model_copy(update={"combinations": todo})
+
+
+def _merge(states: dict[int, ShardStatus], found: Mapping[int, ShardStatus]) -> None:
+    """Fold one backend's shard states in: a shard's newest job generation (moves) speaks for it."""
+    for index, state in found.items():
+        held = states.get(index)
+        if held is None or (state.moves, state.phase in ACTIVE_PHASES) >= (held.moves, held.phase in ACTIVE_PHASES):
+            states[index] = state
+
+
 def step(
     scan: ScanRef,
     spec: HPScanSpec,
     agg: Aggregate,
     backends: Mapping[str, Backend],
-    placement: Mapping[int, Placement],
+    targets: Sequence[Target],
     *,
     known: Mapping[int, ShardStatus] | None = None,
     previous: HPScanStatus | None = None,
     generation: int | None = None,
     max_status_shards: int | None = None,
+    now: datetime | None = None,
+    probe_cache: ProbeCache | None = None,
+    probe_cache_seconds: float = 3600,
 ) -> StepResult:
-    """Bring a scan one step closer to done. ``backends`` holds at least every backend named in ``placement``;
-    ``known`` holds shard states no backend reports (e.g. shards a local re-run found complete). Raises the
-    backends' HPScanErrors (e.g. SchedulerUnavailable): the shell decides what a failed step means."""
+    """Bring a scan one step closer to done. ``backends`` holds at least every backend named in ``targets``;
+    ``known`` holds shard states no backend reports (e.g. shards a local re-run found complete).
+
+    A backend that fails (raises an HPScanError, e.g. SchedulerUnavailable) makes its sites Unreachable for this
+    step, with the error as their message; the other sites go on and nothing recorded is lost."""
+    now = now or datetime.now(UTC)
     planned = agg.plan
-    used = {name: backends[name] for name in sorted({p.backend for p in placement.values()})}
+    used = {name: backends[name] for name in sorted({t.backend for t in targets})}
+    by_site = {t.name: t for t in targets}
+    outages: dict[str, str] = {}
     states: dict[int, ShardStatus] = dict(known or {})
     new_records: list[ResultRecord] = []
-    for backend in used.values():
-        backend.track(scan, spec)
-        states.update(backend.poll(scan))
-        new_records += [record for record in backend.fetch_records(scan) if agg.add(record)]
-        agg.unreadable[f"{backend.name} channel"] = backend.unreadable(scan)
-
-    decision = decide(spec, planned.shard_count, states)
     for name, backend in used.items():
-        if stop := [i for i in decision.stop if placement[i].backend == name]:
-            backend.cancel(scan, stop)
-        if start := [i for i in decision.start if placement[i].backend == name]:
-            backend.prepare(scan, spec, planned.shard_count)
-            backend.submit(scan, spec, [ShardLaunch(planned.shard_file(i), placement[i].site) for i in start])
-    for i in decision.start:  # just submitted: Pending until the backend reports otherwise
-        site = placement[i].site
-        states.setdefault(i, ShardStatus(index=i, site=site.name if site is not None else None))
-    for i in decision.stop:
-        states[i] = states[i].model_copy(update={"phase": ShardPhase.SUSPENDED})
+        try:
+            backend.track(scan, spec)
+            _merge(states, backend.poll(scan))
+            new_records += [record for record in backend.fetch_records(scan) if agg.add(record)]
+            agg.unreadable[f"{backend.name} channel"] = backend.unreadable(scan)
+            outages.update({site: why for site, why in backend.outages(scan).items() if site in by_site})
+        except HPScanError as error:
+            outages.update({t.name: str(error) for t in targets if t.backend == name})
+
+    sites = _next_sites(scan, spec, targets, used, states, previous, outages, now, probe_cache, probe_cache_seconds)
+    decision = decide(spec, planned.shard_count, states, targets, sites, now)
+
+    def backend_of(index: int) -> str | None:
+        site = states[index].site if index in states else None
+        return by_site[site].backend if site in by_site else None
+
+    def act(backend_name: str, what: str, action: Callable[[], None]) -> bool:
+        """Run one backend action; a failure makes that backend's sites Unreachable, the others go on."""
+        try:
+            action()
+        except HPScanError as error:
+            for t in targets:
+                if t.backend == backend_name:
+                    outages[t.name] = f"{what}: {error}"
+            return False
+        return True
+
+    for name, backend in used.items():
+        if stop := [i for i in decision.stop if backend_of(i) in (name, None)]:
+            act(name, "stopping shards", partial(backend.cancel, scan, stop))
+        if leave := [i for i in decision.withdraw if backend_of(i) == name]:
+            act(name, "removing jobs of shards that move", partial(backend.cancel, scan, leave))
+
+    started: set[int] = set()
+    for name, backend in used.items():
+        mine = [s for s in decision.start if by_site[s.site].backend == name]
+        launches = []
+        for start in mine:
+            shard_file = remaining_shard_file(agg, start.shard)
+            if not shard_file.combinations:  # everything was recorded before its job could end where it was
+                states[start.shard] = ShardStatus(
+                    index=start.shard, site=start.site, phase=ShardPhase.SUCCEEDED, moves=start.moves
+                )
+                continue
+            launches.append(ShardLaunch(shard_file, by_site[start.site].site, start.moves))
+        if not launches:
+            continue
+
+        if act(name, f"submitting {len(launches)} shard(s)", partial(_send, backend, scan, spec, launches)):
+            for launch in launches:
+                index = launch.shard_file.shard
+                site = next(s.site for s in mine if s.shard == index)
+                states[index] = ShardStatus(index=index, site=site, moves=launch.moves)  # Pending until polled
+                started.add(index)
+    for index, (reason, message) in decision.withdraw.items():
+        if index not in started:
+            states[index] = states[index].model_copy(
+                update={"phase": ShardPhase.PENDING, "reason": reason, "message": message}
+            )
+    for index, message in decision.waiting.items():
+        if index not in started:
+            states[index] = states[index].model_copy(
+                update={"phase": ShardPhase.PENDING, "reason": Reason.NO_USABLE_SITE, "message": message}
+            )
+    for index in decision.stop:
+        states[index] = states[index].model_copy(update={"phase": ShardPhase.SUSPENDED})
+    for site_name, why in outages.items():  # an action that failed this step: say so now
+        held = sites[site_name]
+        if held.state != SiteState.EXCLUDED and held.message != why:
+            sites[site_name] = next_site_status(
+                by_site[site_name], held, now=now, needed=probe_needed(spec), outage=why
+            )
 
     status = build_status(
         planned,
@@ -94,10 +190,64 @@ def step(
         previous=previous,
         generation=generation,
         max_shards=max_status_shards,
+        targets=targets,
+        sites=[with_shard_counts(sites[t.name], states, agg.shard_done) for t in targets],
     )
     if status.phase in TERMINAL_SCAN_PHASES:  # e.g. too many failed combinations: stop what still runs
         active = [i for i, state in states.items() if state.phase in ACTIVE_PHASES]
         for name, backend in used.items():
-            if mine := [i for i in active if placement[i].backend == name]:
-                backend.cancel(scan, mine)
+            if mine_active := [i for i in active if backend_of(i) in (name, None)]:
+                act(name, "stopping shards", partial(backend.cancel, scan, mine_active))
     return StepResult(status, states, new_records)
+
+
+def _send(backend: Backend, scan: ScanRef, spec: HPScanSpec, launches: list[ShardLaunch]) -> None:
+    backend.prepare(scan, spec, launches[0].shard_file.shards)
+    backend.submit(scan, spec, launches)
+
+
+def _next_sites(
+    scan: ScanRef,
+    spec: HPScanSpec,
+    targets: Sequence[Target],
+    backends: Mapping[str, Backend],
+    states: Mapping[int, ShardStatus],
+    previous: HPScanStatus | None,
+    outages: Mapping[str, str],
+    now: datetime,
+    probe_cache: ProbeCache | None,
+    probe_cache_seconds: float,
+) -> dict[str, SiteStatus]:
+    """Each site's next state (hpscan.core.brokering.next_site_status), probing the sites that need it: from the
+    cache when a recent probe of the same site, image and check ended, else through the site's backend."""
+    before = {s.name: s for s in (previous.sites if previous is not None else [])}
+    needed = probe_needed(spec)
+    failures = gpu_failures(states)
+    sites: dict[str, SiteStatus] = {}
+    for target in targets:
+        held = before.get(target.name)
+        outage = outages.get(target.name)
+        probe: ProbeOutcome | None = None
+        probes = needed
+        if probe_due(held, needed, outage) and target.name not in failures:
+            key = probe_key(target, spec)
+            cached = probe_cache.get(key) if probe_cache is not None else None
+            if cached is not None and (now - cached[1]).total_seconds() < probe_cache_seconds:
+                probe = ProbeOutcome(cached[0].exit_code, f"{cached[0].message} (probed {cached[1]:%H:%M:%S})")
+            else:
+                try:
+                    probe = backends[target.backend].probe(scan, spec, target.site)
+                    probes = probe is not None  # a backend that cannot probe: its sites are NotProbed
+                except HPScanError as error:
+                    outage = f"sending the probe: {error}"
+                if probe is not None and probe.ended and probe_cache is not None:
+                    probe_cache[key] = (probe, now)
+        site = next_site_status(
+            target, held, now=now, needed=probes, probe=probe, outage=outage, gpu_failure=failures.get(target.name)
+        )
+        timed_out = site.reason == Reason.PROBE_TIMEOUT and (held is None or held.reason != Reason.PROBE_TIMEOUT)
+        if timed_out:
+            with contextlib.suppress(HPScanError):  # else removed with the scan at the latest
+                backends[target.backend].end_probe(scan, target.site)
+        sites[target.name] = site
+    return sites

@@ -18,23 +18,33 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import yaml
 
-from hpscan.api.contract import MODELS_DIR, RESULTS_FILE, ResultRecord, shard_name
+from hpscan.api.contract import MODELS_DIR, RESULTS_FILE, PayloadExit, ResultRecord, shard_name
 from hpscan.api.spec import HPScan, HPScanSpec
-from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus, Reason, ScanPhase, ShardPhase, ShardStatus
+from hpscan.api.status import (
+    TERMINAL_SCAN_PHASES,
+    HPScanStatus,
+    Reason,
+    ScanPhase,
+    ShardPhase,
+    ShardStatus,
+    SiteState,
+)
 from hpscan.backends.base import ScanRef
 from hpscan.backends.local import LocalBackend
 from hpscan.core.artifacts import models_to_keep, rank_records, saved_models
+from hpscan.core.brokering import ProbeOutcome, Target, next_site_status, probe_needed
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_records
 from hpscan.core.shardfiles import write_shard_files
 from hpscan.core.summary import build_status
-from hpscan.engine import Placement, step
+from hpscan.engine import step
 from hpscan.errors import HPScanError
 
 
@@ -94,17 +104,32 @@ def plan_resources(scan: HPScan, planned: Plan, machine: Machine, workers: int |
         if not groups:
             raise RunError(f"spec.gpu.count is {gpu.count} but this machine has {len(machine.gpus)} GPU(s)")
         default = len(groups)
-    elif gpu.count > 0 and gpu.required:
-        raise RunError(
-            "spec.gpu.required is true but no NVIDIA GPU is visible here (nvidia-smi); "
-            "set spec.gpu.required: false to train on the CPU"
-        )
-    else:
+    else:  # a required GPU that is not here is the local site's probe failing (local_probe)
         groups, default = [], machine.cpus
     limit = min(x for x in (workers or default, scan.spec.parallelism or planned.shard_count, planned.shard_count))
     if groups:
         limit = min(limit, len(groups))
     return Resources(workers=max(1, limit), gpu_slots=groups[:limit], threads_per_worker=max(1, machine.cpus // limit))
+
+
+def local_probe(scan: HPScan, machine: Machine) -> ProbeOutcome:
+    """The local site's probe: whether this machine has the GPUs the shards require (nvidia-smi's view)."""
+    if scan.spec.gpu.count > 0 and not machine.gpus:
+        return ProbeOutcome(
+            PayloadExit.GPU_UNAVAILABLE,
+            "spec.gpu.required is true but no NVIDIA GPU is visible here (nvidia-smi); "
+            "set spec.gpu.required: false to train on the CPU",
+        )
+    return ProbeOutcome(PayloadExit.OK, f"{len(machine.gpus)} GPU(s) visible (nvidia-smi)")
+
+
+def refuse_unusable_site(scan: HPScan, probe: ProbeOutcome) -> None:
+    """A local run has one site, this machine: refused at once when its probe excludes it (the brokering rule
+    that fails a scan with no usable site left), before anything runs."""
+    target = Target(name=LocalBackend.name, backend=LocalBackend.name)
+    site = next_site_status(target, None, now=datetime.now(UTC), needed=probe_needed(scan.spec), probe=probe)
+    if site.state == SiteState.EXCLUDED:
+        raise RunError(site.message)
 
 
 def prepare_run_dir(scan: HPScan, planned: Plan, run_dir: Path) -> None:
@@ -187,7 +212,10 @@ def run_scan(
     """
     planned = plan(scan.metadata.name, scan.spec)
     require_payload_accepts(planned)  # before anything runs: a misspelt setting is a clear error, not 24 crashes
-    resources = plan_resources(scan, planned, machine or detect_machine(), workers)
+    machine = machine or detect_machine()
+    probe = local_probe(scan, machine)
+    refuse_unusable_site(scan, probe)
+    resources = plan_resources(scan, planned, machine, workers)
     prepare_run_dir(scan, planned, run_dir)
     results_path = run_dir / RESULTS_FILE
     records, problems = read_records(results_path)
@@ -215,16 +243,17 @@ def run_scan(
         gpu_slots=resources.gpu_slots,
         timeout_seconds=scan.spec.payload.timeout_seconds,
         earlier_attempts=earlier,
+        probe_outcome=probe,
     )
     ref = ScanRef(name=scan.metadata.name, namespace="local")
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})
-    placement = {i: Placement(LocalBackend.name, None) for i in range(planned.shard_count)}
+    targets = [Target(name=LocalBackend.name, backend=LocalBackend.name)]
     observer.started(planned, agg, resources.workers)
     status = build_status(planned, agg, finished)
     try:
         with results_path.open("a", encoding="utf-8") as results:
             while True:
-                result = step(ref, spec, agg, {LocalBackend.name: backend}, placement, known=finished, previous=status)
+                result = step(ref, spec, agg, {LocalBackend.name: backend}, targets, known=finished, previous=status)
                 status = result.status
                 for record in result.new_records:
                     results.writelines(iter_record_lines([record]))

@@ -101,11 +101,15 @@ def test_a_shard_failing_for_good_fails_the_scan_with_the_reason(tmp_path):
     assert "failed after 2 attempt(s)" in result.output
 
 
-def test_gpu_unavailable_exit_is_not_retried_and_named(tmp_path):
-    status = run_scan(make_scan({"exitCode": 3}, retries=3), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+def test_gpu_unavailable_exit_is_not_retried_named_and_excludes_the_machine(tmp_path):
+    scan = make_scan({"exitCode": 3}, retries=3)
+    status = run_scan(scan, tmp_path, Quiet(), workers=1, machine=CPU_ONLY, poll_seconds=0.05)
     assert status.phase == ScanPhase.FAILED
-    assert {s.reason for s in status.shards} == {"GPUUnavailable"}
-    assert {s.attempts for s in status.shards} == {1}
+    first, *rest = status.shards
+    assert (first.reason, first.attempts) == ("GPUUnavailable", 1)
+    assert all(s.attempts == 0 for s in rest)  # the machine is excluded: no other shard is sent to fail the same way
+    [site] = status.sites
+    assert (site.name, site.state, site.reason) == ("local", "Excluded", "GPUUnavailable")
     assert any(c.type == "Failed" and c.status == "True" and c.reason == "GPUUnavailable" for c in status.conditions)
 
 

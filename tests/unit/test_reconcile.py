@@ -174,11 +174,17 @@ def test_a_schedd_that_stops_answering_degrades_the_scan_once(tmp_path):
     first = reconcile_scan(document, {"htcondor": condor})
     status = first.status
     degraded = next(c for c in status.conditions if c.type == "Degraded")
-    # Submitting the shards beyond spec.parallelism meets the outage: the step fails, the last status is kept.
-    assert (degraded.status, degraded.reason) == ("True", "SchedulerUnavailable")
-    assert "did not answer" in degraded.message and "Failed to connect to schedd" in degraded.message
+    # The outage makes the site Unreachable with the schedd's error; the scan keeps what it has and waits.
+    assert (degraded.status, degraded.reason) == ("True", "NoUsableSite")
+    [site] = status.sites
+    assert (site.state, site.reason) == ("Unreachable", "SiteUnreachable")
+    assert "did not answer" in site.message and "Failed to connect to schedd" in site.message
+    assert [e.reason for e in first.events if e.type == "Warning"] == ["SiteUnreachable"]
     again = reconcile_scan(apply(document, first), {"htcondor": condor})
-    assert [e for e in again.events if e.type == "Warning" and e.reason == degraded.reason] == []
+    assert [e for e in again.events if e.type == "Warning"] == []  # said once
+    schedd.down = None
+    back = reconcile_scan(apply(document, again), {"htcondor": condor}).status
+    assert back.sites[0].state == "Usable" and back.shard_counts.pending + back.shard_counts.running == 10
 
 
 def test_scans_without_sites_use_the_operators_default_gpu_site(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -26,3 +26,10 @@ class CamelModel(BaseModel):
 def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
     """json_schema_extra carrying (rule, message) CEL rules that the API server enforces itself."""
     return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+class EnvVar(CamelModel):
+    """An environment variable of the payload (or of a site's jobs)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name.")
+    value: str = Field("", description="Variable value.")

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, Field, GetJsonSchemaHandler, ValidationError, model_validator
 from pydantic.json_schema import JsonSchemaValue
 
-from hpscan.api.common import CamelModel, cel_rules
+from hpscan.api.common import CamelModel, EnvVar, cel_rules
 
 BlockT = TypeVar("BlockT", bound=BaseModel)
 
@@ -140,7 +140,33 @@ class Site(CamelModel):
     """One place shards run. Exactly one of the backend blocks is set."""
 
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Site name, shown per shard in the status.")
-    weight: int = Field(1, ge=1, description="Relative share of the shards this site receives.")
+    weight: int = Field(
+        1, ge=1, description="Preference among usable sites: shards go where running shards per weight are fewest."
+    )
+    max_running: int | None = Field(
+        None,
+        ge=0,
+        description="Shards of the scan running here at once; no limit when empty. 0 sends the site no new shard "
+        "(drain it: its running shards finish where they are).",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Environment of every job of this site and of its probe, set after payload.env (e.g. the GPU "
+        "libraries a site must preload): a site admin fixes a site without touching the scan.",
+    )
+    probe_timeout_seconds: int = Field(
+        600,
+        ge=10,
+        description="A site whose GPU probe has not ended this long after it was sent is Unreachable (its shards "
+        "go to other sites); it is probed again after as long again.",
+    )
+    hold_timeout_seconds: int = Field(
+        1800,
+        ge=10,
+        description="A shard held by the batch system (an HTCondor hold) this long is removed and moved to another "
+        "usable site, keeping what it recorded.",
+    )
 
     model_config = CamelModel.model_config | {"extra": "allow"}
 

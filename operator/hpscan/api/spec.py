@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hpscan.api.common import CamelModel, cel_rules
+from hpscan.api.common import CamelModel, EnvVar, cel_rules
 from hpscan.api.contract import GPURequest, Objective, ParameterValue
 from hpscan.api.sites import NAME_PATTERN, Site
 from hpscan.api.status import HPScanStatus
@@ -137,13 +137,6 @@ class Sharding(CamelModel):
         return self
 
 
-class EnvVar(CamelModel):
-    """An environment variable of the payload."""
-
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Variable name.")
-    value: str = Field("", description="Variable value.")
-
-
 class Payload(CamelModel):
     """The container every shard runs; it reads a shard file and writes result records (see the contract)."""
 
@@ -154,6 +147,12 @@ class Payload(CamelModel):
         description="Command run with the shard file and output folder appended.",
     )
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment of the payload.")
+    gpu_check: list[str] = Field(
+        default_factory=lambda: ["dl1", "gpu-check", "--require"],
+        description="The site probe (the paper's GPU test container): run once per site, in the payload image with "
+        "the shards' GPU request, before the site gets shards of a scan with gpu.required. Exit 0: the site is "
+        "usable; exit 3: its GPUs are not, and it is excluded for the scan. An empty list sends no probe.",
+    )
     settings: dict[str, Any] = Field(
         default_factory=dict, description="Opaque settings passed to the payload in every shard file (epochs, data...)."
     )

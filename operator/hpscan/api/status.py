@@ -67,6 +67,22 @@ class Reason(StrEnum):
     SHARD_FAILED = "ShardFailed"
     SHARD_TROUBLE = "ShardTrouble"
     SCHEDULER_UNAVAILABLE = "SchedulerUnavailable"
+    HOLD_TIMEOUT = "HoldTimeout"
+    """The shard's job was held past its site's holdTimeoutSeconds: removed, and the shard moved."""
+    SITE_EXCLUDED = "SiteExcluded"
+    """The shard waited on a site that was excluded since: moved to another site."""
+    NO_USABLE_SITE = "NoUsableSite"
+    """No site can take the shard now (all excluded, unreachable or full): it waits for one."""
+    # sites
+    PROBING = "Probing"
+    PROBE_PASSED = "ProbePassed"
+    PROBE_FAILED = "ProbeFailed"
+    """The site probe failed for another reason than a missing GPU (exit code and last words in the message)."""
+    NOT_PROBED = "NotProbed"
+    """The scan needs no probe (gpu.required is false, or payload.gpuCheck is empty)."""
+    PROBE_TIMEOUT = "ProbeTimeout"
+    SITE_UNREACHABLE = "SiteUnreachable"
+    SITE_TROUBLE = "SiteTrouble"
     # the scan's phase and conditions
     PLANNED = "Planned"
     SHARDS_PENDING = "ShardsPending"
@@ -97,6 +113,22 @@ FINAL_EXITS: dict[int, Reason] = {
 }
 """Payload exit codes that end a shard at once (a retry would fail the same way), with the reason each shows.
 Every backend honours it: the local loop, Kubernetes' podFailurePolicy, HTCondor's retry_until."""
+
+
+SITE_LEVEL_REASONS = frozenset({Reason.GPU_UNAVAILABLE, Reason.HOLD_TIMEOUT, Reason.SITE_EXCLUDED})
+"""Reasons a shard's job ended that blame the site, not the shard: the shard moves to another usable site."""
+
+
+class SiteState(StrEnum):
+    """Whether a site takes a scan's shards."""
+
+    PROBING = "Probing"
+    """Its GPU probe runs: no shard goes there yet."""
+    USABLE = "Usable"
+    EXCLUDED = "Excluded"
+    """Its GPUs failed the probe or a shard (GPUUnavailable): no shard of this scan goes there again."""
+    UNREACHABLE = "Unreachable"
+    """Its batch system does not answer, or its probe did not end in time: no new shard goes there until it does."""
 
 
 class ConditionType(StrEnum):
@@ -155,6 +187,25 @@ class ShardStatus(CamelModel):
     job: str | None = Field(None, description="Backend reference: Job name, HTCondor cluster.proc, or local pid.")
     reason: str | None = Field(None, description="CamelCase reason of the phase, e.g. GPUUnavailable or Held.")
     message: str | None = Field(None, description="Why the shard is in its phase, when not obvious.")
+    moves: int = Field(0, ge=0, description="How often the shard was moved to another site (its job's generation).")
+    since: datetime | None = Field(
+        None, description="When the batch system's reason began (e.g. when it held the job)."
+    )
+
+
+class SiteStatus(CamelModel):
+    """Where one site stands for the scan: probed, usable, excluded or unreachable, and its shards."""
+
+    name: str = Field(description="Site name.")
+    backend: str = Field(description="Backend that runs its shards (kubernetes, htcondor, local).")
+    state: SiteState = Field(SiteState.PROBING, description="Probing, Usable, Excluded or Unreachable.")
+    reason: str = Field("", description="CamelCase reason of the state, e.g. ProbePassed or GPUUnavailable.")
+    message: str = Field("", description="The cause in a line, e.g. the probe's own words or the schedd's error.")
+    since: datetime | None = Field(None, description="When the site entered its state (or its probe was sent).")
+    running: int = Field(0, ge=0, description="Shards of the scan pending or running here.")
+    succeeded: int = Field(0, ge=0, description="Shards that succeeded here.")
+    failed: int = Field(0, ge=0, description="Shards that failed here for good.")
+    done: int = Field(0, ge=0, description="Combinations recorded by shards that ran here last.")
 
 
 class Condition(CamelModel):
@@ -183,6 +234,8 @@ class HPScanStatus(CamelModel):
         "suspended, or with a reason), so the object stays small; `hpscan status` lists every shard.",
     )
     shards_omitted: int = Field(0, ge=0, description="Shards left out of `shards` (uneventful ones, counted above).")
+    sites: list[SiteStatus] = Field(default_factory=list, description="Each site's state and shards, in spec order.")
+    usable_sites: str = Field("", description="Usable / all sites, e.g. 1/2 (a printer column).")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     observed_generation: int | None = Field(None, description="Spec generation this status reflects.")
     start_time: datetime | None = Field(None, description="When the first shard started.")

@@ -20,6 +20,7 @@ from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardStatus
+from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
 
 
@@ -38,6 +39,9 @@ class ShardLaunch:
 
     shard_file: ShardFile
     site: Site | None
+    moves: int = 0
+    """How often the shard moved to another site before: its job's generation, so a moved shard's new job never
+    collides with the one it left (which may still be ending)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,20 @@ class Backend(ABC):
     def unreadable(self, scan: ScanRef) -> int:
         """How many of the scan's records could not be read so far (skipped, and shown in the status). Default: 0."""
         return 0
+
+    def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome | None:
+        """The site probe (spec.payload.gpuCheck with the shards' image, GPU request and site settings): start it
+        unless it runs or ended, and say what it says now (exit_code None while it waits or runs, with why it waits
+        when the batch system says). Idempotent. None: this backend cannot probe (its sites are NotProbed)."""
+        return None
+
+    def end_probe(self, scan: ScanRef, site: Site | None) -> None:  # noqa: B027 (optional hook)
+        """Remove the site's probe job (it did not end in time; a later probe starts afresh). Default: nothing."""
+
+    def outages(self, scan: ScanRef) -> dict[str, str]:
+        """Sites of the scan whose batch system did not answer at the last poll, with the error: they are shown
+        Unreachable while the other sites go on. Default: none (a backend that fails as a whole raises)."""
+        return {}
 
     @abstractmethod
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:

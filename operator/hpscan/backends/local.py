@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from hpscan.api.contract import RESULTS_FILE, PayloadExit, ResultRecord, shard_file_name, shard_name
+from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ACTIVE_PHASES, FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
+from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail, payload_command
 
@@ -56,7 +58,9 @@ class LocalBackend(Backend):
         gpu_slots: Sequence[str] = (),
         timeout_seconds: float | None = None,
         earlier_attempts: Mapping[int, int] | None = None,
+        probe_outcome: ProbeOutcome | None = None,
     ) -> None:
+        self.probe_outcome = probe_outcome or ProbeOutcome(0, "not probed")  # the machine's, see local_probe
         self.run_dir = run_dir
         self.retries = retries
         self.timeout_seconds = timeout_seconds  # per attempt, as spec.payload.timeoutSeconds
@@ -154,6 +158,9 @@ class LocalBackend(Backend):
             job.reason, job.message = Reason.RETRYING, f"attempt {job.attempts - 1} failed ({why})"
         else:
             job.phase, job.reason, job.message = ShardPhase.FAILED, Reason.PAYLOAD_FAILED, why
+
+    def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
+        return self.probe_outcome
 
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         states = {}

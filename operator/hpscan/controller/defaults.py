@@ -29,6 +29,12 @@ class OperatorDefaults(CamelModel):
         description="ServiceAccounts a scan's kubernetes site may run its pods under, as namespace/name (* for any "
         "namespace); none by default: pods run under the operator's per-scan account.",
     )
+    probe_cache_seconds: int = Field(
+        3600,
+        ge=0,
+        description="How long a site probe's outcome holds for the next scans with the same site, image and check "
+        "(0: every scan probes its sites).",
+    )
     allowed_priority_classes: list[str] = Field(
         default_factory=list, description="PriorityClasses a scan's kubernetes site may give its pods; none by default."
     )

@@ -28,6 +28,7 @@ from hpscan.controller import metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
 from hpscan.core.results import Aggregate
+from hpscan.engine import ProbeCache
 
 RECONCILE_SECONDS = 2.0
 FINALIZER = "hpscan.io/finalizer"
@@ -42,6 +43,8 @@ class OperatorState:
     defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     """Each scan's plan and records so far, by uid."""
+    probes: ProbeCache = field(default_factory=dict)
+    """Site probe outcomes that scans share (hpscan.engine.probe_key)."""
 
 
 class _QuietTimer(logging.Filter):
@@ -139,7 +142,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
     if isinstance(kubernetes, KubernetesBackend) and kubernetes.cache is None:  # kopf passes indexes by name
         kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
     with metrics.timed_reconcile():
-        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults)
+        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults, state.probes)
     if outcome.status is not None:
         status = outcome.status
         wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)

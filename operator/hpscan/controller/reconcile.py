@@ -12,14 +12,23 @@ from typing import Any
 from pydantic import ValidationError
 
 from hpscan.api.spec import HPScan
-from hpscan.api.status import TERMINAL_SCAN_PHASES, Condition, HPScanStatus, Reason, ScanPhase, ShardPhase
+from hpscan.api.status import (
+    TERMINAL_SCAN_PHASES,
+    Condition,
+    HPScanStatus,
+    Reason,
+    ScanPhase,
+    ShardPhase,
+    SiteState,
+)
 from hpscan.backends.base import Backend, ScanRef
 from hpscan.controller.defaults import OperatorDefaults
+from hpscan.core.brokering import targets_of
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
 from hpscan.core.summary import MAX_STATUS_SHARDS
-from hpscan.engine import place, step
+from hpscan.engine import ProbeCache, step
 from hpscan.errors import HPScanError
 
 
@@ -62,6 +71,15 @@ def events_between(before: HPScanStatus | None, after: HPScanStatus) -> list[Eve
     if before is None or before.phase != after.phase:
         kind = "Warning" if after.phase == ScanPhase.FAILED else "Normal"
         events.append(Event(kind, str(after.phase), after.message or ""))
+    sites_before = {s.name: s for s in (before.sites if before else [])}
+    for site in after.sites:
+        held = sites_before.get(site.name)
+        if held is not None and (held.state, held.reason) == (site.state, site.reason):
+            continue
+        if site.state in {SiteState.EXCLUDED, SiteState.UNREACHABLE}:
+            events.append(Event("Warning", site.reason, f"site {site.name} {site.state.value}: {site.message}"))
+        elif site.state == SiteState.USABLE and site.reason == Reason.PROBE_PASSED:
+            events.append(Event("Normal", site.reason, f"site {site.name} passed its GPU probe: {site.message}"))
     failed_before = {s.index for s in (before.shards if before else []) if s.phase == ShardPhase.FAILED}
     for shard in after.shards:
         if shard.phase == ShardPhase.FAILED and shard.index not in failed_before:
@@ -98,6 +116,7 @@ def reconcile_scan(
     backends: Mapping[str, Backend],
     memory: dict[str, Aggregate] | None = None,
     defaults: OperatorDefaults | None = None,
+    probe_cache: ProbeCache | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
@@ -136,16 +155,14 @@ def reconcile_scan(
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation, Reason.NOT_ALLOWED)
         return Outcome(status, [Event("Warning", Reason.NOT_ALLOWED, message)] if before is None else [])
-    placement = place(planned.shard_count, spec.sites or defaults.default_sites(), default_backend="kubernetes")
-    missing = sorted({p.backend for p in placement.values()} - set(backends))
+    targets = targets_of(spec.sites or defaults.default_sites(), default_backend="kubernetes")
+    missing = sorted({t.backend for t in targets} - set(backends))
     if missing:
         message = f"no {' or '.join(missing)} backend is configured in this operator"
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
-    if refused := [
-        r for name in sorted({p.backend for p in placement.values()}) for r in backends[name].refusals(planned)
-    ]:
+    if refused := [r for name in sorted({t.backend for t in targets}) for r in backends[name].refusals(planned)]:
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])
@@ -155,10 +172,12 @@ def reconcile_scan(
             spec,
             agg,
             backends,
-            placement,
+            targets,
             previous=before,
             generation=generation,
             max_status_shards=MAX_STATUS_SHARDS,
+            probe_cache=probe_cache,
+            probe_cache_seconds=defaults.probe_cache_seconds,
         )
     except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)

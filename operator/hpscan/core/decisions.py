@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ACTIVE_PHASES, ENDED_PHASES, Reason, ScanPhase, ShardPhase, ShardStatus
+from hpscan.api.status import ACTIVE_PHASES, ENDED_PHASES, Reason, ScanPhase, ShardPhase, ShardStatus, SiteStatus
+from hpscan.core.brokering import Start, Target, broker, no_site_left
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
 
@@ -19,45 +20,52 @@ from hpscan.core.results import Aggregate
 class Decision:
     """What to do next for one scan."""
 
-    start: list[int] = field(default_factory=list)
-    """Shards to submit now, in order."""
+    start: list[Start] = field(default_factory=list)
+    """Shards to submit now, in order, each with its site."""
     stop: list[int] = field(default_factory=list)
     """Shards whose jobs must stop (suspend)."""
+    withdraw: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """Shards whose unfinished job is removed because its site failed it (reason, message); they move."""
+    waiting: dict[int, str] = field(default_factory=dict)
+    """Shards that must move but that no site can take now: they wait (NoUsableSite)."""
+
+    @property
+    def start_shards(self) -> list[int]:
+        return [s.shard for s in self.start]
 
 
-def assign_sites(shard_count: int, sites: Sequence[Site]) -> dict[int, Site | None]:
-    """Spread shards over sites in proportion to their weights, deterministically (smooth weighted round-robin)."""
-    if not sites:
-        return dict.fromkeys(range(shard_count))
-    total = sum(s.weight for s in sites)
-    credit = [0] * len(sites)
-    assignment: dict[int, Site | None] = {}
-    for shard in range(shard_count):
-        for i, site in enumerate(sites):
-            credit[i] += site.weight
-        pick = max(range(len(sites)), key=lambda i: (credit[i], -i))
-        credit[pick] -= total
-        assignment[shard] = sites[pick]
-    return assignment
+def decide(
+    spec: HPScanSpec,
+    shard_count: int,
+    states: Mapping[int, ShardStatus],
+    targets: Sequence[Target],
+    sites: Mapping[str, SiteStatus],
+    now: datetime,
+) -> Decision:
+    """Start waiting shards on usable sites up to spec.parallelism (hpscan.core.brokering.broker); stop active
+    ones when suspended.
 
-
-def decide(spec: HPScanSpec, shard_count: int, states: Mapping[int, ShardStatus]) -> Decision:
-    """Start unsubmitted shards up to spec.parallelism (lowest index first); stop active ones when suspended.
-
-    `states` holds what the backend reports; a shard missing from it has never been submitted. Shards that
-    ended (Succeeded or Failed for good) are never started again: retries happen inside the backend.
+    `states` holds what the backends report; a shard missing from it has never been submitted. Shards that ended
+    (Succeeded, or Failed for a reason of their own) are never started again: retries happen inside the backend.
+    A shard that failed for its site's sake (GPUUnavailable, held too long, its site excluded) moves instead.
     """
     active = sorted(i for i, s in states.items() if s.phase in ACTIVE_PHASES)
     if spec.suspend:
         return Decision(stop=active)
-    waiting = [i for i in range(shard_count) if i not in states or states[i].phase == ShardPhase.SUSPENDED]
-    limit = spec.parallelism if spec.parallelism is not None else shard_count
-    room = max(0, limit - len(active))
-    return Decision(start=waiting[:room])
+    brokered = broker(shard_count, states, targets, sites, parallelism=spec.parallelism, now=now)
+    return Decision(start=brokered.starts, withdraw=brokered.withdraw, waiting=brokered.waiting)
 
 
-def decide_phase(plan: Plan, agg: Aggregate, shards: list[ShardStatus], suspend: bool) -> tuple[ScanPhase, str, str]:
-    """The scan's phase, with a CamelCase reason and a one-line message."""
+def decide_phase(
+    plan: Plan,
+    agg: Aggregate,
+    shards: list[ShardStatus],
+    suspend: bool,
+    targets: Sequence[Target] = (),
+    sites: Mapping[str, SiteStatus] | None = None,
+) -> tuple[ScanPhase, str, str]:
+    """The scan's phase, with a CamelCase reason and a one-line message. A scan whose every site is excluded
+    fails (nothing can run it); one whose sites are only unreachable waits for them."""
     limit = plan.spec.failure_policy.max_failed_combinations
     if limit is not None and agg.failed > limit:
         return (
@@ -67,6 +75,9 @@ def decide_phase(plan: Plan, agg: Aggregate, shards: list[ShardStatus], suspend:
         )
     failed = [s for s in shards if s.phase == ShardPhase.FAILED]
     ended = all(s.phase in ENDED_PHASES for s in shards)
+    if not ended and not suspend and sites and (why := no_site_left(targets, sites)):
+        excluded = next(iter(sites.values()))
+        return ScanPhase.FAILED, excluded.reason or Reason.NO_USABLE_SITE, f"no usable site is left: {why}"
     if failed and ended:
         # A failed shard does not stop the others: their results are worth having. The scan fails when all ended.
         first = failed[0]

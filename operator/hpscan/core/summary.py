@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from hpscan.api.status import (
@@ -17,7 +17,10 @@ from hpscan.api.status import (
     ShardCounts,
     ShardPhase,
     ShardStatus,
+    SiteState,
+    SiteStatus,
 )
+from hpscan.core.brokering import Target
 from hpscan.core.decisions import decide_phase
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
@@ -55,8 +58,29 @@ def _conditions(
     previous: list[Condition],
     now: datetime,
     generation: int | None,
+    sites: Sequence[SiteStatus] = (),
 ) -> list[Condition]:
     degraded = [s for s in shards if s.reason and s.phase != ShardPhase.SUCCEEDED]
+    troubled = [s for s in sites if s.state in {SiteState.EXCLUDED, SiteState.UNREACHABLE}]
+    why: str
+    if sites and not any(s.state == SiteState.USABLE for s in sites) and phase not in TERMINAL_SCAN_PHASES:
+        why, text = (
+            Reason.NO_USABLE_SITE,
+            "no usable site: "
+            + "; ".join(f"site {s.name} {s.state.value}{': ' + s.message if s.message else ''}" for s in sites),
+        )
+    elif troubled:
+        why = troubled[0].reason or Reason.SITE_TROUBLE
+        text = "; ".join(f"site {s.name} {s.state.value}: {s.message or s.reason}" for s in troubled[:3])
+    elif degraded:
+        why = degraded[0].reason or Reason.SHARD_TROUBLE
+        text = "; ".join(
+            f"shard {s.index}{' on ' + s.site if s.site else ''}: {s.message or s.reason}" for s in degraded[:3]
+        )
+    else:
+        why, text = Reason.ALL_SHARDS_HEALTHY, ""
+    if troubled and degraded and why != Reason.NO_USABLE_SITE:
+        text += "; " + "; ".join(f"shard {s.index}: {s.message or s.reason}" for s in degraded[:2])
     wanted = {
         ConditionType.PLANNED: (True, Reason.PLANNED, ""),
         ConditionType.RUNNING: (phase == ScanPhase.RUNNING, reason, message if phase == ScanPhase.RUNNING else ""),
@@ -75,17 +99,11 @@ def _conditions(
             Reason.SUSPENDED if phase == ScanPhase.SUSPENDED else Reason.NOT_SUSPENDED,
             "",
         ),
-        ConditionType.DEGRADED: (
-            bool(degraded),
-            degraded[0].reason or Reason.SHARD_TROUBLE if degraded else Reason.ALL_SHARDS_HEALTHY,
-            "; ".join(
-                f"shard {s.index}{' on ' + s.site if s.site else ''}: {s.message or s.reason}" for s in degraded[:3]
-            ),
-        ),
+        ConditionType.DEGRADED: (why != Reason.ALL_SHARDS_HEALTHY, why, text),
     }
     before = {c.type: c for c in previous}
     out = []
-    for kind, (is_true, why, text) in wanted.items():
+    for kind, (is_true, because, line) in wanted.items():
         status = "True" if is_true else "False"
         old = before.get(kind.value)
         since = old.last_transition_time if old is not None and old.status == status else now
@@ -93,8 +111,8 @@ def _conditions(
             Condition(
                 type=kind.value,
                 status=status,
-                reason=why,
-                message=text[:512],
+                reason=because,
+                message=line[:512],
                 last_transition_time=since,
                 observed_generation=generation,
             )
@@ -125,12 +143,15 @@ def build_status(
     now: datetime | None = None,
     generation: int | None = None,
     max_shards: int | None = None,
+    targets: Sequence[Target] = (),
+    sites: Sequence[SiteStatus] = (),
 ) -> HPScanStatus:
-    """The status of a scan from what is known: the plan, the records so far, and each shard's backend state.
-    With ``max_shards`` the per-shard list keeps at most that many notable shards (etcd holds the object)."""
+    """The status of a scan from what is known: the plan, the records so far, each shard's backend state, and each
+    site's state. With ``max_shards`` the per-shard list keeps at most that many notable shards (etcd holds the
+    object)."""
     now = now or datetime.now(UTC)
     shards = shard_statuses(plan, agg, shard_states)
-    phase, reason, message = decide_phase(plan, agg, shards, suspend)
+    phase, reason, message = decide_phase(plan, agg, shards, suspend, targets, {s.name: s for s in sites})
     running = sum(s.total - s.done for s in shards if s.phase == ShardPhase.RUNNING)
     lost = sum(s.total - s.done for s in shards if s.phase == ShardPhase.FAILED)  # will never run: failed
     previous_status = previous or HPScanStatus()
@@ -161,7 +182,9 @@ def build_status(
         ),
         shards=listed,
         shards_omitted=len(shards) - len(listed),
-        conditions=_conditions(phase, reason, message, shards, previous_status.conditions, now, generation),
+        conditions=_conditions(phase, reason, message, shards, previous_status.conditions, now, generation, sites),
+        sites=list(sites),
+        usable_sites=f"{sum(s.state == SiteState.USABLE for s in sites)}/{len(sites)}" if sites else "",
         observed_generation=generation,
         start_time=started,
         completion_time=completed,

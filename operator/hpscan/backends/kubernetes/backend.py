@@ -7,20 +7,26 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Protocol
 
 from hpscan.api.contract import ResultRecord
+from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ACTIVE_PHASES, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
     LABEL_ROLE,
     LABEL_SCAN,
+    LABEL_SITE,
     job_manifest,
     job_name,
     oversized_shards,
     payload_rbac,
+    probe_job_name,
+    probe_manifest,
+    probe_outcome,
     shard_configmap,
     shard_network_policy,
     shard_state,
 )
+from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
 from hpscan.job.configmap import records_of
 
@@ -119,11 +125,39 @@ class KubernetesBackend(Backend):
     def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch) -> None:
         shard = launch.shard_file.shard
         self._create(self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file))
-        created = self._create(
-            self.batch.create_namespaced_job, scan.namespace, job_manifest(scan, spec, shard, launch.site)
-        )
+        manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
+        created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended
-            self.batch.patch_namespaced_job(job_name(scan.name, shard), scan.namespace, {"spec": {"suspend": False}})
+            name = job_name(scan.name, shard, launch.moves)
+            self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
+
+    def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
+        from kubernetes.client.rest import ApiException
+
+        name = probe_job_name(scan.name, site.name if site is not None else "default")
+        try:
+            job = self.batch.api_client.sanitize_for_serialization(self.batch.read_namespaced_job(name, scan.namespace))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self._create(self.batch.create_namespaced_job, scan.namespace, probe_manifest(scan, spec, site))
+            return ProbeOutcome(None, "probe sent")
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=probe,{LABEL_SITE}={job['metadata']['labels'][LABEL_SITE]}"
+        pods = [
+            self.core.api_client.sanitize_for_serialization(pod)
+            for pod in self.core.list_namespaced_pod(scan.namespace, label_selector=selector).items
+        ]
+        return probe_outcome(job, pods)
+
+    def end_probe(self, scan: ScanRef, site: Site | None) -> None:
+        from kubernetes.client.rest import ApiException
+
+        name = probe_job_name(scan.name, site.name if site is not None else "default")
+        try:
+            self.batch.delete_namespaced_job(name, scan.namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
@@ -149,14 +183,16 @@ class KubernetesBackend(Backend):
                 labels = pod_dict["metadata"].get("labels") or {}
                 job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
                 pods_by_job.setdefault(job, []).append(pod_dict)
-        states = {}
+        states: dict[int, ShardStatus] = {}
         for job in jobs:
             name = job["metadata"]["name"]
             if _failed_by_policy(job) and (scan.namespace, name) not in self._terminations:
                 self._terminations[(scan.namespace, name)] = last_words(pods_by_job.get(name, []))
             said = {name: self._terminations.get((scan.namespace, name), "")}
             state = shard_state(job, said, pods_by_job.get(name, []))
-            states[state.index] = state
+            held = states.get(state.index)
+            if held is None or held.moves < state.moves:  # a moved shard's newest Job speaks for it
+                states[state.index] = state
         return states
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
@@ -188,4 +224,5 @@ class KubernetesBackend(Backend):
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         for index, state in self.poll(scan).items():
             if (shards is None or index in shards) and state.phase in ACTIVE_PHASES:
-                self.batch.patch_namespaced_job(job_name(scan.name, index), scan.namespace, {"spec": {"suspend": True}})
+                name = state.job or job_name(scan.name, index, state.moves)
+                self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": True}})

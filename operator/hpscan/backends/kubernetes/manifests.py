@@ -23,12 +23,14 @@ from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
+from hpscan.core.brokering import ProbeOutcome
 from hpscan.job.configmap import CONFIGMAP_ENV, NAMESPACE_ENV, SHARD_KEY
 
 LABEL_SCAN = "hpscan.io/scan"
 LABEL_SHARD = "hpscan.io/shard"
 LABEL_ROLE = "hpscan.io/role"
 LABEL_SITE = "hpscan.io/site"
+LABEL_MOVES = "hpscan.io/moves"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
 SHARD_MOUNT = "/hpscan/shard"
 OUT_MOUNT = "/hpscan/out"
@@ -50,8 +52,14 @@ def _name(scan: str, suffix: str) -> str:
     return f"{scan[: 63 - len(suffix) - 8]}-{digest}-{suffix}"
 
 
-def job_name(scan: str, shard: int) -> str:
-    return _name(scan, shard_name(shard))
+def job_name(scan: str, shard: int, moves: int = 0) -> str:
+    """``<scan>-shard-NNN``, and ``-mK`` for a shard moved K times (its earlier Jobs may still be ending)."""
+    return _name(scan, shard_name(shard) + (f"-m{moves}" if moves else ""))
+
+
+def probe_job_name(scan: str, site: str) -> str:
+    suffix = site if len(site) <= 20 else f"{site[:11]}-{hashlib.sha256(site.encode()).hexdigest()[:8]}"
+    return _name(scan, f"probe-{suffix}")
 
 
 def shard_configmap_name(scan: str, shard: int) -> str:
@@ -138,8 +146,10 @@ def payload_rbac(scan: ScanRef, shard_count: int) -> list[dict[str, Any]]:
     ]
 
 
-def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None) -> dict:
-    """The batch/v1 Job that runs one shard on a Kubernetes site."""
+def job_manifest(
+    scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None, moves: int = 0
+) -> dict:
+    """The batch/v1 Job that runs one shard on a Kubernetes site (``moves``: its generation, see job_name)."""
     k8s = (site.settings_as(KubernetesSite) if site is not None else None) or KubernetesSite()
     resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": spec.payload.cpu, "memory": spec.payload.memory},
@@ -158,6 +168,7 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
         {"name": CONFIGMAP_ENV, "value": results_configmap_name(scan.name, shard)},
         {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
     ]
+    env += site_env(site)
     pod_labels = {LABEL_SCAN: scan.name, LABEL_SHARD: str(shard), LABEL_ROLE: "shard", **MANAGED_BY}
     if site is not None:
         pod_labels[LABEL_SITE] = site.name
@@ -228,10 +239,71 @@ def job_manifest(scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None,
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(scan, job_name(scan.name, shard), "shard", shard)
+        "metadata": _with_moves(_metadata(scan, job_name(scan.name, shard, moves), "shard", shard), moves)
         | {"annotations": {"hpscan.io/site": site.name if site else "default"}},
         "spec": job_spec,
     }
+
+
+def _with_moves(metadata: dict[str, Any], moves: int) -> dict[str, Any]:
+    metadata["labels"][LABEL_MOVES] = str(moves)
+    return metadata
+
+
+def site_env(site: Site | None) -> list[dict[str, str]]:
+    """The site's environment (after the payload's, so the site admin's setting wins)."""
+    return [{"name": e.name, "value": e.value} for e in (site.env if site is not None else [])]
+
+
+def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: str | None = None) -> dict:
+    """The site probe: a Job like a shard's (image, GPU request, selectors, tolerations, site environment,
+    restricted security) that runs spec.payload.gpuCheck once, without the shard's ConfigMap or API access."""
+    job = job_manifest(scan, spec, 0, site, image)
+    site_name = site.name if site is not None else "default"
+    name = probe_job_name(scan.name, site_name)
+    labels = {LABEL_SCAN: scan.name, LABEL_ROLE: "probe", LABEL_SITE: site_name, **MANAGED_BY}
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["command"] = list(spec.payload.gpu_check)
+    container["env"] = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
+        {"name": "HOME", "value": OUT_MOUNT},
+        *site_env(site),
+    ]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "shard"]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "shard"]
+    pod["automountServiceAccountToken"] = False  # the probe needs no API: it only exits 0 or 3
+    pod["activeDeadlineSeconds"] = site.probe_timeout_seconds if site is not None else 600
+    job["metadata"] = {
+        "name": name,
+        "namespace": scan.namespace,
+        "labels": labels,
+        "annotations": {"hpscan.io/site": site_name},
+        "ownerReferences": [owner_reference(scan)],
+    }
+    job["spec"]["backoffLimit"] = 0
+    job["spec"].pop("podFailurePolicy")
+    job["spec"]["template"]["metadata"]["labels"] = labels
+    return job
+
+
+def probe_outcome(job: dict[str, Any] | None, pods: Sequence[dict[str, Any]]) -> ProbeOutcome:
+    """A probe Job and its pods -> the probe's exit code and last words, or why it waits (not sent, not
+    scheduled)."""
+    if job is None:
+        return ProbeOutcome(None, "not sent yet")
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (container.get("state") or {}).get("terminated")
+            if ended is not None:
+                lines = [line.strip() for line in (ended.get("message") or "").splitlines() if line.strip()]
+                return ProbeOutcome(int(ended.get("exitCode", 1)), lines[-1][:300] if lines else "")
+    conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conditions:
+        return ProbeOutcome(0, "")
+    if "Failed" in conditions:  # e.g. the deadline passed before the pod ran
+        failed = conditions["Failed"]
+        return ProbeOutcome(1, f"{failed.get('reason')}: {failed.get('message') or ''}".strip(": "))
+    return ProbeOutcome(None, unscheduled(pods) or "waiting for the probe pod")
 
 
 def _exit_code(message: str) -> int | None:
@@ -262,10 +334,11 @@ def shard_state(
     terminations = terminations or {}
     meta, spec, status = job.get("metadata", {}), job.get("spec", {}), job.get("status") or {}
     shard = int(meta.get("labels", {}).get(LABEL_SHARD, 0))
+    moves = int(meta.get("labels", {}).get(LABEL_MOVES, 0))
     site = meta.get("annotations", {}).get("hpscan.io/site")
     attempts = (status.get("failed") or 0) + (status.get("succeeded") or 0) + (status.get("active") or 0)
     conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    base = {"index": shard, "site": site, "attempts": attempts, "job": meta.get("name")}
+    base = {"index": shard, "site": site, "attempts": attempts, "job": meta.get("name"), "moves": moves}
     if "Complete" in conditions:
         return ShardStatus(phase=ShardPhase.SUCCEEDED, **base)
     if "Failed" in conditions:
