@@ -174,6 +174,9 @@ def operator_release(cluster, k8s, real_node):
     for name in (operator_ns, scans):
         labels = {"hpscan.io/test": "true", "pod-security.kubernetes.io/enforce": "restricted"}
         core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    # Helm installs a chart's CRD only where there is none: in a cluster kept from an older tree, this one's.
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
     release = f"hpo-{suffix}"
     helm = [str(cluster.tools_bin / "helm"), "-n", operator_ns]
     installed = subprocess.run(
