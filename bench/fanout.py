@@ -31,7 +31,7 @@ def scan(name: str, combinations: int) -> dict:
             ],
             "sharding": {"shards": SHARDS},
             "gpu": {"count": 8, "required": True},  # more than the test node has: pods stay Pending
-            "payload": {"image": "registry.example.org/none:0", "command": ["true"]},
+            "payload": {"image": "registry.example.org/none:0", "command": ["true"], "gpuCheck": []},  # fan-out only
             "sites": [{"name": "gpu", "kubernetes": {"tolerations": [{"operator": "Exists"}]}}],
         },
     }

@@ -118,6 +118,12 @@ def step(
         except HPScanError as error:
             outages.update({t.name: str(error) for t in targets if t.backend == name})
 
+    for shard in previous.shards if previous is not None else []:
+        # A shard on a site that does not answer is where the last status put it: never placed a second time.
+        if shard.index not in states and shard.site in outages and shard.phase in ACTIVE_PHASES:
+            states[shard.index] = shard.model_copy(
+                update={"reason": Reason.SCHEDULER_UNAVAILABLE, "message": outages[shard.site]}
+            )
     sites = _next_sites(scan, spec, targets, used, states, previous, outages, now, probe_cache, probe_cache_seconds)
     decision = decide(spec, planned.shard_count, states, targets, sites, now)
 

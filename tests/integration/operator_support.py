@@ -34,6 +34,7 @@ def scan_manifest(name: str, knobs: dict | None = None, **spec: Any) -> dict:
             "payload": {
                 "image": "registry.example.org/contract-payload:1",
                 "command": [sys.executable, str(PAYLOAD)],
+                "gpuCheck": [sys.executable, str(PAYLOAD), "gpu-check"],
                 "settings": {"contractPayload": knobs or {}},
             },
             "sites": [

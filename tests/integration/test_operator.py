@@ -139,6 +139,13 @@ def test_planned_fields_cannot_change_but_parallelism_can(k8s, crd, ns):
         )
     assert "spec.parameters cannot change" in json.loads(refused.value.body)["message"]
     custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "frozen", {"spec": {"parallelism": 3}})
+    sites = get(k8s, ns, "frozen")["spec"]["sites"]
+    for edit in ([], [{"name": sites[0]["name"], "htcondor": {}}]):  # removing a site, or moving it to HTCondor
+        with pytest.raises(ApiException) as refused:
+            custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "frozen", {"spec": {"sites": edit}})
+        assert "a site cannot be removed or given another backend" in json.loads(refused.value.body)["message"]
+    drained = [{**sites[0], "maxRunning": 0}, {"name": "more", "kubernetes": {}}]  # future placement may change
+    custom(k8s).patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "frozen", {"spec": {"sites": drained}})
 
 
 def test_kubectl_explain_and_printer_columns(cluster, crd, ns, k8s):
@@ -147,7 +154,7 @@ def test_kubectl_explain_and_printer_columns(cluster, crd, ns, k8s):
     defaults = create(k8s, ns, scan_manifest("defaults", suspend=True))
     assert defaults["spec"]["objective"] == {"metric": "val_loss", "goal": "minimize"}
     header = cluster.kubectl("get", "hps", "-n", ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "DONE", "BEST", "AGE"]
+    assert header == ["NAME", "PHASE", "DONE", "BEST", "SITES", "AGE"]
 
 
 # --- the operator ---
@@ -162,7 +169,9 @@ def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8
     create(k8s, ns, scan_manifest("e2e", {"sleep": 0.3, "trainedLog": str(log)}, parallelism=2))
     running = wait_phase(cluster, k8s, ns, "e2e", {"Running", "Succeeded"}, 90)
     assert running["status"]["combinations"]["total"] == 8
-    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=e2e").items
+    jobs = (
+        client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=e2e,hpscan.io/role=shard").items
+    )
     assert 1 <= len(jobs) <= 2  # parallelism 2
     pod_spec = jobs[0].spec.template.spec
     assert pod_spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
@@ -198,6 +207,48 @@ def test_a_gpu_check_failure_fails_the_scan_naming_the_site(cluster, k8s, ns, op
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "GPUUnavailable" and "gpu-nodes" in failed["message"]
     assert all(s["attempts"] == 1 for s in status["shards"])
+
+
+def two_sites(broken_env: dict[str, str]) -> list[dict]:
+    gpu = {
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    env = [{"name": k, "value": v} for k, v in broken_env.items()]
+    return [{"name": "broken", "env": env, "kubernetes": gpu}, {"name": "good", "kubernetes": gpu}]
+
+
+def test_a_site_whose_probe_finds_no_gpu_is_excluded_and_the_other_runs_every_shard(cluster, k8s, ns, operator):
+    sites = two_sites({"CONTRACT_GPU_CHECK_EXIT": "3"})  # the site's own environment breaks its GPUs
+    create(k8s, ns, scan_manifest("probed", {"sleep": 0.1}, sites=sites))
+    status = wait_phase(cluster, k8s, ns, "probed", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "8/8", status
+    broken, good = status["sites"]
+    assert (broken["state"], broken["reason"]) == ("Excluded", "GPUUnavailable")
+    assert "no usable GPU (stand-in, exit 3)" in broken["message"]
+    assert (good["state"], good["reason"], good["succeeded"]) == ("Usable", "ProbePassed", 4)
+    assert {s["site"] for s in status["shards"]} == {"good"}
+    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/role=shard").items
+    assert {j.metadata.annotations["hpscan.io/site"] for j in jobs} == {"good"}
+    events = client.CoreV1Api(k8s).list_namespaced_event(ns, field_selector="involvedObject.name=probed").items
+    assert any(e.reason == "GPUUnavailable" and "site broken Excluded" in e.message for e in events)
+
+
+def test_shards_of_a_site_that_breaks_mid_scan_move_and_nothing_is_lost_or_trained_twice(
+    cluster, k8s, ns, operator, pod_visible_dir
+):
+    log = pod_visible_dir / "trained.log"
+    sites = two_sites({"CONTRACT_GPU_LOST_AFTER": "1"})  # its probe passes, its shards lose the GPU after one
+    create(k8s, ns, scan_manifest("moved", {"sleep": 0.2, "trainedLog": str(log)}, sites=sites))
+    status = wait_phase(cluster, k8s, ns, "moved", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded" and status["progress"] == "8/8", status
+    assert sum(trained(log).values()) == 8 and max(trained(log).values()) == 1  # each combination once
+    broken = status["sites"][0]
+    assert (broken["state"], broken["reason"]) == ("Excluded", "GPUUnavailable")
+    moved = [s for s in status["shards"] if s["moves"] > 0]
+    assert moved and all(s["site"] == "good" and s["phase"] == "Succeeded" for s in moved)
+    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/role=shard").items
+    assert {j.metadata.name for j in jobs} >= {f"moved-shard-{s['index']:03d}-m1" for s in moved}
 
 
 def test_suspend_keeps_results_and_resume_finishes_without_retraining(cluster, k8s, ns, operator, pod_visible_dir):
@@ -241,7 +292,9 @@ def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(clust
     operator.start()
     status = wait_phase(cluster, k8s, ns, "crash", {"Succeeded", "Failed"}, 180)["status"]
     assert status["phase"] == "Succeeded" and status["progress"] == "8/8"
-    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=crash").items
+    jobs = (
+        client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=crash,hpscan.io/role=shard").items
+    )
     assert sorted(j.metadata.name for j in jobs) == [f"crash-shard-{i:03d}" for i in range(4)]
     assert max(trained(log).values()) == 1
 
@@ -253,13 +306,20 @@ def test_gpu_pods_tolerate_the_gpu_taint_through_admission_like_a_common_gpu_clu
     create(k8s, ns, scan_manifest("admitted", {}, sharding={"shards": 1}, sites=bare))
     status = wait_phase(cluster, k8s, ns, "admitted", {"Succeeded", "Failed"}, 120)["status"]
     assert status["phase"] == "Succeeded", status
-    pods = client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector="hpscan.io/scan=admitted").items
+    pods = (
+        client.CoreV1Api(k8s)
+        .list_namespaced_pod(ns, label_selector="hpscan.io/scan=admitted,hpscan.io/role=shard")
+        .items
+    )
     assert {p.spec.node_name for p in pods} == {"hpscan-gpu-0"}
     assert any(t.key == "nvidia.com/gpu" for p in pods for t in p.spec.tolerations or [])
 
 
 def test_a_shard_the_scheduler_cannot_place_is_pending_with_the_schedulers_message(cluster, k8s, ns, operator):
-    create(k8s, ns, scan_manifest("toobig", {}, sharding={"shards": 2}, gpu={"count": 5, "required": True}))
+    too_big = scan_manifest("toobig", {}, sharding={"shards": 2}, gpu={"count": 5, "required": True})
+    create(k8s, ns, scan_manifest("probed-big", {}, sharding={"shards": 2}, gpu={"count": 5, "required": True}))
+    too_big["spec"]["payload"]["gpuCheck"] = []  # no probe: the shards themselves meet the scheduler
+    create(k8s, ns, too_big)
 
     def unschedulable() -> dict | None:
         status = get(k8s, ns, "toobig").get("status") or {}
@@ -272,6 +332,12 @@ def test_a_shard_the_scheduler_cannot_place_is_pending_with_the_schedulers_messa
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "Unschedulable")
     assert "Insufficient nvidia.com/gpu" in degraded["message"]
+    # With a probe, the site's probe meets the scheduler first: the site is not usable yet, and says why.
+    probed = get(k8s, ns, "probed-big")["status"]
+    assert (probed["sites"][0]["state"], probed["phase"]) == ("Probing", "Pending")
+    assert "Insufficient nvidia.com/gpu" in probed["sites"][0]["message"]
+    degraded = next(c for c in probed["conditions"] if c["type"] == "Degraded")
+    assert degraded["reason"] == "NoUsableSite" and "Insufficient nvidia.com/gpu" in degraded["message"]
 
 
 def test_a_scan_author_gets_no_service_account_through_a_scan(cluster, k8s, ns, operator):

@@ -108,4 +108,7 @@ def test_a_failed_scan_exits_1_from_status_and_attempts_survive_a_resume(tmp_pat
     run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
     again = run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
     assert [s.attempts for s in again.shards] == [1, 1]
-    assert runner.invoke(app, ["status", str(tmp_path / "ok")]).exit_code == 0
+    shown = runner.invoke(app, ["status", str(tmp_path / "ok")], terminal_width=160)
+    assert shown.exit_code == 0
+    site_rows = [line.split("│")[1:4] for line in shown.output.split("sites", 1)[1].splitlines() if "│" in line]
+    assert [cell.strip() for cell in site_rows[0]] == ["local", "local", "Usable"]  # the machine: the run's one site

@@ -67,6 +67,7 @@ def test_names_printer_columns_and_subresource():
         "Phase",
         "Done",
         "Best",
+        "Sites",
         "Age",
     ]
 

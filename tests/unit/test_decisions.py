@@ -127,10 +127,10 @@ def test_placement_respects_sites_capacity_and_places_all_it_can(case):
     waiting = [i for i in range(shards) if i not in known or known[i].phase == ShardPhase.SUSPENDED]
     room_left = (parallelism or shards) - running - len(decision.start)
     site_room = any(
-        t.name in usable and (t.max_running is None or active[t.name] + placed[t.name] < t.max_running)
-        for t in targets
+        t.name in usable and (t.max_running is None or active[t.name] + placed[t.name] < t.max_running) for t in targets
     )
-    if room_left > 0 and site_room:
+    probing = any(site.state == SiteState.PROBING for site in sites_now.values())  # shares cap placement then
+    if room_left > 0 and site_room and not probing:
         assert {s.shard for s in decision.start} >= set(waiting)
     # deterministic, and each shard at most once
     assert decision == decide(spec(parallelism=parallelism), shards, known, targets, sites_now, NOW)
@@ -195,3 +195,11 @@ def test_a_suspended_shard_resumes_on_its_own_site_when_usable():
 def test_max_running_zero_drains_a_site():
     targets = targets_of([site("a", maxRunning=0), site("b")], "kubernetes")
     assert {s.site for s in decide(spec(), 5, {}, targets, site_states(targets), NOW).start} == {"b"}
+
+
+def test_while_a_site_is_probed_a_usable_site_takes_only_its_weighted_share():
+    targets = targets_of([site("cached", weight=1), site("probing", weight=3)], "kubernetes")
+    sites_now = site_states(targets, probing=SiteState.PROBING)
+    assert [s.site for s in decide(spec(), 8, {}, targets, sites_now, NOW).start] == ["cached", "cached"]
+    everything = decide(spec(), 8, {}, targets, site_states(targets, probing=SiteState.EXCLUDED), NOW)
+    assert len(everything.start) == 8  # once the probe ended, no cap

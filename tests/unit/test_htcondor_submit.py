@@ -107,15 +107,15 @@ def test_sandbox_retries_and_tags_per_job():
 def test_one_job_per_shard_in_the_itemdata():
     result = build(make_spec())
     assert result.itemdata == [
-        {"Shard": "0", "Combinations": "2"},
-        {"Shard": "1", "Combinations": "2"},
-        {"Shard": "2", "Combinations": "2"},
+        {"Shard": "0", "Combinations": "2", "Moves": "0"},
+        {"Shard": "1", "Combinations": "2", "Moves": "0"},
+        {"Shard": "2", "Combinations": "2", "Moves": "0"},
     ]
     assert result.shards == [0, 1, 2]
     # The text form is a whole submit file that the real parser accepts, with the same items and commands.
     parsed = htcondor2.Submit(result.text())
     assert list(parsed.itemdata()) == result.itemdata
-    assert parsed.getQArgs().startswith("Shard,Combinations from")
+    assert parsed.getQArgs().startswith("Shard,Combinations,Moves from")
     assert dict(parsed.items()) == dict(result.description.items())
 
 

@@ -142,20 +142,32 @@ def test_shards_split_over_a_kubernetes_and_an_htcondor_site_and_both_reach_the_
     backends = {"kubernetes": kube, "htcondor": condor}
     memory: dict = {}
     document = apply(document, reconcile_scan(document, backends, memory))
-    assert kube.submitted == [0, 2, 4, 6, 8]  # equal weights: every other shard
-    condor_jobs = {int(ad.eval("HPScanShard")) for ad in schedd.jobs.values()}
-    assert condor_jobs == {1, 3, 5, 7, 9}
+    # The HTCondor site is probed first (a GPU test job); meanwhile the Kubernetes site takes its half.
+    assert kube.submitted == [0, 1, 2, 3, 4]
+    probe = schedd.probe_of("u-2", "uk-manchester")
+    assert schedd.jobs[probe].eval("RequestGpus") == 1
+    assert document["status"]["sites"][1]["state"] == "Probing"
+    schedd.complete(probe, exit_code=0, outputs={"stdout.txt": "gpu-check: 1 GPU usable\n"}, spooled=True)
+    document = apply(document, reconcile_scan(document, backends, memory))  # retrieves the probe's output
+    document = apply(document, reconcile_scan(document, backends, memory))
+    manchester = document["status"]["sites"][1]
+    assert (manchester["state"], manchester["message"]) == ("Usable", "gpu-check: 1 GPU usable")
+    condor_jobs = {int(ad.eval("HPScanShard")) for ad in schedd.jobs.values() if ad.get("HPScanShard") is not None}
+    assert condor_jobs and condor_jobs | set(kube.submitted) == set(range(10))  # the rest goes where load is least
+    assert not condor_jobs & set(kube.submitted)
+    shard = min(condor_jobs)
     assert all(ad.eval("RequestGpus") == 1 for ad in schedd.jobs.values())
 
     planned = plan("dl1-seed-scan", load_scan(Path("examples/dl1-seed-scan.yaml")).spec)
     lines = [
-        _json.dumps(ResultRecord(id=c.id, shard=1, parameters=c.parameters, metrics={"val_loss": 0.3}, status="succeeded").to_wire())
-        for c in planned.shard_combinations(1)
+        _json.dumps(ResultRecord(id=c.id, shard=shard, parameters=c.parameters, metrics={"val_loss": 0.3}, status="succeeded").to_wire())
+        for c in planned.shard_combinations(shard)
     ]  # fmt: skip
-    schedd.complete(schedd.job_of("u-2", 1), outputs={"results.jsonl": "\n".join(lines) + "\n"})
+    schedd.complete(schedd.job_of("u-2", shard), outputs={"results.jsonl": "\n".join(lines) + "\n"}, spooled=True)
+    reconcile_scan(document, backends, memory)  # retrieves the output
     status = reconcile_scan(document, backends, memory).status
-    assert status.shards[1].phase == "Succeeded" and status.shards[1].site == "uk-manchester"
-    assert status.progress == "80/800" and status.best.shard == 1
+    assert status.shards[shard].phase == "Succeeded" and status.shards[shard].site == "uk-manchester"
+    assert status.progress == "80/800" and status.best.shard == shard
     again = reconcile_scan(apply(document, reconcile_scan(document, backends, memory)), backends, memory)
     assert again.status.progress == "80/800"  # records handed over once stay counted
 
@@ -182,8 +194,12 @@ def test_a_schedd_that_stops_answering_degrades_the_scan_once(tmp_path):
     assert [e.reason for e in first.events if e.type == "Warning"] == ["SiteUnreachable"]
     again = reconcile_scan(apply(document, first), {"htcondor": condor})
     assert [e for e in again.events if e.type == "Warning"] == []  # said once
-    schedd.down = None
-    back = reconcile_scan(apply(document, again), {"htcondor": condor}).status
+    schedd.down = None  # back: probed again before it gets shards
+    document = apply(document, reconcile_scan(apply(document, again), {"htcondor": condor}))
+    assert document["status"]["sites"][0]["state"] == "Probing"
+    schedd.complete(schedd.probe_of("u-3", "uk-manchester"), exit_code=0, spooled=True)
+    reconcile_scan(document, {"htcondor": condor})  # retrieves the probe's output
+    back = reconcile_scan(document, {"htcondor": condor}).status
     assert back.sites[0].state == "Usable" and back.shard_counts.pending + back.shard_counts.running == 10
 
 

@@ -111,6 +111,7 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase of the scan."},
     {"name": "Done", "type": "string", "jsonPath": ".status.progress", "description": "Recorded / total combinations."},
     {"name": "Best", "type": "number", "jsonPath": ".status.best.value", "description": "Best objective value so far."},
+    {"name": "Sites", "type": "string", "jsonPath": ".status.usableSites", "description": "Usable / all sites."},
     {
         "name": "Metric",
         "type": "string",

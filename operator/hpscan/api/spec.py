@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from hpscan.api.common import CamelModel, EnvVar, cel_rules
 from hpscan.api.contract import GPURequest, Objective, ParameterValue
+from hpscan.api.registry import entries
 from hpscan.api.sites import NAME_PATTERN, Site
 from hpscan.api.status import HPScanStatus
 
@@ -232,7 +233,16 @@ class HPScanSpec(CamelModel):
                 "self.sampling.strategy == 'random' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
                 "grid sampling needs count or step on every range",
             ),
-            # Transition rules: what was planned must not change under running shards.
+            # Transition rules: what was planned must not change under running shards. Sites may be added or
+            # retuned (weights, maxRunning, settings) for shards placed from now on; a running shard never moves
+            # because of an edit (where it runs is read from its job), and a site that holds shards cannot go.
+            (
+                "!has(oldSelf.sites) || has(self.sites) && oldSelf.sites.all(o, self.sites.exists(s, s.name == o.name"
+                + "".join(f" && has(s.{name}) == has(o.{name})" for name in entries())
+                + "))",
+                "spec.sites: a site cannot be removed or given another backend once the scan exists; add a site, "
+                "or drain one with maxRunning: 0",
+            ),
             (
                 "self.parameters == oldSelf.parameters",
                 "spec.parameters cannot change once the scan exists; create a new HPScan",

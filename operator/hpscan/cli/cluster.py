@@ -176,7 +176,8 @@ def status(
     context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
-    """Print a scan's status: phase, counts, best combinations, shards, conditions."""
+    """Print a scan's status: phase, counts, best combinations, sites (probed, usable, excluded or unreachable),
+    shards, conditions."""
     from rich.table import Table
 
     if run_folder(name) is not None:
@@ -203,10 +204,21 @@ def status(
             params = ", ".join(f"{k}={v}" for k, v in entry.parameters.items())
             table.add_row(str(rank), entry.id, f"{entry.value:.5g}", params, str(entry.shard))
         out.print(table)
-    shards = Table("shard", "site", "phase", "done", "attempts", "job", "message", title="shards", title_justify="left")
+    if current.sites:
+        sites = Table(
+            "site", "backend", "state", "reason", "running", "succeeded", "failed", "done", "message",
+            title="sites", title_justify="left",
+        )  # fmt: skip
+        for site in current.sites:
+            sites.add_row(site.name, site.backend, str(site.state), site.reason, str(site.running), str(site.succeeded),
+                          str(site.failed), str(site.done), site.message)  # fmt: skip
+        out.print(sites)
+    shards = Table(
+        "shard", "site", "phase", "done", "attempts", "moves", "job", "message", title="shards", title_justify="left"
+    )
     for s in current.shards:
-        shards.add_row(str(s.index), s.site or "-", str(s.phase), f"{s.done}/{s.total}", str(s.attempts), s.job or "-",
-                       s.message or "")  # fmt: skip
+        shards.add_row(str(s.index), s.site or "-", str(s.phase), f"{s.done}/{s.total}", str(s.attempts),
+                       str(s.moves), s.job or "-", s.message or "")  # fmt: skip
     out.print(shards)
     sc = current.shard_counts
     if sc.total:

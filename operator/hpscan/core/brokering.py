@@ -223,7 +223,7 @@ def broker(
     Waiting shards (never submitted, suspended, or moving off a site that failed them) go, lowest index first, to
     usable sites with room (a site's maxRunning, spec.parallelism for all sites together); among those, to the one
     with the fewest active shards per unit of weight (spec order breaks ties), so weights are preferences and the
-    result is deterministic. A suspended shard goes back to its own site when it is usable (its job resumes). A
+    result is deterministic; while other sites are still probed, each usable site takes at most its weighted share. A suspended shard goes back to its own site when it is usable (its job resumes). A
     moving shard never goes back to the site it leaves."""
     by_name = {t.name: t for t in targets}
     result = Brokered()
@@ -240,13 +240,27 @@ def broker(
     load = Counter(s.site for s in active.values())
     room = (parallelism if parallelism is not None else shard_count) - len(active)
     usable = [t for t in targets if (site := sites.get(t.name)) is not None and site.state == SiteState.USABLE]
+    # While some sites are still being probed, a usable site takes only its weighted share of the scan, so the first
+    # site to pass (or one whose probe is cached) does not take every shard before the others can.
+    share: dict[str, int] = {}
+    contenders = [t for t in targets if (site := sites.get(t.name)) is None or site.state == SiteState.PROBING]
+    if contenders:
+        weights = sum(t.weight for t in [*usable, *contenders])
+        share = {t.name: -(-shard_count * t.weight // weights) for t in usable}
+    placed_on = Counter(s.site for s in states.values() if s.index not in result.withdraw)  # the share's count
     waiting = sorted(
         {i for i in range(shard_count) if i not in states or states[i].phase == ShardPhase.SUSPENDED} | set(moving)
     )
     for index in waiting:
         state = states.get(index)
         left = moving.get(index)
-        candidates = [t for t in usable if t.name != left and (t.max_running is None or load[t.name] < t.max_running)]
+        candidates = [
+            t
+            for t in usable
+            if t.name != left
+            and (t.max_running is None or load[t.name] < t.max_running)
+            and (t.name not in share or placed_on[t.name] < share[t.name])
+        ]
         if state is not None and state.phase == ShardPhase.SUSPENDED and state.site:
             own = [t for t in candidates if t.name == state.site]
             candidates = own or candidates
@@ -258,6 +272,7 @@ def broker(
         moves = 0 if state is None else state.moves + (1 if left is not None or pick.name != state.site else 0)
         result.starts.append(Start(index, pick.name, moves))
         load[pick.name] += 1
+        placed_on[pick.name] += 1
         room -= 1
     return result
 

@@ -259,6 +259,14 @@ class ScheddStandIn:
                 self.set(job, JobStatus=COMPLETED, ExitBySignal=False)
         return ran
 
+    def probe_of(self, uid: str, site: str) -> str:
+        """The id of the newest site probe job of a scan."""
+        wanted = classad2.ExprTree(f'HPScanUid == "{uid}" && HPScanProbe == "{site}"')
+        found = [job for job, ad in self.jobs.items() if wanted.eval(ad) is True]
+        if not found:
+            raise KeyError(f"no probe job for site {site} of {uid}")
+        return max(found, key=lambda job: tuple(int(part) for part in job.split(".")))
+
     def job_of(self, uid: str, shard: int) -> str:
         """The id of the queued job of a scan's shard."""
         wanted = classad2.ExprTree(f'HPScanUid == "{uid}" && HPScanShard == {shard}')

@@ -1,4 +1,5 @@
 """A tiny payload that honours the hpscan payload contract, for testing the runner without TensorFlow.
+`contract_payload.py gpu-check` is the site probe's stand-in (see gpu_check).
 
 It is a stand-in for a real payload (the real one, dl1, is tested end to end in tests/integration): it reads
 the shard file, "trains" each combination not yet recorded by computing a deterministic loss from its
@@ -6,20 +7,32 @@ parameters, appends one record per combination to OUT/results.jsonl, and logs ea
 OUT/trained.log so tests can check that nothing is trained twice. Behaviour knobs come from
 payload.settings.contractPayload: sleep (seconds per combination), failAttempts {shard: n} (exit 1 on the
 first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed),
-trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir). When the shard file asks
+trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir). From the environment
+(what a site's env sets): CONTRACT_GPU_LOST_AFTER=n exits 3 after n combinations of an attempt. When the shard file asks
 for models (artifacts.saveModels), each succeeded combination gets OUT/models/<id>/ with model.json and weights.txt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 
+def gpu_check() -> int:
+    """The site probe's stand-in (no GPU exists here): exits with CONTRACT_GPU_CHECK_EXIT (0 when unset), saying so
+    the way `dl1 gpu-check --require` does. A site's env sets it, as a site admin's preload fix would change it."""
+    code = int(os.environ.get("CONTRACT_GPU_CHECK_EXIT", "0"))
+    print("gpu-check: 1 GPU usable (stand-in)" if code == 0 else f"gpu-check: no usable GPU (stand-in, exit {code})")
+    return code
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["gpu-check"]:
+        return gpu_check()
     shard_path, out = Path(argv[0]), Path(argv[argv.index("--out") + 1])
     shard = json.loads(shard_path.read_text())
     knobs = shard["settings"].get("contractPayload", {})
@@ -44,6 +57,9 @@ def main(argv: list[str]) -> int:
         if attempt <= fail_first and trained == 1:
             print(f"attempt {attempt}: simulated crash", file=sys.stderr)
             return 1
+        if trained == int(os.environ.get("CONTRACT_GPU_LOST_AFTER", "-1")):  # a site whose GPUs break mid-scan
+            print(f"no usable GPU any more after {trained} combination(s) (stand-in)", file=sys.stderr)
+            return 3
         started = datetime.now(UTC)
         time.sleep(float(knobs.get("sleep", 0.0)))
         numbers = [v for v in combination["parameters"].values() if isinstance(v, int | float)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hpscan.api.contract import PayloadExit, ResultRecord
@@ -12,6 +13,7 @@ from hpscan.backends.htcondor.schedd import (
     HELD,
     HOLD_SPOOLING_INPUT,
     IDLE,
+    MOVES_ATTR,
     REMOVE_REASON_PREFIX,
     REMOVED,
     RUNNING,
@@ -50,6 +52,7 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
         "total": int(attr(ad, TOTAL_ATTR, 0)),
         "done": int(attr(ad, DONE_ATTR, 0)),
         "failed": int(attr(ad, FAILED_ATTR, 0)),
+        "moves": int(attr(ad, MOVES_ATTR, 0)),
     }
     if status in (RUNNING, TRANSFERRING_OUTPUT):
         return ShardStatus(phase=ShardPhase.RUNNING, **common)
@@ -63,8 +66,14 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
     if status == HELD:
         if int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
             return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.SPOOLING_INPUT, **common)
+        entered = attr(ad, "EnteredCurrentStatus")
+        since = datetime.fromtimestamp(int(entered), UTC) if entered is not None else None  # for holdTimeoutSeconds
         return ShardStatus(
-            phase=ShardPhase.PENDING, reason=Reason.HELD, message=str(attr(ad, "HoldReason", "held")), **common
+            phase=ShardPhase.PENDING,
+            reason=Reason.HELD,
+            message=str(attr(ad, "HoldReason", "held")),
+            since=since,
+            **common,
         )
     if status == COMPLETED:
         if attr(ad, "ExitBySignal", False):

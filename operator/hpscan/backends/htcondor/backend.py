@@ -34,6 +34,8 @@ from hpscan.backends.htcondor.schedd import (
     HELD,
     HOLD_SPOOLING_INPUT,
     IDLE,
+    MOVES_ATTR,
+    PROBE_ATTR,
     PROJECTION,
     RELEASED_ATTR,
     REMOVE_REASON_PREFIX,
@@ -54,7 +56,15 @@ from hpscan.backends.htcondor.schedd import (
     uid_constraint,
     unavailable,
 )
-from hpscan.backends.htcondor.submit import SubmitPlan, scan_dir, submit_description, write_sandboxes
+from hpscan.backends.htcondor.submit import (
+    PROBE_DIR,
+    SubmitPlan,
+    probe_description,
+    scan_dir,
+    submit_description,
+    write_sandboxes,
+)
+from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError, SchedulerUnavailable
 from hpscan.job.chirp import classad_string
 
@@ -174,13 +184,14 @@ class HTCondorBackend(Backend):
     def plans(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> list[SubmitPlan]:
         """The submit descriptions for these launches, one per site (what ``submit`` sends when no job exists)."""
         by_site: dict[str, tuple[Site, list[ShardFile]]] = {}
+        moves = {launch.shard_file.shard: launch.moves for launch in launches}
         for launch in launches:
             site = launch.site or Site.model_validate({"name": "htcondor", "htcondor": {}})
             if site.backend != "htcondor":
                 raise BackendError(f"site {site.name!r} is not an htcondor site")
             by_site.setdefault(site.name, (site, []))[1].append(launch.shard_file)
         folder = self.scan_dir(scan)
-        return [submit_description(scan, spec, site, files, folder) for site, files in by_site.values()]
+        return [submit_description(scan, spec, site, files, folder, moves) for site, files in by_site.values()]
 
     @_locked
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
@@ -196,12 +207,12 @@ class HTCondorBackend(Backend):
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
-                    ["ClusterId", "ProcId", SHARD_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
+                    ["ClusterId", "ProcId", SHARD_ATTR, MOVES_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
                 )
             except Exception as error:
                 self._schedds.pop(schedd_key(condor), None)
                 raise unavailable(condor, "looking for the scan's jobs", error) from None
-            present: set[int] = set()
+            present: set[tuple[int, int]] = set()  # (shard, moves): a moved shard's new job is not its old one
             orphans: list[str] = []
             for ad in existing:
                 status = int(attr(ad, "JobStatus", IDLE))
@@ -213,8 +224,8 @@ class HTCondorBackend(Backend):
                 if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT and not spooling:
                     orphans.append(job_id(ad))
                     continue
-                present.add(int(attr(ad, SHARD_ATTR, -1)))
-            missing = [row for row in plan.itemdata if int(row["Shard"]) not in present]
+                present.add((int(attr(ad, SHARD_ATTR, -1)), int(attr(ad, MOVES_ATTR, 0))))
+            missing = [row for row in plan.itemdata if (int(row["Shard"]), int(row["Moves"])) not in present]
             if not missing:
                 continue
             if orphans:
@@ -287,27 +298,26 @@ class HTCondorBackend(Backend):
         for key, first in keys.items():
             view = self._views[key]
             for ad in view.ads:
-                if attr(ad, UID_ATTR) == uid:
+                if attr(ad, UID_ATTR) == uid and attr(ad, PROBE_ATTR) is None:  # probe jobs are no shard's
                     yield sites.get(str(attr(ad, SITE_ATTR, "")), first), view, ad
 
     @_locked
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         """Shard states from the last cycle (refreshing when it is older than max_age_seconds). A schedd that
-        stopped answering marks its unfinished shards SchedulerUnavailable; one that never answered raises."""
+        stopped answering marks its unfinished shards SchedulerUnavailable; see outages() for one that never did."""
         uid = self._uid(scan)
         if uid not in self._scans:
             return {}
         self._ensure_fresh(uid)
-        for site in self._scans[uid].sites.values():
-            view = self._views[schedd_key(condor_of(site))]
-            if view.error and not view.answered:
-                raise SchedulerUnavailable(view.error)
+        # A schedd that never answered knows shards we cannot see: outages() names its sites, and the engine keeps
+        # their shards where the last status put them instead of placing them again.
         states: dict[int, ShardStatus] = {}
-        rank: dict[int, tuple[int, int]] = {}
+        rank: dict[int, tuple[int, int, int]] = {}
         for site, view, ad in self._jobs(uid):
             state = shard_status(ad, site.name)
             live = int(attr(ad, "JobStatus", IDLE)) != REMOVED
-            order = (int(live), int(attr(ad, "ClusterId", 0)))  # a live job beats a removed one, newer beats older
+            # A moved shard's newest generation speaks for it; then a live job beats a removed one, newer beats older.
+            order = (state.moves, int(live), int(attr(ad, "ClusterId", 0)))
             if state.index in rank and rank[state.index] >= order:
                 continue
             rank[state.index] = order
@@ -361,6 +371,80 @@ class HTCondorBackend(Backend):
 
     def unreadable(self, scan: ScanRef) -> int:
         return self._unreadable.get(scan.uid, 0)
+
+    @_locked
+    def outages(self, scan: ScanRef) -> dict[str, str]:
+        """Sites whose schedd did not answer the last poll cycle (the others' shards go on)."""
+        tracked = self._scans.get(scan.uid)
+        if tracked is None:
+            return {}
+        out = {}
+        for name, site in tracked.sites.items():
+            view = self._views[schedd_key(condor_of(site))]
+            if view.error:
+                out[name] = view.error
+        return out
+
+    # site probes --------------------------------------------------------------------------------------------
+
+    def _probe_ads(self, uid: str, site: Site) -> list[Any]:
+        view = self._views[schedd_key(condor_of(site))]
+        mine = [
+            ad
+            for ad in view.ads
+            if attr(ad, UID_ATTR) == uid
+            and attr(ad, PROBE_ATTR) == site.name
+            and int(attr(ad, "JobStatus", IDLE)) != REMOVED
+        ]
+        return sorted(mine, key=lambda ad: int(attr(ad, "ClusterId", 0)))
+
+    @_locked
+    def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
+        """The site's probe job (submit.probe_description): sent once, read from the poll cycle's view."""
+        uid = self._uid(scan)
+        site = site or Site.model_validate({"name": "htcondor", "htcondor": {}})
+        self.track(scan, spec)
+        self._ensure_fresh(uid)
+        condor = condor_of(site)
+        view = self._views[schedd_key(condor)]
+        if view.error:
+            raise SchedulerUnavailable(view.error)
+        ads = self._probe_ads(uid, site)
+        folder = self.scan_dir(scan) / f"{PROBE_DIR}{site.name}"
+        if not ads:
+            folder.mkdir(parents=True, exist_ok=True)
+            schedd = self._schedd(condor)
+            try:
+                result = schedd.submit(
+                    probe_description(scan, spec, site, self.scan_dir(scan)), count=1, spool=condor.remote
+                )
+                if condor.remote:
+                    schedd.spool(result)
+            except Exception as error:
+                raise unavailable(condor, "submitting the site probe", error) from None
+            self._refreshed_at = None  # the next call sees it
+            return ProbeOutcome(None, "probe sent")
+        ad = ads[-1]
+        status = int(attr(ad, "JobStatus", IDLE))
+        if status == COMPLETED:
+            if condor.remote and job_id(ad) not in view.retrieved:
+                return ProbeOutcome(None, "retrieving the probe's output")
+            words = last_line(folder / "stdout.txt") or last_line(folder / "stderr.txt")
+            return ProbeOutcome(int(attr(ad, "ExitCode", 1)), words)
+        if status == HELD:
+            return ProbeOutcome(None, f"the probe job is held: {attr(ad, 'HoldReason', 'no reason given')}")
+        if status == IDLE:
+            return ProbeOutcome(None, "the probe job waits for a slot that matches the GPU request")
+        return ProbeOutcome(None, "the probe job runs")
+
+    @_locked
+    def end_probe(self, scan: ScanRef, site: Site | None) -> None:
+        uid = self._uid(scan)
+        site = site or Site.model_validate({"name": "htcondor", "htcondor": {}})
+        condor = condor_of(site)
+        if ids := [job_id(ad) for ad in self._probe_ads(uid, site)]:
+            self._act_remove(self._schedd(condor), condor, ids, "site probe timed out")
+        self._refreshed_at = None
 
     # cancel -------------------------------------------------------------------------------------------------
 

@@ -18,12 +18,15 @@ NAME_ATTR = "HPScanName"
 NAMESPACE_ATTR = "HPScanNamespace"
 SITE_ATTR = "HPScanSite"
 TOTAL_ATTR = "HPScanTotal"
+PROBE_ATTR = "HPScanProbe"
+"""Set on a site probe job: the site's name (probe jobs carry no shard)."""
+MOVES_ATTR = "HPScanMoves"
+"""The job's generation: how often its shard moved to another site before (ShardLaunch.moves)."""
 RELEASED_ATTR = "HPScanReleased"
 """Set on a deleted scan's completed jobs so they leave the queue (see leave_in_queue)."""
 CANCELLED_ATTR = "HPScanCancelled"
 """Set on jobs just before hpscan removes them (suspend, delete): a real 25.x schedd leaves RemoveReason undefined
 after a Remove with a reason, so the reason alone cannot tell our removals from a site's."""
-"""Set on a deleted scan's completed jobs so they leave the queue (see leave_in_queue)."""
 
 PROJECTION = [
     "ClusterId",
@@ -33,7 +36,10 @@ PROJECTION = [
     SHARD_ATTR,
     SITE_ATTR,
     TOTAL_ATTR,
+    MOVES_ATTR,
+    PROBE_ATTR,
     "NumJobStarts",
+    "EnteredCurrentStatus",
     "ExitCode",
     "ExitBySignal",
     "ExitSignal",

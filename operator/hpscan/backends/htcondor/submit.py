@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,10 @@ from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.schedd import (
     KEEP_COMPLETED_SECONDS,
+    MOVES_ATTR,
     NAME_ATTR,
     NAMESPACE_ATTR,
+    PROBE_ATTR,
     RELEASED_ATTR,
     SHARD_ATTR,
     SITE_ATTR,
@@ -97,7 +99,12 @@ class SubmitPlan:
 
 
 def submit_description(
-    scan: ScanRef, spec: HPScanSpec, site: Site, shard_files: Sequence[ShardFile], folder: Path
+    scan: ScanRef,
+    spec: HPScanSpec,
+    site: Site,
+    shard_files: Sequence[ShardFile],
+    folder: Path,
+    moves: Mapping[int, int] | None = None,
 ) -> SubmitPlan:
     """The submit description of these shards on one site. Pure: builds, checks and returns; writes nothing.
 
@@ -107,14 +114,75 @@ def submit_description(
     import htcondor2
 
     condor = condor_of(site)
+    shard_macro = shard_name(0).replace("000", "$INT(Shard,%03d)")  # shard-NNN, per job
+    commands = _job_commands(scan, spec, site, shard_runner_arguments(spec, f"{shard_macro}.json"))
+    commands["initialdir"] = f"{folder}/{shard_macro}"
+    # A retry should not land on the machine whose GPU just failed it (the manual's black-hole idiom).
+    commands["job_machine_attrs"] = "Machine"
+    commands["job_machine_attrs_history_length"] = "3"
+    avoid = "(TARGET.Machine =!= MY.MachineAttrMachine1) && (TARGET.Machine =!= MY.MachineAttrMachine2)"
+    commands["requirements"] = f"{avoid} && ({condor.requirements})" if condor.requirements else avoid
+    # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
+    commands["should_transfer_files"] = "YES"
+    commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
+    commands["transfer_output_files"] = RESULTS_FILE
+    commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
+    commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
+    # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).
+    commands["retry_until"] = f"member(ExitCode, {{{', '.join(str(code) for code in sorted(FINAL_EXITS))}}})"
+    if spec.payload.timeout_seconds:
+        commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
+    commands["+WantIOProxy"] = "true"
+    commands[f"+{SHARD_ATTR}"] = "$(Shard)"
+    commands[f"+{TOTAL_ATTR}"] = "$(Combinations)"
+    commands[f"+{MOVES_ATTR}"] = "$(Moves)"
+    commands.update(condor.extra_submit)
+    try:
+        description = htcondor2.Submit(commands)
+    except Exception as error:  # the bindings reject what condor_submit would reject
+        raise BackendError(f"site {site.name!r}: the submit description is not valid: {error}") from None
+    moved = moves or {}
+    itemdata = [
+        {"Shard": str(f.shard), "Combinations": str(len(f.combinations)), "Moves": str(moved.get(f.shard, 0))}
+        for f in shard_files
+    ]
+    return SubmitPlan(site=site, description=description, itemdata=itemdata, spool=condor.remote)
+
+
+PROBE_DIR = "probe-"
+"""A site probe's initialdir on the operator's side: SCAN_DIR/probe-<site>/ (stdout.txt, stderr.txt)."""
+
+
+def probe_description(scan: ScanRef, spec: HPScanSpec, site: Site, folder: Path) -> Any:
+    """The site probe as one job (an ``htcondor2.Submit``): spec.payload.gpuCheck with the shards' universe, image,
+    GPU request, environment and site settings, no input, no retries; its exit code and output say whether the
+    site's GPUs work. Pure."""
+    import htcondor2
+
+    condor = condor_of(site)
+    commands = _job_commands(scan, spec, site, list(spec.payload.gpu_check))
+    commands["initialdir"] = str(folder / f"{PROBE_DIR}{site.name}")
+    if condor.requirements:
+        commands["requirements"] = condor.requirements
+    commands["should_transfer_files"] = "YES"
+    commands["when_to_transfer_output"] = "ON_EXIT"
+    commands["max_retries"] = "0"
+    commands["allowed_execute_duration"] = "600"  # a probe that hangs says as much as one that fails
+    commands[f"+{PROBE_ATTR}"] = classad_string(site.name)
+    commands.update(condor.extra_submit)
+    try:
+        return htcondor2.Submit(commands)
+    except Exception as error:
+        raise BackendError(f"site {site.name!r}: the probe's submit description is not valid: {error}") from None
+
+
+def _job_commands(scan: ScanRef, spec: HPScanSpec, site: Site, arguments: Sequence[str]) -> dict[str, str]:
+    """What a shard job and a probe job of one site share: universe and image, the command, environment, the
+    GPU, CPU, memory and disk requests, accounting, output files, and the attributes hpscan finds its jobs by."""
+    condor = condor_of(site)
     if not scan.uid:
         raise BackendError(f"scan {scan.name!r} has no uid to tag its jobs with")
-    shard_macro = shard_name(0).replace("000", "$INT(Shard,%03d)")  # shard-NNN, per job
-    commands: dict[str, str] = {
-        "batch_name": f"hpscan-{scan.name}",
-        "initialdir": f"{folder}/{shard_macro}",
-    }
-    arguments = shard_runner_arguments(spec, f"{shard_macro}.json")
+    commands: dict[str, str] = {"batch_name": f"hpscan-{scan.name}"}
     if condor.universe == "container":
         commands["universe"] = "container"
         commands["container_image"] = container_image(condor, spec)
@@ -126,8 +194,8 @@ def submit_description(
         commands["executable"] = condor.executable
         commands["transfer_executable"] = "true" if condor.transfer_executable else "false"
     commands["arguments"] = condor_arguments(arguments)
-    if spec.payload.env:
-        commands["environment"] = condor_environment((v.name, v.value) for v in spec.payload.env)
+    if variables := [*spec.payload.env, *site.env]:  # the site's after the payload's: a site admin's fix wins
+        commands["environment"] = condor_environment((v.name, v.value) for v in variables)
     if spec.gpu.count > 0:
         commands["request_gpus"] = str(spec.gpu.count)
         if spec.gpu.min_compute_capability:
@@ -137,43 +205,19 @@ def submit_description(
     commands["request_cpus"] = str(condor.request_cpus)
     commands["request_memory"] = condor.request_memory
     commands["request_disk"] = condor.request_disk
-    # A retry should not land on the machine whose GPU just failed it (the manual's black-hole idiom).
-    commands["job_machine_attrs"] = "Machine"
-    commands["job_machine_attrs_history_length"] = "3"
-    avoid = "(TARGET.Machine =!= MY.MachineAttrMachine1) && (TARGET.Machine =!= MY.MachineAttrMachine2)"
-    commands["requirements"] = f"{avoid} && ({condor.requirements})" if condor.requirements else avoid
     if condor.accounting_group:
         commands["accounting_group"] = condor.accounting_group
-    # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
-    commands["should_transfer_files"] = "YES"
-    commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
-    commands["transfer_output_files"] = RESULTS_FILE
-    commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
     commands["output"] = "stdout.txt"
     commands["error"] = "stderr.txt"
-    commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
-    # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).
-    commands["retry_until"] = f"member(ExitCode, {{{', '.join(str(code) for code in sorted(FINAL_EXITS))}}})"
-    if spec.payload.timeout_seconds:
-        commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
     # Completed jobs stay queued a while, so the poller sees how they ended and can retrieve their output.
     commands["leave_in_queue"] = (
         f"JobStatus == 4 && {RELEASED_ATTR} =!= true && (time() - EnteredCurrentStatus) < {KEEP_COMPLETED_SECONDS}"
     )
-    commands["+WantIOProxy"] = "true"
     commands[f"+{UID_ATTR}"] = classad_string(scan.uid)
     commands[f"+{NAME_ATTR}"] = classad_string(scan.name)
     commands[f"+{NAMESPACE_ATTR}"] = classad_string(scan.namespace)
     commands[f"+{SITE_ATTR}"] = classad_string(site.name)
-    commands[f"+{SHARD_ATTR}"] = "$(Shard)"
-    commands[f"+{TOTAL_ATTR}"] = "$(Combinations)"
-    commands.update(condor.extra_submit)
-    try:
-        description = htcondor2.Submit(commands)
-    except Exception as error:  # the bindings reject what condor_submit would reject
-        raise BackendError(f"site {site.name!r}: the submit description is not valid: {error}") from None
-    itemdata = [{"Shard": str(f.shard), "Combinations": str(len(f.combinations))} for f in shard_files]
-    return SubmitPlan(site=site, description=description, itemdata=itemdata, spool=condor.remote)
+    return commands
 
 
 def write_sandboxes(folder: Path, shard_files: Iterable[ShardFile]) -> None:

@@ -132,29 +132,32 @@ class KubernetesBackend(Backend):
             self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
 
     def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
-        from kubernetes.client.rest import ApiException
-
-        name = probe_job_name(scan.name, site.name if site is not None else "default")
-        try:
-            job = self.batch.api_client.sanitize_for_serialization(self.batch.read_namespaced_job(name, scan.namespace))
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        """The site's probe Job: created once; resumed when end_probe suspended it (a later probe of the site)."""
+        site_name = site.name if site is not None else "default"
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=probe,{LABEL_SITE}={site_name}"
+        api = self.batch.api_client
+        jobs = [api.sanitize_for_serialization(j) for j in self.batch.list_namespaced_job(
+            scan.namespace, label_selector=selector).items]  # fmt: skip
+        if not jobs:
             self._create(self.batch.create_namespaced_job, scan.namespace, probe_manifest(scan, spec, site))
             return ProbeOutcome(None, "probe sent")
-        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=probe,{LABEL_SITE}={job['metadata']['labels'][LABEL_SITE]}"
-        pods = [
-            self.core.api_client.sanitize_for_serialization(pod)
-            for pod in self.core.list_namespaced_pod(scan.namespace, label_selector=selector).items
-        ]
+        (job,) = jobs
+        if (job.get("spec") or {}).get("suspend"):
+            name = probe_job_name(scan.name, site_name)
+            self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
+            return ProbeOutcome(None, "probe sent again")
+        pods = [api.sanitize_for_serialization(pod) for pod in self.core.list_namespaced_pod(
+            scan.namespace, label_selector=selector).items]  # fmt: skip
         return probe_outcome(job, pods)
 
     def end_probe(self, scan: ScanRef, site: Site | None) -> None:
+        """Suspend the probe Job (its pod goes; the operator may patch Jobs, never delete them): the next probe of
+        the site resumes it."""
         from kubernetes.client.rest import ApiException
 
         name = probe_job_name(scan.name, site.name if site is not None else "default")
         try:
-            self.batch.delete_namespaced_job(name, scan.namespace, propagation_policy="Background")
+            self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": True}})
         except ApiException as error:
             if error.status != 404:
                 raise

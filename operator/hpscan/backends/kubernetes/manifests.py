@@ -271,6 +271,8 @@ def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: st
     ]
     container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "shard"]
     pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "shard"]
+    k8s = (site.settings_as(KubernetesSite) if site is not None else None) or KubernetesSite()
+    pod["serviceAccountName"] = k8s.service_account_name or "default"  # sent before the scan's account exists
     pod["automountServiceAccountToken"] = False  # the probe needs no API: it only exits 0 or 3
     pod["activeDeadlineSeconds"] = site.probe_timeout_seconds if site is not None else 600
     job["metadata"] = {
