@@ -230,8 +230,7 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
 
     ns, scan = operator_release, quickstart_for_the_real_node()
     _apply(cluster, ns, scan)
-    done = wait_phase(cluster, k8s, ns, QUICKSTART, {"Succeeded", "Failed"}, 900)
-    status = done["status"]
+    status = _finished(cluster, k8s, ns, QUICKSTART, 900)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[-4000:]
     assert status["progress"] == "24/24", status
 
@@ -290,40 +289,62 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
         pytest.fail(f"left behind after the scan was deleted: {remaining}")
 
 
-def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(cluster, k8s, operator_release):
-    """The node advertises nvidia.com/gpu but has none: the payload's gpu-check in the real container finds no
-    device node, exits 3, and the scan fails with GPUUnavailable at once (never retried)."""
-    ns = operator_release
+def _finished(cluster, k8s, ns: str, name: str, timeout: float) -> dict:
+    """The scan's status once Succeeded or Failed; on a timeout, a failure that shows where it stands."""
+    from operator_support import get
+
+    try:
+        return wait_phase(cluster, k8s, ns, name, {"Succeeded", "Failed"}, timeout)["status"]
+    except TimeoutError:
+        pytest.fail(f"{name} did not finish in {timeout:g}s: {json.dumps(get(k8s, ns, name).get('status'))[-3000:]}")
+
+
+@pytest.mark.parametrize("probe", [True, False], ids=["site-probe", "shard-check"])
+def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(cluster, k8s, operator_release, probe):
+    """The node advertises nvidia.com/gpu but has none: dl1's gpu-check in a real container given one finds no
+    device node and exits 3, and the scan fails with GPUUnavailable. With the site probe (spec.payload.gpuCheck,
+    the default) it runs in the probe Job and the site is excluded before any shard starts; without it, in the
+    shard's own `dl1 train-shard`, whose Job fails at once (never retried)."""
+    ns, name = operator_release, f"needs-gpu-{'probe' if probe else 'shard'}"
+    payload = {
+        "image": PAYLOAD,
+        "cpu": "250m",
+        "memory": "1Gi",
+        "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+    }
+    if not probe:
+        payload["gpuCheck"] = []
     scan = {
         "apiVersion": "hpscan.io/v1alpha1",
         "kind": "HPScan",
-        "metadata": {"name": "needs-gpu"},
+        "metadata": {"name": name},
         "spec": {
             "objective": {"metric": "val_loss", "goal": "minimize"},
             "parameters": [{"name": "layer1", "values": [8, 16]}],
             "sharding": {"shards": 1},
             "retries": 2,
             "gpu": {"count": 1, "required": True},
-            "payload": {
-                "image": PAYLOAD,
-                "cpu": "250m",
-                "memory": "1Gi",
-                "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
-            },
+            "payload": payload,
         },
     }
     _apply(cluster, ns, scan)
-    status = wait_phase(cluster, k8s, ns, "needs-gpu", {"Succeeded", "Failed"}, 300)["status"]
+    status = _finished(cluster, k8s, ns, name, 300)
     assert status["phase"] == "Failed", status
-    (shard,) = status["shards"]
-    assert shard["reason"] == "GPUUnavailable" and shard["attempts"] == 1, shard
-    assert "no NVIDIA device nodes" in shard["message"], shard  # the real check's words, from the container
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "GPUUnavailable", failed
-    (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector="hpscan.io/scan=needs-gpu").items
+    (site,) = status["sites"]
+    assert (site["state"], site["reason"]) == ("Excluded", "GPUUnavailable"), site
+    assert "no NVIDIA device nodes" in site["message"], site  # the real check's words, from the container
+    role = "probe" if probe else "shard"
+    (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector=f"hpscan.io/scan={name}").items
+    assert pod.metadata.labels["hpscan.io/role"] == role
     assert pod.spec.node_name == NODE
+    assert pod.spec.containers[0].image == PAYLOAD
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+    if not probe:
+        (shard,) = status["shards"]
+        assert shard["reason"] == "GPUUnavailable" and shard["attempts"] == 1, shard
 
 
 def test_the_gpu_check_image_exits_3_on_the_node_that_advertises_gpus_it_lacks(cluster, k8s, new_namespace):
