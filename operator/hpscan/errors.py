@@ -52,3 +52,17 @@ class ModelsError(HPScanError):
 
     exit_code = 2
     reason = Reason.ERROR
+
+
+class ArtifactStoreError(HPScanError):
+    """The object store of spec.artifacts.store refused or did not answer; the message names the store, the bucket
+    and the cause. ``final``: retrying will not help (a wrong credential, a missing bucket); ``cause``: the store's
+    error code (or what went wrong), the same for every object a broken store refuses."""
+
+    exit_code = 1
+    reason = Reason.ARTIFACT_STORE_FAILED
+
+    def __init__(self, message: str, final: bool = False, cause: str = "") -> None:
+        super().__init__(message)
+        self.final = final
+        self.cause = cause or message

@@ -1,5 +1,6 @@
-"""`hpscan run`: a whole scan on this machine, as local processes. The shell around hpscan.engine.step that keeps
-the scan's state in a run folder; the terminal display is an observer given by the CLI.
+"""`hpscan run`: a whole scan on this machine, as local processes, or (``--site``) as HTCondor jobs at one site of
+the scan, followed from here. The shell around hpscan.engine.step that keeps the scan's state in a run folder; the
+terminal display is an observer given by the CLI.
 
 Run folder layout (the same files the report and `hpscan results` read):
   scan.yaml        the manifest as run (a later run into the same folder must be the same scan)
@@ -8,6 +9,7 @@ Run folder layout (the same files the report and `hpscan results` read):
   results.jsonl    every record, appended as it arrives
   status.json      the status, same shape as the HPScan status on Kubernetes
   models/<id>/     the trained models spec.artifacts keeps (gathered from work/shard-NNN/models/ at the end)
+  condor/          with --site: each HTCondor job's sandbox (shard file in; results.jsonl, stdout, stderr back)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Protocol
 import yaml
 
 from hpscan.api.contract import MODELS_DIR, RESULTS_FILE, PayloadExit, ResultRecord, shard_name
+from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import (
     TERMINAL_SCAN_PHASES,
@@ -35,7 +38,8 @@ from hpscan.api.status import (
     ShardStatus,
     SiteState,
 )
-from hpscan.backends.base import ScanRef
+from hpscan.backends.base import Backend, ScanRef
+from hpscan.backends.htcondor import HTCondorBackend, scan_uid
 from hpscan.backends.local import LocalBackend
 from hpscan.core.artifacts import models_to_keep, rank_records, saved_models
 from hpscan.core.brokering import ProbeOutcome, Target, next_site_status, probe_needed
@@ -197,6 +201,17 @@ def keep_models(scan: HPScan, planned: Plan, run_dir: Path) -> list[str]:
     return sorted(keep & set(held))
 
 
+def condor_site(scan: HPScan, name: str) -> Site:
+    """The scan's htcondor site called ``name`` (``hpscan run --site``)."""
+    names = ", ".join(s.name for s in scan.spec.sites if s.backend == "htcondor") or "none"
+    for site in scan.spec.sites:
+        if site.name == name:
+            if site.backend != "htcondor":
+                raise RunError(f"site {name!r} is a {site.backend} site; --site takes an htcondor site ({names})")
+            return site
+    raise RunError(f"no site {name!r} in spec.sites (htcondor sites: {names})")
+
+
 def run_scan(
     scan: HPScan,
     run_dir: Path,
@@ -205,17 +220,24 @@ def run_scan(
     machine: Machine | None = None,
     poll_seconds: float = 0.5,
     should_stop: Callable[[], bool] = lambda: False,
+    site: Site | None = None,
 ) -> HPScanStatus:
-    """Run every shard not yet complete, aggregate records as they arrive, and return the final status.
+    """Run every shard not yet complete, aggregate records as they arrive, and return the final status. With
+    ``site`` (an htcondor site) every shard is a job at that site instead of a process here.
 
-    KeyboardInterrupt stops the payloads, keeps what they recorded, writes the status, and re-raises.
+    KeyboardInterrupt stops the payloads (removes the jobs), keeps what they recorded, writes the status, and
+    re-raises.
     """
     planned = plan(scan.metadata.name, scan.spec)
     require_payload_accepts(planned)  # before anything runs: a misspelt setting is a clear error, not 24 crashes
-    machine = machine or detect_machine()
-    probe = local_probe(scan, machine)
-    refuse_unusable_site(scan, probe)
-    resources = plan_resources(scan, planned, machine, workers)
+    if site is None:
+        machine = machine or detect_machine()
+        probe = local_probe(scan, machine)
+        refuse_unusable_site(scan, probe)
+        resources = plan_resources(scan, planned, machine, workers)
+    else:  # the site's slots decide; the GPUs are the site's, not this machine's (its probe job checks them)
+        jobs = min(x for x in (workers, scan.spec.parallelism, planned.shard_count) if x)
+        resources = Resources(workers=jobs, gpu_slots=[], threads_per_worker=1)
     prepare_run_dir(scan, planned, run_dir)
     results_path = run_dir / RESULTS_FILE
     records, problems = read_records(results_path)
@@ -236,24 +258,30 @@ def run_scan(
         if agg.shard_done[i] == planned.shard_size(i)
     }
     threads = str(resources.threads_per_worker)
-    backend = LocalBackend(
-        run_dir,
-        retries=scan.spec.retries,
-        env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
-        gpu_slots=resources.gpu_slots,
-        timeout_seconds=scan.spec.payload.timeout_seconds,
-        earlier_attempts=earlier,
-        probe_outcome=probe,
-    )
-    ref = ScanRef(name=scan.metadata.name, namespace="local")
+    backend: Backend
+    if site is None:
+        backend = LocalBackend(
+            run_dir,
+            retries=scan.spec.retries,
+            env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
+            gpu_slots=resources.gpu_slots,
+            timeout_seconds=scan.spec.payload.timeout_seconds,
+            earlier_attempts=earlier,
+            probe_outcome=probe,
+        )
+        ref = ScanRef(name=scan.metadata.name, namespace="local")
+        targets = [Target(name=LocalBackend.name, backend=LocalBackend.name)]
+    else:  # the manifest's uid: a re-run finds the jobs it submitted before instead of submitting them again
+        backend = HTCondorBackend(run_dir / "condor", max_age_seconds=poll_seconds)
+        ref = ScanRef(name=scan.metadata.name, namespace="local", uid=scan_uid(scan.metadata.name, scan.spec))
+        targets = [Target.of(site)]
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})
-    targets = [Target(name=LocalBackend.name, backend=LocalBackend.name)]
     observer.started(planned, agg, resources.workers)
     status = build_status(planned, agg, finished)
     try:
         with results_path.open("a", encoding="utf-8") as results:
             while True:
-                result = step(ref, spec, agg, {LocalBackend.name: backend}, targets, known=finished, previous=status)
+                result = step(ref, spec, agg, {backend.name: backend}, targets, known=finished, previous=status)
                 status = result.status
                 for record in result.new_records:
                     results.writelines(iter_record_lines([record]))
@@ -281,4 +309,6 @@ def run_scan(
         raise
     if status.phase in TERMINAL_SCAN_PHASES:
         keep_models(scan, planned, run_dir)
+        if isinstance(backend, HTCondorBackend):
+            backend.forget(ref)  # the completed jobs may leave the queue: their results are in the run folder
     return status

@@ -109,6 +109,14 @@ class CondorPool:
             os.chown(directory, user.pw_uid, user.pw_gid)
         return directory
 
+    def job_bin(self) -> Path:
+        """A folder with python, hpscan and dl1 that the pool's jobs (the submitting user) can run, with this
+        repository's packages (``cluster/condor/job-python.sh``): put it first on the jobs' PATH."""
+        result = subprocess.run([str(SCRIPTS / "job-python.sh")], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"cluster/condor/job-python.sh failed: {result.stderr[-2000:]}", pytrace=False)
+        return Path(result.stdout.strip())
+
     def site(self) -> dict[str, str]:
         """An hpscan site ``htcondor`` block that names this pool's schedd."""
         return {"pool": self.collector, "schedd": self.schedd_name()}

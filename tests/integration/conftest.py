@@ -10,6 +10,9 @@
 - ``real_node`` (session): a real node beside the agent's (cluster/node/up.sh: containerd + runc + a kubelet
   running the images ``make images`` built). Needs root. Started when it does not run, and stopped (the host
   restored) at the end by the session that started it, unless another session still uses it.
+- ``s3`` (session): a real S3 server, versitygw built from the Go module proxy (cluster/s3/build.sh, cached),
+  on 127.0.0.1:$HPSCAN_S3_PORT (default 29000) with its objects in a temporary folder; stopped by its pid at the
+  end. Pods of the test node agent run on this host, so they reach it too.
 
 Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically, those that use
 ``real_node`` also ``real_node`` (``-m "not real_node"`` deselects them). The ``condor_pool``
@@ -37,6 +40,7 @@ sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
 
 import condor_pool  # noqa: E402 (the personal HTCondor pool: the condor_pool fixture and its hooks)
 
+from cluster.s3server import S3Server  # noqa: E402
 from cluster.testing import LocalCluster  # noqa: E402
 
 CLUSTER_DIR = Path(os.environ.get("HPSCAN_CLUSTER_DIR", REPO / ".cluster"))
@@ -190,14 +194,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build the tools before the first test when a selected test needs the cluster: a cold build takes
-    minutes, which must not count against any one test's timeout. Cached builds take seconds."""
-    if not session.config.option.collectonly and any(_uses_cluster(item) for item in session.items):
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    """Build the tools before the first test when a selected test needs the cluster (or the S3 server): a cold
+    build takes minutes, which must not count against any one test's timeout. Cached builds take seconds."""
+    if session.config.option.collectonly:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if any(_uses_cluster(item) for item in session.items):
         if reporter is not None:
             reporter.write_line("building the local Kubernetes tools (cluster/build-tools.sh; cached by version)")
         # The kubelet and kube-proxy too when a real-node test is selected (their own cache entry).
         _run_script("build-tools.sh", *(["--node"] if any(_uses_real_node(item) for item in session.items) else []))
+    if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
+        if reporter is not None:
+            reporter.write_line("building the S3 server (cluster/s3/build.sh; cached by version)")
+        _run_script("s3/build.sh")
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -6,8 +6,9 @@ Each backend runs the contract-honouring stand-in payload (tests/unit/payloads) 
 - local: child processes;
 - kubernetes: Jobs on the local control plane, pods on its node agent (a kubelet stand-in), records through
   the shard ConfigMaps;
-- htcondor: the backend against ScheddStandIn, whose `run_idle` plays the execute node (a STAND-IN until the
-  real pool of the HTCondor issue replaces it: only the job runs for real, not matchmaking or file transfer).
+- htcondor: the backend against the personal pool's real daemons (the condor_pool fixture): a remote-style site
+  (input spooled, output retrieved), vanilla-universe jobs matched to the simulated GPUs, records live through
+  chirp and back in the output sandbox, retries by the schedd's max_retries and retry_until.
 
 A harness knows how to build a fresh backend (what a restarted runner or operator does), where the shards go,
 and how to let the batch system make progress.
@@ -16,7 +17,6 @@ and how to let the batch system make progress.
 from __future__ import annotations
 
 import secrets
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,7 +38,6 @@ from hpscan.core.planning import Plan, plan
 from hpscan.core.results import aggregate
 from hpscan.core.shardfiles import write_shard_files
 from hpscan.core.summary import build_status
-from hpscan.testing.condor import ScheddStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -90,34 +89,46 @@ class KubernetesHarness:
 
 
 class HTCondorHarness:
-    def __init__(self, tmp_path: Path) -> None:
-        self.schedd = ScheddStandIn()  # outlives backends: a restart finds the queue as it was
-        self.work_dir = tmp_path / "condor"
+    """A site that names the pool's collector and schedd (spooled input, retrieved output, as at a grid site);
+    the jobs run the payload in the vanilla universe with the pool's job Python (condor_pool.job_bin)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.work_dir = pool.job_dir("contract")
         self.ref = ScanRef("contract", "physics", "u-condor-" + secrets.token_hex(3))
-        self.site = Site.model_validate(
-            {"name": "grid", "htcondor": {"universe": "vanilla", "executable": "/usr/bin/env"}}
-        )
-        self.path = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+        block = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "256MB", "requestDisk": "64MB"}
+        self.site = Site.model_validate({"name": "grid", "htcondor": {**pool.site(), **block}})
+
+    def job_payload(self, spec: dict[str, Any]) -> None:
+        """The payload as the submitting user runs it: the job Python on PATH (hpscan's shard runner too)."""
+        bin_dir = self.pool.job_bin()
+        spec["payload"]["command"] = [str(bin_dir / "python"), spec["payload"]["command"][-1]]
+        spec["payload"]["env"] = [{"name": "PATH", "value": f"{bin_dir}:/usr/bin:/bin"}]
 
     def new_backend(self) -> Backend:
-        return HTCondorBackend(self.work_dir, schedd_factory=lambda site: self.schedd, max_age_seconds=0)
+        return HTCondorBackend(self.work_dir, max_age_seconds=0)
 
     def drive(self) -> None:
-        self.schedd.run_idle(self.path)
+        time.sleep(0.5)
 
 
 @pytest.fixture(params=BACKENDS)
 def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., tuple[Harness, Plan]]]:
     """make_harness(knobs, retries) -> (harness, plan), for the backend this test is parametrized with."""
 
+    made: list[Any] = []
+
     def make(knobs: dict[str, Any], retries: int = 1) -> tuple[Harness, Plan]:
         # Pods see their own /tmp (an emptyDir), not pytest's: the Kubernetes payload logs under the repository.
         log_dir = request.getfixturevalue("pod_visible_dir") if request.param == "kubernetes" else tmp_path
+        if request.param == "htcondor":  # jobs run as the pool's submitting user, who cannot write to tmp_path
+            harness: Any = HTCondorHarness(request.getfixturevalue("condor_pool"))
+            log_dir = harness.pool.job_dir("trained")
         trained_log = log_dir / "trained.log"
         spec_dict = contract_spec(knobs, trained_log, retries)
         if request.param == "htcondor":
-            harness: Any = HTCondorHarness(tmp_path)
             spec_dict["sites"] = [harness.site.to_wire()]
+            harness.job_payload(spec_dict)
         spec = HPScanSpec.model_validate(spec_dict)
         planned = plan("contract", spec)
         if request.param == "local":
@@ -131,15 +142,28 @@ def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
             harness = KubernetesHarness(k8s, request.getfixturevalue("namespace"), body)
         harness.trained_log = trained_log
         harness.spec = spec
+        made.append(harness)
         return harness, planned
 
+    make.backend = request.param  # type: ignore[attr-defined]
     yield make
+    for harness in made:
+        if isinstance(harness, HTCondorHarness):  # as a deleted scan: its jobs leave the pool's queue
+            backend = harness.new_backend()
+            backend.track(harness.ref, harness.spec)
+            backend.forget(harness.ref)
 
 
 @pytest.fixture(scope="module")
 def crd_applied(cluster: Any) -> None:
     cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+
+
+def harness_pace(make_harness: Any) -> float:
+    """How much slower than a local process a backend starts and reports (HTCondor: a negotiation cycle, a
+    shadow, a starter, chirp), so a test can cancel a shard between its first and last record."""
+    return 5.0 if make_harness.backend == "htcondor" else 1.0
 
 
 def launches(harness: Any, planned: Plan) -> list[ShardLaunch]:
@@ -193,14 +217,11 @@ def test_submit_is_idempotent(make_harness):
 
 
 def test_cancel_suspends_and_keeps_the_records(make_harness):
-    harness, planned = make_harness({"sleep": 0.6})
+    harness, planned = make_harness({"sleep": 0.6 * harness_pace(make_harness)})
     backend = harness.new_backend()
     start(harness, backend, planned)
     records: list = []
-    if isinstance(harness, HTCondorHarness):  # the stand-in runs a job to its end: cancel while queued instead
-        records += backend.fetch_records(harness.ref)
-    else:
-        run_until(harness, backend, lambda _states, got: len(got) >= 1, records)
+    run_until(harness, backend, lambda _states, got: len(got) >= 1, records)  # HTCondor: chirped while it runs
     backend.cancel(harness.ref)
     states = run_until(
         harness, backend, lambda s, _r: bool(s) and all(x.phase == ShardPhase.SUSPENDED for x in s.values()), records
@@ -240,11 +261,11 @@ def test_a_crashed_attempt_is_retried_and_counted(make_harness):
 
 
 def test_after_a_restart_records_fold_once_and_nothing_is_trained_twice(make_harness):
-    harness, planned = make_harness({"sleep": 0.3})
+    harness, planned = make_harness({"sleep": 0.3 * harness_pace(make_harness)})
     first = harness.new_backend()
     start(harness, first, planned)
     records: list = []
-    run_until(harness, first, lambda _s, got: len(got) >= 1 or isinstance(harness, HTCondorHarness), records)
+    run_until(harness, first, lambda _s, got: len(got) >= 1, records)
     first.cancel(harness.ref)  # suspended, then the runner or operator dies
 
     second = harness.new_backend()  # a restarted runner or operator

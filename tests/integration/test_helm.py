@@ -104,6 +104,7 @@ def test_helm_package_carries_the_repository_crd(helm, tmp_path):
         (["--set-json", 'defaults.sites=[{"name":"Bad_Name","kubernetes":{}}]'], "/defaults/sites/0/name"),
         (["--set", "resources.requests.cpu=lots"], "/resources/requests/cpu"),
         (["--set", "metrics.port=70000"], "/metrics/port"),
+        (["--set-json", 'defaults.artifactStore={"s3":{"endpoint":"s3.example.org","bucket":"m","secretRef":{"name":"k"}}}'], "/defaults/artifactStore"),
     ],
 )  # fmt: skip
 def test_the_schema_refuses_wrong_values_at_install(helm, arguments, message):
@@ -173,6 +174,18 @@ def test_site_token_secrets_are_the_only_secrets_the_operator_may_read(helm):
     assert monitor["spec"]["endpoints"][0] | {"interval": None, "scrapeTimeout": None} == {
         "port": "http-metrics", "path": "/metrics", "interval": None, "scrapeTimeout": None,
     }  # fmt: skip
+
+
+def test_the_default_model_stores_secret_is_one_the_operator_may_read(helm):
+    store = {"s3": {"endpoint": "https://s3.example.org", "bucket": "ftag-models", "secretRef": {"name": "s3-keys"}}}
+    docs = render(helm, "--set-json", f"defaults.artifactStore={json.dumps(store)}", "--set", "rbac.secretNames={idt}")
+    (role,) = by_kind(docs, "ClusterRole")
+    assert [r["resourceNames"] for r in role["rules"] if "secrets" in r["resources"]] == [["idt", "s3-keys"]]
+    (config,) = by_kind(docs, "ConfigMap")
+    from hpscan.controller.defaults import OperatorDefaults
+
+    defaults = OperatorDefaults.model_validate(yaml.safe_load(config["data"]["defaults.yaml"]))
+    assert defaults.artifact_store is not None and defaults.artifact_store.s3.bucket == "ftag-models"
 
 
 # --- against the API server ---

@@ -1,23 +1,35 @@
-"""The backend's submit / poll / resubmit / cancel round trip against the personal HTCondor pool's real schedd
-(the condor_pool fixture: daemons built from source, cluster/condor/). No longer opt-in.
+"""The HTCondor backend against the personal pool's real daemons (the condor_pool fixture: built from source,
+cluster/condor/): the submit / poll / resubmit / cancel round trip, then what only a real pool shows: records
+chirped by a running job reaching the scan's status, a held job's HoldReason, max_retries, a GPU request no slot
+can meet, and the IDTOKEN of a site's Secret. The backend contract (test_backend_contract.py) runs here too.
 
-Set HPSCAN_CONDOR_SITE to an htcondor site block (YAML or JSON) to aim it at another access point instead, with
-credentials the schedd accepts in the environment. The jobs need not run: they are removed at the end.
+Set HPSCAN_CONDOR_SITE to an htcondor site block (YAML or JSON) to aim the round trip at another access point
+instead, with credentials the schedd accepts in the environment. Its jobs need not run: they are removed at the end.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 import uuid
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from typing import Any
 
+import htcondor2
 import pytest
 import yaml
 
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ShardPhase
+from hpscan.api.status import ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.htcondor import HTCondorBackend, locate_schedd
+from hpscan.backends.htcondor.submit import write_sandboxes
 from hpscan.core.planning import plan
+from hpscan.core.results import aggregate
+from hpscan.core.summary import build_status
 
 SITE = os.environ.get("HPSCAN_CONDOR_SITE")
 pytestmark = [pytest.mark.integration]
@@ -61,11 +73,233 @@ def test_submit_poll_resubmit_cancel_on_a_real_schedd(condor_pool, style):
         states = backend.poll(scan)
         assert sorted(states) == [0, 1]
         assert all(s.phase in {ShardPhase.PENDING, ShardPhase.RUNNING} for s in states.values())
+        assert len({str(s.job).split(".")[0] for s in states.values()}) == 1  # one cluster, one job per shard
         backend.submit(scan, spec, launches)  # idempotent: finds both jobs
+        # ... and so does a restarted operator (a new backend) that crashed before it wrote the status
+        restarted = HTCondorBackend(work_dir, schedd_factory=counting, max_age_seconds=0)
+        restarted.submit(scan, spec, launches)
         assert [s.job for s in backend.poll(scan).values()] == [s.job for s in states.values()]
+        assert [s.job for s in restarted.poll(scan).values()] == [s.job for s in states.values()]
     finally:
         backend.cancel(scan)
     after = backend.poll(scan)
     assert sorted(after) == [0, 1]
     assert all(s.phase == ShardPhase.SUSPENDED for s in after.values())
     backend.forget(scan, delete_sandboxes=True)
+
+
+# --- the backend on jobs that run: the contract-honouring stand-in payload, run by the pool's job Python -------
+
+PAYLOAD = os.path.join(os.path.dirname(__file__), "..", "unit", "payloads", "contract_payload.py")
+
+
+def pool_scan(pool: Any, knobs: dict[str, Any], site: dict[str, Any] | None = None, **spec: Any) -> HPScanSpec:
+    """One shard of two combinations on a remote-style site of the pool (spooled input, retrieved output), run in
+    the vanilla universe as the submitting user."""
+    bin_dir = pool.job_bin()
+    block = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "256MB", "requestDisk": "64MB"}
+    return HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "x", "values": [1, 2]}],
+            "sharding": {"shards": 1},
+            "retries": 0,
+            "gpu": {"count": 1, "required": False},
+            "payload": {
+                "image": "unused-in-the-vanilla-universe",
+                "command": [str(bin_dir / "python"), os.path.abspath(PAYLOAD)],
+                "settings": {"contractPayload": knobs},
+                "env": [{"name": "PATH", "value": f"{bin_dir}:/usr/bin:/bin"}],
+            },
+            "sites": [{"name": "pool", "htcondor": {**pool.site(), **block, **(site or {})}}],
+            **spec,
+        }
+    )
+
+
+class Scan:
+    """A scan submitted to the pool through a fresh backend; ``until`` polls like the engine does."""
+
+    def __init__(self, pool: Any, spec: HPScanSpec, **backend: Any) -> None:
+        self.ref = ScanRef(name="realpool", namespace="physics", uid=f"realpool-{uuid.uuid4().hex[:12]}")
+        self.spec, self.planned = spec, plan("realpool", spec)
+        self.backend = HTCondorBackend(pool.job_dir("realpool"), max_age_seconds=0, **backend)
+        self.records: list = []
+        self.pool = pool
+
+    def submit(self) -> None:
+        self.backend.prepare(self.ref, self.spec, self.planned.shard_count)
+        launches = [ShardLaunch(f, self.spec.sites[0]) for f in self.planned.shard_files()]
+        self.backend.submit(self.ref, self.spec, launches)
+
+    def until(self, done: Any, what: str, timeout: float = 90) -> dict[int, ShardStatus]:
+        seen: list[dict[int, ShardStatus]] = [{}]
+
+        def check() -> dict[int, ShardStatus] | None:
+            seen[0] = states = self.backend.poll(self.ref)
+            self.records += self.backend.fetch_records(self.ref)
+            return states if states and done(states[0]) else None
+
+        try:
+            return self.pool.wait(check, timeout, what, interval=0.5)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; last states: {seen[0]}") from None
+
+    def status(self, states: dict[int, ShardStatus]) -> Any:
+        return build_status(self.planned, aggregate(self.planned, self.records), states)
+
+    def close(self) -> None:
+        self.backend.forget(self.ref, delete_sandboxes=True)
+
+
+def test_chirped_records_reach_the_scan_status_while_the_job_runs(condor_pool):
+    scan = Scan(condor_pool, pool_scan(condor_pool, {"sleep": 4}))  # a record after 4 s, the next 4 s later
+    try:
+        scan.submit()
+        states = scan.until(lambda s: s.done >= 1, "the first chirped record")
+        assert states[0].phase == ShardPhase.RUNNING, states  # live: the job still runs
+        assert [r.id for r in scan.records] == [scan.planned.shard_combinations(0)[0].id]
+        status = scan.status(states)
+        assert (status.phase, status.combinations.succeeded, status.combinations.running) == ("Running", 1, 1)
+        assert status.best is not None and status.best.value == scan.records[0].metrics["val_loss"]
+        states = scan.until(lambda s: s.phase == ShardPhase.SUCCEEDED, "the job's end")
+        assert aggregate(scan.planned, scan.records).succeeded == 2  # the rest came back in the output sandbox
+        assert scan.status(states).phase == "Succeeded"
+    finally:
+        scan.close()
+
+
+def test_a_crash_between_submit_and_spool_is_repaired(condor_pool):
+    """Jobs submitted with spool=True whose input never came (the operator died between submit and spool) stay held
+    (SpoolingInput). The schedd marks them StageInStart all the same; once they waited longer than any spool takes
+    (spool_grace_seconds), the next submit removes them and submits again, and the shard runs."""
+    scan = Scan(condor_pool, pool_scan(condor_pool, {}), spool_grace_seconds=4)
+    try:
+        shard_file = scan.planned.shard_file(0)
+        orphan = scan.backend.plans(scan.ref, scan.spec, [ShardLaunch(shard_file, scan.spec.sites[0])])
+        write_sandboxes(scan.backend.scan_dir(scan.ref), [shard_file])
+        cluster = condor_pool.schedd().submit(orphan[0].description, spool=True, itemdata=iter(orphan[0].itemdata))
+        orphan_job = f"{cluster.cluster()}.0"
+        scan.backend.track(scan.ref, scan.spec)
+        assert scan.backend.poll(scan.ref)[0].reason == "SpoolingInput"
+        scan.submit()  # within the grace: its input may still be on its way, so it is present
+        assert scan.backend.poll(scan.ref)[0].job == orphan_job
+        time.sleep(5)
+        scan.submit()
+        states = scan.until(lambda s: s.phase == ShardPhase.SUCCEEDED, "the shard submitted again")
+        assert states[0].job != orphan_job
+        assert aggregate(scan.planned, scan.records).succeeded == 2
+        left = condor_pool.schedd().query(f"ClusterId == {cluster.cluster()}", ["JobStatus"])
+        assert all(ad["JobStatus"] == 3 for ad in left)  # removed (or already gone)
+    finally:
+        scan.close()
+
+
+def test_a_held_job_surfaces_its_hold_reason(condor_pool):
+    """A site whose executable does not exist on the execute node (a wrong CVMFS path): the job goes on hold."""
+    missing = "/cvmfs/atlas.example.org/hpscan/run-hpscan.sh"
+    scan = Scan(condor_pool, pool_scan(condor_pool, {}, {"executable": missing}))
+    try:
+        scan.submit()
+        states = scan.until(lambda s: s.reason == "Held", "the hold")
+        assert states[0].phase == ShardPhase.PENDING
+        assert missing in (states[0].message or ""), states[0]
+        (degraded,) = [c for c in scan.status(states).conditions if c.type == "Degraded"]
+        assert (degraded.status, degraded.reason) == ("True", "Held")
+        assert missing in degraded.message
+    finally:
+        scan.close()
+
+
+def test_max_retries_reruns_a_failing_payload_then_fails_the_shard(condor_pool):
+    scan = Scan(condor_pool, pool_scan(condor_pool, {"exitCode": 1}, retries=1))
+    try:
+        scan.submit()
+        states = scan.until(lambda s: s.phase == ShardPhase.FAILED, "the last attempt", timeout=120)
+        assert (states[0].reason, states[0].attempts) == ("PayloadFailed", 2)
+        assert "exiting with 1 as asked" in (states[0].message or ""), states[0]  # the payload's stderr came back
+    finally:
+        scan.close()
+
+
+def test_a_gpu_capability_no_slot_has_stays_pending_with_a_reason(condor_pool):
+    """The pool's GPUs have compute capability 8.0: a scan asking for 9.0 never starts and says why; 8.0 runs."""
+    scan = Scan(
+        condor_pool, pool_scan(condor_pool, {}, gpu={"count": 1, "required": False, "minComputeCapability": "9.0"})
+    )
+    fits = Scan(
+        condor_pool, pool_scan(condor_pool, {}, gpu={"count": 1, "required": False, "minComputeCapability": "8.0"})
+    )
+    try:
+        scan.submit()
+        fits.submit()
+        states = scan.until(lambda s: s.reason == "Unschedulable", "the negotiator's verdict")
+        assert states[0].phase == ShardPhase.PENDING and "compute capability" in (states[0].message or "")
+        fits.until(lambda s: s.phase == ShardPhase.SUCCEEDED, "the 8.0 scan")
+        assert scan.backend.poll(scan.ref)[0].attempts == 0
+    finally:
+        scan.close()
+        fits.close()
+
+
+# The backend in a process of its own: the bindings cache authenticated sessions, so a test in this process would
+# reuse the session of an earlier one instead of authenticating with the Secret's token.
+SUBMIT_WITH_SECRET = """
+import json, sys, uuid
+from pathlib import Path
+from hpscan.api.spec import HPScanSpec
+from hpscan.backends.base import ScanRef, ShardLaunch
+from hpscan.backends.htcondor import HTCondorBackend
+from hpscan.core.planning import plan
+from hpscan.errors import HPScanError
+
+spec = HPScanSpec.model_validate_json(sys.argv[1])
+secret = {("physics", "grid-token", "token"): sys.argv[3]}
+backend = HTCondorBackend(Path(sys.argv[2]), read_secret=lambda *key: secret[key], max_age_seconds=0)
+scan = ScanRef(name="token", namespace="physics", uid=f"token-{uuid.uuid4().hex[:12]}")
+planned = plan(scan.name, spec)
+backend.prepare(scan, spec, planned.shard_count)
+try:
+    backend.submit(scan, spec, [ShardLaunch(f, spec.sites[0]) for f in planned.shard_files()])
+    print(json.dumps({"uid": scan.uid, "jobs": [s.job for s in backend.poll(scan).values()]}))
+except HPScanError as error:
+    print(json.dumps({"error": str(error)}))
+"""
+
+
+def submit_with_secret(pool: Any, token: str, tmp_path: Any) -> dict[str, Any]:
+    spec = pool_scan(pool, {}, {"tokenSecret": {"name": "grid-token"}})
+    empty = tmp_path / "no-tokens"
+    empty.mkdir()
+    env = pool.env(_CONDOR_SEC_TOKEN_DIRECTORY=str(empty))  # the environment has no token: only the Secret's
+    command = [
+        sys.executable,
+        "-c",
+        SUBMIT_WITH_SECRET,
+        spec.model_dump_json(by_alias=True),
+        str(pool.job_dir("token")),
+        token,
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_sites_secret_idtoken_authenticates_the_backend(condor_pool, tmp_path):
+    token = condor_pool.token(authz=["READ", "WRITE"], lifetime_s=600)  # what a pool admin hands over
+    submitted = submit_with_secret(condor_pool, token, tmp_path)
+    assert "jobs" in submitted, submitted
+    token_id = json.loads(urlsafe_b64decode(token.split(".")[1] + "==="))["jti"]
+    constraint = f'HPScanUid == "{submitted["uid"]}"'
+    try:
+        (ad,) = condor_pool.schedd().query(constraint, ["Owner", "AuthTokenSubject", "AuthTokenId"])
+        assert (ad["Owner"], ad["AuthTokenSubject"]) == (condor_pool.submit_user, condor_pool.identity)
+        assert ad.get("AuthTokenId") == token_id  # this token, not another one
+    finally:
+        condor_pool.schedd().act(htcondor2.JobAction.Remove, constraint)
+
+
+def test_a_secret_token_the_pool_did_not_sign_names_the_schedd(condor_pool, tmp_path):
+    header, claims, _ = condor_pool.token().split(".")
+    forged = f"{header}.{claims}.{urlsafe_b64encode(b'x' * 32).decode().rstrip('=')}"
+    submitted = submit_with_secret(condor_pool, forged, tmp_path)
+    assert "did not answer" in submitted.get("error", ""), submitted
+    assert condor_pool.collector in submitted["error"]

@@ -98,15 +98,18 @@ def run_as_the_job(tmp_path: Path, command: list[str] | None = None):
 
 
 # What each channel of `hpscan shard-run` imports when it starts: the kubernetes client (shard Jobs) and
-# htchirp (HTCondor jobs). The chirp channel reports a failing client on stderr and goes on, so only an import
-# shows that htchirp is missing.
+# htchirp (HTCondor jobs), and boto3 for the uploads to a scan's model store (spec.artifacts.store). The chirp
+# channel reports a failing client on stderr and goes on, so only an import shows that htchirp is missing.
 CHANNEL_IMPORTS = """
 import hpscan.cli, dl1.cli, tensorflow
 import htchirp
 from kubernetes import client
 from hpscan.job.configmap import ConfigMapChannel
 from hpscan.job.chirp import ChirpChannel
+from hpscan.api.store import ModelStoreLocation
+from hpscan.job.store import ModelStore, ModelUploader
 ConfigMapChannel("results", "ns", api_client=client.ApiClient())
+ModelStore(ModelStoreLocation(endpoint="http://127.0.0.1:1", bucket="b", key_prefix="p/"), "k", "s")
 print("channels ok")
 """
 

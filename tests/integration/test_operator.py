@@ -383,9 +383,82 @@ def test_an_idle_scan_costs_no_api_request(operator, k8s, ns, cluster):
 
 
 @pytest.mark.slow
-def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, operator):
+
+# --- kept models in a real S3 server (the s3 fixture): uploaded by the shard pods, pruned by the operator ---
+
+
+def _store(k8s: client.ApiClient, ns: str, s3: Any, secret_key: str | None = None) -> dict:
+    """A fresh bucket, the Secret with its key pair in ``ns``, and the spec.artifacts.store naming both."""
+    bucket = s3.create_bucket(f"models-{secrets.token_hex(3)}")
+    keys = {"accessKeyId": s3.access_key, "secretAccessKey": secret_key or s3.secret_key}
+    client.CoreV1Api(k8s).create_namespaced_secret(ns, {"metadata": {"name": "models-s3"}, "stringData": keys})
+    return {"s3": {"endpoint": s3.endpoint, "bucket": bucket, "prefix": "scans", "secretRef": {"name": "models-s3"}}}
+
+
+def _hpscan(cluster: Any, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "hpscan"), *args],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def test_shard_pods_upload_their_models_and_the_operator_keeps_the_top_k(cluster, k8s, ns, operator, s3, tmp_path):
+    explained = cluster.kubectl("explain", "hpscan.spec.artifacts.store.s3").stdout
+    assert "<prefix>/<namespace>/<scan>/<combination id>/" in explained and "secretRef" in explained
+    store = _store(k8s, ns, s3)
+    create(k8s, ns, scan_manifest("kept", {}, artifacts={"keep": "top", "top": 1, "store": store}))
+    status = wait_phase(cluster, k8s, ns, "kept", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded", status
+
+    def kept_event() -> str | None:
+        events = client.CoreV1Api(k8s).list_namespaced_event(ns, field_selector="involvedObject.name=kept").items
+        return next((e.message for e in events if e.reason == "ModelsKept"), None)
+
+    message = cluster.wait(kept_event, 30, "the ModelsKept event")
+    assert message.startswith("kept 3 of 8 trained models")  # the best, the median and the worst of 8
+    records = [json.loads(line) for line in _hpscan(cluster, "results", "kept", "-n", ns).stdout.splitlines()]
+    ranked = sorted(records, key=lambda r: (r["metrics"]["val_loss"], r["id"]))
+    expected = {ranked[0]["id"], ranked[3]["id"], ranked[7]["id"]}
+    bucket = store["s3"]["bucket"]
+    keys = s3.keys(bucket)
+    assert {key.split("/")[3] for key in keys} == expected
+    assert all(key.startswith(f"scans/{ns}/kept/") for key in keys)
+
+    listing = _hpscan(cluster, "models", "kept", "-n", ns, "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = json.loads(listing.stdout)
+    assert [(row["rank"], row["id"]) for row in rows] == [
+        (1, ranked[0]["id"]), (4, ranked[3]["id"]), (8, ranked[7]["id"]),
+    ]  # fmt: skip
+    fetched = _hpscan(cluster, "fetch-model", "kept", "-n", ns, "--rank", "8", "--out", str(tmp_path / "worst"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads((tmp_path / "worst" / "record.json").read_text())["id"] == ranked[7]["id"]
+    assert (tmp_path / "worst" / "weights.txt").read_text() == f"{ranked[7]['metrics']['val_loss']}\n"
+    missing = _hpscan(cluster, "fetch-model", "kept", "-n", ns, "--rank", "2", "--out", str(tmp_path / "second"))
+    assert missing.returncode == 2 and "no kept model of rank 2" in missing.stderr
+
+
+def test_a_wrong_store_key_fails_the_scan_naming_the_cause_before_training(
+    cluster, k8s, ns, operator, s3, pod_visible_dir
+):
+    log = pod_visible_dir / "trained.log"
+    store = _store(k8s, ns, s3, secret_key="not-the-secret")
+    manifest = scan_manifest("badkey", {"trainedLog": str(log)}, sharding={"shards": 1}, retries=2)
+    manifest["spec"]["artifacts"] = {"store": store}
+    create(k8s, ns, manifest)
+    status = wait_phase(cluster, k8s, ns, "badkey", {"Succeeded", "Failed"}, 120)["status"]
+    assert status["phase"] == "Failed", status
+    shard = status["shards"][0]
+    assert shard["reason"] == "InvalidInput" and shard["attempts"] == 1  # a credential: never retried
+    assert "SignatureDoesNotMatch" in shard["message"] and store["s3"]["bucket"] in shard["message"]
+    assert not log.exists()  # nothing trained: no GPU time for models nobody could keep
+    assert s3.keys(store["s3"]["bucket"]) == []
+
+
+def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, operator, s3, tmp_path):
     body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
     body["spec"]["parallelism"] = 2  # two TensorFlow pods at once on a 2-core machine
+    body["spec"]["artifacts"] = {"keep": "top", "top": 1, "store": _store(k8s, ns, s3)}
     create(k8s, ns, body)
     status = wait_phase(cluster, k8s, ns, "quickstart", {"Succeeded", "Failed"}, 600)["status"]
     assert status["phase"] == "Succeeded", status
@@ -393,3 +466,11 @@ def test_the_quickstart_scan_runs_through_the_real_payload(cluster, k8s, ns, ope
     assert status["best"]["value"] < 0.7 and set(status["best"]["parameters"]) == {
         "layer1", "layer2", "learning_rate", "activation",
     }  # fmt: skip
+    # The dl1 models the pods saved, in the store: the best, the median and the worst are kept, in Keras format.
+    fetched = _hpscan(cluster, "fetch-model", "quickstart", "-n", ns, "--rank", "1", "--out", str(tmp_path / "best"))
+    assert fetched.returncode == 0, fetched.stderr
+    info = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert info["id"] == status["best"]["id"] and info["metrics"]["val_loss"] == status["best"]["value"]
+    assert (tmp_path / "best" / "model.keras").is_file() and (tmp_path / "best" / "scale_dict.json").is_file()
+    listing = json.loads(_hpscan(cluster, "models", "quickstart", "-n", ns, "--json").stdout)
+    assert [row["rank"] for row in listing] == [1, 12, 24]

@@ -126,8 +126,11 @@ def test_cli_lists_and_fetches_kept_models(finished_run: Path, tmp_path_factory)
     assert missing.exit_code == 2 and "no kept model of rank 5" in missing.output
     taken = runner.invoke(app, ["fetch-model", str(finished_run), "--out", str(target)])
     assert taken.exit_code == 2 and "not an empty folder" in taken.output
-    cluster = runner.invoke(app, ["models", "my-scan-on-kubernetes"])
-    assert cluster.exit_code == 2 and "object storage" in cluster.output
+    # A name that is no folder is an HPScan on the cluster (tests/integration/test_model_store.py reads one).
+    cluster = runner.invoke(app, ["models", "my-scan-on-kubernetes"], env={"KUBECONFIG": "/nonexistent/kubeconfig"})
+    assert cluster.exit_code == 1 and "no Kubernetes configuration found" in cluster.output
+    path = runner.invoke(app, ["models", str(finished_run / "no-such-run")])
+    assert path.exit_code == 2 and "no such run folder" in path.output
 
 
 def test_keep_none_saves_nothing(tmp_path: Path):

@@ -50,6 +50,13 @@ def site_schema_from_crd() -> dict[str, Any]:
     return site
 
 
+def artifact_store_schema_from_crd() -> dict[str, Any]:
+    """The JSON schema of `defaults.artifactStore`: the CRD's spec.artifacts.store."""
+    crd = yaml.safe_load(CRD.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _strict(copy.deepcopy(spec["properties"]["artifacts"]["properties"]["store"]))
+
+
 def _value_paths(values: Any, schema: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted paths of the values a user sets, down to where the schema stops naming keys (scalars, lists,
     free-form mappings such as podSecurityContext). A key the schema does not name is reported as such."""
@@ -74,6 +81,7 @@ def test_the_site_schema_of_values_is_the_crd_site_schema():
     assert schema["$defs"]["site"] == site_schema_from_crd(), "values.schema.json is stale: run `make crds`"
     tolerations = schema["$defs"]["site"]["properties"]["kubernetes"]["properties"]["tolerations"]["items"]
     assert schema["$defs"]["toleration"] == tolerations
+    assert schema["$defs"]["artifactStore"] == artifact_store_schema_from_crd(), "values.schema.json is stale"
 
 
 def test_every_value_is_in_the_schema_and_in_the_readme():
@@ -110,6 +118,7 @@ def write() -> None:
     CHART_CRD.write_bytes(CRD.read_bytes())
     schema = json.loads(SCHEMA.read_text())
     schema["$defs"]["site"] = site_schema_from_crd()
+    schema["$defs"]["artifactStore"] = artifact_store_schema_from_crd()
     schema["$defs"]["toleration"] = schema["$defs"]["site"]["properties"]["kubernetes"]["properties"]["tolerations"][
         "items"
     ]

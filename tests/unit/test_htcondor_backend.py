@@ -1,30 +1,29 @@
-"""HTCondorBackend's behaviour against a schedd STAND-IN (hpscan.testing.condor): HTCondor daemons cannot be
-installed here. The stand-in keeps htcondor2.Schedd's signatures and returns real ClassAds; docs/htcondor.md says
-how to run the submit/poll/cancel round trip against a real access point instead."""
+"""HTCondorBackend against a schedd STAND-IN (hpscan.testing.condor), only where a test needs what the personal
+pool cannot show on demand: a schedd that does not answer, two schedds, counted or slowed calls, job states held
+still at a chosen moment. Each test says which in its docstring. Everything else runs against the real daemons:
+tests/integration/test_htcondor_realpool.py and the htcondor case of test_backend_contract.py.
+
+The stand-in keeps htcondor2.Schedd's signatures (checked below) and returns real ClassAds."""
 
 from __future__ import annotations
 
 import inspect
-import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import classad2
 import htcondor2
 import pytest
 
-from hpscan.api.contract import ResultRecord
 from hpscan.api.sites import HTCondorSite
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase
 from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.htcondor import PROJECTION, HTCondorBackend
 from hpscan.core.planning import Plan, plan
-from hpscan.core.results import aggregate
 from hpscan.errors import BackendError, SchedulerUnavailable
-from hpscan.testing.condor import COMPLETED, HELD, IDLE, ScheddStandIn
+from hpscan.testing.condor import COMPLETED, ScheddStandIn
 
 LOCAL = {}
 REMOTE = {"schedd": "ce01.example.org", "pool": "cm.example.org:9618"}
@@ -72,64 +71,19 @@ def launches(planned: Plan, spec: HPScanSpec, shards=None, site_index: int = 0) 
     return [ShardLaunch(planned.shard_file(s), spec.sites[site_index]) for s in wanted]
 
 
-def records_text(planned: Plan, shard: int, value: float = 0.5) -> str:
-    lines = []
-    for i, combination in enumerate(planned.shard_combinations(shard)):
-        record = ResultRecord(
-            id=combination.id,
-            shard=shard,
-            parameters=combination.parameters,
-            metrics={"val_loss": value + i},
-            status="succeeded",
-        )
-        lines.append(json.dumps(record.to_wire()))
-    return "\n".join(lines) + "\n"
-
-
 SCAN = ScanRef(name="dl1", namespace="atlas", uid="uid-1")
 
 
 def test_the_stand_in_keeps_the_real_schedd_signatures():
+    """The stand-in itself: the methods the backend calls take the real schedd's arguments."""
     for method in ("query", "submit", "act", "spool", "retrieve", "edit"):
         real = list(inspect.signature(getattr(htcondor2.Schedd, method)).parameters)
         ours = list(inspect.signature(getattr(ScheddStandIn, method)).parameters)
         assert ours == real, method
 
 
-def test_submit_sends_one_cluster_with_one_job_per_shard(backend, pool):
-    spec = make_spec()
-    planned = plan(SCAN.name, spec)
-    backend.submit(SCAN, spec, launches(planned, spec))
-    schedd = pool.of(LOCAL)
-    assert schedd.count("submit") == 1
-    assert sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values()) == [0, 1, 2, 3]
-    job = schedd.job_of("uid-1", 2)
-    assert schedd.submitted[job]["transfer_input_files"] == "shard-002.json, results.jsonl"
-    assert schedd.jobs[job].eval("RequestGPUs") == 1
-    # The sandbox is on disk: the shard file and a results file that carries records between attempts.
-    sandbox = backend.scan_dir(SCAN) / "shard-002"
-    assert json.loads((sandbox / "shard-002.json").read_text())["shard"] == 2
-    assert (sandbox / "results.jsonl").exists()
-    assert schedd.count("spool") == 0  # a local schedd reads the sandbox itself
-
-
-def test_submit_is_idempotent_after_a_crash_before_the_status_update(tmp_path, pool):
-    spec = make_spec()
-    planned = plan(SCAN.name, spec)
-    first = HTCondorBackend(tmp_path / "work", schedd_factory=pool)
-    first.submit(SCAN, spec, launches(planned, spec, [0, 1]))
-    # The operator crashed before writing the status: a new backend is asked for the same shards and more.
-    second = HTCondorBackend(tmp_path / "work", schedd_factory=pool)
-    second.submit(SCAN, spec, launches(planned, spec))
-    second.submit(SCAN, spec, launches(planned, spec))
-    schedd = pool.of(LOCAL)
-    shards = sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values())
-    assert shards == [0, 1, 2, 3]
-    assert schedd.count("submit") == 2  # the third call found every job and submitted nothing
-    assert schedd.calls[-1][0] == "query"
-
-
 def test_a_removed_shard_is_submitted_again(backend, pool):
+    """STAND-IN: a removed job still in the queue (JobStatus 3), a moment a real schedd does not hold still."""
     spec = make_spec()
     planned = plan(SCAN.name, spec)
     backend.submit(SCAN, spec, launches(planned, spec, [0]))
@@ -140,41 +94,8 @@ def test_a_removed_shard_is_submitted_again(backend, pool):
     assert schedd.count("submit") == 2
 
 
-def test_remote_schedd_spools_input_and_retrieves_output(backend, pool):
-    spec = make_spec(("grid", REMOTE))
-    planned = plan(SCAN.name, spec)
-    backend.submit(SCAN, spec, launches(planned, spec))
-    schedd = pool.of(REMOTE)
-    assert schedd.calls[1][1]["spool"] is True
-    assert [name for name, _ in schedd.calls] == ["query", "submit", "spool"]
-    assert all(ad.eval("JobStatus") == IDLE for ad in schedd.jobs.values())  # spooled: no longer held
-    job = schedd.job_of("uid-1", 1)
-    schedd.start(job)
-    schedd.complete(job, 0, {"results.jsonl": records_text(planned, 1)}, spooled=True)
-    results = backend.scan_dir(SCAN) / "shard-001" / "results.jsonl"
-    assert results.read_text() == ""  # still in the remote spool
-    states = backend.poll(SCAN)
-    assert ("retrieve", [job]) in schedd.calls
-    assert results.read_text() == records_text(planned, 1)
-    assert states[1].phase == ShardPhase.SUCCEEDED
-    backend.poll(SCAN)
-    assert schedd.count("retrieve") == 1  # retrieved once
-
-
-def test_a_crash_between_submit_and_spool_is_repaired(backend, pool):
-    spec = make_spec(("grid", REMOTE))
-    planned = plan(SCAN.name, spec)
-    schedd = pool(HTCondorSite(**REMOTE))
-    orphan = backend.plans(SCAN, spec, launches(planned, spec))[0]
-    schedd.submit(orphan.description, spool=True, itemdata=iter(orphan.itemdata[:2]))  # never spooled
-    backend.submit(SCAN, spec, launches(planned, spec))
-    assert all(ad.eval("JobStatus") == IDLE for ad in schedd.jobs.values())
-    assert sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values()) == [0, 1, 2, 3]
-    removed = [reason for name, (_, _, reason) in ((n, d) for n, d in schedd.calls if n == "act")]
-    assert removed and removed[0].startswith("hpscan:")
-
-
 def test_one_query_per_schedd_per_cycle_for_many_scans(backend, pool):
+    """STAND-IN: two schedds, and every call counted (the personal pool has one schedd)."""
     scans = [ScanRef(name=f"scan{i}", uid=f"uid-{i}") for i in range(6)]
     for i, scan in enumerate(scans):
         if i % 2:  # half the scans spread over both schedds
@@ -206,6 +127,8 @@ def test_one_query_per_schedd_per_cycle_for_many_scans(backend, pool):
 
 
 def test_states_holds_and_exit_codes_map_to_shard_phases(backend, pool):
+    """STAND-IN: six job states at once, incl. a job suspended by the site and one removed by an admin with a
+    reason (the real pool shows hold, exits and retries: test_htcondor_realpool.py)."""
     spec = make_spec(shards=6)
     planned = plan(SCAN.name, spec)
     backend.submit(SCAN, spec, launches(planned, spec))
@@ -236,46 +159,13 @@ def test_states_holds_and_exit_codes_map_to_shard_phases(backend, pool):
     assert "site admin" in (states[0].message or "")
 
 
-def test_completed_shards_records_are_read_back_and_aggregated(backend, pool):
-    spec = make_spec()
-    planned = plan(SCAN.name, spec)
-    backend.submit(SCAN, spec, launches(planned, spec))
-    schedd = pool.of(LOCAL)
-    for shard, value in ((0, 0.9), (2, 0.3)):
-        job = schedd.job_of("uid-1", shard)
-        schedd.start(job)
-        schedd.complete(job, 0, {"results.jsonl": records_text(planned, shard, value)})
-    records = backend.fetch_records(SCAN)
-    assert sorted(r.shard for r in records) == [0, 0, 2, 2]
-    summary = aggregate(planned, records)
-    assert summary.succeeded == 4
-    assert summary.best is not None and summary.best.value == 0.3 and summary.best.shard == 2
-    assert backend.fetch_records(SCAN) == []  # each job's results are read once
-
-
-def test_chirped_progress_becomes_live_records(backend, pool):
-    spec = make_spec()
-    planned = plan(SCAN.name, spec)
-    backend.submit(SCAN, spec, launches(planned, spec))
-    schedd = pool.of(LOCAL)
-    job = schedd.job_of("uid-1", 1)
-    schedd.start(job)
-    first = records_text(planned, 1).splitlines()[0]
-    schedd.chirp(job, "HPScanDone", "1")
-    schedd.chirp(job, "HPScanBest", "0.5")
-    schedd.chirp(job, "HPScanRecords", classad2.quote(first))
-    states = backend.poll(SCAN)
-    assert states[1].done == 1
-    live = backend.fetch_records(SCAN)
-    assert [r.id for r in live] == [json.loads(first)["id"]]
-    assert backend.fetch_records(SCAN) == []  # the same chirp is not reported twice
-
-
 def shards_of(schedd: ScheddStandIn, uid: str) -> list[int]:
     return sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values() if ad.eval("HPScanUid") == uid)
 
 
 def test_cancel_removes_the_scans_unfinished_jobs_with_one_constraint(backend, pool):
+    """STAND-IN: the remove calls counted, beside a completed job of the same scan held in place (the real pool
+    cancels whole scans in test_backend_contract.py)."""
     spec = make_spec(shards=5)
     planned = plan(SCAN.name, spec)
     backend.submit(SCAN, spec, launches(planned, spec))
@@ -307,6 +197,7 @@ def test_cancel_removes_the_scans_unfinished_jobs_with_one_constraint(backend, p
 
 
 def test_forget_a_deleted_scan_lets_its_completed_jobs_leave(backend, pool):
+    """STAND-IN: ends with a schedd that does not answer (the operator test on the real pool forgets a scan)."""
     spec = make_spec()
     planned = plan(SCAN.name, spec)
     backend.submit(SCAN, spec, launches(planned, spec))
@@ -330,6 +221,7 @@ def test_forget_a_deleted_scan_lets_its_completed_jobs_leave(backend, pool):
 
 
 def test_the_poller_survives_a_schedd_that_does_not_answer(backend, pool):
+    """STAND-IN: a schedd that stops answering and comes back."""
     spec = make_spec(("a", LOCAL), ("b", REMOTE))
     planned = plan(SCAN.name, spec)
     backend.submit(SCAN, spec, launches(planned, spec, [0, 1], site_index=0) + launches(planned, spec, [2, 3], 1))
@@ -348,6 +240,7 @@ def test_the_poller_survives_a_schedd_that_does_not_answer(backend, pool):
 
 
 def test_a_schedd_that_never_answered_is_an_outage_of_its_site_not_an_empty_scan(backend, pool):
+    """STAND-IN: a schedd that never answers."""
     spec = make_spec(("grid", REMOTE))
     backend.track(SCAN, spec)
     pool(HTCondorSite(**REMOTE)).down = "Connection refused"
@@ -378,19 +271,9 @@ def test_scans_need_a_uid_and_sites_an_htcondor_block(backend):
         backend.submit(SCAN, k8s, launches(plan(SCAN.name, k8s), k8s))
 
 
-def test_held_for_spooling_reads_as_pending(backend, pool):
-    spec = make_spec(("grid", REMOTE))
-    backend.track(SCAN, spec)
-    schedd = pool(HTCondorSite(**REMOTE))
-    description = backend.plans(SCAN, spec, launches(plan(SCAN.name, spec), spec))[0]
-    schedd.submit(description.description, spool=True, itemdata=iter(description.itemdata))
-    states = backend.poll(SCAN)
-    assert {s.reason for s in states.values()} == {"SpoolingInput"}
-    assert all(ad.eval("JobStatus") == HELD for ad in schedd.jobs.values())
-
-
 def test_concurrent_polls_share_one_cycle(tmp_path):
-    """kopf runs sync handlers on several threads: polls that arrive together must share one query."""
+    """kopf runs sync handlers on several threads: polls that arrive together must share one query. STAND-IN: a
+    schedd slowed down and its queries counted."""
 
     class SlowSchedd(ScheddStandIn):
         def query(self, constraint="True", projection=[], callback=None, limit=-1, opts=None):  # noqa: B006

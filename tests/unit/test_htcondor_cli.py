@@ -246,3 +246,12 @@ def test_shard_run_refuses_to_start_without_htchirp(tmp_path, monkeypatch):
         app, ["shard-run", str(tmp_path / "s.json"), "--out", str(tmp_path), "--channel", "htcondor", "--", "true"]
     )
     assert result.exit_code == 2 and "needs the htchirp package" in result.output
+
+
+def test_hpscan_run_site_must_be_an_htcondor_site_of_the_scan(tmp_path):
+    """`hpscan run --site`: a Kubernetes site or an unknown name is refused before anything runs (exit 2)."""
+    for site, words in (("gpu-cluster", "is a kubernetes site"), ("nowhere", "no site 'nowhere'")):
+        result = run("run", str(EXAMPLE), "--out", str(tmp_path / site), "--site", site, "--plain")
+        assert result.exit_code == 2, result.output
+        assert words in result.output and "uk-manchester" in result.output
+        assert not (tmp_path / site).exists()

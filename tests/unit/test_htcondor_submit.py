@@ -151,9 +151,8 @@ def test_site_resources_requirements_accounting_and_extra_commands():
     assert submit.expand("request_cpus") == "4"
     assert submit.expand("request_memory") == "16GB"
     assert submit.expand("request_disk") == "20GB"
-    requirements = submit.expand("requirements")
-    assert requirements.endswith('&& (OpSysAndVer == "AlmaLinux9")')
-    assert "MachineAttrMachine1" in requirements  # a retry avoids the node that just failed
+    assert submit.expand("requirements") == 'OpSysAndVer == "AlmaLinux9"'
+    assert "MachineAttrMachine1" in submit.expand("rank")  # a retry prefers another node than the one that failed
     assert submit.expand("accounting_group") == "group_atlas.ml"
     assert submit.expand("MY.SingularityBind") == '"/cvmfs"'
     assert submit.expand("priority") == "5"
@@ -208,3 +207,16 @@ def test_site_settings_are_validated():
         HTCondorSite(extraSubmit={"transfer_output_files": "other"})
     with pytest.raises(ValidationError):
         HTCondorSite(requestMemory="a lot")
+
+
+def test_job_ads_read_as_shard_states():
+    """Pure: what the poller makes of an idle job the negotiator could not place, and of one that ran before."""
+    from hpscan.backends.htcondor.ads import shard_status
+
+    idle = {"JobStatus": 1, "HPScanShard": 2, "ClusterId": 7, "ProcId": 2, "HPScanTotal": 8}
+    assert shard_status(idle, "grid").reason is None  # not negotiated yet
+    rejected = shard_status({**idle, "LastRejMatchReason": "no match found"}, "grid")
+    assert (rejected.phase, rejected.reason) == ("Pending", "Unschedulable")
+    assert "compute capability" in (rejected.message or "") and "no match found" in (rejected.message or "")
+    again = shard_status({**idle, "LastRejMatchReason": "no match found", "NumJobStarts": 1}, "grid")
+    assert (again.reason, again.message) == ("Retrying", "attempt 2 waits for a slot")

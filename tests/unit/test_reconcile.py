@@ -32,7 +32,9 @@ class MemoryBackend(Backend):
             index = launch.shard_file.shard
             self.submitted.append(index)
             self.sites[index] = launch.site.name if launch.site else None
-            self.states[index] = ShardStatus(index=index, phase=ShardPhase.PENDING)
+            self.states[index] = ShardStatus(
+                index=index, phase=ShardPhase.PENDING, site=self.sites[index], moves=launch.moves
+            )
 
     def poll(self, scan):
         return dict(self.states)
@@ -129,6 +131,8 @@ def test_a_spec_the_models_refuse_fails_with_invalid_spec():
 
 
 def test_shards_split_over_a_kubernetes_and_an_htcondor_site_and_both_reach_the_status(tmp_path):
+    """STAND-IN schedd: a unit test of the reconcile, without daemons (the real pool runs the operator in
+    tests/integration/test_htcondor_payload.py)."""
     import json as _json
 
     from hpscan.backends.htcondor import HTCondorBackend
@@ -173,6 +177,7 @@ def test_shards_split_over_a_kubernetes_and_an_htcondor_site_and_both_reach_the_
 
 
 def test_a_schedd_that_stops_answering_degrades_the_scan_once(tmp_path):
+    """STAND-IN schedd: one that stops answering, on demand."""
     from hpscan.backends.htcondor import HTCondorBackend
     from hpscan.testing.condor import ScheddStandIn
 
@@ -223,3 +228,79 @@ def test_scans_without_sites_use_the_operators_default_gpu_site(tmp_path):
         load_defaults(str(tmp_path / "missing.yaml")).default_sites()[0].kubernetes.gpu_resource_name
         == "nvidia.com/gpu"
     )
+
+
+def test_with_the_schedd_down_the_kubernetes_shards_run_and_the_htcondor_ones_wait_for_it(tmp_path):
+    """Fault isolation: one site's outage never blocks the other's submissions or records."""
+    from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.testing.condor import ScheddStandIn
+
+    schedd = ScheddStandIn("ce01")
+    schedd.down = "Failed to connect to schedd"
+    condor = HTCondorBackend(tmp_path / "condor", schedd_factory=lambda site: schedd, max_age_seconds=0)
+    kube = MemoryBackend()
+    document = yaml.safe_load(Path("examples/dl1-seed-scan.yaml").read_text())  # gpu-cluster + uk-manchester
+    document["spec"]["sites"][0]["maxRunning"] = 5
+    document["metadata"].update({"namespace": "physics", "uid": "u-4", "generation": 1})
+    backends = {"kubernetes": kube, "htcondor": condor}
+    memory: dict = {}
+    first = reconcile_scan(document, backends, memory)
+    document = apply(document, first)
+    assert kube.submitted == [0, 1, 2, 3, 4]  # the Kubernetes site's room, whatever the schedd does
+    cluster, manchester = first.status.sites
+    assert (cluster.state, manchester.state, manchester.reason) == ("Usable", "Unreachable", "SiteUnreachable")
+    assert "Failed to connect to schedd" in manchester.message
+    assert any(e.reason == "SiteUnreachable" and "uk-manchester" in e.message for e in first.events)
+
+    planned = plan("dl1-seed-scan", load_scan(Path("examples/dl1-seed-scan.yaml")).spec)
+    kube.records = [
+        ResultRecord(id=c.id, shard=0, parameters=c.parameters, metrics={"val_loss": 0.5}, status="succeeded")
+        for c in planned.shard_combinations(0)
+    ]
+    kube.states[0] = kube.states[0].model_copy(update={"phase": ShardPhase.SUCCEEDED})
+    document = apply(document, reconcile_scan(document, backends, memory))
+    assert document["status"]["progress"] == "80/800"  # records keep coming from the site that answers
+    assert kube.submitted == [0, 1, 2, 3, 4, 5]  # and its freed room is used
+
+    schedd.down = None  # the schedd is back: probed, then the waiting shards go there
+    document = apply(document, reconcile_scan(document, backends, memory))
+    schedd.complete(schedd.probe_of("u-4", "uk-manchester"), exit_code=0, spooled=True)
+    for _ in range(2):  # retrieve the probe's output, then place
+        document = apply(document, reconcile_scan(document, backends, memory))
+    condor_shards = {int(ad.eval("HPScanShard")) for ad in schedd.jobs.values() if ad.get("HPScanShard") is not None}
+    assert condor_shards == {6, 7, 8, 9}
+    assert document["status"]["sites"][1]["state"] == "Usable"
+
+
+def test_a_job_held_past_the_sites_hold_timeout_is_removed_and_its_shard_moves(tmp_path):
+    import time
+
+    from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.testing.condor import HELD, REMOVED, ScheddStandIn
+
+    schedds = {"ce-a": ScheddStandIn("ce-a"), "ce-b": ScheddStandIn("ce-b")}
+    condor = HTCondorBackend(tmp_path / "condor", schedd_factory=lambda site: schedds[site.schedd], max_age_seconds=0)
+    document = yaml.safe_load(Path("examples/dl1-seed-scan.yaml").read_text())
+    document["spec"]["sharding"] = {"shards": 2}
+    document["spec"]["gpu"] = {"count": 1, "required": False}  # no probes: this is about holds
+    document["spec"]["sites"] = [
+        {"name": "a", "holdTimeoutSeconds": 60, "htcondor": {"schedd": "ce-a", "pool": "cm:9618"}},
+        {"name": "b", "maxRunning": 1, "htcondor": {"schedd": "ce-b", "pool": "cm:9618"}},
+    ]
+    document["metadata"].update({"namespace": "physics", "uid": "u-5", "generation": 1})
+    backends = {"htcondor": condor}
+    document = apply(document, reconcile_scan(document, backends))
+    held = schedds["ce-a"].job_of("u-5", 0)
+    schedds["ce-a"].set(held, JobStatus=HELD, HoldReason="Error from slot1: input missing", HoldReasonCode=13)
+    document = apply(document, reconcile_scan(document, backends))
+    assert document["status"]["shards"][0]["reason"] == "Held"  # young hold: it stays
+    b_done = schedds["ce-b"].job_of("u-5", 1)
+    schedds["ce-b"].complete(b_done, outputs={}, spooled=True)  # b has room again
+    schedds["ce-a"].set(held, EnteredCurrentStatus=int(time.time()) - 61)
+    document = apply(document, reconcile_scan(document, backends))
+    removed = schedds["ce-a"].history[held]  # withdrawn from the site that held it, marked as hpscan's own
+    assert removed.eval("JobStatus") == REMOVED and removed.eval("HPScanCancelled") is True
+    moved = schedds["ce-b"].job_of("u-5", 0)
+    assert schedds["ce-b"].jobs[moved].eval("HPScanMoves") == 1
+    shard = apply(document, reconcile_scan(document, backends))["status"]["shards"][0]
+    assert (shard["site"], shard["moves"]) == ("b", 1)

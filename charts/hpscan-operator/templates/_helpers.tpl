@@ -52,7 +52,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret names the operator may read: rbac.secretNames plus the tokenSecrets of defaults.sites. */}}
+{{/* The Secret names the operator may read: rbac.secretNames, the tokenSecrets of defaults.sites and the
+key pair of defaults.artifactStore (read to prune a finished scan's models and upload HTCondor's). */}}
 {{- define "hpscan-operator.secretNames" -}}
 {{- $names := list -}}
 {{- range .Values.rbac.secretNames -}}
@@ -61,6 +62,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- range .Values.defaults.sites -}}
 {{- if and .htcondor .htcondor.tokenSecret -}}
 {{- $names = append $names .htcondor.tokenSecret.name -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.defaults.artifactStore -}}
+{{- if and .s3 .s3.secretRef -}}
+{{- $names = append $names .s3.secretRef.name -}}
 {{- end -}}
 {{- end -}}
 {{- $names | uniq | sortAlpha | toJson -}}

@@ -11,6 +11,7 @@ from hpscan.api.contract import GPURequest, Objective, ParameterValue
 from hpscan.api.registry import entries
 from hpscan.api.sites import NAME_PATTERN, Site
 from hpscan.api.status import HPScanStatus
+from hpscan.api.store import ArtifactStore
 
 GROUP = "hpscan.io"
 VERSION = "v1alpha1"
@@ -184,6 +185,12 @@ class Artifacts(CamelModel):
         "best, median and worst); all: every succeeded combination's model; none: the payload saves no model.",
     )
     top: int = Field(3, ge=1, le=1000, description="With keep: top, how many of the best combinations' models.")
+    store: ArtifactStore | None = Field(
+        None,
+        description="Where Kubernetes and HTCondor shards keep their models (local runs use the run folder): "
+        "<prefix>/<namespace>/<scan>/<combination id>/ in an S3 bucket; the operator's default store "
+        "(defaults.artifactStore) when empty. Without a store, cluster scans keep no models.",
+    )
 
     @property
     def save_models(self) -> bool:
@@ -216,7 +223,8 @@ class HPScanSpec(CamelModel):
     top_k: int = Field(5, ge=1, le=50, description="How many of the best combinations the status lists.")
     artifacts: Artifacts = Field(
         default_factory=Artifacts,
-        description="Trained models kept after the scan (local runs: RUN/models/<id>/; listed by `hpscan models`).",
+        description="Trained models kept after the scan (local runs: RUN/models/<id>/; clusters: artifacts.store; "
+        "listed by `hpscan models`).",
     )
 
     model_config = CamelModel.model_config | {

@@ -29,7 +29,7 @@ from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
 from hpscan.errors import ManifestError
-from hpscan.local_scan import run_scan
+from hpscan.local_scan import condor_site, run_scan
 
 commands = Commands()
 
@@ -194,6 +194,14 @@ def run(
         ),
     ] = False,
     plain: Annotated[bool, typer.Option("--plain", help="Line output even on a terminal.")] = False,
+    site: Annotated[
+        str | None,
+        typer.Option(
+            "--site",
+            help="Run every shard as an HTCondor job at this htcondor site of spec.sites (followed from here, "
+            "results in the run folder) instead of as processes here.",
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -210,7 +218,8 @@ def run(
     live = sys.stdout.isatty() and not plain
     observer: LiveObserver | PlainObserver = LiveObserver(out) if live else PlainObserver(out)
     try:
-        status = run_scan(scan, run_dir, observer, workers=workers)
+        at = condor_site(scan, site) if site is not None else None
+        status = run_scan(scan, run_dir, observer, workers=workers, site=at, poll_seconds=0.5 if at is None else 2.0)
     except KeyboardInterrupt:
         if isinstance(observer, LiveObserver):
             observer.stop()

@@ -11,11 +11,21 @@ from typing import Annotated
 import typer
 
 from hpscan.api import registry
-from hpscan.cli.output import Commands
-from hpscan.errors import BackendError
+from hpscan.api.contract import MODELS_DIR, PayloadExit, ShardFile
+from hpscan.cli.output import Commands, err
+from hpscan.errors import ArtifactStoreError, BackendError
 from hpscan.job.runner import LiveChannel, StdoutChannel, run_shard
+from hpscan.job.store import ModelUploader, store_from_env
 
 commands = Commands()
+
+
+def _saves_models(shard_file: Path) -> bool:
+    """Whether the shard file asks for models (an unreadable one is the payload's to refuse, with exit 2)."""
+    try:
+        return ShardFile.model_validate_json(shard_file.read_bytes()).artifacts.save_models
+    except (OSError, ValueError):
+        return False
 
 
 @commands("shard-run")
@@ -41,4 +51,27 @@ def shard_run(
             live = registry.resolve(channel, "channel")(shard_file)
         except registry.RegistryError as error:
             raise BackendError(f"--channel {channel}: {error}") from None
-    raise typer.Exit(run_shard(payload, shard_file, out_dir, live))
+    if _saves_models(shard_file):
+        # A batch system that transfers models/ back (HTCondor) holds a job whose output list names a missing file.
+        (out_dir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
+    uploader = None
+    try:  # a store given to the job (HPSCAN_MODEL_STORE, Kubernetes) is checked before anything is trained
+        store = store_from_env()
+        if store is not None:
+            store.check()
+            uploader = ModelUploader(store, out_dir)
+    except ArtifactStoreError as error:
+        # A credential or a bucket: retrying will not mend it (exit 2, never retried); a store that does not answer
+        # may come back (exit 1: the job is retried). Records of earlier attempts stay where they are.
+        err.print(f"hpscan shard-run: {error}", highlight=False)
+        raise typer.Exit(int(PayloadExit.INVALID_INPUT) if error.final else 1) from None
+    code = run_shard(payload, shard_file, out_dir, live, keep_models=uploader)
+    if uploader is not None:
+        uploader.finish()
+    if uploader is not None and uploader.pending:
+        err.print(
+            f"hpscan shard-run: {len(uploader.pending)} model(s) could not be uploaded to {uploader.store.location.url}"
+            f" ({uploader.uploaded} were); their records are kept",
+            highlight=False,
+        )
+    raise typer.Exit(code)

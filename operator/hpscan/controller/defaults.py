@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError
 from hpscan.api.common import CamelModel
 from hpscan.api.sites import KubernetesSite, Site, Toleration
 from hpscan.api.spec import HPScanSpec
+from hpscan.api.store import ArtifactStore
 from hpscan.errors import ManifestError
 
 
@@ -24,6 +25,10 @@ class OperatorDefaults(CamelModel):
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of the GPU nodes' taints.")
     payload_image: str = Field("", description="Reserved: a default payload image (spec.payload.image is required).")
     sites: list[Site] = Field(default_factory=list, description="Sites of scans whose spec.sites is empty.")
+    artifact_store: ArtifactStore | None = Field(
+        None,
+        description="Where scans that name no spec.artifacts.store keep their models (its Secret in each scan's namespace).",
+    )
     allowed_service_accounts: list[str] = Field(
         default_factory=list,
         description="ServiceAccounts a scan's kubernetes site may run its pods under, as namespace/name (* for any "
@@ -62,6 +67,13 @@ class OperatorDefaults(CamelModel):
                     "(a site admin allows it with the chart value defaults.allowedPriorityClasses)"
                 )
         return refused
+
+    def with_store(self, spec: HPScanSpec) -> HPScanSpec:
+        """``spec`` with this site's artifact store when it names none (and keeps models); pure."""
+        artifacts = spec.artifacts
+        if artifacts.store is not None or self.artifact_store is None or not artifacts.save_models:
+            return spec
+        return spec.model_copy(update={"artifacts": artifacts.model_copy(update={"store": self.artifact_store})})
 
     def default_sites(self) -> list[Site]:
         """`sites` when given, else one Kubernetes site on this cluster's GPU nodes."""

@@ -142,7 +142,9 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
     if isinstance(kubernetes, KubernetesBackend) and kubernetes.cache is None:  # kopf passes indexes by name
         kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
     with metrics.timed_reconcile():
-        outcome = reconcile_scan(body, state.backends, state.aggregates, state.defaults, state.probes)
+        outcome = reconcile_scan(
+            body, state.backends, state.aggregates, state.defaults, state.probes, read_secret=read_secret
+        )
     if outcome.status is not None:
         status = outcome.status
         wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)

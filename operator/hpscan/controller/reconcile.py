@@ -4,14 +4,14 @@ should be. Plain data in, plain data out, except the backend calls; kopf never a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from hpscan.api.spec import HPScan
+from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import (
     TERMINAL_SCAN_PHASES,
     Condition,
@@ -23,13 +23,15 @@ from hpscan.api.status import (
 )
 from hpscan.backends.base import Backend, ScanRef
 from hpscan.controller.defaults import OperatorDefaults
+from hpscan.core.artifacts import models_to_prune
 from hpscan.core.brokering import targets_of
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
 from hpscan.core.summary import MAX_STATUS_SHARDS
 from hpscan.engine import ProbeCache, step
-from hpscan.errors import HPScanError
+from hpscan.errors import ArtifactStoreError, HPScanError
+from hpscan.job.store import open_store
 
 
 @dataclass(frozen=True)
@@ -111,18 +113,38 @@ def degraded(before: HPScanStatus | None, reason: str, message: str, generation:
     return status.model_copy(update={"conditions": [*kept, trouble], "message": message})
 
 
+def prune_models(ref: ScanRef, spec: HPScanSpec, read_secret: Callable[[str, str, str], str]) -> Event | None:
+    """A finished scan's store down to what spec.artifacts keeps (core.artifacts.models_to_prune decides); the
+    Event that says what happened, None when the scan keeps its models nowhere."""
+    store = spec.artifacts.store
+    if store is None or not spec.artifacts.save_models:
+        return None
+    try:
+        models = open_store(store.s3, ref.namespace, ref.name, read_secret)
+        stored = models.models()
+        doomed = models_to_prune(stored, spec.objective, spec.artifacts)
+        models.delete_models(doomed)
+    except ArtifactStoreError as error:
+        return Event("Warning", error.reason, f"{error}; the stored models were left as they are")
+    kept = len(stored) - len(doomed)
+    return Event("Normal", "ModelsKept", f"kept {kept} of {len(stored)} trained models in {models.location.url}")
+
+
 def reconcile_scan(
     body: Mapping[str, Any],
     backends: Mapping[str, Backend],
     memory: dict[str, Aggregate] | None = None,
     defaults: OperatorDefaults | None = None,
     probe_cache: ProbeCache | None = None,
+    read_secret: Callable[[str, str, str], str] | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
     `defaults` are the site admin's: the sites of scans whose spec.sites is empty, and what scans may ask for.
     `memory` keeps each scan's plan and records between steps, by uid (backends hand over new records, and may repeat
-    old ones); without it, or after an operator restart, the backends' persistent records rebuild it."""
+    old ones); without it, or after an operator restart, the backends' persistent records rebuild it.
+    `read_secret(namespace, name, key)` reads the key pair of spec.artifacts.store when the scan ends, to prune its
+    stored models to what spec.artifacts keeps (no pruning without it)."""
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     before = previous_status(body)
@@ -149,8 +171,8 @@ def reconcile_scan(
         return Outcome(status, [Event("Warning", error.reason, str(error))] if before is None else [])
 
     ref = scan_ref(body)
-    spec = scan.spec
     defaults = defaults or OperatorDefaults()
+    spec = defaults.with_store(scan.spec)
     if refused := defaults.refusals(spec, ref.namespace):  # privilege only a site admin grants: never submitted
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation, Reason.NOT_ALLOWED)
@@ -183,4 +205,10 @@ def reconcile_scan(
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
         events = [] if known else [Event("Warning", error.reason, str(error))]
         return Outcome(degraded(before, error.reason, str(error), generation), events)
-    return Outcome(result.status, events_between(before, result.status))
+    events = events_between(before, result.status)
+    finished = result.status.phase in TERMINAL_SCAN_PHASES and (
+        before is None or before.phase not in TERMINAL_SCAN_PHASES
+    )
+    if finished and read_secret is not None and (pruned := prune_models(ref, spec, read_secret)) is not None:
+        events.append(pruned)
+    return Outcome(result.status, events)

@@ -3,7 +3,8 @@
 A payload asked to save models (``ShardFile.artifacts.save_models``) writes ``OUT/models/<combination id>/`` next
 to its results.jsonl, ``model.json`` last (so a folder without it is an unfinished save). The scan then keeps what
 ``spec.artifacts`` says: the decision is ``models_to_keep`` (plain records in, ids out); moving and deleting
-folders is the shell's (``hpscan.local_scan`` for local runs; object storage for clusters is still to come).
+folders is the shell's (``hpscan.local_scan`` for local runs; the operator for the object store of a cluster
+scan, spec.artifacts.store, where ``models_to_prune`` decides from the records stored with the models).
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def models_to_keep(ranked: list[RankedRecord], artifacts: Artifacts) -> set[str]
     keep = {r.id for r in ranked[: artifacts.top]}
     keep |= {ranked[rank].id for rank in pick_ranks(len(ranked)).values()}
     return keep
+
+
+def models_to_prune(stored: dict[str, ResultRecord | None], objective: Objective, artifacts: Artifacts) -> set[str]:
+    """The stored models (combination id -> the record stored with it) a finished scan deletes: every ranked one
+    that ``models_to_keep`` does not keep (the top k, the median and the worst of the stored ones). Models stored
+    without a record, or whose record has no objective value, cannot be ranked and stay."""
+    ranked = rank_records((r for r in stored.values() if r is not None), objective)
+    return {r.id for r in ranked} - models_to_keep(ranked, artifacts)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -88,8 +88,12 @@ def run_shard(
     out_dir: Path,
     channel: LiveChannel,
     poll_seconds: float = 1.0,
+    keep_models: Callable[[list[ResultRecord]], None] | None = None,
 ) -> int:
-    """Run the payload to completion, publishing records as they appear; returns the payload's exit code."""
+    """Run the payload to completion, publishing records as they appear; returns the payload's exit code.
+
+    ``keep_models`` (e.g. job.store.ModelUploader) sees each batch of new records once it is published (and an
+    empty batch at the end); it must not raise: a store's failure costs no record."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = out_dir / RESULTS_FILE
     seed_results(results, channel.recorded())
@@ -102,12 +106,18 @@ def run_shard(
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+
+        def carry(records: list[ResultRecord]) -> None:
+            if records:
+                channel.publish(records)
+            if keep_models is not None:  # after publishing: a slow or broken store never delays a record
+                keep_models(records)
+
         while process.poll() is None:
             if records := tail.read_new():
-                channel.publish(records)
+                carry(records)
             time.sleep(poll_seconds)
-        if records := tail.read_new():
-            channel.publish(records)
+        carry(tail.read_new())  # the last records, and a last try for models whose upload failed
         return process.returncode
     finally:
         signal.signal(signal.SIGTERM, previous)

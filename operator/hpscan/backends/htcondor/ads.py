@@ -103,6 +103,10 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
         return ShardStatus(
             phase=ShardPhase.PENDING, reason=Reason.RETRYING, message=f"attempt {starts + 1} waits for a slot", **common
         )
+    if (rejected := attr(ad, "LastRejMatchReason")) is not None:
+        # The last negotiation found no free slot for it (busy, or none with such GPUs: HTCondor does not say which).
+        message = f"no free slot matches its GPUs, compute capability, memory and requirements ({rejected})"
+        return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.UNSCHEDULABLE, message=message, **common)
     return ShardStatus(phase=ShardPhase.PENDING, **common)
 
 

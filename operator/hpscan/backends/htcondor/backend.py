@@ -43,6 +43,7 @@ from hpscan.backends.htcondor.schedd import (
     RUNNING,
     SHARD_ATTR,
     SITE_ATTR,
+    SPOOL_GRACE_SECONDS,
     SUSPENDED,
     TRANSFERRING_OUTPUT,
     UID_ATTR,
@@ -64,9 +65,10 @@ from hpscan.backends.htcondor.submit import (
     submit_description,
     write_sandboxes,
 )
+from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError, SchedulerUnavailable
-from hpscan.job.chirp import classad_string
+from hpscan.job.chirp import RECORDS_ATTR, classad_string
 
 # --- the backend -----------------------------------------------------------------------------------------------
 
@@ -95,8 +97,10 @@ class HTCondorBackend(Backend):
         max_age_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         read_secret: Callable[[str, str, str], str] | None = None,
+        spool_grace_seconds: float = SPOOL_GRACE_SECONDS,
     ) -> None:
         self.work_dir = work_dir.absolute()
+        self.spool_grace_seconds = spool_grace_seconds
         self.read_secret = read_secret  # (namespace, name, key) -> value: IDTOKENs from Kubernetes Secrets
         self.schedd_factory = schedd_factory
         self.max_age_seconds = max_age_seconds
@@ -110,7 +114,9 @@ class HTCondorBackend(Backend):
         self._cancelled: dict[str, set[int]] = {}
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
+        self._chirped: dict[str, dict[int, dict[str, ResultRecord]]] = {}  # by uid and shard: live records seen
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
+        self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
     # scans --------------------------------------------------------------------------------------------------
 
@@ -120,6 +126,7 @@ class HTCondorBackend(Backend):
         sees, e.g. from an index, so a restarted operator polls what it submitted before)."""
         uid = self._uid(scan)
         tracked = self._scans.setdefault(uid, Tracked(scan))
+        self.models.watch(scan, spec)
         for site in spec.sites:
             if site.backend == "htcondor":
                 tracked.sites[site.name] = site
@@ -156,7 +163,7 @@ class HTCondorBackend(Backend):
                 except Exception as error:
                     self._schedds.pop(schedd_key(condor), None)
                     raise unavailable(condor, "releasing completed jobs", error) from None
-        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._unreadable):
+        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable):
             table.pop(uid, None)
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
@@ -207,7 +214,16 @@ class HTCondorBackend(Backend):
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
-                    ["ClusterId", "ProcId", SHARD_ATTR, MOVES_ATTR, "JobStatus", "HoldReasonCode", "StageInStart"],
+                    [
+                        "ClusterId",
+                        "ProcId",
+                        SHARD_ATTR,
+                        MOVES_ATTR,
+                        "JobStatus",
+                        "HoldReasonCode",
+                        "QDate",
+                        "StageInFinish",
+                    ],
                 )
             except Exception as error:
                 self._schedds.pop(schedd_key(condor), None)
@@ -218,12 +234,14 @@ class HTCondorBackend(Backend):
                 status = int(attr(ad, "JobStatus", IDLE))
                 if status == REMOVED:
                     continue
-                # Held for input that was never spooled (a crash between submit and spool): submit again. A job
-                # whose spooling started (StageInStart) stays held a moment after spool() returns: it is present.
-                spooling = attr(ad, "StageInStart") is not None
-                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT and not spooling:
-                    orphans.append(job_id(ad))
-                    continue
+                # Held for input that never came (a crash between submit and spool): submit again, once its input
+                # had time to arrive. A spooled job stays held a moment after spool() returns: it is present.
+                if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
+                    now = float(attr(ad, "ServerTime", time.time()))
+                    waited = now - float(attr(ad, "QDate", now))
+                    if attr(ad, "StageInFinish") is None and waited > self.spool_grace_seconds:
+                        orphans.append(job_id(ad))
+                        continue
                 present.add((int(attr(ad, SHARD_ATTR, -1)), int(attr(ad, MOVES_ATTR, 0))))
             missing = [row for row in plan.itemdata if (int(row["Shard"]), int(row["Moves"])) not in present]
             if not missing:
@@ -321,7 +339,7 @@ class HTCondorBackend(Backend):
             if state.index in rank and rank[state.index] >= order:
                 continue
             rank[state.index] = order
-            if state.reason in FINAL_EXITS.values():  # the payload's own words, from the returned stderr
+            if state.reason in {*FINAL_EXITS.values(), Reason.PAYLOAD_FAILED}:  # its own words, from the stderr back
                 stderr = self.scan_dir(scan) / shard_name(state.index) / "stderr.txt"
                 if words := last_line(stderr, 200):
                     state = state.model_copy(update={"message": f"{words} ({state.message})"[:300]})
@@ -344,6 +362,7 @@ class HTCondorBackend(Backend):
         if uid not in self._scans:
             return []
         self._ensure_fresh(uid)
+        self.models.flush(scan)  # returned models whose upload failed before
         read = self._read_jobs.setdefault(uid, set())
         live = self._live_seen.setdefault(uid, set())
         records: list[ResultRecord] = []
@@ -360,10 +379,12 @@ class HTCondorBackend(Backend):
                     continue  # not back yet: read it on a later cycle (a shard that ends without it shows RecordsMissing)
                 found, problems = parse_records(lines)
                 records.extend(found)
+                self.models.returned(scan, path.parent, found)
                 self._unreadable[uid] = self._unreadable.get(uid, 0) + len(problems)
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
                 for record in records_chirped_by(ad):
+                    self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record
                     if record.id not in live:
                         live.add(record.id)
                         records.append(record)
@@ -473,11 +494,15 @@ class HTCondorBackend(Backend):
             condor = condor_of(site)
             schedd = self._schedd(condor)
             try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
-                if schedd.query(constraint, ["ClusterId", "ProcId"]):
+                if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORDS_ATTR]):
                     schedd.edit(constraint, CANCELLED_ATTR, "true")
             except Exception as error:
                 raise unavailable(condor, "marking jobs to remove", error) from None
             self._act_remove(schedd, condor, constraint, "scan suspended or deleted")
+            for ad in unfinished:
+                for record in records_chirped_by(ad):
+                    self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record
+        self._keep_chirped(tracked.scan)
         active = {
             int(attr(ad, SHARD_ATTR, 0))
             for _, _, ad in self._jobs(uid)
@@ -485,6 +510,20 @@ class HTCondorBackend(Backend):
         }
         self._cancelled.setdefault(uid, set()).update(active if shards is None else shards)
         self._refreshed_at = None  # the next poll asks again
+
+    def _keep_chirped(self, scan: ScanRef) -> None:
+        """A removed job's scratch results never come back: append what it chirped to its shard's results.jsonl,
+        so the next attempt's input sandbox carries it and nothing recorded is trained again (the contract)."""
+        for shard, chirped in self._chirped.pop(self._uid(scan), {}).items():
+            path = self.scan_dir(scan) / shard_name(shard) / RESULTS_FILE
+            try:
+                kept = {r.id for r in parse_records(path.read_bytes().splitlines())[0]}
+            except FileNotFoundError:
+                continue  # no sandbox here (a scan forgotten with its sandboxes)
+            missing = [r for r in chirped.values() if r.id not in kept]
+            if missing:
+                with path.open("a") as results:
+                    results.writelines(r.model_dump_json(by_alias=True, exclude_none=True) + "\n" for r in missing)
 
     @_locked
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:

@@ -46,6 +46,7 @@ PROJECTION = [
     "HoldReason",
     "HoldReasonCode",
     "RemoveReason",
+    "LastRejMatchReason",
     CANCELLED_ATTR,
     DONE_ATTR,
     FAILED_ATTR,
@@ -57,6 +58,10 @@ PROJECTION = [
 # htcondor2.JobStatus values (kept as ints: the bindings need not be importable to map a job ad).
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 HOLD_SPOOLING_INPUT = 16
+SPOOL_GRACE_SECONDS = 600
+"""How long a job may wait for its spooled input before it counts as orphaned (a crash between submit and spool).
+The schedd sets StageInStart about a second after a spooling submit whether or not spool() is ever called, so only
+StageInFinish and time tell an orphan from input still on its way."""
 """HoldReasonCode of a job submitted with spool=True whose input has not been spooled yet."""
 
 REMOVE_REASON_PREFIX = "hpscan:"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import (
+    MODELS_DIR,
     RESULTS_FILE,
     ShardFile,
     shard_file_name,
@@ -32,6 +33,7 @@ from hpscan.backends.htcondor.schedd import (
     UID_ATTR,
     condor_of,
 )
+from hpscan.backends.sandbox_models import wants_models_back
 from hpscan.errors import BackendError
 from hpscan.job.chirp import classad_string
 
@@ -117,15 +119,18 @@ def submit_description(
     shard_macro = shard_name(0).replace("000", "$INT(Shard,%03d)")  # shard-NNN, per job
     commands = _job_commands(scan, spec, site, shard_runner_arguments(spec, f"{shard_macro}.json"))
     commands["initialdir"] = f"{folder}/{shard_macro}"
-    # A retry should not land on the machine whose GPU just failed it (the manual's black-hole idiom).
+    # A retry prefers a machine other than the two that last ran it (the manual's black-hole idiom), as a rank, not
+    # a requirement: as a requirement, a retry at a site with one GPU node stayed idle for ever (the real pool).
     commands["job_machine_attrs"] = "Machine"
     commands["job_machine_attrs_history_length"] = "3"
-    avoid = "(TARGET.Machine =!= MY.MachineAttrMachine1) && (TARGET.Machine =!= MY.MachineAttrMachine2)"
-    commands["requirements"] = f"{avoid} && ({condor.requirements})" if condor.requirements else avoid
+    commands["rank"] = "(TARGET.Machine =!= MY.MachineAttrMachine1) + (TARGET.Machine =!= MY.MachineAttrMachine2)"
+    if condor.requirements:
+        commands["requirements"] = condor.requirements
     # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
     commands["should_transfer_files"] = "YES"
     commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
-    commands["transfer_output_files"] = RESULTS_FILE
+    # models/ comes back too when the scan keeps models in a store: the operator uploads them (sandbox_models).
+    commands["transfer_output_files"] = f"{RESULTS_FILE}, {MODELS_DIR}" if wants_models_back(spec) else RESULTS_FILE
     commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
     commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
     # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import contextlib
+import json
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import wraps
 from typing import Any, ClassVar, Protocol
 
 from hpscan.api.contract import ResultRecord
@@ -28,6 +31,7 @@ from hpscan.backends.kubernetes.manifests import (
 )
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
+from hpscan.errors import BackendError, SchedulerUnavailable
 from hpscan.job.configmap import records_of
 
 SUBMIT_THREADS = 32
@@ -60,6 +64,28 @@ def last_words(pods: list[dict[str, Any]]) -> str:
             if lines:
                 return lines[-1][:300]
     return ""
+
+
+def _api_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An API server's refusal (a quota, an admission webhook, RBAC, a lost connection) as a BackendError naming
+    it, so the engine shows it as this site's outage and goes on with the other sites."""
+
+    @wraps(method)
+    def guarded(self: KubernetesBackend, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return method(self, *args, **kwargs)
+        except ApiException as error:
+            detail = error.reason
+            with contextlib.suppress(ValueError, AttributeError):  # a body that is not a Status: the reason
+                detail = json.loads(error.body or "{}").get("message") or detail
+            raise BackendError(f"the Kubernetes API refused {method.__name__} ({error.status}): {detail}") from None
+        except HTTPError as error:
+            raise SchedulerUnavailable(f"the Kubernetes API did not answer ({method.__name__}): {error}") from None
+
+    return guarded
 
 
 class ShardObjectCache(Protocol):
@@ -109,6 +135,7 @@ class KubernetesBackend(Backend):
         problem = oversized_shards(largest, planned.total)
         return [problem] if problem else []
 
+    @_api_errors
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
         """The scan's payload ServiceAccount, Role and RoleBinding, and the NetworkPolicy of its shard pods."""
         account, role, binding = payload_rbac(scan, shard_count)
@@ -117,6 +144,7 @@ class KubernetesBackend(Backend):
         self._create(self.rbac.create_namespaced_role, scan.namespace, role)
         self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
 
+    @_api_errors
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
         # Shards are independent: send them concurrently (a 100-shard scan is 200 requests).
         with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
@@ -131,6 +159,7 @@ class KubernetesBackend(Backend):
             name = job_name(scan.name, shard, launch.moves)
             self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
 
+    @_api_errors
     def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
         """The site's probe Job: created once; resumed when end_probe suspended it (a later probe of the site)."""
         site_name = site.name if site is not None else "default"
@@ -150,6 +179,7 @@ class KubernetesBackend(Backend):
             scan.namespace, label_selector=selector).items]  # fmt: skip
         return probe_outcome(job, pods)
 
+    @_api_errors
     def end_probe(self, scan: ScanRef, site: Site | None) -> None:
         """Suspend the probe Job (its pod goes; the operator may patch Jobs, never delete them): the next probe of
         the site resumes it."""
@@ -162,6 +192,7 @@ class KubernetesBackend(Backend):
             if error.status != 404:
                 raise
 
+    @_api_errors
     def poll(self, scan: ScanRef) -> dict[int, ShardStatus]:
         selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
         api = self.batch.api_client
@@ -198,6 +229,7 @@ class KubernetesBackend(Backend):
                 states[state.index] = state
         return states
 
+    @_api_errors
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         """The records of the scan's shard ConfigMaps that changed since the last call (all of them on the first call:
         a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
@@ -224,6 +256,7 @@ class KubernetesBackend(Backend):
     def unreadable(self, scan: ScanRef) -> int:
         return self._unreadable.get((scan.namespace, scan.name), 0)
 
+    @_api_errors
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         for index, state in self.poll(scan).items():
             if (shards is None or index in shards) and state.phase in ACTIVE_PHASES:

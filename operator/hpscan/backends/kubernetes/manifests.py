@@ -22,6 +22,7 @@ from hpscan.api.contract import LAST_WORDS_ENV, ShardFile, shard_name
 from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
+from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation
 from hpscan.backends.base import ScanRef
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.job.configmap import CONFIGMAP_ENV, NAMESPACE_ENV, SHARD_KEY
@@ -148,6 +149,22 @@ def payload_rbac(scan: ScanRef, shard_count: int) -> list[dict[str, Any]]:
     ]
 
 
+def model_store_env(scan: ScanRef, spec: HPScanSpec) -> list[dict[str, Any]]:
+    """The environment that makes a shard job upload its models (hpscan.job.store): where, and the key pair from
+    the store's Secret (the kubelet reads it; the pod's ServiceAccount gets no access to Secrets). Empty when the
+    scan keeps no models or names no store."""
+    store = spec.artifacts.store
+    if store is None or not spec.artifacts.save_models:
+        return []
+    location = ModelStoreLocation.of(store.s3, scan.namespace, scan.name)
+    ref = store.s3.secret_ref
+    return [
+        {"name": STORE_ENV, "value": location.model_dump_json(by_alias=True)},
+        {"name": ACCESS_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.access_key_id_key}}},
+        {"name": SECRET_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.secret_access_key_key}}},
+    ]
+
+
 def job_manifest(
     scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None, moves: int = 0
 ) -> dict:
@@ -170,6 +187,7 @@ def job_manifest(
         {"name": CONFIGMAP_ENV, "value": results_configmap_name(scan.name, shard)},
         {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
         {"name": LAST_WORDS_ENV, "value": TERMINATION_MESSAGE_PATH},  # the payload's reason, read by the kubelet
+        *model_store_env(scan, spec),
     ]
     env += site_env(site)
     pod_labels = {LABEL_SCAN: scan.name, LABEL_SHARD: str(shard), LABEL_ROLE: "shard", **MANAGED_BY}

@@ -1,0 +1,91 @@
+"""Brokering on the personal pool's real daemons (the condor_pool fixture), through hpscan.engine.step as the
+operator and `hpscan run` drive it: a site probe job excluding a site whose GPUs do not work (its own env breaks
+them), and a job held past its site's holdTimeoutSeconds removed and its shard moved to the other site.
+
+Both sites are remote-style views of the one pool's schedd (spooled input, retrieved output); the probe is the
+contract payload's `gpu-check` stand-in (no physical GPU here), matched to the pool's simulated GPU slots.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus
+from hpscan.backends.base import ScanRef
+from hpscan.backends.htcondor import HTCondorBackend
+from hpscan.core.brokering import targets_of
+from hpscan.core.planning import plan
+from hpscan.core.results import Aggregate
+from hpscan.engine import step
+
+pytestmark = [pytest.mark.integration]
+PAYLOAD = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "unit", "payloads", "contract_payload.py"))
+
+
+def two_site_spec(pool: Any, first: dict[str, Any], gpu_required: bool, shards: int) -> HPScanSpec:
+    bin_dir = pool.job_bin()
+    block = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "256MB", "requestDisk": "64MB"}
+    python = [str(bin_dir / "python"), PAYLOAD]
+    return HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "x", "values": list(range(2 * shards))}],
+            "sharding": {"shards": shards},
+            "retries": 0,
+            "gpu": {"count": 1, "required": gpu_required},
+            "payload": {
+                "image": "unused-in-the-vanilla-universe",
+                "command": python,
+                "gpuCheck": [*python, "gpu-check"],
+                "env": [{"name": "PATH", "value": f"{bin_dir}:/usr/bin:/bin"}],
+            },
+            "sites": [
+                {"name": "first", **first, "htcondor": {**pool.site(), **block, **first.pop("htcondor", {})}},
+                {"name": "second", "htcondor": {**pool.site(), **block}},
+            ],
+        }
+    )
+
+
+def run_to_the_end(pool: Any, spec: HPScanSpec, timeout: float = 150) -> HPScanStatus:
+    """engine.step every second, with the status carried over as the operator does, until the scan ends."""
+    ref = ScanRef(name="broker", namespace="physics", uid=f"broker-{uuid.uuid4().hex[:12]}")
+    backend = HTCondorBackend(pool.job_dir("broker"), max_age_seconds=0)
+    agg = Aggregate(plan("broker", spec))
+    targets = targets_of(spec.sites, "htcondor")
+    status: HPScanStatus | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while status is None or status.phase not in TERMINAL_SCAN_PHASES:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the scan did not end in {timeout:g} s; last status: {status}")
+            status = step(ref, spec, agg, {"htcondor": backend}, targets, previous=status).status
+            time.sleep(1)
+        return status
+    finally:
+        backend.forget(ref, delete_sandboxes=True)
+
+
+def test_a_probe_job_excludes_the_site_whose_gpus_fail_and_the_other_runs_the_scan(condor_pool):
+    broken = {"env": [{"name": "CONTRACT_GPU_CHECK_EXIT", "value": "3"}]}
+    status = run_to_the_end(condor_pool, two_site_spec(condor_pool, broken, gpu_required=True, shards=2))
+    assert status.phase == "Succeeded" and status.progress == "4/4", status.message
+    first, second = status.sites
+    assert (first.state, first.reason) == ("Excluded", "GPUUnavailable")
+    assert "no usable GPU (stand-in, exit 3)" in first.message  # the probe's own words, from its returned stdout
+    assert (second.state, second.reason, second.succeeded) == ("Usable", "ProbePassed", 2)
+    assert {s.site for s in status.shards} == {"second"}
+
+
+def test_a_job_held_past_the_hold_timeout_is_removed_and_its_shard_finishes_elsewhere(condor_pool):
+    wrong_path = {"holdTimeoutSeconds": 10, "htcondor": {"executable": "/cvmfs/atlas.example.org/missing.sh"}}
+    status = run_to_the_end(condor_pool, two_site_spec(condor_pool, wrong_path, gpu_required=False, shards=2))
+    assert status.phase == "Succeeded" and status.progress == "4/4", status.message
+    moved = [s for s in status.shards if s.moves]
+    assert moved and all(s.site == "second" for s in moved), status.shards
+    assert status.sites[0].state == "Usable"  # a hold blames the job's placement, not the site's GPUs
