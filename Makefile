@@ -63,10 +63,10 @@ cluster-down:
 images:
 	cluster/images/build.sh
 
-# Opt-in until proven in CI: a real node (containerd + kubelet + kube-proxy, cluster/node/) running the images;
-# needs root. Its cluster is stopped afterwards and the host restored, unless it was already up.
+# Only the tests on the real node (containerd + kubelet + kube-proxy, cluster/node/; needs root), which `make test`
+# runs too. The node is stopped afterwards and the host restored, unless it was already up.
 test-real-node: $(STAMP) images
-	HPSCAN_REAL_NODE=1 $(BIN)/pytest -q tests/integration/test_real_node.py
+	$(BIN)/pytest -q -m real_node tests/integration
 
 # A personal HTCondor pool with two simulated GPUs (docs/htcondor.md). The daemons are built from source once per
 # version into ${HPSCAN_CONDOR_CACHE:-~/.cache/hpscan-condor}: about 20 minutes on 2 cores, later runs a second.

@@ -35,11 +35,12 @@ class LocalCluster:
             "PATH": f"{self.tools_bin}:{os.environ.get('PATH', '')}",
         }
 
-    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run kubectl against the cluster and capture its output."""
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against the cluster and capture its output (``input``: its standard input, e.g. for -f -)."""
         return subprocess.run(
-            [str(self.tools_bin / "kubectl"), *args], env=self.env(), capture_output=True, text=True, check=check
-        )
+            [str(self.tools_bin / "kubectl"), *args],
+            env=self.env(), input=input, capture_output=True, text=True, check=check,
+        )  # fmt: skip
 
     def pod_log(self, namespace: str, pod: str, container: str) -> str:
         """A container's output (the node agent writes logs to files; there is no `kubectl logs`)."""

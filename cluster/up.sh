@@ -187,5 +187,6 @@ for name in etcd kube-apiserver kube-controller-manager kube-scheduler node-agen
   alive "$name" || die "$name exited (log: $dir/logs/$name.log)"
 done
 log "ready: $server (kubeconfig: $kubeconfig; nodes: $node_names)"
-# Opt-in until proven: a real node (containerd + kubelet) beside the node agent's (cluster/node/up.sh).
+# A real node (containerd + kubelet) beside the node agent's, on request (cluster/node/up.sh; the tests start
+# it themselves when they need it: the real_node fixture).
 if [[ "${HPSCAN_REAL_NODE:-0}" == 1 ]]; then "$here/node/up.sh"; fi

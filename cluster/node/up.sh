@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real node for the local control plane (opt-in: HPSCAN_REAL_NODE=1 make cluster, or run this after
+# A real node for the local control plane (HPSCAN_REAL_NODE=1 make cluster, the real_node test fixture, or this after
 # cluster/up.sh): containerd + runc + a kubelet built from the same wrapper module as the control plane, running
 # the images `make images` built. cluster/node/down.sh (called by cluster/down.sh) stops it and restores every
 # host change this script makes, recorded in .cluster/node/host-state.env before the first one.

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from dl1.errors import DL1Error, GPUUnavailableError
-from hpscan.api.contract import PayloadExit
+from hpscan.api.contract import LAST_WORDS_ENV, PayloadExit
 
 app = typer.Typer(
     help="DL1 b-tagging payload for hpscan: trains one network per combination of a shard file.",
@@ -386,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
     except DL1Error as exc:
         _say(f"dl1: error: {exc}")
+        _last_words(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         _say("dl1: interrupted")
@@ -400,8 +401,20 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "Abort":
             return 1
         _say(f"dl1: unexpected error: {type(exc).__name__}: {exc}")
+        _last_words(f"unexpected error: {type(exc).__name__}: {exc}")
         return 1
     return PayloadExit.OK
+
+
+def _last_words(reason: str) -> None:
+    """Write why the payload fails to the file the backend reads it from (LAST_WORDS_ENV), when it names one."""
+    path = os.environ.get(LAST_WORDS_ENV)
+    if not path:
+        return
+    try:
+        Path(path).write_text(" ".join(reason.split()) + "\n")
+    except OSError as exc:  # the reason is on stderr too: losing the file only loses the shortcut
+        _say(f"dl1: cannot write the last words to {path} ({exc.strerror})")
 
 
 def _entry() -> None:

@@ -7,11 +7,15 @@
 - ``k8s`` (session): a ``kubernetes.client.ApiClient`` with admin rights.
 - ``namespace`` (function): a fresh namespace for one test, deleted afterwards; ``new_namespace`` (function)
   makes more, with labels (e.g. pod-security).
+- ``real_node`` (session): a real node beside the agent's (cluster/node/up.sh: containerd + runc + a kubelet
+  running the images ``make images`` built). Needs root. Started when it does not run, and stopped (the host
+  restored) at the end by the session that started it, unless another session still uses it.
 - ``s3`` (session): a real S3 server, versitygw built from the Go module proxy (cluster/s3/build.sh, cached),
   on 127.0.0.1:$HPSCAN_S3_PORT (default 29000) with its objects in a temporary folder; stopped by its pid at the
   end. Pods of the test node agent run on this host, so they reach it too.
 
-Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically. The ``condor_pool``
+Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically, those that use
+``real_node`` also ``real_node`` (``-m "not real_node"`` deselects them). The ``condor_pool``
 fixture (a personal HTCondor pool) lives in condor_pool.py, registered here as a plugin.
 """
 
@@ -52,10 +56,12 @@ def _alive(name: str) -> bool:
         return False
 
 
-def _run_script(script: str) -> None:
+def _run_script(script: str, *args: str) -> None:
     """Run a cluster/ script; a failure fails the session with the script's output (never a skip)."""
     env = {**os.environ, "HPSCAN_CLUSTER_USER": "pytest"}
-    result = subprocess.run([str(REPO / "cluster" / script)], capture_output=True, text=True, check=False, env=env)
+    result = subprocess.run(
+        [str(REPO / "cluster" / script), *args], capture_output=True, text=True, check=False, env=env
+    )
     if result.returncode != 0:
         pytest.fail(
             f"cluster/{script} failed ({result.returncode}); logs in {CLUSTER_DIR / 'logs'}:\n"
@@ -87,6 +93,39 @@ def cluster() -> Iterator[LocalCluster]:
         users.close()
     if marker.exists() and not os.environ.get("HPSCAN_KEEP_CLUSTER"):
         subprocess.run([str(REPO / "cluster" / "down.sh")], check=False, capture_output=True)
+
+
+NODE_COMPONENTS = ("containerd", "kubelet", "apiforward", "kube-proxy")
+
+
+def _node_alive(name: str) -> bool:
+    """A component of the real node runs (cluster/node/up.sh's pid files; its command line names node/)."""
+    node_dir = CLUSTER_DIR / "node"
+    try:
+        pid = int((node_dir / "run" / f"{name}.pid").read_text())
+        return str(node_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: LocalCluster) -> Iterator[str]:
+    """The real node's name, once it is Ready with its GPUs advertised and the images in its containerd."""
+    node_dir = CLUSTER_DIR / "node"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    users = open(node_dir / ".users", "a")  # noqa: SIM115 (held for the whole session, like the cluster's)
+    fcntl.flock(users, fcntl.LOCK_SH)
+    started = not all(_node_alive(name) for name in NODE_COMPONENTS)
+    _run_script("node/up.sh")  # idempotent: what runs is left alone (the first start imports the images)
+    yield os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another session still uses it
+    finally:
+        users.close()
+    if started and not os.environ.get("HPSCAN_KEEP_CLUSTER"):
+        subprocess.run([str(REPO / "cluster" / "node" / "down.sh")], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -140,12 +179,18 @@ def _uses_cluster(item: pytest.Item) -> bool:
     return "cluster" in getattr(item, "fixturenames", ())
 
 
+def _uses_real_node(item: pytest.Item) -> bool:
+    return "real_node" in getattr(item, "fixturenames", ())
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _uses_cluster(item):
             item.add_marker(pytest.mark.cluster)
             item.add_marker(pytest.mark.integration)
+        if _uses_real_node(item):
+            item.add_marker(pytest.mark.real_node)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -157,7 +202,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any(_uses_cluster(item) for item in session.items):
         if reporter is not None:
             reporter.write_line("building the local Kubernetes tools (cluster/build-tools.sh; cached by version)")
-        _run_script("build-tools.sh")
+        # The kubelet and kube-proxy too when a real-node test is selected (their own cache entry).
+        _run_script("build-tools.sh", *(["--node"] if any(_uses_real_node(item) for item in session.items) else []))
     if any("s3" in getattr(item, "fixturenames", ()) for item in session.items):
         if reporter is not None:
             reporter.write_line("building the S3 server (cluster/s3/build.sh; cached by version)")

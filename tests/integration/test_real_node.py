@@ -1,7 +1,9 @@
-"""A real node (opt-in, HPSCAN_REAL_NODE=1: containerd + runc + a kubelet, cluster/node/up.sh): a pod from the
+"""The real node (the real_node fixture: containerd + runc + a kubelet, cluster/node/up.sh; root): a pod from the
 payload image runs there under the restricted Pod Security profile, `kubectl logs` reaches it through the API
-server, the pod's network keeps every packet on the machine (no default route, no DNS), and a shard Job made
-by the operator's own manifest functions trains and publishes its record through the kubernetes Service."""
+server, the pod's network keeps every packet on the machine (no default route, no DNS), a shard Job made by
+the operator's own manifest functions trains and publishes its record through the kubernetes Service, and, end
+to end, the Helm chart runs the operator image there, which runs examples/quickstart.yaml (applied with kubectl)
+as payload-image containers to Succeeded and a GPU-required scan to Failed with GPUUnavailable."""
 
 from __future__ import annotations
 
@@ -10,22 +12,20 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
-from operator_support import tiny_shard
+from operator_support import tiny_shard, wait_phase
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        os.environ.get("HPSCAN_REAL_NODE") != "1",
-        reason="opt-in until proven: HPSCAN_REAL_NODE=1 starts a real kubelet and containerd (cluster/node/up.sh)",
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
+CLUSTER_DIR = Path(os.environ.get("HPSCAN_CLUSTER_DIR", REPO / ".cluster"))
 PAYLOAD = "localhost/hpscan/dl1-payload:dev"
+GPU_CHECK = "localhost/hpscan/dl1-gpu-check:dev"
 SCRIPT = r"""
 echo "uid=$(id -u) gid=$(id -g)"
 hpscan shard-run --help | head -3
@@ -147,64 +147,248 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     assert "c-tiny" in logs.stdout
 
 
-def test_the_operator_image_runs_a_scan_whose_jobs_run_the_payload_image_on_the_real_node(cluster, k8s, new_namespace):
-    """Real containers end to end: the chart installs the operator image on the real node, and the scan's shard
-    Jobs run the payload image there; records reach the status through the results ConfigMaps."""
-    from operator_support import create, wait_phase
+QUICKSTART = "quickstart"
+TOLERATIONS = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "hpscan.io/real-node", "operator": "Exists", "effect": "NoSchedule"},
+]
+SHARD_OBJECTS = ("jobs", "pods", "configmaps", "serviceaccounts", "roles", "rolebindings", "networkpolicies")
 
-    restricted = {"pod-security.kubernetes.io/enforce": "restricted"}
-    operator_ns, scans = new_namespace(labels=restricted), new_namespace(labels=restricted)
-    release = f"hpo-{secrets.token_hex(3)}"
-    tolerations = [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-        {"key": "hpscan.io/real-node", "operator": "Exists", "effect": "NoSchedule"},
-    ]
+
+def _ctr(*args: str) -> subprocess.CompletedProcess[str]:
+    """containerd's own client on the real node's socket (what runc was handed, not what the API server admitted)."""
+    sock = CLUSTER_DIR / "node" / "containerd.sock"
+    return subprocess.run(
+        ["ctr", "--address", str(sock), "--namespace", "k8s.io", *args], capture_output=True, text=True, check=True
+    )
+
+
+@pytest.fixture(scope="module")
+def operator_release(cluster, k8s, real_node):
+    """The Helm chart installs the operator image on the real node, watching one namespace under the restricted
+    Pod Security profile; the chart's site defaults send scans without spec.sites to the real node. Yields the
+    scans' namespace."""
+    core: Any = client.CoreV1Api(k8s)
+    suffix = secrets.token_hex(3)
+    operator_ns, scans = f"real-operator-{suffix}", f"real-scans-{suffix}"
+    for name in (operator_ns, scans):
+        labels = {"hpscan.io/test": "true", "pod-security.kubernetes.io/enforce": "restricted"}
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    # Helm installs a chart's CRD only where there is none: in a cluster kept from an older tree, this one's.
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+    release = f"hpo-{suffix}"
     helm = [str(cluster.tools_bin / "helm"), "-n", operator_ns]
     installed = subprocess.run(
         [*helm, "install", release, str(REPO / "charts" / "hpscan-operator"), "--wait", "--timeout", "180s",
          "--set", "image.repository=localhost/hpscan/operator", "--set", "image.tag=dev",
          "--set", "image.pullPolicy=Never", "--set-json", f'watchNamespaces=["{scans}"]',
          "--set-json", 'nodeSelector={"hpscan.io/real-node": "true"}',
-         "--set-json", f"tolerations={json.dumps(tolerations)}"],
+         "--set-json", f"tolerations={json.dumps(TOLERATIONS)}",
+         "--set-json", 'defaults.nodeSelector={"hpscan.io/real-node": "true"}',
+         "--set-json", f"defaults.tolerations={json.dumps(TOLERATIONS)}"],
         env=cluster.env(), capture_output=True, text=True, check=False,
     )  # fmt: skip
     try:
         assert installed.returncode == 0, installed.stderr
-        (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(operator_ns).items
+        (pod,) = core.list_namespaced_pod(operator_ns).items
         assert pod.spec.node_name == NODE
-        scan = {
-            "apiVersion": "hpscan.io/v1alpha1",
-            "kind": "HPScan",
-            "metadata": {"name": "real"},
-            "spec": {
-                "objective": {"metric": "val_loss", "goal": "minimize"},
-                "parameters": [{"name": "layer1", "values": [8, 16]}],
-                "sharding": {"shards": 2},
-                "retries": 0,
-                "gpu": {"count": 1, "required": False},
-                "payload": {
-                    "image": PAYLOAD,
-                    "cpu": "250m",
-                    "memory": "1Gi",
-                    "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
-                },
-                "sites": [
-                    {
-                        "name": "real-node",
-                        "kubernetes": {"nodeSelector": {"hpscan.io/real-node": "true"}, "tolerations": tolerations},
-                    }
-                ],
-            },
-        }
-        create(k8s, scans, scan)
-        done = wait_phase(cluster, k8s, scans, "real", {"Succeeded", "Failed"}, 300)
-        assert done["status"]["phase"] == "Succeeded", done["status"]
-        assert done["status"]["progress"] == "2/2", done["status"]
-        pods = client.CoreV1Api(k8s).list_namespaced_pod(scans, label_selector="hpscan.io/scan=real").items
-        assert pods and {p.spec.node_name for p in pods} == {NODE}
-        assert {p.spec.containers[0].image for p in pods} == {PAYLOAD}
+        assert pod.status.container_statuses[0].container_id.startswith("containerd://")
+        yield scans
     finally:
-        logs = cluster.kubectl("-n", operator_ns, "logs", "--tail=40", "-l", "app.kubernetes.io/name=hpscan-operator",
+        logs = cluster.kubectl("-n", operator_ns, "logs", "--tail=60", "-l", "app.kubernetes.io/name=hpscan-operator",
                                check=False)  # fmt: skip
         subprocess.run([*helm, "uninstall", release, "--wait", "--timeout", "60s"], env=cluster.env(), check=False)
-        print(logs.stdout[-3000:])
+        for name in (operator_ns, scans):
+            core.delete_namespace(name)
+        print(logs.stdout[-4000:])
+
+
+def _apply(cluster, namespace: str, scan: dict) -> None:
+    applied = cluster.kubectl("-n", namespace, "apply", "-f", "-", check=False, input=json.dumps(scan))
+    assert applied.returncode == 0, applied.stderr
+
+
+def quickstart_for_the_real_node() -> dict:
+    """examples/quickstart.yaml as it is (24 combinations, 4 shards, its training settings, no spec.sites), with
+    the payload image built here and CPU and memory requests that let its four shards share the 2-core node."""
+    scan = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    assert "sites" not in scan["spec"]  # the chart's site defaults place it on the real node
+    scan["spec"]["payload"] |= {"image": PAYLOAD, "cpu": "250m", "memory": "2Gi"}
+    return scan
+
+
+def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_operator_image(
+    cluster, k8s, operator_release
+):
+    """Real containers end to end: the quickstart scan, applied with kubectl, is handled by the operator image;
+    its shard Jobs run the payload image on the real node as runc enforces the restricted profile; `kubectl
+    logs` reaches a shard pod through the kubelet; every record reaches the cluster; deleting the scan removes
+    all it made."""
+    from hpscan.api.spec import HPScan
+    from hpscan.core.planning import plan
+
+    ns, scan = operator_release, quickstart_for_the_real_node()
+    _apply(cluster, ns, scan)
+    status = _finished(cluster, k8s, ns, QUICKSTART, 900)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[-4000:]
+    assert status["progress"] == "24/24", status
+
+    # Every planned combination has its record, read from the cluster the way a user exports them.
+    exported = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "hpscan"), "results", QUICKSTART, "-n", ns],
+        env=cluster.env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    planned = plan(QUICKSTART, HPScan.model_validate(scan).spec)
+    assert sorted(r["id"] for r in records) == sorted(c.id for c in planned.combinations())
+    assert {r["status"] for r in records} == {"succeeded"}
+    assert all(r["metrics"]["val_loss"] > 0 for r in records)
+
+    core = client.CoreV1Api(k8s)
+    pods = core.list_namespaced_pod(ns, label_selector=f"hpscan.io/scan={QUICKSTART}").items
+    assert len(pods) == 4 and {p.spec.node_name for p in pods} == {NODE}, [p.metadata.name for p in pods]
+    assert {p.spec.containers[0].image for p in pods} == {PAYLOAD}
+    for pod in pods:
+        # What runc was given for the shard container: the restricted profile, enforced, not only admitted.
+        (container,) = pod.status.container_statuses
+        assert container.container_id.startswith("containerd://")
+        oci = json.loads(_ctr("containers", "info", container.container_id.removeprefix("containerd://")).stdout)
+        process, root = oci["Spec"]["process"], oci["Spec"]["root"]
+        assert (process["user"]["uid"], process["user"]["gid"]) == (10001, 10001)
+        assert root.get("readonly") is True
+        assert process.get("noNewPrivileges") is True
+        assert not any(process.get("capabilities", {}).get(kind) for kind in ("bounding", "effective", "permitted"))
+        assert oci["Spec"]["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+
+    # `kubectl logs` of a shard pod: through the API server to the kubelet, which reads containerd's log.
+    shard0 = next(p for p in pods if p.metadata.labels["hpscan.io/shard"] == "0")
+    logs = cluster.kubectl("-n", ns, "logs", shard0.metadata.name)
+    assert all(c.id in logs.stdout for c in planned.shard_combinations(0)), logs.stdout[-3000:]
+
+    # Deleting the scan removes everything it made: Jobs, pods, ConfigMaps, RBAC, and the containers on the node.
+    deleted = cluster.kubectl("-n", ns, "delete", "hpscan", QUICKSTART, "--wait=true", "--timeout=120s", check=False)
+    assert deleted.returncode == 0, deleted.stderr
+
+    def leftovers() -> list[str]:
+        found = cluster.kubectl("-n", ns, "get", ",".join(SHARD_OBJECTS), "-l", f"hpscan.io/scan={QUICKSTART}",
+                                "-o", "name")  # fmt: skip
+        containers = _ctr("containers", "ls", "-q", f'labels."io.kubernetes.pod.namespace"=={ns}').stdout.split()
+        return found.stdout.split() + [f"container/{c}" for c in containers]
+
+    remaining: list[str] = []
+
+    def gone() -> bool:
+        remaining[:] = leftovers()
+        return not remaining
+
+    try:
+        cluster.wait(gone, 120, "everything of the deleted scan to go")
+    except TimeoutError:
+        pytest.fail(f"left behind after the scan was deleted: {remaining}")
+
+
+def _finished(cluster, k8s, ns: str, name: str, timeout: float) -> dict:
+    """The scan's status once Succeeded or Failed; on a timeout, a failure that shows where it stands."""
+    from operator_support import get
+
+    try:
+        return wait_phase(cluster, k8s, ns, name, {"Succeeded", "Failed"}, timeout)["status"]
+    except TimeoutError:
+        pytest.fail(f"{name} did not finish in {timeout:g}s: {json.dumps(get(k8s, ns, name).get('status'))[-3000:]}")
+
+
+@pytest.mark.parametrize("probe", [True, False], ids=["site-probe", "shard-check"])
+def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(cluster, k8s, operator_release, probe):
+    """The node advertises nvidia.com/gpu but has none: dl1's gpu-check in a real container given one finds no
+    device node and exits 3, and the scan fails with GPUUnavailable. With the site probe (spec.payload.gpuCheck,
+    the default) it runs in the probe Job and the site is excluded before any shard starts; without it, in the
+    shard's own `dl1 train-shard`, whose Job fails at once (never retried)."""
+    ns, name = operator_release, f"needs-gpu-{'probe' if probe else 'shard'}"
+    payload = {
+        "image": PAYLOAD,
+        "cpu": "250m",
+        "memory": "1Gi",
+        "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+    }
+    if not probe:
+        payload["gpuCheck"] = []
+    scan = {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "HPScan",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "val_loss", "goal": "minimize"},
+            "parameters": [{"name": "layer1", "values": [8, 16]}],
+            "sharding": {"shards": 1},
+            "retries": 2,
+            "gpu": {"count": 1, "required": True},
+            "payload": payload,
+        },
+    }
+    _apply(cluster, ns, scan)
+    status = _finished(cluster, k8s, ns, name, 300)
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "GPUUnavailable", failed
+    (site,) = status["sites"]
+    assert (site["state"], site["reason"]) == ("Excluded", "GPUUnavailable"), site
+    # The real check's words, from the termination message file the payload wrote (HPSCAN_LAST_WORDS_FILE): the
+    # log's last line, the kubelet's fallback, was the JSON report's "}" as often as not in a real container.
+    words = "no NVIDIA device nodes" if probe else "shard 0: GPU required but unusable: no NVIDIA device nodes"
+    assert site["message"].startswith(words), site
+    role = "probe" if probe else "shard"
+    (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector=f"hpscan.io/scan={name}").items
+    assert pod.metadata.labels["hpscan.io/role"] == role
+    assert pod.spec.node_name == NODE
+    assert pod.spec.containers[0].image == PAYLOAD
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+    if not probe:
+        (shard,) = status["shards"]
+        assert shard["reason"] == "GPUUnavailable" and shard["attempts"] == 1, shard
+
+
+def test_the_gpu_check_image_exits_3_on_the_node_that_advertises_gpus_it_lacks(cluster, k8s, new_namespace):
+    """The site's GPU test container (payload/Dockerfile, target gpu-check) as a pod given one nvidia.com/gpu:
+    with no device in the container, it exits 3 and says why."""
+    ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gpu-check"},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"hpscan.io/real-node": "true"},
+            "tolerations": TOLERATIONS,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "gpu-check",
+                    "image": GPU_CHECK,
+                    "imagePullPolicy": "Never",
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "memory": "1Gi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(ns, pod)
+
+    def terminated():
+        statuses = core.read_namespaced_pod("gpu-check", ns).status.container_statuses or []
+        return statuses and statuses[0].state.terminated
+
+    state = cluster.wait(terminated, 180, "the gpu-check pod to finish")
+    logs = cluster.kubectl("-n", ns, "logs", "gpu-check", check=False)
+    assert state.exit_code == 3, f"{state}: {logs.stdout}{logs.stderr}"
+    assert "no NVIDIA device nodes" in logs.stdout + logs.stderr, logs.stdout + logs.stderr

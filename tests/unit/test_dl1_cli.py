@@ -97,3 +97,25 @@ def test_gpu_check_command_prints_json_and_exits_3_when_required(capsys, monkeyp
     assert report["ok"] is False and "device nodes" in report["reason"]
     assert main(["gpu-check", "--require"]) == 3
     assert capsys.readouterr().err.strip().startswith("dl1: error: no NVIDIA device nodes")
+
+
+def test_a_failing_payload_writes_its_reason_where_the_backend_reads_last_words(tmp_path, capsys, monkeypatch):
+    """On Kubernetes the file is the termination message: the reason, not the log's last line (which a real
+    container's interleaved stdout and stderr made the JSON report's closing brace)."""
+    from hpscan.api.contract import LAST_WORDS_ENV
+
+    monkeypatch.setattr("dl1.gpucheck._device_nodes", lambda: [])
+    monkeypatch.delenv(LAST_WORDS_ENV, raising=False)
+    assert main(["gpu-check", "--require"]) == 3  # no file named: nothing written anywhere
+    last_words = tmp_path / "termination-log"
+    monkeypatch.setenv(LAST_WORDS_ENV, str(last_words))
+    assert main(["gpu-check", "--require"]) == 3
+    assert last_words.read_text().startswith("no NVIDIA device nodes (/dev/nvidia*)")
+    assert len(last_words.read_text().splitlines()) == 1
+    path = _shard(tmp_path, gpu={"count": 1, "required": True})
+    assert main(["train-shard", str(path), "--out", str(tmp_path / "out")]) == 3
+    assert last_words.read_text().startswith("GPU required but unusable: no NVIDIA device nodes")
+    monkeypatch.setenv(LAST_WORDS_ENV, str(tmp_path / "no-such-dir" / "termination-log"))
+    capsys.readouterr()
+    assert main(["gpu-check", "--require"]) == 3  # an unwritable file costs only the shortcut
+    assert "cannot write the last words" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpscan.api.contract import ResultRecord
+from hpscan.api.contract import LAST_WORDS_ENV, ResultRecord
 from hpscan.backends.base import ScanRef
 from hpscan.backends.kubernetes import (
     job_manifest,
@@ -14,6 +14,7 @@ from hpscan.backends.kubernetes import (
     shard_configmap,
     shard_state,
 )
+from hpscan.backends.kubernetes.manifests import probe_manifest
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
 from hpscan.job.configmap import CONFIGMAP_ENV, record_patch, records_of
@@ -45,6 +46,14 @@ def test_job_is_owned_labelled_and_runs_the_payload_through_the_shard_runner():
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env[CONFIGMAP_ENV] == results_configmap_name("dl1-seed-scan", 3)
     assert command[command.index("--") + 1 :] == ["dl1", "train-shard"]
+
+
+def test_shard_and_probe_payloads_write_their_reason_to_the_termination_message_file():
+    for job in (job_manifest(REF, SCAN.spec, 0, GPU_SITE), probe_manifest(REF, SCAN.spec, GPU_SITE)):
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[LAST_WORDS_ENV] == container["terminationMessagePath"] == "/dev/termination-log"
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"  # payloads that write none
 
 
 def test_pod_passes_the_restricted_pod_security_profile():

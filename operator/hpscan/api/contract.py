@@ -54,6 +54,13 @@ class PayloadExit(IntEnum):
     """The shard requires a GPU and none is usable: nothing was trained."""
 
 
+LAST_WORDS_ENV = "HPSCAN_LAST_WORDS_FILE"
+"""Set by a backend that reads a payload's last words from a file: a payload that exits non-zero writes its reason
+there, in one line. On Kubernetes it is the container's termination message file, which the kubelet reads at
+exit; without it the kubelet falls back to the log's last line, and where the payload's stdout and stderr
+interleave there is a race (a real container's JSON report's closing brace came after the error line)."""
+
+
 class Objective(CamelModel):
     """What the scan optimises: one metric that every result record carries."""
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hpscan.api.contract import ShardFile, shard_name
+from hpscan.api.contract import LAST_WORDS_ENV, ShardFile, shard_name
 from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
@@ -40,6 +40,8 @@ MAX_SHARD_COMBINATIONS = 1000
 """The most combinations a shard may hold on Kubernetes: its ConfigMap carries the shard file (~150 bytes a
 combination) and every record (~420 bytes), and an object must stay well under etcd's 1 MiB."""
 
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+"""The container's termination message file (Kubernetes' default path): the payload writes its reason there."""
 PAYLOAD_UID = 10001
 """The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 
@@ -184,6 +186,7 @@ def job_manifest(
         {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": CONFIGMAP_ENV, "value": results_configmap_name(scan.name, shard)},
         {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
+        {"name": LAST_WORDS_ENV, "value": TERMINATION_MESSAGE_PATH},  # the payload's reason, read by the kubelet
         *model_store_env(scan, spec),
     ]
     env += site_env(site)
@@ -217,6 +220,7 @@ def job_manifest(
                     {"name": "out", "mountPath": OUT_MOUNT},
                     {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only; TensorFlow needs /tmp
                 ],
+                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
@@ -285,6 +289,7 @@ def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: st
     container["command"] = list(spec.payload.gpu_check)
     container["env"] = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
         {"name": "HOME", "value": OUT_MOUNT},
+        {"name": LAST_WORDS_ENV, "value": TERMINATION_MESSAGE_PATH},
         *site_env(site),
     ]
     container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "shard"]
