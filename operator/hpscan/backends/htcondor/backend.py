@@ -73,6 +73,11 @@ from hpscan.job.chirp import RECORDS_ATTR, classad_string
 # --- the backend -----------------------------------------------------------------------------------------------
 
 
+def _default_site() -> Site:
+    """The site of a launch or probe that names none: the local schedd, with the block's defaults."""
+    return Site.model_validate({"name": "htcondor", "htcondor": {}})
+
+
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     """Serialise a backend method: kopf runs sync handlers on several threads, and one poll cycle must serve
     them all (the bindings are not meant for concurrent use either)."""
@@ -193,7 +198,7 @@ class HTCondorBackend(Backend):
         by_site: dict[str, tuple[Site, list[ShardFile]]] = {}
         moves = {launch.shard_file.shard: launch.moves for launch in launches}
         for launch in launches:
-            site = launch.site or Site.model_validate({"name": "htcondor", "htcondor": {}})
+            site = launch.site or _default_site()
             if site.backend != "htcondor":
                 raise BackendError(f"site {site.name!r} is not an htcondor site")
             by_site.setdefault(site.name, (site, []))[1].append(launch.shard_file)
@@ -423,7 +428,7 @@ class HTCondorBackend(Backend):
     def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
         """The site's probe job (submit.probe_description): sent once, read from the poll cycle's view."""
         uid = self._uid(scan)
-        site = site or Site.model_validate({"name": "htcondor", "htcondor": {}})
+        site = site or _default_site()
         self.track(scan, spec)
         self._ensure_fresh(uid)
         condor = condor_of(site)
@@ -461,7 +466,7 @@ class HTCondorBackend(Backend):
     @_locked
     def end_probe(self, scan: ScanRef, site: Site | None) -> None:
         uid = self._uid(scan)
-        site = site or Site.model_validate({"name": "htcondor", "htcondor": {}})
+        site = site or _default_site()
         condor = condor_of(site)
         if ids := [job_id(ad) for ad in self._probe_ads(uid, site)]:
             self._act_remove(self._schedd(condor), condor, ids, "site probe timed out")

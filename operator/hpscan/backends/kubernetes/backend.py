@@ -28,6 +28,7 @@ from hpscan.backends.kubernetes.manifests import (
     shard_configmap,
     shard_network_policy,
     shard_state,
+    site_name,
 )
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
@@ -162,8 +163,8 @@ class KubernetesBackend(Backend):
     @_api_errors
     def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
         """The site's probe Job: created once; resumed when end_probe suspended it (a later probe of the site)."""
-        site_name = site.name if site is not None else "default"
-        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=probe,{LABEL_SITE}={site_name}"
+        where = site_name(site)
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=probe,{LABEL_SITE}={where}"
         api = self.batch.api_client
         jobs = [api.sanitize_for_serialization(j) for j in self.batch.list_namespaced_job(
             scan.namespace, label_selector=selector).items]  # fmt: skip
@@ -172,7 +173,7 @@ class KubernetesBackend(Backend):
             return ProbeOutcome(None, "probe sent")
         (job,) = jobs
         if (job.get("spec") or {}).get("suspend"):
-            name = probe_job_name(scan.name, site_name)
+            name = probe_job_name(scan.name, where)
             self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
             return ProbeOutcome(None, "probe sent again")
         pods = [api.sanitize_for_serialization(pod) for pod in self.core.list_namespaced_pod(
@@ -185,7 +186,7 @@ class KubernetesBackend(Backend):
         the site resumes it."""
         from kubernetes.client.rest import ApiException
 
-        name = probe_job_name(scan.name, site.name if site is not None else "default")
+        name = probe_job_name(scan.name, site_name(site))
         try:
             self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": True}})
         except ApiException as error:

@@ -60,6 +60,11 @@ def job_name(scan: str, shard: int, moves: int = 0) -> str:
     return _name(scan, shard_name(shard) + (f"-m{moves}" if moves else ""))
 
 
+def site_name(site: Site | None) -> str:
+    """The name a site goes by in labels and Job names; "default" for the operator's own site."""
+    return site.name if site is not None else "default"
+
+
 def probe_job_name(scan: str, site: str) -> str:
     suffix = site if len(site) <= 20 else f"{site[:11]}-{hashlib.sha256(site.encode()).hexdigest()[:8]}"
     return _name(scan, f"probe-{suffix}")
@@ -281,9 +286,9 @@ def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: st
     """The site probe: a Job like a shard's (image, GPU request, selectors, tolerations, site environment,
     restricted security) that runs spec.payload.gpuCheck once, without the shard's ConfigMap or API access."""
     job = job_manifest(scan, spec, 0, site, image)
-    site_name = site.name if site is not None else "default"
-    name = probe_job_name(scan.name, site_name)
-    labels = {LABEL_SCAN: scan.name, LABEL_ROLE: "probe", LABEL_SITE: site_name, **MANAGED_BY}
+    where = site_name(site)
+    name = probe_job_name(scan.name, where)
+    labels = {LABEL_SCAN: scan.name, LABEL_ROLE: "probe", LABEL_SITE: where, **MANAGED_BY}
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     container["command"] = list(spec.payload.gpu_check)
@@ -302,7 +307,7 @@ def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: st
         "name": name,
         "namespace": scan.namespace,
         "labels": labels,
-        "annotations": {"hpscan.io/site": site_name},
+        "annotations": {"hpscan.io/site": where},
         "ownerReferences": [owner_reference(scan)],
     }
     job["spec"]["backoffLimit"] = 0
