@@ -101,7 +101,8 @@ class Assignment:
     """What a worker's trials.jsonl says so far: its trials in order (without the withdrawn), and whether it ended."""
 
     trials: dict[str, Combination] = field(default_factory=dict)
-    withdrawn: set[str] = field(default_factory=set)
+    withdrawn: dict[str, Combination | None] = field(default_factory=dict)
+    """Trials taken back from this worker (with the trial when it was handed out here first)."""
     ended: bool = False
 
     def fold(self, lines: Iterable[dict]) -> list[Combination]:
@@ -117,8 +118,8 @@ class Assignment:
                     self.trials[trial.id] = trial
                     added.append(trial)
             elif "withdraw" in line:
-                self.withdrawn.add(str(line["withdraw"]))
-                self.trials.pop(str(line["withdraw"]), None)
+                trial_id = str(line["withdraw"])
+                self.withdrawn[trial_id] = self.trials.pop(trial_id, None)
             elif line.get("end") is True:
                 self.ended = True
         return added

@@ -16,7 +16,7 @@ import contextlib
 import json
 import math
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,6 +174,8 @@ class Search:
         self.by_key: dict[str, str] = {}
         self.next_position = 0
         self.queue: deque[str] = deque()  # taken back from a worker that left: handed out again first
+        self.ended: set[int] = set()  # workers told that no more trials will come
+        self.short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
         self.explored = False  # the sampler found nothing new: the space holds fewer points than the budget
 
     # what the workers hold -----------------------------------------------------------------------------------
@@ -190,8 +192,10 @@ class Search:
     def open_trials(self, worker: int) -> list[str]:
         return [i for i, e in self.entries.items() if e.worker == worker and e.outcome is None and i not in self.queue]
 
-    def held_by(self, worker: int) -> list[str]:
-        return [i for i, e in self.entries.items() if e.worker == worker and i not in self.queue]
+    def held(self) -> dict[int, int]:
+        """Trials each worker holds (recorded or not), without those taken back from it."""
+        queued = set(self.queue)
+        return dict(Counter(e.worker for i, e in self.entries.items() if i not in queued))
 
     @property
     def counts(self) -> dict[str, int]:
@@ -262,6 +266,14 @@ class Search:
             out.append(combination)
         return out
 
+    def left_short(self, worker: int) -> list[str]:
+        """A worker's job ended well while it still held unrecorded trials (a payload that does not honour pull
+        mode): remembered, so its shard shows RecordsMissing, and its trials are taken back."""
+        back = self.take_back(worker)
+        if back:
+            self.short[worker] = self.short.get(worker, 0) + len(back)
+        return back
+
     def take_back(self, worker: int) -> list[str]:
         """A worker left (failed for good, stopped, or its job vanished): its unrecorded trials go back in the
         queue, to be handed out again. Returns their ids (the worker's channel should say they are withdrawn)."""
@@ -328,12 +340,17 @@ class Search:
             ((position_of(t.id), worker, t) for worker, a in assignments.items() for t in a.trials.values()),
             key=lambda item: item[0],
         )
-        for position, worker, combination in handed:
+        taken = {i: c for a in assignments.values() for i, c in a.withdrawn.items() if c is not None}
+        handed += [(position_of(i), -1, c) for i, c in taken.items()]  # taken back, not yet handed out again
+        for position, worker, combination in sorted(handed, key=lambda item: (item[0], item[1] < 0)):
             if combination.id in self.entries:
                 continue
             trial = self._ask(combination.parameters) if (self.pruning or self.adaptive) else None
             self._enter(combination, worker, trial)
             self.next_position = max(self.next_position, position + 1)
+            if worker < 0:
+                self.queue.append(combination.id)
+        self.ended = {w for w, a in assignments.items() if a.ended}
         by_id: dict[str, list[Progress]] = {}
         for report in progress:
             by_id.setdefault(report.id, []).append(report)
