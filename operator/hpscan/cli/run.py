@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -77,7 +78,7 @@ class PlainObserver:
 
 
 def _clock_time(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
+    minutes, secs = divmod(math.ceil(round(seconds, 3)), 60)  # whole seconds, rounded up as rich's columns do
     hours, minutes = divmod(minutes, 60)
     return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
