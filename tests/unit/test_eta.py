@@ -8,7 +8,16 @@ from hpscan.core.eta import ShardProgress, estimate, pace, per_minute
 
 
 def shard(size: int, records: tuple[float, ...] = (), started: float | None = 0.0, ended: bool = False, earlier=0):
-    return ShardProgress(size=size, done=earlier + len(records), started=started, records=records, ended=ended)
+    """A shard whose records of this run arrived at the given times."""
+    return ShardProgress(
+        size=size,
+        done=earlier + len(records),
+        started=started,
+        records=len(records),
+        first=records[0] if records else None,
+        last=records[-1] if records else None,
+        ended=ended,
+    )
 
 
 def test_constant_rate_counts_down_between_records_and_is_right():

@@ -150,7 +150,9 @@ class LiveObserver:
             shard,
             done=agg.shard_done[record.shard],
             started=now if shard.started is None else shard.started,  # it records, so it runs
-            records=(*shard.records, now),
+            records=shard.records + 1,
+            first=now if shard.first is None else shard.first,
+            last=now,
         )
         self.progress = tuple(self.shards)
         # the shard's bar moves with the record, as the overall bar does (not at the next status)
@@ -173,7 +175,7 @@ class LiveObserver:
 
     def _rate(self) -> str:
         now = self.clock()
-        rate = per_minute(sum(len(s.records) for s in self.progress), self.started_at, now)
+        rate = per_minute(sum(s.records for s in self.progress), self.started_at, now)
         return "" if rate is None else f"{rate:.1f}/min"
 
     def _eta(self) -> str:

@@ -25,8 +25,12 @@ class ShardProgress:
     """Combinations recorded, in this run and earlier ones."""
     started: float | None = None
     """When the shard was seen running in this run; None while it has not run."""
-    records: tuple[float, ...] = ()
-    """When each of its records arrived in this run, oldest first."""
+    records: int = 0
+    """Records that arrived in this run."""
+    first: float | None = None
+    """When the first of them arrived."""
+    last: float | None = None
+    """When the latest of them arrived."""
     ended: bool = False
     """Succeeded or failed for good: nothing more will come from it."""
 
@@ -54,8 +58,12 @@ class Pace:
 
 def pace(shards: Sequence[ShardProgress]) -> Pace:
     """The pooled start-up time and record interval of the shards' records in this run."""
-    startups = [s.records[0] - s.started for s in shards if s.started is not None and s.records]
-    spans = [(s.records[-1] - s.records[0], len(s.records) - 1) for s in shards if len(s.records) >= 2]
+    startups = [s.first - s.started for s in shards if s.started is not None and s.first is not None]
+    spans = [
+        (s.last - s.first, s.records - 1)
+        for s in shards
+        if s.records >= 2 and s.first is not None and s.last is not None
+    ]
     gaps = sum(n for _, n in spans)
     return Pace(
         startup=sum(startups) / len(startups) if startups else None,
@@ -72,12 +80,12 @@ def estimate(shards: Sequence[ShardProgress], workers: int, now: float) -> Estim
         left = shard.left
         if left == 0 or shard.started is None:
             continue
-        if shard.records:
+        if shard.first is not None and shard.last is not None:
             if speed.interval is None:
                 return Estimate(None)
-            countdown = shard.records[-1] + left * speed.interval - now
+            countdown = shard.last + left * speed.interval - now
             # while a record stays away, the shard's own interval (as if it came now) bounds the rest from below
-            slowed = max(speed.interval, (now - shard.records[0]) / len(shard.records))
+            slowed = max(speed.interval, (now - shard.first) / max(1, shard.records))
             overdue = overdue or countdown < 0
             finish = now + max(countdown, (left - 1) * slowed)
         else:
