@@ -145,32 +145,36 @@ class LiveObserver:
 
     def recorded(self, record: ResultRecord, agg: Aggregate) -> None:
         assert self.scan_task is not None
-        shard, now = self.shards[record.shard], self.clock()
-        self.shards[record.shard] = replace(
-            shard,
-            done=agg.shard_done[record.shard],
-            started=now if shard.started is None else shard.started,  # it records, so it runs
-            records=shard.records + 1,
-            first=now if shard.first is None else shard.first,
-            last=now,
-        )
-        self.progress = tuple(self.shards)
-        # the shard's bar moves with the record, as the overall bar does (not at the next status)
-        self.per_shard.update(self.shard_tasks[record.shard], completed=agg.shard_done[record.shard])
+        self._arrived(dict(enumerate(agg.shard_done)))  # the aggregate knows where a record counts (plan or worker)
         self.overall.update(self.scan_task, completed=agg.recorded, best=_value(agg.best.value if agg.best else None))
 
     def updated(self, status: HPScanStatus) -> None:
+        self._arrived({shard.index: shard.done for shard in status.shards})
         for shard in status.shards:
             phase = str(shard.phase) + (f" ({shard.reason})" if shard.reason else "")
-            self.per_shard.update(self.shard_tasks[shard.index], completed=shard.done, phase=phase)
+            self.per_shard.update(self.shard_tasks[shard.index], phase=phase)
             seen = self.shards[shard.index]
             running = seen.started is None and shard.phase == ShardPhase.RUNNING
             self.shards[shard.index] = replace(
-                seen,
-                done=max(seen.done, shard.done),
-                started=self.clock() if running else seen.started,
-                ended=shard.phase in ENDED_PHASES,
+                seen, started=self.clock() if running else seen.started, ended=shard.phase in ENDED_PHASES
             )
+        self.progress = tuple(self.shards)
+
+    def _arrived(self, done: dict[int, int]) -> None:
+        """Shards whose count of records grew: the new records arrived now; their bars move at once."""
+        now = self.clock()
+        for index, count in done.items():
+            shard = self.shards[index]
+            if count > shard.done:
+                self.shards[index] = replace(
+                    shard,
+                    done=count,
+                    started=now if shard.started is None else shard.started,  # it records, so it runs
+                    records=shard.records + count - shard.done,
+                    first=now if shard.first is None else shard.first,
+                    last=now,
+                )
+                self.per_shard.update(self.shard_tasks[index], completed=count)
         self.progress = tuple(self.shards)
 
     def _rate(self) -> str:
