@@ -72,8 +72,10 @@ def test_pending_shards_queue_for_free_workers_with_the_start_up_time():
 def test_a_running_shard_without_records_is_due_one_start_up_after_its_start():
     shards = [shard(3, (10.0, 14.0, 18.0)), shard(3, started=12.0)]
     assert estimate(shards, workers=2, now=18.0).seconds == pytest.approx(12.0 + 10.0 + 2 * 4.0 - 18.0)
+    # its start-up runs long: the rest is still ahead, slowed as much as the start-up (28 s for 10 s)
     late = estimate(shards, workers=2, now=40.0)
-    assert late.seconds == pytest.approx(8.0) and late.overdue  # its start-up ran long: the rest is still ahead
+    assert late.seconds == pytest.approx(2 * 4.0 * 2.8) and late.overdue
+    assert estimate(shards, workers=2, now=60.0).seconds == pytest.approx(2 * 4.0 * 4.8)  # grows, never sits
 
 
 def test_unknown_until_the_pace_is_measured():

@@ -5,7 +5,8 @@ The pace has two parts, pooled over the shards of this run: the time from a shar
 one shard. A running shard finishes ``left`` intervals after its last record; a pending shard waits for a free
 worker, then takes one start-up and ``left - 1`` intervals. The estimate counts down between records, and grows
 while a shard's records stay away: its own interval, counted as if the next record came now, is then the least
-the rest can take. A shard still busy after the time the pace gave it is overdue.
+the rest can take (before its first record: its start-up so far, against the pooled one, slows the rest alike).
+A shard still busy after the time the pace gave it is overdue.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def estimate(shards: Sequence[ShardProgress], workers: int, now: float) -> Estim
             rest = (left - 1) * (speed.interval or 0.0)
             due = shard.started + speed.startup + rest
             overdue = overdue or due < now
-            finish = max(due, now + rest)
+            # a start-up that runs long (a loaded machine, a slow file system) slows its records alike
+            slowdown = max(1.0, (now - shard.started) / speed.startup) if speed.startup > 0 else 1.0
+            finish = max(due, now + rest * slowdown)
         free.append(finish)
     pending = [s for s in shards if s.left > 0 and s.started is None]
     if pending and (speed.startup is None or (speed.interval is None and any(s.left > 1 for s in pending))):
