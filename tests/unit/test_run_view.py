@@ -105,6 +105,7 @@ def test_the_eta_counts_down_between_records_and_grows_in_a_stall():
     # (the last record is still to come after the overdue one: at the shard's own pace as if that came now)
     late = [eta(view.text(at=at)) for at in (31.0, 40.0, 60.0, 90.0)]
     assert late == ["0:00:03", "0:00:07 (overdue)", "0:00:17 (overdue)", "0:00:32 (overdue)"], late
+    assert "10.0/min" in view.text(at=36.0) and "6.0/min" in view.text(at=60.0)  # 6 records: the rate falls too
 
 
 def test_a_shard_bar_moves_with_its_record_not_at_the_next_status():
