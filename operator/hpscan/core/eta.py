@@ -102,7 +102,7 @@ def estimate(shards: Sequence[ShardProgress], workers: int, now: float) -> Estim
     pending = [s for s in shards if s.left > 0 and s.started is None]
     if pending and (speed.startup is None or (speed.interval is None and any(s.left > 1 for s in pending))):
         return Estimate(None)
-    free += [now] * max(0, workers - len(free))
+    free += [now] * max(0, max(1, workers) - len(free))
     heapq.heapify(free)
     ends = list(free)
     for shard in pending:  # in index order, each on the first worker to come free
