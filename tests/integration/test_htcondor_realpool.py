@@ -371,3 +371,42 @@ def test_a_namespace_cannot_submit_with_another_namespaces_token(condor_pool, re
 
 def workers() -> list[multiprocessing.process.BaseProcess]:
     return [p for p in multiprocessing.active_children() if p.name == "hpscan-condor-worker"]
+
+
+def test_a_credentials_worker_starts_again_when_it_died_or_its_token_changed(condor_pool):
+    """The worker of a credential is killed: the next poll starts a new one and answers. The Secret's token is
+    rotated: the next prepare restarts the worker (its cached session was the old token's), and the next scan's job
+    carries the new token."""
+    first = condor_pool.token(authz=["READ", "WRITE"], lifetime_s=600)
+    secret = {"token": first}
+    spec = pool_scan(condor_pool, {}, {"tokenSecret": {"name": "grid-token"}})
+    backend = HTCondorBackend(
+        condor_pool.job_dir("rotate"), read_secret=lambda *key: secret["token"], max_age_seconds=0
+    )
+    scans = [ScanRef(name="rotate", namespace="team-a", uid=f"rotate-{uuid.uuid4().hex[:12]}") for _ in range(2)]
+    planned = plan("rotate", spec)
+    launches = [ShardLaunch(f, spec.sites[0]) for f in planned.shard_files()]
+
+    def token_of(scan: ScanRef) -> str:
+        (ad,) = condor_pool.schedd().query(f'HPScanUid == "{scan.uid}"', ["AuthTokenId"])
+        return str(ad.get("AuthTokenId"))
+
+    try:
+        backend.prepare(scans[0], spec, 1)
+        backend.submit(scans[0], spec, launches)
+        (worker,) = workers()
+        worker.kill()
+        worker.join(5)
+        assert sorted(backend.poll(scans[0])) == [0]  # answered by a new worker
+        (again,) = workers()
+        assert again.pid != worker.pid and backend.outages(scans[0]) == {}
+        secret["token"] = condor_pool.token(authz=["READ", "WRITE"], lifetime_s=600)
+        backend.prepare(scans[1], spec, 1)
+        backend.submit(scans[1], spec, launches)
+        (rotated,) = workers()
+        assert rotated.pid != again.pid
+        assert (token_of(scans[0]), token_of(scans[1])) == (token_id(first), token_id(secret["token"]))
+    finally:
+        for scan in scans:
+            backend.forget(scan, delete_sandboxes=True)
+    assert workers() == []
