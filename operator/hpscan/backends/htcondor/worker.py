@@ -84,15 +84,19 @@ def serve(pipe: Pipe, token_dir: str, pool: str | None, schedd: str | None) -> N
                 value: Any = Submitted(handle, result.cluster(), result.num_procs())
             elif method == "spool":
                 value = target.spool(submitted.pop(args[0].handle))
+            elif method == "query":
+                value = list(target.query(*args, **kwargs))  # ClassAds pickle
             else:
-                value = getattr(target, method)(*args, **kwargs)
-                if method == "query":
-                    value = list(value)
+                getattr(target, method)(*args, **kwargs)
+                value = None  # act/edit/retrieve: the backend reads nothing back (their results need not pickle)
         except Exception as error:
             target = None  # located again next call: the schedd may have moved or restarted
             pipe.send(("error", str(error).strip() or type(error).__name__))
             continue
-        pipe.send(("ok", value))
+        try:
+            pipe.send(("ok", value))
+        except Exception as error:  # an answer that cannot cross the pipe
+            pipe.send(("error", f"the answer to {method} cannot be sent back: {error}"))
 
 
 class ScheddProxy:
@@ -103,13 +107,8 @@ class ScheddProxy:
         self.connection = connection
         self.token_dir = token_dir
         self.timeout_s = timeout_s
-        self.starts = 0
         self._process: Any = None
         self._pipe: Pipe | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None and self._process.is_alive() else None
 
     def _start(self) -> Pipe:
         self.stop()
@@ -124,7 +123,6 @@ class ScheddProxy:
         finally:
             theirs.close()
         self._process, self._pipe = process, mine
-        self.starts += 1
         return mine
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -168,7 +166,7 @@ class ScheddProxy:
         return self._call("submit", commands, count=count, spool=spool, itemdata=rows)
 
     def act(self, action: Any, job_spec: Any, reason: str | None = None) -> Any:
-        return self._call("act", action, job_spec, reason=reason)
+        self._call("act", action, job_spec, reason=reason)
 
     def spool(self, result: Any) -> None:
         self._call("spool", result)
@@ -177,7 +175,7 @@ class ScheddProxy:
         self._call("retrieve", job_spec)
 
     def edit(self, job_spec: Any, attr: str, value: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._call("edit", job_spec, attr, value, *args, **kwargs)
+        self._call("edit", job_spec, attr, value, *args, **kwargs)
 
 
 class CredentialWorkers:
@@ -217,9 +215,6 @@ class CredentialWorkers:
             self._held.pop(connection)[1].stop()
             shutil.rmtree(self.folder / connection.slug, ignore_errors=True)
         return gone
-
-    def running(self) -> dict[Connection, ScheddProxy]:
-        return {connection: proxy for connection, (_, proxy) in self._held.items()}
 
     def close(self) -> None:
         self.retain(())
