@@ -1,8 +1,9 @@
 """HTCondorBackend: submit, the shared poller, cancel and forget (see the package docstring for the wiring).
 
 One backend instance serves every scan: ``refresh()`` is the shared poller's cycle (one batched query per
-schedd), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C); the
-operator runs them in kopf's worker threads, serialised by one lock.
+schedd and identity), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C);
+the operator runs them in kopf's worker threads, serialised by one lock. Calls for a site with a ``tokenSecret`` go
+through that credential's worker process (``credentials``, ``worker``); the others run in this process.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class HTCondorBackend(Backend):
         tracked = self._scans.get(uid)
         if tracked is not None:
             self._cancel(uid, tracked, None)
-            for connection, site in self._distinct_schedds(tracked):
+            for connection, site in self._distinct_connections(tracked):
                 condor = condor_of(site)
                 completed = f"{UID_ATTR} == {classad_string(uid)} && JobStatus == {COMPLETED}"
                 schedd = self._schedd(connection, condor)
@@ -318,8 +319,9 @@ class HTCondorBackend(Backend):
 
     @_locked
     def refresh(self) -> None:
-        """One poll cycle for every tracked scan: one batched query per schedd, then output retrieval for
-        completed spooled jobs. Never raises: a schedd that does not answer keeps its last view and an error."""
+        """One poll cycle for every tracked scan: one batched query per connection (a schedd as one identity: the
+        operator's own, or a credential's through its worker), then output retrieval for completed spooled jobs.
+        Never raises: a schedd that does not answer keeps its last view and an error."""
         by_connection: dict[Connection, set[str]] = {}
         for uid, tracked in self._scans.items():
             for site in tracked.sites.values():
@@ -366,7 +368,7 @@ class HTCondorBackend(Backend):
         """The scan's job ads from the last cycle, each with the site it was submitted for."""
         tracked = self._scans[uid]
         sites = tracked.sites
-        for key, first in self._distinct_schedds(tracked):
+        for key, first in self._distinct_connections(tracked):
             view = self._views[key]
             for ad in view.ads:
                 if attr(ad, UID_ATTR) == uid and attr(ad, PROBE_ATTR) is None:  # probe jobs are no shard's
@@ -538,7 +540,7 @@ class HTCondorBackend(Backend):
             self._schedds.pop(connection, None)
             raise self._failed(connection, site, "removing jobs", error) from None
 
-    def _distinct_schedds(self, tracked: Tracked) -> list[tuple[Connection, Site]]:
+    def _distinct_connections(self, tracked: Tracked) -> list[tuple[Connection, Site]]:
         """One site per connection (schedd and credential) the scan uses."""
         first: dict[Connection, Site] = {}
         for site in tracked.sites.values():
@@ -550,7 +552,7 @@ class HTCondorBackend(Backend):
         constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
         if shards is not None:
             constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
-        for connection, site in self._distinct_schedds(tracked):
+        for connection, site in self._distinct_connections(tracked):
             condor = condor_of(site)
             schedd = self._schedd(connection, condor)
             try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
