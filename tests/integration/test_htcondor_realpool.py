@@ -243,8 +243,8 @@ def test_a_gpu_capability_no_slot_has_stays_pending_with_a_reason(condor_pool):
         fits.close()
 
 
-# The backend in a process of its own: the bindings cache authenticated sessions, so a test in this process would
-# reuse the session of an earlier one instead of authenticating with the Secret's token.
+# The backend in a process whose environment holds no token at all (the operator's own identity is absent), so a
+# job can only have been submitted with the Secret's token (through its credential's worker process).
 SUBMIT_WITH_SECRET = """
 import json, sys, uuid
 from pathlib import Path
