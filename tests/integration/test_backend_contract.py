@@ -284,7 +284,7 @@ def test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing(ma
     backend's channel (stops too, when they come in time), a restarted shell (new backend, new search) rebuilds
     from the channels, and the budget is spent exactly, each trial once. A backend without such a channel
     refuses the plan up front."""
-    harness, planned = make_harness({"sleep": 0.6 * harness_pace(make_harness), "epochs": 4})
+    harness, _static = make_harness({"sleep": 0.6 * harness_pace(make_harness), "epochs": 4})
     spec_dict = harness.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     spec_dict["parameters"] = [{"name": "x", "values": [1, 2, 3, 4, 5, 6, 7, 8]}]
     spec_dict["sampling"] = {"strategy": "tpe", "samples": 6, "seed": 2, "trialsPerWorker": 1}
