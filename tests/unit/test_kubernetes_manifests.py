@@ -10,7 +10,6 @@ from hpscan.backends.base import ScanRef
 from hpscan.backends.kubernetes import (
     job_manifest,
     job_name,
-    page_layout,
     payload_rbac,
     shard_pages,
     shard_pages_name,
