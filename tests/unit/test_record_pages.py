@@ -85,13 +85,13 @@ def test_a_record_too_large_for_its_page_keeps_the_head_of_its_error_and_says_ho
 
 
 def test_a_shard_of_any_size_is_paged_and_its_pods_role_names_every_page():
-    """One shard of 1,000,000 combinations (the planner's limit) is 3,000-odd pages; one of 20,000 (one
+    """One shard of 1,000,000 combinations (the planner's limit) is 1,800-odd pages; one of 20,000 (one
     ConfigMap held 2,400 records, and its shard file alone passed 1 MiB near 7,000) is paged and read back whole."""
     axes = [{"name": "a", "values": list(range(1000))}, {"name": "b", "values": list(range(1000))}]
     spec = spec_of(axes, {"shards": 1})
     assert KubernetesBackend().refusals(plan("paged", spec)) == []
     layout = page_layout(spec, 1)
-    assert layout.pages_per_shard == math.ceil(1_000_000 / layout.size) > 2000
+    assert layout.pages_per_shard == math.ceil(1_000_000 / layout.size) > 1000
     (_, role, _) = payload_rbac(REF, 1, layout.pages_per_shard)
     assert object_size(role) < OBJECT_LIMIT
 

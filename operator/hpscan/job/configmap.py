@@ -37,9 +37,10 @@ PAGE_KEY = "page.json"
 RESERVED_KEYS = frozenset({SHARD_KEY, PAGE_KEY})
 """Keys that are not records (combination ids never end in .json)."""
 
-RECORD_ROOM = 768
+RECORD_ROOM = 512
 """Bytes a record may take in its page beyond its combination's id and parameters (stored size, see
-stored_size): metrics, status, times, device and an error of some 500 characters."""
+stored_size): metrics, status, times, device and an error of some 300 characters (DL1 records take 420 bytes
+in all, their parameters included)."""
 
 CONFIGMAP_ENV = "HPSCAN_CONFIGMAP"
 NAMESPACE_ENV = "HPSCAN_NAMESPACE"

@@ -156,9 +156,10 @@ class KubernetesBackend(Backend):
 
     def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int) -> None:
         shard = launch.shard_file.shard
-        # The pages before the Job: its pod reads them at start. Existing pages (an earlier attempt's, or a shard
-        # moved back here) are kept with their records; the pod reads the layout from them.
-        for page in shard_pages(scan, launch.shard_file, page_size):
+        # The pages before the Job, as its pod reads them at start; page 0, which announces the others, last, so an
+        # operator stopped halfway leaves no page 0 that names a missing page. Existing pages (an earlier attempt's,
+        # or a shard moved back here) are kept with their records; the pod reads the layout from them.
+        for page in reversed(shard_pages(scan, launch.shard_file, page_size)):
             self._create(self.core.create_namespaced_config_map, scan.namespace, page)
         manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
