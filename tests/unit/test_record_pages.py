@@ -124,3 +124,21 @@ def test_what_no_page_or_role_can_hold_is_refused_before_anything_is_submitted()
     blob = spec_of(axes[:1], {"shards": 1}, payload={**PAYLOAD, "settings": {"weights": "0" * 400_000}})
     (refusal,) = KubernetesBackend().refusals(plan("paged", blob))
     assert "cannot hold one combination" in refusal and "spec.payload.settings takes up to 393 KiB" in refusal
+
+
+def test_the_operators_index_keeps_a_pages_records_not_its_managed_fields():
+    """A page's managedFields name every record key again; the watch cache keeps name, resourceVersion and data."""
+    import kopf
+
+    from hpscan.controller.handlers import shard_configmaps
+
+    raw = {
+        "metadata": {"name": "paged-shard-000-p0", "resourceVersion": "7", "labels": {"hpscan.io/scan": "paged"},
+                     "managedFields": [{"manager": "Python", "fieldsV1": {"f:data": {"f:c0001-aa": {}}}}]},
+        "data": {"c0001-aa": "{}"},
+    }  # fmt: skip
+    ((key, held),) = shard_configmaps(
+        namespace="physics", labels=raw["metadata"]["labels"], body=kopf.Body(raw)
+    ).items()
+    assert key == ("physics", "paged") and held["data"] == raw["data"]
+    assert held["metadata"]["resourceVersion"] == "7" and "managedFields" not in held["metadata"]
