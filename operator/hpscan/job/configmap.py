@@ -196,6 +196,7 @@ class ConfigMapChannel:
         self.core = client.CoreV1Api(api_client)
         self.configmap, self.namespace = configmap, namespace
         self._pages: ShardPages | None = None
+        self._combinations: dict[str, Combination] = {}
 
     def _read_page(self, page: int) -> Mapping[str, str] | None:
         from kubernetes.client.rest import ApiException
@@ -214,6 +215,7 @@ class ConfigMapChannel:
                 self._pages = join_pages(self._read_page)
             except ValueError as error:
                 raise ValueError(f"the shard's pages {page_name(self.configmap, 0)}, ...: {error}") from None
+            self._combinations = {c.id: c for c in self._pages.shard_file.combinations}
         return self._pages
 
     def recorded(self) -> list[ResultRecord]:
@@ -222,7 +224,6 @@ class ConfigMapChannel:
 
     def publish(self, records: list[ResultRecord]) -> None:
         pages = self.pages()
-        combinations = {c.id: c for c in pages.shard_file.combinations}
         by_page: dict[int, list[ResultRecord]] = {}
         for record in records:
             page = pages.page_of.get(record.id)
@@ -230,7 +231,7 @@ class ConfigMapChannel:
                 print(f"hpscan shard-run: record {record.id!r} is not a combination of this shard: not published",
                       file=sys.stderr)  # fmt: skip
                 continue
-            limit = record_limit(combinations[record.id])
+            limit = record_limit(self._combinations[record.id])
             fitted = fit_record(record, limit, pages.shard_file.objective.metric)
             by_page.setdefault(page, []).append(fitted)
         for page, held in sorted(by_page.items()):
