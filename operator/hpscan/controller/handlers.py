@@ -105,7 +105,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     state.defaults = load_defaults()
 
 
-# Watch-fed indexes of the shard Jobs and ConfigMaps (an informer cache): a reconcile reads them instead of
+# Watch-fed indexes of the shard Jobs and record pages (ConfigMaps; an informer cache): a reconcile reads them instead of
 # listing, so an idle scan costs no request and a busy one costs the watch events of what changed.
 SHARD_OBJECTS = {"hpscan.io/role": "shard", "app.kubernetes.io/managed-by": "hpscan"}
 
@@ -121,7 +121,9 @@ def shard_jobs(
 def shard_configmaps(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str | None, str], Any]:
-    return {(namespace, labels.get("hpscan.io/scan", "")): {"metadata": dict(body.metadata), "data": body.get("data")}}
+    # A record page's managedFields name each of its records again: the backend needs only name and resourceVersion.
+    metadata = {k: v for k, v in body.metadata.items() if k != "managedFields"}
+    return {(namespace, labels.get("hpscan.io/scan", "")): {"metadata": metadata, "data": body.get("data")}}
 
 
 @dataclass(frozen=True)
