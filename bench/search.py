@@ -302,11 +302,24 @@ def make_pruner(strategy: str, min_epochs: int, reduction_factor: int):
     raise ValueError(f"unknown early stopping strategy {strategy!r}")
 
 
-def search_space(grid: dict[str, list[Any]]) -> dict[str, Any]:
-    """Stand-in for ``hpscan.core.search.search_space``: one categorical distribution per grid axis."""
+def search_space(grid: dict[str, list[Any]], ordered: bool = False) -> dict[str, Any]:
+    """Stand-in for ``hpscan.core.search.search_space``: the Optuna distribution of each grid axis.
+
+    Categorical by default. With ``ordered``, a numeric axis becomes a range over its values (log when all are
+    positive), so TPE can use their order; ``replay`` maps each suggestion to the nearest grid value.
+    """
     import optuna
 
-    return {name: optuna.distributions.CategoricalDistribution(values) for name, values in grid.items()}
+    space: dict[str, Any] = {}
+    for name, values in grid.items():
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if not ordered or not numeric or len(values) < 3:
+            space[name] = optuna.distributions.CategoricalDistribution(values)
+        elif all(isinstance(v, int) for v in values):
+            space[name] = optuna.distributions.IntDistribution(min(values), max(values), log=min(values) > 0)
+        else:
+            space[name] = optuna.distributions.FloatDistribution(min(values), max(values), log=min(values) > 0)
+    return space
 
 
 @dataclass
@@ -330,7 +343,7 @@ def replay(table: Table, sampler, pruner, space: dict[str, Any], samples: int, w
     """
     import optuna
 
-    grid = {name: list(dist.choices) for name, dist in space.items()}
+    grid = axes_of(table)
     by_point = {tuple(r.parameters[n] for n in grid): r for r in table.rows}
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
     run = Run()
@@ -394,13 +407,14 @@ def run_all(
     workers: int,
     min_epochs: int,
     reduction_factor: int,
+    ordered: bool = False,
 ) -> dict[str, list[Run]]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     axes = axes_of(table)
-    space = search_space(axes)
+    space = search_space(axes, ordered)
     runs: dict[str, list[Run]] = {}
     for strategy in strategies:
         runs[strategy.name] = [
@@ -428,6 +442,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=4, help="trials in flight at once")
     parser.add_argument("--min-epochs", type=int, default=1, help="earlyStopping.minEpochs of TPE + ASHA")
     parser.add_argument("--reduction-factor", type=int, default=3, help="earlyStopping.reductionFactor")
+    parser.add_argument(
+        "--space",
+        choices=["categorical", "ordered"],
+        default="categorical",
+        help="Optuna distributions of the numeric axes (until hpscan.core.search decides)",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE, help="folder of the trained tables")
     args = parser.parse_args(argv)
 
@@ -435,16 +455,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rich.table import Table as RichTable
 
     console = Console()
+    if not console.is_terminal:
+        console.width = 120  # a log or a pipe: wide enough for the table's columns
     table = load_or_train(SPACE, SETTINGS, args.cache, console.print)
     target = table.best * (1 + WITHIN)
     reaching = sum(r.value <= target for r in table.rows)
     console.print(
         f"grid: {len(table.rows)} combinations x {table.epochs} epochs = {table.grid_epochs} trial-epochs; "
         f"best val_loss {table.best:.4f}, target <= {target:.4f} ({reaching} combinations reach it); "
-        f"trained on {table.about.get('device', '?')}, {table.about.get('data', '')}"
+        f"trained on {table.about.get('device', '?')} in {table.about.get('train_seconds', '?')} s, "
+        f"{table.about.get('data', '')}"
     )
     console.print(
-        f"replayed: {args.seeds} seeds, {args.workers} workers, samples {args.samples}, "
+        f"replayed: seeds 0-{args.seeds - 1}, {args.workers} workers, samples {args.samples}, {args.space} space, "
         f"ASHA minEpochs {args.min_epochs} reductionFactor {args.reduction_factor}"
     )
     strategies = [
@@ -454,39 +477,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         Strategy("TPE + ASHA", "tpe", "asha", args.samples),
     ]
     started = time.perf_counter()
-    runs = run_all(table, strategies, range(args.seeds), args.workers, args.min_epochs, args.reduction_factor)
+    runs = run_all(
+        table,
+        strategies,
+        range(args.seeds),
+        args.workers,
+        args.min_epochs,
+        args.reduction_factor,
+        args.space == "ordered",
+    )
 
-    out = RichTable(title=f"trial-epochs to within {WITHIN:.0%} of the grid's best val_loss ({args.seeds} seeds)")
-    for column in (
-        "strategy",
-        "trials",
-        "reached",
-        "epochs to target: median [min-max]",
-        "of grid",
-        "budget used (epochs)",
-        "pruned",
-        "repeated points",
-    ):
+    out = RichTable(title=f"trial-epochs to within {WITHIN:.0%} of the grid's best val_loss, over {args.seeds} seeds")
+    for column in ("strategy", "trials", "budget", "reached", "to target: median [range]", "/ grid", "used", "pruned"):
         out.add_column(column, justify="left" if column == "strategy" else "right")
+    out.add_column("repeats", justify="right")
     medians: dict[str, float] = {}
     for strategy in strategies:
         seed_runs = runs[strategy.name]
-        to_target = [epochs_to_reach(r.finished, target, r.epochs) for r in seed_runs]
+        budget = strategy.samples * table.epochs  # the most a run may spend: what a run that never gets there costs
+        to_target = [epochs_to_reach(r.finished, target, budget) for r in seed_runs]
         median, low, high = summarize(to_target)
         medians[strategy.name] = median
-        used = summarize([r.epochs for r in seed_runs])
         out.add_row(
             strategy.name,
             str(strategy.samples),
+            str(budget),
             f"{sum(any(v <= target for _, v in r.finished) for r in seed_runs)}/{len(seed_runs)}",
             f"{median:g} [{low}-{high}]",
             f"{fraction(median, table):.3f}",
-            f"{used[0]:g} [{used[1]}-{used[2]}]",
+            f"{statistics.median(r.epochs for r in seed_runs):g}",
             f"{statistics.median(r.pruned for r in seed_runs):g}",
             f"{statistics.median(r.repeats for r in seed_runs):g}",
         )
     console.print(out)
-    console.print(f"replay took {time.perf_counter() - started:.1f} s; target fraction <= 0.25")
+    console.print(
+        "trials: sampling.samples; budget: trials x epochs (trial-epochs); reached: seeds that got within 1%; "
+        "to target: trial-epochs spent when the first trial within 1% finished (the budget if none did); "
+        "/ grid: the median over the full grid's trial-epochs; used: trial-epochs spent (median); pruned, "
+        f"repeats: trials stopped by ASHA, suggestions of a point already suggested (median). "
+        f"Replay took {time.perf_counter() - started:.1f} s. Target: TPE + ASHA <= 0.25."
+    )
     print(f"fraction_of_grid_epochs={fraction(medians['TPE + ASHA'], table):.3f}")
 
 
