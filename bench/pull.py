@@ -9,10 +9,13 @@ ones). Both schedules use the same number of workers, each running one trial at 
 - pulled: each worker takes the next trial of the grid (in plan order) the moment it is free.
 
 Rows with mixed workers (half of them at half speed, as with two GPU generations at one site) show the other
-half of the story: a fast worker pulls more trials. The last line is for ``--workers`` equal workers.
+half of the story: a fast worker pulls more trials. The last line is for ``--workers`` equal workers (10 by
+default: the paper's 10 GPU jobs, and the shards of examples/dl1-seed-scan.yaml). How much static shards lose
+depends on how the cost-driving axis (here batch_size, 5 values, the fastest-varying) meets the shard count:
+with 5 or 10 shards every shard gets one batch size; with 4, round-robin cycles through all five.
 
     .venv/bin/python bench/pull.py                 # trains the table first if bench/search.py has not
-    .venv/bin/python bench/pull.py --workers 10    # the paper's 10 GPU jobs
+    .venv/bin/python bench/pull.py --workers 4
     # last line: pulled_over_static=<pulled wall time / static wall time>
 """
 
@@ -64,7 +67,9 @@ def shards_of(plan) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=4, help="workers (and static shards); the last line's")
+    parser.add_argument(
+        "--workers", type=int, default=10, help="workers (and static shards) of the last line: the paper's 10 jobs"
+    )
     parser.add_argument("--cache", type=Path, default=search.CACHE, help="folder of the trained tables")
     args = parser.parse_args(argv)
 
@@ -72,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rich.table import Table as RichTable
 
     console = Console()
+    if not console.is_terminal:
+        console.width = 120  # a log or a pipe: wide enough for the table
     table = search.load_or_train(search.SPACE, search.SETTINGS, args.cache, console.print)
     costs = trial_costs(table)
     console.print(
@@ -82,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for column in ("workers", "speeds", "static (s)", "pulled (s)", "ideal (s)", "pulled / static"):
         out.add_column(column, justify="right")
     headline = None
-    for workers in sorted({2, 4, 10, args.workers}):
+    for workers in sorted({2, 4, 5, 8, 10, args.workers}):
         shards = shards_of(search.grid_plan(search.SPACE, workers))
         for label, speeds in (
             ("equal", [1.0] * workers),
