@@ -26,6 +26,7 @@ from hpscan.api.status import (
     SiteState,
     SiteStatus,
 )
+from hpscan.api.trials import Progress, trial_lines
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.core.brokering import (
     ProbeOutcome,
@@ -39,6 +40,7 @@ from hpscan.core.brokering import (
 from hpscan.core.decisions import decide
 from hpscan.core.planning import position_of
 from hpscan.core.results import Aggregate
+from hpscan.core.search import Search, top_up, workers_to_end
 from hpscan.core.summary import build_status
 from hpscan.errors import HPScanError
 
@@ -95,12 +97,17 @@ def step(
     now: datetime | None = None,
     probe_cache: ProbeCache | None = None,
     probe_cache_seconds: float = 3600,
+    search: Search | None = None,
 ) -> StepResult:
     """Bring a scan one step closer to done. ``backends`` holds at least every backend named in ``targets``;
     ``known`` holds shard states no backend reports (e.g. shards a local re-run found complete).
 
     A backend that fails (raises an HPScanError, e.g. SchedulerUnavailable) makes its sites Unreachable for this
-    step, with the error as their message; the other sites go on and nothing recorded is lost."""
+    step, with the error as their message; the other sites go on and nothing recorded is lost.
+
+    For workers that pull (plan.pull) ``search`` holds the scan's trials: each step tells it what was recorded
+    and reported, hands trials to starting and running workers, sends the pruner's stops, takes back the trials of
+    workers that left, and tells workers when no more will come."""
     now = now or datetime.now(UTC)
     planned = agg.plan
     used = {name: backends[name] for name in sorted({t.backend for t in targets})}
@@ -108,11 +115,17 @@ def step(
     outages: dict[str, str] = {}
     states: dict[int, ShardStatus] = dict(known or {})
     new_records: list[ResultRecord] = []
+    fetched: list[ResultRecord] = []
+    progress: list[Progress] = []
     for name, backend in used.items():
         try:
             backend.track(scan, spec)
             _merge(states, backend.poll(scan))
-            new_records += [record for record in backend.fetch_records(scan) if agg.add(record)]
+            got = backend.fetch_records(scan)
+            if search is not None:
+                progress += backend.fetch_progress(scan)
+            fetched += got
+            new_records += [record for record in got if agg.add(record)]
             agg.unreadable[f"{backend.name} channel"] = backend.unreadable(scan)
             outages.update({site: why for site, why in backend.outages(scan).items() if site in by_site})
         except HPScanError as error:
@@ -148,11 +161,46 @@ def step(
         if leave := [i for i in decision.withdraw if backend_of(i) == name]:
             act(name, "removing jobs of shards that move", partial(backend.cancel, scan, leave))
 
+    handed: dict[int, list[dict]] = {}
+    if search is not None:
+        stops = search.progress(progress)  # epochs first: the pruner sees a curve before its trial's record
+        for record in fetched:
+            search.record(record)
+        for worker, trial_id in stops:
+            if (owner := backend_of(worker)) is not None:
+                act(owner, "stopping a pruned trial", partial(used[owner].stop_trials, scan, worker, [trial_id]))
+        leaving = set(decision.withdraw) | {i for i, st in states.items() if st.phase not in ACTIVE_PHASES}
+        for worker in sorted(leaving):
+            ended_well = states[worker].phase == ShardPhase.SUCCEEDED
+            back = search.left_short(worker) if ended_well else search.take_back(worker)
+            if back and (owner := backend_of(worker)) is not None:
+                act(owner, "taking trials back", partial(used[owner].assign, scan, worker, trial_lines([], back)))
+        for worker, missing in search.short.items():
+            if worker in states:
+                states[worker] = states[worker].model_copy(
+                    update={
+                        "phase": ShardPhase.FAILED,
+                        "reason": Reason.RECORDS_MISSING,
+                        "message": f"the worker ended well without recording {missing} trial(s) it was handed",
+                    }
+                )
+
     started: set[int] = set()
     for name, backend in used.items():
         mine = [s for s in decision.start if by_site[s.site].backend == name]
         launches = []
         for start in mine:
+            if search is not None:  # a worker starts with its first trials; more come while it runs
+                per_worker = spec.sampling.trials_per_worker
+                trials = [] if start.shard in search.ended else search.hand_out(start.shard, per_worker)
+                if not trials and not search.open_trials(start.shard):  # the budget is spent: nothing to do
+                    states[start.shard] = ShardStatus(
+                        index=start.shard, site=start.site, phase=ShardPhase.SUCCEEDED, moves=start.moves
+                    )
+                    continue
+                handed[start.shard] = trial_lines(trials)
+                launches.append(ShardLaunch(planned.shard_file(start.shard), by_site[start.site].site, start.moves))
+                continue
             shard_file = remaining_shard_file(agg, start.shard)
             if not shard_file.combinations:  # everything was recorded before its job could end where it was
                 states[start.shard] = ShardStatus(
@@ -169,6 +217,11 @@ def step(
                 site = next(s.site for s in mine if s.shard == index)
                 states[index] = ShardStatus(index=index, site=site, moves=launch.moves)  # Pending until polled
                 started.add(index)
+                if index in handed:
+                    act(name, "handing out trials", partial(backend.assign, scan, index, handed[index]))
+        elif search is not None:
+            for launch in launches:
+                search.take_back(launch.shard_file.shard)  # never started: its trials go to another worker
     for index, (reason, message) in decision.withdraw.items():
         if index not in started:
             states[index] = states[index].model_copy(
@@ -181,6 +234,8 @@ def step(
             )
     for index in decision.stop:
         states[index] = states[index].model_copy(update={"phase": ShardPhase.SUSPENDED})
+    if search is not None:
+        _feed_workers(scan, spec, search, states, used, backend_of, act)
     for site_name, why in outages.items():  # an action that failed this step: say so now
         held = sites[site_name]
         if held.state != SiteState.EXCLUDED and held.message != why:
@@ -198,6 +253,7 @@ def step(
         max_shards=max_status_shards,
         targets=targets,
         sites=[with_shard_counts(sites[t.name], states, agg.shard_done) for t in targets],
+        held=search.held() if search is not None else None,
     )
     if status.phase in TERMINAL_SCAN_PHASES:  # e.g. too many failed combinations: stop what still runs
         active = [i for i, state in states.items() if state.phase in ACTIVE_PHASES]
@@ -205,6 +261,36 @@ def step(
             if mine_active := [i for i in active if backend_of(i) in (name, None)]:
                 act(name, "stopping shards", partial(backend.cancel, scan, mine_active))
     return StepResult(status, states, new_records)
+
+
+def _feed_workers(
+    scan: ScanRef,
+    spec: HPScanSpec,
+    search: Search,
+    states: Mapping[int, ShardStatus],
+    backends: Mapping[str, Backend],
+    backend_of: Callable[[int], str | None],
+    act: Callable[[str, str, Callable[[], None]], bool],
+) -> None:
+    """Top running workers up to spec.sampling.trialsPerWorker open trials, and tell each, once, when the budget is
+    handed out. A worker that is only submitted (Pending) keeps what it got at launch."""
+    running = [i for i, state in states.items() if state.phase == ShardPhase.RUNNING and i not in search.ended]
+    wanted = top_up({i: len(search.open_trials(i)) for i in running}, spec.sampling.trials_per_worker)
+    lines: dict[int, list[dict]] = {}
+    for worker, count in wanted.items():
+        if trials := search.hand_out(worker, count):
+            lines[worker] = trial_lines(trials)
+    for worker in workers_to_end(running, search.ended, search.all_handed_out):
+        lines.setdefault(worker, []).append({"end": True})
+    for worker, batch in lines.items():
+        name = backend_of(worker)
+        if name is None:
+            continue
+        if act(name, "handing out trials", partial(backends[name].assign, scan, worker, batch)):
+            if batch[-1] == {"end": True}:
+                search.ended.add(worker)
+        else:
+            search.take_back(worker)
 
 
 def _send(backend: Backend, scan: ScanRef, spec: HPScanSpec, launches: list[ShardLaunch]) -> None:

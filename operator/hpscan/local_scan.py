@@ -38,7 +38,8 @@ from hpscan.api.status import (
     ShardStatus,
     SiteState,
 )
-from hpscan.backends.base import Backend, ScanRef
+from hpscan.api.trials import PROGRESS_FILE, JsonLines, read_progress
+from hpscan.backends.base import Backend, ScanRef, pull_refusal
 from hpscan.backends.htcondor import HTCondorBackend, scan_uid
 from hpscan.backends.local import LocalBackend
 from hpscan.core.artifacts import models_to_keep, rank_records, saved_models
@@ -46,6 +47,7 @@ from hpscan.core.brokering import ProbeOutcome, Target, next_site_status, probe_
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import Plan, plan
 from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_records
+from hpscan.core.search import Search
 from hpscan.core.shardfiles import write_shard_files
 from hpscan.core.summary import build_status
 from hpscan.engine import step
@@ -201,6 +203,19 @@ def keep_models(scan: HPScan, planned: Plan, run_dir: Path) -> list[str]:
     return sorted(keep & set(held))
 
 
+def resume_search(planned: Plan, backend: Backend, ref: ScanRef, records: list[ResultRecord], run_dir: Path) -> Search:
+    """The scan's search, rebuilt from what an earlier run of this folder handed out (each worker's trials.jsonl),
+    recorded and reported: a re-run hands out only what is left of the budget and runs nothing twice."""
+    search = Search(planned)
+    progress = []
+    for path in sorted((run_dir / "work").glob(f"shard-*/{PROGRESS_FILE}")):
+        progress += read_progress(JsonLines(path).read_new())
+    stops = search.rebuild(backend.assignments(ref), records, progress)
+    for worker, trial_id in stops:
+        backend.stop_trials(ref, worker, [trial_id])
+    return search
+
+
 def condor_site(scan: HPScan, name: str) -> Site:
     """The scan's htcondor site called ``name`` (``hpscan run --site``)."""
     names = ", ".join(s.name for s in scan.spec.sites if s.backend == "htcondor") or "none"
@@ -246,17 +261,21 @@ def run_scan(
 
     earlier = earlier_attempts(run_dir)
     # Shards whose every combination is already recorded are done: a re-run trains nothing twice.
-    finished = {
-        i: ShardStatus(
-            index=i,
-            site="local",
-            phase=ShardPhase.SUCCEEDED,
-            attempts=earlier.get(i, 0),
-            message="recorded in an earlier run",
-        )
-        for i in range(planned.shard_count)
-        if agg.shard_done[i] == planned.shard_size(i)
-    }
+    finished = (
+        {}
+        if planned.pull
+        else {
+            i: ShardStatus(
+                index=i,
+                site="local",
+                phase=ShardPhase.SUCCEEDED,
+                attempts=earlier.get(i, 0),
+                message="recorded in an earlier run",
+            )
+            for i in range(planned.shard_count)
+            if agg.shard_done[i] == planned.shard_size(i)
+        }
+    )
     threads = str(resources.threads_per_worker)
     backend: Backend
     if site is None:
@@ -275,13 +294,24 @@ def run_scan(
         backend = HTCondorBackend(run_dir / "condor", max_age_seconds=poll_seconds)
         ref = ScanRef(name=scan.metadata.name, namespace="local", uid=scan_uid(scan.metadata.name, scan.spec))
         targets = [Target.of(site)]
+    if refused := pull_refusal(backend, planned):
+        raise RunError(refused[0])
+    search = resume_search(planned, backend, ref, records, run_dir) if planned.pull else None
+    if search is not None:  # workers told "no more" that recorded all they held are done
+        finished = {
+            i: ShardStatus(index=i, site="local", phase=ShardPhase.SUCCEEDED, attempts=earlier.get(i, 0))
+            for i in search.ended
+            if not search.open_trials(i)
+        }
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})
     observer.started(planned, agg, resources.workers)
-    status = build_status(planned, agg, finished)
+    status = build_status(planned, agg, finished, held=search.held() if search else None)
     try:
         with results_path.open("a", encoding="utf-8") as results:
             while True:
-                result = step(ref, spec, agg, {backend.name: backend}, targets, known=finished, previous=status)
+                result = step(
+                    ref, spec, agg, {backend.name: backend}, targets, known=finished, previous=status, search=search
+                )
                 status = result.status
                 for record in result.new_records:
                     results.writelines(iter_record_lines([record]))
@@ -299,7 +329,8 @@ def run_scan(
             if agg.add(record):
                 with results_path.open("a", encoding="utf-8") as results:
                     results.writelines(iter_record_lines([record]))
-        status = build_status(planned, agg, {**finished, **backend.poll(ref)}, previous=status)
+        held = search.held() if search else None
+        status = build_status(planned, agg, {**finished, **backend.poll(ref)}, previous=status, held=held)
         status = status.model_copy(
             update={"message": "interrupted; run the same command again to resume (nothing recorded is lost)"}
         )

@@ -135,10 +135,13 @@ def train_shard(
     results = out / "results.jsonl"
     done = _load_records(results)
     todo = [c for c in shard.combinations if c.id not in done]
+    recorded_before = len(done & set(configs))
+    mode = " (a worker: more trials come from hpscan while it runs)" if shard.pull else ""
     _say(
-        f"shard {shard.shard + 1}/{shard.shards} of {shard.scan}: {len(shard.combinations)} combinations, {len(done & set(configs))} already recorded"
+        f"shard {shard.shard + 1}/{shard.shards} of {shard.scan}: {len(shard.combinations)} combinations, "
+        f"{recorded_before} already recorded{mode}"
     )
-    if not todo:
+    if not todo and not shard.pull:
         return
 
     from dl1.data import load_dataset
@@ -188,15 +191,19 @@ def train_shard(
             duration_seconds=max(outcome.finished - outcome.started, 0.0),
             device=device,
             epochs=outcome.epochs,
+            max_epochs=settings.epochs,
         )
         with results.open("a") as f:
             f.write(json.dumps(rec.to_wire()) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        done.add(outcome.key)
         value = outcome.metrics.get(shard.objective.metric)
         shown = f"{shard.objective.metric}={value:.4f}" if value is not None else (outcome.error or "failed")
+        of = f"/{len(shard.combinations)}" if not shard.pull else ""
         _say(
-            f"[{finished + len(done & set(configs))}/{len(shard.combinations)}] {outcome.key} {outcome.status} {shown} ({outcome.epochs} epochs, {rec.duration_seconds:.1f} s)"
+            f"[{finished + recorded_before}{of}] {outcome.key} {outcome.status} {shown} "
+            f"({outcome.epochs} epochs, {rec.duration_seconds:.1f} s)"
         )
 
     last_progress = [time.monotonic()]
@@ -207,9 +214,50 @@ def train_shard(
             last_progress[0] = time.monotonic()
             _say(f"  training {key}: epoch {epoch}/{settings.epochs}, val_loss {metrics['val_loss']:.4f}")
 
-    train_many(
-        resident, [(c.id, configs[c.id]) for c in todo], settings, record, on_epoch=progress, keep_models=save_models
-    )
+    from hpscan.api.trials import TrialInbox
+
+    inbox = TrialInbox(out) if shard.pull else None
+
+    def on_epoch(key: str, epoch: int, metrics: dict[str, float]) -> None:
+        if inbox is not None:
+            inbox.report(key, epoch, metrics)  # hpscan's early stopping reads these
+        progress(key, epoch, metrics)
+
+    def should_stop(key: str) -> bool:
+        if inbox is None:
+            return False
+        inbox.poll()  # a small read of two files after each epoch: stop requests arrive within an epoch
+        return key in inbox.stops
+
+    def train(batch: list) -> None:
+        train_many(
+            resident,
+            [(c.id, configs[c.id]) for c in batch],
+            settings,
+            record,
+            on_epoch=on_epoch,
+            keep_models=save_models,
+            should_stop=should_stop,
+        )
+
+    if inbox is None:
+        train(todo)
+        return
+    while True:
+        inbox.poll()
+        handed = [*todo, *inbox.assignment.trials.values()]  # trials that arrived while others trained, too
+        pending = [c for c in handed if c.id not in done and not inbox.withdrawn(c.id)]
+        for trial in pending:
+            if trial.id not in configs:
+                configs[trial.id] = parse_combination(dict(trial.parameters), defaults)
+                params[trial.id] = dict(trial.parameters)
+        if pending:
+            train(pending)
+        elif inbox.ended:
+            _say(f"no more trials: {len(done)} recorded by this worker")
+            return
+        else:
+            time.sleep(0.2)
 
 
 @app.command("gpu-check")

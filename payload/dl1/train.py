@@ -79,7 +79,7 @@ class Outcome:
 
     key: str
     config: ModelConfig
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "pruned"]
     metrics: dict[str, float] = field(default_factory=dict)
     epochs: int = 0
     error: str | None = None
@@ -247,8 +247,12 @@ def train_many(
     on_done: Callable[[Outcome], None],
     on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
     keep_models: bool = False,
+    should_stop: Callable[[str], bool] | None = None,
 ) -> None:
     """Train each ``(key, config)``; call ``on_done`` the moment a combination finishes (in finishing order).
+
+    ``should_stop(key)`` is asked after every epoch of every combination (hpscan's early stopping): when it says
+    yes, that combination ends ``pruned`` with its last epoch's metrics; the others of its group go on.
 
     Combinations with the same batch size are fused ``settings.fuse`` at a time. A combination whose training
     or validation loss is not finite is reported failed at once; the others go on. Early stopping keeps the
@@ -273,24 +277,33 @@ def train_many(
                 for key, config in chunk:
                     model = MLP(data.n_inputs, config, combination_seed(settings.seed, key))
                     active.append(_Job(key, config, model, _Adam(model.variables, config.learning_rate), started=now))
-            _train_group(data, active, batch_size, xla, compute_dtype, settings, on_done, on_epoch, keep_models)
+            _train_group(
+                data, active, batch_size, xla, compute_dtype, settings, on_done, on_epoch, keep_models, should_stop
+            )
 
 
-def _finish(job: _Job, status: str, on_done: Callable[[Outcome], None], keep: bool, error: str | None = None) -> None:
+def _finish(
+    job: _Job,
+    status: Literal["succeeded", "failed", "pruned"],
+    on_done: Callable[[Outcome], None],
+    keep: bool,
+    error: str | None = None,
+) -> None:
     if status == "succeeded" and job.best_weights is not None:
         job.model.set_weights(job.best_weights)
+    metrics = {"succeeded": dict(job.best_metrics), "pruned": dict(job.history[-1]) if job.history else {}}
     on_done(
         Outcome(
             key=job.key,
             config=job.config,
-            status="succeeded" if status == "succeeded" else "failed",
-            metrics=dict(job.best_metrics) if status == "succeeded" else {},
+            status=status,
+            metrics=metrics.get(status, {}),
             epochs=job.epochs,
             error=error,
             started=job.started,
             finished=time.time(),
             history=job.history,
-            model=job.model if keep else None,
+            model=job.model if keep and status == "succeeded" else None,
         )
     )
 
@@ -305,6 +318,7 @@ def _train_group(
     on_done: Callable[[Outcome], None],
     on_epoch: Callable[[str, int, dict[str, float]], None] | None,
     keep: bool,
+    should_stop: Callable[[str], bool] | None = None,
 ) -> None:
     import tensorflow as tf
 
@@ -345,6 +359,9 @@ def _train_group(
                     keep,
                     f"diverged: loss is not finite at epoch {epoch} (learning rate {j.config.learning_rate:g})",
                 )
+                continue
+            if should_stop is not None and should_stop(j.key):
+                _finish(j, "pruned", on_done, keep)
                 continue
             if entry["val_loss"] < j.best:
                 j.best = entry["val_loss"]

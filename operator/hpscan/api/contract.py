@@ -122,6 +122,12 @@ class ShardFile(CamelModel):
     artifacts: ArtifactRequest = Field(
         default_factory=ArtifactRequest, description="What to keep besides the records (trained models)."
     )
+    pull: bool = Field(
+        False,
+        description="The shard is a worker that pulls trials: after `combinations`, more arrive as lines of "
+        "OUT/trials.jsonl until an end line; it appends each trial's per-epoch metrics to OUT/progress.jsonl and "
+        "stops a trial named in OUT/stop.jsonl at its next epoch boundary (hpscan.api.trials).",
+    )
 
 
 class ResultRecord(CamelModel):
@@ -133,13 +139,19 @@ class ResultRecord(CamelModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Holds at least the objective metric when succeeded."
     )
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "pruned"] = Field(
+        description="succeeded (metrics hold the objective), failed (error says why), or pruned: stopped early "
+        "because hpscan's early stopping judged it hopeless (metrics are those of its last epoch)."
+    )
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_seconds: float | None = Field(None, ge=0)
     device: str | None = Field(None, description='Where it really ran, e.g. "GPU:0 NVIDIA H100" or "CPU".')
     epochs: int | None = Field(None, ge=0, description="Epochs actually trained (early stopping may cut them).")
+    max_epochs: int | None = Field(
+        None, ge=0, description="Epochs the combination would have trained at most (what pruning saved is the rest)."
+    )
 
     def objective_value(self, objective: Objective) -> float | None:
         """The objective metric of a succeeded record, or None when it has none."""

@@ -93,26 +93,64 @@ class Parameter(CamelModel):
         return self
 
 
-class Sampling(CamelModel):
-    """How combinations are drawn from the axes."""
+ADAPTIVE_STRATEGIES = frozenset({"tpe", "cmaes", "qmc"})
+"""Strategies whose next trials depend on the results so far (Optuna's samplers): their workers pull trials."""
 
-    strategy: Literal["grid", "random"] = Field(
-        "grid", description="grid: every combination; random: `samples` of them."
+
+class Sampling(CamelModel):
+    """How combinations are drawn from the axes: all of them, a random set, or adaptively (Optuna's samplers)."""
+
+    strategy: Literal["grid", "random", "tpe", "cmaes", "qmc"] = Field(
+        "grid",
+        description="grid: every combination; random: `samples` of them, drawn up front; tpe, cmaes, qmc: `samples` "
+        "trials suggested one by one by Optuna's TPE, CMA-ES or quasi-Monte Carlo sampler from the results so far "
+        "(workers pull them, see sharding.pull).",
     )
-    samples: int | None = Field(None, ge=1, description="Number of combinations drawn (random only).")
-    seed: int = Field(0, ge=0, description="Seed of the random draw: the same seed gives the same combinations.")
+    samples: int | None = Field(
+        None, ge=1, description="The budget: combinations drawn (random) or trials suggested (tpe, cmaes, qmc)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the draw or of the sampler: the same seed gives the same draws.")
+    trials_per_worker: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="With pulling workers: trials a worker holds at once (one it trains and the next, so it never "
+        "waits for a suggestion; a payload that trains several side by side, like dl1's settings.fuse, may want "
+        "more). Fewer is more adaptive.",
+    )
 
     model_config = CamelModel.model_config | {
         "json_schema_extra": cel_rules(
-            ("self.strategy != 'random' || has(self.samples)", "random sampling needs samples")
+            ("self.strategy == 'grid' || has(self.samples)", "random, tpe, cmaes and qmc sampling need samples")
         )
     }
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether trials are suggested from the results so far (not planned up front)."""
+        return self.strategy in ADAPTIVE_STRATEGIES
+
     @model_validator(mode="after")
     def _check(self) -> Sampling:
-        if self.strategy == "random" and self.samples is None:
-            raise ValueError("random sampling needs samples")
+        if self.strategy != "grid" and self.samples is None:
+            raise ValueError(f"{self.strategy} sampling needs samples (the budget)")
         return self
+
+
+class EarlyStopping(CamelModel):
+    """Stopping hopeless trials early from their per-epoch losses (Optuna's pruners), decided by hpscan and sent
+    to the worker, which stops the trial at its next epoch boundary and records it as pruned."""
+
+    strategy: Literal["asha", "median", "none"] = Field(
+        "none",
+        description="asha: asynchronous successive halving (a trial goes on past a rung only when it is among the "
+        "best 1/reductionFactor there); median: stop a trial worse than the median of the others at the same "
+        "epoch; none: every trial trains to the end.",
+    )
+    min_epochs: int = Field(
+        1, ge=1, description="Epochs every trial trains before it can be stopped (asha's first rung)."
+    )
+    reduction_factor: int = Field(3, ge=2, le=16, description="asha: the share kept at each rung is 1/this.")
 
 
 class Sharding(CamelModel):
@@ -121,6 +159,12 @@ class Sharding(CamelModel):
     shards: int | None = Field(None, ge=1, le=1000, description="Number of shards.")
     combinations_per_shard: int | None = Field(
         None, ge=1, description="Combinations per shard; the last ones get fewer."
+    )
+    pull: bool | None = Field(
+        None,
+        description="Shards are workers that pull their next trials while they run (a fast worker takes more, so "
+        "none straggles) instead of getting a fixed list. Default: true for tpe, cmaes, qmc and with early "
+        "stopping (they need it), false for grid and random.",
     )
 
     model_config = CamelModel.model_config | {
@@ -205,7 +249,12 @@ class HPScanSpec(CamelModel):
     parameters: list[Parameter] = Field(
         min_length=1, max_length=MAX_PARAMETERS, description="The axes of the scan, in order; each has a unique name."
     )
-    sampling: Sampling = Field(default_factory=Sampling, description="grid (every combination) or random.")
+    sampling: Sampling = Field(
+        default_factory=Sampling, description="grid (every combination), random, or adaptive (tpe, cmaes, qmc)."
+    )
+    early_stopping: EarlyStopping = Field(
+        default_factory=EarlyStopping, description="Stop hopeless trials early (asha, median) from per-epoch losses."
+    )
     sharding: Sharding = Field(description="How combinations are cut into shards (one GPU job each).")
     parallelism: int | None = Field(
         None, ge=1, description="Shards running at once, all sites together; no limit when empty."
@@ -238,7 +287,7 @@ class HPScanSpec(CamelModel):
                 "site names must be unique",
             ),
             (
-                "self.sampling.strategy == 'random' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
+                "self.sampling.strategy != 'grid' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
                 "grid sampling needs count or step on every range",
             ),
             # Transition rules: what was planned must not change under running shards. Sites may be added or
@@ -268,6 +317,15 @@ class HPScanSpec(CamelModel):
                 "spec.objective cannot change once the scan exists; create a new HPScan",
             ),
             ("self.payload == oldSelf.payload", "spec.payload cannot change once the scan exists; create a new HPScan"),
+            (
+                "self.earlyStopping == oldSelf.earlyStopping",
+                "spec.earlyStopping cannot change once the scan exists; create a new HPScan",
+            ),
+            (
+                "!has(self.sharding.pull) || self.sharding.pull || "
+                "(self.sampling.strategy in ['grid', 'random'] && self.earlyStopping.strategy == 'none')",
+                "tpe, cmaes, qmc and early stopping need workers that pull (sharding.pull: true)",
+            ),
         )
     }
 
@@ -277,6 +335,11 @@ class HPScanSpec(CamelModel):
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise ValueError(f"{label} names must be unique; repeated: {', '.join(twice)}")
+        if self.sharding.pull is False and (self.sampling.adaptive or self.early_stopping.strategy != "none"):
+            raise ValueError(
+                f"sampling.strategy {self.sampling.strategy} with earlyStopping.strategy "
+                f"{self.early_stopping.strategy} needs workers that pull (sharding.pull: true)"
+            )
         if self.sampling.strategy == "grid":
             continuous = [p.name for p in self.parameters if p.range is not None and not p.range.is_discrete]
             if continuous:
@@ -284,6 +347,13 @@ class HPScanSpec(CamelModel):
                     f"grid sampling needs count or step on every range; missing on: {', '.join(continuous)}"
                 )
         return self
+
+    @property
+    def pull(self) -> bool:
+        """Whether shards are workers that pull trials (sharding.pull, defaulted from the strategy)."""
+        if self.sharding.pull is not None:
+            return self.sharding.pull
+        return self.sampling.adaptive or self.early_stopping.strategy != "none"
 
 
 class ObjectMeta(CamelModel):

@@ -154,6 +154,19 @@ class Counts(CamelModel):
     )
     running: int = Field(0, ge=0, description="Combinations in running shards, not yet recorded.")
     pending: int = Field(0, ge=0, description="Combinations waiting for their shard to start.")
+    pruned: int = Field(0, ge=0, description="Trials stopped early as hopeless (spec.earlyStopping).")
+    suggested: int = Field(
+        0, ge=0, description="Trials handed out to workers so far (workers that pull; the budget is `total`)."
+    )
+
+
+class Training(CamelModel):
+    """What the recorded combinations cost, and what early stopping saved."""
+
+    epochs: int = Field(0, ge=0, description="Epochs trained by the recorded combinations.")
+    epochs_saved: int = Field(
+        0, ge=0, description="Epochs pruned trials did not train (their maximum minus what they ran)."
+    )
 
 
 class ShardCounts(CamelModel):
@@ -225,8 +238,9 @@ class HPScanStatus(CamelModel):
     """Observed state of a scan; kept to a few KiB whatever its size (the full records live outside the object)."""
 
     phase: ScanPhase = Field(ScanPhase.PENDING, description="Pending, Running, Suspended, Succeeded or Failed.")
-    progress: str = Field("0/0", description="Recorded / total combinations, e.g. 312/800.")
+    progress: str = Field("0/0", description="Recorded / total combinations (or trials of the budget), e.g. 312/800.")
     combinations: Counts = Field(default_factory=Counts, description="Combinations by state.")
+    training: Training = Field(default_factory=Training, description="Epochs trained and saved by pruning.")
     best: RankedCombination | None = Field(None, description="The best combination so far.")
     top: list[RankedCombination] = Field(default_factory=list, description="The best combinations so far, best first.")
     shard_counts: ShardCounts = Field(default_factory=ShardCounts, description="Shards by phase.")

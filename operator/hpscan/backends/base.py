@@ -20,6 +20,7 @@ from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardStatus
+from hpscan.api.trials import Assignment, Progress
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
 
@@ -62,6 +63,8 @@ class Backend(ABC):
     hpscan.api.registry (kubernetes.KubernetesBackend, htcondor.HTCondorBackend)."""
 
     name: ClassVar[str]
+    pulls: ClassVar[bool] = False
+    """Whether the backend has a channel into running jobs for workers that pull trials (assign, stop_trials)."""
 
     def track(self, scan: ScanRef, spec: HPScanSpec) -> None:  # noqa: B027 (optional hook)
         """Called before every poll, so a restarted controller watches what it started. Default: nothing."""
@@ -104,6 +107,24 @@ class Backend(ABC):
     def end_probe(self, scan: ScanRef, site: Site | None) -> None:  # noqa: B027 (optional hook)
         """Remove the site's probe job (it did not end in time; a later probe starts afresh). Default: nothing."""
 
+    # Workers that pull trials (ShardFile.pull; hpscan.api.trials), for backends with `pulls` (see pull_refusal).
+
+    def assign(self, scan: ScanRef, shard: int, lines: Sequence[dict]) -> None:
+        """Append trials.jsonl lines (trials handed out, withdrawn, the end) to a worker's channel, durably."""
+        raise NotImplementedError(f"the {self.name} backend has no channel for workers that pull")
+
+    def stop_trials(self, scan: ScanRef, shard: int, trial_ids: Sequence[str]) -> None:
+        """Ask a worker to stop these trials at their next epoch boundary (early stopping)."""
+        raise NotImplementedError(f"the {self.name} backend has no channel for workers that pull")
+
+    def fetch_progress(self, scan: ScanRef) -> list[Progress]:
+        """Per-epoch reports of the workers since the last call (may repeat earlier ones). Default: none."""
+        return []
+
+    def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
+        """What each worker's channel says it was handed (a restarted shell rebuilds its search from these)."""
+        return {}
+
     def outages(self, scan: ScanRef) -> dict[str, str]:
         """Sites of the scan whose batch system did not answer at the last poll, with the error: they are shown
         Unreachable while the other sites go on. Default: none (a backend that fails as a whole raises)."""
@@ -112,6 +133,17 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
         """Stop the jobs of these shards (all when None), keeping what they recorded."""
+
+
+def pull_refusal(backend: Backend, planned: Plan) -> list[str]:
+    """A plan whose workers pull trials, on a backend that cannot hand them trials: refused before submitting."""
+    if not planned.pull or backend.pulls:
+        return []
+    return [
+        f"workers that pull trials (sampling.strategy {planned.spec.sampling.strategy}, earlyStopping "
+        f"{planned.spec.early_stopping.strategy}, sharding.pull) run on the local backend (`hpscan run`) so far; "
+        f"the {backend.name} backend has no channel to hand them trials yet"
+    ]
 
 
 def last_line(path: Path, limit: int = 300) -> str:

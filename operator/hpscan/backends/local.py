@@ -18,6 +18,16 @@ from hpscan.api.contract import RESULTS_FILE, PayloadExit, ResultRecord, shard_f
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ACTIVE_PHASES, FINAL_EXITS, Reason, ShardPhase, ShardStatus
+from hpscan.api.trials import (
+    PROGRESS_FILE,
+    STOP_FILE,
+    TRIALS_FILE,
+    Assignment,
+    JsonLines,
+    Progress,
+    append_lines,
+    read_progress,
+)
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
@@ -49,6 +59,7 @@ class LocalBackend(Backend):
     """Runs each shard's payload as a child process; its results.jsonl is the live channel."""
 
     name: ClassVar[str] = "local"
+    pulls: ClassVar[bool] = True  # a worker's channel is the files of its work folder (hpscan.api.trials)
 
     def __init__(
         self,
@@ -70,6 +81,7 @@ class LocalBackend(Backend):
         self.jobs: dict[int, _ShardJob] = {}
         self.command: list[str] = []
         self.unreported: list[ResultRecord] = []
+        self.progress_tails: dict[int, JsonLines] = {}
 
     def shard_path(self, index: int) -> Path:
         return self.run_dir / "shards" / shard_file_name(index)
@@ -124,6 +136,7 @@ class LocalBackend(Backend):
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops the payloads itself
+            preexec_fn=_stop_with_parent,
         )
         job.phase, job.reason, job.message = ShardPhase.RUNNING, None, None
         job.started_at, job.timed_out = time.monotonic(), False
@@ -158,6 +171,30 @@ class LocalBackend(Backend):
             job.reason, job.message = Reason.RETRYING, f"attempt {job.attempts - 1} failed ({why})"
         else:
             job.phase, job.reason, job.message = ShardPhase.FAILED, Reason.PAYLOAD_FAILED, why
+
+    # workers that pull: the files of their work folders ---------------------------------------------------
+
+    def assign(self, scan: ScanRef, shard: int, lines: Sequence[dict]) -> None:
+        append_lines(self.work_dir(shard) / TRIALS_FILE, lines)
+
+    def stop_trials(self, scan: ScanRef, shard: int, trial_ids: Sequence[str]) -> None:
+        append_lines(self.work_dir(shard) / STOP_FILE, [{"id": i} for i in trial_ids])
+
+    def fetch_progress(self, scan: ScanRef) -> list[Progress]:
+        reports: list[Progress] = []
+        for folder in sorted((self.run_dir / "work").glob("shard-*")):
+            index = int(folder.name.removeprefix("shard-"))
+            tail = self.progress_tails.setdefault(index, JsonLines(folder / PROGRESS_FILE))
+            reports += read_progress(tail.read_new())
+        return reports
+
+    def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
+        out: dict[int, Assignment] = {}
+        for folder in sorted((self.run_dir / "work").glob("shard-*")):
+            assignment = Assignment()
+            assignment.fold(JsonLines(folder / TRIALS_FILE).read_new())
+            out[int(folder.name.removeprefix("shard-"))] = assignment
+        return out
 
     def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
         return self.probe_outcome
@@ -225,3 +262,14 @@ class LocalBackend(Backend):
                 Reason.STOPPED,
                 "stopped; recorded results are kept",
             )
+
+
+def _stop_with_parent() -> None:
+    """In the payload's process, before exec: SIGTERM it when hpscan dies (even by kill -9), so no orphan trains on
+    and the next `hpscan run` of the folder is the only one writing to it (Linux; elsewhere nothing happens)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -57,7 +57,10 @@ class PlainObserver:
 
     def recorded(self, record: ResultRecord, agg: Aggregate) -> None:
         value = record.metrics.get(self.metric)
-        what = f"{self.metric}={_value(value)}" if record.status == "succeeded" else f"failed: {record.error}"
+        what = {
+            "succeeded": f"{self.metric}={_value(value)}",
+            "pruned": f"pruned after {record.epochs} epochs ({self.metric} {_value(value)})",
+        }.get(record.status, f"failed: {record.error}")
         best = _value(agg.best.value if agg.best else None)
         self.console.print(
             f"[{agg.recorded}/{self.total}] shard {record.shard} {record.id} {what} (best {best})", highlight=False
@@ -125,7 +128,7 @@ class LiveObserver:
     def updated(self, status: HPScanStatus) -> None:
         for shard in status.shards:
             phase = str(shard.phase) + (f" ({shard.reason})" if shard.reason else "")
-            self.per_shard.update(self.shard_tasks[shard.index], completed=shard.done, phase=phase)
+            self.per_shard.update(self.shard_tasks[shard.index], completed=shard.done, total=shard.total, phase=phase)
 
     def stop(self) -> None:
         self.live.stop()
@@ -135,10 +138,19 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
     counts = status.combinations
     colour = "green" if status.phase == ScanPhase.SUCCEEDED else "red"
     out.print(
-        f"[{colour}]{status.phase}[/]: {counts.succeeded} succeeded, {counts.failed} failed of {counts.total} "
-        "combinations" + (f"; {status.message}" if status.phase != ScanPhase.SUCCEEDED and status.message else ""),
+        f"[{colour}]{status.phase}[/]: {counts.succeeded} succeeded, "
+        + (f"{counts.pruned} pruned, " if counts.pruned else "")
+        + f"{counts.failed} failed of {counts.total} combinations"
+        + (f"; {status.message}" if status.phase != ScanPhase.SUCCEEDED and status.message else ""),
         highlight=False,
     )
+    if status.training.epochs_saved:
+        trained, saved = status.training.epochs, status.training.epochs_saved
+        out.print(
+            f"early stopping: {trained} epochs trained, {saved} saved ({saved / (trained + saved):.0%} of "
+            f"{trained + saved} a run without pruning would train)",
+            highlight=False,
+        )
     if status.best is not None:
         params = ", ".join(f"{k}={v}" for k, v in status.best.parameters.items())
         out.print(f"best {status.best.value:.5g} ({status.best.id}: {params})", highlight=False)

@@ -21,7 +21,7 @@ from hpscan.api.status import (
     ShardPhase,
     SiteState,
 )
-from hpscan.backends.base import Backend, ScanRef
+from hpscan.backends.base import Backend, ScanRef, pull_refusal
 from hpscan.controller.defaults import OperatorDefaults
 from hpscan.core.artifacts import models_to_prune
 from hpscan.core.brokering import targets_of
@@ -184,7 +184,11 @@ def reconcile_scan(
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
-    if refused := [r for name in sorted({t.backend for t in targets}) for r in backends[name].refusals(planned)]:
+    if refused := [
+        r
+        for name in sorted({t.backend for t in targets})
+        for r in [*pull_refusal(backends[name], planned), *backends[name].refusals(planned)]
+    ]:
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])

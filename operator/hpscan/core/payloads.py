@@ -35,18 +35,23 @@ def find_checker(command: list[str]) -> Checker | None:
 def representative_combinations(planned: Plan) -> list[dict[str, ParameterValue]]:
     """A few combinations that together hold every value each parameter takes: the first combination, then one
     per (parameter, value) with that value swapped in. Pure; at most the sum of the axis sizes, never the grid."""
-    first = next(iter(planned.combinations()), None)
-    if first is None:
-        return []
-    base = dict(first.parameters)
-    out = [base]
+    axes: dict[str, list[ParameterValue]] = {}
     for parameter in planned.spec.parameters:
         if axis_size(parameter) is not None:
-            values = axis_values(parameter)
-        else:  # a continuous range (random sampling): its ends
+            axes[parameter.name] = axis_values(parameter)
+        else:  # a continuous range (random or adaptive sampling): its ends
             assert parameter.range is not None
-            values = [parameter.range.min, parameter.range.max]
-        out += [{**base, parameter.name: value} for value in values if value != base.get(parameter.name)]
+            axes[parameter.name] = [parameter.range.min, parameter.range.max]
+    if planned.adaptive:  # trials are suggested later: the axes' first points stand for the first one
+        base = {name: values[0] for name, values in axes.items()}
+    else:
+        first = next(iter(planned.combinations()), None)
+        if first is None:
+            return []
+        base = dict(first.parameters)
+    out = [base]
+    for name, values in axes.items():
+        out += [{**base, name: value} for value in values if value != base.get(name)]
     return out
 
 

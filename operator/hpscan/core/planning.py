@@ -120,6 +120,11 @@ class Plan:
     total: int
     shard_count: int
     notes: tuple[str, ...] = ()
+    pull: bool = False
+    """Shards are workers that pull trials (spec.pull): which shard runs a combination is known from its record."""
+    adaptive: bool = False
+    """Trials are suggested while the scan runs (tpe, cmaes, qmc): positions are known, parameters only once a
+    trial is handed out (hpscan.core.search)."""
     # Exactly one of these describes the combinations: grid positions decode to axis indices; random plans
     # keep their sampled grid ordinals, or (with continuous axes) the drawn values themselves.
     _axes: tuple[tuple[ParameterValue, ...], ...] = field(default=(), repr=False)
@@ -145,7 +150,9 @@ class Plan:
         return tuple(reversed(picked))
 
     def combination(self, position: int) -> Combination:
-        """The combination at a plan position."""
+        """The combination at a plan position (not for adaptive plans: their trials are suggested as they go)."""
+        if self.adaptive:
+            raise PlanningError(f"{self.spec.sampling.strategy} trials are suggested while the scan runs")
         if not 0 <= position < self.total:
             raise IndexError(f"position {position} outside a plan of {self.total}")
         parameters = dict(zip(self.parameter_names, self._values_at(position), strict=True))
@@ -159,9 +166,15 @@ class Plan:
         return position % self.shard_count
 
     def shard_size(self, shard: int) -> int:
+        """Combinations of a shard; for workers that pull, those it gets at once (hpscan.core.search hands out
+        the rest while it runs)."""
+        if self.pull:
+            return 0
         return len(range(shard, self.total, self.shard_count))
 
     def shard_combinations(self, shard: int) -> list[Combination]:
+        if self.pull:
+            return []
         return [self.combination(p) for p in range(shard, self.total, self.shard_count)]
 
     def shard_file(self, shard: int) -> ShardFile:
@@ -177,6 +190,7 @@ class Plan:
             settings=self.spec.payload.settings,
             combinations=self.shard_combinations(shard),
             artifacts=ArtifactRequest(save_models=self.spec.artifacts.save_models),
+            pull=self.pull,
         )
 
     def shard_files(self) -> Iterator[ShardFile]:
@@ -188,7 +202,14 @@ class Plan:
             position = position_of(combination_id_)
         except ValueError:
             return False
-        return 0 <= position < self.total and combination_id(position, parameters, self.id_width) == combination_id_
+        if not 0 <= position < self.total:
+            return False
+        if self.adaptive:  # no list to look in: the id must name these very parameters and the axes hold them
+            inside = all(name in parameters for name in self.parameter_names) and len(parameters) == len(
+                self.parameter_names
+            )
+            return inside and combination_id(position, parameters, self.id_width) == combination_id_
+        return combination_id(position, parameters, self.id_width) == combination_id_
 
 
 def _shard_count(spec: HPScanSpec, total: int) -> int:
@@ -206,7 +227,16 @@ def plan(scan: str, spec: HPScanSpec) -> Plan:
     drawn: tuple[tuple[ParameterValue, ...], ...] | None = None
     axes: tuple[tuple[ParameterValue, ...], ...] = ()
 
-    if spec.sampling.strategy == "grid":
+    if spec.sampling.adaptive:
+        samples = spec.sampling.samples
+        assert samples is not None
+        if samples > MAX_COMBINATIONS:
+            raise PlanningError(f"sampling.samples is {samples:,}, more than the limit of {MAX_COMBINATIONS:,}")
+        grid = math.prod(s for s in sizes) if all(s is not None for s in sizes) else None  # type: ignore[misc]
+        if grid is not None and samples > grid:
+            notes.append(f"sampling.samples ({samples}) exceeds the {grid} points of the space; it ends when explored")
+        total = samples
+    elif spec.sampling.strategy == "grid":
         total = math.prod(s or 0 for s in sizes)
         if total > MAX_COMBINATIONS:
             shape = " x ".join(str(s) for s in sizes)
@@ -256,6 +286,8 @@ def plan(scan: str, spec: HPScanSpec) -> Plan:
         total=total,
         shard_count=shard_count,
         notes=tuple(notes),
+        pull=spec.pull,
+        adaptive=spec.sampling.adaptive,
         _axes=axes,
         _ordinals=ordinals,
         _drawn=drawn,

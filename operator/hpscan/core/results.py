@@ -1,8 +1,8 @@
 """Records -> status summary. Pure: the same records give the same summary in any order, duplicates included.
 
 Memory does not grow with the number of records: one byte per planned combination (its state), counters, and
-the top-k list. Duplicates (a retried shard, a record read twice) are folded in: succeeded beats failed, and a
-combination ranks by its best value.
+the top-k list. Duplicates (a retried shard, a record read twice) are folded in: succeeded beats pruned beats failed, and a
+combination ranks by its best value. Pruned trials (stopped early as hopeless) never rank.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hpscan.api.contract import LineProblem, Objective, ResultRecord, parse_reco
 from hpscan.api.status import RankedCombination
 from hpscan.core.planning import Plan, position_of
 
-_NONE, _FAILED, _SUCCEEDED = 0, 1, 2
+_NONE, _FAILED, _PRUNED, _SUCCEEDED = 0, 1, 2, 3
 
 
 @dataclass
@@ -27,6 +27,11 @@ class Aggregate:
     states: bytearray = field(init=False, repr=False)
     succeeded: int = 0
     failed: int = 0
+    pruned: int = 0
+    epochs: int = 0
+    """Epochs trained by the recorded combinations (as their records say)."""
+    epochs_saved: int = 0
+    """Epochs pruned combinations did not train: their max_epochs minus the epochs they ran."""
     foreign: int = 0
     """Records whose id or parameters do not belong to the plan; ignored, counted so the status can say so."""
     unreadable: dict[str, int] = field(default_factory=dict)
@@ -47,7 +52,22 @@ class Aggregate:
 
     @property
     def recorded(self) -> int:
-        return self.succeeded + self.failed
+        return self.succeeded + self.failed + self.pruned
+
+    def _count(self, state: int, shard: int, step: int) -> None:
+        if state == _SUCCEEDED:
+            self.succeeded += step
+        elif state == _PRUNED:
+            self.pruned += step
+        elif state == _FAILED:
+            self.failed += step
+            self.shard_failed[shard] += step
+
+    def _shard(self, record: ResultRecord, position: int) -> int:
+        """Where a record counts: its plan shard, or for workers that pull, the worker that recorded it."""
+        if self.plan.pull and 0 <= record.shard < self.plan.shard_count:
+            return record.shard
+        return self.plan.shard_of(position)
 
     def _rank_key(self, entry: RankedCombination) -> tuple[float, str]:
         value = entry.value if self.objective.goal == "minimize" else -entry.value
@@ -59,23 +79,20 @@ class Aggregate:
             self.foreign += 1
             return False
         position = position_of(record.id)
-        shard = self.plan.shard_of(position)
+        shard = self._shard(record, position)
         value = record.objective_value(self.objective)
-        new_state = _SUCCEEDED if value is not None else _FAILED
+        new_state = _SUCCEEDED if value is not None else _PRUNED if record.status == "pruned" else _FAILED
         old_state = self.states[position]
         changed = False
         if new_state > old_state:
             self.states[position] = new_state
-            if old_state == _FAILED:
-                self.failed -= 1
-                self.shard_failed[shard] -= 1
-            else:
+            if old_state == _NONE:
                 self.shard_done[shard] += 1
-            if new_state == _SUCCEEDED:
-                self.succeeded += 1
-            else:
-                self.failed += 1
-                self.shard_failed[shard] += 1
+                self.epochs += record.epochs or 0
+                if new_state == _PRUNED and record.max_epochs and record.epochs is not None:
+                    self.epochs_saved += max(record.max_epochs - record.epochs, 0)
+            self._count(old_state, shard, -1)
+            self._count(new_state, shard, +1)
             changed = True
         if value is not None:
             changed = (

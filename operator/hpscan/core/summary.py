@@ -19,6 +19,7 @@ from hpscan.api.status import (
     ShardStatus,
     SiteState,
     SiteStatus,
+    Training,
 )
 from hpscan.core.brokering import Target
 from hpscan.core.decisions import decide_phase
@@ -32,13 +33,18 @@ MAX_STATUS_SHARDS = 256
 object limit at any scan size."""
 
 
-def shard_statuses(plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardStatus]) -> list[ShardStatus]:
+def shard_statuses(
+    plan: Plan, agg: Aggregate, shard_states: Mapping[int, ShardStatus], held: Mapping[int, int] | None = None
+) -> list[ShardStatus]:
     """One entry per shard: the backend's view (phase, site, job) with the record counts filled in. A shard whose
-    job ended well without all its records failed: what it did not record was never trained (RecordsMissing)."""
+    job ended well without all its records failed: what it did not record was never trained (RecordsMissing).
+    ``held``: for workers that pull, the trials each holds (its total), from hpscan.core.search."""
     out = []
     for index in range(plan.shard_count):
         state = shard_states.get(index) or ShardStatus(index=index)
-        total, done = plan.shard_size(index), agg.shard_done[index]
+        total = (held or {}).get(index, 0) if plan.pull else plan.shard_size(index)
+        done = agg.shard_done[index]
+        total = max(total, done)
         update: dict[str, object] = {"index": index, "total": total, "done": done, "failed": agg.shard_failed[index]}
         if state.phase == ShardPhase.SUCCEEDED and done < total:
             update |= {
@@ -145,15 +151,20 @@ def build_status(
     max_shards: int | None = None,
     targets: Sequence[Target] = (),
     sites: Sequence[SiteStatus] = (),
+    held: Mapping[int, int] | None = None,
 ) -> HPScanStatus:
     """The status of a scan from what is known: the plan, the records so far, each shard's backend state, and each
     site's state. With ``max_shards`` the per-shard list keeps at most that many notable shards (etcd holds the
     object)."""
     now = now or datetime.now(UTC)
-    shards = shard_statuses(plan, agg, shard_states)
+    shards = shard_statuses(plan, agg, shard_states, held)
     phase, reason, message = decide_phase(plan, agg, shards, suspend, targets, {s.name: s for s in sites})
     running = sum(s.total - s.done for s in shards if s.phase == ShardPhase.RUNNING)
-    lost = sum(s.total - s.done for s in shards if s.phase == ShardPhase.FAILED)  # will never run: failed
+    # will never run: a failed shard's combinations (a failed worker's trials go back to the queue instead)
+    lost = 0 if plan.pull else sum(s.total - s.done for s in shards if s.phase == ShardPhase.FAILED)
+    pending = plan.total - agg.recorded - running - lost
+    if plan.pull and phase in TERMINAL_SCAN_PHASES:
+        pending = 0  # budget left when the scan ended (its space explored, or no worker left): nothing waits
     previous_status = previous or HPScanStatus()
     started = previous_status.start_time or (now if phase != ScanPhase.PENDING else None)
     completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
@@ -173,8 +184,11 @@ def build_status(
             succeeded=agg.succeeded,
             failed=agg.failed + lost,
             running=running,
-            pending=plan.total - agg.recorded - running - lost,
+            pending=pending,
+            pruned=agg.pruned,
+            suggested=sum((held or {}).values()) if plan.pull else plan.total,
         ),
+        training=Training(epochs=agg.epochs, epochs_saved=agg.epochs_saved),
         best=agg.best,
         top=list(agg.top),
         shard_counts=ShardCounts(

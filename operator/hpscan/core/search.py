@@ -1,0 +1,379 @@
+"""Adaptive search and early stopping for scans whose shards are workers that pull trials (spec.pull).
+
+Optuna does the statistics (its samplers suggest, its pruners judge per-epoch losses); this module is the ledger
+around one Optuna study per scan: which trial went to which worker, which are still open, which to stop, and how
+the study is rebuilt from what the workers recorded after the shell restarts. The hand-out rules (how many trials
+a worker gets, what goes back in the queue) are the pure functions at the bottom.
+
+Trials are positions 0..budget-1 of the plan, handed out in order; a trial's id is ``c<position>-<hash of its
+parameters>`` as for planned combinations, so records, the aggregator and the report treat them alike. For grid
+and random scans the parameters are the plan's; for tpe, cmaes and qmc the sampler picks them at hand-out time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpscan.api.contract import Combination, ParameterValue, ResultRecord
+from hpscan.api.spec import EarlyStopping, HPScanSpec, Parameter, Sampling
+from hpscan.api.trials import Assignment, Progress
+from hpscan.core.planning import SIGNIFICANT_DIGITS, Plan, axis_values, combination_id, position_of
+from hpscan.errors import PlanningError
+
+MAX_DUPLICATE_SUGGESTIONS = 50
+"""A sampler on a discrete space suggests points it already tried; each repeat is told the known result at once
+and another is asked, this many times at most per hand-out (then the space counts as explored)."""
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - optuna is a dependency of every extra that runs scans
+        raise PlanningError("adaptive search and early stopping need Optuna: pip install 'hpscan[search]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One parameter as Optuna sees it: an ordered list of points (the index is searched, so TPE and CMA-ES know
+    the order), unordered categories, or a continuous range."""
+
+    name: str
+    kind: str  # "ordinal" | "categorical" | "float"
+    points: tuple[ParameterValue, ...] = ()
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+
+
+def _axis(parameter: Parameter) -> Axis:
+    if parameter.range is not None and not parameter.range.is_discrete:
+        r = parameter.range
+        return Axis(parameter.name, "float", low=r.min, high=r.max, log=r.scale == "log")
+    points = tuple(axis_values(parameter))
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in points)
+    if numeric and len(points) > 1:
+        return Axis(parameter.name, "ordinal", tuple(sorted(points)))
+    return Axis(parameter.name, "categorical", points)
+
+
+class SearchSpace:
+    """The scan's axes as Optuna distributions, and the way between Optuna's values and the payload's."""
+
+    def __init__(self, parameters: Iterable[Parameter]) -> None:
+        self.axes = [_axis(p) for p in parameters]
+
+    def distributions(self) -> dict[str, Any]:
+        optuna = _optuna()
+        out: dict[str, Any] = {}
+        for axis in self.axes:
+            if axis.kind == "float":
+                out[axis.name] = optuna.distributions.FloatDistribution(axis.low, axis.high, log=axis.log)
+            elif axis.kind == "ordinal":
+                out[axis.name] = optuna.distributions.IntDistribution(0, len(axis.points) - 1)
+            else:
+                out[axis.name] = optuna.distributions.CategoricalDistribution(list(axis.points))
+        return out
+
+    def external(self, internal: Mapping[str, Any]) -> dict[str, ParameterValue]:
+        """Optuna's values -> the combination's parameters."""
+        out: dict[str, ParameterValue] = {}
+        for axis in self.axes:
+            value = internal[axis.name]
+            if axis.kind == "ordinal":
+                out[axis.name] = axis.points[int(value)]
+            elif axis.kind == "float":
+                out[axis.name] = min(max(float(f"{float(value):.{SIGNIFICANT_DIGITS}g}"), axis.low), axis.high)
+            else:
+                out[axis.name] = value
+        return out
+
+    def internal(self, parameters: Mapping[str, ParameterValue]) -> dict[str, Any]:
+        """The combination's parameters -> Optuna's values (for trials Optuna did not suggest itself)."""
+        out: dict[str, Any] = {}
+        for axis in self.axes:
+            value = parameters[axis.name]
+            out[axis.name] = axis.points.index(value) if axis.kind == "ordinal" else value
+        return out
+
+
+def make_sampler(sampling: Sampling) -> Any:
+    """The Optuna sampler of sampling.strategy (random and grid scans are planned up front and need none)."""
+    optuna = _optuna()
+    with warnings.catch_warnings():  # constant_liar and multivariate are marked experimental
+        warnings.simplefilter("ignore")
+        if sampling.strategy == "tpe":
+            # constant liar: trials in flight count as bad guesses, so parallel workers do not all get one point
+            return optuna.samplers.TPESampler(seed=sampling.seed, constant_liar=True, multivariate=True)
+        if sampling.strategy == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=sampling.seed, warn_independent_sampling=False)
+        if sampling.strategy == "qmc":
+            return optuna.samplers.QMCSampler(seed=sampling.seed, scramble=True, warn_independent_sampling=False)
+        return optuna.samplers.RandomSampler(seed=sampling.seed)
+
+
+def make_pruner(early: EarlyStopping) -> Any:
+    """The Optuna pruner of earlyStopping.strategy."""
+    optuna = _optuna()
+    if early.strategy == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=early.min_epochs, reduction_factor=early.reduction_factor, min_early_stopping_rate=0
+        )
+    if early.strategy == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=early.min_epochs)
+    return optuna.pruners.NopPruner()
+
+
+def _key(parameters: Mapping[str, ParameterValue]) -> str:
+    return json.dumps(parameters, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class TrialEntry:
+    """One handed-out trial."""
+
+    combination: Combination
+    worker: int
+    trial: Any = None  # the open optuna.Trial while it runs
+    reported: int = 0  # the last epoch told to the study
+    outcome: str | None = None  # the record's status once recorded
+    stop_sent: bool = False
+    shadows: list[Any] = field(default_factory=list)  # repeats the sampler suggested while this one ran
+
+
+class Search:
+    """The trials of one scan with workers that pull: the study, the ledger of hand-outs, the stop requests.
+
+    Fed by the shell (hpscan.engine) with what workers recorded and reported; asked for trials to hand out and
+    for trials to stop. Deterministic for a given seed and order of events."""
+
+    def __init__(self, plan: Plan) -> None:
+        spec: HPScanSpec = plan.spec
+        self.plan = plan
+        self.budget = plan.total
+        self.metric = spec.objective.metric
+        self.space = SearchSpace(spec.parameters)
+        self.adaptive = spec.sampling.adaptive
+        optuna = _optuna()
+        self._state = optuna.trial.TrialState
+        self.study = optuna.create_study(
+            direction="minimize" if spec.objective.goal == "minimize" else "maximize",
+            sampler=make_sampler(spec.sampling),
+            pruner=make_pruner(spec.early_stopping),
+        )
+        self.pruning = spec.early_stopping.strategy != "none"
+        self.entries: dict[str, TrialEntry] = {}
+        self.by_key: dict[str, str] = {}
+        self.next_position = 0
+        self.queue: deque[str] = deque()  # taken back from a worker that left: handed out again first
+        self.ended: set[int] = set()  # workers told that no more trials will come
+        self.short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
+        self.explored = False  # the sampler found nothing new: the space holds fewer points than the budget
+
+    # what the workers hold -----------------------------------------------------------------------------------
+
+    @property
+    def handed_out(self) -> int:
+        return len(self.entries)
+
+    @property
+    def all_handed_out(self) -> bool:
+        """Nothing more will be handed out, except trials taken back from workers that left."""
+        return (self.next_position >= self.budget or self.explored) and not self.queue
+
+    def open_trials(self, worker: int) -> list[str]:
+        return [i for i, e in self.entries.items() if e.worker == worker and e.outcome is None and i not in self.queue]
+
+    def held(self) -> dict[int, int]:
+        """Trials each worker holds (recorded or not), without those taken back from it."""
+        queued = set(self.queue)
+        return dict(Counter(e.worker for i, e in self.entries.items() if i not in queued))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        outcomes = [e.outcome for e in self.entries.values()]
+        return {
+            "suggested": len(self.entries),
+            "open": outcomes.count(None),
+            "succeeded": outcomes.count("succeeded"),
+            "pruned": outcomes.count("pruned"),
+            "failed": outcomes.count("failed"),
+        }
+
+    # hand-out ------------------------------------------------------------------------------------------------
+
+    def _ask(self, parameters: Mapping[str, ParameterValue] | None = None) -> Any:
+        """An open Optuna trial: the sampler's suggestion, or fixed parameters (planned, rebuilt, re-run)."""
+        if parameters is not None:
+            self.study.enqueue_trial(self.space.internal(parameters), skip_if_exists=False)
+        return self.study.ask(self.space.distributions())
+
+    def _new_trial(self, worker: int) -> Combination | None:
+        position = self.next_position
+        if not self.adaptive:
+            combination = self.plan.combination(position)
+            trial = self._ask(combination.parameters) if self.pruning else None
+        else:
+            for _ in range(MAX_DUPLICATE_SUGGESTIONS):
+                trial = self._ask()
+                parameters = self.space.external(trial.params)
+                held = self.by_key.get(_key(parameters))
+                if held is None:
+                    break
+                self._tell_repeat(trial, self.entries[held])
+            else:
+                self.explored = True
+                return None
+            width = self.plan.id_width
+            combination = Combination(id=combination_id(position, parameters, width), parameters=parameters)
+        self.next_position += 1
+        self._enter(combination, worker, trial)
+        return combination
+
+    def _enter(self, combination: Combination, worker: int, trial: Any) -> None:
+        self.entries[combination.id] = TrialEntry(combination, worker, trial)
+        self.by_key[_key(combination.parameters)] = combination.id
+
+    def _tell_repeat(self, trial: Any, held: TrialEntry) -> None:
+        """A suggestion the scan holds already: told its result (when known) instead of training it twice."""
+        if held.outcome is None:
+            held.shadows.append(trial)
+        else:
+            self._tell_outcome(trial, held, held.outcome, None)
+
+    def hand_out(self, worker: int, count: int) -> list[Combination]:
+        """Up to ``count`` trials for ``worker``: taken-back ones first, then new ones while the budget lasts."""
+        out: list[Combination] = []
+        while len(out) < count and self.queue:
+            entry = self.entries[self.queue.popleft()]
+            entry.worker = worker
+            if self.pruning or self.adaptive:  # a fresh Optuna trial: the old one died with its worker
+                self._tell_state(entry.trial, "FAIL")
+                entry.trial, entry.reported = self._ask(entry.combination.parameters), 0
+            out.append(entry.combination)
+        while len(out) < count and self.next_position < self.budget and not self.explored:
+            combination = self._new_trial(worker)
+            if combination is None:
+                break
+            out.append(combination)
+        return out
+
+    def left_short(self, worker: int) -> list[str]:
+        """A worker's job ended well while it still held unrecorded trials (a payload that does not honour pull
+        mode): remembered, so its shard shows RecordsMissing, and its trials are taken back."""
+        back = self.take_back(worker)
+        if back:
+            self.short[worker] = self.short.get(worker, 0) + len(back)
+        return back
+
+    def take_back(self, worker: int) -> list[str]:
+        """A worker left (failed for good, stopped, or its job vanished): its unrecorded trials go back in the
+        queue, to be handed out again. Returns their ids (the worker's channel should say they are withdrawn)."""
+        back = self.open_trials(worker)
+        self.queue.extend(back)
+        return back
+
+    # results -------------------------------------------------------------------------------------------------
+
+    def _tell_state(self, trial: Any, state: str, value: float | None = None) -> None:
+        if trial is None:
+            return
+        with contextlib.suppress(RuntimeError, ValueError):  # told before (a repeat): the first answer stays
+            self.study.tell(trial, value if state == "COMPLETE" else None, state=getattr(self._state, state))
+
+    def _tell_outcome(self, trial: Any, entry: TrialEntry, status: str, value: float | None) -> None:
+        if status == "succeeded" and value is not None and math.isfinite(value):
+            self._tell_state(trial, "COMPLETE", value)
+        elif status == "pruned":
+            self._tell_state(trial, "PRUNED")
+        else:
+            self._tell_state(trial, "FAIL")
+
+    def record(self, record: ResultRecord) -> None:
+        """A worker recorded a trial: tell the study (and every repeat of it the sampler suggested meanwhile)."""
+        entry = self.entries.get(record.id)
+        if entry is None or entry.outcome is not None:
+            return
+        value = record.objective_value(self.plan.spec.objective)
+        status = record.status if record.status != "succeeded" or value is not None else "failed"
+        entry.outcome = status
+        if record.id in self.queue:
+            self.queue.remove(record.id)  # its old worker recorded it after all: never run twice
+        self._tell_outcome(entry.trial, entry, status, value)
+        for shadow in entry.shadows:
+            self._tell_outcome(shadow, entry, status, value)
+        entry.trial, entry.shadows = None, []
+
+    def progress(self, reports: Iterable[Progress]) -> list[tuple[int, str]]:
+        """Per-epoch metrics from the workers, in order: reported to the study; returns the (worker, id) of open
+        trials the pruner stops now (each once)."""
+        stops: list[tuple[int, str]] = []
+        for report in reports:
+            entry = self.entries.get(report.id)
+            value = report.metrics.get(self.metric)
+            if entry is None or entry.trial is None or value is None or report.epoch <= entry.reported:
+                continue
+            entry.reported = report.epoch
+            entry.trial.report(value, report.epoch)
+            if self.pruning and not entry.stop_sent and entry.trial.should_prune():
+                entry.stop_sent = True
+                stops.append((entry.worker, report.id))
+        return stops
+
+    # after a restart -----------------------------------------------------------------------------------------
+
+    def rebuild(
+        self, assignments: Mapping[int, Assignment], records: Iterable[ResultRecord], progress: Iterable[Progress]
+    ) -> list[tuple[int, str]]:
+        """The study and ledger again from the workers' channels (what each was handed), their records and their
+        per-epoch reports, replayed in hand-out order: nothing handed out is handed out again or lost. Returns
+        the stops of open trials, to send again (the first may not have reached the worker)."""
+        handed = sorted(
+            ((position_of(t.id), worker, t) for worker, a in assignments.items() for t in a.trials.values()),
+            key=lambda item: item[0],
+        )
+        taken = {i: c for a in assignments.values() for i, c in a.withdrawn.items() if c is not None}
+        handed += [(position_of(i), -1, c) for i, c in taken.items()]  # taken back, not yet handed out again
+        for position, worker, combination in sorted(handed, key=lambda item: (item[0], item[1] < 0)):
+            if combination.id in self.entries:
+                continue
+            trial = self._ask(combination.parameters) if (self.pruning or self.adaptive) else None
+            self._enter(combination, worker, trial)
+            self.next_position = max(self.next_position, position + 1)
+            if worker < 0:
+                self.queue.append(combination.id)
+        self.ended = {w for w, a in assignments.items() if a.ended}
+        by_id: dict[str, list[Progress]] = {}
+        for report in progress:
+            by_id.setdefault(report.id, []).append(report)
+        done = {r.id: r for r in records}
+        stops: list[tuple[int, str]] = []
+        for trial_id in list(self.entries):
+            stops += self.progress(sorted(by_id.get(trial_id, []), key=lambda p: p.epoch))
+            if trial_id in done:
+                self.record(done[trial_id])
+        return [(w, i) for w, i in stops if self.entries[i].outcome is None]
+
+
+# pure hand-out rules ---------------------------------------------------------------------------------------------
+
+
+def top_up(open_counts: Mapping[int, int], per_worker: int) -> dict[int, int]:
+    """How many new trials each running worker gets: enough to hold ``per_worker`` open ones."""
+    return {w: per_worker - n for w, n in sorted(open_counts.items()) if n < per_worker}
+
+
+def workers_to_end(running: Iterable[int], ended: Iterable[int], all_handed_out: bool) -> list[int]:
+    """Running workers whose channel must now say "no more trials" (once each)."""
+    if not all_handed_out:
+        return []
+    told = set(ended)
+    return sorted(w for w in running if w not in told)
