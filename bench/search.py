@@ -54,7 +54,7 @@ SETTINGS: dict[str, Any] = {
     "patience": 0,  # every curve complete: pruning is the strategies' business, not the payload's
     "fuse": 1,  # one combination per graph, so each epoch time is that combination's own
     "seed": 0,
-    "data": {"synthetic": {"jets": 12000, "seed": 1}},
+    "data": {"synthetic": {"jets": 36000, "seed": 1}},  # 6,000 validation jets: val_loss noise well under 1%
 }
 """``spec.payload.settings`` of the grid that fills the table."""
 
@@ -240,86 +240,28 @@ def epochs_to_reach(finished: Sequence[tuple[int, float]], target: float, budget
     return budget
 
 
-def nearest(value: Any, choices: Sequence[Any]) -> Any:
-    """The grid value a suggestion stands for: itself, or the nearest number (in log distance when positive)."""
-    if value in choices:
-        return value
-    numbers = [c for c in choices if isinstance(c, int | float) and not isinstance(c, bool)]
-    if not numbers or not isinstance(value, int | float):
-        raise ValueError(f"suggested value {value!r} is not one of {list(choices)}")
-    if value > 0 and all(c > 0 for c in numbers):
-        return min(numbers, key=lambda c: abs(math.log(c) - math.log(value)))
-    return min(numbers, key=lambda c: abs(c - value))
-
-
-def axes_of(table: Table) -> dict[str, list[Any]]:
-    """Each parameter's grid values, in the order the table first meets them."""
-    axes: dict[str, list[Any]] = {}
-    for row in table.rows:
-        for name, value in row.parameters.items():
-            if value not in axes.setdefault(name, []):
-                axes[name].append(value)
-    return axes
-
-
 def summarize(values: Sequence[int]) -> tuple[float, int, int]:
     """Median, minimum and maximum of a strategy's per-seed figures."""
     return statistics.median(values), min(values), max(values)
 
 
-# -- the strategies, through Optuna ------------------------------------------------------------------------------
-# Until hpscan.core.search lands, the sampler and the pruner are built here, as the spec fields would build them.
+# -- the strategies, through hpscan's own search ledger -----------------------------------------------------------
 
 
-def make_sampler(strategy: str, seed: int, grid: dict[str, list[Any]]):
-    """Stand-in for ``hpscan.core.search.make_sampler``: the Optuna sampler of ``sampling.strategy``."""
-    import optuna
+def scan_spec(space: list[dict[str, Any]], sampling: dict[str, Any], early_stopping: dict[str, Any], workers: int):
+    """The HPScan spec a user would write for one strategy: ``workers`` shards that pull trials."""
+    from hpscan.api.spec import HPScanSpec
 
-    if strategy == "grid":
-
-        class AskTellGridSampler(optuna.samplers.GridSampler):
-            # GridSampler calls study.stop() after the last grid point, which raises outside study.optimize()
-            # (optuna/optuna#5141, documented in #5153); the scan's budget ends it here, so nothing is lost.
-            def after_trial(self, study, trial, state, values) -> None:
-                pass
-
-        return AskTellGridSampler(grid, seed=seed)
-    if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
-    raise ValueError(f"unknown sampling strategy {strategy!r}")
-
-
-def make_pruner(strategy: str, min_epochs: int, reduction_factor: int):
-    """Stand-in for ``hpscan.core.search.make_pruner``: the Optuna pruner of ``earlyStopping``."""
-    import optuna
-
-    if strategy == "none":
-        return optuna.pruners.NopPruner()
-    if strategy == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=reduction_factor)
-    raise ValueError(f"unknown early stopping strategy {strategy!r}")
-
-
-def search_space(grid: dict[str, list[Any]], ordered: bool = False) -> dict[str, Any]:
-    """Stand-in for ``hpscan.core.search.search_space``: the Optuna distribution of each grid axis.
-
-    Categorical by default. With ``ordered``, a numeric axis becomes a range over its values (log when all are
-    positive), so TPE can use their order; ``replay`` maps each suggestion to the nearest grid value.
-    """
-    import optuna
-
-    space: dict[str, Any] = {}
-    for name, values in grid.items():
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        if not ordered or not numeric or len(values) < 3:
-            space[name] = optuna.distributions.CategoricalDistribution(values)
-        elif all(isinstance(v, int) for v in values):
-            space[name] = optuna.distributions.IntDistribution(min(values), max(values), log=min(values) > 0)
-        else:
-            space[name] = optuna.distributions.FloatDistribution(min(values), max(values), log=min(values) > 0)
-    return space
+    return HPScanSpec.model_validate(
+        {
+            "parameters": space,
+            "sampling": sampling,
+            "earlyStopping": early_stopping,
+            "sharding": {"shards": workers, "pull": True},
+            "gpu": {"count": 0, "required": False},
+            "payload": {"image": "registry.example.org/hpscan/dl1-payload:0.1.0"},
+        }
+    )
 
 
 @dataclass
@@ -332,103 +274,110 @@ class Run:
     pruned: int = 0
     failed: int = 0
     repeats: int = 0
+    retrained: int = 0  # trials of a point trained before (the ledger should tell repeats, not hand them out)
 
 
-def replay(table: Table, sampler, pruner, space: dict[str, Any], samples: int, workers: int) -> Run:
-    """Run ``samples`` trials through Optuna's ask/tell on ``workers`` simulated workers, curves from the table.
+def replay(table: Table, spec) -> Run:
+    """Run one scan's ``spec`` through hpscan's search ledger (``hpscan.core.search.Search``), curves from the table.
 
-    Each worker trains one trial at a time; an epoch takes that combination's recorded wall time, so workers
-    finish epochs out of step and trials are in flight while others are suggested. At each epoch the trial
-    reports its val_loss and asks whether to stop; a finished trial is told its best epoch's val_loss.
+    Each shard is a worker that pulls trials (``sampling.trialsPerWorker`` held at once, as the engine tops them
+    up) and trains them one after the other; an epoch takes that combination's recorded wall time, so workers
+    finish epochs out of step and trials are in flight while others are suggested. After every epoch the worker
+    reports its val_loss (``Search.progress``); a trial the pruner stops there is recorded ``pruned`` and costs the
+    epochs it ran; a finished one is recorded with its best epoch's val_loss, as dl1 records it.
     """
-    import optuna
+    from hpscan.api.contract import ResultRecord
+    from hpscan.api.trials import Progress
+    from hpscan.core.planning import plan
+    from hpscan.core.search import Search, top_up
 
-    grid = axes_of(table)
-    by_point = {tuple(r.parameters[n] for n in grid): r for r in table.rows}
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    scan = plan("search-bench", spec)
+    search = Search(scan)
+    names = scan.parameter_names
+    by_point = {tuple(r.parameters[n] for n in names): r for r in table.rows}
+    per_worker = spec.sampling.trials_per_worker
     run = Run()
-    seen: set[tuple[Any, ...]] = set()
-    running: dict[int, tuple[Any, Row, int]] = {}
+    held: dict[int, list] = {w: [] for w in range(scan.shard_count)}
+    training: dict[int, tuple[Any, Row, int]] = {}
     clock: list[tuple[float, int]] = []
+    trained: set[tuple[Any, ...]] = set()
 
-    def start(worker: int, now: float) -> None:
-        if run.trials >= samples:
+    def record(worker: int, combination, status: str, value: float, epochs: int) -> None:
+        search.record(
+            ResultRecord(
+                id=combination.id,
+                shard=worker,
+                parameters=combination.parameters,
+                metrics={} if status == "failed" else {"val_loss": value},
+                status=status,
+                epochs=epochs,
+                max_epochs=table.epochs,
+            )
+        )
+
+    def next_trial(worker: int, now: float) -> None:
+        for w, count in top_up({worker: len(search.open_trials(worker))}, per_worker).items():
+            held[w] += search.hand_out(w, count)
+        if not held[worker]:
             return
-        trial = study.ask(space)
-        point = tuple(nearest(trial.params[n], grid[n]) for n in grid)
-        run.trials += 1
-        run.repeats += point in seen
-        seen.add(point)
+        combination = held[worker].pop(0)
+        point = tuple(combination.parameters[n] for n in names)
+        if point not in by_point:
+            raise ValueError(f"trial {combination.id} {combination.parameters} is not a point of the table")
+        run.retrained += point in trained
+        trained.add(point)
         row = by_point[point]
-        running[worker] = (trial, row, 0)
+        training[worker] = (combination, row, 0)
         heapq.heappush(clock, (now + row.epoch_seconds[0], worker))
 
-    for worker in range(workers):
-        start(worker, 0.0)
+    for worker in range(scan.shard_count):
+        next_trial(worker, 0.0)
     while clock:
         now, worker = heapq.heappop(clock)
-        trial, row, done = running.pop(worker)
+        combination, row, done = training.pop(worker)
         done += 1
         run.epochs += 1
         loss = row.val_loss[done - 1]
         if not math.isfinite(loss):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            record(worker, combination, "failed", loss, done)
             run.failed += 1
-        elif done == len(row.val_loss):
-            trial.report(loss, done)
-            value = min(row.val_loss)
-            study.tell(trial, value)
-            run.finished.append((run.epochs, value))
         else:
-            trial.report(loss, done)
-            if trial.should_prune():
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            stops = search.progress([Progress(id=combination.id, epoch=done, metrics={"val_loss": loss})])
+            if (worker, combination.id) in stops:
+                record(worker, combination, "pruned", loss, done)
                 run.pruned += 1
+            elif done == len(row.val_loss):
+                value = min(row.val_loss)
+                record(worker, combination, "succeeded", value, done)
+                run.finished.append((run.epochs, value))
             else:
-                running[worker] = (trial, row, done)
+                training[worker] = (combination, row, done)
                 heapq.heappush(clock, (now + row.epoch_seconds[done], worker))
                 continue
-        start(worker, now)
+        next_trial(worker, now)
+    run.trials = search.handed_out
+    run.repeats = len(search.study.trials) - search.handed_out if spec.sampling.adaptive else 0
     return run
 
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
-    sampling: str
-    early_stopping: str
-    samples: int
+    sampling: dict[str, Any]
+    early_stopping: dict[str, Any]
+
+    def spec(self, space: list[dict[str, Any]], seed: int, workers: int):
+        return scan_spec(space, {**self.sampling, "seed": seed}, self.early_stopping, workers)
 
 
 def run_all(
-    table: Table,
-    strategies: Sequence[Strategy],
-    seeds: Sequence[int],
-    workers: int,
-    min_epochs: int,
-    reduction_factor: int,
-    ordered: bool = False,
+    table: Table, space: list[dict[str, Any]], strategies: Sequence[Strategy], seeds: Sequence[int], workers: int
 ) -> dict[str, list[Run]]:
+    """Every strategy with every seed (Optuna's experimental-feature warnings silenced)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    axes = axes_of(table)
-    space = search_space(axes, ordered)
-    runs: dict[str, list[Run]] = {}
-    for strategy in strategies:
-        runs[strategy.name] = [
-            replay(
-                table,
-                make_sampler(strategy.sampling, seed, axes),
-                make_pruner(strategy.early_stopping, min_epochs, reduction_factor),
-                space,
-                strategy.samples,
-                workers,
-            )
-            for seed in seeds
-        ]
-    return runs
+    return {s.name: [replay(table, s.spec(space, seed, workers)) for seed in seeds] for s in strategies}
 
 
 def fraction(epochs: float, table: Table) -> float:
@@ -443,10 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-epochs", type=int, default=1, help="earlyStopping.minEpochs of TPE + ASHA")
     parser.add_argument("--reduction-factor", type=int, default=3, help="earlyStopping.reductionFactor")
     parser.add_argument(
-        "--space",
-        choices=["categorical", "ordered"],
-        default="categorical",
-        help="Optuna distributions of the numeric axes (until hpscan.core.search decides)",
+        "--asha-samples", type=int, help="sampling.samples of TPE + ASHA (default: --samples; its trials are cheaper)"
     )
     parser.add_argument("--cache", type=Path, default=CACHE, help="folder of the trained tables")
     args = parser.parse_args(argv)
@@ -458,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not console.is_terminal:
         console.width = 120  # a log or a pipe: wide enough for the table's columns
     table = load_or_train(SPACE, SETTINGS, args.cache, console.print)
+    asha_samples = args.asha_samples or args.samples
     target = table.best * (1 + WITHIN)
     reaching = sum(r.value <= target for r in table.rows)
     console.print(
@@ -467,25 +414,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{table.about.get('data', '')}"
     )
     console.print(
-        f"replayed: seeds 0-{args.seeds - 1}, {args.workers} workers, samples {args.samples}, {args.space} space, "
-        f"ASHA minEpochs {args.min_epochs} reductionFactor {args.reduction_factor}"
+        f"replayed through hpscan.core.search: seeds 0-{args.seeds - 1}, {args.workers} workers that pull, "
+        f"samples {args.samples} (TPE + ASHA {asha_samples}), ASHA minEpochs {args.min_epochs} "
+        f"reductionFactor {args.reduction_factor}"
     )
     strategies = [
-        Strategy("grid", "grid", "none", len(table.rows)),
-        Strategy("random", "random", "none", args.samples),
-        Strategy("TPE", "tpe", "none", args.samples),
-        Strategy("TPE + ASHA", "tpe", "asha", args.samples),
+        Strategy("grid", {"strategy": "grid"}, {"strategy": "none"}),
+        Strategy("random", {"strategy": "random", "samples": args.samples}, {"strategy": "none"}),
+        Strategy("TPE", {"strategy": "tpe", "samples": args.samples}, {"strategy": "none"}),
+        Strategy(
+            "TPE + ASHA",
+            {"strategy": "tpe", "samples": asha_samples},
+            {"strategy": "asha", "minEpochs": args.min_epochs, "reductionFactor": args.reduction_factor},
+        ),
     ]
     started = time.perf_counter()
-    runs = run_all(
-        table,
-        strategies,
-        range(args.seeds),
-        args.workers,
-        args.min_epochs,
-        args.reduction_factor,
-        args.space == "ordered",
-    )
+    runs = run_all(table, SPACE, strategies, range(args.seeds), args.workers)
 
     out = RichTable(title=f"trial-epochs to within {WITHIN:.0%} of the grid's best val_loss, over {args.seeds} seeds")
     for column in ("strategy", "trials", "budget", "reached", "to target: median [range]", "/ grid", "used", "pruned"):
@@ -494,13 +438,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     medians: dict[str, float] = {}
     for strategy in strategies:
         seed_runs = runs[strategy.name]
-        budget = strategy.samples * table.epochs  # the most a run may spend: what a run that never gets there costs
+        trials = strategy.sampling.get("samples", len(table.rows))
+        budget = trials * table.epochs  # the most a run may spend: what a run that never gets there costs
         to_target = [epochs_to_reach(r.finished, target, budget) for r in seed_runs]
         median, low, high = summarize(to_target)
         medians[strategy.name] = median
         out.add_row(
             strategy.name,
-            str(strategy.samples),
+            str(trials),
             str(budget),
             f"{sum(any(v <= target for _, v in r.finished) for r in seed_runs)}/{len(seed_runs)}",
             f"{median:g} [{low}-{high}]",

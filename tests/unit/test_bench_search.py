@@ -31,14 +31,6 @@ def test_a_rows_value_is_its_best_epoch_and_a_diverged_row_never_counts():
     assert table.grid_epochs == 6
 
 
-def test_a_suggestion_maps_to_its_grid_point():
-    assert search.nearest(64, [16, 64]) == 64
-    assert search.nearest(0.0009, [1e-4, 1e-3, 1e-2]) == 1e-3
-    assert search.nearest(4e-4, [1e-4, 1e-3]) == 1e-3  # log distance: 4e-4 is nearer 1e-3 than 1e-4
-    with pytest.raises(ValueError, match="'gelu' is not one of"):
-        search.nearest("gelu", ["relu", "elu"])
-
-
 def test_the_cache_key_follows_the_space_and_the_settings():
     key = search.table_key(search.SPACE, search.SETTINGS)
     assert key == search.table_key(search.SPACE, dict(search.SETTINGS))
@@ -80,8 +72,13 @@ def test_trial_costs_are_the_steady_epoch_time_times_the_epochs():
     assert pull.trial_costs(search.Table("k", 3, rows)) == pytest.approx([3 * 1.1, 2.0])
 
 
+TOY_SPACE = [{"name": "x", "values": list(range(12))}]
+NO_STOPPING = {"strategy": "none"}
+ASHA = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 3}
+
+
 def _toy_table(points: int = 12, epochs: int = 9) -> search.Table:
-    """Curves that fall faster for higher x: x = points - 1 is best; a slow epoch time for odd x."""
+    """Curves that fall faster for higher x (x = 11 is best), odd x twice as slow per epoch."""
     rows = tuple(
         search.Row(
             f"c{x}",
@@ -97,25 +94,31 @@ def _toy_table(points: int = 12, epochs: int = 9) -> search.Table:
 def test_replaying_the_grid_trains_every_point_once_to_its_last_epoch():
     pytest.importorskip("optuna")
     table = _toy_table()
-    axes = search.axes_of(table)
-    run = search.replay(
-        table, search.make_sampler("grid", 0, axes), search.make_pruner("none", 1, 3), search.search_space(axes), 12, 3
-    )
-    assert (run.trials, run.pruned, run.failed, run.repeats) == (12, 0, 0, 0)
+    run = search.replay(table, search.scan_spec(TOY_SPACE, {"strategy": "grid"}, NO_STOPPING, workers=3))
+    assert (run.trials, run.pruned, run.failed, run.repeats, run.retrained) == (12, 0, 0, 0, 0)
     assert run.epochs == table.grid_epochs
     assert sorted(v for _, v in run.finished) == sorted(r.value for r in table.rows)
-    assert [spent for spent, _ in run.finished] == sorted(spent for spent, _ in run.finished)
+    spent = [epochs for epochs, _ in run.finished]
+    assert spent == sorted(spent) and spent[-1] == table.grid_epochs
 
 
 def test_replaying_with_asha_stops_bad_trials_and_they_cost_only_their_epochs():
     pytest.importorskip("optuna")
     table = _toy_table()
-    axes = search.axes_of(table)
-    run = search.replay(
-        table, search.make_sampler("grid", 0, axes), search.make_pruner("asha", 1, 3), search.search_space(axes), 12, 3
-    )
-    assert run.pruned > 0
-    assert run.trials == 12
+    run = search.replay(table, search.scan_spec(TOY_SPACE, {"strategy": "grid"}, ASHA, workers=3))
+    assert run.trials == 12 and run.pruned > 0
+    assert len(run.finished) + run.pruned == 12
     # finished trials ran all 9 epochs, pruned ones at least minEpochs and fewer than 9
     assert len(run.finished) * 9 + run.pruned <= run.epochs < len(run.finished) * 9 + run.pruned * 9
-    assert len(run.finished) + run.pruned == 12
+    assert min(v for _, v in run.finished) == table.best  # the best curve is never pruned
+
+
+def test_replaying_tpe_stays_within_its_samples_and_never_trains_a_point_twice():
+    pytest.importorskip("optuna")
+    table = _toy_table()
+    spec = search.scan_spec(TOY_SPACE, {"strategy": "tpe", "samples": 8, "seed": 3}, ASHA, workers=2)
+    run = search.replay(table, spec)
+    assert 0 < run.trials <= 8
+    assert len(run.finished) + run.pruned + run.failed == run.trials
+    assert run.retrained == 0
+    assert run.epochs <= run.trials * 9
