@@ -25,10 +25,13 @@ import argparse
 import heapq
 import statistics
 import sys
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
 import search
+
+from hpscan.api.spec import Sampling
 
 
 def trial_costs(table: search.Table) -> list[float]:
@@ -48,15 +51,26 @@ def static_wall(costs: Sequence[float], shard_of: Sequence[int], speeds: Sequenc
     return max(loads)
 
 
-def pulled_wall(costs: Sequence[float], speeds: Sequence[float]) -> float:
-    """Wall time when the first free worker takes the next trial, in order (ties: the lower worker)."""
-    free = [(0.0, worker) for worker in range(len(speeds))]
+def pulled_wall(costs: Sequence[float], speeds: Sequence[float], held: int = 1) -> float:
+    """Wall time when workers pull trials in order, each holding ``held`` open ones (the one it trains and the
+    next: hpscan's sampling.trialsPerWorker) and topped up the moment it finishes one (ties: the lower worker)."""
+    pending = deque(range(len(costs)))
+    queues: list[deque[int]] = [deque() for _ in speeds]
+    clock: list[tuple[float, int]] = []
+
+    def top_up_and_start(worker: int, now: float) -> None:
+        while len(queues[worker]) < held and pending:
+            queues[worker].append(pending.popleft())
+        if queues[worker]:
+            trial = queues[worker].popleft()
+            heapq.heappush(clock, (now + costs[trial] / speeds[worker], worker))
+
+    for worker in range(len(speeds)):  # the first hand-out, worker by worker
+        top_up_and_start(worker, 0.0)
     end = 0.0
-    for cost in costs:
-        at, worker = heapq.heappop(free)
-        done = at + cost / speeds[worker]
-        end = max(end, done)
-        heapq.heappush(free, (done, worker))
+    while clock:
+        end, worker = heapq.heappop(clock)
+        top_up_and_start(worker, end)
     return end
 
 
@@ -69,6 +83,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workers", type=int, default=10, help="workers (and static shards) of the last line: the paper's 10 jobs"
+    )
+    parser.add_argument(
+        "--held",
+        type=int,
+        default=Sampling.model_fields["trials_per_worker"].default,
+        help="trials a pulling worker holds at once (sampling.trialsPerWorker; its default)",
     )
     parser.add_argument("--cache", type=Path, default=search.CACHE, help="folder of the trained tables")
     args = parser.parse_args(argv)
@@ -85,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{len(costs)} trials, {sum(costs):.0f} s of training in all; one trial costs "
         f"{min(costs):.1f}-{max(costs):.1f} s (median {statistics.median(costs):.1f} s)"
     )
-    out = RichTable(title="grid scan wall time: static round-robin shards vs workers that pull")
+    out = RichTable(
+        title=f"grid scan wall time: static round-robin shards vs workers that pull (holding {args.held} trials)"
+    )
     for column in ("workers", "speeds", "static (s)", "pulled (s)", "ideal (s)", "pulled / static"):
         out.add_column(column, justify="right")
     headline = None
@@ -95,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ("equal", [1.0] * workers),
             ("half at 0.5x", [1.0 if w % 2 == 0 else 0.5 for w in range(workers)]),
         ):
-            static, pulled = static_wall(costs, shards, speeds), pulled_wall(costs, speeds)
+            static, pulled = static_wall(costs, shards, speeds), pulled_wall(costs, speeds, args.held)
             ratio = pulled / static
             if workers == args.workers and label == "equal":
                 headline = ratio

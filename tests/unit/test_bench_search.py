@@ -58,6 +58,14 @@ def test_a_fast_worker_pulls_more_trials_than_its_static_share():
     costs = [1.0] * 6
     assert pull.static_wall(costs, [0, 1, 0, 1, 0, 1], [1.0, 0.5]) == 6.0  # the slow shard: 3 trials x 2 s
     assert pull.pulled_wall(costs, [1.0, 0.5]) == 4.0  # the fast worker takes 4 trials, the slow one 2
+    assert pull.pulled_wall(costs, [1.0, 0.5], held=2) == 4.0  # holding the next one changes nothing here
+
+
+def test_a_worker_holding_its_next_trial_can_be_stuck_with_it():
+    costs = [1.0, 4.0, 1.0, 1.0]
+    # held 1: w0 takes 0 then 2 then 3 while w1 trains 1: done at 4; held 2: w0 holds 0 and 1, w1 holds 2 and 3
+    assert pull.pulled_wall(costs, [1.0, 1.0], held=1) == 4.0
+    assert pull.pulled_wall(costs, [1.0, 1.0], held=2) == 5.0
 
 
 def test_the_static_schedule_is_the_planners_round_robin():
