@@ -1,18 +1,20 @@
 """Benchmark: trial-epochs that grid, random, TPE and TPE + ASHA need to come within 1% of the grid's best val_loss.
 
-A *tabular* benchmark, as HPOBench and NAS-Bench do it: the whole grid of a fixed 200-point dl1 space is trained
-once, for real (``dl1.train.train_many``, TensorFlow, synthetic jets, patience 0 so every curve runs to the last
-epoch), and each combination's per-epoch val_loss curve and epoch wall times are kept in a table. Every strategy
-then runs against that table: Optuna suggests trials through ask/tell, each trial "trains" by replaying its
-combination's real curve epoch by epoch (``trial.report(val_loss, epoch)``, then ``trial.should_prune()``; a pruned
-trial stops there and costs only the epochs it ran), and several simulated workers train at once on a clock made of
-the table's real epoch times, so trials are in flight while others are suggested, as in a real scan. Why a table:
-the machine has 2 shared CPU cores, where one grid takes minutes but 4 strategies x several seeds of live training
-would take hours; replaying real curves gives every strategy exactly the losses it would have seen.
+A *tabular* benchmark, as HPOBench and NAS-Bench do it: the curves are real trainings replayed from a table. The
+whole grid of a fixed 200-point dl1 space is trained once, for real (``dl1.train.train_many``, TensorFlow, synthetic
+jets, patience 0 so every curve runs to the last epoch), and each combination's per-epoch val_loss and epoch wall
+times are kept. Every strategy then runs against that table as the HPScan a user would write (``sampling``,
+``earlyStopping``, shards that pull), through hpscan's own search ledger (``hpscan.core.search.Search``: Optuna's
+sampler and pruner, ask/tell, repeats told instead of retrained): each trial "trains" by replaying its
+combination's curve epoch by epoch (reported as the payload reports it, then the pruner decides; a pruned trial
+stops there and costs only the epochs it ran), on simulated workers whose clock is the table's real epoch times,
+so trials are in flight while others are suggested, as in a real scan. Why a table: the machine has 2 shared CPU
+cores, where the grid trains once in minutes but 4 strategies x several seeds of live training would take hours;
+replaying real curves gives every strategy exactly the losses it would have seen.
 
-The figure: trial-epochs until a finished trial's val_loss (its best epoch, as the payload records it) is within 1%
-of the best in the grid, median and range over seeds; a run that never gets there costs its whole budget. Grid
-(Optuna's GridSampler, a seeded order) runs all 200 combinations; the others stop at ``--samples`` trials.
+The figure: trial-epochs spent until a finished trial's val_loss (its best epoch, as dl1 records it) is within 1%
+of the best in the grid, median and range over seeds; a run that never gets there counts as its whole budget
+(samples x epochs). Grid runs all 200 combinations in plan order; the others stop at their ``samples``.
 
     .venv/bin/python bench/search.py                      # trains the grid once (minutes), then seconds
     .venv/bin/python bench/search.py --seeds 10 --samples 100 --min-epochs 1 --reduction-factor 3
