@@ -434,8 +434,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = run_all(table, SPACE, strategies, range(args.seeds), args.workers)
 
     out = RichTable(title=f"trial-epochs to within {WITHIN:.0%} of the grid's best val_loss, over {args.seeds} seeds")
-    for column in ("strategy", "trials", "budget", "reached", "to target: median [range]", "/ grid", "used", "pruned"):
+    for column in ("strategy", "samples", "budget", "reached", "to target: median [range]", "/ grid", "used", "trials"):
         out.add_column(column, justify="left" if column == "strategy" else "right")
+    out.add_column("pruned", justify="right")
     out.add_column("repeats", justify="right")
     medians: dict[str, float] = {}
     for strategy in strategies:
@@ -453,15 +454,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{median:g} [{low}-{high}]",
             f"{fraction(median, table):.3f}",
             f"{statistics.median(r.epochs for r in seed_runs):g}",
+            f"{statistics.median(r.trials for r in seed_runs):g}",
             f"{statistics.median(r.pruned for r in seed_runs):g}",
             f"{statistics.median(r.repeats for r in seed_runs):g}",
         )
     console.print(out)
     console.print(
-        "trials: sampling.samples; budget: trials x epochs (trial-epochs); reached: seeds that got within 1%; "
+        "samples: sampling.samples; budget: samples x epochs (trial-epochs); reached: seeds that got within 1%; "
         "to target: trial-epochs spent when the first trial within 1% finished (the budget if none did); "
-        "/ grid: the median over the full grid's trial-epochs; used: trial-epochs spent (median); pruned, "
-        f"repeats: trials stopped by ASHA, suggestions of a point already suggested (median). "
+        "/ grid: that median over the full grid's trial-epochs; used, trials, pruned: trial-epochs spent, trials "
+        "handed out, trials stopped by ASHA; repeats: suggestions of a point already held, told its result instead "
+        f"of training it (medians over seeds). Points trained twice: {sum(r.retrained for v in runs.values() for r in v)}. "
         f"Replay took {time.perf_counter() - started:.1f} s. Target: TPE + ASHA <= 0.25."
     )
     print(f"fraction_of_grid_epochs={fraction(medians['TPE + ASHA'], table):.3f}")
