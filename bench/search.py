@@ -17,7 +17,7 @@ of the best in the grid, median and range over seeds; a run that never gets ther
 (samples x epochs). Grid runs all 200 combinations in plan order; the others stop at their ``samples``.
 
     .venv/bin/python bench/search.py                      # trains the grid once (minutes), then seconds
-    .venv/bin/python bench/search.py --seeds 10 --samples 100 --min-epochs 1 --reduction-factor 3
+    .venv/bin/python bench/search.py --seeds 20 --samples 100 --min-epochs 1 --reduction-factor 3   # the defaults
     # last line: fraction_of_grid_epochs=<median epochs-to-target of TPE + ASHA / the full grid's trial-epochs>
     # target: <= 0.25
 
@@ -388,7 +388,7 @@ def fraction(epochs: float, table: Table) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="seeds per strategy (0..N-1), the same for each")
+    parser.add_argument("--seeds", type=int, default=20, help="seeds per strategy (0..N-1), the same for each")
     parser.add_argument("--samples", type=int, default=100, help="sampling.samples: trials of random and TPE")
     parser.add_argument("--workers", type=int, default=4, help="trials in flight at once")
     parser.add_argument("--min-epochs", type=int, default=1, help="earlyStopping.minEpochs of TPE + ASHA")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -130,3 +132,29 @@ def test_replaying_tpe_stays_within_its_samples_and_never_trains_a_point_twice()
     assert len(run.finished) + run.pruned + run.failed == run.trials
     assert run.retrained == 0
     assert run.epochs <= run.trials * 9
+
+
+def _fake_cached_table(cache: Path) -> None:
+    """A table of the benchmark's real space with made-up curves (no TensorFlow), where the benches look for it."""
+    rows = []
+    for combination in search.grid_plan(search.SPACE).combinations():
+        p = combination.parameters
+        floor = 0.6 + 0.05 * abs(math.log10(p["learning_rate"]) + 2.5) + 0.3 / p["layer1"]
+        rate = p["learning_rate"] * 300 * 64 / p["batch_size"]
+        curve = [floor + 0.3 * math.exp(-rate * e) for e in range(1, 21)]
+        seconds = [1.0] + [0.01 * 8000 / p["batch_size"]] * 19
+        rows.append({"id": combination.id, "parameters": p, "val_loss": curve, "epoch_seconds": seconds})
+    key = search.table_key(search.SPACE, search.SETTINGS)
+    (cache / f"search-{key}.json").write_text(json.dumps({"key": key, "epochs": 20, "rows": rows}))
+
+
+def test_both_benches_end_with_their_figure(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    _fake_cached_table(tmp_path)
+    search.main(["--cache", str(tmp_path), "--seeds", "2", "--samples", "20"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"fraction_of_grid_epochs=\d\.\d{3}", last)
+    pull.main(["--cache", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"pulled_over_static=\d\.\d{3}", last)
+    assert float(last.split("=")[1]) < 1  # 10 static shards of this grid each get one batch size: pulling wins
