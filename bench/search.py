@@ -277,6 +277,7 @@ class Run:
     failed: int = 0
     repeats: int = 0
     retrained: int = 0  # trials of a point trained before (the ledger should tell repeats, not hand them out)
+    explored: bool = False  # the ledger ended the scan before its samples: the sampler kept repeating itself
 
 
 def replay(table: Table, spec) -> Run:
@@ -358,6 +359,7 @@ def replay(table: Table, spec) -> Run:
                 continue
         next_trial(worker, now)
     run.trials = search.handed_out
+    run.explored = search.explored
     run.repeats = len(search.study.trials) - search.handed_out if spec.sampling.adaptive else 0
     return run
 
@@ -402,9 +404,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
+    from hpscan.core.search import MAX_DUPLICATE_SUGGESTIONS as MAX_REPEATS
+
     console = Console()
     if not console.is_terminal:
-        console.width = 120  # a log or a pipe: wide enough for the table's columns
+        console.width = 132  # a log or a pipe: wide enough for the table's columns
     table = load_or_train(SPACE, SETTINGS, args.cache, console.print)
     asha_samples = args.asha_samples or args.samples
     target = table.best * (1 + WITHIN)
@@ -438,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out.add_column(column, justify="left" if column == "strategy" else "right")
     out.add_column("pruned", justify="right")
     out.add_column("repeats", justify="right")
+    out.add_column("ended early", justify="right")
     medians: dict[str, float] = {}
     for strategy in strategies:
         seed_runs = runs[strategy.name]
@@ -457,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{statistics.median(r.trials for r in seed_runs):g}",
             f"{statistics.median(r.pruned for r in seed_runs):g}",
             f"{statistics.median(r.repeats for r in seed_runs):g}",
+            f"{sum(r.explored for r in seed_runs)}/{len(seed_runs)}",
         )
     console.print(out)
     console.print(
@@ -464,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "to target: trial-epochs spent when the first trial within 1% finished (the budget if none did); "
         "/ grid: that median over the full grid's trial-epochs; used, trials, pruned: trial-epochs spent, trials "
         "handed out, trials stopped by ASHA; repeats: suggestions of a point already held, told its result instead "
-        f"of training it (medians over seeds). Points trained twice: {sum(r.retrained for v in runs.values() for r in v)}. "
+        "of training it (medians over seeds); ended early: runs the ledger ended before their samples, its sampler "
+        f"having suggested only points it held {MAX_REPEATS} times in a row. Points trained twice: {sum(r.retrained for v in runs.values() for r in v)}. "
         f"Replay took {time.perf_counter() - started:.1f} s. Target: TPE + ASHA <= 0.25."
     )
     print(f"fraction_of_grid_epochs={fraction(medians['TPE + ASHA'], table):.3f}")
