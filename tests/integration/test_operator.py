@@ -192,6 +192,48 @@ def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8
     assert len(json.dumps(status)) < 8192
 
 
+def test_one_shard_of_5000_combinations_records_everything_with_every_object_under_512_kib(cluster, k8s, ns, operator):
+    """A shard's records go to its record pages: main kept the shard file and every record in one ConfigMap, which
+    passes etcd's object limit near 2,400 DL1 records or 4,000 of this payload's (and main refused shards over 1,000
+    combinations)."""
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.job.configmap import records_of
+
+    axes = [{"name": "a", "values": list(range(100))}, {"name": "b", "values": list(range(50))}]
+    body = scan_manifest(
+        "big-shard", {}, parameters=axes, sharding={"shards": 1}, retries=0,
+        gpu={"count": 0, "required": False}, sites=[{"name": "cpu", "kubernetes": {}}],
+    )  # fmt: skip
+    create(k8s, ns, body)
+    status = wait_phase(cluster, k8s, ns, "big-shard", {"Succeeded", "Failed"}, 300)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "5000/5000" and status["combinations"]["succeeded"] == 5000
+
+    api = client.ApiClient()
+    core, batch, rbac = client.CoreV1Api(k8s), client.BatchV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
+    selector = "hpscan.io/scan=big-shard"
+    pages = core.list_namespaced_config_map(ns, label_selector=selector).items
+    assert sum(len(records_of(page.data)[0]) for page in pages) == 5000  # each record once, in its page
+    written = [*pages, *batch.list_namespaced_job(ns, label_selector=selector).items,
+               *rbac.list_namespaced_role(ns, label_selector=selector).items, get(k8s, ns, "big-shard")]  # fmt: skip
+    sizes = {
+        f"{whole.get('kind') or type(obj).__name__}/{whole['metadata']['name']}": len(json.dumps(whole))
+        for obj in written
+        for whole in [api.sanitize_for_serialization(obj)]
+    }
+    assert max(sizes.values()) < 512 * 1024, sizes  # managedFields and all, as the API server keeps them
+
+    from hpscan.backends.kubernetes import page_layout
+
+    layout = page_layout(HPScanSpec.model_validate(body["spec"]), 1)
+    assert len(pages) == -(-5000 // layout.size) > 1
+    exported = subprocess.run(
+        [str(Path(sys.executable).parent / "hpscan"), "results", "big-shard", "-n", ns],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert len(exported.stdout.splitlines()) == 5000
+
+
 def test_a_crashed_pod_is_retried_and_resumes_from_recorded_results(cluster, k8s, ns, operator, pod_visible_dir):
     log = pod_visible_dir / "trained.log"
     create(k8s, ns, scan_manifest("retry", {"failAttempts": {"0": 1}, "trainedLog": str(log)}))

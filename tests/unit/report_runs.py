@@ -41,6 +41,7 @@ def write_fake_run(
     seed: int = 7,
     settings: dict | None = None,
     command: list[str] | None = None,
+    pruned_every: int = 0,
 ) -> Path:
     """A run folder as `hpscan run` leaves it: scan.yaml and results.jsonl (no status.json).
 
@@ -63,16 +64,19 @@ def write_fake_run(
     for combination in list(planned.combinations())[:limit]:
         position = int(combination.id[1:].split("-")[0])
         failed = failed_every and position % failed_every == failed_every - 1
+        pruned = not failed and pruned_every and position % pruned_every == 0
+        loss = synthetic_loss(combination.parameters, rng) + (0.05 if pruned else 0.0)
         records.append(
             ResultRecord(
                 id=combination.id,
                 shard=planned.shard_of(position),
                 parameters=combination.parameters,
-                metrics={} if failed else {"val_loss": synthetic_loss(combination.parameters, rng)},
-                status="failed" if failed else "succeeded",
+                metrics={} if failed else {"val_loss": loss},
+                status="failed" if failed else "pruned" if pruned else "succeeded",
                 error="loss diverged (NaN)" if failed else None,
                 device="CPU",
-                epochs=3,
+                epochs=1 if pruned else 3,
+                max_epochs=3,
             )
         )
     (out / "results.jsonl").write_text("".join(iter_record_lines(records)), encoding="utf-8")

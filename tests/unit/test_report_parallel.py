@@ -71,6 +71,18 @@ def test_layout_puts_the_objective_last_and_the_best_on_top(tmp_path: Path):
     assert f"{len(run.failed)} failed" in placed.title
 
 
+def test_pruned_trials_are_their_own_faded_lines_never_ranked_or_failed(tmp_path: Path):
+    run = load_run(write_fake_run(tmp_path, failed_every=5, pruned_every=3))
+    assert run.pruned and all(r.status == "pruned" for r in run.pruned)
+    assert not {r.id for r in run.pruned} & ({r.id for r in run.ranked} | {r.id for r in run.failed})
+    placed = layout(run)
+    assert len(placed.pruned_lines) == len(run.pruned) and len(placed.pruned_lines[0]) == len(placed.axes) + 1
+    assert all(0.0 <= line[-1] <= 1.0 for line in placed.pruned_lines)  # held inside the objective axis
+    assert f"{len(run.pruned)} pruned" in placed.title
+    assert run.recorded == run.plan.total
+    draw_png(run, tmp_path / "pc.png")
+
+
 def test_png_is_written(tmp_path: Path):
     run = load_run(write_fake_run(tmp_path, failed_every=7))
     path = draw_png(run, tmp_path / "report" / "parallel-coordinates.png")

@@ -191,13 +191,23 @@ def status(
         sys.stdout.write(current.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
         raise typer.Exit(1 if current.phase == ScanPhase.FAILED else 0)
     counts = current.combinations
+    pruned = f"{counts.pruned} pruned, " if counts.pruned else ""
     out.print(
-        f"[bold]{name}[/]: {current.phase}, {current.progress} recorded ({counts.succeeded} succeeded, "
+        f"[bold]{name}[/]: {current.phase}, {current.progress} recorded ({counts.succeeded} succeeded, {pruned}"
         f"{counts.failed} failed, {counts.running} running, {counts.pending} pending)",
         highlight=False,
     )
     if current.message:
         out.print(current.message, highlight=False)
+    if counts.suggested and counts.suggested != counts.total:
+        out.print(f"trials handed out: {counts.suggested} of a budget of {counts.total}", highlight=False)
+    if current.training.epochs:
+        trained, saved = current.training.epochs, current.training.epochs_saved
+        out.print(
+            f"epochs trained: {trained}"
+            + (f"; pruning saved {saved} ({saved / (trained + saved):.0%} of {trained + saved})" if saved else ""),
+            highlight=False,
+        )
     if current.top:
         table = Table("rank", "id", "value", "parameters", "shard", title="best combinations", title_justify="left")
         for rank, entry in enumerate(current.top, start=1):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -15,16 +18,19 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScan
-from hpscan.api.status import HPScanStatus, ScanPhase
+from hpscan.api.status import ENDED_PHASES, HPScanStatus, ScanPhase, ShardPhase
 from hpscan.cli.output import Commands, err, out, plural
+from hpscan.core.eta import ShardProgress, estimate, per_minute
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
@@ -74,21 +80,40 @@ class PlainObserver:
                 self.console.print(f"shard {shard.index}: {line}", highlight=False)
 
 
-class LiveObserver:
-    """Overall and per-shard bars, best value so far, rate and ETA."""
+def _clock_time(seconds: float) -> str:
+    minutes, secs = divmod(math.ceil(round(seconds, 3)), 60)  # whole seconds, rounded up as rich's columns do
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
-    def __init__(self, console: Console) -> None:
+
+class _Computed(ProgressColumn):
+    """A column whose text is computed when the view is drawn (so an ETA counts down between records)."""
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        super().__init__()
+        self.text = text
+
+    def render(self, task: Task) -> Text:
+        return Text(self.text())
+
+
+class LiveObserver:
+    """Overall and per-shard bars, best value so far, rate and ETA (hpscan.core.eta, from when records arrived)."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
+        self.clock = clock
         self.overall = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
+            _Computed(self._rate),
             TimeElapsedColumn(),
             TextColumn("ETA"),
-            TimeRemainingColumn(),
+            _Computed(self._eta),
             TextColumn("best {task.fields[best]}"),
             console=console,
+            get_time=clock,
         )
         self.per_shard = Progress(
             TextColumn("  shard {task.fields[index]:>3}"),
@@ -96,17 +121,24 @@ class LiveObserver:
             MofNCompleteColumn(),
             TextColumn("{task.fields[phase]}"),
             console=console,
+            get_time=clock,
         )
         self.live = Live(Group(self.overall, self.per_shard), console=console, refresh_per_second=4)
         self.scan_task: TaskID | None = None
         self.shard_tasks: dict[int, TaskID] = {}
-        self.started_at = time.monotonic()
-        self.done_at_start = 0
+        self.started_at = clock()
+        self.workers = 1
+        self.shards: list[ShardProgress] = []
+        self.progress: tuple[ShardProgress, ...] = ()  # replaced whole, read by the drawing thread
 
     def started(self, planned: Plan, agg: Aggregate, workers: int) -> None:
-        self.done_at_start = agg.recorded
+        self.started_at, self.workers = self.clock(), workers
+        self.shards = [
+            ShardProgress(size=planned.shard_size(i), done=agg.shard_done[i]) for i in range(planned.shard_count)
+        ]
+        self.progress = tuple(self.shards)
         self.scan_task = self.overall.add_task(
-            f"{planned.scan} ({workers} at once)", total=planned.total, completed=agg.recorded, rate="", best="-"
+            f"{planned.scan} ({workers} at once)", total=planned.total, completed=agg.recorded, best="-"
         )
         for i in range(planned.shard_count):
             self.shard_tasks[i] = self.per_shard.add_task(
@@ -116,19 +148,56 @@ class LiveObserver:
 
     def recorded(self, record: ResultRecord, agg: Aggregate) -> None:
         assert self.scan_task is not None
-        minutes = (time.monotonic() - self.started_at) / 60
-        rate = (agg.recorded - self.done_at_start) / minutes if minutes > 0 else 0.0
-        self.overall.update(
-            self.scan_task,
-            completed=agg.recorded,
-            rate=f"{rate:.1f}/min",
-            best=_value(agg.best.value if agg.best else None),
-        )
+        self._arrived(dict(enumerate(agg.shard_done)))  # the aggregate knows where a record counts (plan or worker)
+        self.overall.update(self.scan_task, completed=agg.recorded, best=_value(agg.best.value if agg.best else None))
 
     def updated(self, status: HPScanStatus) -> None:
+        self._arrived({shard.index: shard.done for shard in status.shards})
+        counts = status.combinations
+        # workers that pull: each holds what it was handed, plus a share of the budget not handed out yet
+        unhanded = max(counts.total - counts.suggested, 0)
+        going = [s for s in status.shards if s.phase not in ENDED_PHASES] or status.shards
         for shard in status.shards:
             phase = str(shard.phase) + (f" ({shard.reason})" if shard.reason else "")
-            self.per_shard.update(self.shard_tasks[shard.index], completed=shard.done, total=shard.total, phase=phase)
+            self.per_shard.update(self.shard_tasks[shard.index], total=shard.total, phase=phase)
+            seen = self.shards[shard.index]
+            running = seen.started is None and shard.phase == ShardPhase.RUNNING
+            share = -(-unhanded // len(going)) if shard in going and unhanded else 0
+            self.shards[shard.index] = replace(
+                seen,
+                size=shard.total + share or seen.size,
+                started=self.clock() if running else seen.started,
+                ended=shard.phase in ENDED_PHASES,
+            )
+        self.progress = tuple(self.shards)
+
+    def _arrived(self, done: dict[int, int]) -> None:
+        """Shards whose count of records grew: the new records arrived now; their bars move at once."""
+        now = self.clock()
+        for index, count in done.items():
+            shard = self.shards[index]
+            if count > shard.done:
+                self.shards[index] = replace(
+                    shard,
+                    done=count,
+                    started=now if shard.started is None else shard.started,  # it records, so it runs
+                    records=shard.records + count - shard.done,
+                    first=now if shard.first is None else shard.first,
+                    last=now,
+                )
+                self.per_shard.update(self.shard_tasks[index], completed=count)
+        self.progress = tuple(self.shards)
+
+    def _rate(self) -> str:
+        now = self.clock()
+        rate = per_minute(sum(s.records for s in self.progress), self.started_at, now)
+        return "" if rate is None else f"{rate:.1f}/min"
+
+    def _eta(self) -> str:
+        left = estimate(self.progress, self.workers, self.clock())
+        if left.seconds is None:
+            return "-:--:--"
+        return _clock_time(left.seconds) + (" (overdue)" if left.overdue else "")
 
     def stop(self) -> None:
         self.live.stop()

@@ -89,7 +89,8 @@ def decide_phase(
         return (
             ScanPhase.SUCCEEDED,
             Reason.ALL_SHARDS_SUCCEEDED,
-            f"{agg.succeeded} of {plan.total} combinations succeeded",
+            f"{agg.succeeded} of {plan.total} combinations succeeded"
+            + (f", {agg.pruned} pruned" if agg.pruned else ""),
         )
     if suspend:
         return ScanPhase.SUSPENDED, Reason.SUSPENDED, "spec.suspend is true; recorded results are kept"

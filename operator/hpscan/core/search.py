@@ -176,6 +176,7 @@ class Search:
         self.queue: deque[str] = deque()  # taken back from a worker that left: handed out again first
         self.ended: set[int] = set()  # workers told that no more trials will come
         self.short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
+        self.rebuilt = False  # whether the ledger was read back from the workers' channels (rebuild)
         self.explored = False  # the sampler found nothing new: the space holds fewer points than the budget
 
     # what the workers hold -----------------------------------------------------------------------------------
@@ -336,6 +337,7 @@ class Search:
         """The study and ledger again from the workers' channels (what each was handed), their records and their
         per-epoch reports, replayed in hand-out order: nothing handed out is handed out again or lost. Returns
         the stops of open trials, to send again (the first may not have reached the worker)."""
+        self.rebuilt = True
         handed = sorted(
             ((position_of(t.id), worker, t) for worker, a in assignments.items() for t in a.trials.values()),
             key=lambda item: item[0],

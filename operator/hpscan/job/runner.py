@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from hpscan.api.contract import RESULTS_FILE, ResultRecord, parse_records
+from hpscan.api.contract import RESULTS_FILE, ResultRecord, ShardFile, parse_records
+from hpscan.api.trials import PROGRESS_FILE, STOP_FILE, TRIALS_FILE, JsonLines, Progress, append_lines, read_progress
+from hpscan.errors import BackendError
 
 
 def payload_command(command: Sequence[str], shard_file: Path, out_dir: Path) -> list[str]:
@@ -55,6 +57,63 @@ class LiveChannel(Protocol):
         ...
 
     def publish(self, records: list[ResultRecord]) -> None: ...
+
+
+class PullChannel(Protocol):
+    """A live channel that also carries a pulling worker's trials (ShardFile.pull): hpscan writes the worker's
+    trials.jsonl and stop.jsonl lines into it, the worker's per-epoch reports go back through it."""
+
+    def inbox(self) -> tuple[list[dict], list[dict]]:
+        """Every trials.jsonl line and every stop.jsonl line hpscan has written for this worker so far, in order."""
+        ...
+
+    def publish_progress(self, reports: list[Progress]) -> None: ...
+
+
+class PullBridge:
+    """Carries a pulling worker's lines between its channel and the payload's files (hpscan.api.trials), so the
+    payload reads and writes plain files whatever batch system runs it. Lines already in the files (an earlier
+    attempt in the same folder) are not written twice: the channel's lists only grow, so a count says where
+    the files are."""
+
+    def __init__(self, channel: PullChannel, out_dir: Path) -> None:
+        self.channel = channel
+        self.trials, self.stops = out_dir / TRIALS_FILE, out_dir / STOP_FILE
+        self.written = [self._lines(self.trials), self._lines(self.stops)]
+        self.progress = JsonLines(out_dir / PROGRESS_FILE)
+
+    @staticmethod
+    def _lines(path: Path) -> int:
+        return len(JsonLines(path).read_new())
+
+    def carry(self) -> None:
+        try:
+            trial_lines, stop_lines = self.channel.inbox()
+        except Exception as error:  # a channel that does not answer now: the worker goes on with what it holds
+            sys.stderr.write(f"hpscan: could not read new trials ({error})\n")
+        else:
+            for index, (path, lines) in enumerate(((self.trials, trial_lines), (self.stops, stop_lines))):
+                append_lines(path, lines[self.written[index] :])
+                self.written[index] = max(self.written[index], len(lines))
+        if reports := read_progress(self.progress.read_new()):
+            try:
+                self.channel.publish_progress(reports)
+            except Exception as error:  # early stopping waits; the trial's record still comes
+                sys.stderr.write(f"hpscan: could not publish progress ({error})\n")
+
+
+def pull_bridge(channel: LiveChannel, shard_file: Path, out_dir: Path) -> PullBridge | None:
+    """The bridge of a pulling worker's shard file, or None for a shard with a fixed list. A channel that cannot
+    carry trials is refused at the start (the operator refuses such plans before submitting, too)."""
+    try:
+        pulls = ShardFile.model_validate_json(shard_file.read_bytes()).pull
+    except (OSError, ValueError):
+        return None  # the payload refuses an unreadable shard file itself (exit 2)
+    if not pulls:
+        return None
+    if not hasattr(channel, "inbox"):
+        raise BackendError(f"the {type(channel).__name__} cannot carry trials to a worker that pulls them")
+    return PullBridge(channel, out_dir)  # type: ignore[arg-type]
 
 
 class StdoutChannel:
@@ -99,6 +158,9 @@ def run_shard(
     seed_results(results, channel.recorded())
     tail = RecordTail(results)
     tail.read_new()  # what was seeded is published already
+    bridge = pull_bridge(channel, shard_file, out_dir)
+    if bridge is not None:
+        bridge.carry()  # the first trials are there when the payload looks
     process = subprocess.Popen(payload_command(command, shard_file, out_dir))
 
     def forward(signum: int, _frame: object) -> None:  # let the payload stop cleanly on SIGTERM
@@ -116,8 +178,12 @@ def run_shard(
         while process.poll() is None:
             if records := tail.read_new():
                 carry(records)
+            if bridge is not None:
+                bridge.carry()
             time.sleep(poll_seconds)
         carry(tail.read_new())  # the last records, and a last try for models whose upload failed
+        if bridge is not None:
+            bridge.carry()  # the last epochs
         return process.returncode
     finally:
         signal.signal(signal.SIGTERM, previous)

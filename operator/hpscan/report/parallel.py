@@ -26,6 +26,7 @@ AxisKind = Literal["categorical", "linear", "log"]
 
 BEST_COLOUR = "#d62728"
 FAILED_COLOUR = "#9a9a9a"
+PRUNED_COLOUR = "#7f9fbf"
 COLOUR_MAP = "viridis"
 MAX_LISTED_TICKS = 8
 """A discrete range with at most this many points gets one tick per point; longer ones get round ticks."""
@@ -144,6 +145,9 @@ class Layout:
     ids: list[str]
     failed_lines: list[list[float]]
     """Heights on the parameter axes only."""
+    pruned_lines: list[list[float]]
+    """Trials stopped early: heights on the parameter axes and, on the objective axis, their last epoch's value
+    (held inside the axis)."""
     title: str
     subtitle: str
 
@@ -166,7 +170,14 @@ def layout(run: ScanRun) -> Layout:
     lines = [[*heights(r.record.parameters), objective.position(r.value)] for r in ordered]
     failed_lines = [heights(r.parameters) for r in run.failed]
     metric = spec.objective.metric
+    pruned_lines = [
+        [*heights(r.parameters), min(max(objective.position(r.metrics[metric]), 0.0), 1.0)]
+        for r in run.pruned
+        if metric in r.metrics
+    ]
     title = f"HPScan {run.name}: {len(run.ranked)} of {run.plan.total} combinations succeeded"
+    if run.pruned:
+        title += f", {len(run.pruned)} pruned"
     if run.failed:
         title += f", {len(run.failed)} failed"
     pending = run.plan.total - run.recorded
@@ -180,6 +191,7 @@ def layout(run: ScanRun) -> Layout:
         values=[r.value for r in ordered],
         ids=[r.id for r in ordered],
         failed_lines=failed_lines,
+        pruned_lines=pruned_lines,
         title=title,
         subtitle=subtitle,
     )
@@ -221,6 +233,16 @@ def draw_png(run: ScanRun, path: Path) -> Path:
     cmap = matplotlib.colormaps[COLOUR_MAP if run.scan.spec.objective.goal == "minimize" else f"{COLOUR_MAP}_r"]
 
     n_parameters = len(placed.axes)
+    if placed.pruned_lines:  # faded: they were judged hopeless before the end; their value is not final
+        ax.add_collection(
+            LineCollection(
+                [list(zip(xs, line, strict=True)) for line in _jittered(placed.pruned_lines, n_parameters, seed=3)],
+                colors=PRUNED_COLOUR,
+                linewidths=width,
+                alpha=min(alpha, 0.35),
+                zorder=1,
+            )
+        )
     if placed.failed_lines:
         failed = _jittered(placed.failed_lines, n_parameters, seed=2)
         ax.add_collection(
@@ -294,6 +316,17 @@ def draw_png(run: ScanRun, path: Path) -> Path:
     if len(placed.lines) > 2:
         shown = min(HIGHLIGHTED, len(placed.lines)) - 1
         handles.append(Line2D([], [], color="black", linewidth=1.8, label=f"the next {shown} best (thicker)"))
+    if placed.pruned_lines:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=PRUNED_COLOUR,
+                alpha=0.5,
+                label=f"pruned: {len(placed.pruned_lines)} (stopped early; {run.scan.spec.objective.metric} at their "
+                "last epoch)",
+            )
+        )
     if placed.failed_lines:
         handles.append(
             Line2D(

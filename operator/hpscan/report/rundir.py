@@ -40,6 +40,8 @@ class ScanRun:
     """Succeeded combinations, best first (ties broken by id, as the aggregator does)."""
     failed: list[ResultRecord]
     """Combinations with no objective value (failed, or a succeeded record without the metric)."""
+    pruned: list[ResultRecord]
+    """Trials stopped early as hopeless (spec.earlyStopping), with the metrics of their last epoch."""
     status: HPScanStatus | None
     problems: list[LineProblem]
     foreign: int
@@ -53,7 +55,7 @@ class ScanRun:
 
     @property
     def recorded(self) -> int:
-        return len(self.ranked) + len(self.failed)
+        return len(self.ranked) + len(self.failed) + len(self.pruned)
 
     @property
     def phase(self) -> str:
@@ -116,12 +118,15 @@ def load_run(run_dir: Path) -> ScanRun:
         if record.id not in ranked_ids:
             failed_of.setdefault(record.id, record)
     failed = sorted(failed_of.values(), key=lambda r: position_of(r.id))
+    pruned = [r for r in failed if r.status == "pruned"]
+    failed = [r for r in failed if r.status != "pruned"]
     return ScanRun(
         run_dir=run_dir,
         scan=scan,
         plan=planned,
         ranked=ranked,
         failed=failed,
+        pruned=pruned,
         status=_load_status(run_dir / "status.json"),
         problems=problems,
         foreign=summary.foreign,

@@ -1,8 +1,9 @@
 """HTCondorBackend: submit, the shared poller, cancel and forget (see the package docstring for the wiring).
 
 One backend instance serves every scan: ``refresh()`` is the shared poller's cycle (one batched query per
-schedd), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C); the
-operator runs them in kopf's worker threads, serialised by one lock.
+schedd and identity), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C);
+the operator runs them in kopf's worker threads, serialised by one lock. Calls for a site with a ``tokenSecret`` go
+through that credential's worker process (``credentials``, ``worker``); the others run in this process.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
-from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
+from hpscan.backends.htcondor.credentials import Connection, connection_for
 from hpscan.backends.htcondor.schedd import (
     CANCELLED_ATTR,
     COMPLETED,
@@ -51,11 +52,10 @@ from hpscan.backends.htcondor.schedd import (
     ScheddLike,
     ScheddView,
     Tracked,
+    call_failed,
     condor_of,
     locate_schedd,
-    schedd_key,
     uid_constraint,
-    unavailable,
 )
 from hpscan.backends.htcondor.submit import (
     PROBE_DIR,
@@ -65,9 +65,10 @@ from hpscan.backends.htcondor.submit import (
     submit_description,
     write_sandboxes,
 )
+from hpscan.backends.htcondor.worker import CredentialWorkers
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
-from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.errors import BackendError, HPScanError, SchedulerUnavailable
 from hpscan.job.chirp import RECORDS_ATTR, classad_string
 
 # --- the backend -----------------------------------------------------------------------------------------------
@@ -112,8 +113,9 @@ class HTCondorBackend(Backend):
         self.clock = clock
         self._lock = threading.RLock()
         self._scans: dict[str, Tracked] = {}
-        self._views: dict[tuple[str | None, str | None], ScheddView] = {}
-        self._schedds: dict[tuple[str | None, str | None], ScheddLike] = {}
+        self._views: dict[Connection, ScheddView] = {}
+        self._schedds: dict[Connection, ScheddLike] = {}
+        self._workers = CredentialWorkers(self.work_dir / "tokens")  # one process per credential (credentials.py)
         self._refreshed_at: float | None = None
         self._covered: set[str] = set()  # uids the last cycle asked about
         self._cancelled: dict[str, set[int]] = {}
@@ -135,17 +137,18 @@ class HTCondorBackend(Backend):
         for site in spec.sites:
             if site.backend == "htcondor":
                 tracked.sites[site.name] = site
-                condor = condor_of(site)
-                self._views.setdefault(schedd_key(condor), ScheddView(condor))
+                self._views.setdefault(self._connection(scan, site), ScheddView(condor_of(site)))
 
+    @_locked
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """Install the IDTOKENs the scan's sites name (when the operator can read Secrets)."""
-        if self.read_secret is not None and any(
-            (c := s.settings_as(HTCondorSite)) and c.token_secret for s in spec.sites
-        ):
-            tokens = self.work_dir / "tokens"
-            install_site_tokens(spec, scan.namespace, self.read_secret, tokens)
-            use_token_directory(tokens)
+        """Read the IDTOKEN of every site that names a ``tokenSecret`` (when the operator can read Secrets) and hand it
+        to its connection's worker process; a token that changed in the Secret restarts that worker."""
+        for site in spec.sites:
+            if site.backend != "htcondor":
+                continue
+            connection = self._connection(scan, site)
+            if connection.credential is not None:
+                self._schedds[connection] = self._proxy(connection, site.name)
 
     @_locked
     def forget(self, scan: ScanRef, delete_sandboxes: bool = False) -> None:
@@ -156,20 +159,20 @@ class HTCondorBackend(Backend):
         tracked = self._scans.get(uid)
         if tracked is not None:
             self._cancel(uid, tracked, None)
-            for site in self._distinct_schedds(tracked):
+            for connection, site in self._distinct_connections(tracked):
                 condor = condor_of(site)
-                assert condor is not None
                 completed = f"{UID_ATTR} == {classad_string(uid)} && JobStatus == {COMPLETED}"
+                schedd = self._schedd(connection, condor)
                 try:
-                    schedd = self._schedd(condor)
                     # edit() of a constraint that matches no job is an error on the schedd's side: ask first.
                     if schedd.query(completed, ["ClusterId", "ProcId"]):
                         schedd.edit(completed, RELEASED_ATTR, "true")
                 except Exception as error:
-                    self._schedds.pop(schedd_key(condor), None)
-                    raise unavailable(condor, "releasing completed jobs", error) from None
+                    self._schedds.pop(connection, None)
+                    raise self._failed(connection, condor, "releasing completed jobs", error) from None
         for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable):
             table.pop(uid, None)
+        self._drop_unused()
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
 
@@ -182,14 +185,58 @@ class HTCondorBackend(Backend):
             raise BackendError(f"scan {scan.name!r} has no uid; HTCondor jobs are found again by it")
         return scan.uid
 
-    def _schedd(self, site: HTCondorSite) -> ScheddLike:
-        key = schedd_key(site)
-        if key not in self._schedds:
-            try:
-                self._schedds[key] = self.schedd_factory(site)
-            except Exception as error:
-                raise unavailable(site, "locating it", error) from None
-        return self._schedds[key]
+    # connections: which schedd, as whom -------------------------------------------------------------------
+
+    def _connection(self, scan: ScanRef, site: Site) -> Connection:
+        """The connection a call for this scan's site goes through (credentials.connection_for)."""
+        return connection_for(condor_of(site), scan.namespace, reads_secrets=self.read_secret is not None)
+
+    def _schedd(self, connection: Connection, site: HTCondorSite, name: str | None = None) -> ScheddLike:
+        """The schedd handle of a connection: the operator's own (schedd_factory) without a credential, else the
+        proxy of the credential's worker process, with the token read from its Secret again whenever the handle is
+        made anew (after any failed call), so a rotated token is used from then on. ``name``: the site's, for
+        messages."""
+        if connection not in self._schedds:
+            if connection.credential is None:
+                try:
+                    self._schedds[connection] = self.schedd_factory(site)
+                except Exception as error:
+                    raise call_failed(site, "locating it", error, name=name) from None
+            else:
+                self._schedds[connection] = self._proxy(connection, name)
+        return self._schedds[connection]
+
+    def _proxy(self, connection: Connection, name: str | None) -> ScheddLike:
+        """The credential's worker proxy, with the token its Secret holds now."""
+        credential = connection.credential
+        assert credential is not None and self.read_secret is not None
+        try:
+            token = self.read_secret(credential.namespace, credential.secret, credential.key)
+            return self._workers.proxy(connection, token)
+        except Exception as error:
+            where = f"site {name!r}: " if name else ""
+            cause = error if isinstance(error, HPScanError) else f"cannot read {credential.describe()}: {error}"
+            raise BackendError(f"{where}{cause}") from None
+
+    @staticmethod
+    def _failed(connection: Connection, site: HTCondorSite, doing: str, error: BaseException) -> BackendError:
+        return call_failed(site, doing, error, connection.credential)
+
+    def _in_use(self) -> set[Connection]:
+        return {self._connection(t.scan, site) for t in self._scans.values() for site in t.sites.values()}
+
+    def _drop_unused(self) -> None:
+        """Forget the views and handles of connections no tracked scan uses, and stop their worker processes."""
+        in_use = self._in_use()
+        self._views = {c: view for c, view in self._views.items() if c in in_use}
+        self._schedds = {c: schedd for c, schedd in self._schedds.items() if c in in_use}
+        self._workers.retain(in_use)
+
+    def close(self) -> None:
+        """Stop every credential's worker process (they are daemons: they also end with the operator)."""
+        with self._lock:
+            self._workers.close()
+            self._schedds.clear()
 
     # submit -------------------------------------------------------------------------------------------------
 
@@ -214,8 +261,8 @@ class HTCondorBackend(Backend):
         self.track(scan, spec)
         for plan in self.plans(scan, spec, launches):
             condor = condor_of(plan.site)
-            assert condor is not None
-            schedd = self._schedd(condor)
+            connection = self._connection(scan, plan.site)
+            schedd = self._schedd(connection, condor, plan.site.name)
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
@@ -231,8 +278,10 @@ class HTCondorBackend(Backend):
                     ],
                 )
             except Exception as error:
-                self._schedds.pop(schedd_key(condor), None)
-                raise unavailable(condor, "looking for the scan's jobs", error) from None
+                self._schedds.pop(connection, None)
+                raise call_failed(
+                    condor, "looking for the scan's jobs", error, connection.credential, plan.site.name
+                ) from None
             present: set[tuple[int, int]] = set()  # (shard, moves): a moved shard's new job is not its old one
             orphans: list[str] = []
             for ad in existing:
@@ -252,7 +301,7 @@ class HTCondorBackend(Backend):
             if not missing:
                 continue
             if orphans:
-                self._act_remove(schedd, condor, orphans, "input never spooled; submitting again")
+                self._act_remove(schedd, connection, condor, orphans, "input never spooled; submitting again")
             wanted = {int(row["Shard"]) for row in missing}
             files = [launch.shard_file for launch in launches if launch.shard_file.shard in wanted]
             write_sandboxes(self.scan_dir(scan), files)
@@ -261,38 +310,41 @@ class HTCondorBackend(Backend):
                 if plan.spool:
                     schedd.spool(result)
             except Exception as error:
-                raise unavailable(condor, f"submitting {len(missing)} shard job(s)", error) from None
+                self._schedds.pop(connection, None)
+                doing = f"submitting {len(missing)} shard job(s)"
+                raise call_failed(condor, doing, error, connection.credential, plan.site.name) from None
             self._cancelled.get(uid, set()).difference_update(wanted)
 
     # the shared poller --------------------------------------------------------------------------------------
 
     @_locked
     def refresh(self) -> None:
-        """One poll cycle for every tracked scan: one batched query per schedd, then output retrieval for
-        completed spooled jobs. Never raises: a schedd that does not answer keeps its last view and an error."""
-        by_schedd: dict[tuple[str | None, str | None], set[str]] = {}
+        """One poll cycle for every tracked scan: one batched query per connection (a schedd as one identity: the
+        operator's own, or a credential's through its worker), then output retrieval for completed spooled jobs.
+        Never raises: a schedd that does not answer keeps its last view and an error."""
+        by_connection: dict[Connection, set[str]] = {}
         for uid, tracked in self._scans.items():
             for site in tracked.sites.values():
-                by_schedd.setdefault(schedd_key(condor_of(site)), set()).add(uid)
-        for key, uids in by_schedd.items():
+                by_connection.setdefault(self._connection(tracked.scan, site), set()).add(uid)
+        for key, uids in by_connection.items():
             view = self._views[key]
             try:
-                schedd = self._schedd(view.site)
+                schedd = self._schedd(key, view.site)
                 view.ads = list(schedd.query(uid_constraint(uids), PROJECTION))
             except Exception as error:
                 view.error = str(
-                    error if isinstance(error, SchedulerUnavailable) else unavailable(view.site, "polling", error)
+                    error if isinstance(error, HPScanError) else self._failed(key, view.site, "polling", error)
                 )
                 self._schedds.pop(key, None)  # located again next cycle: the schedd may have moved or restarted
                 continue
             view.error = None
             view.answered = True
             if view.site.remote:
-                self._retrieve(schedd, view)
+                self._retrieve(schedd, key, view)
         self._covered = set(self._scans)
         self._refreshed_at = self.clock()
 
-    def _retrieve(self, schedd: ScheddLike, view: ScheddView) -> None:
+    def _retrieve(self, schedd: ScheddLike, connection: Connection, view: ScheddView) -> None:
         done = [
             job_id(ad)
             for ad in view.ads
@@ -303,7 +355,7 @@ class HTCondorBackend(Backend):
         try:
             schedd.retrieve(done)
         except Exception as error:  # tried again next cycle
-            view.error = str(unavailable(view.site, f"retrieving the output of {len(done)} job(s)", error))
+            view.error = str(self._failed(connection, view.site, f"retrieving the output of {len(done)} job(s)", error))
             return
         view.retrieved.update(done)
 
@@ -314,11 +366,9 @@ class HTCondorBackend(Backend):
 
     def _jobs(self, uid: str) -> Iterator[tuple[Site, ScheddView, Any]]:
         """The scan's job ads from the last cycle, each with the site it was submitted for."""
-        sites = self._scans[uid].sites
-        keys: dict[tuple[str | None, str | None], Site] = {}
-        for site in sites.values():
-            keys.setdefault(schedd_key(condor_of(site)), site)
-        for key, first in keys.items():
+        tracked = self._scans[uid]
+        sites = tracked.sites
+        for key, first in self._distinct_connections(tracked):
             view = self._views[key]
             for ad in view.ads:
                 if attr(ad, UID_ATTR) == uid and attr(ad, PROBE_ATTR) is None:  # probe jobs are no shard's
@@ -406,7 +456,7 @@ class HTCondorBackend(Backend):
             return {}
         out = {}
         for name, site in tracked.sites.items():
-            view = self._views[schedd_key(condor_of(site))]
+            view = self._views[self._connection(tracked.scan, site)]
             if view.error:
                 out[name] = view.error
         return out
@@ -414,7 +464,7 @@ class HTCondorBackend(Backend):
     # site probes --------------------------------------------------------------------------------------------
 
     def _probe_ads(self, uid: str, site: Site) -> list[Any]:
-        view = self._views[schedd_key(condor_of(site))]
+        view = self._views[self._connection(self._scans[uid].scan, site)]
         mine = [
             ad
             for ad in view.ads
@@ -432,14 +482,15 @@ class HTCondorBackend(Backend):
         self.track(scan, spec)
         self._ensure_fresh(uid)
         condor = condor_of(site)
-        view = self._views[schedd_key(condor)]
+        connection = self._connection(scan, site)
+        view = self._views[connection]
         if view.error:
             raise SchedulerUnavailable(view.error)
         ads = self._probe_ads(uid, site)
         folder = self.scan_dir(scan) / f"{PROBE_DIR}{site.name}"
         if not ads:
             folder.mkdir(parents=True, exist_ok=True)
-            schedd = self._schedd(condor)
+            schedd = self._schedd(connection, condor)
             try:
                 result = schedd.submit(
                     probe_description(scan, spec, site, self.scan_dir(scan)), count=1, spool=condor.remote
@@ -447,7 +498,10 @@ class HTCondorBackend(Backend):
                 if condor.remote:
                     schedd.spool(result)
             except Exception as error:
-                raise unavailable(condor, "submitting the site probe", error) from None
+                self._schedds.pop(connection, None)
+                raise call_failed(
+                    condor, "submitting the site probe", error, connection.credential, site.name
+                ) from None
             self._refreshed_at = None  # the next call sees it
             return ProbeOutcome(None, "probe sent")
         ad = ads[-1]
@@ -468,42 +522,47 @@ class HTCondorBackend(Backend):
         uid = self._uid(scan)
         site = site or _default_site()
         condor = condor_of(site)
+        connection = self._connection(scan, site)
         if ids := [job_id(ad) for ad in self._probe_ads(uid, site)]:
-            self._act_remove(self._schedd(condor), condor, ids, "site probe timed out")
+            self._act_remove(self._schedd(connection, condor), connection, condor, ids, "site probe timed out")
         self._refreshed_at = None
 
     # cancel -------------------------------------------------------------------------------------------------
 
-    def _act_remove(self, schedd: ScheddLike, site: HTCondorSite, job_spec: Any, why: str) -> None:
+    def _act_remove(
+        self, schedd: ScheddLike, connection: Connection, site: HTCondorSite, job_spec: Any, why: str
+    ) -> None:
         import htcondor2
 
         try:
             schedd.act(htcondor2.JobAction.Remove, job_spec, reason=f"{REMOVE_REASON_PREFIX} {why}")
         except Exception as error:
-            raise unavailable(site, "removing jobs", error) from None
+            self._schedds.pop(connection, None)
+            raise self._failed(connection, site, "removing jobs", error) from None
 
-    @staticmethod
-    def _distinct_schedds(tracked: Tracked) -> list[Site]:
-        """One site per schedd the scan uses."""
-        first: dict[tuple[str | None, str | None], Site] = {}
+    def _distinct_connections(self, tracked: Tracked) -> list[tuple[Connection, Site]]:
+        """One site per connection (schedd and credential) the scan uses."""
+        first: dict[Connection, Site] = {}
         for site in tracked.sites.values():
-            first.setdefault(schedd_key(condor_of(site)), site)
-        return list(first.values())
+            first.setdefault(self._connection(tracked.scan, site), site)
+        return list(first.items())
 
     def _cancel(self, uid: str, tracked: Tracked, shards: Collection[int] | None) -> None:
         # Completed jobs are left alone: their state and output are what the scan keeps.
         constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
         if shards is not None:
             constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
-        for site in self._distinct_schedds(tracked):
+        for connection, site in self._distinct_connections(tracked):
             condor = condor_of(site)
-            schedd = self._schedd(condor)
+            schedd = self._schedd(connection, condor)
             try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
                 if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORDS_ATTR]):
                     schedd.edit(constraint, CANCELLED_ATTR, "true")
             except Exception as error:
-                raise unavailable(condor, "marking jobs to remove", error) from None
-            self._act_remove(schedd, condor, constraint, "scan suspended or deleted")
+                self._schedds.pop(connection, None)
+                raise self._failed(connection, condor, "marking jobs to remove", error) from None
+            if unfinished:  # nothing to remove asks nothing (a refused credential could not even remove nothing)
+                self._act_remove(schedd, connection, condor, constraint, "scan suspended or deleted")
             for ad in unfinished:
                 for record in records_chirped_by(ad):
                     self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record

@@ -20,13 +20,14 @@ from hpscan.backends.kubernetes.manifests import (
     LABEL_SITE,
     job_manifest,
     job_name,
-    oversized_shards,
+    page_layout,
+    page_refusals,
     payload_rbac,
     probe_job_name,
     probe_manifest,
     probe_outcome,
-    shard_configmap,
     shard_network_policy,
+    shard_pages,
     shard_state,
     site_name,
 )
@@ -132,14 +133,13 @@ class KubernetesBackend(Backend):
         return True
 
     def refusals(self, planned: Plan) -> list[str]:
-        largest = max((planned.shard_size(i) for i in range(planned.shard_count)), default=0)
-        problem = oversized_shards(largest, planned.total)
-        return [problem] if problem else []
+        return page_refusals(planned.scan, planned.spec, planned.shard_count)
 
     @_api_errors
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """The scan's payload ServiceAccount, Role and RoleBinding, and the NetworkPolicy of its shard pods."""
-        account, role, binding = payload_rbac(scan, shard_count)
+        """The scan's payload ServiceAccount, Role (naming every record page its shards can have) and RoleBinding,
+        and the NetworkPolicy of its shard pods."""
+        account, role, binding = payload_rbac(scan, shard_count, page_layout(spec, shard_count).pages_per_shard)
         self._create(self.networking.create_namespaced_network_policy, scan.namespace, shard_network_policy(scan))
         self._create(self.core.create_namespaced_service_account, scan.namespace, account)
         self._create(self.rbac.create_namespaced_role, scan.namespace, role)
@@ -147,13 +147,20 @@ class KubernetesBackend(Backend):
 
     @_api_errors
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
-        # Shards are independent: send them concurrently (a 100-shard scan is 200 requests).
+        # Shards are independent: send them concurrently (a 100-shard scan of one page a shard is 200 requests).
+        if not launches:
+            return
+        page_size = page_layout(spec, launches[0].shard_file.shards).size
         with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
-            list(pool.map(lambda launch: self._submit_one(scan, spec, launch), launches))
+            list(pool.map(lambda launch: self._submit_one(scan, spec, launch, page_size), launches))
 
-    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch) -> None:
+    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int) -> None:
         shard = launch.shard_file.shard
-        self._create(self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file))
+        # The pages before the Job, as its pod reads them at start; page 0, which announces the others, last, so an
+        # operator stopped halfway leaves no page 0 that names a missing page. Existing pages (an earlier attempt's,
+        # or a shard moved back here) are kept with their records; the pod reads the layout from them.
+        for page in reversed(shard_pages(scan, launch.shard_file, page_size)):
+            self._create(self.core.create_namespaced_config_map, scan.namespace, page)
         manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended
@@ -232,9 +239,9 @@ class KubernetesBackend(Backend):
 
     @_api_errors
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        """The records of the scan's shard ConfigMaps that changed since the last call (all of them on the first call:
+        """The records of the scan's record pages that changed since the last call (all of them on the first call:
         a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
-        operator, else one LIST."""
+        operator, else one LIST. A page is parsed again only when its resourceVersion changed."""
         cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
         if cached is None:
             listed = self.core.list_namespaced_config_map(
