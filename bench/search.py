@@ -14,7 +14,7 @@ replaying real curves gives every strategy exactly the losses it would have seen
 seeds a network's initialisation with its trial id, so a real scan's trial of a point trains from other weights
 than the grid's did; retraining the three best points under other ids moved their val_loss by up to 2.7% (0.6103
 to 0.6271), the size of the 1% target, so the grid's best is partly a lucky initialisation. Each point here has
-its one recorded curve, as in NAS-Bench-101/HPOBench runs with a single seed.
+its one recorded curve (a tabular benchmark with one repeat per point; NAS-Bench-101 keeps three).
 
 The figure: trial-epochs spent until a finished trial's val_loss (its best epoch, as dl1 records it) is within 1%
 of the best in the grid, median and range over seeds; a run that never gets there counts as its whole budget
