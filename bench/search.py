@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
 
-    from hpscan.core.search import MAX_DUPLICATE_SUGGESTIONS as MAX_REPEATS
+    from hpscan.core.search import RANDOM_POINT_TRIES
 
     console = Console()
     if not console.is_terminal:
@@ -474,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "to target: trial-epochs spent when the first trial within 1% finished (the budget if none did); "
         "/ grid: that median over the full grid's trial-epochs; used, trials, pruned: trial-epochs spent, trials "
         "handed out, trials stopped by ASHA; repeats: suggestions of a point already held, told its result instead "
-        "of training it (medians over seeds); ended early: runs the ledger ended before their samples, its sampler "
-        f"having suggested only points it held {MAX_REPEATS} times in a row. Points trained twice: {sum(r.retrained for v in runs.values() for r in v)}. "
+        "of training it (medians over seeds); ended early: runs the ledger ended before their samples, "
+        f"{RANDOM_POINT_TRIES} random draws having found no point it did not hold. Points trained twice: {sum(r.retrained for v in runs.values() for r in v)}. "
         f"Replay took {time.perf_counter() - started:.1f} s. Target: TPE + ASHA <= 0.25."
     )
     print(f"fraction_of_grid_epochs={fraction(medians['TPE + ASHA'], table):.3f}")
