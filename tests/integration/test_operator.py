@@ -341,6 +341,43 @@ def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(clust
     assert max(trained(log).values()) == 1
 
 
+def test_tpe_with_asha_through_the_operator_survives_a_kill_9_with_no_trial_lost_or_repeated(
+    cluster, k8s, ns, operator, pod_visible_dir
+):
+    """Workers that pull on Kubernetes: each pod's inbox ConfigMap carries its trials and stops in, its per-epoch
+    reports out; records go to the record pages its trials fill. The operator is killed mid-scan; the restarted one
+    rebuilds its Optuna study from the inboxes and spends the budget exactly."""
+    log = pod_visible_dir / "trained.log"
+    body = scan_manifest(
+        "adaptive",
+        {"sleep": 1.2, "epochs": 4, "trainedLog": str(log)},
+        parameters=[{"name": "x", "values": list(range(1, 13))}, {"name": "act", "values": ["relu", "elu"]}],
+        sampling={"strategy": "tpe", "samples": 12, "seed": 1, "trialsPerWorker": 1},
+        earlyStopping={"strategy": "asha", "minEpochs": 1, "reductionFactor": 2},
+        sharding={"shards": 3},
+    )
+    create(k8s, ns, body)
+    cluster.wait(lambda: sum(trained(log).values()) >= 3, 180, "three trials trained")
+    operator.kill()
+    time.sleep(3)  # the workers go on with what they hold; their reports and records wait in ConfigMaps
+    operator.start()
+    status = wait_phase(cluster, k8s, ns, "adaptive", {"Succeeded", "Failed"}, 300)["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    counts = status["combinations"]
+    assert counts["suggested"] == counts["total"] == 12 and counts["succeeded"] + counts["pruned"] == 12
+    assert len(trained(log)) == 12 and max(trained(log).values()) == 1  # the budget exactly, each trial once
+    inboxes = client.CoreV1Api(k8s).list_namespaced_config_map(ns, label_selector="hpscan.io/scan=adaptive").items
+    handed = Counter(
+        json.loads(line)["trial"]["id"]
+        for cm in inboxes
+        if cm.metadata.name.endswith("-in")
+        for line in (cm.data or {}).get("trials.jsonl", "").splitlines()
+        if "trial" in line
+    )
+    assert len(handed) == 12 and max(handed.values()) == 1
+    assert all(len(json.dumps(k8s.sanitize_for_serialization(cm))) < 512 * 1024 for cm in inboxes)
+
+
 def test_gpu_pods_tolerate_the_gpu_taint_through_admission_like_a_common_gpu_cluster(cluster, k8s, ns, operator):
     """A site without tolerations: ExtendedResourceToleration (on in the local control plane, as on GKE and AKS)
     adds the toleration of the nvidia.com/gpu taint to pods that request nvidia.com/gpu."""

@@ -228,3 +228,45 @@ def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(m
     configmap["metadata"]["resourceVersion"] = "8"
     assert backend.fetch_records(ref) == [record] and len(parsed) == 2
     assert KubernetesBackend(api_client=None, cache=Cache()).fetch_records(ref) == [record]  # a restart: all again
+
+
+def test_workers_that_pull_get_an_inbox_their_role_names_and_a_bound_on_what_it_holds():
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.backends.kubernetes.manifests import (
+        inbox_capacity,
+        page_layout,
+        page_refusals,
+        payload_rbac,
+        pull_inbox,
+        pull_page,
+    )
+    from hpscan.job.configmap import PAGE_SIZE_KEY, inbox_assignment, inbox_name, pulled_trials
+
+    scan = ScanRef("adaptive", "physics", "u-1")
+    document = load_scan(Path("examples/adaptive.yaml")).spec.model_dump(mode="json", by_alias=True)
+    spec = HPScanSpec.model_validate(document)
+    inbox = pull_inbox(scan, 1, page_size=300)
+    assert inbox["metadata"]["name"] == inbox_name("adaptive-shard-001") == "adaptive-shard-001-in"
+    assert inbox["metadata"]["labels"]["hpscan.io/role"] == "shard"  # watched with the pages
+    assert inbox["data"][PAGE_SIZE_KEY] == "300"
+    names = payload_rbac(scan, 2, 1, inboxes=True)[1]["rules"][0]["resourceNames"]
+    assert {"adaptive-shard-000-in", "adaptive-shard-001-in", "adaptive-shard-000-p0"} <= set(names)
+    assert "adaptive-shard-000-in" not in payload_rbac(scan, 2, 1)[1]["rules"][0]["resourceNames"]
+    assert pull_page(scan, 1, 2)["metadata"]["name"] == "adaptive-shard-001-p2"
+    # a worker may be handed the whole budget: its pages are counted from the budget
+    layout = page_layout(spec, 2)
+    assert layout.pages_per_shard == max(1, -(-24 // layout.size))
+    assert page_refusals("adaptive", spec, 2) == []
+    document["parameters"][2]["range"].pop("count")  # a continuous axis: the budget is the bound
+    document["sampling"]["samples"] = 10**6
+    big = HPScanSpec.model_validate(document)
+    assert inbox_capacity(page_layout(big, 2)) < 10**6
+    assert any("a worker's inbox on Kubernetes holds at most" in p for p in page_refusals("adaptive", big, 2))
+    lines = (
+        '{"trial":{"id":"c0000-aaaaaaaa","parameters":{"x":1}}}\n'
+        '{"trial":{"id":"c0001-bbbbbbbb","parameters":{"x":2}}}\n{"withdraw":"c0000-aaaaaaaa"}\n{"end":true}\n'
+    )
+    assert [t.id for t in pulled_trials({"trials.jsonl": lines})] == ["c0000-aaaaaaaa", "c0001-bbbbbbbb"]
+    held = inbox_assignment({"trials.jsonl": lines})
+    assert list(held.trials) == ["c0001-bbbbbbbb"] and "c0000-aaaaaaaa" in held.withdrawn and held.ended
+    assert records_of({"trials.jsonl": lines, "progress.jsonl": "{}", PAGE_SIZE_KEY: "3"}) == ([], 0)

@@ -37,7 +37,6 @@ RANDOM_POINT_TRIES = 1000
 """Draws of a random point before the space counts as explored."""
 
 
-
 def _optuna() -> Any:
     try:
         import optuna

@@ -29,13 +29,24 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import Combination, ResultRecord, ShardFile, parse_record
+from hpscan.api.trials import Assignment, Progress
 
 SHARD_KEY = "shard.json"
 """Page 0's key holding the shard file without its combinations (the header: scan, objective, settings, ...)."""
 PAGE_KEY = "page.json"
 """Every page's key holding its number, the shard's page count and its slice of combinations."""
-RESERVED_KEYS = frozenset({SHARD_KEY, PAGE_KEY})
-"""Keys that are not records (combination ids never end in .json)."""
+INBOX_SUFFIX = "-in"
+"""A pulling worker's inbox is ``<base>-in``: the trials handed to it, the stops, and its per-epoch reports."""
+TRIALS_KEY, STOPS_KEY, PROGRESS_KEY = "trials.jsonl", "stop.jsonl", "progress.jsonl"
+PAGE_SIZE_KEY = "pageSize.json"
+"""The inbox's keys: trials.jsonl and stop.jsonl (the operator appends; hpscan.api.trials lines), progress.jsonl
+(the pod's newest per-epoch reports), pageSize.json (trials per record page: trial k's record goes to page
+k // pageSize, in the order the trials were handed out)."""
+PROGRESS_LINES = 200
+"""Reports the inbox keeps (the newest): about 20 KiB. The operator reads them whenever they change; a report it
+missed only makes early stopping judge a trial a little later."""
+RESERVED_KEYS = frozenset({SHARD_KEY, PAGE_KEY, TRIALS_KEY, STOPS_KEY, PROGRESS_KEY, PAGE_SIZE_KEY})
+"""Keys that are not records (combination ids never end in .json or .jsonl)."""
 
 RECORD_ROOM = 512
 """Bytes a record may take in its page beyond its combination's id and parameters (stored size, see
@@ -132,6 +143,42 @@ def join_pages(read_page: Callable[[int], Mapping[str, str] | None]) -> ShardPag
     return found
 
 
+def inbox_name(base: str) -> str:
+    return base + INBOX_SUFFIX
+
+
+def json_lines(text: str | None) -> list[dict]:
+    """The JSON-object lines of an inbox key (a line that is not one is skipped)."""
+    out = []
+    for line in (text or "").splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def pulled_trials(data: Mapping[str, str] | None) -> list[Combination]:
+    """The trials an inbox handed out, in hand-out order (withdrawn ones too: their place fixes later pages)."""
+    out = []
+    for line in json_lines((data or {}).get(TRIALS_KEY)):
+        if "trial" in line:
+            try:
+                out.append(Combination.model_validate(line["trial"]))
+            except ValueError:
+                continue
+    return out
+
+
+def inbox_assignment(data: Mapping[str, str] | None) -> Assignment:
+    """What an inbox says its worker was handed (the operator rebuilds its search from these)."""
+    assignment = Assignment()
+    assignment.fold(json_lines((data or {}).get(TRIALS_KEY)))
+    return assignment
+
+
 def records_of(data: Mapping[str, str] | None) -> tuple[list[ResultRecord], int]:
     """The records a page's data holds, and how many entries could not be read (one bad key never hides the
     rest)."""
@@ -197,16 +244,12 @@ class ConfigMapChannel:
         self.configmap, self.namespace = configmap, namespace
         self._pages: ShardPages | None = None
         self._combinations: dict[str, Combination] = {}
+        self._pulled: list[Combination] = []  # a pulling worker's trials, in hand-out order
+        self._page_size = 0
+        self._reports: list[dict] = []
 
     def _read_page(self, page: int) -> Mapping[str, str] | None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            return self.core.read_namespaced_config_map(page_name(self.configmap, page), self.namespace).data or {}
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._read_page_named(page_name(self.configmap, page))
 
     def pages(self) -> ShardPages:
         """The shard's pages, read once (the shard file and what earlier attempts recorded)."""
@@ -219,14 +262,69 @@ class ConfigMapChannel:
         return self._pages
 
     def recorded(self) -> list[ResultRecord]:
-        """What earlier attempts recorded (a retried pod starts from these)."""
-        return self.pages().records
+        """What earlier attempts recorded (a retried pod starts from these; a pulling worker's are on every page
+        its trials so far fill)."""
+        pages = self.pages()
+        if not pages.shard_file.pull:
+            return pages.records
+        self.inbox()
+        held = -(-len(self._pulled) // self._page_size) if self._page_size else 1
+        records = list(pages.records)
+        for page in range(1, held):
+            records += records_of(self._read_page(page))[0]
+        return records
+
+    # a worker that pulls (ShardFile.pull): its inbox ---------------------------------------------------------
+
+    def _read_inbox(self) -> Mapping[str, str]:
+        found = self._read_page_named(inbox_name(self.configmap))
+        if found is None:
+            raise ValueError(f"the worker's inbox {inbox_name(self.configmap)} is missing")
+        return found
+
+    def _read_page_named(self, name: str) -> Mapping[str, str] | None:
+        """A ConfigMap's data, or None when it does not exist."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.core.read_namespaced_config_map(name, self.namespace).data or {}
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def inbox(self) -> tuple[list[dict], list[dict]]:
+        """Every trials.jsonl and stop.jsonl line the operator wrote into this worker's inbox (PullChannel)."""
+        data = self._read_inbox()
+        self._pulled = pulled_trials(data)
+        self._combinations.update((c.id, c) for c in self._pulled)
+        self._page_size = int(json.loads(data.get(PAGE_SIZE_KEY) or "0") or 0)
+        return json_lines(data.get(TRIALS_KEY)), json_lines(data.get(STOPS_KEY))
+
+    def publish_progress(self, reports: list[Progress]) -> None:
+        """Keep the newest PROGRESS_LINES per-epoch reports in the inbox (the operator's early stopping reads
+        them)."""
+        self._reports = (self._reports + [r.to_wire() for r in reports])[-PROGRESS_LINES:]
+        text = "".join(compact(r) + "\n" for r in self._reports)
+        self.core.patch_namespaced_config_map(
+            inbox_name(self.configmap), self.namespace, {"data": {PROGRESS_KEY: text}}
+        )
+
+    def _page_of_pulled(self, trial_id: str) -> int | None:
+        for index, trial in enumerate(self._pulled):
+            if trial.id == trial_id:
+                return index // self._page_size if self._page_size else 0
+        return None
 
     def publish(self, records: list[ResultRecord]) -> None:
         pages = self.pages()
         by_page: dict[int, list[ResultRecord]] = {}
+        if pages.shard_file.pull and any(self._page_of_pulled(r.id) is None for r in records):
+            self.inbox()  # handed out since the bridge last looked
         for record in records:
             page = pages.page_of.get(record.id)
+            if page is None and pages.shard_file.pull:
+                page = self._page_of_pulled(record.id)
             if page is None:  # not this shard's: the operator would not fold it either
                 print(f"hpscan shard-run: record {record.id!r} is not a combination of this shard: not published",
                       file=sys.stderr)  # fmt: skip

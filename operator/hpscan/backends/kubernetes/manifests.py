@@ -32,8 +32,14 @@ from hpscan.core.planning import axis_size, axis_values
 from hpscan.job.configmap import (
     CONFIGMAP_ENV,
     NAMESPACE_ENV,
+    PAGE_KEY,
+    PAGE_SIZE_KEY,
+    PROGRESS_LINES,
     RECORD_ROOM,
+    STOPS_KEY,
+    TRIALS_KEY,
     compact,
+    inbox_name,
     page_name,
     split_shard_file,
     stored_size,
@@ -146,7 +152,8 @@ def page_layout(spec: HPScanSpec, shard_count: int) -> PageLayout:
     per_combination = combination + (combination + RECORD_ROOM) + key + key + 32
     header = stored_size(compact(spec.payload.settings)) + 2048  # scan name, objective, gpu, artifacts, page.json
     size = max(0, (PAGE_BUDGET - header) // per_combination)
-    largest_shard = -(-total // max(shard_count, 1))
+    # a worker that pulls may be handed the whole budget
+    largest_shard = total if spec.pull else -(-total // max(shard_count, 1))
     pages = max(1, -(-largest_shard // size)) if size else 1
     return PageLayout(size=size, pages_per_shard=pages, combination_bytes=per_combination, header_bytes=header)
 
@@ -163,6 +170,12 @@ def page_refusals(scan: str, spec: HPScanSpec, shard_count: int) -> list[str]:
             f"{layout.combination_bytes:,} bytes, more than a page holds ({PAGE_BUDGET // 1024} KiB); keep large "
             "settings in a file the payload reads, and parameter values short"
         )
+    if spec.pull and (room := inbox_capacity(layout)) < combinations_bound(spec):
+        problems.append(
+            f"a worker's inbox on Kubernetes holds at most {room:,} trials (one object of "
+            f"{OBJECT_LIMIT // 1024} KiB), fewer than the {combinations_bound(spec):,} this scan may hand one "
+            "worker: lower sampling.samples, or run it where the channel has no such bound (hpscan run)"
+        )
     names = shard_count * layout.pages_per_shard
     longest = stored_size(page_name(shard_pages_name(scan, max(shard_count - 1, 0)), layout.pages_per_shard - 1))
     role_bytes = names * (longest + 1) + 4096
@@ -174,6 +187,29 @@ def page_refusals(scan: str, spec: HPScanSpec, shard_count: int) -> list[str]:
             "(sharding.shards or a larger sharding.combinationsPerShard)"
         )
     return problems
+
+
+def inbox_capacity(layout: PageLayout) -> int:
+    """Trials one worker's inbox can hold: each takes its trial line and possibly a stop line; the newest
+    PROGRESS_LINES reports (about 100 bytes each) take their share."""
+    per_trial = layout.combination_bytes + 48
+    return max(0, (PAGE_BUDGET - PROGRESS_LINES * 160 - 4096) // per_trial)
+
+
+def pull_inbox(scan: ScanRef, shard: int, page_size: int) -> dict[str, Any]:
+    """A pulling worker's inbox (hpscan.job.configmap): the operator appends its trials and stops, the pod its
+    newest per-epoch reports. Labelled as a shard page, so the operator's watch of the pages sees it."""
+    metadata = _metadata(scan, inbox_name(shard_pages_name(scan.name, shard)), "shard", shard)
+    data = {TRIALS_KEY: "", STOPS_KEY: "", PAGE_SIZE_KEY: str(page_size)}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
+
+def pull_page(scan: ScanRef, shard: int, page: int) -> dict[str, Any]:
+    """A record page of a pulling worker beyond its first: the records of trials page*size .. in hand-out order."""
+    metadata = _metadata(scan, page_name(shard_pages_name(scan.name, shard), page), "shard", shard)
+    metadata["labels"][LABEL_PAGE] = str(page)
+    data = {PAGE_KEY: compact({"page": page, "pulled": True, "combinations": []})}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
 def payload_account_name(scan: str) -> str:
@@ -225,15 +261,20 @@ def shard_network_policy(scan: ScanRef) -> dict[str, Any]:
     }
 
 
-def payload_rbac(scan: ScanRef, shard_count: int, pages_per_shard: int = 1) -> list[dict[str, Any]]:
+def payload_rbac(
+    scan: ScanRef, shard_count: int, pages_per_shard: int = 1, inboxes: bool = False
+) -> list[dict[str, Any]]:
     """ServiceAccount, Role and RoleBinding for a scan's pods: get/patch on its shards' record pages (each of
-    ``shard_count`` shards with up to ``pages_per_shard``, page_layout), nothing else: no create, no list."""
+    ``shard_count`` shards with up to ``pages_per_shard``, page_layout) and, for workers that pull, their
+    inboxes; nothing else: no create, no list."""
     account = payload_account_name(scan.name)
     pages = [
         page_name(shard_pages_name(scan.name, shard), page)
         for shard in range(shard_count)
         for page in range(pages_per_shard)
     ]
+    if inboxes:
+        pages += [inbox_name(shard_pages_name(scan.name, shard)) for shard in range(shard_count)]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(scan, account, "payload")},
         {
