@@ -121,7 +121,7 @@ def _exists(read: Callable[[], Any]) -> bool:
         ({"parameters": [{"name": "lr", "range": {"min": 0.0, "max": 0.1, "count": 3, "scale": "log"}}]}, "a log range needs min > 0"),
         ({"parameters": [{"name": "a", "values": [1]}, {"name": "a", "values": [2]}]}, "parameter names must be unique"),
         ({"retries": -1}, "spec.retries"),
-        ({"sampling": {"strategy": "random"}}, "random sampling needs samples"),
+        ({"sampling": {"strategy": "random"}}, "random, tpe, cmaes and qmc sampling need samples"),
     ],
 )  # fmt: skip
 def test_api_server_refuses_invalid_scans_with_the_models_message(k8s, crd, ns, change, message):

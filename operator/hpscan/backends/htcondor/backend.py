@@ -548,8 +548,9 @@ class HTCondorBackend(Backend):
         return list(first.items())
 
     def _cancel(self, uid: str, tracked: Tracked, shards: Collection[int] | None) -> None:
-        # Completed jobs are left alone: their state and output are what the scan keeps.
-        constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
+        # Completed jobs are left alone: their state and output are what the scan keeps; removed ones are on their
+        # way out of the queue (editing one that left between the query and the edit fails).
+        constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED} && JobStatus != {REMOVED}"
         if shards is not None:
             constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
         for connection, site in self._distinct_connections(tracked):
