@@ -81,3 +81,14 @@ def test_only_pulling_shards_get_a_bridge_and_only_on_a_channel_that_carries_tri
     assert pull_bridge(MemoryChannel(), shard_file(tmp_path / "pull.json", True), tmp_path) is not None  # type: ignore[arg-type]
     with pytest.raises(BackendError, match="StdoutChannel cannot carry trials"):
         pull_bridge(StdoutChannel(), shard_file(tmp_path / "pull.json", True), tmp_path)
+
+
+def test_a_trial_handed_again_to_the_worker_it_was_taken_from_is_its_again(tmp_path: Path):
+    """A suspended worker's trials go back in the queue; resumed, it may get them again: it must train them."""
+    from hpscan.api.trials import Assignment
+
+    held = Assignment()
+    held.fold([trial(1), {"withdraw": "c0001-00000001"}])
+    assert not held.trials and "c0001-00000001" in held.withdrawn
+    added = held.fold([trial(1)])
+    assert [c.id for c in added] == ["c0001-00000001"] and "c0001-00000001" not in held.withdrawn

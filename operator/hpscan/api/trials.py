@@ -114,7 +114,8 @@ class Assignment:
                     trial = Combination.model_validate(line["trial"])
                 except ValidationError:
                     continue
-                if trial.id not in self.withdrawn and trial.id not in self.trials:
+                if trial.id not in self.trials:  # handed again after a withdraw (a resumed worker): it is back
+                    self.withdrawn.pop(trial.id, None)
                     self.trials[trial.id] = trial
                     added.append(trial)
             elif "withdraw" in line:
