@@ -184,11 +184,20 @@ def reconcile_scan(
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
-    if refused := [
-        r
-        for name in sorted({t.backend for t in targets})
-        for r in [*pull_refusal(backends[name], planned), *backends[name].refusals(planned)]
-    ]:
+    if (
+        refused := [
+            r
+            for name in sorted({t.backend for t in targets})
+            for r in [*pull_refusal(backends[name], planned), *backends[name].refusals(planned)]
+        ]
+        or (  # the operator keeps no search per scan yet (hpscan.core.search): `hpscan run` does, also at an htcondor site
+            [
+                "workers that pull trials run with `hpscan run` (here or --site an htcondor site) so far, not in the operator"
+            ]
+            if planned.pull
+            else []
+        )
+    ):
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])

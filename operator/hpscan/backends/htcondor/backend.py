@@ -7,6 +7,8 @@ operator runs them in kopf's worker threads, serialised by one lock.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import threading
 import time
@@ -25,6 +27,7 @@ from hpscan.api.contract import (
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
+from hpscan.api.trials import Assignment, Progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
 from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
@@ -68,7 +71,15 @@ from hpscan.backends.htcondor.submit import (
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError, SchedulerUnavailable
-from hpscan.job.chirp import RECORDS_ATTR, classad_string
+from hpscan.job.chirp import (
+    PROGRESS_ATTR,
+    RECORDS_ATTR,
+    STOPS_ATTR,
+    TRIALS_ATTR,
+    chirped_progress,
+    classad_string,
+    json_object_lines,
+)
 
 # --- the backend -----------------------------------------------------------------------------------------------
 
@@ -76,6 +87,11 @@ from hpscan.job.chirp import RECORDS_ATTR, classad_string
 def _default_site() -> Site:
     """The site of a launch or probe that names none: the local schedd, with the block's defaults."""
     return Site.model_validate({"name": "htcondor", "htcondor": {}})
+
+
+def _where(site: HTCondorSite) -> str:
+    """A schedd's name in keys that hold job ids (the same id exists at every schedd)."""
+    return f"{site.pool}/{site.schedd}"
 
 
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,6 +110,7 @@ class HTCondorBackend(Backend):
     """Shards as HTCondor jobs. One instance serves every scan; see the module docstring for the wiring."""
 
     name: ClassVar[str] = "htcondor"
+    pulls: ClassVar[bool] = True  # trials and stops: attributes edited on the job's ad, read back with chirp
 
     def __init__(
         self,
@@ -121,6 +138,11 @@ class HTCondorBackend(Backend):
         self._live_seen: dict[str, set[str]] = {}
         self._chirped: dict[str, dict[int, dict[str, ResultRecord]]] = {}  # by uid and shard: live records seen
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
+        # Workers that pull: by uid, each worker's whole text per attribute (its trials.jsonl / stop.jsonl so far),
+        # what was last written on each job, and the per-epoch reports already handed over.
+        self._channel: dict[str, dict[tuple[int, str], str]] = {}
+        self._written: dict[str, dict[tuple[str, str, str], str]] = {}  # by (schedd, job, attribute)
+        self._reported: dict[str, set[tuple[str, int]]] = {}
         self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
     # scans --------------------------------------------------------------------------------------------------
@@ -168,7 +190,8 @@ class HTCondorBackend(Backend):
                 except Exception as error:
                     self._schedds.pop(schedd_key(condor), None)
                     raise unavailable(condor, "releasing completed jobs", error) from None
-        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable):
+        tables = (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable)
+        for table in (*tables, self._channel, self._written, self._reported):
             table.pop(uid, None)
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
@@ -409,6 +432,119 @@ class HTCondorBackend(Backend):
             view = self._views[schedd_key(condor_of(site))]
             if view.error:
                 out[name] = view.error
+        return out
+
+    # workers that pull ----------------------------------------------------------------------------------------
+    #
+    # A worker's channel is two attributes of its job ad, HPScanTrials and HPScanStops: each holds the worker's
+    # whole trials.jsonl / stop.jsonl so far as one ClassAd string, set with the schedd's edit (flag SetDirty, so
+    # the schedd tells the job's shadow, where chirp's get_job_attr reads). An attribute cannot be appended to:
+    # every hand-out rewrites the whole text. A trial line is about 200 bytes (six parameters), so a worker holding
+    # 100 trials carries 20 KB, written again with each hand-out (the schedd's job log grows by that much per edit
+    # until it rotates) and fetched by every poll cycle (PROJECTION). Sensible up to a few hundred trials per
+    # worker (tens of KB); a scan that hands one worker thousands wants fewer, longer trials, more workers, or a
+    # channel that appends (a file the job fetches).
+
+    @_locked
+    def assign(self, scan: ScanRef, shard: int, lines: Sequence[dict]) -> None:
+        self._append(scan, shard, TRIALS_ATTR, lines)
+
+    @_locked
+    def stop_trials(self, scan: ScanRef, shard: int, trial_ids: Sequence[str]) -> None:
+        self._append(scan, shard, STOPS_ATTR, [{"id": i} for i in trial_ids])
+
+    def _append(self, scan: ScanRef, shard: int, attribute: str, lines: Sequence[dict]) -> None:
+        """Append lines to a worker's text and set it on the shard's unfinished jobs. The text is the operator's
+        (seeded from the job ads after a restart); a job that has none yet, e.g. a moved shard's new one, gets the
+        whole text, so what a worker was handed and had taken back is always on its newest job."""
+        uid = self._uid(scan)
+        tracked = self._scans.get(uid)
+        if tracked is None:
+            raise BackendError(f"scan {scan.name!r} is not tracked; call track() with its spec first")
+        constraint = (
+            f"{UID_ATTR} == {classad_string(uid)} && {SHARD_ATTR} == {int(shard)} && {PROBE_ATTR} =?= undefined"
+        )
+        found: list[tuple[ScheddLike, HTCondorSite, Any]] = []
+        for site in self._distinct_schedds(tracked):
+            condor = condor_of(site)
+            schedd = self._schedd(condor)
+            try:
+                ads = schedd.query(constraint, ["ClusterId", "ProcId", "JobStatus", attribute])
+            except Exception as error:
+                self._schedds.pop(schedd_key(condor), None)
+                raise unavailable(condor, f"looking for shard {shard}'s job", error) from None
+            found += [(schedd, condor, ad) for ad in ads]
+        texts = self._channel.setdefault(uid, {})
+        if (shard, attribute) not in texts:  # a restarted operator: the longest text on the shard's jobs
+            held = [attr(ad, attribute) for _, _, ad in found]
+            texts[shard, attribute] = max((t for t in held if isinstance(t, str)), key=len, default="")
+        texts[shard, attribute] += "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+        for schedd, condor, ad in found:
+            if int(attr(ad, "JobStatus", IDLE)) not in (COMPLETED, REMOVED):
+                self._write(uid, schedd, condor, job_id(ad), attribute, texts[shard, attribute])
+
+    def _write(self, uid: str, schedd: ScheddLike, site: HTCondorSite, job: str, attribute: str, text: str) -> None:
+        import htcondor2
+
+        try:  # SetDirty: the schedd tells a running job's shadow, whose copy of the ad chirp reads
+            schedd.edit([job], attribute, classad_string(text), flags=htcondor2.TransactionFlag.SetDirty)
+        except Exception as error:
+            raise unavailable(site, f"setting {attribute} of job {job}", error) from None
+        self._written.setdefault(uid, {})[_where(site), job, attribute] = text
+
+    def _sync(self, uid: str) -> None:
+        """Set the whole text on unfinished jobs that do not carry it yet (a job that appeared after the last
+        hand-out to its shard, or an edit that failed)."""
+        texts = self._channel.get(uid, {})
+        written = self._written.setdefault(uid, {})
+        for site, _, ad in self._jobs(uid):
+            if int(attr(ad, "JobStatus", IDLE)) in (COMPLETED, REMOVED):
+                continue
+            shard, job = int(attr(ad, SHARD_ATTR, -1)), job_id(ad)
+            for attribute in (TRIALS_ATTR, STOPS_ATTR):
+                text = texts.get((shard, attribute))
+                condor = condor_of(site)
+                if text and written.get((_where(condor), job, attribute)) != text and attr(ad, attribute) != text:
+                    with contextlib.suppress(SchedulerUnavailable):  # e.g. the job just left: the next cycle sees
+                        self._write(uid, self._schedd(condor), condor, job, attribute, text)
+
+    @_locked
+    def fetch_progress(self, scan: ScanRef) -> list[Progress]:
+        """The per-epoch reports pulling workers chirped (HPScanProgress) that were not handed over before."""
+        uid = self._uid(scan)
+        if uid not in self._scans:
+            return []
+        self._ensure_fresh(uid)
+        self._sync(uid)
+        seen = self._reported.setdefault(uid, set())
+        reports = []
+        for _, _, ad in self._jobs(uid):
+            for report in chirped_progress(attr(ad, PROGRESS_ATTR)):
+                if (report.id, report.epoch) not in seen:
+                    seen.add((report.id, report.epoch))
+                    reports.append(report)
+        return reports
+
+    @_locked
+    def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
+        """Each worker's Assignment, folded from HPScanTrials of its job (the newest generation's: it carries the
+        whole text), so a restarted operator hands out nothing twice."""
+        uid = self._uid(scan)
+        if uid not in self._scans:
+            return {}
+        self._ensure_fresh(uid)
+        texts: dict[int, str] = {}
+        for _, _, ad in self._jobs(uid):
+            shard, text = int(attr(ad, SHARD_ATTR, -1)), attr(ad, TRIALS_ATTR)
+            if isinstance(text, str) and len(text) >= len(texts.get(shard, "")):
+                texts[shard] = text
+        for (shard, attribute), text in self._channel.get(uid, {}).items():
+            if attribute == TRIALS_ATTR and len(text) > len(texts.get(shard, "")):
+                texts[shard] = text
+        out: dict[int, Assignment] = {}
+        for shard, text in sorted(texts.items()):
+            out[shard] = Assignment()
+            out[shard].fold(json_object_lines(text))
         return out
 
     # site probes --------------------------------------------------------------------------------------------
