@@ -28,6 +28,8 @@ from hpscan.job.chirp import (
     chirp_line_length,
     classad_string,
     classad_string_value,
+    lines_value,
+    value_lines,
 )
 from hpscan.job.runner import PullBridge
 from hpscan.testing.condor import ScheddStandIn
@@ -102,7 +104,8 @@ def test_a_hand_out_reaches_the_job_ad_and_the_payloads_files(setup, tmp_path):
     backend.assign(SCAN, 1, trial_lines([combination(0), combination(1)]))
     backend.assign(SCAN, 1, trial_lines([combination(2)], withdrawn=["c1-abc1"], end=True))
     value = schedd.jobs[job].eval(TRIALS_ATTR)
-    assert [json.loads(line) for line in value.splitlines()] == [
+    assert '"' not in value and "\\" not in value  # nothing a schedd's old-syntax parse would change
+    assert [json.loads(line) for line in value_lines(value)] == [
         *trial_lines([combination(0), combination(1)]),
         *trial_lines([combination(2)], withdrawn=["c1-abc1"], end=True),
     ]
@@ -155,7 +158,9 @@ def test_a_restarted_operator_rebuilds_from_the_ads_and_hands_out_nothing_twice(
     again = HTCondorBackend(tmp_path / "work", schedd_factory=lambda site: schedd, max_age_seconds=0)
     again.track(SCAN, spec)
     held = again.assignments(SCAN)
-    assert {s: list(a.trials) for s, a in held.items()} == {s: list(a.trials) for s, a in backend.assignments(SCAN).items()}
+    assert {s: list(a.trials) for s, a in held.items()} == {
+        s: list(a.trials) for s, a in backend.assignments(SCAN).items()
+    }
     assert len(held[0].trials) == 2 and not held[1].trials and len(held[1].withdrawn) == 2
     rebuilt = Search(planned)
     rebuilt.rebuild(held, [], [])
@@ -183,7 +188,7 @@ def test_a_retried_job_keeps_its_trials_and_a_moved_shards_new_job_gets_the_whol
     backend.assign(SCAN, 0, trial_lines([combination(5)]))
     new = schedd.job_of(SCAN.uid, 0)
     assert new != job
-    assert [json.loads(line)["trial"]["id"] for line in schedd.jobs[new].eval(TRIALS_ATTR).splitlines()] == [
+    assert [json.loads(line)["trial"]["id"] for line in value_lines(schedd.jobs[new].eval(TRIALS_ATTR))] == [
         "c0-abc0",
         "c5-abc5",
     ]
@@ -197,7 +202,17 @@ def test_a_job_that_appears_after_its_hand_out_gets_the_text_at_the_next_poll(se
     schedd.jobs[job][TRIALS_ATTR] = classad2.ExprTree('""')  # e.g. an edit the schedd lost
     backend._written.clear()
     backend.fetch_progress(SCAN)
-    assert json.loads(schedd.jobs[job].eval(TRIALS_ATTR))["trial"]["id"] == "c0-abc0"
+    assert json.loads(value_lines(schedd.jobs[job].eval(TRIALS_ATTR))[0])["trial"]["id"] == "c0-abc0"
+
+
+def test_lines_survive_the_schedds_old_classad_syntax():
+    """A schedd parses edited and chirped values in the old ClassAd syntax, where only \\" is an escape (on the test
+    pool: "a\\nb" stayed four characters); lines_value leaves it nothing to parse but the quotes."""
+    lines = ['{"error":"a \\"quoted\\" word\\nand a newline","path":"C:\\\\x"}', "50% done", "ünï"]
+    value = lines_value(lines)
+    assert value.count('"') == 2 and "\\" not in value
+    assert value_lines(classad2.ExprTree(value).eval()) == lines
+    assert value_lines(classad_string_value(str(classad2.ExprTree(value)))) == lines  # what chirp hands the job
 
 
 def test_classad_strings_as_the_shadow_unparses_them():
@@ -239,14 +254,14 @@ def test_progress_keeps_the_newest_epoch_of_every_trial_within_a_chirp_line():
     channel = ChirpChannel(make_spec().objective, client=Recording)
     for epoch in range(1, 200):  # one long trial fills the line with its epochs...
         channel.publish_progress([Progress(id="long", epoch=epoch, metrics={"val_loss": 1.0 / epoch})])
-    before = [json.loads(line) for line in classad2.ExprTree(sent[PROGRESS_ATTR]).eval().splitlines()]
+    before = [json.loads(line) for line in value_lines(classad2.ExprTree(sent[PROGRESS_ATTR]).eval())]
     assert before[-1] == {"id": "long", "epoch": 199, "metrics": {"val_loss": 1.0 / 199}} and len(before) > 30
     # ... then a burst of many epochs of many trials at once (a chirp outage): each trial's newest still goes out
     burst = [Progress(id=f"t{i}", epoch=e, metrics={"val_loss": 0.5}) for i in range(20) for e in range(1, 6)]
     channel.publish_progress(burst)
     value = sent[PROGRESS_ATTR]
     assert chirp_line_length(PROGRESS_ATTR, value) <= CHIRP_LINE_MAX
-    reports = [json.loads(line) for line in classad2.ExprTree(value).eval().splitlines()]
+    reports = [json.loads(line) for line in value_lines(classad2.ExprTree(value).eval())]
     newest = {(r["id"], r["epoch"]) for r in reports}
     assert {(f"t{i}", 5) for i in range(20)} <= newest
     assert len(reports) > 20  # the rest filled with the newest of the others

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, unquote
 
 from pydantic import ValidationError
 
@@ -44,6 +45,21 @@ CHIRP_LINE_MAX = 5120
 def classad_string(value: str) -> str:
     """A ClassAd string literal (for +Attr lines and chirp values)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) not in '%"\\')
+
+
+def lines_value(lines: Sequence[str]) -> str:
+    """The ClassAd string literal of an attribute that holds lines (JSON lines), percent-encoded where a schedd
+    would change them: it parses edited and chirped values in the old ClassAd syntax, where only \\" is an
+    escape (a \\n or \\\\ stays two characters: seen on the test pool), so %, ", backslash and newlines go as %XX."""
+    return classad_string(quote("\n".join(lines), safe=_SAFE))
+
+
+def value_lines(value: object) -> list[str]:
+    """The lines of an attribute set with lines_value, from its evaluated value (a job ad's) or None."""
+    return unquote(value).splitlines() if isinstance(value, str) else []
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "'": "'", "/": "/"}
@@ -77,10 +93,10 @@ def classad_string_value(expression: str) -> str | None:
     return out.decode(errors="replace")
 
 
-def json_object_lines(text: str | None) -> list[dict]:
-    """The JSON objects of a text of JSON lines (an attribute's value); other lines are skipped."""
+def json_object_lines(lines: Sequence[str]) -> list[dict]:
+    """The JSON objects among lines (an attribute's, see value_lines); other lines are skipped."""
     out = []
-    for line in (text or "").splitlines():
+    for line in lines:
         try:
             value = json.loads(line)
         except json.JSONDecodeError:
@@ -92,10 +108,8 @@ def json_object_lines(text: str | None) -> list[dict]:
 
 def chirped_progress(text: object) -> list[Progress]:
     """The per-epoch reports a pulling worker chirped (its HPScanProgress attribute); foreign lines skipped."""
-    if not isinstance(text, str):
-        return []
     out = []
-    for line in json_object_lines(text):
+    for line in json_object_lines(value_lines(text)):
         try:
             out.append(Progress.model_validate(line))
         except ValidationError:
@@ -106,9 +120,7 @@ def chirped_progress(text: object) -> list[Progress]:
 def chirped_records(text: object) -> list[ResultRecord]:
     """The records a running job chirped: the value of its HPScanRecords attribute (JSON lines of its newest
     records). A torn or foreign line is skipped: the sandbox copy is read again at the end."""
-    if not isinstance(text, str):
-        return []
-    return parse_records(text.splitlines())[0]
+    return parse_records(value_lines(text))[0]
 
 
 class ChirpClient(Protocol):
@@ -169,7 +181,7 @@ class ChirpChannel:
             self.recent.append(json.dumps(record.to_wire(), separators=(",", ":")))
         kept: list[str] = []
         for line in reversed(self.recent):  # the newest records that fit one chirp line
-            candidate = classad_string("\n".join([line, *kept]))
+            candidate = lines_value([line, *kept])
             if chirp_line_length(RECORDS_ATTR, candidate) > CHIRP_LINE_MAX:
                 break
             kept.insert(0, line)
@@ -177,7 +189,7 @@ class ChirpChannel:
         attributes = {DONE_ATTR: str(self.done), FAILED_ATTR: str(self.failed)}
         if self.best is not None:
             attributes[BEST_ATTR] = repr(float(self.best))
-        attributes[RECORDS_ATTR] = classad_string("\n".join(kept))
+        attributes[RECORDS_ATTR] = lines_value(kept)
         return attributes
 
     def recorded(self) -> list[ResultRecord]:
@@ -192,7 +204,7 @@ class ChirpChannel:
         except Exception as error:  # the starter's proxy is away a while: the next call asks again
             sys.stderr.write(f"hpscan: chirp unavailable, no new trials or stop requests for now ({error})\n")
             return self.inbox_lines
-        trials, stops = (json_object_lines(text) for text in texts)
+        trials, stops = (json_object_lines(value_lines(text)) for text in texts)
         # The operator only appends; a shorter list is an older copy of the ad (the shadow's lags the schedd's).
         if len(trials) >= len(self.inbox_lines[0]) and len(stops) >= len(self.inbox_lines[1]):
             self.inbox_lines = (trials, stops)
@@ -215,7 +227,7 @@ class ChirpChannel:
 
     @staticmethod
     def _lines_value(entries: Sequence[tuple[str, str]], indices: Sequence[int]) -> str:
-        return classad_string("\n".join(entries[i][1] for i in indices))
+        return lines_value([entries[i][1] for i in indices])
 
     def publish_progress(self, reports: list[Progress]) -> None:
         if not reports:

@@ -79,6 +79,8 @@ from hpscan.job.chirp import (
     chirped_progress,
     classad_string,
     json_object_lines,
+    lines_value,
+    value_lines,
 )
 
 # --- the backend -----------------------------------------------------------------------------------------------
@@ -140,8 +142,8 @@ class HTCondorBackend(Backend):
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
         # Workers that pull: by uid, each worker's whole text per attribute (its trials.jsonl / stop.jsonl so far),
         # what was last written on each job, and the per-epoch reports already handed over.
-        self._channel: dict[str, dict[tuple[int, str], str]] = {}
-        self._written: dict[str, dict[tuple[str, str, str], str]] = {}  # by (schedd, job, attribute)
+        self._channel: dict[str, dict[tuple[int, str], list[str]]] = {}
+        self._written: dict[str, dict[tuple[str, str, str], list[str]]] = {}  # by (schedd, job, attribute)
         self._reported: dict[str, set[tuple[str, int]]] = {}
         self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
@@ -440,7 +442,7 @@ class HTCondorBackend(Backend):
     # whole trials.jsonl / stop.jsonl so far as one ClassAd string, set with the schedd's edit (flag SetDirty, so
     # the schedd tells the job's shadow, where chirp's get_job_attr reads). An attribute cannot be appended to:
     # every hand-out rewrites the whole text. A trial line is about 200 bytes (six parameters), so a worker holding
-    # 100 trials carries 20 KB, written again with each hand-out (the schedd's job log grows by that much per edit
+    # 100 trials carries 20 KB (30 KB percent-encoded, chirp.lines_value), written again with each hand-out (the schedd's job log grows by that much per edit
     # until it rotates) and fetched by every poll cycle (PROJECTION). Sensible up to a few hundred trials per
     # worker (tens of KB); a scan that hands one worker thousands wants fewer, longer trials, more workers, or a
     # channel that appends (a file the job fetches).
@@ -476,21 +478,22 @@ class HTCondorBackend(Backend):
             found += [(schedd, condor, ad) for ad in ads]
         texts = self._channel.setdefault(uid, {})
         if (shard, attribute) not in texts:  # a restarted operator: the longest text on the shard's jobs
-            held = [attr(ad, attribute) for _, _, ad in found]
-            texts[shard, attribute] = max((t for t in held if isinstance(t, str)), key=len, default="")
-        texts[shard, attribute] += "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+            texts[shard, attribute] = max((value_lines(attr(ad, attribute)) for _, _, ad in found), key=len, default=[])
+        texts[shard, attribute] += [json.dumps(line, separators=(",", ":")) for line in lines]
         for schedd, condor, ad in found:
             if int(attr(ad, "JobStatus", IDLE)) not in (COMPLETED, REMOVED):
                 self._write(uid, schedd, condor, job_id(ad), attribute, texts[shard, attribute])
 
-    def _write(self, uid: str, schedd: ScheddLike, site: HTCondorSite, job: str, attribute: str, text: str) -> None:
+    def _write(
+        self, uid: str, schedd: ScheddLike, site: HTCondorSite, job: str, attribute: str, text: list[str]
+    ) -> None:
         import htcondor2
 
         try:  # SetDirty: the schedd tells a running job's shadow, whose copy of the ad chirp reads
-            schedd.edit([job], attribute, classad_string(text), flags=htcondor2.TransactionFlag.SetDirty)
+            schedd.edit([job], attribute, lines_value(text), flags=htcondor2.TransactionFlag.SetDirty)
         except Exception as error:
             raise unavailable(site, f"setting {attribute} of job {job}", error) from None
-        self._written.setdefault(uid, {})[_where(site), job, attribute] = text
+        self._written.setdefault(uid, {})[_where(site), job, attribute] = list(text)
 
     def _sync(self, uid: str) -> None:
         """Set the whole text on unfinished jobs that do not carry it yet (a job that appeared after the last
@@ -504,7 +507,11 @@ class HTCondorBackend(Backend):
             for attribute in (TRIALS_ATTR, STOPS_ATTR):
                 text = texts.get((shard, attribute))
                 condor = condor_of(site)
-                if text and written.get((_where(condor), job, attribute)) != text and attr(ad, attribute) != text:
+                if (
+                    text
+                    and written.get((_where(condor), job, attribute)) != text
+                    and value_lines(attr(ad, attribute)) != text
+                ):
                     with contextlib.suppress(SchedulerUnavailable):  # e.g. the job just left: the next cycle sees
                         self._write(uid, self._schedd(condor), condor, job, attribute, text)
 
@@ -533,13 +540,13 @@ class HTCondorBackend(Backend):
         if uid not in self._scans:
             return {}
         self._ensure_fresh(uid)
-        texts: dict[int, str] = {}
+        texts: dict[int, list[str]] = {}
         for _, _, ad in self._jobs(uid):
-            shard, text = int(attr(ad, SHARD_ATTR, -1)), attr(ad, TRIALS_ATTR)
-            if isinstance(text, str) and len(text) >= len(texts.get(shard, "")):
+            shard, text = int(attr(ad, SHARD_ATTR, -1)), value_lines(attr(ad, TRIALS_ATTR))
+            if len(text) >= len(texts.get(shard, [])):
                 texts[shard] = text
         for (shard, attribute), text in self._channel.get(uid, {}).items():
-            if attribute == TRIALS_ATTR and len(text) > len(texts.get(shard, "")):
+            if attribute == TRIALS_ATTR and len(text) > len(texts.get(shard, [])):
                 texts[shard] = text
         out: dict[int, Assignment] = {}
         for shard, text in sorted(texts.items()):
