@@ -22,14 +22,14 @@ pytestmark = pytest.mark.slow
 
 SAMPLES = 12  # TPE suggests from the 11th on (its 10 start-up trials are random)
 EPOCHS = 6
-# Epochs of about a second on the slot's one core, so a stop request (a few seconds to arrive, see docs/htcondor.md)
+# Epochs of about a second and a half on the slot's one core (tiny nets train fast: many small batches), so a stop request (a few seconds to arrive, see docs/htcondor.md)
 # reaches a trial before its last epoch.
 SETTINGS = {
     "epochs": EPOCHS,
     "patience": EPOCHS,
     "fuse": 1,
-    "batch_size": 100,
-    "data": {"synthetic": {"jets": 20000, "seed": 1}},
+    "batch_size": 2,
+    "data": {"synthetic": {"jets": 60000, "seed": 1}},
 }
 
 
@@ -62,9 +62,14 @@ def test_tpe_with_asha_through_htcondor_workers_that_pull(condor_pool, tmp_path)
     assert all(2 <= r["epochs"] < r["maxEpochs"] == EPOCHS for r in pruned), pruned
     assert {r["shard"] for r in records} == {0, 1}  # both jobs pulled trials
 
-    # Every trial was handed to one worker, as the jobs' ads say (the schedd's history keeps them).
+    # Every trial was handed to one worker, as the jobs' ads say (released at the end, they move to the history).
     clusters = sorted({s["job"].split(".")[0] for s in status["shards"]})
-    ads = condor_pool.schedd().history(f"member(ClusterId, {{{', '.join(clusters)}}})", ["HPScanTrials"], match=10)
+    schedd, constraint = condor_pool.schedd(), f"member(ClusterId, {{{', '.join(clusters)}}})"
+    ads = condor_pool.wait(
+        lambda: (found := list(schedd.history(constraint, ["HPScanTrials"], match=10))) and len(found) >= 2 and found,
+        60,
+        "the two jobs in the schedd's history",
+    )
     handed: Counter = Counter()
     for ad in ads:
         for line in value_lines(ad.get("HPScanTrials")):
