@@ -6,11 +6,14 @@ operator edits at the schedd (HPScanTrials, HPScanStops) and report per-epoch lo
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from operator_support import REPO
@@ -37,15 +40,40 @@ def position(trial_id: str) -> int:
     return int(trial_id[1:].split("-")[0])
 
 
-def test_tpe_with_asha_through_htcondor_workers_that_pull(condor_pool, tmp_path):
-    command = [
+def run_command(pool: Any, out: Path, samples: int = SAMPLES) -> list[str]:
+    return [
         str(Path(sys.executable).parent / "hpscan"), "run", str(REPO / "examples" / "adaptive.yaml"),
-        "--out", str(tmp_path), "--plain", "--site", "pool",
-        "--set", f"sites={json.dumps(condor_sites(condor_pool))}",
-        "--set", f"sampling.samples={SAMPLES}",
+        "--out", str(out), "--plain", "--site", "pool",
+        "--set", f"sites={json.dumps(condor_sites(pool))}",
+        "--set", f"sampling.samples={samples}",
         "--set", f"payload.settings={json.dumps(SETTINGS)}",
         "--set", "artifacts.keep=none",
     ]  # fmt: skip
+
+
+def handed_out(pool: Any, status: dict[str, Any]) -> Counter:
+    """How often each trial was handed to a worker and not taken back, as the scan's job ads say (released at the
+    end, the jobs move to the schedd's history)."""
+    clusters = sorted({s["job"].split(".")[0] for s in status["shards"]})
+    schedd, constraint = pool.schedd(), f"member(ClusterId, {{{', '.join(clusters)}}})"
+    ads = pool.wait(
+        lambda: (found := list(schedd.history(constraint, ["HPScanTrials"], match=10))) and len(found) >= 2 and found,
+        60,
+        "the two jobs in the schedd's history",
+    )
+    handed: Counter = Counter()
+    for ad in ads:
+        for line in value_lines(ad.get("HPScanTrials")):
+            entry = json.loads(line)
+            if "trial" in entry:
+                handed[entry["trial"]["id"]] += 1
+            elif "withdraw" in entry:
+                handed[entry["withdraw"]] -= 1
+    return +handed
+
+
+def test_tpe_with_asha_through_htcondor_workers_that_pull(condor_pool, tmp_path):
+    command = run_command(condor_pool, tmp_path)
     run = subprocess.run(command, env=condor_pool.env(), capture_output=True, text=True, timeout=900, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     status = json.loads((tmp_path / "status.json").read_text())
@@ -62,23 +90,7 @@ def test_tpe_with_asha_through_htcondor_workers_that_pull(condor_pool, tmp_path)
     assert all(2 <= r["epochs"] < r["maxEpochs"] == EPOCHS for r in pruned), pruned
     assert {r["shard"] for r in records} == {0, 1}  # both jobs pulled trials
 
-    # Every trial was handed to one worker, as the jobs' ads say (released at the end, they move to the history).
-    clusters = sorted({s["job"].split(".")[0] for s in status["shards"]})
-    schedd, constraint = condor_pool.schedd(), f"member(ClusterId, {{{', '.join(clusters)}}})"
-    ads = condor_pool.wait(
-        lambda: (found := list(schedd.history(constraint, ["HPScanTrials"], match=10))) and len(found) >= 2 and found,
-        60,
-        "the two jobs in the schedd's history",
-    )
-    handed: Counter = Counter()
-    for ad in ads:
-        for line in value_lines(ad.get("HPScanTrials")):
-            entry = json.loads(line)
-            if "trial" in entry:
-                handed[entry["trial"]["id"]] += 1
-            elif "withdraw" in entry:
-                handed[entry["withdraw"]] -= 1
-    assert +handed == Counter(set(ids)), handed
+    assert handed_out(condor_pool, status) == Counter(set(ids))  # every trial handed to one worker, once
 
     # Reports arrive late from the grid, and the sampler does not wait for them: trials the sampler suggested
     # started (so were handed out) while earlier trials of the scan had no record yet.
@@ -90,3 +102,32 @@ def test_tpe_with_asha_through_htcondor_workers_that_pull(condor_pool, tmp_path)
         if position(later) >= 10 and any(position(q) < position(later) and finished[q] > started[later] for q in ids)
     ]
     assert blind, (started, finished)
+
+
+def test_kill_9_of_hpscan_mid_scan_the_rerun_rebuilds_from_the_job_ads(condor_pool, tmp_path):
+    """The jobs train on while hpscan is gone; the re-run finds them (same manifest, same uid), rebuilds its study
+    from what their ads say they were handed, and completes the budget exactly: no trial lost, none run twice."""
+    samples = 8
+    command = run_command(condor_pool, tmp_path, samples)
+    first = subprocess.Popen(command, env=condor_pool.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "results.jsonl"
+    try:
+        condor_pool.wait(
+            lambda: first.poll() is not None or (results.exists() and len(results.read_text().splitlines()) >= 3),
+            600,
+            "three records",
+        )
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    before = [json.loads(line)["id"] for line in results.read_text().splitlines()]
+    assert 3 <= len(before) < samples
+
+    again = subprocess.run(command, env=condor_pool.env(), capture_output=True, text=True, timeout=900, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["phase"] == "Succeeded" and status["combinations"]["suggested"] == samples, status["combinations"]
+    ids = Counter(json.loads(line)["id"] for line in results.read_text().splitlines())
+    assert len(ids) == samples and max(ids.values()) == 1, ids  # the budget exactly, nothing recorded twice
+    assert set(before) <= set(ids)
+    assert handed_out(condor_pool, status) == Counter(set(ids))  # each trial handed out once over both runs
