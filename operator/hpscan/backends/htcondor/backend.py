@@ -441,11 +441,11 @@ class HTCondorBackend(Backend):
     # A worker's channel is two attributes of its job ad, HPScanTrials and HPScanStops: each holds the worker's
     # whole trials.jsonl / stop.jsonl so far as one ClassAd string, set with the schedd's edit (flag SetDirty, so
     # the schedd tells the job's shadow, where chirp's get_job_attr reads). An attribute cannot be appended to:
-    # every hand-out rewrites the whole text. A trial line is about 200 bytes (six parameters), so a worker holding
-    # 100 trials carries 20 KB (30 KB percent-encoded, chirp.lines_value), written again with each hand-out (the schedd's job log grows by that much per edit
-    # until it rotates) and fetched by every poll cycle (PROJECTION). Sensible up to a few hundred trials per
-    # worker (tens of KB); a scan that hands one worker thousands wants fewer, longer trials, more workers, or a
-    # channel that appends (a file the job fetches).
+    # every hand-out rewrites the whole text. A trial line is about 200 bytes (six parameters, percent-encoded by
+    # chirp.lines_value), so a worker holding 100 trials carries 20 KB, written again with each hand-out (the
+    # schedd's job log grows by that much per edit until it rotates) and fetched by every poll cycle (PROJECTION).
+    # Sensible up to a few hundred trials per worker (tens of KB); a scan that hands one worker thousands wants
+    # fewer, longer trials, more workers, or a channel that appends (a file the job fetches).
 
     @_locked
     def assign(self, scan: ScanRef, shard: int, lines: Sequence[dict]) -> None:
