@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration" tests
 
 test: $(STAMP) lint tools s3-build images condor-build
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 # Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).
 crds: $(STAMP)

@@ -3,7 +3,7 @@
 The payload is the contract-honouring stand-in of tests/unit/payloads (no training: it records a loss computed
 from the parameters), run by `hpscan shard-run` in each pod of the test node agent (a kubelet stand-in), so what
 is measured is hpscan itself: the time from `create` to Succeeded, the operator's API requests per shard, its
-peak resident memory, the largest object it or its pods wrote (the HPScan with its status, the shard ConfigMaps),
+peak resident memory, the largest object it or its pods wrote (the HPScan with its status, the shards' record pages),
 the status size, and the requests an idle finished scan still costs.
 
     .venv/bin/python bench/scale.py                      # 100,000 combinations, 200 shards, 20 pods at once

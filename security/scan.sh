@@ -27,7 +27,9 @@ from pathlib import Path
 import yaml
 
 from hpscan.backends.base import ScanRef
-from hpscan.backends.kubernetes.manifests import job_manifest, payload_rbac, shard_configmap, shard_network_policy
+from hpscan.backends.kubernetes.manifests import (
+    job_manifest, page_layout, payload_rbac, shard_network_policy, shard_pages,
+)
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
 
@@ -35,8 +37,9 @@ scan = load_scan(Path("examples/quickstart.yaml"))
 ref = ScanRef(scan.metadata.name, "physics", "00000000-0000-0000-0000-000000000000")
 planned = plan(scan.metadata.name, scan.spec)
 site = scan.spec.sites[0] if scan.spec.sites else None
-objects = [job_manifest(ref, scan.spec, 0, site), shard_configmap(ref, planned.shard_file(0)),
-           *payload_rbac(ref, planned.shard_count), shard_network_policy(ref)]
+layout = page_layout(scan.spec, planned.shard_count)
+objects = [job_manifest(ref, scan.spec, 0, site), *shard_pages(ref, planned.shard_file(0), layout.size),
+           *payload_rbac(ref, planned.shard_count, layout.pages_per_shard), shard_network_policy(ref)]
 Path(sys.argv[1]).write_text(yaml.safe_dump_all(objects))
 PY
 cd "$repo"

@@ -26,7 +26,7 @@ from hpscan.api.status import (
     SiteState,
     SiteStatus,
 )
-from hpscan.api.trials import Progress, trial_lines
+from hpscan.api.trials import Assignment, Progress, trial_lines
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.core.brokering import (
     ProbeOutcome,
@@ -162,6 +162,14 @@ def step(
             act(name, "removing jobs of shards that move", partial(backend.cancel, scan, leave))
 
     handed: dict[int, list[dict]] = {}
+    if search is not None and not search.rebuilt:  # a restarted shell: what the workers' channels hold
+        if outages:  # a channel that does not answer may hold hand-outs: hand out nothing until it does
+            search = None
+        else:
+            channels: dict[int, Assignment] = {}
+            for backend in used.values():
+                channels |= backend.assignments(scan)
+            search.rebuild(channels, [], [])  # this step's records and reports follow (repeated after a restart)
     if search is not None:
         stops = search.progress(progress)  # epochs first: the pruner sees a curve before its trial's record
         for record in fetched:
@@ -187,6 +195,8 @@ def step(
 
     started: set[int] = set()
     for name, backend in used.items():
+        if planned.pull and search is None:
+            break  # workers that pull start only with trials to hand them
         mine = [s for s in decision.start if by_site[s.site].backend == name]
         launches = []
         for start in mine:

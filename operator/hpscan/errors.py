@@ -47,6 +47,13 @@ class SchedulerUnavailable(BackendError):
     reason = Reason.SCHEDULER_UNAVAILABLE
 
 
+class CredentialRefused(BackendError):
+    """A batch system answered but refused the credential a site names (it could not authenticate it, or the identity
+    may not do what was asked); the message names the site, the credential and the batch system's words."""
+
+    exit_code = 2
+
+
 class ModelsError(HPScanError):
     """A kept model that cannot be listed or fetched (no such run folder, rank or id; a cluster scan's storage)."""
 

@@ -30,14 +30,17 @@ from operator_support import REPO, create, scan_manifest
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, ScanRef, ShardLaunch
+from hpscan.backends.base import Backend, ScanRef, ShardLaunch, pull_refusal
 from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.kubernetes import KubernetesBackend
 from hpscan.backends.local import LocalBackend
+from hpscan.core.brokering import Target
 from hpscan.core.planning import Plan, plan
-from hpscan.core.results import aggregate
+from hpscan.core.results import Aggregate, aggregate
+from hpscan.core.search import Search
 from hpscan.core.shardfiles import write_shard_files
 from hpscan.core.summary import build_status
+from hpscan.engine import step
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +277,47 @@ def test_after_a_restart_records_fold_once_and_nothing_is_trained_twice(make_har
     summary = aggregate(planned, records)
     assert summary.succeeded == planned.total and summary.failed == 0
     assert set(trained(harness).values()) == {1}, trained(harness)
+
+
+def test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing(make_harness):
+    """Workers that pull (TPE + ASHA through hpscan.engine.step): trials reach running workers through the
+    backend's channel (stops too, when they come in time), a restarted shell (new backend, new search) rebuilds
+    from the channels, and the budget is spent exactly, each trial once. A backend without such a channel
+    refuses the plan up front."""
+    harness, _static = make_harness({"sleep": 0.6 * harness_pace(make_harness), "epochs": 4})
+    spec_dict = harness.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec_dict["parameters"] = [{"name": "x", "values": [1, 2, 3, 4, 5, 6, 7, 8]}]
+    spec_dict["sampling"] = {"strategy": "tpe", "samples": 6, "seed": 2, "trialsPerWorker": 1}
+    spec_dict["earlyStopping"] = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 2}
+    spec = HPScanSpec.model_validate(spec_dict)
+    harness.spec = spec
+    pulled = plan("contract", spec)
+    if isinstance(harness, LocalHarness):  # the shell writes the shard files: these workers pull
+        write_shard_files(pulled, harness.run_dir / "shards")
+    backend = harness.new_backend()
+    if not backend.pulls:
+        assert "has no channel to hand them trials" in pull_refusal(backend, pulled)[0]
+        return
+    targets = [Target.of(harness.site)] if harness.site else [Target(name="local", backend="local")]
+    agg, search, status = Aggregate(pulled), Search(pulled), None
+    if isinstance(backend, LocalBackend):
+        search.rebuild({}, [], [])  # the local shell rebuilds from its run folder (local_scan.resume_search)
+    deadline = time.monotonic() + 300
+    restarted = False
+    while status is None or status.phase not in {"Succeeded", "Failed"}:
+        assert time.monotonic() < deadline, status
+        result = step(harness.ref, spec, agg, {backend.name: backend}, targets, previous=status, search=search)
+        status = result.status
+        if not restarted and agg.recorded >= 2:  # kill -9 of the shell: a new backend and search, same channels
+            restarted = True
+            if isinstance(backend, LocalBackend):  # its payloads die with it (PR_SET_PDEATHSIG); other jobs go on
+                backend.cancel(harness.ref)
+            backend, agg, search, status = harness.new_backend(), Aggregate(pulled), Search(pulled), None
+            if isinstance(backend, LocalBackend):
+                search.rebuild(backend.assignments(harness.ref), [], [])
+        harness.drive()
+    assert status.phase == "Succeeded", status.message
+    assert restarted
+    counts = status.combinations
+    assert counts.suggested == counts.total == 6 and counts.succeeded + counts.pruned == 6
+    assert set(trained(harness).values()) == {1} and len(trained(harness)) == 6, trained(harness)

@@ -11,6 +11,7 @@ the startd could use: docs/htcondor.md).
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -103,12 +104,15 @@ def test_quickstart_through_the_operator_at_an_htcondor_site(condor_pool, cluste
         uid = created["metadata"]["uid"]
         jobs = condor_pool.schedd().query(f'HPScanUid == "{uid}"', ["HPScanSite", "AuthTokenSubject"])
         assert jobs and {(ad["HPScanSite"], ad["AuthTokenSubject"]) for ad in jobs} == {("pool", condor_pool.identity)}
-        tokens = sorted(t.name for t in (work / "condor" / "tokens").iterdir())
-        assert tokens == [f"{namespace}.pool-token.token"]  # the Secret's token, installed where the bindings look
+        # The Secret's token, alone in the private folder of its credential's worker process (0700)
+        (folder,) = (work / "condor" / "tokens").iterdir()
+        assert [p.name for p in folder.iterdir()] == ["token"] and (folder / "token").read_text().strip() == token
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         scans = client.CustomObjectsApi(k8s)
         scans.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "quickstart")
         cluster.wait(lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"], 60)
         assert not condor_pool.schedd().query(f'HPScanUid == "{uid}" && HPScanReleased =!= true', ["ClusterId"])
+        assert not folder.exists()  # the deleted scan's worker stopped and its token is gone
     finally:
         operator.terminate()
         try:

@@ -10,6 +10,7 @@ instead, with credentials the schedd accepts in the environment. Its jobs need n
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from hpscan.backends.htcondor.submit import write_sandboxes
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate
 from hpscan.core.summary import build_status
+from hpscan.errors import HPScanError
 
 SITE = os.environ.get("HPSCAN_CONDOR_SITE")
 pytestmark = [pytest.mark.integration]
@@ -241,8 +243,8 @@ def test_a_gpu_capability_no_slot_has_stays_pending_with_a_reason(condor_pool):
         fits.close()
 
 
-# The backend in a process of its own: the bindings cache authenticated sessions, so a test in this process would
-# reuse the session of an earlier one instead of authenticating with the Secret's token.
+# The backend in a process whose environment holds no token at all (the operator's own identity is absent), so a
+# job can only have been submitted with the Secret's token (through its credential's worker process).
 SUBMIT_WITH_SECRET = """
 import json, sys, uuid
 from pathlib import Path
@@ -297,9 +299,114 @@ def test_the_sites_secret_idtoken_authenticates_the_backend(condor_pool, tmp_pat
         condor_pool.schedd().act(htcondor2.JobAction.Remove, constraint)
 
 
-def test_a_secret_token_the_pool_did_not_sign_names_the_schedd(condor_pool, tmp_path):
+def test_a_secret_token_the_pool_did_not_sign_is_refused_naming_site_schedd_and_secret(condor_pool, tmp_path):
     header, claims, _ = condor_pool.token().split(".")
     forged = f"{header}.{claims}.{urlsafe_b64encode(b'x' * 32).decode().rstrip('=')}"
     submitted = submit_with_secret(condor_pool, forged, tmp_path)
-    assert "did not answer" in submitted.get("error", ""), submitted
-    assert condor_pool.collector in submitted["error"]
+    error = submitted.get("error", "")
+    assert error.startswith("site 'pool': "), submitted
+    assert condor_pool.collector in error and "refused the IDTOKEN in key 'token' of Secret physics/grid-token" in error
+
+
+# --- credentials per namespace: one backend (as in the operator) serving two namespaces at one access point -----
+
+
+def token_id(token: str) -> str:
+    return str(json.loads(urlsafe_b64decode(token.split(".")[1] + "==="))["jti"])
+
+
+@pytest.mark.parametrize("refusal", ["a token the pool did not sign", "a token without WRITE"])
+def test_a_namespace_cannot_submit_with_another_namespaces_token(condor_pool, refusal):
+    """Namespaces team-a and team-b each have a Secret grid-token for the same site of the same pool. team-a's holds
+    a token the pool issued; team-b's one the schedd refuses (forged, or for the same identity but READ only). Once
+    team-a's scan submitted, team-b's must be refused, naming its site and its Secret, and must not ride on team-a's
+    token or session (all namespaces' tokens shared one process-wide token directory and session cache before
+    each credential got a worker process of its own); team-a's scan goes on and ends."""
+    good = condor_pool.token(authz=["READ", "WRITE"], lifetime_s=600)
+    if refusal == "a token the pool did not sign":
+        header, claims, _ = condor_pool.token().split(".")
+        bad = f"{header}.{claims}.{urlsafe_b64encode(b'x' * 32).decode().rstrip('=')}"
+    else:
+        bad = condor_pool.token(authz=["READ"], lifetime_s=600)
+    secrets = {("team-a", "grid-token", "token"): good, ("team-b", "grid-token", "token"): bad}
+    spec = pool_scan(condor_pool, {}, {"tokenSecret": {"name": "grid-token"}})
+    backend = HTCondorBackend(
+        condor_pool.job_dir("namespaces"), read_secret=lambda *key: secrets[key], max_age_seconds=0
+    )
+    a = ScanRef(name="tokens", namespace="team-a", uid=f"team-a-{uuid.uuid4().hex[:12]}")
+    b = ScanRef(name="tokens", namespace="team-b", uid=f"team-b-{uuid.uuid4().hex[:12]}")
+    planned = plan("tokens", spec)
+    launches = [ShardLaunch(f, spec.sites[0]) for f in planned.shard_files()]
+    try:
+        backend.prepare(a, spec, planned.shard_count)
+        backend.submit(a, spec, launches)
+        backend.prepare(b, spec, planned.shard_count)
+        with pytest.raises(HPScanError) as refused:
+            backend.submit(b, spec, launches)
+        message = str(refused.value)
+        assert message.startswith("site 'pool': "), message
+        assert "refused the IDTOKEN in key 'token' of Secret team-b/grid-token" in message, message
+        assert ("AUTHENTICATE" if "sign" in refusal else "DENIED") in message, message
+        assert not condor_pool.schedd().query(f'HPScanUid == "{b.uid}"', ["ClusterId"])  # nothing of team-b queued
+        # team-a's job is team-a's token's, and team-a's scan goes on: polled, its records back, Succeeded.
+        (ad,) = condor_pool.schedd().query(f'HPScanUid == "{a.uid}"', ["AuthTokenId"])
+        assert ad.get("AuthTokenId") == token_id(good)
+        records: list = []
+
+        def succeeded() -> dict[int, ShardStatus] | None:
+            states = backend.poll(a)
+            records.extend(backend.fetch_records(a))
+            return states if states and states[0].phase == ShardPhase.SUCCEEDED else None
+
+        condor_pool.wait(succeeded, 90, "team-a's shard")
+        assert aggregate(planned, records).succeeded == 2
+        assert backend.outages(a) == {}
+        assert len(workers()) == 2  # one per credential
+    finally:
+        for scan in (a, b):
+            backend.forget(scan, delete_sandboxes=True)
+    assert workers() == []  # forgotten scans leave no worker and no token behind
+    assert not any((backend.work_dir / "tokens").iterdir())
+
+
+def workers() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name == "hpscan-condor-worker"]
+
+
+def test_a_credentials_worker_starts_again_when_it_died_or_its_token_changed(condor_pool):
+    """The worker of a credential is killed: the next poll starts a new one and answers. The Secret's token is
+    rotated: the next prepare restarts the worker (its cached session was the old token's), and the next scan's job
+    carries the new token."""
+    first = condor_pool.token(authz=["READ", "WRITE"], lifetime_s=600)
+    secret = {"token": first}
+    spec = pool_scan(condor_pool, {}, {"tokenSecret": {"name": "grid-token"}})
+    backend = HTCondorBackend(
+        condor_pool.job_dir("rotate"), read_secret=lambda *key: secret["token"], max_age_seconds=0
+    )
+    scans = [ScanRef(name="rotate", namespace="team-a", uid=f"rotate-{uuid.uuid4().hex[:12]}") for _ in range(2)]
+    planned = plan("rotate", spec)
+    launches = [ShardLaunch(f, spec.sites[0]) for f in planned.shard_files()]
+
+    def token_of(scan: ScanRef) -> str:
+        (ad,) = condor_pool.schedd().query(f'HPScanUid == "{scan.uid}"', ["AuthTokenId"])
+        return str(ad.get("AuthTokenId"))
+
+    try:
+        backend.prepare(scans[0], spec, 1)
+        backend.submit(scans[0], spec, launches)
+        (worker,) = workers()
+        worker.kill()
+        worker.join(5)
+        assert sorted(backend.poll(scans[0])) == [0]  # answered by a new worker
+        (again,) = workers()
+        assert again.pid != worker.pid and backend.outages(scans[0]) == {}
+        secret["token"] = condor_pool.token(authz=["READ", "WRITE"], lifetime_s=600)
+        backend.prepare(scans[1], spec, 1)
+        backend.submit(scans[1], spec, launches)
+        (rotated,) = workers()
+        assert rotated.pid != again.pid
+        assert (token_of(scans[0]), token_of(scans[1])) == (token_id(first), token_id(secret["token"]))
+    finally:
+        for scan in scans:
+            backend.forget(scan, delete_sandboxes=True)
+    assert workers() == []

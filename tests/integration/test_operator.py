@@ -121,7 +121,7 @@ def _exists(read: Callable[[], Any]) -> bool:
         ({"parameters": [{"name": "lr", "range": {"min": 0.0, "max": 0.1, "count": 3, "scale": "log"}}]}, "a log range needs min > 0"),
         ({"parameters": [{"name": "a", "values": [1]}, {"name": "a", "values": [2]}]}, "parameter names must be unique"),
         ({"retries": -1}, "spec.retries"),
-        ({"sampling": {"strategy": "random"}}, "random sampling needs samples"),
+        ({"sampling": {"strategy": "random"}}, "random, tpe, cmaes and qmc sampling need samples"),
     ],
 )  # fmt: skip
 def test_api_server_refuses_invalid_scans_with_the_models_message(k8s, crd, ns, change, message):
@@ -190,6 +190,48 @@ def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8
     )  # fmt: skip
     assert len(exported.stdout.splitlines()) == 8
     assert len(json.dumps(status)) < 8192
+
+
+def test_one_shard_of_5000_combinations_records_everything_with_every_object_under_512_kib(cluster, k8s, ns, operator):
+    """A shard's records go to its record pages: main kept the shard file and every record in one ConfigMap, which
+    passes etcd's object limit near 2,400 DL1 records or 4,000 of this payload's (and main refused shards over 1,000
+    combinations)."""
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.job.configmap import records_of
+
+    axes = [{"name": "a", "values": list(range(100))}, {"name": "b", "values": list(range(50))}]
+    body = scan_manifest(
+        "big-shard", {}, parameters=axes, sharding={"shards": 1}, retries=0,
+        gpu={"count": 0, "required": False}, sites=[{"name": "cpu", "kubernetes": {}}],
+    )  # fmt: skip
+    create(k8s, ns, body)
+    status = wait_phase(cluster, k8s, ns, "big-shard", {"Succeeded", "Failed"}, 300)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"] == "5000/5000" and status["combinations"]["succeeded"] == 5000
+
+    api = client.ApiClient()
+    core, batch, rbac = client.CoreV1Api(k8s), client.BatchV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
+    selector = "hpscan.io/scan=big-shard"
+    pages = core.list_namespaced_config_map(ns, label_selector=selector).items
+    assert sum(len(records_of(page.data)[0]) for page in pages) == 5000  # each record once, in its page
+    written = [*pages, *batch.list_namespaced_job(ns, label_selector=selector).items,
+               *rbac.list_namespaced_role(ns, label_selector=selector).items, get(k8s, ns, "big-shard")]  # fmt: skip
+    sizes = {
+        f"{whole.get('kind') or type(obj).__name__}/{whole['metadata']['name']}": len(json.dumps(whole))
+        for obj in written
+        for whole in [api.sanitize_for_serialization(obj)]
+    }
+    assert max(sizes.values()) < 512 * 1024, sizes  # managedFields and all, as the API server keeps them
+
+    from hpscan.backends.kubernetes import page_layout
+
+    layout = page_layout(HPScanSpec.model_validate(body["spec"]), 1)
+    assert len(pages) == -(-5000 // layout.size) > 1
+    exported = subprocess.run(
+        [str(Path(sys.executable).parent / "hpscan"), "results", "big-shard", "-n", ns],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert len(exported.stdout.splitlines()) == 5000
 
 
 def test_a_crashed_pod_is_retried_and_resumes_from_recorded_results(cluster, k8s, ns, operator, pod_visible_dir):
@@ -297,6 +339,43 @@ def test_a_killed_operator_restarts_without_duplicate_jobs_or_lost_results(clust
     )
     assert sorted(j.metadata.name for j in jobs) == [f"crash-shard-{i:03d}" for i in range(4)]
     assert max(trained(log).values()) == 1
+
+
+def test_tpe_with_asha_through_the_operator_survives_a_kill_9_with_no_trial_lost_or_repeated(
+    cluster, k8s, ns, operator, pod_visible_dir
+):
+    """Workers that pull on Kubernetes: each pod's inbox ConfigMap carries its trials and stops in, its per-epoch
+    reports out; records go to the record pages its trials fill. The operator is killed mid-scan; the restarted one
+    rebuilds its Optuna study from the inboxes and spends the budget exactly."""
+    log = pod_visible_dir / "trained.log"
+    body = scan_manifest(
+        "adaptive",
+        {"sleep": 1.2, "epochs": 4, "trainedLog": str(log)},
+        parameters=[{"name": "x", "values": list(range(1, 13))}, {"name": "act", "values": ["relu", "elu"]}],
+        sampling={"strategy": "tpe", "samples": 12, "seed": 1, "trialsPerWorker": 1},
+        earlyStopping={"strategy": "asha", "minEpochs": 1, "reductionFactor": 2},
+        sharding={"shards": 3},
+    )
+    create(k8s, ns, body)
+    cluster.wait(lambda: sum(trained(log).values()) >= 3, 180, "three trials trained")
+    operator.kill()
+    time.sleep(3)  # the workers go on with what they hold; their reports and records wait in ConfigMaps
+    operator.start()
+    status = wait_phase(cluster, k8s, ns, "adaptive", {"Succeeded", "Failed"}, 300)["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    counts = status["combinations"]
+    assert counts["suggested"] == counts["total"] == 12 and counts["succeeded"] + counts["pruned"] == 12
+    assert len(trained(log)) == 12 and max(trained(log).values()) == 1  # the budget exactly, each trial once
+    inboxes = client.CoreV1Api(k8s).list_namespaced_config_map(ns, label_selector="hpscan.io/scan=adaptive").items
+    handed = Counter(
+        json.loads(line)["trial"]["id"]
+        for cm in inboxes
+        if cm.metadata.name.endswith("-in")
+        for line in (cm.data or {}).get("trials.jsonl", "").splitlines()
+        if "trial" in line
+    )
+    assert len(handed) == 12 and max(handed.values()) == 1
+    assert all(len(json.dumps(k8s.sanitize_for_serialization(cm))) < 512 * 1024 for cm in inboxes)
 
 
 def test_gpu_pods_tolerate_the_gpu_taint_through_admission_like_a_common_gpu_cluster(cluster, k8s, ns, operator):

@@ -104,14 +104,14 @@ TINY_SHARD = tiny_shard("tiny")
 
 
 def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_api(cluster, k8s, new_namespace):
-    """The operator's own manifests (payload RBAC, shard ConfigMap, Job) with the payload image: the pod trains
-    one combination and its `--channel kubernetes` writes the record into the ConfigMap through the kubernetes
-    Service (kube-proxy)."""
+    """The operator's own manifests (payload RBAC, record page, Job) with the payload image: the pod reads its
+    shard file from the page, trains one combination and its `--channel kubernetes` writes the record into the
+    page through the kubernetes Service (kube-proxy)."""
     from kubernetes import utils
 
     from hpscan.api.contract import ShardFile
     from hpscan.backends.base import ScanRef
-    from hpscan.backends.kubernetes import job_manifest, job_name, payload_rbac, shard_configmap
+    from hpscan.backends.kubernetes import job_manifest, job_name, payload_rbac, shard_pages, shard_pages_name
     from hpscan.core.manifest import load_scan
     from hpscan.job.configmap import records_of
 
@@ -119,7 +119,7 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     spec = load_scan(REPO / "examples" / "dl1-seed-scan.yaml").spec
     ref = ScanRef(name="tiny", namespace=ns, uid="0")
     job = job_manifest(ref, spec, 0, spec.sites[0], image=PAYLOAD)
-    manifests = [*payload_rbac(ref, 1), shard_configmap(ref, ShardFile.model_validate(TINY_SHARD)), job]
+    manifests = [*payload_rbac(ref, 1), *shard_pages(ref, ShardFile.model_validate(TINY_SHARD), 1), job]
     for manifest in manifests:
         manifest["metadata"].pop("ownerReferences")  # no HPScan here: the garbage collector would take them
     pod = job["spec"]["template"]["spec"]
@@ -141,7 +141,7 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     outcome = cluster.wait(finished, 300, "the shard Job on the real node")
     logs = cluster.kubectl("-n", ns, "logs", f"job/{job_name('tiny', 0)}", check=False)
     assert outcome == "Complete", f"{outcome}: {logs.stdout[-3000:]}{logs.stderr[-2000:]}"
-    configmap = client.CoreV1Api(k8s).read_namespaced_config_map(job["metadata"]["name"], ns)
+    configmap = client.CoreV1Api(k8s).read_namespaced_config_map(f"{shard_pages_name('tiny', 0)}-p0", ns)
     (record,), _ = records_of(configmap.data)
     assert (record.id, record.status, record.shard) == ("c-tiny", "succeeded", 0)
     assert "c-tiny" in logs.stdout

@@ -17,8 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hpscan.api.contract import Objective, ResultRecord
-from hpscan.api.spec import HPScan
-from hpscan.backends.htcondor import install_site_tokens, install_token, use_token_directory
+from hpscan.backends.htcondor import install_token
 from hpscan.cli import app
 from hpscan.errors import BackendError
 from hpscan.job.chirp import CHIRP_LINE_MAX, ChirpChannel, chirp_line_length, value_lines
@@ -158,25 +157,6 @@ def test_install_token_writes_a_private_token_file(tmp_path):
         install_token("password123", tmp_path / "tokens.d", "bad")
     with pytest.raises(BackendError, match="plain file name"):
         install_token(TOKEN, tmp_path / "tokens.d", "../escape")
-
-
-def test_use_token_directory_sets_the_config_it_is_given(tmp_path):
-    before = htcondor2.param.get("SEC_TOKEN_DIRECTORY")
-    config: dict[str, str] = {}
-    use_token_directory(tmp_path, config)
-    assert config == {"SEC_TOKEN_DIRECTORY": str(tmp_path)}
-    assert htcondor2.param.get("SEC_TOKEN_DIRECTORY") == before  # the process's config is untouched
-
-
-def test_site_tokens_are_installed_from_their_secrets(tmp_path):
-    manifest = yaml.safe_load(EXAMPLE.read_text())
-    spec = HPScan.model_validate(manifest).spec
-    secrets = {("atlas", "manchester-idtoken", "token"): TOKEN}
-    paths = install_site_tokens(spec, "atlas", lambda ns, name, key: secrets[(ns, name, key)], tmp_path)
-    assert [p.name for p in paths] == ["atlas.manchester-idtoken.token"]
-    assert paths[0].read_text().strip() == TOKEN
-    with pytest.raises(BackendError, match=r"uk-manchester.*Secret other/manchester-idtoken"):
-        install_site_tokens(spec, "other", lambda ns, name, key: secrets[(ns, name, key)], tmp_path)
 
 
 class ChirpServerStandIn:

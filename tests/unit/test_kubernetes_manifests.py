@@ -1,4 +1,5 @@
-"""What the operator asks Kubernetes for: the Job, ConfigMaps and RBAC of a shard, and how Jobs read back."""
+"""What the operator asks Kubernetes for: the Job, record pages (ConfigMaps) and RBAC of a shard, and how Jobs and
+pages read back."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from hpscan.backends.kubernetes import (
     job_manifest,
     job_name,
     payload_rbac,
-    results_configmap_name,
-    shard_configmap,
+    shard_pages,
+    shard_pages_name,
     shard_state,
 )
 from hpscan.backends.kubernetes.manifests import probe_manifest
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
-from hpscan.job.configmap import CONFIGMAP_ENV, record_patch, records_of
+from hpscan.job.configmap import CONFIGMAP_ENV, join_pages, page_name, record_patch, records_of
 
 SCAN = load_scan(Path("examples/dl1-seed-scan.yaml"))
 REF = ScanRef(name="dl1-seed-scan", namespace="physics", uid="1234")
@@ -44,8 +45,11 @@ def test_job_is_owned_labelled_and_runs_the_payload_through_the_shard_runner():
     assert command[:2] == ["hpscan", "shard-run"]
     assert command[command.index("--channel") + 1] == "kubernetes"
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env[CONFIGMAP_ENV] == results_configmap_name("dl1-seed-scan", 3)
+    assert env[CONFIGMAP_ENV] == shard_pages_name("dl1-seed-scan", 3) == "dl1-seed-scan-shard-003"
     assert command[command.index("--") + 1 :] == ["dl1", "train-shard"]
+    # The shard file comes from the pages through the API: the pod mounts no ConfigMap, whatever the shard's size.
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert not any("configMap" in v for v in volumes) and {"name": "shard", "emptyDir": {}} in volumes
 
 
 def test_shard_and_probe_payloads_write_their_reason_to_the_termination_message_file():
@@ -88,18 +92,47 @@ def test_long_scan_names_give_valid_distinct_names():
     assert len(names) == 10 and all(len(n) <= 63 for n in names)
 
 
-def test_payload_rbac_names_only_the_scans_results_configmaps():
-    account, role, binding = payload_rbac(REF, 10)
-    rule = role["rules"][0]
-    assert rule["verbs"] == ["get", "patch"] and rule["resources"] == ["configmaps"]
-    assert rule["resourceNames"] == [results_configmap_name("dl1-seed-scan", i) for i in range(10)]
+def test_payload_rbac_names_only_the_scans_record_pages():
+    account, role, binding = payload_rbac(REF, 10, pages_per_shard=3)
+    (rule,) = role["rules"]
+    assert rule["verbs"] == ["get", "patch"] and rule["resources"] == ["configmaps"]  # no create, no list
+    assert rule["resourceNames"] == [f"dl1-seed-scan-shard-{i:03d}-p{k}" for i in range(10) for k in range(3)]
     assert binding["subjects"][0]["name"] == account["metadata"]["name"]
 
 
-def test_shard_configmap_holds_the_shard_file():
+def test_long_scan_names_leave_room_for_the_page_suffix():
+    long = "a" * 60
+    names = {page_name(shard_pages_name(long, i), 999_999) for i in range(10)}
+    assert len(names) == 10 and all(len(n) <= 63 for n in names)
+
+
+def test_a_shards_pages_carry_its_shard_file_and_read_back_whole():
     planned = plan(SCAN.metadata.name, SCAN.spec)
-    cm = shard_configmap(REF, planned.shard_file(2))
-    assert '"shard":2' in cm["data"]["shard.json"] and len(cm["data"]["shard.json"]) < 64 * 1024
+    shard_file = planned.shard_file(2)  # 80 combinations
+    pages = shard_pages(REF, shard_file, page_size=7)
+    assert [p["metadata"]["name"] for p in pages] == [f"dl1-seed-scan-shard-002-p{k}" for k in range(12)]
+    assert [p["metadata"]["labels"]["hpscan.io/page"] for p in pages] == [str(k) for k in range(12)]
+    assert all(p["metadata"]["labels"]["hpscan.io/role"] == "shard" for p in pages)  # the operator's index sees them
+    assert "shard.json" in pages[0]["data"] and all("shard.json" not in p["data"] for p in pages[1:])
+    record = ResultRecord(id=shard_file.combinations[9].id, shard=2, parameters=shard_file.combinations[9].parameters,
+                          metrics={"val_loss": 0.5}, status="succeeded")  # fmt: skip
+    pages[1]["data"].update(record_patch([record])["data"])  # the pod's patch of the page holding combination 9
+    read = join_pages(lambda k: pages[k]["data"] if k < len(pages) else None)
+    assert read.shard_file == shard_file and read.records == [record] and read.unreadable == 0
+    assert read.page_of[shard_file.combinations[9].id] == 1 == 9 // 7
+    assert set(read.page_of.values()) == set(range(12))
+
+
+def test_a_missing_or_foreign_page_is_named():
+    import pytest
+
+    pages = shard_pages(REF, plan(SCAN.metadata.name, SCAN.spec).shard_file(0), page_size=30)
+    with pytest.raises(ValueError, match="page 2 of 3 is missing"):
+        join_pages(lambda k: pages[k]["data"] if k < 2 else None)
+    with pytest.raises(ValueError, match="page 1 of 3 says it is page 2 of 3"):
+        join_pages(lambda k: pages[2 if k == 1 else k]["data"])
+    with pytest.raises(ValueError, match="page 0 is missing"):
+        join_pages(lambda k: None)
 
 
 def job(status: dict, suspend: bool = False) -> dict:
@@ -142,6 +175,8 @@ def test_records_round_trip_through_a_configmap_patch():
     data = record_patch([record])["data"]
     assert list(data) == [combo.id]
     assert records_of({**data, "junk": "{not json"}) == ([record], 1)
+    page = shard_pages(REF, planned.shard_file(5), page_size=100)[0]["data"]
+    assert records_of({**page, **data}) == ([record], 0)  # the shard file's keys are not records
 
 
 def test_the_timeout_bounds_each_attempt_not_the_whole_job():
@@ -163,26 +198,6 @@ def test_nothing_may_connect_to_shard_pods_and_they_run_as_a_high_uid():
     pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]
     assert pod["metadata"]["labels"]["hpscan.io/role"] == "shard"  # the policy selects every shard pod
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the payload image's user
-
-
-def test_a_shard_too_large_for_its_configmap_is_refused_before_anything_is_submitted():
-    """100,000 combinations in 10 shards would pass the 1 MiB object limit of the shard ConfigMaps."""
-    from hpscan.api.spec import HPScanSpec
-    from hpscan.backends.kubernetes import KubernetesBackend
-    from hpscan.controller.reconcile import reconcile_scan
-
-    axes = [{"name": "a", "values": list(range(1000))}, {"name": "b", "values": list(range(100))}]
-    payload = {"image": "x:1", "command": ["my-payload"]}
-    spec = HPScanSpec.model_validate({"parameters": axes, "sharding": {"shards": 10}, "payload": payload})
-    backend = KubernetesBackend()  # builds no connection until it sends something
-    (refusal,) = backend.refusals(plan("big", spec))
-    assert "a shard of 10,000 combinations" in refusal and "sharding.shards >= 100" in refusal
-    fitting = HPScanSpec.model_validate({**spec.to_wire(), "sharding": {"shards": 100}})
-    assert backend.refusals(plan("big", fitting)) == []
-    body = {"apiVersion": "hpscan.io/v1alpha1", "kind": "HPScan", "spec": spec.to_wire(),
-            "metadata": {"name": "big", "namespace": "physics", "uid": "u-big", "generation": 1}}  # fmt: skip
-    outcome = reconcile_scan(body, {"kubernetes": backend})
-    assert outcome.status.phase == "Failed" and "sharding.shards >= 100" in outcome.status.message
 
 
 def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(monkeypatch):
@@ -213,3 +228,45 @@ def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(m
     configmap["metadata"]["resourceVersion"] = "8"
     assert backend.fetch_records(ref) == [record] and len(parsed) == 2
     assert KubernetesBackend(api_client=None, cache=Cache()).fetch_records(ref) == [record]  # a restart: all again
+
+
+def test_workers_that_pull_get_an_inbox_their_role_names_and_a_bound_on_what_it_holds():
+    from hpscan.api.spec import HPScanSpec
+    from hpscan.backends.kubernetes.manifests import (
+        inbox_capacity,
+        page_layout,
+        page_refusals,
+        payload_rbac,
+        pull_inbox,
+        pull_page,
+    )
+    from hpscan.job.configmap import PAGE_SIZE_KEY, inbox_assignment, inbox_name, pulled_trials
+
+    scan = ScanRef("adaptive", "physics", "u-1")
+    document = load_scan(Path("examples/adaptive.yaml")).spec.model_dump(mode="json", by_alias=True)
+    spec = HPScanSpec.model_validate(document)
+    inbox = pull_inbox(scan, 1, page_size=300)
+    assert inbox["metadata"]["name"] == inbox_name("adaptive-shard-001") == "adaptive-shard-001-in"
+    assert inbox["metadata"]["labels"]["hpscan.io/role"] == "shard"  # watched with the pages
+    assert inbox["data"][PAGE_SIZE_KEY] == "300"
+    names = payload_rbac(scan, 2, 1, inboxes=True)[1]["rules"][0]["resourceNames"]
+    assert {"adaptive-shard-000-in", "adaptive-shard-001-in", "adaptive-shard-000-p0"} <= set(names)
+    assert "adaptive-shard-000-in" not in payload_rbac(scan, 2, 1)[1]["rules"][0]["resourceNames"]
+    assert pull_page(scan, 1, 2)["metadata"]["name"] == "adaptive-shard-001-p2"
+    # a worker may be handed the whole budget: its pages are counted from the budget
+    layout = page_layout(spec, 2)
+    assert layout.pages_per_shard == max(1, -(-24 // layout.size))
+    assert page_refusals("adaptive", spec, 2) == []
+    document["parameters"][2]["range"].pop("count")  # a continuous axis: the budget is the bound
+    document["sampling"]["samples"] = 10**6
+    big = HPScanSpec.model_validate(document)
+    assert inbox_capacity(page_layout(big, 2)) < 10**6
+    assert any("a worker's inbox on Kubernetes holds at most" in p for p in page_refusals("adaptive", big, 2))
+    lines = (
+        '{"trial":{"id":"c0000-aaaaaaaa","parameters":{"x":1}}}\n'
+        '{"trial":{"id":"c0001-bbbbbbbb","parameters":{"x":2}}}\n{"withdraw":"c0000-aaaaaaaa"}\n{"end":true}\n'
+    )
+    assert [t.id for t in pulled_trials({"trials.jsonl": lines})] == ["c0000-aaaaaaaa", "c0001-bbbbbbbb"]
+    held = inbox_assignment({"trials.jsonl": lines})
+    assert list(held.trials) == ["c0001-bbbbbbbb"] and "c0000-aaaaaaaa" in held.withdrawn and held.ended
+    assert records_of({"trials.jsonl": lines, "progress.jsonl": "{}", PAGE_SIZE_KEY: "3"}) == ([], 0)

@@ -304,17 +304,3 @@ def test_a_job_held_past_the_sites_hold_timeout_is_removed_and_its_shard_moves(t
     assert schedds["ce-b"].jobs[moved].eval("HPScanMoves") == 1
     shard = apply(document, reconcile_scan(document, backends))["status"]["shards"][0]
     assert (shard["site"], shard["moves"]) == ("b", 1)
-
-
-def test_workers_that_pull_are_refused_by_the_operator_even_on_a_backend_that_pulls():
-    """The operator keeps no search per scan yet: an adaptive scan is refused before anything is submitted, also on a
-    backend with a channel for pulling workers (without a search its workers would wait for trials for ever)."""
-
-    class PullingBackend(MemoryBackend):
-        pulls = True
-
-    backend = PullingBackend()
-    document = body(sampling={"strategy": "tpe", "samples": 20, "seed": 1})
-    outcome = reconcile_scan(document, {"kubernetes": backend})
-    assert outcome.status.phase == "Failed" and "hpscan run" in outcome.status.message
-    assert backend.submitted == []

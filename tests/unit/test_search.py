@@ -7,7 +7,7 @@ import pytest
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec, Parameter
 from hpscan.api.trials import Assignment, Progress
-from hpscan.core.planning import plan
+from hpscan.core.planning import plan, position_of
 from hpscan.core.search import Search, SearchSpace, top_up, workers_to_end
 
 
@@ -131,11 +131,31 @@ def test_rebuilt_from_the_channels_it_hands_out_only_what_is_left_of_the_budget(
     assert {c.id for c in rest}.isdisjoint(held)
 
 
-def test_grid_workers_get_the_plans_combinations_in_order():
+def test_grid_workers_get_every_combination_once_in_a_seeded_shuffled_order():
     planned = plan("s", spec(strategy="grid", samples=None, sharding={"shards": 2, "pull": True}))
-    search = Search(planned)
-    assert [c.id for c in search.hand_out(1, 2)] == [planned.combination(p).id for p in (0, 1)]
+    search, again = Search(planned), Search(planned)
+    handed = [c.id for c in search.hand_out(1, planned.total)]
+    assert sorted(handed) == sorted(c.id for c in planned.combinations())
+    assert handed != [c.id for c in planned.combinations()]  # not the plan's axis order: fair early rungs
+    assert [c.id for c in again.hand_out(0, 5)] == handed[:5]  # the same seed, the same order
     assert planned.shard_file(0).pull and planned.shard_file(0).combinations == []
+    rebuilt = Search(planned)
+    taken = Assignment()
+    taken.fold([{"trial": planned.combination(position_of(i)).model_dump()} for i in handed[:7]])
+    rebuilt.rebuild({0: taken}, [], [])
+    assert [c.id for c in rebuilt.hand_out(1, 3)] == handed[7:10]  # a restart goes on where the order was
+
+
+def test_tpe_spends_its_budget_on_a_small_discrete_space_instead_of_repeating_itself():
+    small = spec(samples=40)  # 7 x 3 x 2 = 42 points: TPE keeps suggesting what it holds near the end
+    search = Search(plan("s", small))
+    seen = []
+    while not search.all_handed_out:
+        for c in search.hand_out(0, 2):
+            lr = c.parameters["learning_rate"]
+            search.record(record(c.id, c.parameters, loss=abs(lr - 0.01) + (c.parameters["layer1"] == 16)))
+            seen.append(tuple(sorted(c.parameters.items())))
+    assert len(seen) == len(set(seen)) == 40 and not search.explored
 
 
 def test_pull_defaults_and_refusals():

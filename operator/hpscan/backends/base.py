@@ -141,7 +141,7 @@ def pull_refusal(backend: Backend, planned: Plan) -> list[str]:
         return []
     return [
         f"workers that pull trials (sampling.strategy {planned.spec.sampling.strategy}, earlyStopping "
-        f"{planned.spec.early_stopping.strategy}, sharding.pull) run on the local backend (`hpscan run`) so far; "
+        f"{planned.spec.early_stopping.strategy}, sharding.pull) need a channel into running jobs; "
         f"the {backend.name} backend has no channel to hand them trials yet"
     ]
 

@@ -28,6 +28,7 @@ from hpscan.controller import metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
 from hpscan.core.results import Aggregate
+from hpscan.core.search import Search
 from hpscan.engine import ProbeCache
 
 RECONCILE_SECONDS = 2.0
@@ -43,6 +44,8 @@ class OperatorState:
     defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     """Each scan's plan and records so far, by uid."""
+    searches: dict[str, Search] = field(default_factory=dict)
+    """The trials of each scan whose workers pull, by uid (rebuilt from the backends after a restart)."""
     probes: ProbeCache = field(default_factory=dict)
     """Site probe outcomes that scans share (hpscan.engine.probe_key)."""
 
@@ -102,7 +105,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     state.defaults = load_defaults()
 
 
-# Watch-fed indexes of the shard Jobs and ConfigMaps (an informer cache): a reconcile reads them instead of
+# Watch-fed indexes of the shard Jobs and record pages (ConfigMaps; an informer cache): a reconcile reads them instead of
 # listing, so an idle scan costs no request and a busy one costs the watch events of what changed.
 SHARD_OBJECTS = {"hpscan.io/role": "shard", "app.kubernetes.io/managed-by": "hpscan"}
 
@@ -118,7 +121,9 @@ def shard_jobs(
 def shard_configmaps(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str | None, str], Any]:
-    return {(namespace, labels.get("hpscan.io/scan", "")): {"metadata": dict(body.metadata), "data": body.get("data")}}
+    # A record page's managedFields name each of its records again: the backend needs only name and resourceVersion.
+    metadata = {k: v for k, v in body.metadata.items() if k != "managedFields"}
+    return {(namespace, labels.get("hpscan.io/scan", "")): {"metadata": metadata, "data": body.get("data")}}
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,13 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
         kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
     with metrics.timed_reconcile():
         outcome = reconcile_scan(
-            body, state.backends, state.aggregates, state.defaults, state.probes, read_secret=read_secret
+            body,
+            state.backends,
+            state.aggregates,
+            state.defaults,
+            state.probes,
+            read_secret=read_secret,
+            searches=state.searches,
         )
     if outcome.status is not None:
         status = outcome.status
@@ -169,4 +180,5 @@ def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     for backend in state.backends.values():
         backend.forget(ref)
     state.aggregates.pop(ref.uid, None)
+    state.searches.pop(ref.uid, None)
     metrics.forget_scan(ref.uid)

@@ -28,6 +28,7 @@ from hpscan.core.brokering import targets_of
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
+from hpscan.core.search import Search
 from hpscan.core.summary import MAX_STATUS_SHARDS
 from hpscan.engine import ProbeCache, step
 from hpscan.errors import ArtifactStoreError, HPScanError
@@ -137,6 +138,7 @@ def reconcile_scan(
     defaults: OperatorDefaults | None = None,
     probe_cache: ProbeCache | None = None,
     read_secret: Callable[[str, str, str], str] | None = None,
+    searches: dict[str, Search] | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
@@ -144,7 +146,8 @@ def reconcile_scan(
     `memory` keeps each scan's plan and records between steps, by uid (backends hand over new records, and may repeat
     old ones); without it, or after an operator restart, the backends' persistent records rebuild it.
     `read_secret(namespace, name, key)` reads the key pair of spec.artifacts.store when the scan ends, to prune its
-    stored models to what spec.artifacts keeps (no pruning without it)."""
+    stored models to what spec.artifacts keeps (no pruning without it). `searches` keeps the trials of scans whose
+    workers pull (hpscan.core.search), by uid; a new one is rebuilt from the backends' channels."""
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     before = previous_status(body)
@@ -184,23 +187,19 @@ def reconcile_scan(
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
 
-    if (
-        refused := [
-            r
-            for name in sorted({t.backend for t in targets})
-            for r in [*pull_refusal(backends[name], planned), *backends[name].refusals(planned)]
-        ]
-        or (  # the operator keeps no search per scan yet (hpscan.core.search): `hpscan run` does, also at an htcondor site
-            [
-                "workers that pull trials run with `hpscan run` (here or --site an htcondor site) so far, not in the operator"
-            ]
-            if planned.pull
-            else []
-        )
-    ):
+    if refused := [
+        r
+        for name in sorted({t.backend for t in targets})
+        for r in [*pull_refusal(backends[name], planned), *backends[name].refusals(planned)]
+    ]:
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])
+    search = None
+    if planned.pull:
+        search = (searches if searches is not None else {}).get(key) or Search(planned)
+        if searches is not None:
+            searches[key] = search
     try:
         result = step(
             ref,
@@ -213,6 +212,7 @@ def reconcile_scan(
             max_status_shards=MAX_STATUS_SHARDS,
             probe_cache=probe_cache,
             probe_cache_seconds=defaults.probe_cache_seconds,
+            search=search,
         )
     except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)

@@ -1,35 +1,190 @@
-"""The Kubernetes live channel, inside a shard pod: each record is merge-patched into the shard's ConfigMap.
+"""The Kubernetes live channel, inside a shard pod: the shard's record pages.
 
-The ConfigMap is the shard's mailbox: key ``shard.json`` holds the shard file (mounted read-only into the pod),
-and every other key is one record, named by its combination id, so concurrent patches never conflict and a
-retried pod starts from what earlier attempts recorded. The operator's Kubernetes backend reads the same keys
-back with ``records_of``. The pod's ServiceAccount may only get/patch its scan's shard ConfigMaps.
+A shard's mailbox is a row of ConfigMaps, its *pages*: ``<base>-p0``, ``<base>-p1``, ... (base: HPSCAN_CONFIGMAP,
+set by the shard's Job), which the operator creates with the Job. Each page holds a slice of the shard file's
+combinations (key ``page.json``: its number, how many pages the shard has, its combinations) and one key per record
+of those combinations, named by the combination id, so concurrent patches never conflict and a retried pod starts
+from what earlier attempts recorded. Page 0 also holds the rest of the shard file (key ``shard.json``: the file with
+no combinations). A record goes to the page that holds its combination, a pure function of its id and the pages,
+so the pod's Role names every page and grants get/patch on them only (never create). The operator's Kubernetes
+backend reads the same keys back with ``records_of``.
+
+Why pages: one object per shard passes etcd's object limit (1 MiB; hpscan keeps every object under 512 KiB) near
+2,400 records, and its shard file alone near 7,000 combinations. The operator sizes pages so that one full of
+records stays under the limit (hpscan.backends.kubernetes.manifests.page_layout), and a record may take at most
+its combination's size plus RECORD_ROOM in its page (``fit_record``: a longer error string is cut, then metrics
+other than the objective go; the full record stays in the pod's results.jsonl). The shard file is read from the
+pages through the API, not mounted from them: a pod's spec then stays the same size at any shard size, and the
+pod reads its pages once at start anyway for what earlier attempts recorded.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpscan.api.contract import ResultRecord, parse_record
+from hpscan.api.contract import Combination, ResultRecord, ShardFile, parse_record
+from hpscan.api.trials import Assignment, Progress
 
 SHARD_KEY = "shard.json"
-"""The key holding the shard file; every other key is a record."""
+"""Page 0's key holding the shard file without its combinations (the header: scan, objective, settings, ...)."""
+PAGE_KEY = "page.json"
+"""Every page's key holding its number, the shard's page count and its slice of combinations."""
+INBOX_SUFFIX = "-in"
+"""A pulling worker's inbox is ``<base>-in``: the trials handed to it, the stops, and its per-epoch reports."""
+TRIALS_KEY, STOPS_KEY, PROGRESS_KEY = "trials.jsonl", "stop.jsonl", "progress.jsonl"
+PAGE_SIZE_KEY = "pageSize.json"
+"""The inbox's keys: trials.jsonl and stop.jsonl (the operator appends; hpscan.api.trials lines), progress.jsonl
+(the pod's newest per-epoch reports), pageSize.json (trials per record page: trial k's record goes to page
+k // pageSize, in the order the trials were handed out)."""
+PROGRESS_LINES = 200
+"""Reports the inbox keeps (the newest): about 20 KiB. The operator reads them whenever they change; a report it
+missed only makes early stopping judge a trial a little later."""
+RESERVED_KEYS = frozenset({SHARD_KEY, PAGE_KEY, TRIALS_KEY, STOPS_KEY, PROGRESS_KEY, PAGE_SIZE_KEY})
+"""Keys that are not records (combination ids never end in .json or .jsonl)."""
+
+RECORD_ROOM = 512
+"""Bytes a record may take in its page beyond its combination's id and parameters (stored size, see
+stored_size): metrics, status, times, device and an error of some 300 characters (DL1 records take 420 bytes
+in all, their parameters included)."""
 
 CONFIGMAP_ENV = "HPSCAN_CONFIGMAP"
 NAMESPACE_ENV = "HPSCAN_NAMESPACE"
-"""Set on the shard's container by the Job: which ConfigMap, in which namespace, receives the records."""
+"""Set on the shard's container by the Job: the pages' base name, and their namespace."""
+
+
+def stored_size(text: str) -> int:
+    """The bytes a string takes as a value in the object's JSON (quotes and escapes counted): what the API server
+    stores and sends, and what a page's budget counts."""
+    return len(json.dumps(text))
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def page_name(base: str, page: int) -> str:
+    """``<base>-p<page>``: the operator names a shard's pages so, and the pod finds them so."""
+    return f"{base}-p{page}"
+
+
+def split_shard_file(shard_file: ShardFile, page_size: int) -> list[dict[str, str]]:
+    """The data of each page of a shard: ``page_size`` combinations a page, in shard order, at least one page;
+    page 0 also carries the header (the shard file without combinations)."""
+    if page_size < 1:
+        raise ValueError(f"a page must hold at least one combination (page_size={page_size})")
+    combinations = shard_file.combinations
+    count = max(1, -(-len(combinations) // page_size))
+    pages = [
+        {
+            PAGE_KEY: compact(
+                {
+                    "page": page,
+                    "pages": count,
+                    "combinations": [
+                        c.model_dump(mode="json") for c in combinations[page * page_size : (page + 1) * page_size]
+                    ],
+                }
+            )
+        }
+        for page in range(count)
+    ]
+    header = shard_file.model_copy(update={"combinations": []})
+    pages[0][SHARD_KEY] = header.model_dump_json(by_alias=True, exclude_none=True)
+    return pages
+
+
+@dataclass
+class ShardPages:
+    """What a shard's pages hold: the shard file they carry, which page holds each combination, the records
+    recorded so far and how many entries could not be read as records."""
+
+    shard_file: ShardFile
+    page_of: dict[str, int] = field(default_factory=dict)
+    records: list[ResultRecord] = field(default_factory=list)
+    unreadable: int = 0
+
+
+def join_pages(read_page: Callable[[int], Mapping[str, str] | None]) -> ShardPages:
+    """Read page 0, then every other page it announces, and put the shard back together. ``read_page(k)`` returns
+    page k's data (None: the page is missing). Raises ValueError naming the page that is missing or inconsistent."""
+    first = read_page(0)
+    if not first or SHARD_KEY not in first or PAGE_KEY not in first:
+        raise ValueError(f"page 0 is missing or holds no {SHARD_KEY} and {PAGE_KEY}")
+    try:
+        header = ShardFile.model_validate_json(first[SHARD_KEY])
+        count = int(json.loads(first[PAGE_KEY])["pages"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"page 0 cannot be read: {error}") from None
+    combinations: list[Combination] = []
+    found = ShardPages(header)
+    for page in range(count):
+        data = first if page == 0 else read_page(page)
+        if data is None:
+            raise ValueError(f"page {page} of {count} is missing")
+        try:
+            slice_ = json.loads(data[PAGE_KEY])
+            held = [Combination.model_validate(c) for c in slice_["combinations"]]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"page {page} of {count} cannot be read: {error}") from None
+        if (slice_.get("page"), slice_.get("pages")) != (page, count):
+            raise ValueError(f"page {page} of {count} says it is page {slice_.get('page')} of {slice_.get('pages')}")
+        combinations += held
+        found.page_of.update((c.id, page) for c in held)
+        records, unreadable = records_of(data)
+        found.records += records
+        found.unreadable += unreadable
+    found.shard_file = header.model_copy(update={"combinations": combinations})
+    return found
+
+
+def inbox_name(base: str) -> str:
+    return base + INBOX_SUFFIX
+
+
+def json_lines(text: str | None) -> list[dict]:
+    """The JSON-object lines of an inbox key (a line that is not one is skipped)."""
+    out = []
+    for line in (text or "").splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def pulled_trials(data: Mapping[str, str] | None) -> list[Combination]:
+    """The trials an inbox handed out, in hand-out order (withdrawn ones too: their place fixes later pages)."""
+    out = []
+    for line in json_lines((data or {}).get(TRIALS_KEY)):
+        if "trial" in line:
+            try:
+                out.append(Combination.model_validate(line["trial"]))
+            except ValueError:
+                continue
+    return out
+
+
+def inbox_assignment(data: Mapping[str, str] | None) -> Assignment:
+    """What an inbox says its worker was handed (the operator rebuilds its search from these)."""
+    assignment = Assignment()
+    assignment.fold(json_lines((data or {}).get(TRIALS_KEY)))
+    return assignment
 
 
 def records_of(data: Mapping[str, str] | None) -> tuple[list[ResultRecord], int]:
-    """The records a shard ConfigMap's data holds, and how many entries could not be read (one bad key never
-    hides the rest)."""
+    """The records a page's data holds, and how many entries could not be read (one bad key never hides the
+    rest)."""
     records, unreadable = [], 0
     for key, value in (data or {}).items():
-        if key == SHARD_KEY:
+        if key in RESERVED_KEYS:
             continue
         try:
             records.append(parse_record(value))
@@ -39,12 +194,46 @@ def records_of(data: Mapping[str, str] | None) -> tuple[list[ResultRecord], int]
 
 
 def record_patch(records: Sequence[ResultRecord]) -> dict[str, Any]:
-    """The merge patch that adds records to a shard ConfigMap: one key per id, so patches never conflict."""
-    return {"data": {r.id: json.dumps(r.to_wire(), separators=(",", ":")) for r in records}}
+    """The merge patch that adds records to a page: one key per id, so patches never conflict."""
+    return {"data": {r.id: compact(r.to_wire()) for r in records}}
+
+
+def record_limit(combination: Combination) -> int:
+    """The stored size a record of this combination may take in its page (what the operator's page budget
+    allows it: the combination's own size, which holds the record's id and parameters, plus RECORD_ROOM)."""
+    return stored_size(compact(combination.model_dump(mode="json"))) + RECORD_ROOM
+
+
+def fit_record(record: ResultRecord, limit: int, objective_metric: str) -> ResultRecord:
+    """The record as it goes into its page: itself when it fits ``limit``; else its error cut to fit, then its
+    metrics cut to the objective metric, then its device left out."""
+
+    def size(r: ResultRecord) -> int:
+        return stored_size(compact(r.to_wire()))
+
+    if size(record) <= limit:
+        return record
+    if record.error:  # the longest head of the error that fits, and how long it was
+        error, marker = record.error, f" [cut from {len(record.error):,} characters]"
+        lo, hi = 0, len(error)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if size(record.model_copy(update={"error": error[:mid] + marker})) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        record = record.model_copy(update={"error": error[:lo] + marker})
+        if size(record) <= limit:
+            return record
+    kept = {k: v for k, v in record.metrics.items() if k == objective_metric}
+    record = record.model_copy(update={"metrics": kept})
+    if size(record) <= limit:
+        return record
+    return record.model_copy(update={"device": None})
 
 
 class ConfigMapChannel:
-    """A LiveChannel that merge-patches each record into the shard's ConfigMap."""
+    """A LiveChannel that merge-patches each record into the page of the shard that holds its combination."""
 
     def __init__(self, configmap: str, namespace: str, api_client: Any = None) -> None:
         from kubernetes import client, config
@@ -53,19 +242,110 @@ class ConfigMapChannel:
             config.load_incluster_config()
         self.core = client.CoreV1Api(api_client)
         self.configmap, self.namespace = configmap, namespace
+        self._pages: ShardPages | None = None
+        self._combinations: dict[str, Combination] = {}
+        self._pulled: list[Combination] = []  # a pulling worker's trials, in hand-out order
+        self._page_size = 0
+        self._reports: list[dict] = []
+
+    def _read_page(self, page: int) -> Mapping[str, str] | None:
+        return self._read_page_named(page_name(self.configmap, page))
+
+    def pages(self) -> ShardPages:
+        """The shard's pages, read once (the shard file and what earlier attempts recorded)."""
+        if self._pages is None:
+            try:
+                self._pages = join_pages(self._read_page)
+            except ValueError as error:
+                raise ValueError(f"the shard's pages {page_name(self.configmap, 0)}, ...: {error}") from None
+            self._combinations = {c.id: c for c in self._pages.shard_file.combinations}
+        return self._pages
 
     def recorded(self) -> list[ResultRecord]:
-        """What earlier attempts recorded (a retried pod starts from these)."""
-        configmap = self.core.read_namespaced_config_map(self.configmap, self.namespace)
-        return records_of(configmap.data)[0]
+        """What earlier attempts recorded (a retried pod starts from these; a pulling worker's are on every page
+        its trials so far fill)."""
+        pages = self.pages()
+        if not pages.shard_file.pull:
+            return pages.records
+        self.inbox()
+        held = -(-len(self._pulled) // self._page_size) if self._page_size else 1
+        records = list(pages.records)
+        for page in range(1, held):
+            records += records_of(self._read_page(page))[0]
+        return records
+
+    # a worker that pulls (ShardFile.pull): its inbox ---------------------------------------------------------
+
+    def _read_inbox(self) -> Mapping[str, str]:
+        found = self._read_page_named(inbox_name(self.configmap))
+        if found is None:
+            raise ValueError(f"the worker's inbox {inbox_name(self.configmap)} is missing")
+        return found
+
+    def _read_page_named(self, name: str) -> Mapping[str, str] | None:
+        """A ConfigMap's data, or None when it does not exist."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.core.read_namespaced_config_map(name, self.namespace).data or {}
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def inbox(self) -> tuple[list[dict], list[dict]]:
+        """Every trials.jsonl and stop.jsonl line the operator wrote into this worker's inbox (PullChannel)."""
+        data = self._read_inbox()
+        self._pulled = pulled_trials(data)
+        self._combinations.update((c.id, c) for c in self._pulled)
+        self._page_size = int(json.loads(data.get(PAGE_SIZE_KEY) or "0") or 0)
+        return json_lines(data.get(TRIALS_KEY)), json_lines(data.get(STOPS_KEY))
+
+    def publish_progress(self, reports: list[Progress]) -> None:
+        """Keep the newest PROGRESS_LINES per-epoch reports in the inbox (the operator's early stopping reads
+        them)."""
+        self._reports = (self._reports + [r.to_wire() for r in reports])[-PROGRESS_LINES:]
+        text = "".join(compact(r) + "\n" for r in self._reports)
+        self.core.patch_namespaced_config_map(
+            inbox_name(self.configmap), self.namespace, {"data": {PROGRESS_KEY: text}}
+        )
+
+    def _page_of_pulled(self, trial_id: str) -> int | None:
+        for index, trial in enumerate(self._pulled):
+            if trial.id == trial_id:
+                return index // self._page_size if self._page_size else 0
+        return None
 
     def publish(self, records: list[ResultRecord]) -> None:
-        self.core.patch_namespaced_config_map(self.configmap, self.namespace, record_patch(records))
+        pages = self.pages()
+        by_page: dict[int, list[ResultRecord]] = {}
+        if pages.shard_file.pull and any(self._page_of_pulled(r.id) is None for r in records):
+            self.inbox()  # handed out since the bridge last looked
+        for record in records:
+            page = pages.page_of.get(record.id)
+            if page is None and pages.shard_file.pull:
+                page = self._page_of_pulled(record.id)
+            if page is None:  # not this shard's: the operator would not fold it either
+                print(f"hpscan shard-run: record {record.id!r} is not a combination of this shard: not published",
+                      file=sys.stderr)  # fmt: skip
+                continue
+            limit = record_limit(self._combinations[record.id])
+            fitted = fit_record(record, limit, pages.shard_file.objective.metric)
+            by_page.setdefault(page, []).append(fitted)
+        for page, held in sorted(by_page.items()):
+            self.core.patch_namespaced_config_map(page_name(self.configmap, page), self.namespace, record_patch(held))
 
 
 def open_channel(shard_file: Path) -> ConfigMapChannel:
-    """The channel of ``hpscan shard-run --channel kubernetes``: the ConfigMap named in the pod's environment."""
+    """The channel of ``hpscan shard-run --channel kubernetes``: the pages named in the pod's environment. It
+    writes the shard file they carry to ``shard_file`` (the payload reads it there)."""
     configmap = os.environ.get(CONFIGMAP_ENV)
     if not configmap:
         raise ValueError(f"--channel kubernetes needs {CONFIGMAP_ENV} (set by the shard's Job)")
-    return ConfigMapChannel(configmap, os.environ.get(NAMESPACE_ENV, "default"))
+    channel = ConfigMapChannel(configmap, os.environ.get(NAMESPACE_ENV, "default"))
+    text = channel.pages().shard_file.model_dump_json(by_alias=True, exclude_none=True)
+    shard_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = shard_file.with_name(shard_file.name + ".part")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(shard_file)  # whole or absent: never a half-written file for the payload
+    return channel

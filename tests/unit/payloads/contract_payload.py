@@ -10,6 +10,11 @@ first n attempts of a shard, after one record), exitCode (exit with it at once),
 trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir). From the environment
 (what a site's env sets): CONTRACT_GPU_LOST_AFTER=n exits 3 after n combinations of an attempt. When the shard file asks
 for models (artifacts.saveModels), each succeeded combination gets OUT/models/<id>/ with model.json and weights.txt.
+
+A shard file with ``pull: true`` makes it a worker that pulls (hpscan.api.trials, re-implemented here in plain JSON
+as a third-party payload would): it trains the trials of OUT/trials.jsonl as they come, ``epochs`` (knob, default
+3) epochs each with a falling val_loss reported to OUT/progress.jsonl, stops a trial named in OUT/stop.jsonl at the
+next epoch boundary (recorded pruned), and exits 0 once it read the end line and recorded all it holds.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ def main(argv: list[str]) -> int:
         if results.exists()
         else set()
     )
+    if shard.get("pull"):
+        return pull(shard, knobs, out, done)
     trained = 0
     for combination in shard["combinations"]:
         if combination["id"] in done:
@@ -92,6 +99,67 @@ def main(argv: list[str]) -> int:
                 handle.write(combination["id"] + "\n")
         trained += 1
     return 0
+
+
+def _lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
+def _append(path: Path, value: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(value) + "\n")
+
+
+def pull(shard: dict, knobs: dict, out: Path, done: set[str]) -> int:
+    """A worker: trials from OUT/trials.jsonl until the end line, epochs reported, stops honoured."""
+    epochs = int(knobs.get("epochs", 3))
+    metric = shard["objective"]["metric"]
+    while True:
+        lines = _lines(out / "trials.jsonl")
+        withdrawn = {line["withdraw"] for line in lines if "withdraw" in line}
+        todo = [
+            line["trial"]
+            for line in lines
+            if "trial" in line and line["trial"]["id"] not in done and line["trial"]["id"] not in withdrawn
+        ]
+        if not todo:
+            if {"end": True} in lines:
+                return 0
+            time.sleep(0.1)
+            continue
+        trial = todo[0]
+        numbers = [v for v in trial["parameters"].values() if isinstance(v, int | float)]
+        loss = 1.0 + sum((v - 3) ** 2 for v in numbers) / 10
+        started, status, ran, value = datetime.now(UTC), "succeeded", 0, loss
+        for epoch in range(1, epochs + 1):
+            time.sleep(float(knobs.get("sleep", 0.0)) / epochs)
+            value = loss * (1 + (epochs - epoch) / epochs)  # falls to the final loss: a bad trial stays bad
+            ran = epoch
+            _append(out / "progress.jsonl", {"id": trial["id"], "epoch": epoch, "metrics": {metric: value}})
+            stops = {line["id"] for line in _lines(out / "stop.jsonl")}
+            if trial["id"] in stops and epoch < epochs:
+                status = "pruned"
+                break
+        record = {
+            "id": trial["id"],
+            "shard": shard["shard"],
+            "parameters": trial["parameters"],
+            "metrics": {metric: value},
+            "status": status,
+            "startedAt": started.isoformat(),
+            "finishedAt": datetime.now(UTC).isoformat(),
+            "device": "CPU",
+            "epochs": ran,
+            "maxEpochs": epochs,
+        }
+        _append(out / "results.jsonl", record)
+        for log in [out / "trained.log", *([Path(knobs["trainedLog"])] if knobs.get("trainedLog") else [])]:
+            with log.open("a") as handle:
+                handle.write(trial["id"] + "\n")
+        done.add(trial["id"])
 
 
 if __name__ == "__main__":

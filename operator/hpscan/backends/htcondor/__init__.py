@@ -8,7 +8,8 @@ records. Every job carries ``HPScanUid``/``HPScanShard``, so a restarted operato
 submission is idempotent.
 
 Modules: ``schedd`` (job attributes, locating a schedd), ``submit`` (the submit description, pure), ``ads`` (job
-ad -> shard state, pure), ``auth`` (IDTOKENs), ``backend`` (the backend and its shared poller).
+ad -> shard state, pure), ``credentials`` (which credential a call uses, pure), ``worker`` (one process per
+credential), ``auth`` (IDTOKEN files), ``backend`` (the backend and its shared poller).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from hpscan.backends.base import BackendContext
 from hpscan.backends.htcondor.ads import shard_status
-from hpscan.backends.htcondor.auth import install_site_tokens, install_token, use_token_directory
+from hpscan.backends.htcondor.auth import install_token
 from hpscan.backends.htcondor.backend import HTCondorBackend
 from hpscan.backends.htcondor.schedd import PROJECTION, ScheddLike, locate_schedd, schedd_label
 from hpscan.backends.htcondor.submit import (
@@ -36,14 +37,12 @@ __all__ = [
     "condor_arguments",
     "container_image",
     "create",
-    "install_site_tokens",
     "install_token",
     "locate_schedd",
     "scan_uid",
     "schedd_label",
     "shard_status",
     "submit_description",
-    "use_token_directory",
 ]
 
 

@@ -1,8 +1,9 @@
 """HTCondorBackend: submit, the shared poller, cancel and forget (see the package docstring for the wiring).
 
 One backend instance serves every scan: ``refresh()`` is the shared poller's cycle (one batched query per
-schedd), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C); the
-operator runs them in kopf's worker threads, serialised by one lock.
+schedd and identity), ``poll``/``fetch_records`` read what the last cycle saw. All calls block (the bindings are C);
+the operator runs them in kopf's worker threads, serialised by one lock. Calls for a site with a ``tokenSecret`` go
+through that credential's worker process (``credentials``, ``worker``); the others run in this process.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
-from hpscan.backends.htcondor.auth import install_site_tokens, use_token_directory
+from hpscan.backends.htcondor.credentials import Connection, connection_for
 from hpscan.backends.htcondor.schedd import (
     CANCELLED_ATTR,
     COMPLETED,
@@ -54,11 +55,10 @@ from hpscan.backends.htcondor.schedd import (
     ScheddLike,
     ScheddView,
     Tracked,
+    call_failed,
     condor_of,
     locate_schedd,
-    schedd_key,
     uid_constraint,
-    unavailable,
 )
 from hpscan.backends.htcondor.submit import (
     PROBE_DIR,
@@ -68,9 +68,10 @@ from hpscan.backends.htcondor.submit import (
     submit_description,
     write_sandboxes,
 )
+from hpscan.backends.htcondor.worker import CredentialWorkers
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
-from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.errors import BackendError, HPScanError, SchedulerUnavailable
 from hpscan.job.chirp import (
     PROGRESS_ATTR,
     RECORDS_ATTR,
@@ -89,11 +90,6 @@ from hpscan.job.chirp import (
 def _default_site() -> Site:
     """The site of a launch or probe that names none: the local schedd, with the block's defaults."""
     return Site.model_validate({"name": "htcondor", "htcondor": {}})
-
-
-def _where(site: HTCondorSite) -> str:
-    """A schedd's name in keys that hold job ids (the same id exists at every schedd)."""
-    return f"{site.pool}/{site.schedd}"
 
 
 def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -131,8 +127,9 @@ class HTCondorBackend(Backend):
         self.clock = clock
         self._lock = threading.RLock()
         self._scans: dict[str, Tracked] = {}
-        self._views: dict[tuple[str | None, str | None], ScheddView] = {}
-        self._schedds: dict[tuple[str | None, str | None], ScheddLike] = {}
+        self._views: dict[Connection, ScheddView] = {}
+        self._schedds: dict[Connection, ScheddLike] = {}
+        self._workers = CredentialWorkers(self.work_dir / "tokens")  # one process per credential (credentials.py)
         self._refreshed_at: float | None = None
         self._covered: set[str] = set()  # uids the last cycle asked about
         self._cancelled: dict[str, set[int]] = {}
@@ -143,7 +140,7 @@ class HTCondorBackend(Backend):
         # Workers that pull: by uid, each worker's whole text per attribute (its trials.jsonl / stop.jsonl so far),
         # what was last written on each job, and the per-epoch reports already handed over.
         self._channel: dict[str, dict[tuple[int, str], list[str]]] = {}
-        self._written: dict[str, dict[tuple[str, str, str], list[str]]] = {}  # by (schedd, job, attribute)
+        self._written: dict[str, dict[tuple[Connection, str, str], list[str]]] = {}  # by (schedd, job, attr)
         self._reported: dict[str, set[tuple[str, int]]] = {}
         self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
@@ -159,17 +156,18 @@ class HTCondorBackend(Backend):
         for site in spec.sites:
             if site.backend == "htcondor":
                 tracked.sites[site.name] = site
-                condor = condor_of(site)
-                self._views.setdefault(schedd_key(condor), ScheddView(condor))
+                self._views.setdefault(self._connection(scan, site), ScheddView(condor_of(site)))
 
+    @_locked
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """Install the IDTOKENs the scan's sites name (when the operator can read Secrets)."""
-        if self.read_secret is not None and any(
-            (c := s.settings_as(HTCondorSite)) and c.token_secret for s in spec.sites
-        ):
-            tokens = self.work_dir / "tokens"
-            install_site_tokens(spec, scan.namespace, self.read_secret, tokens)
-            use_token_directory(tokens)
+        """Read the IDTOKEN of every site that names a ``tokenSecret`` (when the operator can read Secrets) and hand it
+        to its connection's worker process; a token that changed in the Secret restarts that worker."""
+        for site in spec.sites:
+            if site.backend != "htcondor":
+                continue
+            connection = self._connection(scan, site)
+            if connection.credential is not None:
+                self._schedds[connection] = self._proxy(connection, site.name)
 
     @_locked
     def forget(self, scan: ScanRef, delete_sandboxes: bool = False) -> None:
@@ -180,21 +178,21 @@ class HTCondorBackend(Backend):
         tracked = self._scans.get(uid)
         if tracked is not None:
             self._cancel(uid, tracked, None)
-            for site in self._distinct_schedds(tracked):
+            for connection, site in self._distinct_connections(tracked):
                 condor = condor_of(site)
-                assert condor is not None
                 completed = f"{UID_ATTR} == {classad_string(uid)} && JobStatus == {COMPLETED}"
+                schedd = self._schedd(connection, condor)
                 try:
-                    schedd = self._schedd(condor)
                     # edit() of a constraint that matches no job is an error on the schedd's side: ask first.
                     if schedd.query(completed, ["ClusterId", "ProcId"]):
                         schedd.edit(completed, RELEASED_ATTR, "true")
                 except Exception as error:
-                    self._schedds.pop(schedd_key(condor), None)
-                    raise unavailable(condor, "releasing completed jobs", error) from None
+                    self._schedds.pop(connection, None)
+                    raise self._failed(connection, condor, "releasing completed jobs", error) from None
         tables = (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable)
         for table in (*tables, self._channel, self._written, self._reported):
             table.pop(uid, None)
+        self._drop_unused()
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
 
@@ -207,14 +205,58 @@ class HTCondorBackend(Backend):
             raise BackendError(f"scan {scan.name!r} has no uid; HTCondor jobs are found again by it")
         return scan.uid
 
-    def _schedd(self, site: HTCondorSite) -> ScheddLike:
-        key = schedd_key(site)
-        if key not in self._schedds:
-            try:
-                self._schedds[key] = self.schedd_factory(site)
-            except Exception as error:
-                raise unavailable(site, "locating it", error) from None
-        return self._schedds[key]
+    # connections: which schedd, as whom -------------------------------------------------------------------
+
+    def _connection(self, scan: ScanRef, site: Site) -> Connection:
+        """The connection a call for this scan's site goes through (credentials.connection_for)."""
+        return connection_for(condor_of(site), scan.namespace, reads_secrets=self.read_secret is not None)
+
+    def _schedd(self, connection: Connection, site: HTCondorSite, name: str | None = None) -> ScheddLike:
+        """The schedd handle of a connection: the operator's own (schedd_factory) without a credential, else the
+        proxy of the credential's worker process, with the token read from its Secret again whenever the handle is
+        made anew (after any failed call), so a rotated token is used from then on. ``name``: the site's, for
+        messages."""
+        if connection not in self._schedds:
+            if connection.credential is None:
+                try:
+                    self._schedds[connection] = self.schedd_factory(site)
+                except Exception as error:
+                    raise call_failed(site, "locating it", error, name=name) from None
+            else:
+                self._schedds[connection] = self._proxy(connection, name)
+        return self._schedds[connection]
+
+    def _proxy(self, connection: Connection, name: str | None) -> ScheddLike:
+        """The credential's worker proxy, with the token its Secret holds now."""
+        credential = connection.credential
+        assert credential is not None and self.read_secret is not None
+        try:
+            token = self.read_secret(credential.namespace, credential.secret, credential.key)
+            return self._workers.proxy(connection, token)
+        except Exception as error:
+            where = f"site {name!r}: " if name else ""
+            cause = error if isinstance(error, HPScanError) else f"cannot read {credential.describe()}: {error}"
+            raise BackendError(f"{where}{cause}") from None
+
+    @staticmethod
+    def _failed(connection: Connection, site: HTCondorSite, doing: str, error: BaseException) -> BackendError:
+        return call_failed(site, doing, error, connection.credential)
+
+    def _in_use(self) -> set[Connection]:
+        return {self._connection(t.scan, site) for t in self._scans.values() for site in t.sites.values()}
+
+    def _drop_unused(self) -> None:
+        """Forget the views and handles of connections no tracked scan uses, and stop their worker processes."""
+        in_use = self._in_use()
+        self._views = {c: view for c, view in self._views.items() if c in in_use}
+        self._schedds = {c: schedd for c, schedd in self._schedds.items() if c in in_use}
+        self._workers.retain(in_use)
+
+    def close(self) -> None:
+        """Stop every credential's worker process (they are daemons: they also end with the operator)."""
+        with self._lock:
+            self._workers.close()
+            self._schedds.clear()
 
     # submit -------------------------------------------------------------------------------------------------
 
@@ -239,8 +281,8 @@ class HTCondorBackend(Backend):
         self.track(scan, spec)
         for plan in self.plans(scan, spec, launches):
             condor = condor_of(plan.site)
-            assert condor is not None
-            schedd = self._schedd(condor)
+            connection = self._connection(scan, plan.site)
+            schedd = self._schedd(connection, condor, plan.site.name)
             try:
                 existing = schedd.query(
                     f"{UID_ATTR} == {classad_string(uid)}",
@@ -256,8 +298,10 @@ class HTCondorBackend(Backend):
                     ],
                 )
             except Exception as error:
-                self._schedds.pop(schedd_key(condor), None)
-                raise unavailable(condor, "looking for the scan's jobs", error) from None
+                self._schedds.pop(connection, None)
+                raise call_failed(
+                    condor, "looking for the scan's jobs", error, connection.credential, plan.site.name
+                ) from None
             present: set[tuple[int, int]] = set()  # (shard, moves): a moved shard's new job is not its old one
             orphans: list[str] = []
             for ad in existing:
@@ -277,7 +321,7 @@ class HTCondorBackend(Backend):
             if not missing:
                 continue
             if orphans:
-                self._act_remove(schedd, condor, orphans, "input never spooled; submitting again")
+                self._act_remove(schedd, connection, condor, orphans, "input never spooled; submitting again")
             wanted = {int(row["Shard"]) for row in missing}
             files = [launch.shard_file for launch in launches if launch.shard_file.shard in wanted]
             write_sandboxes(self.scan_dir(scan), files)
@@ -286,38 +330,41 @@ class HTCondorBackend(Backend):
                 if plan.spool:
                     schedd.spool(result)
             except Exception as error:
-                raise unavailable(condor, f"submitting {len(missing)} shard job(s)", error) from None
+                self._schedds.pop(connection, None)
+                doing = f"submitting {len(missing)} shard job(s)"
+                raise call_failed(condor, doing, error, connection.credential, plan.site.name) from None
             self._cancelled.get(uid, set()).difference_update(wanted)
 
     # the shared poller --------------------------------------------------------------------------------------
 
     @_locked
     def refresh(self) -> None:
-        """One poll cycle for every tracked scan: one batched query per schedd, then output retrieval for
-        completed spooled jobs. Never raises: a schedd that does not answer keeps its last view and an error."""
-        by_schedd: dict[tuple[str | None, str | None], set[str]] = {}
+        """One poll cycle for every tracked scan: one batched query per connection (a schedd as one identity: the
+        operator's own, or a credential's through its worker), then output retrieval for completed spooled jobs.
+        Never raises: a schedd that does not answer keeps its last view and an error."""
+        by_connection: dict[Connection, set[str]] = {}
         for uid, tracked in self._scans.items():
             for site in tracked.sites.values():
-                by_schedd.setdefault(schedd_key(condor_of(site)), set()).add(uid)
-        for key, uids in by_schedd.items():
+                by_connection.setdefault(self._connection(tracked.scan, site), set()).add(uid)
+        for key, uids in by_connection.items():
             view = self._views[key]
             try:
-                schedd = self._schedd(view.site)
+                schedd = self._schedd(key, view.site)
                 view.ads = list(schedd.query(uid_constraint(uids), PROJECTION))
             except Exception as error:
                 view.error = str(
-                    error if isinstance(error, SchedulerUnavailable) else unavailable(view.site, "polling", error)
+                    error if isinstance(error, HPScanError) else self._failed(key, view.site, "polling", error)
                 )
                 self._schedds.pop(key, None)  # located again next cycle: the schedd may have moved or restarted
                 continue
             view.error = None
             view.answered = True
             if view.site.remote:
-                self._retrieve(schedd, view)
+                self._retrieve(schedd, key, view)
         self._covered = set(self._scans)
         self._refreshed_at = self.clock()
 
-    def _retrieve(self, schedd: ScheddLike, view: ScheddView) -> None:
+    def _retrieve(self, schedd: ScheddLike, connection: Connection, view: ScheddView) -> None:
         done = [
             job_id(ad)
             for ad in view.ads
@@ -328,7 +375,7 @@ class HTCondorBackend(Backend):
         try:
             schedd.retrieve(done)
         except Exception as error:  # tried again next cycle
-            view.error = str(unavailable(view.site, f"retrieving the output of {len(done)} job(s)", error))
+            view.error = str(self._failed(connection, view.site, f"retrieving the output of {len(done)} job(s)", error))
             return
         view.retrieved.update(done)
 
@@ -339,11 +386,9 @@ class HTCondorBackend(Backend):
 
     def _jobs(self, uid: str) -> Iterator[tuple[Site, ScheddView, Any]]:
         """The scan's job ads from the last cycle, each with the site it was submitted for."""
-        sites = self._scans[uid].sites
-        keys: dict[tuple[str | None, str | None], Site] = {}
-        for site in sites.values():
-            keys.setdefault(schedd_key(condor_of(site)), site)
-        for key, first in keys.items():
+        tracked = self._scans[uid]
+        sites = tracked.sites
+        for key, first in self._distinct_connections(tracked):
             view = self._views[key]
             for ad in view.ads:
                 if attr(ad, UID_ATTR) == uid and attr(ad, PROBE_ATTR) is None:  # probe jobs are no shard's
@@ -431,7 +476,7 @@ class HTCondorBackend(Backend):
             return {}
         out = {}
         for name, site in tracked.sites.items():
-            view = self._views[schedd_key(condor_of(site))]
+            view = self._views[self._connection(tracked.scan, site)]
             if view.error:
                 out[name] = view.error
         return out
@@ -466,54 +511,65 @@ class HTCondorBackend(Backend):
         constraint = (
             f"{UID_ATTR} == {classad_string(uid)} && {SHARD_ATTR} == {int(shard)} && {PROBE_ATTR} =?= undefined"
         )
-        found: list[tuple[ScheddLike, HTCondorSite, Any]] = []
-        for site in self._distinct_schedds(tracked):
+        found: list[tuple[ScheddLike, Connection, HTCondorSite, Any]] = []
+        for connection, site in self._distinct_connections(tracked):
             condor = condor_of(site)
-            schedd = self._schedd(condor)
+            schedd = self._schedd(connection, condor, site.name)
             try:
                 ads = schedd.query(constraint, ["ClusterId", "ProcId", "JobStatus", attribute])
             except Exception as error:
-                self._schedds.pop(schedd_key(condor), None)
-                raise unavailable(condor, f"looking for shard {shard}'s job", error) from None
-            found += [(schedd, condor, ad) for ad in ads]
+                self._schedds.pop(connection, None)
+                raise self._failed(connection, condor, f"looking for shard {shard}'s job", error) from None
+            found += [(schedd, connection, condor, ad) for ad in ads]
         texts = self._channel.setdefault(uid, {})
         if (shard, attribute) not in texts:  # a restarted operator: the longest text on the shard's jobs
-            texts[shard, attribute] = max((value_lines(attr(ad, attribute)) for _, _, ad in found), key=len, default=[])
+            held = (value_lines(attr(ad, attribute)) for *_, ad in found)
+            texts[shard, attribute] = max(held, key=len, default=[])
         texts[shard, attribute] += [json.dumps(line, separators=(",", ":")) for line in lines]
-        for schedd, condor, ad in found:
+        for schedd, connection, condor, ad in found:
             if int(attr(ad, "JobStatus", IDLE)) not in (COMPLETED, REMOVED):
-                self._write(uid, schedd, condor, job_id(ad), attribute, texts[shard, attribute])
+                self._write(uid, schedd, connection, condor, job_id(ad), attribute, texts[shard, attribute])
 
     def _write(
-        self, uid: str, schedd: ScheddLike, site: HTCondorSite, job: str, attribute: str, text: list[str]
+        self,
+        uid: str,
+        schedd: ScheddLike,
+        connection: Connection,
+        site: HTCondorSite,
+        job: str,
+        attribute: str,
+        text: list[str],
     ) -> None:
         import htcondor2
 
         try:  # SetDirty: the schedd tells a running job's shadow, whose copy of the ad chirp reads
             schedd.edit([job], attribute, lines_value(text), flags=htcondor2.TransactionFlag.SetDirty)
         except Exception as error:
-            raise unavailable(site, f"setting {attribute} of job {job}", error) from None
-        self._written.setdefault(uid, {})[_where(site), job, attribute] = list(text)
+            self._schedds.pop(connection, None)
+            raise self._failed(connection, site, f"setting {attribute} of job {job}", error) from None
+        self._written.setdefault(uid, {})[connection, job, attribute] = list(text)
 
     def _sync(self, uid: str) -> None:
         """Set the whole text on unfinished jobs that do not carry it yet (a job that appeared after the last
         hand-out to its shard, or an edit that failed)."""
         texts = self._channel.get(uid, {})
         written = self._written.setdefault(uid, {})
+        scan = self._scans[uid].scan
         for site, _, ad in self._jobs(uid):
             if int(attr(ad, "JobStatus", IDLE)) in (COMPLETED, REMOVED):
                 continue
             shard, job = int(attr(ad, SHARD_ATTR, -1)), job_id(ad)
+            connection, condor = self._connection(scan, site), condor_of(site)
             for attribute in (TRIALS_ATTR, STOPS_ATTR):
                 text = texts.get((shard, attribute))
-                condor = condor_of(site)
                 if (
                     text
-                    and written.get((_where(condor), job, attribute)) != text
+                    and written.get((connection, job, attribute)) != text
                     and value_lines(attr(ad, attribute)) != text
                 ):
-                    with contextlib.suppress(SchedulerUnavailable):  # e.g. the job just left: the next cycle sees
-                        self._write(uid, self._schedd(condor), condor, job, attribute, text)
+                    with contextlib.suppress(HPScanError):  # e.g. the job just left the queue: the next cycle sees
+                        schedd = self._schedd(connection, condor, site.name)
+                        self._write(uid, schedd, connection, condor, job, attribute, text)
 
     @_locked
     def fetch_progress(self, scan: ScanRef) -> list[Progress]:
@@ -557,7 +613,7 @@ class HTCondorBackend(Backend):
     # site probes --------------------------------------------------------------------------------------------
 
     def _probe_ads(self, uid: str, site: Site) -> list[Any]:
-        view = self._views[schedd_key(condor_of(site))]
+        view = self._views[self._connection(self._scans[uid].scan, site)]
         mine = [
             ad
             for ad in view.ads
@@ -575,14 +631,15 @@ class HTCondorBackend(Backend):
         self.track(scan, spec)
         self._ensure_fresh(uid)
         condor = condor_of(site)
-        view = self._views[schedd_key(condor)]
+        connection = self._connection(scan, site)
+        view = self._views[connection]
         if view.error:
             raise SchedulerUnavailable(view.error)
         ads = self._probe_ads(uid, site)
         folder = self.scan_dir(scan) / f"{PROBE_DIR}{site.name}"
         if not ads:
             folder.mkdir(parents=True, exist_ok=True)
-            schedd = self._schedd(condor)
+            schedd = self._schedd(connection, condor)
             try:
                 result = schedd.submit(
                     probe_description(scan, spec, site, self.scan_dir(scan)), count=1, spool=condor.remote
@@ -590,7 +647,10 @@ class HTCondorBackend(Backend):
                 if condor.remote:
                     schedd.spool(result)
             except Exception as error:
-                raise unavailable(condor, "submitting the site probe", error) from None
+                self._schedds.pop(connection, None)
+                raise call_failed(
+                    condor, "submitting the site probe", error, connection.credential, site.name
+                ) from None
             self._refreshed_at = None  # the next call sees it
             return ProbeOutcome(None, "probe sent")
         ad = ads[-1]
@@ -611,42 +671,48 @@ class HTCondorBackend(Backend):
         uid = self._uid(scan)
         site = site or _default_site()
         condor = condor_of(site)
+        connection = self._connection(scan, site)
         if ids := [job_id(ad) for ad in self._probe_ads(uid, site)]:
-            self._act_remove(self._schedd(condor), condor, ids, "site probe timed out")
+            self._act_remove(self._schedd(connection, condor), connection, condor, ids, "site probe timed out")
         self._refreshed_at = None
 
     # cancel -------------------------------------------------------------------------------------------------
 
-    def _act_remove(self, schedd: ScheddLike, site: HTCondorSite, job_spec: Any, why: str) -> None:
+    def _act_remove(
+        self, schedd: ScheddLike, connection: Connection, site: HTCondorSite, job_spec: Any, why: str
+    ) -> None:
         import htcondor2
 
         try:
             schedd.act(htcondor2.JobAction.Remove, job_spec, reason=f"{REMOVE_REASON_PREFIX} {why}")
         except Exception as error:
-            raise unavailable(site, "removing jobs", error) from None
+            self._schedds.pop(connection, None)
+            raise self._failed(connection, site, "removing jobs", error) from None
 
-    @staticmethod
-    def _distinct_schedds(tracked: Tracked) -> list[Site]:
-        """One site per schedd the scan uses."""
-        first: dict[tuple[str | None, str | None], Site] = {}
+    def _distinct_connections(self, tracked: Tracked) -> list[tuple[Connection, Site]]:
+        """One site per connection (schedd and credential) the scan uses."""
+        first: dict[Connection, Site] = {}
         for site in tracked.sites.values():
-            first.setdefault(schedd_key(condor_of(site)), site)
-        return list(first.values())
+            first.setdefault(self._connection(tracked.scan, site), site)
+        return list(first.items())
 
     def _cancel(self, uid: str, tracked: Tracked, shards: Collection[int] | None) -> None:
-        # Completed jobs are left alone: their state and output are what the scan keeps.
-        constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED}"
+        # Completed jobs are left alone: their state and output are what the scan keeps; removed ones are on their
+        # way out of the queue (editing one that left between the query and the edit fails).
+        constraint = f"{UID_ATTR} == {classad_string(uid)} && JobStatus != {COMPLETED} && JobStatus != {REMOVED}"
         if shards is not None:
             constraint += f" && member({SHARD_ATTR}, {{{', '.join(str(s) for s in sorted(shards))}}})"
-        for site in self._distinct_schedds(tracked):
+        for connection, site in self._distinct_connections(tracked):
             condor = condor_of(site)
-            schedd = self._schedd(condor)
+            schedd = self._schedd(connection, condor)
             try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
                 if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORDS_ATTR]):
                     schedd.edit(constraint, CANCELLED_ATTR, "true")
             except Exception as error:
-                raise unavailable(condor, "marking jobs to remove", error) from None
-            self._act_remove(schedd, condor, constraint, "scan suspended or deleted")
+                self._schedds.pop(connection, None)
+                raise self._failed(connection, condor, "marking jobs to remove", error) from None
+            if unfinished:  # nothing to remove asks nothing (a refused credential could not even remove nothing)
+                self._act_remove(schedd, connection, condor, constraint, "scan suspended or deleted")
             for ad in unfinished:
                 for record in records_chirped_by(ad):
                     self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.backends.base import ScanRef
-from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.backends.htcondor.credentials import Credential, refused
+from hpscan.errors import BackendError, CredentialRefused, SchedulerUnavailable
 from hpscan.job.chirp import (
     BEST_ATTR,
     DONE_ATTR,
@@ -133,14 +134,17 @@ def locate_schedd(site: HTCondorSite) -> ScheddLike:
     return htcondor2.Schedd(location)
 
 
-def unavailable(site: HTCondorSite, doing: str, error: BaseException) -> SchedulerUnavailable:
+def call_failed(
+    site: HTCondorSite, doing: str, error: BaseException, credential: Credential | None = None, name: str | None = None
+) -> BackendError:
+    """The error of a schedd call that failed: CredentialRefused when the schedd refused the caller (naming the
+    credential), else SchedulerUnavailable; ``name`` (a site's) leads the message when given."""
     cause = str(error).strip() or type(error).__name__
-    return SchedulerUnavailable(f"{schedd_label(site)} did not answer while {doing}: {cause}")
-
-
-def schedd_key(site: HTCondorSite) -> tuple[str | None, str | None]:
-    """One schedd per (pool, name): scans at the same access point share one query per poll cycle."""
-    return (site.pool, site.schedd)
+    where = f"site {name!r}: " if name else ""
+    if refused(cause):
+        who = credential.describe() if credential is not None else "the operator's own HTCondor credentials"
+        return CredentialRefused(f"{where}{schedd_label(site)} refused {who} while {doing}: {cause}")
+    return SchedulerUnavailable(f"{where}{schedd_label(site)} did not answer while {doing}: {cause}")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard ConfigMaps.
+"""The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard
+ConfigMaps, its record pages.
 
 Modules: ``manifests`` (the Jobs, ConfigMaps and RBAC a scan needs, and Job -> shard state; pure) and ``backend``
 (sends them through the official client). The in-pod half of the live channel is ``hpscan.job.configmap``.
@@ -11,10 +12,10 @@ from hpscan.backends.kubernetes.backend import SUBMIT_THREADS, KubernetesBackend
 from hpscan.backends.kubernetes.manifests import (
     job_manifest,
     job_name,
+    page_layout,
     payload_rbac,
-    results_configmap_name,
-    shard_configmap,
-    shard_configmap_name,
+    shard_pages,
+    shard_pages_name,
     shard_state,
 )
 
@@ -24,10 +25,10 @@ __all__ = [
     "job_manifest",
     "job_name",
     "load_client_config",
+    "page_layout",
     "payload_rbac",
-    "results_configmap_name",
-    "shard_configmap",
-    "shard_configmap_name",
+    "shard_pages",
+    "shard_pages_name",
     "shard_state",
 ]
 

@@ -13,27 +13,44 @@ from hpscan.api.contract import ResultRecord
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ACTIVE_PHASES, ShardStatus
+from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
     LABEL_ROLE,
     LABEL_SCAN,
+    LABEL_SHARD,
     LABEL_SITE,
     job_manifest,
     job_name,
-    oversized_shards,
+    page_layout,
+    page_refusals,
     payload_rbac,
     probe_job_name,
     probe_manifest,
     probe_outcome,
-    shard_configmap,
+    pull_inbox,
+    pull_page,
     shard_network_policy,
+    shard_pages,
+    shard_pages_name,
     shard_state,
     site_name,
 )
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
 from hpscan.errors import BackendError, SchedulerUnavailable
-from hpscan.job.configmap import records_of
+from hpscan.job.configmap import (
+    INBOX_SUFFIX,
+    PAGE_SIZE_KEY,
+    PROGRESS_KEY,
+    STOPS_KEY,
+    TRIALS_KEY,
+    inbox_assignment,
+    inbox_name,
+    json_lines,
+    pulled_trials,
+    records_of,
+)
 
 SUBMIT_THREADS = 32
 
@@ -102,6 +119,7 @@ class KubernetesBackend(Backend):
     """Sends the manifests above through the official client (synchronous; kopf runs it in a thread)."""
 
     name: ClassVar[str] = "kubernetes"
+    pulls: ClassVar[bool] = True  # a worker's inbox ConfigMap (hpscan.job.configmap)
 
     def __init__(self, api_client: Any = None, cache: ShardObjectCache | None = None) -> None:
         from kubernetes import client
@@ -117,6 +135,11 @@ class KubernetesBackend(Backend):
         """(namespace, ConfigMap) -> (the resourceVersion last read, its unreadable entries): a ConfigMap is read
         again only when it changed, so a scan costs in proportion to what its pods reported, and no record is
         held here (the aggregator folds them)."""
+        self._inboxes: dict[tuple[str, str], dict[str, str]] = {}
+        """(namespace, inbox) -> the trials and stops text this operator wrote: the authority for the next append
+        (the watch cache may not show the last patch yet). Read from the API server once after a restart."""
+        self._progress_seen: dict[tuple[str, str], str] = {}  # (namespace, inbox) -> resourceVersion last read
+        self._page_sizes: dict[tuple[str, str], int] = {}
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -132,28 +155,99 @@ class KubernetesBackend(Backend):
         return True
 
     def refusals(self, planned: Plan) -> list[str]:
-        largest = max((planned.shard_size(i) for i in range(planned.shard_count)), default=0)
-        problem = oversized_shards(largest, planned.total)
-        return [problem] if problem else []
+        return page_refusals(planned.scan, planned.spec, planned.shard_count)
 
     @_api_errors
     def prepare(self, scan: ScanRef, spec: HPScanSpec, shard_count: int) -> None:
-        """The scan's payload ServiceAccount, Role and RoleBinding, and the NetworkPolicy of its shard pods."""
-        account, role, binding = payload_rbac(scan, shard_count)
+        """The scan's payload ServiceAccount, Role (naming every record page its shards can have) and RoleBinding,
+        and the NetworkPolicy of its shard pods."""
+        layout = page_layout(spec, shard_count)
+        account, role, binding = payload_rbac(scan, shard_count, layout.pages_per_shard, inboxes=spec.pull)
         self._create(self.networking.create_namespaced_network_policy, scan.namespace, shard_network_policy(scan))
         self._create(self.core.create_namespaced_service_account, scan.namespace, account)
         self._create(self.rbac.create_namespaced_role, scan.namespace, role)
         self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
 
+    # workers that pull: each has an inbox ConfigMap and record pages for the trials handed to it ---------------
+
+    def _inbox(self, scan: ScanRef, shard: int) -> tuple[str, dict[str, str]]:
+        name = inbox_name(shard_pages_name(scan.name, shard))
+        key = (scan.namespace, name)
+        if key not in self._inboxes:
+            data = self.core.read_namespaced_config_map(name, scan.namespace).data or {}
+            self._inboxes[key] = {k: data.get(k) or "" for k in (TRIALS_KEY, STOPS_KEY)}
+            self._page_sizes[key] = int(json.loads(data.get(PAGE_SIZE_KEY) or "0") or 0)
+        return name, self._inboxes[key]
+
+    @_api_errors
+    def assign(self, scan: ScanRef, shard: int, lines: Sequence[dict]) -> None:
+        """Append to the worker's trials; first create the record pages its new trials will fill (the pod may
+        patch them at once, and has no right to create them)."""
+        name, held = self._inbox(scan, shard)
+        text = held[TRIALS_KEY] + "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+        size = self._page_sizes.get((scan.namespace, name)) or 1
+        before = -(-len(pulled_trials({TRIALS_KEY: held[TRIALS_KEY]})) // size)
+        after = -(-len(pulled_trials({TRIALS_KEY: text})) // size)
+        for page in range(max(before, 1), after):
+            self._create(self.core.create_namespaced_config_map, scan.namespace, pull_page(scan, shard, page))
+        self.core.patch_namespaced_config_map(name, scan.namespace, {"data": {TRIALS_KEY: text}})
+        held[TRIALS_KEY] = text
+
+    @_api_errors
+    def stop_trials(self, scan: ScanRef, shard: int, trial_ids: Sequence[str]) -> None:
+        name, held = self._inbox(scan, shard)
+        text = held[STOPS_KEY] + "".join(json.dumps({"id": i}) + "\n" for i in trial_ids)
+        self.core.patch_namespaced_config_map(name, scan.namespace, {"data": {STOPS_KEY: text}})
+        held[STOPS_KEY] = text
+
+    def _inbox_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
+        cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
+        if cached is None:
+            listed = self.core.list_namespaced_config_map(
+                scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+            ).items
+            cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        return [cm for cm in cached if cm["metadata"]["name"].endswith(INBOX_SUFFIX)]
+
+    @_api_errors
+    def fetch_progress(self, scan: ScanRef) -> list[Progress]:
+        """The newest per-epoch reports of inboxes that changed since the last call."""
+        reports: list[Progress] = []
+        for configmap in self._inbox_configmaps(scan):
+            key = (scan.namespace, configmap["metadata"]["name"])
+            version = str(configmap["metadata"].get("resourceVersion") or "")
+            if version and self._progress_seen.get(key) == version:
+                continue
+            self._progress_seen[key] = version
+            reports += read_progress(json_lines((configmap.get("data") or {}).get(PROGRESS_KEY)))
+        return reports
+
+    @_api_errors
+    def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
+        """What each worker's inbox says it was handed (a restarted operator rebuilds its search from these)."""
+        return {
+            int(cm["metadata"]["labels"][LABEL_SHARD]): inbox_assignment(cm.get("data"))
+            for cm in self._inbox_configmaps(scan)
+        }
+
     @_api_errors
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
-        # Shards are independent: send them concurrently (a 100-shard scan is 200 requests).
+        # Shards are independent: send them concurrently (a 100-shard scan of one page a shard is 200 requests).
+        if not launches:
+            return
+        page_size = page_layout(spec, launches[0].shard_file.shards).size
         with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
-            list(pool.map(lambda launch: self._submit_one(scan, spec, launch), launches))
+            list(pool.map(lambda launch: self._submit_one(scan, spec, launch, page_size), launches))
 
-    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch) -> None:
+    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int) -> None:
         shard = launch.shard_file.shard
-        self._create(self.core.create_namespaced_config_map, scan.namespace, shard_configmap(scan, launch.shard_file))
+        # The pages before the Job, as its pod reads them at start; page 0, which announces the others, last, so an
+        # operator stopped halfway leaves no page 0 that names a missing page. Existing pages (an earlier attempt's,
+        # or a shard moved back here) are kept with their records; the pod reads the layout from them.
+        if launch.shard_file.pull:  # the inbox before page 0: the pod finds both when it starts
+            self._create(self.core.create_namespaced_config_map, scan.namespace, pull_inbox(scan, shard, page_size))
+        for page in reversed(shard_pages(scan, launch.shard_file, page_size)):
+            self._create(self.core.create_namespaced_config_map, scan.namespace, page)
         manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended
@@ -232,9 +326,9 @@ class KubernetesBackend(Backend):
 
     @_api_errors
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
-        """The records of the scan's shard ConfigMaps that changed since the last call (all of them on the first call:
+        """The records of the scan's record pages that changed since the last call (all of them on the first call:
         a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
-        operator, else one LIST."""
+        operator, else one LIST. A page is parsed again only when its resourceVersion changed."""
         cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
         if cached is None:
             listed = self.core.list_namespaced_config_map(

@@ -1,11 +1,12 @@
 """The manifests of a scan on Kubernetes, as pure functions of plain data (what KubernetesBackend sends).
 
 What a shard needs, all owned by the HPScan (deleting the scan deletes them, by garbage collection):
-- ConfigMap ``<scan>-shard-NNN``: the shard file (key shard.json, mounted read-only into the pod) and the live
-  channel: the shard runner in the pod merge-patches one key per record into the same ConfigMap. It needs no
-  inbound path to the pod, and the pod's ServiceAccount may only get/patch its scan's shard ConfigMaps (a
-  per-scan Role naming them). The records outlive operator restarts, and a retried or resumed pod starts from
-  them, so nothing recorded is trained twice. One object per shard keeps a 100-shard fan-out to 200 requests;
+- its record pages, ConfigMaps ``<scan>-shard-NNN-p0``, ``-p1``, ... (hpscan.job.configmap): they carry the shard
+  file to the pod (read through the API) and receive its records, one key per record, merge-patched by the shard
+  runner into the page that holds the record's combination. They need no inbound path to the pod, and the pod's
+  ServiceAccount may only get/patch its scan's pages (a per-scan Role naming them). The records outlive operator
+  restarts, and a retried or resumed pod starts from them, so nothing recorded is trained twice. ``page_layout``
+  sizes the pages so that no page passes PAGE_BUDGET, whatever the shard's size;
 - Job ``<scan>-shard-NNN``: GPU limits, node selector and tolerations from the site, restricted pod security,
   backoffLimit = spec.retries, exit code 3 (GPU unavailable) fails the Job at once (podFailurePolicy).
 Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recorded results stay).
@@ -14,31 +15,57 @@ Suspending sets the Jobs' ``spec.suspend`` (Kubernetes deletes their pods; recor
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from hpscan.api.contract import LAST_WORDS_ENV, ShardFile, shard_name
+from hpscan.api.contract import LAST_WORDS_ENV, ParameterValue, ShardFile, shard_name
 from hpscan.api.sites import KubernetesSite, Site
 from hpscan.api.spec import GROUP, KIND, VERSION, HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation
 from hpscan.backends.base import ScanRef
 from hpscan.core.brokering import ProbeOutcome
-from hpscan.job.configmap import CONFIGMAP_ENV, NAMESPACE_ENV, SHARD_KEY
+from hpscan.core.planning import axis_size, axis_values
+from hpscan.job.configmap import (
+    CONFIGMAP_ENV,
+    NAMESPACE_ENV,
+    PAGE_KEY,
+    PAGE_SIZE_KEY,
+    PROGRESS_LINES,
+    RECORD_ROOM,
+    STOPS_KEY,
+    TRIALS_KEY,
+    compact,
+    inbox_name,
+    page_name,
+    split_shard_file,
+    stored_size,
+)
 
 LABEL_SCAN = "hpscan.io/scan"
 LABEL_SHARD = "hpscan.io/shard"
 LABEL_ROLE = "hpscan.io/role"
 LABEL_SITE = "hpscan.io/site"
 LABEL_MOVES = "hpscan.io/moves"
+LABEL_PAGE = "hpscan.io/page"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "hpscan"}
 SHARD_MOUNT = "/hpscan/shard"
 OUT_MOUNT = "/hpscan/out"
+SHARD_FILE = f"{SHARD_MOUNT}/shard.json"
+"""Where the shard runner writes the shard file it reads from the pages (an emptyDir), for the payload."""
 CONTAINER = "payload"
-MAX_SHARD_COMBINATIONS = 1000
-"""The most combinations a shard may hold on Kubernetes: its ConfigMap carries the shard file (~150 bytes a
-combination) and every record (~420 bytes), and an object must stay well under etcd's 1 MiB."""
+OBJECT_LIMIT = 512 * 1024
+"""No object hpscan or its pods write may pass this (etcd's limit is 1 MiB; a Katib-sized margin)."""
+PAGE_BUDGET = 384 * 1024
+"""What a page's data (and the managedFields entries of its record keys) may take, full of records: well under
+OBJECT_LIMIT, which leaves room for the page's metadata."""
+PAGE_SUFFIX_ROOM = len("-p999999")
+"""Room kept in a shard's page base name for the page suffix (MAX_COMBINATIONS pages at most)."""
+LONGEST_FLOAT = -1.2345678901234567e-308
+"""A float with the longest JSON form: the bound of a value drawn from a continuous range."""
 
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 """The container's termination message file (Kubernetes' default path): the payload writes its reason there."""
@@ -46,13 +73,14 @@ PAYLOAD_UID = 10001
 """The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 
 
-def _name(scan: str, suffix: str) -> str:
-    """``<scan>-<suffix>``, shortened with a hash when it would pass 63 characters (a DNS label)."""
+def _name(scan: str, suffix: str, room: int = 0) -> str:
+    """``<scan>-<suffix>``, shortened with a hash when it would pass 63 characters (a DNS label) less ``room``
+    (kept for a suffix the name gets later)."""
     name = f"{scan}-{suffix}"
-    if len(name) <= 63:
+    if len(name) + room <= 63:
         return name
     digest = hashlib.sha256(scan.encode()).hexdigest()[:6]
-    return f"{scan[: 63 - len(suffix) - 8]}-{digest}-{suffix}"
+    return f"{scan[: 63 - room - len(suffix) - 8]}-{digest}-{suffix}"
 
 
 def job_name(scan: str, shard: int, moves: int = 0) -> str:
@@ -70,13 +98,118 @@ def probe_job_name(scan: str, site: str) -> str:
     return _name(scan, f"probe-{suffix}")
 
 
-def shard_configmap_name(scan: str, shard: int) -> str:
-    return _name(scan, shard_name(shard))
+def shard_pages_name(scan: str, shard: int) -> str:
+    """The base name of a shard's record pages (``<scan>-shard-NNN``; page k is ``page_name(base, k)``)."""
+    return _name(scan, shard_name(shard), PAGE_SUFFIX_ROOM)
 
 
-def results_configmap_name(scan: str, shard: int) -> str:
-    """The ConfigMap a shard's records go to: its shard ConfigMap."""
-    return shard_configmap_name(scan, shard)
+@dataclass(frozen=True)
+class PageLayout:
+    """How a scan's shards are paged: ``size`` combinations a page (0: not even one fits), and the most pages a
+    shard of the scan can need, from bounds over the spec alone (so the pods' Role can name every page before any
+    shard is planned into its pages)."""
+
+    size: int
+    pages_per_shard: int
+    combination_bytes: int
+    """The most a combination takes in a page: its slice of the shard file, its record (RECORD_ROOM more than
+    the combination), the record's key and its managedFields entry."""
+    header_bytes: int
+    """The most page 0's header (the shard file without combinations) takes."""
+
+
+def combinations_bound(spec: HPScanSpec) -> int:
+    """An upper bound of the scan's combinations, from its spec (random sampling may draw fewer)."""
+    sizes = [axis_size(p) for p in spec.parameters]
+    grid = math.prod(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None
+    if spec.sampling.strategy == "grid":
+        return grid or 0
+    samples = spec.sampling.samples or 0
+    return min(samples, grid) if grid is not None else samples
+
+
+def _longest_value(values: list[ParameterValue] | None) -> ParameterValue:
+    if values is None:  # a continuous range: any float
+        return LONGEST_FLOAT
+    return max(values, key=lambda v: stored_size(compact(v)))
+
+
+def page_layout(spec: HPScanSpec, shard_count: int) -> PageLayout:
+    """The pages of a scan's shards, so that a page full of records (each within its record_limit) stays within
+    PAGE_BUDGET: the largest combination any shard can hold is bounded from the axes (each axis's longest value,
+    the longest id), the header from the payload's settings."""
+    total = combinations_bound(spec)
+    longest_id = f"c{'9' * max(4, len(str(max(total - 1, 0))))}-ffffffff"
+    worst = {
+        "id": longest_id,
+        "parameters": {
+            p.name: _longest_value(axis_values(p) if axis_size(p) is not None else None) for p in spec.parameters
+        },
+    }
+    combination = stored_size(compact(worst))
+    key = stored_size(longest_id)
+    # slice entry + record (combination + RECORD_ROOM) + record key + managedFields entry ("f:<id>":{}), punctuation
+    per_combination = combination + (combination + RECORD_ROOM) + key + key + 32
+    header = stored_size(compact(spec.payload.settings)) + 2048  # scan name, objective, gpu, artifacts, page.json
+    size = max(0, (PAGE_BUDGET - header) // per_combination)
+    # a worker that pulls may be handed the whole budget
+    largest_shard = total if spec.pull else -(-total // max(shard_count, 1))
+    pages = max(1, -(-largest_shard // size)) if size else 1
+    return PageLayout(size=size, pages_per_shard=pages, combination_bytes=per_combination, header_bytes=header)
+
+
+def page_refusals(scan: str, spec: HPScanSpec, shard_count: int) -> list[str]:
+    """Why a scan's shards cannot be paged within the object limit (one line each); empty when they can. The
+    limits: one combination with its record must fit a page, and the pods' Role must name every page."""
+    layout = page_layout(spec, shard_count)
+    problems = []
+    if layout.size < 1:
+        problems.append(
+            f"a record page cannot hold one combination: spec.payload.settings takes up to "
+            f"{layout.header_bytes / 1024:.0f} KiB and a combination with its record up to "
+            f"{layout.combination_bytes:,} bytes, more than a page holds ({PAGE_BUDGET // 1024} KiB); keep large "
+            "settings in a file the payload reads, and parameter values short"
+        )
+    if spec.pull and (room := inbox_capacity(layout)) < combinations_bound(spec):
+        problems.append(
+            f"a worker's inbox on Kubernetes holds at most {room:,} trials (one object of "
+            f"{OBJECT_LIMIT // 1024} KiB), fewer than the {combinations_bound(spec):,} this scan may hand one "
+            "worker: lower sampling.samples, or run it where the channel has no such bound (hpscan run)"
+        )
+    names = shard_count * layout.pages_per_shard
+    longest = stored_size(page_name(shard_pages_name(scan, max(shard_count - 1, 0)), layout.pages_per_shard - 1))
+    role_bytes = names * (longest + 1) + 4096
+    if role_bytes > OBJECT_LIMIT:
+        most = (OBJECT_LIMIT - 4096) // (longest + 1)
+        problems.append(
+            f"the shard pods' Role would name {names:,} record pages ({role_bytes / 1024:,.0f} KiB), more than one "
+            f"Kubernetes object may hold ({OBJECT_LIMIT // 1024} KiB, about {most:,} pages): use fewer shards "
+            "(sharding.shards or a larger sharding.combinationsPerShard)"
+        )
+    return problems
+
+
+def inbox_capacity(layout: PageLayout) -> int:
+    """Trials one worker's inbox can hold: each takes its trial line and possibly a stop line; the newest
+    PROGRESS_LINES reports (about 100 bytes each) take their share."""
+    per_trial = layout.combination_bytes + 48
+    return max(0, (PAGE_BUDGET - PROGRESS_LINES * 160 - 4096) // per_trial)
+
+
+def pull_inbox(scan: ScanRef, shard: int, page_size: int) -> dict[str, Any]:
+    """A pulling worker's inbox (hpscan.job.configmap): the operator appends its trials and stops, the pod its
+    newest per-epoch reports. Labelled as a shard page, so the operator's watch of the pages sees it."""
+    metadata = _metadata(scan, inbox_name(shard_pages_name(scan.name, shard)), "shard", shard)
+    data = {TRIALS_KEY: "", STOPS_KEY: "", PAGE_SIZE_KEY: str(page_size)}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
+
+def pull_page(scan: ScanRef, shard: int, page: int) -> dict[str, Any]:
+    """A record page of a pulling worker beyond its first: the records of trials page*size .. in hand-out order."""
+    metadata = _metadata(scan, page_name(shard_pages_name(scan.name, shard), page), "shard", shard)
+    metadata["labels"][LABEL_PAGE] = str(page)
+    data = {PAGE_KEY: compact({"page": page, "pulled": True, "combinations": []})}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
 
 
 def payload_account_name(scan: str) -> str:
@@ -101,14 +234,16 @@ def _metadata(scan: ScanRef, name: str, role: str, shard: int | None = None) -> 
     return {"name": name, "namespace": scan.namespace, "labels": labels, "ownerReferences": [owner_reference(scan)]}
 
 
-def shard_configmap(scan: ScanRef, shard_file: ShardFile) -> dict[str, Any]:
-    """The ConfigMap that delivers a shard file to its pod and receives its records (one key per id)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(scan, shard_configmap_name(scan.name, shard_file.shard), "shard", shard_file.shard),
-        "data": {SHARD_KEY: shard_file.model_dump_json(by_alias=True, exclude_none=True)},
-    }
+def shard_pages(scan: ScanRef, shard_file: ShardFile, page_size: int) -> list[dict[str, Any]]:
+    """The record pages of a shard: ConfigMaps that deliver its shard file to the pod, ``page_size`` combinations
+    each, and receive its records (one key per id, in the page of its combination)."""
+    base = shard_pages_name(scan.name, shard_file.shard)
+    pages = []
+    for page, data in enumerate(split_shard_file(shard_file, page_size)):
+        metadata = _metadata(scan, page_name(base, page), "shard", shard_file.shard)
+        metadata["labels"][LABEL_PAGE] = str(page)
+        pages.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    return pages
 
 
 def shard_network_policy(scan: ScanRef) -> dict[str, Any]:
@@ -126,9 +261,20 @@ def shard_network_policy(scan: ScanRef) -> dict[str, Any]:
     }
 
 
-def payload_rbac(scan: ScanRef, shard_count: int) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding for a scan's pods: get/patch on its results ConfigMaps, nothing else."""
+def payload_rbac(
+    scan: ScanRef, shard_count: int, pages_per_shard: int = 1, inboxes: bool = False
+) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding for a scan's pods: get/patch on its shards' record pages (each of
+    ``shard_count`` shards with up to ``pages_per_shard``, page_layout) and, for workers that pull, their
+    inboxes; nothing else: no create, no list."""
     account = payload_account_name(scan.name)
+    pages = [
+        page_name(shard_pages_name(scan.name, shard), page)
+        for shard in range(shard_count)
+        for page in range(pages_per_shard)
+    ]
+    if inboxes:
+        pages += [inbox_name(shard_pages_name(scan.name, shard)) for shard in range(shard_count)]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(scan, account, "payload")},
         {
@@ -139,7 +285,7 @@ def payload_rbac(scan: ScanRef, shard_count: int) -> list[dict[str, Any]]:
                 {
                     "apiGroups": [""],
                     "resources": ["configmaps"],
-                    "resourceNames": [results_configmap_name(scan.name, i) for i in range(shard_count)],
+                    "resourceNames": pages,
                     "verbs": ["get", "patch"],
                 }
             ],
@@ -182,14 +328,14 @@ def job_manifest(
     if spec.gpu.count > 0:
         resources["limits"][k8s.gpu_resource_name] = str(spec.gpu.count)
     command = [
-        "hpscan", "shard-run", f"{SHARD_MOUNT}/{SHARD_KEY}", "--out", OUT_MOUNT,
+        "hpscan", "shard-run", SHARD_FILE, "--out", OUT_MOUNT,
         "--channel", "kubernetes", "--", *spec.payload.command,
     ]  # fmt: skip
     env = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
         {"name": "HPSCAN_SCAN", "value": scan.name},
         {"name": "HPSCAN_SHARD", "value": str(shard)},
         {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": CONFIGMAP_ENV, "value": results_configmap_name(scan.name, shard)},
+        {"name": CONFIGMAP_ENV, "value": shard_pages_name(scan.name, shard)},
         {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
         {"name": LAST_WORDS_ENV, "value": TERMINATION_MESSAGE_PATH},  # the payload's reason, read by the kubelet
         *model_store_env(scan, spec),
@@ -221,7 +367,7 @@ def job_manifest(
                     "capabilities": {"drop": ["ALL"]},
                 },
                 "volumeMounts": [
-                    {"name": "shard", "mountPath": SHARD_MOUNT, "readOnly": True},
+                    {"name": "shard", "mountPath": SHARD_MOUNT},  # the runner writes the shard file here
                     {"name": "out", "mountPath": OUT_MOUNT},
                     {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only; TensorFlow needs /tmp
                 ],
@@ -230,7 +376,7 @@ def job_manifest(
             }
         ],
         "volumes": [
-            {"name": "shard", "configMap": {"name": shard_configmap_name(scan.name, shard)}},
+            {"name": "shard", "emptyDir": {}},
             {"name": "out", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
         ],
@@ -392,15 +538,3 @@ def shard_state(
             **base,
         )
     return ShardStatus(phase=ShardPhase.PENDING, **base)
-
-
-def oversized_shards(largest_shard: int, total: int) -> str | None:
-    """Why a plan's shards are too large for their ConfigMaps, with the shard count that fits; None when they fit."""
-    if largest_shard <= MAX_SHARD_COMBINATIONS:
-        return None
-    needed = -(-total // MAX_SHARD_COMBINATIONS)
-    return (
-        f"a shard of {largest_shard:,} combinations is more than a Kubernetes shard carries ({MAX_SHARD_COMBINATIONS:,}: "
-        f"its ConfigMap holds the shard file and every record under etcd's 1 MiB); use sharding.shards >= {needed:,} "
-        f"or sharding.combinationsPerShard <= {MAX_SHARD_COMBINATIONS:,}"
-    )
