@@ -129,6 +129,9 @@ MASTER_UPDATE_INTERVAL = 5
 STARTER_UPDATE_INTERVAL = 2
 STARTER_INITIAL_UPDATE_INTERVAL = 1
 SHADOW_QUEUE_UPDATE_INTERVAL = 2
+# A job attribute edited with SetDirty (a pulling worker's HPScanTrials/HPScanStops) reaches the running job's
+# shadow, where chirp reads, at once or at the schedd's next re-notification: every 30 s by default.
+SCHEDD_JOB_QUEUE_NOTIFY_UPDATES = 2
 JOB_START_DELAY = 0
 JOB_START_COUNT = 10
 STARTD_SENDS_ALIVES = TRUE

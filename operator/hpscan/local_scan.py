@@ -296,6 +296,7 @@ def run_scan(
         targets = [Target.of(site)]
     if refused := pull_refusal(backend, planned):
         raise RunError(refused[0])
+    backend.track(ref, scan.spec)  # an htcondor site's jobs from an earlier run: their ads say what they were handed
     search = resume_search(planned, backend, ref, records, run_dir) if planned.pull else None
     if search is not None:  # workers told "no more" that recorded all they held are done
         finished = {

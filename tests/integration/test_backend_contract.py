@@ -106,6 +106,7 @@ class HTCondorHarness:
         """The payload as the submitting user runs it: the job Python on PATH (hpscan's shard runner too)."""
         bin_dir = self.pool.job_bin()
         spec["payload"]["command"] = [str(bin_dir / "python"), spec["payload"]["command"][-1]]
+        spec["payload"]["gpuCheck"] = [str(bin_dir / "python"), *spec["payload"]["gpuCheck"][1:]]  # the site probe
         spec["payload"]["env"] = [{"name": "PATH", "value": f"{bin_dir}:/usr/bin:/bin"}]
 
     def new_backend(self) -> Backend:

@@ -20,7 +20,7 @@ from hpscan.api.contract import Objective, ResultRecord
 from hpscan.backends.htcondor import install_token
 from hpscan.cli import app
 from hpscan.errors import BackendError
-from hpscan.job.chirp import CHIRP_LINE_MAX, ChirpChannel, chirp_line_length
+from hpscan.job.chirp import CHIRP_LINE_MAX, ChirpChannel, chirp_line_length, value_lines
 
 EXAMPLE = Path("examples/dl1-seed-scan.yaml")
 TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJpYXQiOjE3MDAwMDAwMDAsImlzcyI6InBvb2wiLCJzdWIiOiJocHNjYW4ifQ.c2ln"
@@ -111,7 +111,7 @@ def test_chirp_channel_sets_progress_attributes_as_classad_values():
     assert ad.eval("HPScanDone") == 4
     assert ad.eval("HPScanFailed") == 1
     assert ad.eval("HPScanBest") == 0.4
-    lines = ad.eval("HPScanRecords").splitlines()
+    lines = value_lines(ad.eval("HPScanRecords"))
     assert [json.loads(line)["id"] for line in lines] == [record(i, 0).id for i in range(4)]
 
 
@@ -122,7 +122,7 @@ def test_chirp_channel_keeps_the_newest_records_within_a_chirp_line():
         channel.publish([record(i, float(i))])
     value = client.attributes["HPScanRecords"]
     assert chirp_line_length("HPScanRecords", value) <= CHIRP_LINE_MAX
-    lines = classad2.ExprTree(value).eval().splitlines()
+    lines = value_lines(classad2.ExprTree(value).eval())
     assert json.loads(lines[-1])["id"] == record(199, 0).id
     assert classad2.ExprTree(client.attributes["HPScanBest"]).eval() == 199.0
 
@@ -212,7 +212,7 @@ def test_the_real_htchirp_client_carries_the_records(tmp_path, monkeypatch):
     ad = classad2.ClassAd({name: classad2.ExprTree(value) for name, value in server.attributes.items()})
     assert ad.eval("HPScanDone") == 60
     assert ad.eval("HPScanBest") == pytest.approx(1.0 / 60)
-    lines = ad.eval("HPScanRecords").splitlines()
+    lines = value_lines(ad.eval("HPScanRecords"))
     assert 1 < len(lines) < 60
     assert json.loads(lines[-1])["parameters"] == {"note": 'run "59" with spaces'}
 

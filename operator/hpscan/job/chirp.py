@@ -3,19 +3,26 @@
 The job never needs an inbound connection: the shard runner sets attributes on its own job ad through the
 starter's chirp proxy (``+WantIOProxy = true``), and the operator's poller reads them in its one batched query
 per schedd (``chirped_records``). The full results.jsonl still comes back in the output sandbox.
+
+A worker that pulls trials (ShardFile.pull) reads its trials and stop requests the same way, the other way round:
+the operator edits ``HPScanTrials`` and ``HPScanStops`` on the job's ad at the schedd (each the worker's whole
+trials.jsonl / stop.jsonl so far, as one ClassAd string of JSON lines), and the job reads them back with chirp's
+get_job_attr; its per-epoch reports go out as ``HPScanProgress``. docs/htcondor.md says how late each arrives.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote, unquote
 
 from pydantic import ValidationError
 
 from hpscan.api.contract import Objective, ResultRecord, ShardFile, parse_records
+from hpscan.api.trials import Progress
 from hpscan.errors import BackendError
 
 # Job attributes the shard runner sets through chirp while the job runs.
@@ -23,6 +30,13 @@ DONE_ATTR = "HPScanDone"
 FAILED_ATTR = "HPScanFailed"
 BEST_ATTR = "HPScanBest"
 RECORDS_ATTR = "HPScanRecords"
+PROGRESS_ATTR = "HPScanProgress"
+"""Set by a pulling worker: its newest per-epoch reports (JSON lines of hpscan.api.trials.Progress)."""
+# Set by the operator on a pulling worker's job ad (schedd edit), read by the job with chirp get_job_attr.
+TRIALS_ATTR = "HPScanTrials"
+"""The worker's trials.jsonl lines so far (trials handed out, withdrawn, the end), one ClassAd string."""
+STOPS_ATTR = "HPScanStops"
+"""The worker's stop.jsonl lines so far (trials to stop at their next epoch boundary)."""
 
 CHIRP_LINE_MAX = 5120
 """Longest chirp command line (htchirp refuses longer ones): bounds the records one update carries."""
@@ -33,12 +47,80 @@ def classad_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) not in '%"\\')
+
+
+def lines_value(lines: Sequence[str]) -> str:
+    """The ClassAd string literal of an attribute that holds lines (JSON lines), percent-encoded where a schedd
+    would change them: it parses edited and chirped values in the old ClassAd syntax, where only \\" is an
+    escape (a \\n or \\\\ stays two characters: seen on the test pool), so %, ", backslash and newlines go as %XX."""
+    return classad_string(quote("\n".join(lines), safe=_SAFE))
+
+
+def value_lines(value: object) -> list[str]:
+    """The lines of an attribute set with lines_value, from its evaluated value (a job ad's) or None."""
+    return unquote(value).splitlines() if isinstance(value, str) else []
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "\\": "\\", '"': '"', "'": "'", "/": "/"}
+
+
+def classad_string_value(expression: str) -> str | None:
+    """The value of a ClassAd string literal as HTCondor unparses it (chirp's get_job_attr answers with the
+    expression's text): quotes, backslash escapes and octal escapes (non-ASCII bytes) undone. None when the
+    expression is not a string literal (UNDEFINED: the attribute was never set)."""
+    text = expression.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return None
+    out = bytearray()
+    body, index = text[1:-1], 0
+    while index < len(body):
+        char = body[index]
+        if char != "\\" or index + 1 == len(body):
+            out += char.encode()
+            index += 1
+            continue
+        following = body[index + 1]
+        if following in "01234567":  # \ooo: one byte
+            end = index + 1
+            while end < min(len(body), index + 4) and body[end] in "01234567":
+                end += 1
+            out.append(int(body[index + 1 : end], 8) & 0xFF)
+            index = end
+        else:
+            out += _ESCAPES.get(following, following).encode()
+            index += 2
+    return out.decode(errors="replace")
+
+
+def json_object_lines(lines: Sequence[str]) -> list[dict]:
+    """The JSON objects among lines (an attribute's, see value_lines); other lines are skipped."""
+    out = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def chirped_progress(text: object) -> list[Progress]:
+    """The per-epoch reports a pulling worker chirped (its HPScanProgress attribute); foreign lines skipped."""
+    out = []
+    for line in json_object_lines(value_lines(text)):
+        try:
+            out.append(Progress.model_validate(line))
+        except ValidationError:
+            continue
+    return out
+
+
 def chirped_records(text: object) -> list[ResultRecord]:
     """The records a running job chirped: the value of its HPScanRecords attribute (JSON lines of its newest
     records). A torn or foreign line is skipped: the sandbox copy is read again at the end."""
-    if not isinstance(text, str):
-        return []
-    return parse_records(text.splitlines())[0]
+    return parse_records(value_lines(text))[0]
 
 
 class ChirpClient(Protocol):
@@ -49,6 +131,8 @@ class ChirpClient(Protocol):
     def __exit__(self, *args: object) -> Any: ...
 
     def set_job_attr(self, job_attribute: str, attribute_value: str) -> None: ...
+
+    def get_job_attr(self, job_attribute: str) -> str: ...
 
 
 def chirp_line_length(attribute: str, value: str) -> int:
@@ -66,7 +150,10 @@ def _htchirp_client() -> Any:
 class ChirpChannel:
     """A LiveChannel for jobs: sets HPScanDone, HPScanFailed, HPScanBest and HPScanRecords (the newest records
     as JSON lines, as many as fit a chirp line) on the job's ad. A chirp failure is reported on stderr and never
-    stops the payload: the records still come back in the output sandbox."""
+    stops the payload: the records still come back in the output sandbox.
+
+    Also a PullChannel (hpscan.job.runner) for workers that pull trials: ``inbox`` reads HPScanTrials and
+    HPScanStops, ``publish_progress`` sets HPScanProgress."""
 
     def __init__(self, objective: Objective, client: Callable[[], ChirpClient] = _htchirp_client) -> None:
         self.objective = objective
@@ -75,6 +162,8 @@ class ChirpChannel:
         self.failed = 0
         self.best: float | None = None
         self.recent: list[str] = []
+        self.inbox_lines: tuple[list[dict], list[dict]] = ([], [])  # the last lists read (both only grow)
+        self.progress_lines: list[tuple[str, str]] = []  # (trial id, JSON line) of the reports HPScanProgress holds
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -92,7 +181,7 @@ class ChirpChannel:
             self.recent.append(json.dumps(record.to_wire(), separators=(",", ":")))
         kept: list[str] = []
         for line in reversed(self.recent):  # the newest records that fit one chirp line
-            candidate = classad_string("\n".join([line, *kept]))
+            candidate = lines_value([line, *kept])
             if chirp_line_length(RECORDS_ATTR, candidate) > CHIRP_LINE_MAX:
                 break
             kept.insert(0, line)
@@ -100,11 +189,55 @@ class ChirpChannel:
         attributes = {DONE_ATTR: str(self.done), FAILED_ATTR: str(self.failed)}
         if self.best is not None:
             attributes[BEST_ATTR] = repr(float(self.best))
-        attributes[RECORDS_ATTR] = classad_string("\n".join(kept))
+        attributes[RECORDS_ATTR] = lines_value(kept)
         return attributes
 
     def recorded(self) -> list[ResultRecord]:
         return []  # earlier attempts' results.jsonl comes back in through the input sandbox
+
+    def inbox(self) -> tuple[list[dict], list[dict]]:
+        """Every trials.jsonl and stop.jsonl line the operator set on this job's ad so far. When chirp does not
+        answer, the lines read last time (the worker goes on with what it holds) and a word on stderr."""
+        try:
+            with self.client() as chirp:
+                texts = [classad_string_value(chirp.get_job_attr(name)) for name in (TRIALS_ATTR, STOPS_ATTR)]
+        except Exception as error:  # the starter's proxy is away a while: the next call asks again
+            sys.stderr.write(f"hpscan: chirp unavailable, no new trials or stop requests for now ({error})\n")
+            return self.inbox_lines
+        trials, stops = (json_object_lines(value_lines(text)) for text in texts)
+        # The operator only appends; a shorter list is an older copy of the ad (the shadow's lags the schedd's).
+        if len(trials) >= len(self.inbox_lines[0]) and len(stops) >= len(self.inbox_lines[1]):
+            self.inbox_lines = (trials, stops)
+        return self.inbox_lines
+
+    def progress_value(self, reports: Sequence[Progress]) -> str:
+        """Fold new per-epoch reports in; the HPScanProgress value (a ClassAd string of JSON lines): the newest
+        epoch of every trial in ``reports`` first, then the newest of the earlier reports, as many as fit one
+        chirp line (the operator's pruner needs a trial's latest epoch; older ones it may have seen already)."""
+        entries = [*self.progress_lines, *((r.id, json.dumps(r.to_wire(), separators=(",", ":"))) for r in reports)]
+        newest = {trial: i for i, (trial, _) in enumerate(entries) if i >= len(self.progress_lines)}
+        first = sorted(newest.values(), reverse=True)
+        kept: list[int] = []
+        for index in [*first, *(i for i in reversed(range(len(entries))) if i not in newest.values())]:
+            candidate = sorted([*kept, index])
+            if chirp_line_length(PROGRESS_ATTR, self._lines_value(entries, candidate)) <= CHIRP_LINE_MAX:
+                kept = candidate
+        self.progress_lines = [entries[i] for i in kept]
+        return self._lines_value(entries, kept)
+
+    @staticmethod
+    def _lines_value(entries: Sequence[tuple[str, str]], indices: Sequence[int]) -> str:
+        return lines_value([entries[i][1] for i in indices])
+
+    def publish_progress(self, reports: list[Progress]) -> None:
+        if not reports:
+            return
+        value = self.progress_value(reports)
+        try:
+            with self.client() as chirp:
+                chirp.set_job_attr(PROGRESS_ATTR, value)
+        except Exception as error:  # early stopping waits for the next report; the trial's record still comes
+            sys.stderr.write(f"hpscan: chirp unavailable, per-epoch progress waits ({error})\n")
 
     def publish(self, records: list[ResultRecord]) -> None:
         if not records:

@@ -8,6 +8,8 @@ through that credential's worker process (``credentials``, ``worker``); the othe
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import threading
 import time
@@ -26,6 +28,7 @@ from hpscan.api.contract import (
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
+from hpscan.api.trials import Assignment, Progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, shard_status
 from hpscan.backends.htcondor.credentials import Connection, connection_for
@@ -69,7 +72,17 @@ from hpscan.backends.htcondor.worker import CredentialWorkers
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError, HPScanError, SchedulerUnavailable
-from hpscan.job.chirp import RECORDS_ATTR, classad_string
+from hpscan.job.chirp import (
+    PROGRESS_ATTR,
+    RECORDS_ATTR,
+    STOPS_ATTR,
+    TRIALS_ATTR,
+    chirped_progress,
+    classad_string,
+    json_object_lines,
+    lines_value,
+    value_lines,
+)
 
 # --- the backend -----------------------------------------------------------------------------------------------
 
@@ -95,6 +108,7 @@ class HTCondorBackend(Backend):
     """Shards as HTCondor jobs. One instance serves every scan; see the module docstring for the wiring."""
 
     name: ClassVar[str] = "htcondor"
+    pulls: ClassVar[bool] = True  # trials and stops: attributes edited on the job's ad, read back with chirp
 
     def __init__(
         self,
@@ -123,6 +137,11 @@ class HTCondorBackend(Backend):
         self._live_seen: dict[str, set[str]] = {}
         self._chirped: dict[str, dict[int, dict[str, ResultRecord]]] = {}  # by uid and shard: live records seen
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
+        # Workers that pull: by uid, each worker's whole text per attribute (its trials.jsonl / stop.jsonl so far),
+        # what was last written on each job, and the per-epoch reports already handed over.
+        self._channel: dict[str, dict[tuple[int, str], list[str]]] = {}
+        self._written: dict[str, dict[tuple[Connection, str, str], list[str]]] = {}  # by (schedd, job, attr)
+        self._reported: dict[str, set[tuple[str, int]]] = {}
         self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
 
     # scans --------------------------------------------------------------------------------------------------
@@ -170,7 +189,8 @@ class HTCondorBackend(Backend):
                 except Exception as error:
                     self._schedds.pop(connection, None)
                     raise self._failed(connection, condor, "releasing completed jobs", error) from None
-        for table in (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable):
+        tables = (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable)
+        for table in (*tables, self._channel, self._written, self._reported):
             table.pop(uid, None)
         self._drop_unused()
         if delete_sandboxes:
@@ -459,6 +479,135 @@ class HTCondorBackend(Backend):
             view = self._views[self._connection(tracked.scan, site)]
             if view.error:
                 out[name] = view.error
+        return out
+
+    # workers that pull ----------------------------------------------------------------------------------------
+    #
+    # A worker's channel is two attributes of its job ad, HPScanTrials and HPScanStops: each holds the worker's
+    # whole trials.jsonl / stop.jsonl so far as one ClassAd string, set with the schedd's edit (flag SetDirty, so
+    # the schedd tells the job's shadow, where chirp's get_job_attr reads). An attribute cannot be appended to:
+    # every hand-out rewrites the whole text. A trial line is about 200 bytes (six parameters, percent-encoded by
+    # chirp.lines_value), so a worker holding 100 trials carries 20 KB, written again with each hand-out (the
+    # schedd's job log grows by that much per edit until it rotates) and fetched by every poll cycle (PROJECTION).
+    # Sensible up to a few hundred trials per worker (tens of KB); a scan that hands one worker thousands wants
+    # fewer, longer trials, more workers, or a channel that appends (a file the job fetches).
+
+    @_locked
+    def assign(self, scan: ScanRef, shard: int, lines: Sequence[dict]) -> None:
+        self._append(scan, shard, TRIALS_ATTR, lines)
+
+    @_locked
+    def stop_trials(self, scan: ScanRef, shard: int, trial_ids: Sequence[str]) -> None:
+        self._append(scan, shard, STOPS_ATTR, [{"id": i} for i in trial_ids])
+
+    def _append(self, scan: ScanRef, shard: int, attribute: str, lines: Sequence[dict]) -> None:
+        """Append lines to a worker's text and set it on the shard's unfinished jobs. The text is the operator's
+        (seeded from the job ads after a restart); a job that has none yet, e.g. a moved shard's new one, gets the
+        whole text, so what a worker was handed and had taken back is always on its newest job."""
+        uid = self._uid(scan)
+        tracked = self._scans.get(uid)
+        if tracked is None:
+            raise BackendError(f"scan {scan.name!r} is not tracked; call track() with its spec first")
+        constraint = (
+            f"{UID_ATTR} == {classad_string(uid)} && {SHARD_ATTR} == {int(shard)} && {PROBE_ATTR} =?= undefined"
+        )
+        found: list[tuple[ScheddLike, Connection, HTCondorSite, Any]] = []
+        for connection, site in self._distinct_connections(tracked):
+            condor = condor_of(site)
+            schedd = self._schedd(connection, condor, site.name)
+            try:
+                ads = schedd.query(constraint, ["ClusterId", "ProcId", "JobStatus", attribute])
+            except Exception as error:
+                self._schedds.pop(connection, None)
+                raise self._failed(connection, condor, f"looking for shard {shard}'s job", error) from None
+            found += [(schedd, connection, condor, ad) for ad in ads]
+        texts = self._channel.setdefault(uid, {})
+        if (shard, attribute) not in texts:  # a restarted operator: the longest text on the shard's jobs
+            held = (value_lines(attr(ad, attribute)) for *_, ad in found)
+            texts[shard, attribute] = max(held, key=len, default=[])
+        texts[shard, attribute] += [json.dumps(line, separators=(",", ":")) for line in lines]
+        for schedd, connection, condor, ad in found:
+            if int(attr(ad, "JobStatus", IDLE)) not in (COMPLETED, REMOVED):
+                self._write(uid, schedd, connection, condor, job_id(ad), attribute, texts[shard, attribute])
+
+    def _write(
+        self,
+        uid: str,
+        schedd: ScheddLike,
+        connection: Connection,
+        site: HTCondorSite,
+        job: str,
+        attribute: str,
+        text: list[str],
+    ) -> None:
+        import htcondor2
+
+        try:  # SetDirty: the schedd tells a running job's shadow, whose copy of the ad chirp reads
+            schedd.edit([job], attribute, lines_value(text), flags=htcondor2.TransactionFlag.SetDirty)
+        except Exception as error:
+            self._schedds.pop(connection, None)
+            raise self._failed(connection, site, f"setting {attribute} of job {job}", error) from None
+        self._written.setdefault(uid, {})[connection, job, attribute] = list(text)
+
+    def _sync(self, uid: str) -> None:
+        """Set the whole text on unfinished jobs that do not carry it yet (a job that appeared after the last
+        hand-out to its shard, or an edit that failed)."""
+        texts = self._channel.get(uid, {})
+        written = self._written.setdefault(uid, {})
+        scan = self._scans[uid].scan
+        for site, _, ad in self._jobs(uid):
+            if int(attr(ad, "JobStatus", IDLE)) in (COMPLETED, REMOVED):
+                continue
+            shard, job = int(attr(ad, SHARD_ATTR, -1)), job_id(ad)
+            connection, condor = self._connection(scan, site), condor_of(site)
+            for attribute in (TRIALS_ATTR, STOPS_ATTR):
+                text = texts.get((shard, attribute))
+                if (
+                    text
+                    and written.get((connection, job, attribute)) != text
+                    and value_lines(attr(ad, attribute)) != text
+                ):
+                    with contextlib.suppress(HPScanError):  # e.g. the job just left the queue: the next cycle sees
+                        schedd = self._schedd(connection, condor, site.name)
+                        self._write(uid, schedd, connection, condor, job, attribute, text)
+
+    @_locked
+    def fetch_progress(self, scan: ScanRef) -> list[Progress]:
+        """The per-epoch reports pulling workers chirped (HPScanProgress) that were not handed over before."""
+        uid = self._uid(scan)
+        if uid not in self._scans:
+            return []
+        self._ensure_fresh(uid)
+        self._sync(uid)
+        seen = self._reported.setdefault(uid, set())
+        reports = []
+        for _, _, ad in self._jobs(uid):
+            for report in chirped_progress(attr(ad, PROGRESS_ATTR)):
+                if (report.id, report.epoch) not in seen:
+                    seen.add((report.id, report.epoch))
+                    reports.append(report)
+        return reports
+
+    @_locked
+    def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
+        """Each worker's Assignment, folded from HPScanTrials of its job (the newest generation's: it carries the
+        whole text), so a restarted operator hands out nothing twice."""
+        uid = self._uid(scan)
+        if uid not in self._scans:
+            return {}
+        self._ensure_fresh(uid)
+        texts: dict[int, list[str]] = {}
+        for _, _, ad in self._jobs(uid):
+            shard, text = int(attr(ad, SHARD_ATTR, -1)), value_lines(attr(ad, TRIALS_ATTR))
+            if len(text) >= len(texts.get(shard, [])):
+                texts[shard] = text
+        for (shard, attribute), text in self._channel.get(uid, {}).items():
+            if attribute == TRIALS_ATTR and len(text) > len(texts.get(shard, [])):
+                texts[shard] = text
+        out: dict[int, Assignment] = {}
+        for shard, text in sorted(texts.items()):
+            out[shard] = Assignment()
+            out[shard].fold(json_object_lines(text))
         return out
 
     # site probes --------------------------------------------------------------------------------------------

@@ -10,7 +10,16 @@ from hpscan.api.sites import HTCondorSite, Site
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.credentials import Credential, refused
 from hpscan.errors import BackendError, CredentialRefused, SchedulerUnavailable
-from hpscan.job.chirp import BEST_ATTR, DONE_ATTR, FAILED_ATTR, RECORDS_ATTR, classad_string
+from hpscan.job.chirp import (
+    BEST_ATTR,
+    DONE_ATTR,
+    FAILED_ATTR,
+    PROGRESS_ATTR,
+    RECORDS_ATTR,
+    STOPS_ATTR,
+    TRIALS_ATTR,
+    classad_string,
+)
 
 # Job attributes hpscan sets at submit time (+Attr in the description) and reads back.
 UID_ATTR = "HPScanUid"
@@ -53,6 +62,9 @@ PROJECTION = [
     FAILED_ATTR,
     BEST_ATTR,
     RECORDS_ATTR,
+    TRIALS_ATTR,  # workers that pull: what each was handed (a restarted operator rebuilds its search from these)
+    STOPS_ATTR,
+    PROGRESS_ATTR,
 ]
 """The attributes one poll cycle asks for: enough for phases, reasons and live progress, nothing more."""
 
