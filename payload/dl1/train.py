@@ -360,7 +360,7 @@ def _train_group(
                     f"diverged: loss is not finite at epoch {epoch} (learning rate {j.config.learning_rate:g})",
                 )
                 continue
-            if should_stop is not None and should_stop(j.key):
+            if should_stop is not None and epoch < settings.epochs and should_stop(j.key):  # the last one ends anyway
                 _finish(j, "pruned", on_done, keep)
                 continue
             if entry["val_loss"] < j.best:

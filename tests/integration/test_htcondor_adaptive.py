@@ -88,8 +88,7 @@ def test_tpe_with_asha_through_htcondor_workers_that_pull(condor_pool, tmp_path)
     assert by_status["pruned"] == counts["pruned"] > 0, by_status  # stops reached the jobs through their ads
     pruned = [r for r in records if r["status"] == "pruned"]
     # stopped after the first rung (2 epochs); a stop may arrive late, in the last epoch, and saves nothing then
-    assert all(2 <= r["epochs"] <= r["maxEpochs"] == EPOCHS for r in pruned), pruned
-    assert any(r["epochs"] < EPOCHS for r in pruned), pruned
+    assert all(2 <= r["epochs"] < r["maxEpochs"] == EPOCHS for r in pruned), pruned  # stopped before the end
     assert {r["shard"] for r in records} == {0, 1}  # both jobs pulled trials
 
     assert handed_out(condor_pool, status) == Counter(set(ids))  # every trial handed to one worker, once

@@ -119,12 +119,13 @@ def pull(shard: dict, knobs: dict, out: Path, done: set[str]) -> int:
     metric = shard["objective"]["metric"]
     while True:
         lines = _lines(out / "trials.jsonl")
-        withdrawn = {line["withdraw"] for line in lines if "withdraw" in line}
-        todo = [
-            line["trial"]
-            for line in lines
-            if "trial" in line and line["trial"]["id"] not in done and line["trial"]["id"] not in withdrawn
-        ]
+        held: dict[str, dict] = {}  # in order: a withdraw takes a trial back, a later hand-out gives it again
+        for line in lines:
+            if "trial" in line:
+                held[line["trial"]["id"]] = line["trial"]
+            elif "withdraw" in line:
+                held.pop(line["withdraw"], None)
+        todo = [trial for trial_id, trial in held.items() if trial_id not in done]
         if not todo:
             if {"end": True} in lines:
                 return 0
