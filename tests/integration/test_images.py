@@ -16,6 +16,7 @@ import pytest
 from operator_support import tiny_shard
 
 from cluster.containers import Bind, image_config, run
+from hpscan.backends.kubernetes.manifests import SHARD_MOUNT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,8 +74,8 @@ TINY_SHARD = tiny_shard("dl1-seed-scan")
 
 def run_as_the_job(tmp_path: Path, command: list[str] | None = None):
     """Run the payload image as the operator's shard Job runs it: its command (or `command`), env, uid/gid,
-    read-only root filesystem and volumes (the shard ConfigMap read-only, the output and /tmp emptyDirs), with the
-    kubernetes channel swapped for stdout (it needs an API server)."""
+    read-only root filesystem and volumes (the output, /tmp and shard-file emptyDirs), with the kubernetes channel
+    swapped for stdout (it needs an API server) and the shard file written where that channel writes it."""
     pod, container = shard_job_container()
     if command is None:
         command = list(container["command"])
@@ -87,9 +88,9 @@ def run_as_the_job(tmp_path: Path, command: list[str] | None = None):
     for mount in container["volumeMounts"]:
         source = tmp_path / mount["name"]
         source.mkdir(exist_ok=True)
-        if "configMap" in volumes[mount["name"]]:
+        if mount["mountPath"] == SHARD_MOUNT:  # where the kubernetes channel writes the file from the record pages
             (source / "shard.json").write_text(json.dumps(TINY_SHARD))
-        else:
+        if "configMap" not in volumes[mount["name"]]:
             os.chown(source, uid, gid)  # an emptyDir, writable by the pod's fsGroup
         binds.append(Bind(source, mount["mountPath"], read_only=mount.get("readOnly", False)))
     env = {e["name"]: e.get("value", "physics") for e in container["env"]}  # valueFrom: the namespace
