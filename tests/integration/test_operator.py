@@ -378,6 +378,45 @@ def test_tpe_with_asha_through_the_operator_survives_a_kill_9_with_no_trial_lost
     assert all(len(json.dumps(k8s.sanitize_for_serialization(cm))) < 512 * 1024 for cm in inboxes)
 
 
+def test_deleting_a_workers_pod_mid_trial_runs_that_trial_again_once(cluster, k8s, ns, operator, pod_visible_dir):
+    """A pulling worker's pod deleted while it trains: the Job's next pod reads the worker's inbox and pages, and
+    trains the interrupted trial (recorded once); nothing else is trained twice."""
+    log = pod_visible_dir / "trained.log"
+    body = scan_manifest(
+        "deleted",
+        {"sleep": 3.0, "epochs": 3, "trainedLog": str(log)},
+        sampling={"strategy": "qmc", "samples": 6, "seed": 1, "trialsPerWorker": 1},
+        sharding={"shards": 2},
+        retries=2,
+    )
+    create(k8s, ns, body)
+    core = client.CoreV1Api(k8s)
+
+    def inbox(shard: int) -> dict:
+        try:
+            return core.read_namespaced_config_map(f"deleted-shard-{shard:03d}-in", ns).data or {}
+        except ApiException as error:
+            if error.status == 404:  # not created yet
+                return {}
+            raise
+
+    def reporting_not_recorded() -> str | None:
+        """A trial of worker 0 with an epoch reported and no record yet."""
+        data = inbox(0)
+        reported = {json.loads(line)["id"] for line in data.get("progress.jsonl", "").splitlines() if line}
+        done = set(trained(log))
+        return next(iter(sorted(reported - done)), None)
+
+    cluster.wait(lambda: reporting_not_recorded() is not None, 180, "worker 0 in the middle of a trial")
+    interrupted = reporting_not_recorded()
+    (pod,) = core.list_namespaced_pod(ns, label_selector="hpscan.io/scan=deleted,hpscan.io/shard=0").items
+    core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+    status = wait_phase(cluster, k8s, ns, "deleted", {"Succeeded", "Failed"}, 300)["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    assert status["combinations"]["succeeded"] == 6
+    assert trained(log)[interrupted] == 1 and max(trained(log).values()) == 1 and len(trained(log)) == 6
+
+
 def test_gpu_pods_tolerate_the_gpu_taint_through_admission_like_a_common_gpu_cluster(cluster, k8s, ns, operator):
     """A site without tolerations: ExtendedResourceToleration (on in the local control plane, as on GKE and AKS)
     adds the toleration of the nvidia.com/gpu taint to pods that request nvidia.com/gpu."""
