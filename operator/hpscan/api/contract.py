@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -179,6 +180,20 @@ def parse_record(line: str | bytes) -> ResultRecord:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "record"
         raise ValueError(f"{where}: {first['msg']}") from None
+
+
+def complete_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """The whole lines appended to a file since ``offset``, and the offset after them: a line still being written
+    (no newline yet) waits for the next call; a missing file has none. The one reader of every append-only
+    JSON-lines file hpscan tails (results.jsonl, and the files of workers that pull)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n") + 1
+    return chunk[:end].splitlines(), offset + end
 
 
 def parse_records(lines: Iterable[str | bytes]) -> tuple[list[ResultRecord], list[LineProblem]]:

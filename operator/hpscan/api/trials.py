@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hpscan.api.common import CamelModel
-from hpscan.api.contract import Combination
+from hpscan.api.contract import Combination, complete_lines
 
 TRIALS_FILE = "trials.jsonl"
 STOP_FILE = "stop.jsonl"
@@ -51,16 +51,9 @@ class JsonLines:
         self.bad_lines = 0
 
     def read_new(self) -> list[dict]:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n") + 1
-        self.offset += end
+        lines, self.offset = complete_lines(self.path, self.offset)
         out = []
-        for line in chunk[:end].splitlines():
+        for line in lines:
             if not line.strip():
                 continue
             try:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from hpscan.api.contract import RESULTS_FILE, ResultRecord, ShardFile, parse_records
+from hpscan.api.contract import RESULTS_FILE, ResultRecord, ShardFile, complete_lines, parse_records
 from hpscan.api.trials import PROGRESS_FILE, STOP_FILE, TRIALS_FILE, JsonLines, Progress, append_lines, read_progress
 from hpscan.errors import BackendError
 
@@ -36,15 +36,8 @@ class RecordTail:
         self.bad_lines = 0
 
     def read_new(self) -> list[ResultRecord]:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n") + 1  # a line without its newline is still being written
-        self.offset += end
-        records, problems = parse_records(chunk[:end].splitlines())
+        lines, self.offset = complete_lines(self.path, self.offset)
+        records, problems = parse_records(lines)
         self.bad_lines += len(problems)
         return records
 
