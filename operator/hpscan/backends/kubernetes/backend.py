@@ -200,14 +200,18 @@ class KubernetesBackend(Backend):
         self.core.patch_namespaced_config_map(name, scan.namespace, {"data": {STOPS_KEY: text}})
         held[STOPS_KEY] = text
 
-    def _inbox_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
+    def _shard_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
+        """The scan's record pages and inboxes: from the watch cache in the operator, else one LIST."""
         cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
         if cached is None:
             listed = self.core.list_namespaced_config_map(
                 scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
             ).items
             cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
-        return [cm for cm in cached if cm["metadata"]["name"].endswith(INBOX_SUFFIX)]
+        return cached
+
+    def _inbox_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
+        return [cm for cm in self._shard_configmaps(scan) if cm["metadata"]["name"].endswith(INBOX_SUFFIX)]
 
     @_api_errors
     def fetch_progress(self, scan: ScanRef) -> list[Progress]:
@@ -329,12 +333,7 @@ class KubernetesBackend(Backend):
         """The records of the scan's record pages that changed since the last call (all of them on the first call:
         a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
         operator, else one LIST. A page is parsed again only when its resourceVersion changed."""
-        cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
-        if cached is None:
-            listed = self.core.list_namespaced_config_map(
-                scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
-            ).items
-            cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        cached = self._shard_configmaps(scan)
         records: list[ResultRecord] = []
         for configmap in cached:
             key = (scan.namespace, configmap["metadata"]["name"])
