@@ -175,8 +175,7 @@ def step(
         for record in fetched:
             search.record(record)
         for worker, trial_id in stops:
-            if (owner := backend_of(worker)) is not None:
-                act(owner, "stopping a pruned trial", partial(used[owner].stop_trials, scan, worker, [trial_id]))
+            search.stop(worker, trial_id)
         leaving = set(decision.withdraw) | {i for i, st in states.items() if st.phase not in ACTIVE_PHASES}
         for worker in sorted(leaving):
             ended_well = states[worker].phase == ShardPhase.SUCCEEDED
@@ -208,7 +207,7 @@ def step(
                         index=start.shard, site=start.site, phase=ShardPhase.SUCCEEDED, moves=start.moves
                     )
                     continue
-                handed[start.shard] = trial_lines(trials)
+                handed[start.shard] = trial_lines(trials)  # sent with the other workers' lines, below
                 launches.append(ShardLaunch(planned.shard_file(start.shard), by_site[start.site].site, start.moves))
                 continue
             shard_file = remaining_shard_file(agg, start.shard)
@@ -227,8 +226,8 @@ def step(
                 site = next(s.site for s in mine if s.shard == index)
                 states[index] = ShardStatus(index=index, site=site, moves=launch.moves)  # Pending until polled
                 started.add(index)
-                if index in handed:
-                    act(name, "handing out trials", partial(backend.assign, scan, index, handed[index]))
+                if search is not None and index in handed:
+                    search.send(index, handed[index])
         elif search is not None:
             for launch in launches:
                 search.take_back(launch.shard_file.shard)  # never started: its trials go to another worker
@@ -257,6 +256,7 @@ def step(
         planned,
         agg,
         states,
+        now=now,
         suspend=spec.suspend,
         previous=previous,
         generation=generation,
@@ -282,25 +282,31 @@ def _feed_workers(
     backend_of: Callable[[int], str | None],
     act: Callable[[str, str, Callable[[], None]], bool],
 ) -> None:
-    """Top running workers up to spec.sampling.trialsPerWorker open trials, and tell each, once, when the budget is
-    handed out. A worker that is only submitted (Pending) keeps what it got at launch."""
+    """Top running workers up to spec.sampling.trialsPerWorker open trials, tell each, once, when the budget is
+    handed out, and send every active worker's waiting lines and stops. A worker that is only submitted (Pending)
+    keeps what it got at launch. A channel that refuses keeps its lines waiting for the next step: the trials stay
+    that worker's (it may hold them already, if the call failed after it took effect: channels ignore a trial
+    handed twice), so no trial goes to a second worker while the first may train it."""
     running = [i for i, state in states.items() if state.phase == ShardPhase.RUNNING and i not in search.ended]
     wanted = top_up({i: len(search.open_trials(i)) for i in running}, spec.sampling.trials_per_worker)
-    lines: dict[int, list[dict]] = {}
     for worker, count in wanted.items():
-        if trials := search.hand_out(worker, count):
-            lines[worker] = trial_lines(trials)
+        search.send(worker, trial_lines(search.hand_out(worker, count)))
     for worker in workers_to_end(running, search.ended, search.all_handed_out):
-        lines.setdefault(worker, []).append({"end": True})
-    for worker, batch in lines.items():
+        if {"end": True} not in search.outbox.get(worker, []):
+            search.send(worker, [{"end": True}])
+    active = {i for i, state in states.items() if state.phase in ACTIVE_PHASES}
+    for worker in sorted(set(search.outbox) & active):
         name = backend_of(worker)
-        if name is None:
-            continue
-        if act(name, "handing out trials", partial(backends[name].assign, scan, worker, batch)):
-            if batch[-1] == {"end": True}:
-                search.ended.add(worker)
-        else:
-            search.take_back(worker)
+        lines = search.outbox[worker]
+        if name is not None and act(name, "handing out trials", partial(backends[name].assign, scan, worker, lines)):
+            search.sent(worker)
+    for worker in sorted(set(search.unsent_stops) & active):
+        name = backend_of(worker)
+        ids = search.unsent_stops[worker]
+        if name is not None and act(
+            name, "stopping a pruned trial", partial(backends[name].stop_trials, scan, worker, ids)
+        ):
+            del search.unsent_stops[worker]
 
 
 def _send(backend: Backend, scan: ScanRef, spec: HPScanSpec, launches: list[ShardLaunch]) -> None:

@@ -152,3 +152,56 @@ def test_the_pruners_stop_reaches_the_worker_of_a_hopeless_trial():
     backend.reports.append(Progress(id=bad.id, epoch=1, metrics={"val_loss": 5.0}))
     document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
     assert backend.stops == {1: [bad.id]}
+
+
+class FlakyChannel(PullingStandIn):
+    """The stand-in whose channel refuses the next ``failures`` hand-outs (a 5xx, a schedd that does not answer)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def assign(self, scan, shard, lines):
+        if self.failures:
+            self.failures -= 1
+            from hpscan.errors import SchedulerUnavailable
+
+            raise SchedulerUnavailable("the channel did not answer")
+        super().assign(scan, shard, lines)
+
+
+def test_a_failed_top_up_keeps_the_trial_in_training_with_its_worker_and_sends_the_new_ones_again():
+    backend = FlakyChannel()
+    document = body()
+    memory, searches = {}, {}
+    document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
+    training = backend.open_trials(0)[1]  # worker 0 trains its second trial while the top-up after its first fails
+    backend.train_one(0, 0.5)
+    backend.failures = 1
+    document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
+    for _ in range(3):
+        document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
+    handed = [line["trial"]["id"] for lines in backend.lines.values() for line in lines if "trial" in line]
+    assert handed.count(training.id) == 1  # never handed to a second worker while worker 0 trains it
+    assert not any("withdraw" in line for line in backend.lines[0])
+    assert len(backend.open_trials(0)) == 2  # the top-up arrived once the channel answered again
+
+
+def test_a_failed_first_hand_out_is_sent_again_so_the_worker_never_starves():
+    backend = FlakyChannel(failures=1)  # the hand-out right after worker 0's submit fails
+    document = body()
+    memory, searches = {}, {}
+    document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
+    document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
+    assert len(backend.open_trials(0)) == 2 and len(backend.open_trials(1)) == 2
+    steps = 0
+    while document["status"]["phase"] != "Succeeded":
+        steps += 1
+        assert steps < 60, document["status"]
+        for worker in (0, 1):
+            if backend.open_trials(worker):
+                backend.train_one(worker, loss=1.0 / (steps + worker))
+            backend.finish(worker)
+        document = apply(document, reconcile_scan(document, {"kubernetes": backend}, memory, searches=searches))
+    ids = [r.id for r in backend.records]
+    assert len(ids) == len(set(ids)) == 10

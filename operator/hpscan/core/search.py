@@ -187,6 +187,12 @@ class Search:
         self.ended: set[int] = set()  # workers told that no more trials will come
         self.short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
         self.rebuilt = False  # whether the ledger was read back from the workers' channels (rebuild)
+        self.gaps: deque[int] = deque()  # slots below next_position no channel holds (rebuild): handed out first
+        self.outbox: dict[int, list[dict]] = {}
+        """trials.jsonl lines handed out but not yet accepted by the worker's channel (a failed hand-out): the
+        trials stay the worker's and the lines are sent again, never to a second worker while the first may have
+        them. A restarted shell loses these; rebuild() finds the slots no channel holds (gaps)."""
+        self.unsent_stops: dict[int, list[str]] = {}  # stop requests the channel did not accept yet
         self.explored = False  # the sampler found nothing new: the space holds fewer points than the budget
 
     # what the workers hold -----------------------------------------------------------------------------------
@@ -198,7 +204,7 @@ class Search:
     @property
     def all_handed_out(self) -> bool:
         """Nothing more will be handed out, except trials taken back from workers that left."""
-        return (self.next_position >= self.budget or self.explored) and not self.queue
+        return (self.next_position >= self.budget or self.explored) and not self.queue and not self.gaps
 
     def open_trials(self, worker: int) -> list[str]:
         return [i for i, e in self.entries.items() if e.worker == worker and e.outcome is None and i not in self.queue]
@@ -248,12 +254,13 @@ class Search:
         return None
 
     def _new_trial(self, worker: int) -> Combination | None:
+        slot = self.gaps[0] if self.gaps else self.next_position
         if not self.adaptive:
-            position = self.order[self.next_position]
+            position = self.order[slot]
             combination = self.plan.combination(position)
             trial = self._ask(combination.parameters) if self.pruning else None
         else:
-            position = self.next_position
+            position = slot
             for _ in range(REPEATS_BEFORE_A_RANDOM_POINT):
                 trial = self._ask()
                 parameters = self.space.external(trial.params)
@@ -270,7 +277,10 @@ class Search:
                 trial = self._ask(parameters)
             width = self.plan.id_width
             combination = Combination(id=combination_id(position, parameters, width), parameters=parameters)
-        self.next_position += 1
+        if self.gaps:
+            self.gaps.popleft()
+        else:
+            self.next_position += 1
         self._enter(combination, worker, trial)
         return combination
 
@@ -295,7 +305,7 @@ class Search:
                 self._tell_state(entry.trial, "FAIL")
                 entry.trial, entry.reported = self._ask(entry.combination.parameters), 0
             out.append(entry.combination)
-        while len(out) < count and self.next_position < self.budget and not self.explored:
+        while len(out) < count and (self.gaps or self.next_position < self.budget) and not self.explored:
             combination = self._new_trial(worker)
             if combination is None:
                 break
@@ -315,7 +325,23 @@ class Search:
         queue, to be handed out again. Returns their ids (the worker's channel should say they are withdrawn)."""
         back = self.open_trials(worker)
         self.queue.extend(back)
+        self.outbox.pop(worker, None)  # lines still unsent: the trials went back to the queue instead
+        self.unsent_stops.pop(worker, None)
         return back
+
+    def send(self, worker: int, lines: list[dict]) -> None:
+        """Lines for a worker's channel, kept until the channel accepts them (see outbox)."""
+        if lines:
+            self.outbox.setdefault(worker, []).extend(lines)
+
+    def sent(self, worker: int) -> None:
+        """The worker's channel accepted its outbox."""
+        lines = self.outbox.pop(worker, [])
+        if {"end": True} in lines:
+            self.ended.add(worker)
+
+    def stop(self, worker: int, trial_id: str) -> None:
+        self.unsent_stops.setdefault(worker, []).append(trial_id)
 
     # results -------------------------------------------------------------------------------------------------
 
@@ -388,6 +414,10 @@ class Search:
             self.next_position = max(self.next_position, rank.get(position, position) + 1)
             if worker < 0:
                 self.queue.append(combination.id)
+        # Slots handed out before the restart whose lines never reached a channel (the hand-out failed): they
+        # were never trained, so they are handed out again before anything new (the budget is spent exactly).
+        held = {rank.get(position, position) for position, _, _ in handed}
+        self.gaps = deque(slot for slot in range(self.next_position) if slot not in held)
         self.ended = {w for w, a in assignments.items() if a.ended}
         by_id: dict[str, list[Progress]] = {}
         for report in progress:
