@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: install demo test test-fast test-real-node lint crds tools s3-build cluster cluster-down images condor-build condor condor-down clean
+.PHONY: install demo test test-fast sim test-real-node lint crds tools s3-build cluster cluster-down images condor-build condor condor-down clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test-fast: $(STAMP)
 
 test: $(STAMP) lint tools s3-build images condor-build
 	$(BIN)/pytest -q --durations=25 tests
+
+# The control loop under faults (tests/simulation): SEEDS random schedules of the deterministic simulation on
+# every core; `make test` runs 2,000 of them. A failure prints its reproduction line.
+SEEDS ?= 20000
+sim: $(STAMP)
+	$(BIN)/python -m hpscan.testing.sim --seeds 0:$(SEEDS)
 
 # Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).
 crds: $(STAMP)

@@ -139,6 +139,7 @@ def reconcile_scan(
     probe_cache: ProbeCache | None = None,
     read_secret: Callable[[str, str, str], str] | None = None,
     searches: dict[str, Search] | None = None,
+    now: datetime | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
@@ -147,7 +148,8 @@ def reconcile_scan(
     old ones); without it, or after an operator restart, the backends' persistent records rebuild it.
     `read_secret(namespace, name, key)` reads the key pair of spec.artifacts.store when the scan ends, to prune its
     stored models to what spec.artifacts keeps (no pruning without it). `searches` keeps the trials of scans whose
-    workers pull (hpscan.core.search), by uid; a new one is rebuilt from the backends' channels."""
+    workers pull (hpscan.core.search), by uid; a new one is rebuilt from the backends' channels. ``now``: the
+    step's clock (a simulation's virtual time; default: the wall clock)."""
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     before = previous_status(body)
@@ -213,6 +215,7 @@ def reconcile_scan(
             probe_cache=probe_cache,
             probe_cache_seconds=defaults.probe_cache_seconds,
             search=search,
+            now=now,
         )
     except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)

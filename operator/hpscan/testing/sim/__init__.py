@@ -1,0 +1,8 @@
+"""A deterministic simulation of hpscan's control loop with injected faults (tests/simulation, `make sim`).
+
+``run(scenario_of(seed))`` replays one schedule; hpscan.testing.sim.world says what runs for real and what is
+simulated."""
+
+from hpscan.testing.sim.world import FaultPlan, Outcome, Scenario, run, scenario_of, shrink
+
+__all__ = ["FaultPlan", "Outcome", "Scenario", "run", "scenario_of", "shrink"]

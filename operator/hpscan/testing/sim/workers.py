@@ -1,0 +1,153 @@
+"""Simulated shard pods: ``hpscan shard-run`` with a payload that trains like dl1, over the real job-side channel.
+
+The runner part keeps hpscan.job.runner's rules: records are published as they appear (a publish that raises
+ends the attempt, as an exception escaping run_shard does), the inbox is read and progress sent every poll (a
+failure there is only said, the worker goes on with what it holds). The payload part keeps dl1's: a fixed shard
+trains its combinations not yet recorded; a worker that pulls trains its trials in hand-out order, skips withdrawn
+ones, reports every epoch, honours a stop at the next epoch boundary (one in the last epoch comes too late), and
+exits 0 once it read the end line and recorded every trial it holds. What it leaves out: fused groups (a group
+of four behaves as four trials in a row here), real files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hpscan.api.contract import Combination, ResultRecord
+from hpscan.api.trials import Assignment, Progress
+
+
+def loss_of(combination: Combination, epoch: int, epochs: int) -> float:
+    """A made-up validation loss that falls with the epochs and depends on the parameters only."""
+    digest = hashlib.sha256(repr(sorted(combination.parameters.items())).encode()).digest()
+    final = 0.4 + int.from_bytes(digest[:4], "big") / 2**32
+    return round(final + 0.3 * (epochs - epoch) / max(epochs, 1), 6)
+
+
+@dataclass
+class Training:
+    combination: Combination
+    epoch: int = 0
+    next_epoch_at: float = 0.0
+
+
+@dataclass
+class SimPod:
+    """One attempt of one shard Job."""
+
+    shard: int
+    channel: Any  # hpscan.job.configmap.ConfigMapChannel over the simulated API
+    epochs: int
+    epoch_seconds: float
+    started_at: float
+    world: Any
+    pull: bool = False
+    todo: list[Combination] = field(default_factory=list)
+    assignment: Assignment = field(default_factory=Assignment)
+    stops: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+    unpublished: list[ResultRecord] = field(default_factory=list)
+    reports: list[Progress] = field(default_factory=list)
+    current: Training | None = None
+    exit_code: int | None = None
+    said: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        """What shard-run does first: read the pages (shard file, earlier attempts' records); raises on failure."""
+        pages = self.channel.pages()
+        self.pull = bool(pages.shard_file.pull)
+        self.done = {r.id for r in self.channel.recorded()}
+        self.todo = [c for c in pages.shard_file.combinations if c.id not in self.done]
+        if self.pull:
+            self._carry()
+
+    def _carry(self) -> None:
+        """PullBridge.carry: new inbox lines in, progress out; failures only said."""
+        try:
+            trials, stops = self.channel.inbox()
+        except Exception as error:
+            self.said.append(f"could not read new trials ({error})")
+        else:
+            fresh = Assignment()
+            fresh.fold(trials)
+            self.assignment = fresh
+            self.stops |= {str(line["id"]) for line in stops if "id" in line}
+        if self.reports:
+            try:
+                self.channel.publish_progress(self.reports)
+            except Exception as error:
+                self.said.append(f"could not publish progress ({error})")
+            self.reports = []
+
+    def _next_trial(self) -> Combination | None:
+        if not self.pull:
+            return self.todo.pop(0) if self.todo else None
+        for trial in self.assignment.trials.values():
+            if trial.id not in self.done:
+                return trial
+        return None
+
+    def tick(self, now: float) -> int | None:
+        """One second of the pod's life; the exit code once it ended."""
+        if self.exit_code is not None:
+            return self.exit_code
+        if self.pull:
+            self._carry()
+        if self.current is not None and self.pull and self.current.combination.id in self.assignment.withdrawn:
+            self.current = None  # taken back (dl1 drops a withdrawn trial at the next epoch boundary)
+        if self.current is None:
+            trial = self._next_trial()
+            if trial is not None:
+                self.current = Training(trial, 0, now + self.epoch_seconds)
+        if self.current is not None and now >= self.current.next_epoch_at:
+            self._epoch(now)
+        if self.unpublished:
+            batch, self.unpublished = self.unpublished, []
+            try:
+                self.channel.publish(batch)
+            except Exception as error:  # run_shard lets it escape: the attempt ends
+                self.unpublished = batch
+                self.said.append(f"internal error: {error}")
+                self.exit_code = 1
+                return 1
+        if self.current is None and self._finished():
+            self.exit_code = 0
+        return self.exit_code
+
+    def _epoch(self, now: float) -> None:
+        assert self.current is not None
+        run = self.current
+        run.epoch += 1
+        run.next_epoch_at = now + self.epoch_seconds
+        value = loss_of(run.combination, run.epoch, self.epochs)
+        self.reports.append(Progress(id=run.combination.id, epoch=run.epoch, metrics={"val_loss": value}))
+        stopped = run.combination.id in self.stops and run.epoch < self.epochs
+        if run.epoch < self.epochs and not stopped:
+            return
+        record = ResultRecord(
+            id=run.combination.id,
+            shard=self.shard,
+            parameters=run.combination.parameters,
+            metrics={"val_loss": value},
+            status="pruned" if stopped else "succeeded",
+            epochs=run.epoch,
+            max_epochs=self.epochs,
+            finished_at=datetime.fromtimestamp(now, UTC),
+        )
+        self.world.trained(run.combination.id, self.shard)
+        self.done.add(run.combination.id)
+        self.unpublished.append(record)
+        self.current = None
+
+    def _finished(self) -> bool:
+        if not self.pull:
+            return not self.todo
+        held = [t for t in self.assignment.trials if t not in self.done]
+        return self.assignment.ended and not held
+
+    def interrupted(self) -> str | None:
+        """The trial this pod was training when it died (counted: it trains again elsewhere)."""
+        return self.current.combination.id if self.current is not None else None

@@ -1,0 +1,362 @@
+"""A deterministic simulation of the operator's control loop on Kubernetes, with faults.
+
+The real code runs: the kopf-free reconcile (hpscan.controller.reconcile.reconcile_scan) with its engine step,
+search and aggregation, the real KubernetesBackend, and in each pod the real ConfigMapChannel. Only their
+neighbours are simulated (hpscan.testing.sim.kube: the API server, the watch caches, the Job controller and
+kubelet; hpscan.testing.sim.workers: the payload). Time is virtual and every random choice comes from one
+seeded source, so a seed replays the same schedule exactly: a failure is a seed and a fault plan.
+
+A schedule: one scan (grid, random, TPE or TPE + ASHA; 1-3 shards) runs while faults are on (API calls that fail
+or time out after they took effect, on both sides; the operator killed between two calls; caches lagging; pods
+dying or evicted), then the faults stop and the scan must end within a bound. Invariants are checked after every
+operator step and at the end (``violations``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hpscan.backends.kubernetes import backend as kubernetes_backend
+from hpscan.backends.kubernetes.backend import KubernetesBackend
+from hpscan.backends.kubernetes.manifests import CONTAINER, LABEL_SHARD
+from hpscan.controller.reconcile import reconcile_scan
+from hpscan.core import payloads
+from hpscan.job.configmap import CONFIGMAP_ENV, ConfigMapChannel
+from hpscan.testing.sim.kube import ApiServer, CallFaults, ClientApi, LaggingCache, SimCrash
+from hpscan.testing.sim.workers import SimPod
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+NAMESPACE = "physics"
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What goes wrong, and until when (virtual seconds); after ``until`` the world is friendly."""
+
+    api_error: float = 0.0  # a call of the operator or a pod fails with a 5xx
+    timeout_after: float = 0.0  # a write took effect but its caller saw a timeout
+    crash: float = 0.0  # the operator dies before an API call (kill -9)
+    cache_lag: float = 0.0  # most seconds a watch cache lags (Jobs and ConfigMaps independently)
+    pod_death: float = 0.0  # per second and pod: the pod dies (counts against backoffLimit)
+    eviction: float = 0.0  # per second and pod: evicted (DisruptionTarget: not counted)
+    until: float = 0.0
+
+    def without(self, name: str) -> FaultPlan:
+        return replace(self, **{name: 0.0})
+
+    def line(self) -> str:
+        return ",".join(f"{k}={v:g}" for k, v in asdict(self).items() if v)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int
+    strategy: str = "grid"  # grid | random | tpe
+    early: bool = False  # ASHA (with tpe)
+    budget: int = 6
+    shards: int = 2
+    epochs: int = 2
+    retries: int = 6
+    trials_per_worker: int = 2
+    faults: FaultPlan = field(default_factory=FaultPlan)
+
+    def line(self) -> str:
+        """The one-line reproduction."""
+        return (
+            f"seed={self.seed} strategy={self.strategy} early={int(self.early)} budget={self.budget} "
+            f"shards={self.shards} epochs={self.epochs} faults={self.faults.line() or 'none'}"
+        )
+
+
+def scenario_of(seed: int) -> Scenario:
+    """The schedule a seed draws: most have several faults (rare events made common)."""
+    rng = random.Random(seed)
+    strategy = rng.choice(["grid", "random", "tpe", "tpe"])
+    faults = FaultPlan(
+        api_error=rng.choice([0.0, 0.02, 0.1, 0.2]),
+        timeout_after=rng.choice([0.0, 0.02, 0.1]),
+        crash=rng.choice([0.0, 0.0, 0.01, 0.05]),
+        cache_lag=rng.choice([0.0, 3.0, 10.0]),
+        pod_death=rng.choice([0.0, 0.0, 0.005, 0.02]),
+        eviction=rng.choice([0.0, 0.0, 0.01]),
+        until=rng.choice([60.0, 200.0, 400.0]),
+    )
+    return Scenario(
+        seed=seed,
+        strategy=strategy,
+        early=strategy == "tpe" and rng.random() < 0.5,
+        budget=rng.randint(3, 12),
+        shards=rng.randint(1, 3),
+        epochs=rng.randint(1, 3),
+        faults=faults,
+    )
+
+
+def manifest(s: Scenario) -> dict[str, Any]:
+    sampling: dict[str, Any] = {"strategy": s.strategy, "seed": s.seed % 1000, "trialsPerWorker": s.trials_per_worker}
+    if s.strategy != "grid":
+        sampling["samples"] = s.budget
+    parameters: list[dict[str, Any]] = [
+        {"name": "units", "values": [8, 16, 32, 64]},
+        {"name": "learning_rate", "range": {"min": 1e-4, "max": 1e-2, "count": 3, "scale": "log"}},
+    ]
+    if s.strategy == "grid":  # a grid of exactly the budget
+        parameters = [{"name": "units", "values": list(range(1, s.budget + 1))}]
+    spec: dict[str, Any] = {
+        "objective": {"metric": "val_loss", "goal": "minimize"},
+        "parameters": parameters,
+        "sampling": sampling,
+        "sharding": {"shards": s.shards},
+        "retries": s.retries,
+        "gpu": {"count": 0, "required": False},
+        "payload": {"image": "sim/payload:1", "command": ["sim-payload"], "settings": {"epochs": s.epochs}},
+        "sites": [{"name": "cluster", "kubernetes": {}}],
+    }
+    if s.early:
+        spec["earlyStopping"] = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 2}
+    return {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "HPScan",
+        "metadata": {"name": "sim", "namespace": NAMESPACE, "uid": f"uid-{s.seed}", "generation": 1},
+        "spec": spec,
+    }
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    violations: list[str]
+    phase: str | None
+    steps: int
+    restarts: int
+    calls: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class Kubelet:
+    """The Job controller and the kubelet: one pod at a time per Job, retried up to backoffLimit."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.pods: dict[str, SimPod] = {}
+
+    def _job_status(self, name: str, **status: Any) -> None:
+        self.world.server.patch("job", NAMESPACE, name, {"status": status})
+
+    def tick(self, now: float) -> None:
+        w = self.world
+        for (kind, _, name), job in sorted(w.server.objects.items()):
+            if kind != "job":
+                continue
+            status = job.get("status") or {}
+            if any(c.get("status") == "True" for c in status.get("conditions") or []):
+                continue
+            pod = self.pods.get(name)
+            if job["spec"].get("suspend"):
+                if pod is not None:
+                    w.interrupted(pod)
+                    del self.pods[name]
+                    self._job_status(name, active=0, ready=0)
+                continue
+            if pod is None:
+                failed = status.get("failed") or 0
+                if failed > job["spec"].get("backoffLimit", 6):
+                    condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                 "message": "Job has reached the specified backoff limit"}  # fmt: skip
+                    self._job_status(name, conditions=[condition], active=0, ready=0)
+                    continue
+                self._start(name, job, now)
+                continue
+            faults = w.faults_now()
+            if w.rng.random() < faults.pod_death:
+                self._end(name, pod, failed=True)
+                continue
+            if w.rng.random() < faults.eviction:
+                self._end(name, pod, failed=False)
+                continue
+            code = pod.tick(now)
+            if code == 0:
+                del self.pods[name]
+                done = {"type": "Complete", "status": "True"}
+                self._job_status(name, active=0, ready=0, succeeded=1, conditions=[done])
+            elif code is not None:
+                self._end(name, pod, failed=True)
+
+    def _start(self, name: str, job: dict[str, Any], now: float) -> None:
+        w = self.world
+        container = next(c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER)
+        base = next(e["value"] for e in container["env"] if e["name"] == CONFIGMAP_ENV)
+        channel = ConfigMapChannel(base, NAMESPACE, api_client=object())
+        channel.core = ClientApi(w.server, w.pod_faults)  # type: ignore[assignment]
+        shard = int(job["metadata"]["labels"][LABEL_SHARD])
+        pod = SimPod(shard, channel, w.scenario.epochs, float(w.rng.randint(1, 4)), now, w)
+        try:
+            pod.start()
+        except Exception:  # shard-run could not read its pages: the attempt fails
+            status = job.get("status") or {}
+            self._job_status(name, failed=(status.get("failed") or 0) + 1, active=0, ready=0)
+            return
+        self.pods[name] = pod
+        self._job_status(name, active=1, ready=1)
+
+    def _end(self, name: str, pod: SimPod, failed: bool) -> None:
+        self.world.interrupted(pod)
+        del self.pods[name]
+        status = self.world.server.objects[("job", NAMESPACE, name)].get("status") or {}
+        self._job_status(name, active=0, ready=0, failed=(status.get("failed") or 0) + int(failed))
+
+
+class World:
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.rng = random.Random(scenario.seed)
+        self.server = ApiServer(self.rng)
+        self.operator_faults = CallFaults()
+        self.pod_faults = CallFaults()
+        self.kubelet = Kubelet(self)
+        self.completions: Counter[str] = Counter()
+        self.interruptions: Counter[str] = Counter()
+        self.violations: list[str] = []
+        self.step_calls = 0
+
+    def faults_now(self) -> FaultPlan:
+        f = self.scenario.faults
+        return f if self.server.now < f.until else FaultPlan()
+
+    def trained(self, trial_id: str, shard: int) -> None:
+        self.completions[trial_id] += 1
+
+    def interrupted(self, pod: SimPod) -> None:
+        if (trial := pod.interrupted()) is not None:
+            self.interruptions[trial] += 1
+
+    def _lag(self) -> float:
+        return self.rng.uniform(0, self.faults_now().cache_lag)
+
+    def _operator(self) -> tuple[KubernetesBackend, dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """A (re)started operator: a fresh backend, fresh watch caches, empty memory."""
+        cache = LaggingCache(self.server, self._lag, self._lag)
+        backend = KubernetesBackend(api_client=None, cache=cache)
+        api = ClientApi(self.server, self.operator_faults, on_call=self._count)
+        backend.core = backend.batch = backend.rbac = backend.networking = api  # type: ignore[assignment]
+        return backend, {}, {}, {}
+
+    def _count(self) -> None:
+        self.step_calls += 1
+
+    def run(self, max_seconds: float = 4000.0, step_seconds: float = 3.0) -> Outcome:
+        s = self.scenario
+        body = manifest(s)
+        backend, memory, searches, probes = self._operator()
+        steps = restarts = 0
+        phase: str | None = None
+        with _simulated_process():
+            while self.server.now < max_seconds:
+                faults = self.faults_now()
+                self.operator_faults.error, self.operator_faults.timeout_after = faults.api_error, faults.timeout_after
+                self.operator_faults.crash = faults.crash
+                self.pod_faults.error, self.pod_faults.timeout_after = faults.api_error, faults.timeout_after
+                self.step_calls = 0
+                try:
+                    outcome = reconcile_scan(
+                        body, {"kubernetes": backend}, memory, probe_cache=probes, searches=searches,
+                        now=EPOCH + timedelta(seconds=self.server.now),
+                    )  # fmt: skip
+                except SimCrash:
+                    restarts += 1
+                    backend, memory, searches, probes = self._operator()
+                else:
+                    steps += 1
+                    if outcome.status is not None:
+                        body["status"] = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+                    self._check_step(body)
+                phase = (body.get("status") or {}).get("phase")
+                if phase in {"Succeeded", "Failed"} and not self.kubelet.pods:
+                    break
+                for _ in range(int(step_seconds)):
+                    self.server.now += 1
+                    self.kubelet.tick(self.server.now)
+        self._check_end(body)
+        return Outcome(s, self.violations, phase, steps, restarts, self.server.calls, self.server.now)
+
+    # invariants ------------------------------------------------------------------------------------------------
+
+    def _violate(self, text: str) -> None:
+        if text not in self.violations:
+            self.violations.append(f"t={self.server.now:g}s: {text}")
+
+    def _check_step(self, body: dict[str, Any]) -> None:
+        status = body.get("status") or {}
+        counts = status.get("combinations") or {}
+        ended = sum(counts.get(k, 0) for k in ("succeeded", "pruned", "failed"))
+        if status.get("phase") == "Succeeded" and ended < counts.get("total", 0):
+            self._violate(f"Succeeded with records missing: {counts}")
+        bound = 40 + 12 * self.scenario.shards + 4 * self.scenario.budget
+        if self.step_calls > bound:
+            self._violate(f"{self.step_calls} API requests in one step (bound {bound})")
+        if self.server.largest_object > 512 * 1024:
+            self._violate(f"an object of {self.server.largest_object} bytes")
+        for trial, count in self.completions.items():
+            if count > 1 + self.interruptions[trial]:
+                self._violate(f"trial {trial} trained to completion {count} times")
+
+    def _check_end(self, body: dict[str, Any]) -> None:
+        status = body.get("status") or {}
+        counts = status.get("combinations") or {}
+        phase = status.get("phase")
+        if phase != "Succeeded":
+            shards = [
+                (s.get("index"), s.get("phase"), s.get("reason"), s.get("message")) for s in status.get("shards") or []
+            ]
+            self._violate(f"the scan ended {phase!r} ({status.get('message')}), shards {shards}, not Succeeded")
+        budget = self.scenario.budget
+        if self.scenario.strategy != "grid" and counts.get("suggested", budget) != budget:
+            self._violate(f"{counts.get('suggested')} trials suggested for a budget of {budget}")
+        ended = sum(counts.get(k, 0) for k in ("succeeded", "pruned", "failed"))
+        if phase == "Succeeded" and ended != budget:
+            self._violate(f"{ended} trials ended for a budget of {budget}: {counts}")
+
+
+@contextlib.contextmanager
+def _simulated_process() -> Iterator[None]:
+    """What differs in a simulated operator process: the backend sends shards from one thread (a pool's order of
+    calls is not the seed's), and the payload checkers' entry points are looked up once (the lookup reads every
+    installed package's metadata: 0.1 s, on each restart)."""
+    held = kubernetes_backend.SUBMIT_THREADS, payloads.entry_points
+    kubernetes_backend.SUBMIT_THREADS = 1
+    payloads.entry_points = functools.cache(held[1])  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        kubernetes_backend.SUBMIT_THREADS, payloads.entry_points = held
+
+
+def run(scenario: Scenario) -> Outcome:
+    return World(scenario).run()
+
+
+def shrink(scenario: Scenario) -> Scenario:
+    """The simplest failing schedule found: fault kinds switched off one by one, then a smaller scan, each kept
+    while the schedule still fails."""
+    best = scenario
+    for name in ("crash", "timeout_after", "api_error", "cache_lag", "pod_death", "eviction"):
+        if getattr(best.faults, name):
+            trial = replace(best, faults=best.faults.without(name))
+            if not run(trial).ok:
+                best = trial
+    for change in ({"shards": 1}, {"epochs": 1}, {"early": False}, {"budget": max(2, best.budget // 2)}):
+        trial = replace(best, **change)
+        if trial != best and not run(trial).ok:
+            best = trial
+    return best

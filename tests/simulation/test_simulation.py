@@ -1,0 +1,80 @@
+"""The control loop under faults: random schedules of the deterministic simulation (hpscan.testing.sim), each
+checked against the invariants after every operator step and at the end. A failure prints its reproduction line
+and the shortest failing schedule found. ``make sim SEEDS=N`` soaks longer."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from hpscan.core import search
+from hpscan.testing.sim import FaultPlan, Scenario, run, scenario_of
+from hpscan.testing.sim.__main__ import report, run_seeds, scenario_from_line
+
+SEEDS = int(os.environ.get("HPSCAN_SIM_SEEDS", "2000"))
+
+
+def test_random_schedules_with_faults_keep_every_invariant():
+    outcomes, seconds = run_seeds(range(SEEDS))
+    failed = [o for o in outcomes if not o.ok]
+    restarts = sum(o.restarts for o in outcomes)
+    print(f"{len(outcomes)} schedules in {seconds:.1f} s, {restarts} operator restarts, {len(failed)} failed")
+    assert restarts > 0 and sum(o.scenario.faults.api_error > 0 for o in outcomes) > len(outcomes) // 2
+    assert not failed, "\n\n".join(report(o) for o in failed[:2])
+
+
+def test_a_seed_replays_the_same_schedule_exactly():
+    scenario = scenario_of(3)
+    first, second = run(scenario), run(scenario)
+    assert (first.steps, first.restarts, first.calls, first.seconds, first.violations) == (
+        second.steps,
+        second.restarts,
+        second.calls,
+        second.seconds,
+        second.violations,
+    )
+
+
+def test_a_reproduction_line_gives_back_its_schedule():
+    scenario = replace(scenario_of(7), budget=4, faults=FaultPlan(api_error=0.1, crash=0.05, until=100))
+    fields = dict(item.split("=", 1) for item in scenario.line().split(" ")[1:])
+    assert scenario_from_line(scenario.seed, fields) == scenario
+
+
+def test_a_friendly_world_ends_every_scan_succeeded():
+    for strategy, early in (("grid", False), ("random", False), ("tpe", True)):
+        outcome = run(Scenario(seed=1, strategy=strategy, early=early, budget=8, shards=2, epochs=2))
+        assert outcome.ok and outcome.phase == "Succeeded" and outcome.restarts == 0, outcome.violations
+
+
+def test_a_planted_bug_in_the_hand_out_is_caught_with_a_reproduction_line(monkeypatch):
+    """The defect the outbox fixed, planted again: a hand-out that fails takes back every open trial of its worker
+    (the trial in training included) and sends no withdraw line, so the worker trains it while another does."""
+
+    def send_or_take_back(self, worker, lines):
+        if worker in self.outbox:  # the last hand-out to this worker failed
+            self.take_back(worker)
+        if lines:
+            self.outbox.setdefault(worker, []).extend(lines)
+
+    monkeypatch.setattr(search.Search, "send", send_or_take_back)
+    failed = []
+    for seed in range(400):
+        scenario = scenario_of(seed)
+        if scenario.strategy == "grid" or not scenario.faults.api_error:
+            continue
+        if not (outcome := run(scenario)).ok:
+            failed.append(outcome)
+            break
+    assert failed, "the simulation did not catch a planted hand-out bug"
+    text = report(failed[0])
+    assert "reproduce: python -m hpscan.testing.sim --seed" in text and "shortest failing schedule" in text
+
+
+@pytest.mark.parametrize("kind", ["api_error", "timeout_after", "crash", "cache_lag", "pod_death", "eviction"])
+def test_every_fault_kind_is_drawn_and_happens(kind):
+    """The fault plan draws every kind often (rare events made common)."""
+    drawn = sum(getattr(scenario_of(seed).faults, kind) > 0 for seed in range(200))
+    assert drawn > 30
