@@ -37,6 +37,34 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class TrialWait:
+    """A pulling worker with nothing to train and no end yet: it says so every ``every`` seconds with how long it
+    has waited, so a scan that hands it nothing shows in the job's output instead of as a silently idle GPU. It
+    does not give up: only hpscan knows whether trials will still come (an operator restarting, trials other
+    workers give back), and a worker that left would not be started again for them."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.since: float | None = None
+        self.noted = 0.0
+
+    def reset(self) -> None:
+        self.since = None
+
+    def tick(self, now: float, recorded: int) -> str | None:
+        """The line to say now, if any (``now``: time.monotonic())."""
+        if self.since is None:
+            self.since = self.noted = now
+            return None
+        if now - self.noted < self.every:
+            return None
+        self.noted = now
+        waited = now - self.since
+        return (
+            f"waiting for trials from hpscan: none to train for {waited:.0f} s ({recorded} recorded here, no end yet)"
+        )
+
+
 def _json_safe(value: Any) -> Any:
     """Replace NaN and infinities (not JSON) by None, recursively."""
     if isinstance(value, float):
@@ -243,6 +271,7 @@ def train_shard(
     if inbox is None:
         train(todo)
         return
+    wait = TrialWait()
     while True:
         inbox.poll()
         handed = [*todo, *inbox.assignment.trials.values()]  # trials that arrived while others trained, too
@@ -252,11 +281,14 @@ def train_shard(
                 configs[trial.id] = parse_combination(dict(trial.parameters), defaults)
                 params[trial.id] = dict(trial.parameters)
         if pending:
+            wait.reset()
             train(pending)
         elif inbox.ended:
             _say(f"no more trials: {len(done)} recorded by this worker")
             return
         else:
+            if note := wait.tick(time.monotonic(), len(done)):
+                _say(note)
             time.sleep(0.2)
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dl1.cli import _load_records, main
+from dl1.cli import TrialWait, _load_records, main
 from dl1.errors import SettingsError
 from dl1.train import parse_settings
 
@@ -119,3 +119,17 @@ def test_a_failing_payload_writes_its_reason_where_the_backend_reads_last_words(
     capsys.readouterr()
     assert main(["gpu-check", "--require"]) == 3  # an unwritable file costs only the shortcut
     assert "cannot write the last words" in capsys.readouterr().err
+
+
+def test_a_worker_waiting_for_trials_says_so_every_minute():
+    """A pulling worker with nothing to train and no end does not wait silently: its output says how long."""
+    wait = TrialWait(every=60)
+    assert wait.tick(100.0, recorded=14) is None  # the wait starts
+    assert wait.tick(159.9, recorded=14) is None
+    assert wait.tick(160.0, recorded=14) == (
+        "waiting for trials from hpscan: none to train for 60 s (14 recorded here, no end yet)"
+    )
+    assert wait.tick(200.0, recorded=14) is None
+    assert "for 120 s" in (wait.tick(220.0, recorded=14) or "")
+    wait.reset()  # a trial came
+    assert wait.tick(500.0, recorded=15) is None

@@ -20,7 +20,7 @@ from hpscan.api.contract import Objective, ResultRecord
 from hpscan.backends.htcondor import install_token
 from hpscan.cli import app
 from hpscan.errors import BackendError
-from hpscan.job.chirp import CHIRP_LINE_MAX, ChirpChannel, chirp_line_length, value_lines
+from hpscan.job.chirp import CHIRP_LINE_MAX, ChirpChannel, chirp_line_length, record_page_attr, value_lines
 
 EXAMPLE = Path("examples/dl1-seed-scan.yaml")
 TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJpYXQiOjE3MDAwMDAwMDAsImlzcyI6InBvb2wiLCJzdWIiOiJocHNjYW4ifQ.c2ln"
@@ -88,6 +88,7 @@ def record(i: int, value: float, status: str = "succeeded") -> ResultRecord:
 class RecordingChirp:
     def __init__(self) -> None:
         self.attributes: dict[str, str] = {}
+        self.order: list[str] = []  # every attribute set, in order
         self.connected = False
 
     def __enter__(self) -> RecordingChirp:
@@ -100,6 +101,14 @@ class RecordingChirp:
     def set_job_attr(self, job_attribute: str, attribute_value: str) -> None:
         assert self.connected, "htchirp needs a connection (use it as a context manager)"
         self.attributes[job_attribute] = attribute_value
+        self.order.append(job_attribute)
+
+
+def paged_ids(attributes: dict[str, str]) -> list[str]:
+    """The ids of the records on a job's record pages, in order."""
+    ad = classad2.ClassAd({name: classad2.ExprTree(value) for name, value in attributes.items()})
+    pages = range(ad.eval("HPScanRecordPages"))
+    return [json.loads(line)["id"] for page in pages for line in value_lines(ad.eval(record_page_attr(page)))]
 
 
 def test_chirp_channel_sets_progress_attributes_as_classad_values():
@@ -111,20 +120,66 @@ def test_chirp_channel_sets_progress_attributes_as_classad_values():
     assert ad.eval("HPScanDone") == 4
     assert ad.eval("HPScanFailed") == 1
     assert ad.eval("HPScanBest") == 0.4
-    lines = value_lines(ad.eval("HPScanRecords"))
-    assert [json.loads(line)["id"] for line in lines] == [record(i, 0).id for i in range(4)]
+    assert ad.eval("HPScanRecordPages") == 1
+    assert paged_ids(client.attributes) == [record(i, 0).id for i in range(4)]
 
 
-def test_chirp_channel_keeps_the_newest_records_within_a_chirp_line():
+def test_chirp_channel_keeps_every_record_in_pages_of_one_chirp_line_each():
     client = RecordingChirp()
     channel = ChirpChannel(Objective(goal="maximize"), client=lambda: client)
     for i in range(200):
+        client.order.clear()
         channel.publish([record(i, float(i))])
-    value = client.attributes["HPScanRecords"]
-    assert chirp_line_length("HPScanRecords", value) <= CHIRP_LINE_MAX
-    lines = value_lines(classad2.ExprTree(value).eval())
-    assert json.loads(lines[-1])["id"] == record(199, 0).id
+    pages = int(client.attributes["HPScanRecordPages"])
+    assert pages > 5
+    assert all(chirp_line_length(record_page_attr(p), client.attributes[record_page_attr(p)]) <= CHIRP_LINE_MAX
+               for p in range(pages))  # fmt: skip
+    assert paged_ids(client.attributes) == [record(i, 0).id for i in range(200)]
+    # A publish sets the newest page only, then the count, then HPScanDone (a reader that sees it finds the pages).
+    assert client.order == [
+        record_page_attr(pages - 1),
+        "HPScanRecordPages",
+        "HPScanDone",
+        "HPScanFailed",
+        "HPScanBest",
+    ]
     assert classad2.ExprTree(client.attributes["HPScanBest"]).eval() == 199.0
+
+
+def test_a_page_chirp_could_not_set_goes_with_the_next_publish(capsys):
+    client = RecordingChirp()
+    down = [False]
+
+    def connect() -> RecordingChirp:
+        if down[0]:
+            raise OSError("no chirp proxy")
+        return client
+
+    channel = ChirpChannel(Objective(), client=connect)
+    for i in range(40):
+        down[0] = 10 <= i < 25  # an outage while a page fills and the next one starts
+        channel.publish([record(i, float(i))])
+    assert "chirp unavailable" in capsys.readouterr().err
+    assert paged_ids(client.attributes) == [record(i, 0).id for i in range(40)]
+
+
+def test_a_retried_job_writes_its_records_after_those_of_its_earlier_attempts():
+    """A retried job keeps its ad: the new attempt's channel reads the pages back (recorded) and appends."""
+
+    class AdChirp(RecordingChirp):
+        def get_job_attr(self, job_attribute: str) -> str:
+            return self.attributes.get(job_attribute, "UNDEFINED")
+
+    client = AdChirp()
+    first = ChirpChannel(Objective(), client=lambda: client)
+    for i in range(25):
+        first.publish([record(i, 1.0 / (i + 1))])
+    second = ChirpChannel(Objective(), client=lambda: client)
+    assert [r.id for r in second.recorded()] == [record(i, 0).id for i in range(25)]
+    second.publish([record(25, 0.01)])
+    assert paged_ids(client.attributes) == [record(i, 0).id for i in range(26)]
+    assert classad2.ExprTree(client.attributes["HPScanDone"]).eval() == 26
+    assert classad2.ExprTree(client.attributes["HPScanBest"]).eval() == 0.01
 
 
 def test_chirp_channel_never_stops_the_payload(capsys):
@@ -212,9 +267,10 @@ def test_the_real_htchirp_client_carries_the_records(tmp_path, monkeypatch):
     ad = classad2.ClassAd({name: classad2.ExprTree(value) for name, value in server.attributes.items()})
     assert ad.eval("HPScanDone") == 60
     assert ad.eval("HPScanBest") == pytest.approx(1.0 / 60)
-    lines = value_lines(ad.eval("HPScanRecords"))
-    assert 1 < len(lines) < 60
-    assert json.loads(lines[-1])["parameters"] == {"note": 'run "59" with spaces'}
+    assert ad.eval("HPScanRecordPages") > 1
+    assert paged_ids(server.attributes) == [record(i, 0).id for i in range(60)]
+    last = value_lines(ad.eval(record_page_attr(ad.eval("HPScanRecordPages") - 1)))
+    assert json.loads(last[-1])["parameters"] == {"note": 'run "59" with spaces'}
 
 
 def test_shard_run_refuses_to_start_without_htchirp(tmp_path, monkeypatch):

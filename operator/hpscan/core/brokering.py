@@ -76,12 +76,14 @@ def probe_needed(spec: HPScanSpec) -> bool:
 
 
 def probe_due(before: SiteStatus | None, needed: bool, outage: str | None) -> bool:
-    """Whether the engine should ask for the site's probe outcome this step (start it, or read it)."""
+    """Whether the engine should ask for the site's probe outcome this step (start it, or read it). A site whose
+    probe timed out is not due: it waits Unreachable until next_site_status makes it Probing again, a probe timeout
+    after the timeout (sending it at once would hold a GPU for a probe the site then ignores)."""
     if not needed or outage is not None:
         return False
     if before is None or before.state == SiteState.PROBING:
         return True
-    return before.state == SiteState.UNREACHABLE  # back from an outage or a probe timeout: probed again
+    return before.state == SiteState.UNREACHABLE and before.reason != Reason.PROBE_TIMEOUT  # back from an outage
 
 
 def _seconds(now: datetime, since: datetime | None) -> float:
@@ -129,6 +131,7 @@ def next_site_status(
         and _seconds(now, before.since) < target.probe_timeout_seconds
     ):
         return becomes(SiteState.UNREACHABLE, before.reason, before.message)  # waits before probing again
+    # From here a timed-out site is Probing again (since now); probe_due sends its probe from the next step on.
     if probe is not None and probe.ended:
         if probe.exit_code == 0:
             return becomes(SiteState.USABLE, Reason.PROBE_PASSED, probe.message)

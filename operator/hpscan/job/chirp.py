@@ -1,8 +1,10 @@
 """The HTCondor live channel, inside a grid job: progress and the newest records as job attributes, via chirp.
 
 The job never needs an inbound connection: the shard runner sets attributes on its own job ad through the
-starter's chirp proxy (``+WantIOProxy = true``), and the operator's poller reads them in its one batched query
-per schedd (``chirped_records``). The full results.jsonl still comes back in the output sandbox.
+starter's chirp proxy (``+WantIOProxy = true``), and the operator's poller reads them (``chirped_records``). Every
+record the job made is on its ad, in numbered pages (``HPScanRecords0``, ``HPScanRecords1``, ...) that each fit one
+chirp line, so an operator that restarts while the job runs gets all of them back; the full results.jsonl still
+comes back in the output sandbox.
 
 A worker that pulls trials (ShardFile.pull) reads its trials and stop requests the same way, the other way round:
 the operator edits ``HPScanTrials`` and ``HPScanStops`` on the job's ad at the schedd (each the worker's whole
@@ -30,6 +32,9 @@ DONE_ATTR = "HPScanDone"
 FAILED_ATTR = "HPScanFailed"
 BEST_ATTR = "HPScanBest"
 RECORDS_ATTR = "HPScanRecords"
+"""The prefix of the job's record pages: HPScanRecords0, HPScanRecords1, ... (record_page_attr)."""
+RECORD_PAGES_ATTR = "HPScanRecordPages"
+"""How many record pages the job has set. Only the newest page grows; the ones before it never change."""
 PROGRESS_ATTR = "HPScanProgress"
 """Set by a pulling worker: its newest per-epoch reports (JSON lines of hpscan.api.trials.Progress)."""
 # Set by the operator on a pulling worker's job ad (schedd edit), read by the job with chirp get_job_attr.
@@ -40,6 +45,11 @@ STOPS_ATTR = "HPScanStops"
 
 CHIRP_LINE_MAX = 5120
 """Longest chirp command line (htchirp refuses longer ones): bounds the records one update carries."""
+
+
+def record_page_attr(page: int) -> str:
+    """The attribute of record page ``page`` (JSON lines of records, one chirp line at most)."""
+    return f"{RECORDS_ATTR}{page}"
 
 
 def classad_string(value: str) -> str:
@@ -93,6 +103,12 @@ def classad_string_value(expression: str) -> str | None:
     return out.decode(errors="replace")
 
 
+def classad_value_int(expression: str) -> int:
+    """An integer attribute as chirp's get_job_attr answers (its expression's text); 0 when unset or not one."""
+    text = expression.strip()
+    return int(text) if text.isdigit() else 0
+
+
 def json_object_lines(lines: Sequence[str]) -> list[dict]:
     """The JSON objects among lines (an attribute's, see value_lines); other lines are skipped."""
     out = []
@@ -118,8 +134,8 @@ def chirped_progress(text: object) -> list[Progress]:
 
 
 def chirped_records(text: object) -> list[ResultRecord]:
-    """The records a running job chirped: the value of its HPScanRecords attribute (JSON lines of its newest
-    records). A torn or foreign line is skipped: the sandbox copy is read again at the end."""
+    """The records on one record page a job chirped (the value of its HPScanRecords<N> attribute). A torn or
+    foreign line is skipped: the sandbox copy is read again at the end."""
     return parse_records(value_lines(text))[0]
 
 
@@ -148,9 +164,11 @@ def _htchirp_client() -> Any:
 
 
 class ChirpChannel:
-    """A LiveChannel for jobs: sets HPScanDone, HPScanFailed, HPScanBest and HPScanRecords (the newest records
-    as JSON lines, as many as fit a chirp line) on the job's ad. A chirp failure is reported on stderr and never
-    stops the payload: the records still come back in the output sandbox.
+    """A LiveChannel for jobs: sets HPScanDone, HPScanFailed, HPScanBest and every record, in record pages
+    (HPScanRecords0, 1, ...: JSON lines, each page within one chirp line; HPScanRecordPages says how many) on the
+    job's ad. Each publish sets only the pages that changed (the newest, and any a failed publish left unset). A
+    chirp failure is reported on stderr and never stops the payload: the records still come back in the output
+    sandbox.
 
     Also a PullChannel (hpscan.job.runner) for workers that pull trials: ``inbox`` reads HPScanTrials and
     HPScanStops, ``publish_progress`` sets HPScanProgress."""
@@ -161,7 +179,8 @@ class ChirpChannel:
         self.done = 0
         self.failed = 0
         self.best: float | None = None
-        self.recent: list[str] = []
+        self.pages: list[list[str]] = []  # the JSON lines of each record page
+        self.unsent: set[int] = set()  # pages changed since they were last set on the ad
         self.inbox_lines: tuple[list[dict], list[dict]] = ([], [])  # the last lists read (both only grow)
         self.progress_lines: list[tuple[str, str]] = []  # (trial id, JSON line) of the reports HPScanProgress holds
 
@@ -170,30 +189,54 @@ class ChirpChannel:
             return True
         return value < self.best if self.objective.goal == "minimize" else value > self.best
 
+    def _count(self, record: ResultRecord) -> None:
+        self.done += 1
+        self.failed += record.status == "failed"
+        value = record.objective_value(self.objective)
+        if value is not None and self._better(value):
+            self.best = value
+
+    def _fits(self, page: int, lines: list[str]) -> bool:
+        return chirp_line_length(record_page_attr(page), lines_value(lines)) <= CHIRP_LINE_MAX
+
     def attributes(self, records: list[ResultRecord]) -> dict[str, str]:
-        """Fold new records in; the job attributes to set, as ClassAd expressions."""
+        """Fold new records in; the job attributes to set, as ClassAd expressions, in the order to set them: the
+        changed pages, the page count, then HPScanDone (a reader that sees a count finds its records on the pages)."""
         for record in records:
-            self.done += 1
-            self.failed += record.status == "failed"
-            value = record.objective_value(self.objective)
-            if value is not None and self._better(value):
-                self.best = value
-            self.recent.append(json.dumps(record.to_wire(), separators=(",", ":")))
-        kept: list[str] = []
-        for line in reversed(self.recent):  # the newest records that fit one chirp line
-            candidate = lines_value([line, *kept])
-            if chirp_line_length(RECORDS_ATTR, candidate) > CHIRP_LINE_MAX:
-                break
-            kept.insert(0, line)
-        self.recent = kept
-        attributes = {DONE_ATTR: str(self.done), FAILED_ATTR: str(self.failed)}
+            self._count(record)
+            line = json.dumps(record.to_wire(), separators=(",", ":"))
+            if self.pages and self._fits(len(self.pages) - 1, [*self.pages[-1], line]):
+                self.pages[-1].append(line)
+            elif self._fits(len(self.pages), [line]):
+                self.pages.append([line])
+            else:  # longer than a chirp line alone: it comes with the output sandbox
+                sys.stderr.write(f"hpscan: record {record.id} is too long for a chirp line; it comes at the end\n")
+                continue
+            self.unsent.add(len(self.pages) - 1)
+        attributes = {record_page_attr(page): lines_value(self.pages[page]) for page in sorted(self.unsent)}
+        attributes[RECORD_PAGES_ATTR] = str(len(self.pages))
+        attributes |= {DONE_ATTR: str(self.done), FAILED_ATTR: str(self.failed)}
         if self.best is not None:
             attributes[BEST_ATTR] = repr(float(self.best))
-        attributes[RECORDS_ATTR] = lines_value(kept)
         return attributes
 
     def recorded(self) -> list[ResultRecord]:
-        return []  # earlier attempts' results.jsonl comes back in through the input sandbox
+        """The records earlier attempts of this job set on its ad (a retried job keeps its ad): this attempt's
+        records go on the pages after them instead of over them. When chirp does not answer: none, and a word on
+        stderr; this attempt's pages then start again at 0, over the earlier ones (the input sandbox still carries
+        those records; a restarted operator gets them only when the job ends)."""
+        try:
+            with self.client() as chirp:
+                count = classad_value_int(chirp.get_job_attr(RECORD_PAGES_ATTR))
+                texts = [classad_string_value(chirp.get_job_attr(record_page_attr(p))) for p in range(count)]
+        except Exception as error:
+            sys.stderr.write(f"hpscan: chirp unavailable, earlier attempts' records not read back ({error})\n")
+            return []
+        self.pages = [value_lines(text) for text in texts]
+        records = parse_records([line for page in self.pages for line in page])[0]
+        for record in records:
+            self._count(record)
+        return records
 
     def inbox(self) -> tuple[list[dict], list[dict]]:
         """Every trials.jsonl and stop.jsonl line the operator set on this job's ad so far. When chirp does not
@@ -243,10 +286,12 @@ class ChirpChannel:
         if not records:
             return
         attributes = self.attributes(records)
+        pages = {record_page_attr(page): page for page in self.unsent}
         try:
             with self.client() as chirp:
                 for name, value in attributes.items():
                     chirp.set_job_attr(name, value)
+                    self.unsent.discard(pages.get(name, -1))  # a page not set goes again with the next publish
         except Exception as error:  # no chirp (not in a job, WantIOProxy off): progress waits for the sandbox
             sys.stderr.write(f"hpscan: chirp unavailable, progress comes with the output sandbox ({error})\n")
 

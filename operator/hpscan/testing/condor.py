@@ -25,6 +25,8 @@ from typing import Any
 import classad2
 import htcondor2
 
+from hpscan.job.chirp import CHIRP_LINE_MAX, chirp_line_length
+
 IDLE, RUNNING, REMOVED, COMPLETED, HELD = 1, 2, 3, 4, 5
 _DEFAULT = object()
 
@@ -201,7 +203,10 @@ class ScheddStandIn:
         self.set(job, JobStatus=RUNNING, NumJobStarts=int(ad.eval("NumJobStarts")) + 1)
 
     def chirp(self, job: str, attribute: str, value: str) -> None:
-        """What condor_chirp set_job_attr does: the value is a ClassAd expression."""
+        """What condor_chirp set_job_attr does: the value is a ClassAd expression. A line longer than htchirp sends
+        is refused, as htchirp refuses it (HTChirp.TooBig)."""
+        if chirp_line_length(attribute, value) > CHIRP_LINE_MAX:
+            raise OSError(f"set_job_attr {attribute}: that request is too big to execute (over {CHIRP_LINE_MAX} bytes)")
         self.jobs[job][attribute] = classad2.ExprTree(value)
 
     def hold(self, job: str, reason: str, code: int = 13) -> None:

@@ -22,7 +22,7 @@ from hpscan.backends.htcondor.schedd import (
     TOTAL_ATTR,
     TRANSFERRING_OUTPUT,
 )
-from hpscan.job.chirp import DONE_ATTR, FAILED_ATTR, RECORDS_ATTR, chirped_records
+from hpscan.job.chirp import DONE_ATTR, FAILED_ATTR, chirped_records, record_page_attr
 
 
 def attr(ad: Any, name: str, default: Any = None) -> Any:
@@ -110,6 +110,6 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
     return ShardStatus(phase=ShardPhase.PENDING, **common)
 
 
-def records_chirped_by(ad: Any) -> list[ResultRecord]:
-    """The records a running job chirped (its HPScanRecords attribute)."""
-    return chirped_records(attr(ad, RECORDS_ATTR))
+def records_chirped_by(ad: Any, pages: range) -> list[ResultRecord]:
+    """The records on these record pages of a job's ad (HPScanRecords<N>; a page the ad lacks holds none)."""
+    return [record for page in pages for record in chirped_records(attr(ad, record_page_attr(page)))]

@@ -13,7 +13,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,14 +73,16 @@ from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError, HPScanError, SchedulerUnavailable
 from hpscan.job.chirp import (
+    DONE_ATTR,
     PROGRESS_ATTR,
-    RECORDS_ATTR,
+    RECORD_PAGES_ATTR,
     STOPS_ATTR,
     TRIALS_ATTR,
     chirped_progress,
     classad_string,
     json_object_lines,
     lines_value,
+    record_page_attr,
     value_lines,
 )
 
@@ -136,6 +138,9 @@ class HTCondorBackend(Backend):
         self._read_jobs: dict[str, set[str]] = {}
         self._live_seen: dict[str, set[str]] = {}
         self._chirped: dict[str, dict[int, dict[str, ResultRecord]]] = {}  # by uid and shard: live records seen
+        # By uid and (schedd, job): the newest record page read and the job's HPScanDone then (it reads again when
+        # that changes; the pages before the newest never change).
+        self._pages_read: dict[str, dict[tuple[Connection, str], tuple[int, int]]] = {}
         self._unreadable: dict[str, int] = {}  # by uid: lines of returned results.jsonl files that were not records
         # Workers that pull: by uid, each worker's whole text per attribute (its trials.jsonl / stop.jsonl so far),
         # what was last written on each job, and the per-epoch reports already handed over.
@@ -190,7 +195,7 @@ class HTCondorBackend(Backend):
                     self._schedds.pop(connection, None)
                     raise self._failed(connection, condor, "releasing completed jobs", error) from None
         tables = (self._scans, self._cancelled, self._read_jobs, self._live_seen, self._chirped, self._unreadable)
-        for table in (*tables, self._channel, self._written, self._reported):
+        for table in (*tables, self._pages_read, self._channel, self._written, self._reported):
             table.pop(uid, None)
         self._drop_unused()
         if delete_sandboxes:
@@ -429,14 +434,56 @@ class HTCondorBackend(Backend):
             states[shard] = ShardStatus(index=shard, phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED)
         return states
 
+    def _read_pages(
+        self, connection: Connection, site: Site, pages: Mapping[str, range]
+    ) -> dict[str, list[ResultRecord]]:
+        """The records on these record pages of these jobs (by job id), read in one query."""
+        if not pages:
+            return {}
+        condor = condor_of(site)
+        schedd = self._schedd(connection, condor, site.name)
+        jobs = " || ".join(f"(ClusterId == {c} && ProcId == {p})" for c, p in (job.split(".") for job in pages))
+        names = [record_page_attr(page) for page in sorted({page for wanted in pages.values() for page in wanted})]
+        try:
+            ads = schedd.query(jobs, ["ClusterId", "ProcId", *names])
+        except Exception as error:
+            self._schedds.pop(connection, None)
+            raise self._failed(connection, condor, "reading the records running jobs chirped", error) from None
+        return {job_id(ad): records_chirped_by(ad, pages[job_id(ad)]) for ad in ads if job_id(ad) in pages}
+
+    def _chirped_since(self, uid: str) -> dict[tuple[Connection, str], list[ResultRecord]]:
+        """The records on the pages of running jobs whose HPScanDone changed since their last read, by (schedd,
+        job): from the newest page read before on (all of them the first time, e.g. after a restart), one query
+        per schedd. The job sets HPScanDone after its pages, so the pages hold every record it counts."""
+        scan = self._scans[uid].scan
+        marks = self._pages_read.setdefault(uid, {})
+        wanted: dict[Connection, tuple[Site, dict[str, range]]] = {}
+        read: dict[tuple[Connection, str], tuple[int, int]] = {}
+        for site, _, ad in self._jobs(uid):
+            if int(attr(ad, "JobStatus", IDLE)) not in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
+                continue
+            connection, job = self._connection(scan, site), job_id(ad)
+            pages, done = int(attr(ad, RECORD_PAGES_ATTR, 0)), int(attr(ad, DONE_ATTR, 0))
+            first, done_then = marks.get((connection, job), (0, -1))
+            if pages and done != done_then:
+                wanted.setdefault(connection, (site, {}))[1][job] = range(min(first, pages - 1), pages)
+                read[connection, job] = (pages - 1, done)
+        out = {}
+        for connection, (site, jobs) in wanted.items():
+            for job, records in self._read_pages(connection, site, jobs).items():
+                out[connection, job] = records
+        marks.update(read)  # only once every schedd answered: else all is read again next time
+        return out
+
     @_locked
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         """Records of completed shards (their returned results.jsonl, read once per job) and the records running
-        jobs chirped since the last call."""
+        jobs chirped that were not handed over before (every one of them after a restart)."""
         uid = self._uid(scan)
         if uid not in self._scans:
             return []
         self._ensure_fresh(uid)
+        chirped = self._chirped_since(uid)
         self.models.flush(scan)  # returned models whose upload failed before
         read = self._read_jobs.setdefault(uid, set())
         live = self._live_seen.setdefault(uid, set())
@@ -458,7 +505,7 @@ class HTCondorBackend(Backend):
                 self._unreadable[uid] = self._unreadable.get(uid, 0) + len(problems)
                 read.add(job)
             elif status in (RUNNING, TRANSFERRING_OUTPUT, SUSPENDED):
-                for record in records_chirped_by(ad):
+                for record in chirped.get((self._connection(scan, site), job_id(ad)), []):
                     self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record
                     if record.id not in live:
                         live.add(record.id)
@@ -706,15 +753,18 @@ class HTCondorBackend(Backend):
             condor = condor_of(site)
             schedd = self._schedd(connection, condor)
             try:  # mark them ours first (edit refuses a constraint that matches no job: ask first)
-                if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORDS_ATTR]):
+                if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORD_PAGES_ATTR]):
                     schedd.edit(constraint, CANCELLED_ATTR, "true")
             except Exception as error:
                 self._schedds.pop(connection, None)
                 raise self._failed(connection, condor, "marking jobs to remove", error) from None
+            # Every record they chirped, read before they go (a removed job's ad and scratch folder are gone).
+            pages = {job_id(ad): range(int(attr(ad, RECORD_PAGES_ATTR, 0))) for ad in unfinished}
+            chirped = self._read_pages(connection, site, {job: wanted for job, wanted in pages.items() if wanted})
             if unfinished:  # nothing to remove asks nothing (a refused credential could not even remove nothing)
                 self._act_remove(schedd, connection, condor, constraint, "scan suspended or deleted")
-            for ad in unfinished:
-                for record in records_chirped_by(ad):
+            for records in chirped.values():
+                for record in records:
                     self._chirped.setdefault(uid, {}).setdefault(record.shard, {})[record.id] = record
         self._keep_chirped(tracked.scan)
         active = {

@@ -15,7 +15,7 @@ from hpscan.job.chirp import (
     DONE_ATTR,
     FAILED_ATTR,
     PROGRESS_ATTR,
-    RECORDS_ATTR,
+    RECORD_PAGES_ATTR,
     STOPS_ATTR,
     TRIALS_ATTR,
     classad_string,
@@ -61,7 +61,7 @@ PROJECTION = [
     DONE_ATTR,
     FAILED_ATTR,
     BEST_ATTR,
-    RECORDS_ATTR,
+    RECORD_PAGES_ATTR,  # the pages themselves are read only from jobs that chirped since (backend)
     TRIALS_ATTR,  # workers that pull: what each was handed (a restarted operator rebuilds its search from these)
     STOPS_ATTR,
     PROGRESS_ATTR,
