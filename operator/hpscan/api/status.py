@@ -104,6 +104,8 @@ class Reason(StrEnum):
     """The scan asks for what only a site admin may grant (a ServiceAccount, a PriorityClass)."""
     RUN_REFUSED = "RunRefused"
     REPORT_FAILED = "ReportFailed"
+    PAYLOAD_CHECK_UNAVAILABLE = "PayloadCheckUnavailable"
+    """The payload registered a settings checker (entry point group hpscan.payloads) that cannot be loaded here."""
     ARTIFACT_STORE_FAILED = "ArtifactStoreFailed"
     """The object store of spec.artifacts.store refused (a credential, a bucket) or did not answer."""
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"

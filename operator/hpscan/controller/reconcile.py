@@ -159,7 +159,7 @@ def reconcile_scan(
         agg = memory.get(key) if memory is not None else None
         if agg is None:
             planned = plan(scan.metadata.name, scan.spec)
-            require_payload_accepts(planned)  # where the payload's checker is installed (not in the operator image)
+            require_payload_accepts(planned)  # fails closed: a registered checker that cannot load refuses
             agg = Aggregate(planned)
             if memory is not None:
                 memory[key] = agg
@@ -169,8 +169,8 @@ def reconcile_scan(
         where = ".".join(str(p) for p in first["loc"])
         status = invalid_spec_status(f"{where}: {first['msg']}", generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, status.message or "")] if before is None else [])
-    except HPScanError as error:
-        status = invalid_spec_status(str(error), generation)
+    except HPScanError as error:  # the condition names the same reason as the Event (e.g. PayloadCheckUnavailable)
+        status = invalid_spec_status(str(error), generation, error.reason)
         return Outcome(status, [Event("Warning", error.reason, str(error))] if before is None else [])
 
     ref = scan_ref(body)
