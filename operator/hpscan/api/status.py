@@ -10,6 +10,7 @@ from pydantic import Field
 
 from hpscan.api.common import CamelModel
 from hpscan.api.contract import ParameterValue, PayloadExit
+from hpscan.api.store import ArtifactStore
 
 
 class ScanPhase(StrEnum):
@@ -236,6 +237,15 @@ class Condition(CamelModel):
     observed_generation: int | None = Field(None, description="Spec generation the condition was computed from.")
 
 
+class ModelsStatus(CamelModel):
+    """Where the scan's trained models are kept."""
+
+    store: ArtifactStore = Field(
+        description="The store the operator keeps them in: spec.artifacts.store, or the operator's "
+        "defaults.artifactStore when the spec names none (`hpscan models SCAN` reads it here)."
+    )
+
+
 class HPScanStatus(CamelModel):
     """Observed state of a scan; kept to a few KiB whatever its size (the full records live outside the object)."""
 
@@ -259,3 +269,4 @@ class HPScanStatus(CamelModel):
     start_time: datetime | None = Field(None, description="When the first shard started.")
     completion_time: datetime | None = Field(None, description="When the scan ended.")
     message: str | None = Field(None, description="One line on what the scan is doing or why it stopped.")
+    models: ModelsStatus | None = Field(None, description="The trained models of a scan that keeps them in a store.")

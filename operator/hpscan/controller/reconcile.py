@@ -16,6 +16,7 @@ from hpscan.api.status import (
     TERMINAL_SCAN_PHASES,
     Condition,
     HPScanStatus,
+    ModelsStatus,
     Reason,
     ScanPhase,
     ShardPhase,
@@ -218,10 +219,11 @@ def reconcile_scan(
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
         events = [] if known else [Event("Warning", error.reason, str(error))]
         return Outcome(degraded(before, error.reason, str(error), generation), events)
-    events = events_between(before, result.status)
-    finished = result.status.phase in TERMINAL_SCAN_PHASES and (
-        before is None or before.phase not in TERMINAL_SCAN_PHASES
-    )
+    status = result.status
+    if spec.artifacts.save_models and spec.artifacts.store is not None:  # the store used, default or not: for the CLI
+        status = status.model_copy(update={"models": ModelsStatus(store=spec.artifacts.store)})
+    events = events_between(before, status)
+    finished = status.phase in TERMINAL_SCAN_PHASES and (before is None or before.phase not in TERMINAL_SCAN_PHASES)
     if finished and read_secret is not None and (pruned := prune_models(ref, spec, read_secret)) is not None:
         events.append(pruned)
-    return Outcome(result.status, events)
+    return Outcome(status, events)
