@@ -19,6 +19,13 @@ class ManifestError(HPScanError):
     reason = Reason.INVALID_SPEC
 
 
+class PayloadCheckUnavailable(HPScanError):
+    """A payload registered a checker of its settings that cannot be loaded here (its packages are missing): the
+    scan is refused, never admitted unchecked; the message names the entry point and the cause."""
+
+    reason = Reason.PAYLOAD_CHECK_UNAVAILABLE
+
+
 class PlanningError(HPScanError):
     """A valid manifest that cannot be planned, e.g. a grid larger than the documented limit."""
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -126,6 +125,8 @@ def read_jets(path: Path | str, variables: list[str], max_jets: int | None = Non
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    import h5py  # here, not at the top: the settings checker (dl1.validation) imports this module without h5py
+
     needed = [*dict.fromkeys([*variables, LABEL, *KINEMATICS])]
     try:
         with h5py.File(path, "r") as f:

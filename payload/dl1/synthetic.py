@@ -23,7 +23,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from dl1.variables import DL1R_VARIABLES, LABEL
@@ -349,6 +348,8 @@ def generate_jets(n_jets: int, seed: int) -> np.ndarray:
 
 def write_jets(path: Path | str, jets: np.ndarray) -> None:
     """Write a structured jet array as the ``jets`` dataset of a dumper-style HDF5 file."""
+    import h5py  # only where a file is written: dl1.validation imports this module without h5py
+
     with h5py.File(path, "w") as f:
         f.create_dataset("jets", data=jets)
 
@@ -390,6 +391,8 @@ def synthetic_jets(n_jets: int, seed: int) -> np.ndarray:
 
 def generate_file(path: Path | str, n_jets: int, seed: int) -> int:
     """Write the synthetic sample for ``(n_jets, seed)`` into a dumper-style HDF5 file; returns the count."""
+    import h5py  # only where a file is written: dl1.validation imports this module without h5py
+
     with h5py.File(path, "w") as f:
         ds = f.create_dataset(
             "jets", shape=(n_jets,), dtype=jets_dtype(), compression="lzf", chunks=(min(n_jets, 10_000),)

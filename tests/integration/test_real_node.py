@@ -392,3 +392,24 @@ def test_the_gpu_check_image_exits_3_on_the_node_that_advertises_gpus_it_lacks(c
     logs = cluster.kubectl("-n", ns, "logs", "gpu-check", check=False)
     assert state.exit_code == 3, f"{state}: {logs.stdout}{logs.stderr}"
     assert "no NVIDIA device nodes" in logs.stdout + logs.stderr, logs.stdout + logs.stderr
+
+
+def test_the_helm_installed_operator_image_refuses_a_scan_with_settings_its_payload_refuses(
+    cluster, k8s, operator_release
+):
+    """The operator image loads dl1's settings checker (it needs no h5py): a scan with `epochs: -3` is refused
+    before anything is submitted, in the checker's words, with an Event; not admitted unchecked."""
+    ns, name = operator_release, "bad-epochs"
+    scan = quickstart_for_the_real_node()
+    scan["metadata"]["name"] = name
+    scan["spec"]["payload"]["settings"]["epochs"] = -3
+    _apply(cluster, ns, scan)
+    status = _finished(cluster, k8s, ns, name, 120)
+    assert status["phase"] == "Failed", status
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    words = "spec.payload: settings.epochs: Input should be greater than or equal to 1"
+    assert failed["reason"] == "InvalidSpec" and words in failed["message"], failed
+    events = client.CoreV1Api(k8s).list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
+    said = [(e.reason, e.message) for e in events]
+    assert any(reason == "InvalidSpec" and words in message for reason, message in said), said
+    assert not client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector=f"hpscan.io/scan={name}").items

@@ -59,6 +59,12 @@ def test_it_installs_the_operator_and_condor_extras_that_pyproject_defines():
     assert extras <= set(defined)
 
 
+def test_the_build_fails_unless_dl1s_settings_checker_loads():
+    """Without it the operator refuses every dl1 scan (PayloadCheckUnavailable): better a failed image build."""
+    build = instructions()[: max(i for i, (word, _) in enumerate(instructions()) if word == "FROM")]
+    assert any(word == "RUN" and "find_checker(['dl1'])" in rest for word, rest in build)
+
+
 def test_every_copied_source_exists():
     for word, rest in instructions():
         if word == "COPY" and not rest.startswith("--from"):

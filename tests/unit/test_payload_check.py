@@ -3,6 +3,8 @@ submitted: `hpscan validate`, `plan`, `run` and the operator refuse what dl1 wou
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 from hpscan.api.spec import HPScan
 from hpscan.cli import app
 from hpscan.controller.reconcile import reconcile_scan
+from hpscan.core import payloads
 from hpscan.core.payloads import check_payload, representative_combinations
 from hpscan.core.planning import plan
 from hpscan.errors import ManifestError
@@ -76,3 +79,45 @@ def test_every_value_of_every_axis_is_checked_without_building_the_grid():
     seen = {p.name: {c[p.name] for c in representative_combinations(planned)} for p in spec.parameters}
     assert all(len(seen[p.name]) == len(p.values or []) or p.range for p in spec.parameters)
     assert len(representative_combinations(planned)) <= 1 + sum(len(v) for v in seen.values())
+
+
+def test_dl1s_checker_loads_and_refuses_without_h5py():
+    """The operator image has no h5py: dl1's checker loads all the same and names what it refuses."""
+    script = (
+        "import sys\n"
+        "sys.modules['h5py'] = None  # as in the operator image: importing it fails\n"
+        "from hpscan.core.payloads import find_checker\n"
+        "checker = find_checker(['dl1'])\n"
+        "assert checker is not None, 'no checker'\n"
+        "print(checker({'epochs': -3, 'data': {'synthetic': {'jets': 1000}}}, [{}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "settings.epochs" in result.stdout
+
+
+class BrokenEntryPoint:
+    value = "dl1.validation:check"
+
+    def load(self):
+        raise ModuleNotFoundError("No module named 'h5py'")
+
+
+def test_a_registered_checker_that_cannot_load_refuses_the_scan_with_its_cause(monkeypatch):
+    monkeypatch.setattr(payloads, "entry_points", lambda group, name: [BrokenEntryPoint()])
+    document = scan_with({"epochs": -3})
+    document["metadata"].update({"namespace": "physics", "uid": "u-broken", "generation": 1})
+    outcome = reconcile_scan(document, {})
+    failed = next(c for c in outcome.status.conditions if c.type == "Failed")
+    assert (failed.status, failed.reason) == ("True", "PayloadCheckUnavailable")
+    assert "dl1.validation:check" in failed.message and "No module named 'h5py'" in failed.message
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PayloadCheckUnavailable")]
+    assert "h5py" in outcome.events[0].message
+
+
+def test_validate_refuses_when_the_checker_cannot_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(payloads, "entry_points", lambda group, name: [BrokenEntryPoint()])
+    path = tmp_path / "scan.yaml"
+    path.write_text(yaml.safe_dump(scan_with()))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1 and "cannot be loaded" in result.output, result.output  # not checked: not valid

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from hpscan.api.common import CamelModel
 from hpscan.api.contract import ParameterValue, PayloadExit
+from hpscan.api.store import ArtifactStore
 
 
 class ScanPhase(StrEnum):
@@ -104,6 +105,13 @@ class Reason(StrEnum):
     """The scan asks for what only a site admin may grant (a ServiceAccount, a PriorityClass)."""
     RUN_REFUSED = "RunRefused"
     REPORT_FAILED = "ReportFailed"
+    PAYLOAD_CHECK_UNAVAILABLE = "PayloadCheckUnavailable"
+    """The payload registered a settings checker (entry point group hpscan.payloads) that cannot be loaded here."""
+    MODELS_PENDING = "ModelsPending"
+    """Trained models wait for their upload to the store (it failed; tried again): the prune waits for them."""
+    MODELS_KEPT = "ModelsKept"
+    MODELS_LOST = "ModelsLost"
+    """Trained models were never stored: their uploads were given up after repeated failures."""
     ARTIFACT_STORE_FAILED = "ArtifactStoreFailed"
     """The object store of spec.artifacts.store refused (a credential, a bucket) or did not answer."""
     CLUSTER_UNAVAILABLE = "ClusterUnavailable"
@@ -142,6 +150,8 @@ class ConditionType(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
     DEGRADED = "Degraded"
+    MODELS_STORED = "ModelsStored"
+    """A finished scan's store holds what spec.artifacts keeps (False while uploads wait or the prune failed)."""
 
 
 class Counts(CamelModel):
@@ -234,6 +244,24 @@ class Condition(CamelModel):
     observed_generation: int | None = Field(None, description="Spec generation the condition was computed from.")
 
 
+class ModelsStatus(CamelModel):
+    """Where the scan's trained models are kept."""
+
+    store: ArtifactStore = Field(
+        description="The store the operator keeps them in: spec.artifacts.store, or the operator's "
+        "defaults.artifactStore when the spec names none (`hpscan models SCAN` reads it here)."
+    )
+    waiting: int = Field(0, ge=0, description="Trained models not in the store yet: their upload failed, tried again.")
+    lost: int = Field(0, ge=0, description="Trained models never stored: their uploads were given up.")
+    prune_failures: int = Field(0, ge=0, description="Failed tries in a row to prune the finished scan's store.")
+    retry_at: datetime | None = Field(None, description="When the prune is tried again after a failure.")
+    settled: bool = Field(
+        False,
+        description="The finished scan's store is done with: pruned to what spec.artifacts keeps, or given up on "
+        "(condition ModelsStored says which); the operator leaves the scan alone from then on.",
+    )
+
+
 class HPScanStatus(CamelModel):
     """Observed state of a scan; kept to a few KiB whatever its size (the full records live outside the object)."""
 
@@ -257,3 +285,4 @@ class HPScanStatus(CamelModel):
     start_time: datetime | None = Field(None, description="When the first shard started.")
     completion_time: datetime | None = Field(None, description="When the scan ended.")
     message: str | None = Field(None, description="One line on what the scan is doing or why it stopped.")
+    models: ModelsStatus | None = Field(None, description="The trained models of a scan that keeps them in a store.")

@@ -3,7 +3,8 @@
 Two places hold them (what is in a model folder is the payload's: dl1 writes model.keras, scale_dict.json and
 model.json):
 - a run folder of `hpscan run`: RUN/models/<combination id>/;
-- a scan on the cluster (Kubernetes or HTCondor shards): the object store of its spec.artifacts.store, under
+- a scan on the cluster (Kubernetes or HTCondor shards): the object store of its spec.artifacts.store (or the
+  operator's default store, which the operator records in status.models.store: reading the scan is all it takes), under
   <prefix>/<namespace>/<scan>/<combination id>/, read with the key pair of the store's Secret (through the kube
   API) or, when both are set, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
 Ranks are the scan's: from its records (the run folder's results.jsonl, the shard ConfigMaps), else from the
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from hpscan.api.spec import HPScan
-from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, ModelStoreLocation
+from hpscan.api.store import ACCESS_KEY_ENV, SECRET_KEY_ENV, ArtifactStore, ModelStoreLocation
 from hpscan.cli.cluster import ClusterError, _records, _scan_body, run_folder
 from hpscan.cli.output import Commands, out
 from hpscan.core.artifacts import RankedRecord, rank_records
@@ -90,14 +92,24 @@ def _secret_reader(api: Any) -> Any:
     return read_secret
 
 
+def recorded_store(body: dict[str, Any]) -> ArtifactStore | None:
+    """The store the operator recorded in the scan's status (its default store, for a spec that names none)."""
+    recorded = ((body.get("status") or {}).get("models") or {}).get("store")
+    try:
+        return ArtifactStore.model_validate(recorded) if recorded else None
+    except ValidationError:
+        return None
+
+
 def _from_cluster(name: str, namespace: str, context: str | None) -> KeptModels:
     body, api = _scan_body(name, namespace, context)
     scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-    store = scan.spec.artifacts.store
+    store = scan.spec.artifacts.store or recorded_store(body)
     if store is None:
         raise ModelsError(
-            f"HPScan {namespace}/{name} names no spec.artifacts.store, so its models are in the operator's default store "
-            "(defaults.artifactStore) or nowhere; this command reads the store a scan names"
+            f"HPScan {namespace}/{name}: no store is known for its models: it names no spec.artifacts.store and its "
+            "status names none the operator used (status.models.store: the operator has no default store, the "
+            "scan keeps no models, or the operator has not handled it yet)"
         )
     if os.environ.get(ACCESS_KEY_ENV) and os.environ.get(SECRET_KEY_ENV):
         location = ModelStoreLocation.of(store.s3, namespace, name)  # the user's own keys

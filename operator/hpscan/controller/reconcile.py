@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,15 +15,18 @@ from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import (
     TERMINAL_SCAN_PHASES,
     Condition,
+    ConditionType,
     HPScanStatus,
+    ModelsStatus,
     Reason,
     ScanPhase,
     ShardPhase,
     SiteState,
 )
 from hpscan.backends.base import Backend, ScanRef, pull_refusal
+from hpscan.backends.sandbox_models import sandbox_uploads
 from hpscan.controller.defaults import OperatorDefaults
-from hpscan.core.artifacts import models_to_prune
+from hpscan.core.artifacts import models_to_prune, retry_delay
 from hpscan.core.brokering import targets_of
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
@@ -128,7 +131,81 @@ def prune_models(ref: ScanRef, spec: HPScanSpec, read_secret: Callable[[str, str
     except ArtifactStoreError as error:
         return Event("Warning", error.reason, f"{error}; the stored models were left as they are")
     kept = len(stored) - len(doomed)
-    return Event("Normal", "ModelsKept", f"kept {kept} of {len(stored)} trained models in {models.location.url}")
+    return Event("Normal", Reason.MODELS_KEPT, f"kept {kept} of {len(stored)} trained models in {models.location.url}")
+
+
+PRUNE_RETRY_SECONDS, MAX_PRUNE_RETRY_SECONDS, PRUNE_TRIES = 60.0, 3600.0, 8
+"""A failed prune is tried again after 60 s, doubling up to an hour, 8 tries in all (about 4 hours)."""
+
+
+def settle_models(
+    ref: ScanRef,
+    spec: HPScanSpec,
+    status: HPScanStatus,
+    backends: Mapping[str, Backend],
+    read_secret: Callable[[str, str, str], str],
+    now: datetime,
+) -> tuple[HPScanStatus, list[Event]]:
+    """A finished scan's store one step closer to settled: the returned models that wait are tried again (their
+    backend's waits), then, once none waits (the ranking needs every model), the prune, tried again after a
+    doubling wait until it succeeds or ``PRUNE_TRIES`` failed. ``status.models`` and the ModelsStored condition
+    say where it stands; an Event each time the condition changes."""
+    assert status.models is not None
+    uploads = []
+    for uploader in sandbox_uploads(backends.values()):
+        uploader.flush(ref)  # models returned by batch jobs whose upload failed: their backend's wait decides
+        if (found := uploader.uploads(ref)) is not None:
+            uploads.append(found)
+    waiting, lost = sum(len(u.waiting) for u in uploads), sum(len(u.lost) for u in uploads)
+    cause = next((u.error for u in uploads if u.error), "")
+    models = status.models.model_copy(update={"waiting": waiting, "lost": lost})
+    where = models.store.s3.endpoint + "/" + models.store.s3.bucket
+    if waiting:
+        stored: tuple[bool, str, str] = (
+            False,
+            Reason.MODELS_PENDING,
+            f"{waiting} trained models wait for their upload to {where} ({cause}); the store is pruned once they are in",
+        )
+    elif models.retry_at is not None and now < models.retry_at:
+        return status.model_copy(update={"models": models}), []  # a wait after a failed prune runs
+    else:
+        pruned = prune_models(ref, spec, read_secret)
+        assert pruned is not None  # the scan keeps models in a store (status.models)
+        if pruned.type == "Warning":
+            failures = models.prune_failures + 1
+            wait = retry_delay(failures, PRUNE_RETRY_SECONDS, PRUNE_TRIES, MAX_PRUNE_RETRY_SECONDS)
+            then = f"gave up after {failures} tries" if wait is None else f"tried {failures} times, again in {wait:g} s"
+            retry_at = None if wait is None else now + timedelta(seconds=wait)
+            models = models.model_copy(
+                update={"prune_failures": failures, "retry_at": retry_at, "settled": wait is None}
+            )
+            stored = (False, pruned.reason, f"{pruned.message} ({then})")
+        else:
+            models = models.model_copy(update={"prune_failures": 0, "retry_at": None, "settled": True})
+            stored = (True, Reason.MODELS_KEPT, pruned.message)
+            if lost:
+                stored = (
+                    False,
+                    Reason.MODELS_LOST,
+                    f"{pruned.message}; {lost} trained models were never stored: {cause}",
+                )
+    gave_up = models.settled and not stored[0]  # said once more, even when the condition reads the same
+    return models_condition(status.model_copy(update={"models": models}), *stored, now, say=gave_up)
+
+
+def models_condition(
+    status: HPScanStatus, stored: bool, reason: str, message: str, now: datetime, say: bool = False
+) -> tuple[HPScanStatus, list[Event]]:
+    """``status`` with its ModelsStored condition set; an Event when the condition changed, or when ``say`` (pure)."""
+    kind = ConditionType.MODELS_STORED.value
+    held = next((c for c in status.conditions if c.type == kind), None)
+    state = "True" if stored else "False"
+    since = held.last_transition_time if held is not None and held.status == state else now
+    condition = Condition(type=kind, status=state, reason=reason, message=message[:512], last_transition_time=since)
+    kept = [c for c in status.conditions if c.type != kind]
+    changed = held is None or (held.status, held.reason) != (state, reason)
+    events = [Event("Normal" if stored else "Warning", reason, message)] if changed or say else []
+    return status.model_copy(update={"conditions": [*kept, condition]}), events
 
 
 def reconcile_scan(
@@ -154,14 +231,16 @@ def reconcile_scan(
     generation = meta.get("generation")
     before = previous_status(body)
     if before is not None and before.phase in TERMINAL_SCAN_PHASES and before.observed_generation == generation:
-        return Outcome(status=None)  # finished, and the spec did not change since
+        if read_secret is None or before.models is None or before.models.settled:
+            return Outcome(status=None)  # finished, its store settled, and the spec did not change since
+        return settle_finished(body, before, backends, read_secret)
     try:
         scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
         key = meta.get("uid", "")  # the planned fields cannot change (CEL transition rules): one plan per uid
         agg = memory.get(key) if memory is not None else None
         if agg is None:
             planned = plan(scan.metadata.name, scan.spec)
-            require_payload_accepts(planned)  # where the payload's checker is installed (not in the operator image)
+            require_payload_accepts(planned)  # fails closed: a registered checker that cannot load refuses
             agg = Aggregate(planned)
             if memory is not None:
                 memory[key] = agg
@@ -171,8 +250,8 @@ def reconcile_scan(
         where = ".".join(str(p) for p in first["loc"])
         status = invalid_spec_status(f"{where}: {first['msg']}", generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, status.message or "")] if before is None else [])
-    except HPScanError as error:
-        status = invalid_spec_status(str(error), generation)
+    except HPScanError as error:  # the condition names the same reason as the Event (e.g. PayloadCheckUnavailable)
+        status = invalid_spec_status(str(error), generation, error.reason)
         return Outcome(status, [Event("Warning", error.reason, str(error))] if before is None else [])
 
     ref = scan_ref(body)
@@ -221,10 +300,37 @@ def reconcile_scan(
         known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
         events = [] if known else [Event("Warning", error.reason, str(error))]
         return Outcome(degraded(before, error.reason, str(error), generation), events)
-    events = events_between(before, result.status)
-    finished = result.status.phase in TERMINAL_SCAN_PHASES and (
-        before is None or before.phase not in TERMINAL_SCAN_PHASES
-    )
-    if finished and read_secret is not None and (pruned := prune_models(ref, spec, read_secret)) is not None:
-        events.append(pruned)
-    return Outcome(result.status, events)
+    status = result.status
+    if spec.artifacts.save_models and spec.artifacts.store is not None:  # the store used, default or not: for the CLI
+        uploads = [u for m in sandbox_uploads(backends.values()) if (u := m.uploads(ref)) is not None]
+        models = ModelsStatus(
+            store=spec.artifacts.store,
+            waiting=sum(len(u.waiting) for u in uploads),
+            lost=sum(len(u.lost) for u in uploads),
+        )
+        status = status.model_copy(update={"models": models})
+    events = events_between(before, status)
+    finished = status.phase in TERMINAL_SCAN_PHASES and (before is None or before.phase not in TERMINAL_SCAN_PHASES)
+    if finished and read_secret is not None and status.models is not None:
+        status, settled = settle_models(ref, spec, status, backends, read_secret, datetime.now(UTC))
+        events += settled
+    return Outcome(status, events)
+
+
+def settle_finished(
+    body: Mapping[str, Any],
+    before: HPScanStatus,
+    backends: Mapping[str, Backend],
+    read_secret: Callable[[str, str, str], str],
+) -> Outcome:
+    """A finished scan whose store is not settled yet (uploads wait, or the prune failed): settle_models again,
+    with the store the status names; nothing else of the scan is touched."""
+    assert before.models is not None
+    try:
+        scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
+    except ValidationError:
+        return Outcome(status=None)
+    artifacts = scan.spec.artifacts.model_copy(update={"store": before.models.store})
+    spec = scan.spec.model_copy(update={"artifacts": artifacts})
+    status, events = settle_models(scan_ref(body), spec, before, backends, read_secret, datetime.now(UTC))
+    return Outcome(None if status == before else status, events)

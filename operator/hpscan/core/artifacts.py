@@ -66,6 +66,14 @@ def models_to_keep(ranked: list[RankedRecord], artifacts: Artifacts) -> set[str]
     return keep
 
 
+def retry_delay(failures: int, first: float, tries: int, cap: float) -> float | None:
+    """Seconds to wait after the ``failures``-th failure in a row before trying again: ``first``, doubling, at most
+    ``cap``; None once ``tries`` tries have failed (give up and say so)."""
+    if failures >= tries:
+        return None
+    return float(min(first * 2 ** max(failures - 1, 0), cap))
+
+
 def models_to_prune(stored: dict[str, ResultRecord | None], objective: Objective, artifacts: Artifacts) -> set[str]:
     """The stored models (combination id -> the record stored with it) a finished scan deletes: every ranked one
     that ``models_to_keep`` does not keep (the top k, the median and the worst of the stored ones). Models stored

@@ -2,7 +2,8 @@
 
 A payload publishes a checker under the entry point group ``hpscan.payloads``, named by its command's first word
 (dl1: ``dl1.validation:check``): ``check(settings, combinations) -> list of problems``. hpscan never imports a
-payload; a payload without a checker (or not installed here, as in the operator's image) is not checked.
+payload; a payload without a checker is not checked. A checker that is registered but cannot be loaded (its
+packages are missing here) refuses the scan (``PayloadCheckUnavailable``): fail closed, never admitted unchecked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from hpscan.api.contract import ParameterValue
 from hpscan.core.planning import Plan, axis_size, axis_values
-from hpscan.errors import ManifestError
+from hpscan.errors import ManifestError, PayloadCheckUnavailable
 
 ENTRY_POINT_GROUP = "hpscan.payloads"
 
@@ -22,13 +23,18 @@ Checker = Callable[[Mapping[str, Any], list[dict[str, ParameterValue]]], list[st
 
 
 def find_checker(command: list[str]) -> Checker | None:
-    """The checker the payload of ``spec.payload.command`` registered, or None."""
+    """The checker the payload of ``spec.payload.command`` registered, or None when it registered none;
+    PayloadCheckUnavailable when it registered one that cannot be loaded here."""
     name = PurePath(command[0]).name if command else ""
     for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
         try:
             return entry.load()  # type: ignore[no-any-return, unused-ignore]
-        except ImportError:  # the payload's own packages are not installed here
-            return None
+        except Exception as error:  # ImportError mostly: a package the checker needs is not installed here
+            raise PayloadCheckUnavailable(
+                f"the {name} payload's settings checker ({entry.value}) cannot be loaded here: "
+                f"{type(error).__name__}: {error}; the scan's settings cannot be checked, so it is refused "
+                "(install what the checker needs where hpscan runs)"
+            ) from None
     return None
 
 
