@@ -233,7 +233,7 @@ def reconcile_scan(
     if before is not None and before.phase in TERMINAL_SCAN_PHASES and before.observed_generation == generation:
         if read_secret is None or before.models is None or before.models.settled:
             return Outcome(status=None)  # finished, its store settled, and the spec did not change since
-        return settle_finished(body, before, backends, read_secret)
+        return settle_finished(body, before, backends, read_secret, now)
     try:
         scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
         key = meta.get("uid", "")  # the planned fields cannot change (CEL transition rules): one plan per uid
@@ -312,7 +312,7 @@ def reconcile_scan(
     events = events_between(before, status)
     finished = status.phase in TERMINAL_SCAN_PHASES and (before is None or before.phase not in TERMINAL_SCAN_PHASES)
     if finished and read_secret is not None and status.models is not None:
-        status, settled = settle_models(ref, spec, status, backends, read_secret, datetime.now(UTC))
+        status, settled = settle_models(ref, spec, status, backends, read_secret, now or datetime.now(UTC))
         events += settled
     return Outcome(status, events)
 
@@ -322,6 +322,7 @@ def settle_finished(
     before: HPScanStatus,
     backends: Mapping[str, Backend],
     read_secret: Callable[[str, str, str], str],
+    now: datetime | None = None,
 ) -> Outcome:
     """A finished scan whose store is not settled yet (uploads wait, or the prune failed): settle_models again,
     with the store the status names; nothing else of the scan is touched."""
@@ -332,5 +333,5 @@ def settle_finished(
         return Outcome(status=None)
     artifacts = scan.spec.artifacts.model_copy(update={"store": before.models.store})
     spec = scan.spec.model_copy(update={"artifacts": artifacts})
-    status, events = settle_models(scan_ref(body), spec, before, backends, read_secret, datetime.now(UTC))
+    status, events = settle_models(scan_ref(body), spec, before, backends, read_secret, now or datetime.now(UTC))
     return Outcome(None if status == before else status, events)
