@@ -85,6 +85,10 @@ def test_completion_time_is_cleared_when_a_finished_scan_runs_again_and_kept_whi
     [
         (16, 256, 2, [16, 256]),
         (1, 8, 4, [1, 2, 4, 8]),
+        (1, 100, 3, [1, 10, 100]),
+        (10, 1000, 3, [10, 100, 1000]),
+        (2, 1024, 10, [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]),
+        (16, 256, 5, [16, 32, 64, 128, 256]),
     ],
 )
 def test_an_integer_log_range_is_whole_numbers_with_its_exact_ends_and_no_duplicates(low, high, count, expected):

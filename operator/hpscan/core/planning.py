@@ -32,9 +32,11 @@ def _round(value: float) -> float:
 
 
 def _as_ints_if_integral(values: list[float]) -> list[ParameterValue]:
-    """Layer widths written as a range stay integers; anything fractional stays a float."""
-    if all(v.is_integer() for v in values):
-        return [int(v) for v in values]
+    """Layer widths written as a range stay integers; anything fractional stays a float. A point a few ulps off a
+    whole number (a log range's exp(log(x)): 2..1024 gives 7.999999999999998) counts as that whole number."""
+    whole = [round(v) for v in values]
+    if all(abs(v - w) <= 1e-9 * abs(v) for v, w in zip(values, whole, strict=True)):
+        return [int(w) for w in whole]
     return [_round(v) for v in values]
 
 
