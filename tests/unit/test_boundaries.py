@@ -220,6 +220,19 @@ def test_start_time_is_unset_while_pending_set_when_a_shard_runs_and_kept_after(
     assert back.phase == "Pending" and back.start_time == T0 + timedelta(minutes=2)
 
 
+def test_a_scan_suspended_before_any_shard_ran_has_no_start_time_until_one_runs():
+    """startTime is when the first shard started: a scan created suspended has none (as a suspended Job)."""
+    agg = aggregate(PLAN, [])
+    suspended = build_status(PLAN, agg, {}, suspend=True, now=T0)
+    assert suspended.phase == "Suspended" and suspended.start_time is None
+    resumed = build_status(PLAN, agg, {0: shard(0, "Running")}, previous=suspended, now=T0 + timedelta(hours=1))
+    assert resumed.start_time == T0 + timedelta(hours=1)
+    paused = build_status(
+        PLAN, agg, {0: shard(0, "Suspended")}, suspend=True, previous=resumed, now=T0 + timedelta(hours=2)
+    )
+    assert paused.start_time == T0 + timedelta(hours=1)  # suspending a started scan keeps when it started
+
+
 # 8. suspend after the scan ended --------------------------------------------------------------------------------
 
 
