@@ -8,6 +8,7 @@ import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hpscan.api.contract import ResultRecord
@@ -202,6 +203,32 @@ def test_a_succeeded_shard_that_still_carries_a_reason_does_not_degrade_the_scan
     troubled = build_status(PLAN, agg, {0: still, 1: shard(1, "Running"), 2: shard(2, "Running")})
     assert condition(troubled, "Degraded").status == "True"
     assert condition(troubled, "Degraded").reason == Reason.RETRYING
+
+
+# 6. ROC points with few background jets passing ------------------------------------------------------------------
+
+
+def test_roc_points_keep_exactly_min_passing_jets_and_leave_out_fewer():
+    """A ROC point is left out when fewer than MIN_PASSING background jets pass the cut, and kept at exactly
+    MIN_PASSING, even where n / (n / 5) is 4.999... in floating point (23 light jets)."""
+    from ftag.utils.metrics import calculate_rejection
+
+    from dl1.report.performance import B_EFFICIENCIES, MIN_PASSING, TRUTH_LABELS, TaggerScores, evaluate
+
+    b = np.linspace(0.0, 1.0, 1000)
+    light = np.linspace(0.0, 0.6, 23)  # as the cut falls from 0.5 to 0, 4 .. 23 pass: every count on the way
+    charm = np.linspace(0.0, 0.55, 41)
+    scores = np.concatenate([b, light, charm])
+    labels = np.array(
+        [TRUTH_LABELS["bjets"]] * len(b) + [TRUTH_LABELS["ujets"]] * len(light) + [TRUTH_LABELS["cjets"]] * len(charm)
+    )
+    performance = evaluate(TaggerScores("bdt", "BDT", discriminant=scores), labels)
+    for flavour, background in (("ujets", light), ("cjets", charm)):
+        rejection = calculate_rejection(b, background, target_eff=B_EFFICIENCIES)
+        passing = [round(len(background) / r) if np.isfinite(r) else 0 for r in rejection]
+        assert {MIN_PASSING - 1, MIN_PASSING} <= set(passing)  # both sides of the edge are on the curve
+        kept = [value is not None for value in performance.rejection[flavour]]
+        assert kept == [n >= MIN_PASSING for n in passing], flavour
 
 
 # 7. startTime while Pending -------------------------------------------------------------------------------------
