@@ -105,6 +105,8 @@ def test_a_log_range_with_fractional_points_keeps_integer_ends_exact_and_distinc
     values = axis_values(Parameter(name="layer1", range={"min": 16, "max": 512, "count": 4, "scale": "log"}))
     assert values[0] == 16 and values[-1] == 512 and len(set(values)) == 4 and values == sorted(values)
     assert values[1] == pytest.approx(16 * 32 ** (1 / 3), rel=1e-5)
+    wide = axis_values(Parameter(name="jets", range={"min": 1000, "max": 1234567, "count": 3, "scale": "log"}))
+    assert wide[0] == 1000 and wide[-1] == 1234567  # written with 7 digits, not rounded to SIGNIFICANT_DIGITS
 
 
 # 3. a per-attempt deadline against retries ----------------------------------------------------------------------

@@ -85,8 +85,10 @@ def axis_values(parameter: Parameter) -> list[ParameterValue]:
         points = [math.exp(lo + i * (hi - lo) / (size - 1)) for i in range(size)]
     else:
         points = [r.min + i * (r.max - r.min) / (size - 1) for i in range(size)]
-    points[0], points[-1] = r.min, r.max  # exact ends, whatever the rounding inside
-    return _as_ints_if_integral(points)
+    values = _as_ints_if_integral(points)
+    if isinstance(values[0], float):  # the ends as the user wrote them, not rounded like the points between
+        values[0], values[-1] = r.min, r.max
+    return values
 
 
 def _draw(rng: random.Random, parameter: Parameter, discrete: list[ParameterValue] | None) -> ParameterValue:
