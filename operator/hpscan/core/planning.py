@@ -32,9 +32,11 @@ def _round(value: float) -> float:
 
 
 def _as_ints_if_integral(values: list[float]) -> list[ParameterValue]:
-    """Layer widths written as a range stay integers; anything fractional stays a float."""
-    if all(v.is_integer() for v in values):
-        return [int(v) for v in values]
+    """Layer widths written as a range stay integers; anything fractional stays a float. A point a few ulps off a
+    whole number (a log range's exp(log(x)): 2..1024 gives 7.999999999999998) counts as that whole number."""
+    whole = [round(v) for v in values]
+    if all(abs(v - w) <= 1e-9 * abs(v) for v, w in zip(values, whole, strict=True)):
+        return [int(w) for w in whole]
     return [_round(v) for v in values]
 
 
@@ -83,8 +85,10 @@ def axis_values(parameter: Parameter) -> list[ParameterValue]:
         points = [math.exp(lo + i * (hi - lo) / (size - 1)) for i in range(size)]
     else:
         points = [r.min + i * (r.max - r.min) / (size - 1) for i in range(size)]
-    points[0], points[-1] = r.min, r.max  # exact ends, whatever the rounding inside
-    return _as_ints_if_integral(points)
+    values = _as_ints_if_integral(points)
+    if isinstance(values[0], float):  # the ends as the user wrote them, not rounded like the points between
+        values[0], values[-1] = r.min, r.max
+    return values
 
 
 def _draw(rng: random.Random, parameter: Parameter, discrete: list[ParameterValue] | None) -> ParameterValue:

@@ -166,7 +166,8 @@ def build_status(
     if plan.pull and phase in TERMINAL_SCAN_PHASES:
         pending = 0  # budget left when the scan ended (its space explored, or no worker left): nothing waits
     previous_status = previous or HPScanStatus()
-    started = previous_status.start_time or (now if phase != ScanPhase.PENDING else None)
+    # when the first shard started: not while none has, nor for a scan suspended before one did (as a suspended Job)
+    started = previous_status.start_time or (now if phase not in {ScanPhase.PENDING, ScanPhase.SUSPENDED} else None)
     completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
     if phase not in TERMINAL_SCAN_PHASES:
         completed = None

@@ -185,6 +185,14 @@ def rejection_errors(rejection: np.ndarray, n_background: int) -> np.ndarray:
     return errors
 
 
+def without_few_passing(rejection: np.ndarray, n_background: int) -> np.ndarray:
+    """The rejections, infinite (left out of the ROC curve) where fewer than MIN_PASSING background jets pass the
+    cut. The jets passing are n / R, rounded: in floating point n / (n / 5) is 4.999... for some n (23, 39, ...)."""
+    with np.errstate(divide="ignore"):
+        passing = np.rint(n_background / rejection)
+    return np.where(passing >= MIN_PASSING, rejection, np.inf)
+
+
 def _passing(rejection: float, n_background: int) -> int | None:
     return int(n_background / rejection + 0.5) if math.isfinite(rejection) and rejection > 0 else 0
 
@@ -200,9 +208,7 @@ def c_tagging(scores: TaggerScores, labels: np.ndarray, fb: float = FB) -> dict[
     by_flavour = split_by_flavour(np.asarray(labels), discriminant)
     roc = _rejections(by_flavour, C_EFFICIENCIES, "cjets", C_BACKGROUNDS)
     for flavour in C_BACKGROUNDS:
-        with np.errstate(divide="ignore"):
-            passing = counts[flavour] / roc[flavour]
-        roc[flavour] = np.where(passing >= MIN_PASSING, roc[flavour], np.inf)
+        roc[flavour] = without_few_passing(roc[flavour], counts[flavour])
     points = np.array(C_WORKING_POINTS)
     at_points = _rejections(by_flavour, points, "cjets", C_BACKGROUNDS)
     _, cuts = calculate_efficiency(by_flavour["cjets"], by_flavour["cjets"], target_eff=points, return_cuts=True)
@@ -237,9 +243,7 @@ def evaluate(scores: TaggerScores, labels: np.ndarray, fc: float = FC) -> Tagger
     by_flavour = split_by_flavour(labels, scores.b_discriminant(fc))
     roc = _rejections(by_flavour, B_EFFICIENCIES)
     for flavour in BACKGROUNDS:
-        with np.errstate(divide="ignore"):
-            passing = counts[flavour] / roc[flavour]
-        roc[flavour] = np.where(passing >= MIN_PASSING, roc[flavour], np.inf)
+        roc[flavour] = without_few_passing(roc[flavour], counts[flavour])
     points = np.array(WORKING_POINTS)
     at_points = _rejections(by_flavour, points)
     _, cuts = calculate_efficiency(by_flavour["bjets"], by_flavour["bjets"], target_eff=points, return_cuts=True)
