@@ -276,6 +276,9 @@ class World:
                 except SimCrash:
                     restarts += 1
                     backend, memory, searches, probes = self._operator()
+                except Exception as error:  # kopf logs it and retries the handler: the scan is stuck meanwhile
+                    self._violate(f"the reconcile raised {type(error).__name__}: {str(error)[:300]}")
+                    steps += 1
                 else:
                     steps += 1
                     if outcome.status is not None:
