@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from hpscan.api.contract import Combination, ResultRecord, ShardFile, parse_record
 from hpscan.api.trials import Assignment, Progress
+from hpscan.errors import HPScanError
 
 SHARD_KEY = "shard.json"
 """Page 0's key holding the shard file without its combinations (the header: scan, objective, settings, ...)."""
@@ -53,6 +55,11 @@ RECORD_ROOM = 512
 stored_size): metrics, status, times, device and an error of some 300 characters (DL1 records take 420 bytes
 in all, their parameters included)."""
 
+RETRY_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+"""After a failed patch the records wait this long before they are sent again, doubling up to the most."""
+GIVE_UP_SECONDS = 600.0
+"""How long the pages may refuse every patch before the shard runner gives the attempt up (the Job retries it)."""
+
 CONFIGMAP_ENV = "HPSCAN_CONFIGMAP"
 NAMESPACE_ENV = "HPSCAN_NAMESPACE"
 """Set on the shard's container by the Job: the pages' base name, and their namespace."""
@@ -71,6 +78,17 @@ def compact(value: Any) -> str:
 def page_name(base: str, page: int) -> str:
     """``<base>-p<page>``: the operator names a shard's pages so, and the pod finds them so."""
     return f"{base}-p{page}"
+
+
+def transient(error: Exception) -> bool:
+    """Whether a request that failed so may succeed when sent again: the API server overloaded (429), failing
+    (5xx), or not reached (a timeout, a lost connection)."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(error, ApiException):
+        return not error.status or error.status in (408, 429) or error.status >= 500
+    return isinstance(error, HTTPError | OSError)
 
 
 def split_shard_file(shard_file: ShardFile, page_size: int) -> list[dict[str, str]]:
@@ -235,7 +253,14 @@ def fit_record(record: ResultRecord, limit: int, objective_metric: str) -> Resul
 class ConfigMapChannel:
     """A LiveChannel that merge-patches each record into the page of the shard that holds its combination."""
 
-    def __init__(self, configmap: str, namespace: str, api_client: Any = None) -> None:
+    def __init__(
+        self,
+        configmap: str,
+        namespace: str,
+        api_client: Any = None,
+        retry_seconds: float = RETRY_SECONDS,
+        give_up_seconds: float = GIVE_UP_SECONDS,
+    ) -> None:
         from kubernetes import client, config
 
         if api_client is None:
@@ -247,6 +272,11 @@ class ConfigMapChannel:
         self._pulled: list[Combination] = []  # a pulling worker's trials, in hand-out order
         self._page_size = 0
         self._reports: list[dict] = []
+        self.unsent: dict[str, ResultRecord] = {}  # records a failed patch left, by id: sent with the next publish
+        self._retry_seconds, self._give_up_seconds = retry_seconds, give_up_seconds
+        self._delay = retry_seconds
+        self._retry_at = 0.0
+        self._failing_since: float | None = None
 
     def _read_page(self, page: int) -> Mapping[str, str] | None:
         return self._read_page_named(page_name(self.configmap, page))
@@ -317,23 +347,74 @@ class ConfigMapChannel:
         return None
 
     def publish(self, records: list[ResultRecord]) -> None:
+        """Patch new records, and those a failed patch left, into their pages. A transient failure keeps them for
+        the next call (the runner calls every poll); one that lasts GIVE_UP_SECONDS, or a refusal that retrying
+        will not mend (403, 404), raises HPScanError: the attempt ends and the Job retries it."""
+        self.unsent.update((r.id, r) for r in records)
+        if self.unsent and time.monotonic() >= self._retry_at:
+            self._send_unsent()
+
+    def flush(self) -> None:
+        """Send what is unsent, waiting between tries (the payload has ended: its last records must not be lost);
+        raises HPScanError as publish does."""
+        while self.unsent:
+            time.sleep(max(0.0, self._retry_at - time.monotonic()))
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        held, name = len(self.unsent), inbox_name(self.configmap)
+        try:
+            for page, fitted in sorted(self._by_page(list(self.unsent.values())).items()):
+                name = page_name(self.configmap, page)
+                self.core.patch_namespaced_config_map(name, self.namespace, record_patch(fitted))
+                for record in fitted:
+                    self.unsent.pop(record.id, None)
+        except (ApiException, HTTPError, OSError, ValueError) as error:  # ValueError: the inbox is missing
+            self._failed(name, held, error)
+            return
+        self._failing_since, self._delay = None, self._retry_seconds
+
+    def _failed(self, name: str, held: int, error: Exception) -> None:
+        now = time.monotonic()
+        self._failing_since = self._failing_since if self._failing_since is not None else now
+        what = f"could not publish {held} record(s) to {name} (they are in results.jsonl)"
+        failing = now - self._failing_since
+        if not transient(error):
+            raise HPScanError(f"{what}: {_said(error)}") from None
+        if failing >= self._give_up_seconds:
+            raise HPScanError(f"{what}: every try failed for {failing:.0f} s (last: {_said(error)})") from None
+        print(f"hpscan shard-run: {what}, trying again in {self._delay:g} s: {_said(error)}", file=sys.stderr)
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, RETRY_MAX_SECONDS)
+
+    def _by_page(self, records: list[ResultRecord]) -> dict[int, list[ResultRecord]]:
+        """Records as they go into their pages (fitted to their room), by page; a record of no combination of this
+        shard is dropped with a word (the operator would not fold it either)."""
         pages = self.pages()
-        by_page: dict[int, list[ResultRecord]] = {}
         if pages.shard_file.pull and any(self._page_of_pulled(r.id) is None for r in records):
             self.inbox()  # handed out since the bridge last looked
+        by_page: dict[int, list[ResultRecord]] = {}
         for record in records:
             page = pages.page_of.get(record.id)
             if page is None and pages.shard_file.pull:
                 page = self._page_of_pulled(record.id)
-            if page is None:  # not this shard's: the operator would not fold it either
+            if page is None:
                 print(f"hpscan shard-run: record {record.id!r} is not a combination of this shard: not published",
                       file=sys.stderr)  # fmt: skip
+                self.unsent.pop(record.id, None)
                 continue
             limit = record_limit(self._combinations[record.id])
-            fitted = fit_record(record, limit, pages.shard_file.objective.metric)
-            by_page.setdefault(page, []).append(fitted)
-        for page, held in sorted(by_page.items()):
-            self.core.patch_namespaced_config_map(page_name(self.configmap, page), self.namespace, record_patch(held))
+            by_page.setdefault(page, []).append(fit_record(record, limit, pages.shard_file.objective.metric))
+        return by_page
+
+
+def _said(error: Exception) -> str:
+    """An API error in one line: its status and reason (an ApiException's text holds its headers and body)."""
+    status = getattr(error, "status", None)
+    return f"{status} {getattr(error, 'reason', '')}".strip() if status else str(error) or type(error).__name__
 
 
 def open_channel(shard_file: Path) -> ConfigMapChannel:
