@@ -5,7 +5,9 @@ pods' Role names."""
 
 from __future__ import annotations
 
+import copy
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,8 +17,10 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import ReadTimeoutError
 
 from hpscan.api.contract import ResultRecord, ShardFile
-from hpscan.backends.base import ScanRef
-from hpscan.backends.kubernetes import shard_pages
+from hpscan.api.spec import HPScanSpec
+from hpscan.backends.base import ScanRef, ShardLaunch
+from hpscan.backends.kubernetes import KubernetesBackend, shard_pages
+from hpscan.core.planning import plan
 from hpscan.errors import HPScanError
 from hpscan.job.configmap import ConfigMapChannel, records_of
 from hpscan.job.runner import run_shard
@@ -136,3 +140,102 @@ def test_a_refusal_that_retrying_will_not_mend_ends_the_attempt_at_once_saying_w
     core.failures.append(ApiException(status=403, reason="Forbidden"))
     with pytest.raises(HPScanError, match=r"could not publish 1 record\(s\) to s-shard-000-p0 .*: 403 Forbidden$"):
         channel.publish([record("c0000-00000000")])
+
+
+# the operator's side: an API server held in memory ---------------------------------------------------------------
+
+
+class Cluster:
+    """The namespaced objects the backend sends (kind, name -> body), behind the client calls it makes: create (409
+    for a taken name), read and patch (404 for a missing one; a patch merges dicts), list (label selectors of
+    ``key=value`` terms)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.api_client = SimpleNamespace(sanitize_for_serialization=lambda body: copy.deepcopy(body))
+        self.requests: list[str] = []
+
+    def __getattr__(self, attribute: str) -> Any:
+        verb, _, kind = attribute.partition("_namespaced_")
+        if not kind or verb not in ("create", "read", "patch", "list"):
+            raise AttributeError(attribute)
+        return partial(getattr(self, f"_{verb}"), kind)
+
+    def _create(self, kind: str, namespace: str, body: dict) -> None:
+        self.requests.append(f"create {kind} {body['metadata']['name']}")
+        if (kind, body["metadata"]["name"]) in self.objects:
+            raise ApiException(status=409, reason="Conflict")
+        self.objects[(kind, body["metadata"]["name"])] = copy.deepcopy(body)
+
+    def _held(self, kind: str, name: str) -> dict:
+        if (kind, name) not in self.objects:
+            raise ApiException(status=404, reason="Not Found")
+        return self.objects[(kind, name)]
+
+    def _read(self, kind: str, name: str, namespace: str) -> Any:
+        self.requests.append(f"read {kind} {name}")
+        return SimpleNamespace(**copy.deepcopy(self._held(kind, name)))
+
+    def _patch(self, kind: str, name: str, namespace: str, body: dict) -> None:
+        self.requests.append(f"patch {kind} {name}")
+
+        def merge(held: dict, patch: dict) -> None:
+            for key, value in patch.items():
+                if isinstance(value, dict) and isinstance(held.get(key), dict):
+                    merge(held[key], value)
+                else:
+                    held[key] = copy.deepcopy(value)
+
+        merge(self._held(kind, name), body)
+
+    def _list(self, kind: str, namespace: str, label_selector: str = "") -> Any:
+        self.requests.append(f"list {kind} {label_selector}")
+        terms = dict(term.split("=") for term in label_selector.split(",") if term)
+        return SimpleNamespace(
+            items=[copy.deepcopy(body) for (held_kind, _), body in self.objects.items()
+                   if held_kind == kind and terms.items() <= body["metadata"].get("labels", {}).items()]
+        )  # fmt: skip
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [body for (held_kind, _), body in self.objects.items() if held_kind == kind]
+
+    def backend(self, cache: Any = None) -> KubernetesBackend:
+        backend = KubernetesBackend(api_client=object(), cache=cache)
+        backend.core = backend.batch = backend.rbac = backend.networking = self
+        return backend
+
+
+def spec_of(**more: Any) -> HPScanSpec:
+    return HPScanSpec.model_validate(
+        {"parameters": [{"name": "x", "values": list(range(8))}], "sharding": {"shards": 2},
+         "payload": {"image": "img:1"}, **more}
+    )  # fmt: skip
+
+
+# 5. a site's own ServiceAccount may patch its pods' pages ---------------------------------------------------------
+
+
+def test_every_account_a_scans_shard_pods_run_as_may_get_and_patch_their_pages():
+    """A site admin's serviceAccountName (allowed by the operator's defaults) replaces the scan's own account in
+    the pod: that account is bound to the scan's Role too, and only to it."""
+    spec = spec_of(sites=[{"name": "t2", "kubernetes": {"serviceAccountName": "gpu-runner"}},
+                          {"name": "t3", "kubernetes": {}}])  # fmt: skip
+    planned = plan("s", spec)
+    cluster = Cluster()
+    backend = cluster.backend()
+    backend.prepare(REF, spec, planned.shard_count)
+    backend.submit(REF, spec, [ShardLaunch(planned.shard_file(0), spec.sites[0]),
+                               ShardLaunch(planned.shard_file(1), spec.sites[1])])  # fmt: skip
+    (role,) = cluster.of_kind("role")
+    bound = {
+        subject["name"]
+        for binding in cluster.of_kind("role_binding")
+        if binding["roleRef"]
+        == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+        for subject in binding["subjects"]
+        if subject["kind"] == "ServiceAccount" and subject["namespace"] == "physics"
+    }
+    accounts = {job["spec"]["template"]["spec"]["serviceAccountName"] for job in cluster.of_kind("job")}
+    assert accounts == {"gpu-runner", "s-payload"}
+    assert bound == accounts  # each pod's account may get and patch its pages; no other account may
+    assert {"s-shard-000-p0", "s-shard-001-p0"} <= set(role["rules"][0]["resourceNames"])

@@ -34,6 +34,8 @@ from hpscan.backends.kubernetes.manifests import (
     shard_pages,
     shard_pages_name,
     shard_state,
+    site_account,
+    site_account_binding,
     site_name,
 )
 from hpscan.core.brokering import ProbeOutcome
@@ -140,6 +142,7 @@ class KubernetesBackend(Backend):
         (the watch cache may not show the last patch yet). Read from the API server once after a restart."""
         self._progress_seen: dict[tuple[str, str], str] = {}  # (namespace, inbox) -> resourceVersion last read
         self._page_sizes: dict[tuple[str, str], int] = {}
+        self._bound: set[tuple[str, str, str]] = set()  # (namespace, scan, site account) bound to the scan's Role
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -240,6 +243,11 @@ class KubernetesBackend(Backend):
         if not launches:
             return
         page_size = page_layout(spec, launches[0].shard_file.shards).size
+        for account in sorted({a for launch in launches if (a := site_account(launch.site))}):
+            if (scan.namespace, scan.name, account) not in self._bound:  # before its pods ask for their pages
+                binding = site_account_binding(scan, account)
+                self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
+                self._bound.add((scan.namespace, scan.name, account))
         with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
             list(pool.map(lambda launch: self._submit_one(scan, spec, launch, page_size), launches))
 

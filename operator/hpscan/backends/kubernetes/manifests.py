@@ -300,6 +300,26 @@ def payload_rbac(
     ]
 
 
+def site_account_binding(scan: ScanRef, account: str) -> dict[str, Any]:
+    """The RoleBinding that lets a site's own ServiceAccount (its kubernetes.serviceAccountName, which replaces the
+    scan's account in the pod, see job_manifest) get/patch the scan's pages: the scan's Role, that account only,
+    owned by the scan (it goes with it)."""
+    suffix = account if len(account) <= 20 else f"{account[:11]}-{hashlib.sha256(account.encode()).hexdigest()[:8]}"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(scan, _name(scan.name, f"payload-{suffix}"), "payload"),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": payload_account_name(scan.name)},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": scan.namespace}],
+    }
+
+
+def site_account(site: Site | None) -> str | None:
+    """The site's own ServiceAccount for shard pods, or None (they run under the scan's account)."""
+    k8s = site.settings_as(KubernetesSite) if site is not None else None
+    return k8s.service_account_name if k8s is not None else None
+
+
 def model_store_env(scan: ScanRef, spec: HPScanSpec) -> list[dict[str, Any]]:
     """The environment that makes a shard job upload its models (hpscan.job.store): where, and the key pair from
     the store's Secret (the kubelet reads it; the pod's ServiceAccount gets no access to Secrets). Empty when the
@@ -346,7 +366,7 @@ def job_manifest(
         pod_labels[LABEL_SITE] = site.name
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),
+        "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),  # site_account_binding
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": PAYLOAD_UID,
