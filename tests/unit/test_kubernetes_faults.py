@@ -239,3 +239,37 @@ def test_every_account_a_scans_shard_pods_run_as_may_get_and_patch_their_pages()
     assert accounts == {"gpu-runner", "s-payload"}
     assert bound == accounts  # each pod's account may get and patch its pages; no other account may
     assert {"s-shard-000-p0", "s-shard-001-p0"} <= set(role["rules"][0]["resourceNames"])
+
+
+# 9. every pulled trial's page is one the Role names ----------------------------------------------------------------
+
+
+def test_a_trial_handed_again_to_a_worker_keeps_every_page_within_those_the_role_names():
+    """A budget of 4 trials, 2 a page: the Role names pages 0 and 1 of the worker. Its trial c0002 is taken back
+    (the worker was suspended) and handed to it again, then c0003 comes: both sides put each trial on the page of
+    its place among the distinct trials the worker was handed, so none goes to a page the Role does not name."""
+    from hpscan.backends.kubernetes.manifests import payload_rbac, pull_inbox
+
+    cluster = Cluster()
+    backend = cluster.backend()
+    pull = shard_file(0, pull=True)
+    for body in (pull_inbox(REF, 0, page_size=2), *shard_pages(REF, pull, page_size=2)):
+        cluster._create("config_map", "physics", body)
+    trials = shard_file(4).combinations
+    handed = [[trials[0], trials[1], trials[2]], [{"withdraw": trials[2].id}], [trials[2]], [trials[3]]]
+    for lines in handed:
+        backend.assign(REF, 0, [line if isinstance(line, dict) else {"trial": line.model_dump()} for line in lines])
+    channel = ConfigMapChannel(BASE, "physics", api_client=object())
+    channel.core = cluster  # type: ignore[assignment]
+    channel.publish([record(t.id) for t in trials])
+    (_, role, _) = payload_rbac(REF, 1, pages_per_shard=2, inboxes=True)
+    named = set(role["rules"][0]["resourceNames"])
+    held = {name for kind, name in cluster.objects if kind == "config_map"}
+    assert held <= named, f"pages the pod may not patch: {sorted(held - named)}"
+    pages = {
+        name: records_of(body["data"])[0] for (kind, name), body in cluster.objects.items() if kind == "config_map"
+    }
+    assert {name: [r.id for r in found] for name, found in pages.items() if found} == {
+        "s-shard-000-p0": [trials[0].id, trials[1].id],
+        "s-shard-000-p1": [trials[2].id, trials[3].id],
+    }

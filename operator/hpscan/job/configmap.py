@@ -42,8 +42,7 @@ INBOX_SUFFIX = "-in"
 TRIALS_KEY, STOPS_KEY, PROGRESS_KEY = "trials.jsonl", "stop.jsonl", "progress.jsonl"
 PAGE_SIZE_KEY = "pageSize.json"
 """The inbox's keys: trials.jsonl and stop.jsonl (the operator appends; hpscan.api.trials lines), progress.jsonl
-(the pod's newest per-epoch reports), pageSize.json (trials per record page: trial k's record goes to page
-k // pageSize, in the order the trials were handed out)."""
+(the pod's newest per-epoch reports), pageSize.json (trials per record page: trial_pages)."""
 PROGRESS_LINES = 200
 """Reports the inbox keeps (the newest): about 20 KiB. The operator reads them whenever they change; a report it
 missed only makes early stopping judge a trial a little later."""
@@ -190,6 +189,21 @@ def pulled_trials(data: Mapping[str, str] | None) -> list[Combination]:
     return out
 
 
+def trial_pages(trials: Sequence[Combination], page_size: int) -> dict[str, int]:
+    """The record page of each trial handed to a worker (``trials``: pulled_trials): its place among the distinct
+    trials it was handed, in hand-out order, // page_size. A trial handed to it again keeps its first place: a
+    worker never holds more distinct trials than the scan's budget, which the pods' Role counts its pages from."""
+    pages: dict[str, int] = {}
+    for trial in trials:
+        pages.setdefault(trial.id, len(pages) // page_size if page_size else 0)
+    return pages
+
+
+def trial_page_count(trials: Sequence[Combination], page_size: int) -> int:
+    """How many record pages a worker's trials fill (at least page 0, which the shard's Job comes with)."""
+    return max(trial_pages(trials, page_size).values(), default=0) + 1
+
+
 def inbox_assignment(data: Mapping[str, str] | None) -> Assignment:
     """What an inbox says its worker was handed (the operator rebuilds its search from these)."""
     assignment = Assignment()
@@ -298,9 +312,8 @@ class ConfigMapChannel:
         if not pages.shard_file.pull:
             return pages.records
         self.inbox()
-        held = -(-len(self._pulled) // self._page_size) if self._page_size else 1
         records = list(pages.records)
-        for page in range(1, held):
+        for page in range(1, trial_page_count(self._pulled, self._page_size)):
             records += records_of(self._read_page(page))[0]
         return records
 
@@ -341,10 +354,7 @@ class ConfigMapChannel:
         )
 
     def _page_of_pulled(self, trial_id: str) -> int | None:
-        for index, trial in enumerate(self._pulled):
-            if trial.id == trial_id:
-                return index // self._page_size if self._page_size else 0
-        return None
+        return trial_pages(self._pulled, self._page_size).get(trial_id)
 
     def publish(self, records: list[ResultRecord]) -> None:
         """Patch new records, and those a failed patch left, into their pages. A transient failure keeps them for

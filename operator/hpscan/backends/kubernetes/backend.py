@@ -52,6 +52,7 @@ from hpscan.job.configmap import (
     json_lines,
     pulled_trials,
     records_of,
+    trial_page_count,
 )
 
 SUBMIT_THREADS = 32
@@ -189,9 +190,9 @@ class KubernetesBackend(Backend):
         name, held = self._inbox(scan, shard)
         text = held[TRIALS_KEY] + "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         size = self._page_sizes.get((scan.namespace, name)) or 1
-        before = -(-len(pulled_trials({TRIALS_KEY: held[TRIALS_KEY]})) // size)
-        after = -(-len(pulled_trials({TRIALS_KEY: text})) // size)
-        for page in range(max(before, 1), after):
+        before = trial_page_count(pulled_trials({TRIALS_KEY: held[TRIALS_KEY]}), size)
+        after = trial_page_count(pulled_trials({TRIALS_KEY: text}), size)
+        for page in range(before, after):
             self._create(self.core.create_namespaced_config_map, scan.namespace, pull_page(scan, shard, page))
         self.core.patch_namespaced_config_map(name, scan.namespace, {"data": {TRIALS_KEY: text}})
         held[TRIALS_KEY] = text

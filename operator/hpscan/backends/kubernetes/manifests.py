@@ -205,7 +205,7 @@ def pull_inbox(scan: ScanRef, shard: int, page_size: int) -> dict[str, Any]:
 
 
 def pull_page(scan: ScanRef, shard: int, page: int) -> dict[str, Any]:
-    """A record page of a pulling worker beyond its first: the records of trials page*size .. in hand-out order."""
+    """A record page of a pulling worker beyond its first: the records of the trials trial_pages puts on it."""
     metadata = _metadata(scan, page_name(shard_pages_name(scan.name, shard), page), "shard", shard)
     metadata["labels"][LABEL_PAGE] = str(page)
     data = {PAGE_KEY: compact({"page": page, "pulled": True, "combinations": []})}
