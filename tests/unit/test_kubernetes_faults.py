@@ -6,6 +6,7 @@ pods' Role names."""
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,7 @@ from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.kubernetes import KubernetesBackend, shard_pages
 from hpscan.core.planning import plan
 from hpscan.errors import HPScanError
-from hpscan.job.configmap import ConfigMapChannel, records_of
+from hpscan.job.configmap import ConfigMapChannel, page_name, record_patch, records_of
 from hpscan.job.runner import run_shard
 
 REF = ScanRef(name="s", namespace="physics", uid="u-s")
@@ -273,3 +274,51 @@ def test_a_trial_handed_again_to_a_worker_keeps_every_page_within_those_the_role
         "s-shard-000-p0": [trials[0].id, trials[1].id],
         "s-shard-000-p1": [trials[2].id, trials[3].id],
     }
+
+
+# 8. a shard moved back to a Kubernetes site trains only what is left ------------------------------------------------
+
+
+def pod_view(cluster: Cluster, shard: int = 0) -> Any:
+    """What a shard's pod reads at start: its pages, through the API."""
+    from hpscan.job.configmap import join_pages
+
+    base = f"s-shard-{shard:03d}"
+    return join_pages(lambda k: cluster.objects.get(("config_map", page_name(base, k)), {}).get("data"))
+
+
+def test_a_shard_moved_back_to_a_kubernetes_site_is_handed_only_what_no_site_recorded():
+    """The shard ran here first (c0 recorded in its page), moved to another site (c1 and c2 recorded there), and
+    comes back: its pages exist, and now list only c3, keeping the record they hold."""
+    spec = spec_of(sites=[{"name": "k8s", "kubernetes": {}}])
+    planned = plan("s", spec)
+    full = planned.shard_file(0)
+    cluster = Cluster()
+    backend = cluster.backend()
+    backend.submit(REF, spec, [ShardLaunch(full, spec.sites[0])])
+    first = full.combinations[0]
+    cluster._patch("config_map", "s-shard-000-p0", "physics", {"data": record_patch([record(first.id)])["data"]})
+    left = full.model_copy(update={"combinations": full.combinations[3:]})  # engine.remaining_shard_file
+    backend.submit(REF, spec, [ShardLaunch(left, spec.sites[0], moves=2)])
+    view = pod_view(cluster)
+    assert view.shard_file == left  # the pod trains c3 only
+    assert [r.id for r in view.records] == [first.id]  # what was recorded here stays
+    assert [job["metadata"]["name"] for job in cluster.of_kind("job")] == ["s-shard-000", "s-shard-000-m2"]
+
+
+def test_pages_that_exist_list_what_is_left_each_within_its_room_keeping_every_record():
+    """Page size 2: page 0 holds the records of c0 and c1, page 1 that of c2. Left to train: c3 (listed on page 1),
+    and c4 and c5, never listed here (a site that lost what it recorded): c3 stays, the others go to a new page."""
+    from hpscan.job.configmap import PAGE_KEY, split_shard_file
+
+    combos = shard_file(6).combinations
+    held = dict(enumerate(split_shard_file(shard_file(4), 2)))
+    held[0] |= record_patch([record(combos[0].id), record(combos[1].id)])["data"]
+    held[1] |= record_patch([record(combos[2].id)])["data"]
+    left = shard_file(6).model_copy(update={"combinations": combos[3:]})
+    pages = split_shard_file(left, 2, held)
+    listed = [[c["id"] for c in json.loads(page[PAGE_KEY])["combinations"]] for page in pages]
+    assert listed == [[], [combos[3].id], [combos[4].id, combos[5].id]]
+    assert all(json.loads(page[PAGE_KEY])["pages"] == 3 for page in pages)
+    assert split_shard_file(left, 2, {}) == split_shard_file(left, 2)  # no pages yet: plain pages
+    assert [len(json.loads(p[PAGE_KEY])["combinations"]) for p in split_shard_file(shard_file(5), 2)] == [2, 2, 1]

@@ -20,6 +20,7 @@ pod reads its pages once at start anyway for what earlier attempts recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -90,26 +91,54 @@ def transient(error: Exception) -> bool:
     return isinstance(error, HTTPError | OSError)
 
 
-def split_shard_file(shard_file: ShardFile, page_size: int) -> list[dict[str, str]]:
-    """The data of each page of a shard: ``page_size`` combinations a page, in shard order, at least one page;
-    page 0 also carries the header (the shard file without combinations)."""
+def split_shard_file(
+    shard_file: ShardFile, page_size: int, held: Mapping[int, Mapping[str, str]] | None = None
+) -> list[dict[str, str]]:
+    """The data of each page of a shard (its PAGE_KEY, and page 0's SHARD_KEY: the header, the shard file without
+    combinations): ``page_size`` combinations a page, in shard order, at least one page.
+
+    ``held``: the data of the shard's pages that exist already, by page (an earlier attempt's, or those of a shard
+    moved back here). Their records stay where they are and the pages list only ``shard_file``'s combinations
+    (what is left to train), each page at most ``page_size`` entries, records and listed combinations together
+    (the room page_layout sizes a page for): a combination stays on the page that holds its record or lists it,
+    the others fill free room in page order, then new pages. The count never shrinks: no page with records is
+    left out."""
     if page_size < 1:
         raise ValueError(f"a page must hold at least one combination (page_size={page_size})")
-    combinations = shard_file.combinations
-    count = max(1, -(-len(combinations) // page_size))
+    held = held or {}
+    taken: list[set[str]] = [set() for _ in range(max(held, default=-1) + 1)]  # ids with a place on each page
+    home: dict[str, int] = {}  # where a combination is listed now, or recorded
+    for page, data in held.items():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            home.update((str(c["id"]), page) for c in json.loads(data[PAGE_KEY])["combinations"])
+        recorded = {key for key in data if key not in RESERVED_KEYS}
+        home.update(dict.fromkeys(recorded, page))
+        taken[page] = recorded
+    listed: list[list[Combination]] = [[] for _ in taken]
+    others, free = [], 0
+    for combination in shard_file.combinations:
+        at = home.get(combination.id)
+        if at is not None and (combination.id in taken[at] or len(taken[at]) < page_size):
+            listed[at].append(combination)
+            taken[at].add(combination.id)
+        else:
+            others.append(combination)
+    for combination in others:
+        while free < len(taken) and len(taken[free]) >= page_size:
+            free += 1  # pages only fill: one full now stays full
+        if free == len(taken):
+            taken.append(set())
+            listed.append([])
+        listed[free].append(combination)
+        taken[free].add(combination.id)
+    listed = listed or [[]]
     pages = [
         {
             PAGE_KEY: compact(
-                {
-                    "page": page,
-                    "pages": count,
-                    "combinations": [
-                        c.model_dump(mode="json") for c in combinations[page * page_size : (page + 1) * page_size]
-                    ],
-                }
+                {"page": page, "pages": len(listed), "combinations": [c.model_dump(mode="json") for c in cs]}
             )
         }
-        for page in range(count)
+        for page, cs in enumerate(listed)
     ]
     header = shard_file.model_copy(update={"combinations": []})
     pages[0][SHARD_KEY] = header.model_dump_json(by_alias=True, exclude_none=True)

@@ -16,6 +16,7 @@ from hpscan.api.status import ACTIVE_PHASES, ShardStatus
 from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
+    LABEL_PAGE,
     LABEL_ROLE,
     LABEL_SCAN,
     LABEL_SHARD,
@@ -214,6 +215,13 @@ class KubernetesBackend(Backend):
             cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
         return cached
 
+    def _pages_now(self, scan: ScanRef, shard: int) -> dict[int, dict[str, Any]]:
+        """A shard's record pages by number, as the API server holds them now (one LIST, past the watch cache)."""
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard,{LABEL_SHARD}={shard}"
+        listed = self.core.list_namespaced_config_map(scan.namespace, label_selector=selector).items
+        pages = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        return {int(cm["metadata"]["labels"][LABEL_PAGE]): cm for cm in pages if LABEL_PAGE in cm["metadata"]["labels"]}
+
     def _inbox_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
         return [cm for cm in self._shard_configmaps(scan) if cm["metadata"]["name"].endswith(INBOX_SUFFIX)]
 
@@ -255,12 +263,24 @@ class KubernetesBackend(Backend):
     def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int) -> None:
         shard = launch.shard_file.shard
         # The pages before the Job, as its pod reads them at start; page 0, which announces the others, last, so an
-        # operator stopped halfway leaves no page 0 that names a missing page. Existing pages (an earlier attempt's,
-        # or a shard moved back here) are kept with their records; the pod reads the layout from them.
+        # operator stopped halfway leaves no page 0 that names a missing page.
         if launch.shard_file.pull:  # the inbox before page 0: the pod finds both when it starts
             self._create(self.core.create_namespaced_config_map, scan.namespace, pull_inbox(scan, shard, page_size))
-        for page in reversed(shard_pages(scan, launch.shard_file, page_size)):
+        pages_created = [
             self._create(self.core.create_namespaced_config_map, scan.namespace, page)
+            for page in reversed(shard_pages(scan, launch.shard_file, page_size))
+        ]
+        if not all(pages_created) and not launch.shard_file.pull:
+            # Pages of an earlier attempt, or of a shard moved back here: they keep their records and now list only
+            # what is left to train (launch.shard_file), or the pod would train again what another site recorded.
+            held = {page: cm.get("data") or {} for page, cm in self._pages_now(scan, shard).items()}
+            for page in reversed(shard_pages(scan, launch.shard_file, page_size, held)):
+                number = int(page["metadata"]["labels"][LABEL_PAGE])
+                if number in held:
+                    name = page["metadata"]["name"]
+                    self.core.patch_namespaced_config_map(name, scan.namespace, {"data": page["data"]})
+                else:
+                    self._create(self.core.create_namespaced_config_map, scan.namespace, page)
         manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended

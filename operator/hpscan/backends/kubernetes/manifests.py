@@ -234,12 +234,15 @@ def _metadata(scan: ScanRef, name: str, role: str, shard: int | None = None) -> 
     return {"name": name, "namespace": scan.namespace, "labels": labels, "ownerReferences": [owner_reference(scan)]}
 
 
-def shard_pages(scan: ScanRef, shard_file: ShardFile, page_size: int) -> list[dict[str, Any]]:
+def shard_pages(
+    scan: ScanRef, shard_file: ShardFile, page_size: int, held: Mapping[int, Mapping[str, str]] | None = None
+) -> list[dict[str, Any]]:
     """The record pages of a shard: ConfigMaps that deliver its shard file to the pod, ``page_size`` combinations
-    each, and receive its records (one key per id, in the page of its combination)."""
+    each, and receive its records (one key per id, in the page of its combination). ``held``: the data of pages
+    that exist already (split_shard_file): the new pages' data is then what to patch into them."""
     base = shard_pages_name(scan.name, shard_file.shard)
     pages = []
-    for page, data in enumerate(split_shard_file(shard_file, page_size)):
+    for page, data in enumerate(split_shard_file(shard_file, page_size, held)):
         metadata = _metadata(scan, page_name(base, page), "shard", shard_file.shard)
         metadata["labels"][LABEL_PAGE] = str(page)
         pages.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
