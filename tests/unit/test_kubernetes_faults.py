@@ -322,3 +322,96 @@ def test_pages_that_exist_list_what_is_left_each_within_its_room_keeping_every_r
     assert all(json.loads(page[PAGE_KEY])["pages"] == 3 for page in pages)
     assert split_shard_file(left, 2, {}) == split_shard_file(left, 2)  # no pages yet: plain pages
     assert [len(json.loads(p[PAGE_KEY])["combinations"]) for p in split_shard_file(shard_file(5), 2)] == [2, 2, 1]
+
+
+# 4. a Job seen Complete before its last page reaches the watch cache -----------------------------------------------
+
+
+class LaggingCache:
+    """The operator's watch indexes, where the pages' lag the Jobs': ``pages`` is a copy taken a moment ago."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.pages = self.snapshot()
+
+    def snapshot(self) -> list[dict]:
+        return copy.deepcopy(self.cluster.of_kind("config_map"))
+
+    def jobs(self, namespace: str, scan: str) -> list[dict]:
+        return copy.deepcopy(self.cluster.of_kind("job"))
+
+    def configmaps(self, namespace: str, scan: str) -> list[dict]:
+        return copy.deepcopy(self.pages)
+
+
+def finish(cluster: Cluster, shard: int, records: list[ResultRecord], complete: bool = True) -> None:
+    """The shard's pod patches its records into its page, and (``complete``) its Job completes."""
+    page = f"s-shard-{shard:03d}-p0"
+    cluster._patch("config_map", page, "physics", {"data": record_patch(records)["data"]})
+    if not complete:
+        return
+    complete = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    cluster._patch("job", f"s-shard-{shard:03d}", "physics", {"status": complete})
+
+
+def one_step(backend: KubernetesBackend, agg: Any) -> dict[int, Any]:
+    """What the engine does each step with a backend: poll, then fold the records it hands over."""
+    from hpscan.core.summary import shard_statuses
+
+    states = backend.poll(REF)
+    for found in backend.fetch_records(REF):
+        agg.add(found)
+    return {s.index: s for s in shard_statuses(agg.plan, agg, states)}
+
+
+def records_of_shard(planned: Any, shard: int) -> list[ResultRecord]:
+    return [
+        ResultRecord(id=c.id, shard=shard, parameters=c.parameters, metrics={"val_loss": 0.5}, status="succeeded")
+        for c in planned.shard_file(shard).combinations
+    ]
+
+
+def test_a_job_seen_complete_before_its_last_records_reach_the_page_cache_keeps_them():
+    from hpscan.core.results import Aggregate
+
+    spec = spec_of()
+    planned = plan("s", spec)
+    cluster = Cluster()
+    cache = LaggingCache(cluster)
+    backend = cluster.backend(cache)
+    backend.submit(REF, spec, [ShardLaunch(planned.shard_file(i), None) for i in (0, 1)])
+    agg = Aggregate(planned)
+    done = records_of_shard(planned, 0)
+    finish(cluster, 0, done[:3], complete=False)
+    cache.pages = cache.snapshot()
+    one_step(backend, agg)
+    assert agg.shard_done[0] == 3  # of 4
+    finish(cluster, 0, done[3:])  # the last patch, then the Job completes: the Jobs' cache sees it first
+    states = one_step(backend, agg)
+    assert (states[0].phase, states[0].reason, agg.shard_done[0]) == ("Succeeded", None, 4)
+    requests = len(cluster.requests)
+    one_step(backend, agg)
+    assert len(cluster.requests) == requests  # confirmed once: later steps ask the API server nothing
+
+    finish(cluster, 1, records_of_shard(planned, 1)[:2])  # a payload that left two combinations unrecorded
+    states = one_step(backend, agg)
+    assert (states[1].phase, states[1].reason) == ("Failed", "RecordsMissing")  # read from the API: missing
+
+
+def test_what_a_shards_pages_and_inbox_hand_out_without_a_record():
+    from hpscan.backends.kubernetes.manifests import pull_inbox
+    from hpscan.job.configmap import unrecorded
+
+    (page,) = shard_pages(REF, shard_file(3), page_size=5)
+    assert unrecorded([page["data"] | record_patch([record("c0001-00000001")])["data"]]) == {
+        "c0000-00000000",
+        "c0002-00000002",
+    }
+    inbox = pull_inbox(REF, 0, page_size=2)["data"]
+    inbox["trials.jsonl"] = (
+        '{"trial":{"id":"c0007-aa","parameters":{"x":7}}}\n{"trial":{"id":"c0008-bb","parameters":{"x":8}}}\n'
+        '{"withdraw":"c0008-bb"}\n'
+    )
+    (pulled,) = shard_pages(REF, shard_file(0, pull=True), page_size=2)
+    assert unrecorded([inbox, pulled["data"]]) == {"c0007-aa"}  # a withdrawn trial is not the worker's to record
+    assert unrecorded([inbox, pulled["data"] | record_patch([record("c0007-aa")])["data"]]) == set()

@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,19 @@ def inbox_assignment(data: Mapping[str, str] | None) -> Assignment:
     assignment = Assignment()
     assignment.fold(json_lines((data or {}).get(TRIALS_KEY)))
     return assignment
+
+
+def unrecorded(shard_configmaps: Iterable[Mapping[str, str]]) -> set[str]:
+    """The ids a shard's pages and inbox (their data) hand out, listed on a page or handed to its worker and not
+    withdrawn, that none of its pages holds a record of."""
+    handed: set[str] = set()
+    recorded: set[str] = set()
+    for data in shard_configmaps:
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # an inbox, or a page that cannot be read
+            handed.update(str(c["id"]) for c in json.loads(data[PAGE_KEY])["combinations"])
+        handed.update(inbox_assignment(data).trials)
+        recorded.update(key for key in data if key not in RESERVED_KEYS)
+    return handed - recorded
 
 
 def records_of(data: Mapping[str, str] | None) -> tuple[list[ResultRecord], int]:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Protocol
 from hpscan.api.contract import ResultRecord
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ACTIVE_PHASES, ShardStatus
+from hpscan.api.status import ACTIVE_PHASES, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
@@ -54,6 +54,7 @@ from hpscan.job.configmap import (
     pulled_trials,
     records_of,
     trial_page_count,
+    unrecorded,
 )
 
 SUBMIT_THREADS = 32
@@ -144,6 +145,9 @@ class KubernetesBackend(Backend):
         (the watch cache may not show the last patch yet). Read from the API server once after a restart."""
         self._progress_seen: dict[tuple[str, str], str] = {}  # (namespace, inbox) -> resourceVersion last read
         self._page_sizes: dict[tuple[str, str], int] = {}
+        self._checked: set[tuple[str, str]] = set()  # (namespace, Job) Complete, whose records were looked for
+        self._fresh: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        """(namespace, scan) -> pages read from the API server past the watch cache, for the next fetch_records."""
         self._bound: set[tuple[str, str, str]] = set()  # (namespace, scan, site account) bound to the scan's Role
 
     @staticmethod
@@ -206,14 +210,35 @@ class KubernetesBackend(Backend):
         held[STOPS_KEY] = text
 
     def _shard_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
-        """The scan's record pages and inboxes: from the watch cache in the operator, else one LIST."""
+        """The scan's record pages and inboxes: from the watch cache in the operator, else one LIST; pages read from
+        the API server since the last fetch_records (_confirm_records) in place of the cache's copies."""
         cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
         if cached is None:
             listed = self.core.list_namespaced_config_map(
                 scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
             ).items
             cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        if fresh := {cm["metadata"]["name"]: cm for cm in self._fresh.get((scan.namespace, scan.name), [])}:
+            cached = [cm for cm in cached if cm["metadata"]["name"] not in fresh] + list(fresh.values())
         return cached
+
+    def _confirm_records(self, scan: ScanRef, states: dict[int, ShardStatus]) -> None:
+        """A Job the watch cache shows Complete while its pages there lack records of what they hand out: its last
+        page patches may not have reached the cache yet (two watches, no order between them). Its pages are read
+        once from the API server, and the next fetch_records hands over what they hold: only records missing there
+        too make the shard RecordsMissing (for a scan's last shard, a terminal phase: it is never looked at again)."""
+        cached: list[dict[str, Any]] | None = None
+        for index, state in sorted(states.items()):
+            key = (scan.namespace, state.job or "")
+            if state.phase != ShardPhase.SUCCEEDED or key in self._checked:
+                continue
+            cached = self._shard_configmaps(scan) if cached is None else cached
+            mine = [cm for cm in cached if (cm["metadata"].get("labels") or {}).get(LABEL_SHARD) == str(index)]
+            # A worker's inbox as this operator wrote it, when it did: the cache may lag that too.
+            held = [self._inboxes.get((scan.namespace, cm["metadata"]["name"])) or cm.get("data") or {} for cm in mine]
+            if unrecorded(held):
+                self._fresh.setdefault((scan.namespace, scan.name), []).extend(self._pages_now(scan, index).values())
+            self._checked.add(key)
 
     def _pages_now(self, scan: ScanRef, shard: int) -> dict[int, dict[str, Any]]:
         """A shard's record pages by number, as the API server holds them now (one LIST, past the watch cache)."""
@@ -355,6 +380,8 @@ class KubernetesBackend(Backend):
             held = states.get(state.index)
             if held is None or held.moves < state.moves:  # a moved shard's newest Job speaks for it
                 states[state.index] = state
+        if self.cache is not None:  # without one the pages are listed after the Jobs: they cannot lag
+            self._confirm_records(scan, states)
         return states
 
     @_api_errors
@@ -363,6 +390,7 @@ class KubernetesBackend(Backend):
         a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
         operator, else one LIST. A page is parsed again only when its resourceVersion changed."""
         cached = self._shard_configmaps(scan)
+        self._fresh.pop((scan.namespace, scan.name), None)  # handed over now; the cache catches up meanwhile
         records: list[ResultRecord] = []
         for configmap in cached:
             key = (scan.namespace, configmap["metadata"]["name"])
