@@ -100,6 +100,23 @@ def test_payload_rbac_names_only_the_scans_record_pages():
     assert binding["subjects"][0]["name"] == account["metadata"]["name"]
 
 
+def test_a_site_account_that_replaces_the_scans_in_the_pod_is_bound_to_the_scans_role_alone():
+    from hpscan.backends.kubernetes.manifests import site_account, site_account_binding
+
+    site = GPU_SITE.model_copy(
+        update={"kubernetes": GPU_SITE.kubernetes.model_copy(update={"service_account_name": "gpu-runner"})}
+    )
+    pod = job_manifest(REF, SCAN.spec, 0, site)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == site_account(site) == "gpu-runner" and site_account(GPU_SITE) is None
+    _, role, _ = payload_rbac(REF, 10)
+    binding = site_account_binding(REF, "gpu-runner")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpu-runner", "namespace": "physics"}]
+    assert binding["metadata"]["ownerReferences"][0]["uid"] == "1234"  # it goes with the scan
+    names = {site_account_binding(REF, f"{'a' * 250}-{i}")["metadata"]["name"] for i in range(3)}
+    assert len(names) == 3 and all(len(n) <= 63 for n in names)
+
+
 def test_long_scan_names_leave_room_for_the_page_suffix():
     long = "a" * 60
     names = {page_name(shard_pages_name(long, i), 999_999) for i in range(10)}

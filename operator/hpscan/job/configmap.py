@@ -20,16 +20,19 @@ pod reads its pages once at start anyway for what earlier attempts recorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import Combination, ResultRecord, ShardFile, parse_record
 from hpscan.api.trials import Assignment, Progress
+from hpscan.errors import HPScanError
 
 SHARD_KEY = "shard.json"
 """Page 0's key holding the shard file without its combinations (the header: scan, objective, settings, ...)."""
@@ -40,8 +43,7 @@ INBOX_SUFFIX = "-in"
 TRIALS_KEY, STOPS_KEY, PROGRESS_KEY = "trials.jsonl", "stop.jsonl", "progress.jsonl"
 PAGE_SIZE_KEY = "pageSize.json"
 """The inbox's keys: trials.jsonl and stop.jsonl (the operator appends; hpscan.api.trials lines), progress.jsonl
-(the pod's newest per-epoch reports), pageSize.json (trials per record page: trial k's record goes to page
-k // pageSize, in the order the trials were handed out)."""
+(the pod's newest per-epoch reports), pageSize.json (trials per record page: trial_pages)."""
 PROGRESS_LINES = 200
 """Reports the inbox keeps (the newest): about 20 KiB. The operator reads them whenever they change; a report it
 missed only makes early stopping judge a trial a little later."""
@@ -52,6 +54,11 @@ RECORD_ROOM = 512
 """Bytes a record may take in its page beyond its combination's id and parameters (stored size, see
 stored_size): metrics, status, times, device and an error of some 300 characters (DL1 records take 420 bytes
 in all, their parameters included)."""
+
+RETRY_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+"""After a failed patch the records wait this long before they are sent again, doubling up to the most."""
+GIVE_UP_SECONDS = 600.0
+"""How long the pages may refuse every patch before the shard runner gives the attempt up (the Job retries it)."""
 
 CONFIGMAP_ENV = "HPSCAN_CONFIGMAP"
 NAMESPACE_ENV = "HPSCAN_NAMESPACE"
@@ -73,26 +80,65 @@ def page_name(base: str, page: int) -> str:
     return f"{base}-p{page}"
 
 
-def split_shard_file(shard_file: ShardFile, page_size: int) -> list[dict[str, str]]:
-    """The data of each page of a shard: ``page_size`` combinations a page, in shard order, at least one page;
-    page 0 also carries the header (the shard file without combinations)."""
+def transient(error: Exception) -> bool:
+    """Whether a request that failed so may succeed when sent again: the API server overloaded (429), failing
+    (5xx), or not reached (a timeout, a lost connection)."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(error, ApiException):
+        return not error.status or error.status in (408, 429) or error.status >= 500
+    return isinstance(error, HTTPError | OSError)
+
+
+def split_shard_file(
+    shard_file: ShardFile, page_size: int, held: Mapping[int, Mapping[str, str]] | None = None
+) -> list[dict[str, str]]:
+    """The data of each page of a shard (its PAGE_KEY, and page 0's SHARD_KEY: the header, the shard file without
+    combinations): ``page_size`` combinations a page, in shard order, at least one page.
+
+    ``held``: the data of the shard's pages that exist already, by page (an earlier attempt's, or those of a shard
+    moved back here). Their records stay where they are and the pages list only ``shard_file``'s combinations
+    (what is left to train), each page at most ``page_size`` entries, records and listed combinations together
+    (the room page_layout sizes a page for): a combination stays on the page that holds its record or lists it,
+    the others fill free room in page order, then new pages. The count never shrinks: no page with records is
+    left out."""
     if page_size < 1:
         raise ValueError(f"a page must hold at least one combination (page_size={page_size})")
-    combinations = shard_file.combinations
-    count = max(1, -(-len(combinations) // page_size))
+    held = held or {}
+    taken: list[set[str]] = [set() for _ in range(max(held, default=-1) + 1)]  # ids with a place on each page
+    home: dict[str, int] = {}  # where a combination is listed now, or recorded
+    for page, data in held.items():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            home.update((str(c["id"]), page) for c in json.loads(data[PAGE_KEY])["combinations"])
+        recorded = {key for key in data if key not in RESERVED_KEYS}
+        home.update(dict.fromkeys(recorded, page))
+        taken[page] = recorded
+    listed: list[list[Combination]] = [[] for _ in taken]
+    others, free = [], 0
+    for combination in shard_file.combinations:
+        at = home.get(combination.id)
+        if at is not None and (combination.id in taken[at] or len(taken[at]) < page_size):
+            listed[at].append(combination)
+            taken[at].add(combination.id)
+        else:
+            others.append(combination)
+    for combination in others:
+        while free < len(taken) and len(taken[free]) >= page_size:
+            free += 1  # pages only fill: one full now stays full
+        if free == len(taken):
+            taken.append(set())
+            listed.append([])
+        listed[free].append(combination)
+        taken[free].add(combination.id)
+    listed = listed or [[]]
     pages = [
         {
             PAGE_KEY: compact(
-                {
-                    "page": page,
-                    "pages": count,
-                    "combinations": [
-                        c.model_dump(mode="json") for c in combinations[page * page_size : (page + 1) * page_size]
-                    ],
-                }
+                {"page": page, "pages": len(listed), "combinations": [c.model_dump(mode="json") for c in cs]}
             )
         }
-        for page in range(count)
+        for page, cs in enumerate(listed)
     ]
     header = shard_file.model_copy(update={"combinations": []})
     pages[0][SHARD_KEY] = header.model_dump_json(by_alias=True, exclude_none=True)
@@ -172,11 +218,39 @@ def pulled_trials(data: Mapping[str, str] | None) -> list[Combination]:
     return out
 
 
+def trial_pages(trials: Sequence[Combination], page_size: int) -> dict[str, int]:
+    """The record page of each trial handed to a worker (``trials``: pulled_trials): its place among the distinct
+    trials it was handed, in hand-out order, // page_size. A trial handed to it again keeps its first place: a
+    worker never holds more distinct trials than the scan's budget, which the pods' Role counts its pages from."""
+    pages: dict[str, int] = {}
+    for trial in trials:
+        pages.setdefault(trial.id, len(pages) // page_size if page_size else 0)
+    return pages
+
+
+def trial_page_count(trials: Sequence[Combination], page_size: int) -> int:
+    """How many record pages a worker's trials fill (at least page 0, which the shard's Job comes with)."""
+    return max(trial_pages(trials, page_size).values(), default=0) + 1
+
+
 def inbox_assignment(data: Mapping[str, str] | None) -> Assignment:
     """What an inbox says its worker was handed (the operator rebuilds its search from these)."""
     assignment = Assignment()
     assignment.fold(json_lines((data or {}).get(TRIALS_KEY)))
     return assignment
+
+
+def unrecorded(shard_configmaps: Iterable[Mapping[str, str]]) -> set[str]:
+    """The ids a shard's pages and inbox (their data) hand out, listed on a page or handed to its worker and not
+    withdrawn, that none of its pages holds a record of."""
+    handed: set[str] = set()
+    recorded: set[str] = set()
+    for data in shard_configmaps:
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # an inbox, or a page that cannot be read
+            handed.update(str(c["id"]) for c in json.loads(data[PAGE_KEY])["combinations"])
+        handed.update(inbox_assignment(data).trials)
+        recorded.update(key for key in data if key not in RESERVED_KEYS)
+    return handed - recorded
 
 
 def records_of(data: Mapping[str, str] | None) -> tuple[list[ResultRecord], int]:
@@ -235,7 +309,14 @@ def fit_record(record: ResultRecord, limit: int, objective_metric: str) -> Resul
 class ConfigMapChannel:
     """A LiveChannel that merge-patches each record into the page of the shard that holds its combination."""
 
-    def __init__(self, configmap: str, namespace: str, api_client: Any = None) -> None:
+    def __init__(
+        self,
+        configmap: str,
+        namespace: str,
+        api_client: Any = None,
+        retry_seconds: float = RETRY_SECONDS,
+        give_up_seconds: float = GIVE_UP_SECONDS,
+    ) -> None:
         from kubernetes import client, config
 
         if api_client is None:
@@ -247,6 +328,11 @@ class ConfigMapChannel:
         self._pulled: list[Combination] = []  # a pulling worker's trials, in hand-out order
         self._page_size = 0
         self._reports: list[dict] = []
+        self.unsent: dict[str, ResultRecord] = {}  # records a failed patch left, by id: sent with the next publish
+        self._retry_seconds, self._give_up_seconds = retry_seconds, give_up_seconds
+        self._delay = retry_seconds
+        self._retry_at = 0.0
+        self._failing_since: float | None = None
 
     def _read_page(self, page: int) -> Mapping[str, str] | None:
         return self._read_page_named(page_name(self.configmap, page))
@@ -268,9 +354,8 @@ class ConfigMapChannel:
         if not pages.shard_file.pull:
             return pages.records
         self.inbox()
-        held = -(-len(self._pulled) // self._page_size) if self._page_size else 1
         records = list(pages.records)
-        for page in range(1, held):
+        for page in range(1, trial_page_count(self._pulled, self._page_size)):
             records += records_of(self._read_page(page))[0]
         return records
 
@@ -311,29 +396,77 @@ class ConfigMapChannel:
         )
 
     def _page_of_pulled(self, trial_id: str) -> int | None:
-        for index, trial in enumerate(self._pulled):
-            if trial.id == trial_id:
-                return index // self._page_size if self._page_size else 0
-        return None
+        return trial_pages(self._pulled, self._page_size).get(trial_id)
 
     def publish(self, records: list[ResultRecord]) -> None:
+        """Patch new records, and those a failed patch left, into their pages. A transient failure keeps them for
+        the next call (the runner calls every poll); one that lasts GIVE_UP_SECONDS, or a refusal that retrying
+        will not mend (403, 404), raises HPScanError: the attempt ends and the Job retries it."""
+        self.unsent.update((r.id, r) for r in records)
+        if self.unsent and time.monotonic() >= self._retry_at:
+            self._send_unsent()
+
+    def flush(self) -> None:
+        """Send what is unsent, waiting between tries (the payload has ended: its last records must not be lost);
+        raises HPScanError as publish does."""
+        while self.unsent:
+            time.sleep(max(0.0, self._retry_at - time.monotonic()))
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        held, name = len(self.unsent), inbox_name(self.configmap)
+        try:
+            for page, fitted in sorted(self._by_page(list(self.unsent.values())).items()):
+                name = page_name(self.configmap, page)
+                self.core.patch_namespaced_config_map(name, self.namespace, record_patch(fitted))
+                for record in fitted:
+                    self.unsent.pop(record.id, None)
+        except (ApiException, HTTPError, OSError, ValueError) as error:  # ValueError: the inbox is missing
+            self._failed(name, held, error)
+            return
+        self._failing_since, self._delay = None, self._retry_seconds
+
+    def _failed(self, name: str, held: int, error: Exception) -> None:
+        now = time.monotonic()
+        self._failing_since = self._failing_since if self._failing_since is not None else now
+        what = f"could not publish {held} record(s) to {name} (they are in results.jsonl)"
+        failing = now - self._failing_since
+        if not transient(error):
+            raise HPScanError(f"{what}: {_said(error)}") from None
+        if failing >= self._give_up_seconds:
+            raise HPScanError(f"{what}: every try failed for {failing:.0f} s (last: {_said(error)})") from None
+        print(f"hpscan shard-run: {what}, trying again in {self._delay:g} s: {_said(error)}", file=sys.stderr)
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, RETRY_MAX_SECONDS)
+
+    def _by_page(self, records: list[ResultRecord]) -> dict[int, list[ResultRecord]]:
+        """Records as they go into their pages (fitted to their room), by page; a record of no combination of this
+        shard is dropped with a word (the operator would not fold it either)."""
         pages = self.pages()
-        by_page: dict[int, list[ResultRecord]] = {}
         if pages.shard_file.pull and any(self._page_of_pulled(r.id) is None for r in records):
             self.inbox()  # handed out since the bridge last looked
+        by_page: dict[int, list[ResultRecord]] = {}
         for record in records:
             page = pages.page_of.get(record.id)
             if page is None and pages.shard_file.pull:
                 page = self._page_of_pulled(record.id)
-            if page is None:  # not this shard's: the operator would not fold it either
+            if page is None:
                 print(f"hpscan shard-run: record {record.id!r} is not a combination of this shard: not published",
                       file=sys.stderr)  # fmt: skip
+                self.unsent.pop(record.id, None)
                 continue
             limit = record_limit(self._combinations[record.id])
-            fitted = fit_record(record, limit, pages.shard_file.objective.metric)
-            by_page.setdefault(page, []).append(fitted)
-        for page, held in sorted(by_page.items()):
-            self.core.patch_namespaced_config_map(page_name(self.configmap, page), self.namespace, record_patch(held))
+            by_page.setdefault(page, []).append(fit_record(record, limit, pages.shard_file.objective.metric))
+        return by_page
+
+
+def _said(error: Exception) -> str:
+    """An API error in one line: its status and reason (an ApiException's text holds its headers and body)."""
+    status = getattr(error, "status", None)
+    return f"{status} {getattr(error, 'reason', '')}".strip() if status else str(error) or type(error).__name__
 
 
 def open_channel(shard_file: Path) -> ConfigMapChannel:

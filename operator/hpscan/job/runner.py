@@ -49,7 +49,10 @@ class LiveChannel(Protocol):
         """Records earlier attempts of this shard published (a retried job starts from them)."""
         ...
 
-    def publish(self, records: list[ResultRecord]) -> None: ...
+    def publish(self, records: list[ResultRecord]) -> None:
+        """Send new records; called every poll, often with none (a channel that holds records it could not send
+        sends them then). An optional ``flush()`` is called once the payload ended: send what is held, or raise."""
+        ...
 
 
 class PullChannel(Protocol):
@@ -162,21 +165,29 @@ def run_shard(
     previous = signal.signal(signal.SIGTERM, forward)
     try:
 
-        def carry(records: list[ResultRecord]) -> None:
-            if records:
-                channel.publish(records)
-            if keep_models is not None:  # after publishing: a slow or broken store never delays a record
+        def carry(records: list[ResultRecord], last: bool = False) -> None:
+            channel.publish(records)
+            if last and (flush := getattr(channel, "flush", None)) is not None:
+                flush()  # what a failed send left: the job must not end well without it
+            if keep_models is not None and (records or last):  # after publishing: a slow store never delays a record
                 keep_models(records)
 
         while process.poll() is None:
-            if records := tail.read_new():
-                carry(records)
+            carry(tail.read_new())
             if bridge is not None:
                 bridge.carry()
             time.sleep(poll_seconds)
-        carry(tail.read_new())  # the last records, and a last try for models whose upload failed
+        carry(tail.read_new(), last=True)  # the last records, and a last try for models whose upload failed
         if bridge is not None:
             bridge.carry()  # the last epochs
         return process.returncode
+    except BaseException:  # the channel gave up (or the runner was interrupted): the payload does not outlive it
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -12,10 +12,11 @@ from typing import Any, ClassVar, Protocol
 from hpscan.api.contract import ResultRecord
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.status import ACTIVE_PHASES, ShardStatus
+from hpscan.api.status import ACTIVE_PHASES, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
+    LABEL_PAGE,
     LABEL_ROLE,
     LABEL_SCAN,
     LABEL_SHARD,
@@ -34,6 +35,8 @@ from hpscan.backends.kubernetes.manifests import (
     shard_pages,
     shard_pages_name,
     shard_state,
+    site_account,
+    site_account_binding,
     site_name,
 )
 from hpscan.core.brokering import ProbeOutcome
@@ -50,6 +53,8 @@ from hpscan.job.configmap import (
     json_lines,
     pulled_trials,
     records_of,
+    trial_page_count,
+    unrecorded,
 )
 
 SUBMIT_THREADS = 32
@@ -140,6 +145,10 @@ class KubernetesBackend(Backend):
         (the watch cache may not show the last patch yet). Read from the API server once after a restart."""
         self._progress_seen: dict[tuple[str, str], str] = {}  # (namespace, inbox) -> resourceVersion last read
         self._page_sizes: dict[tuple[str, str], int] = {}
+        self._checked: set[tuple[str, str]] = set()  # (namespace, Job) Complete, whose records were looked for
+        self._fresh: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        """(namespace, scan) -> pages read from the API server past the watch cache, for the next fetch_records."""
+        self._bound: set[tuple[str, str, str]] = set()  # (namespace, scan, site account) bound to the scan's Role
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -186,9 +195,9 @@ class KubernetesBackend(Backend):
         name, held = self._inbox(scan, shard)
         text = held[TRIALS_KEY] + "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         size = self._page_sizes.get((scan.namespace, name)) or 1
-        before = -(-len(pulled_trials({TRIALS_KEY: held[TRIALS_KEY]})) // size)
-        after = -(-len(pulled_trials({TRIALS_KEY: text})) // size)
-        for page in range(max(before, 1), after):
+        before = trial_page_count(pulled_trials({TRIALS_KEY: held[TRIALS_KEY]}), size)
+        after = trial_page_count(pulled_trials({TRIALS_KEY: text}), size)
+        for page in range(before, after):
             self._create(self.core.create_namespaced_config_map, scan.namespace, pull_page(scan, shard, page))
         self.core.patch_namespaced_config_map(name, scan.namespace, {"data": {TRIALS_KEY: text}})
         held[TRIALS_KEY] = text
@@ -201,14 +210,42 @@ class KubernetesBackend(Backend):
         held[STOPS_KEY] = text
 
     def _shard_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
-        """The scan's record pages and inboxes: from the watch cache in the operator, else one LIST."""
+        """The scan's record pages and inboxes: from the watch cache in the operator, else one LIST; pages read from
+        the API server since the last fetch_records (_confirm_records) in place of the cache's copies."""
         cached = self.cache.configmaps(scan.namespace, scan.name) if self.cache is not None else None
         if cached is None:
             listed = self.core.list_namespaced_config_map(
                 scan.namespace, label_selector=f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
             ).items
             cached = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        if fresh := {cm["metadata"]["name"]: cm for cm in self._fresh.get((scan.namespace, scan.name), [])}:
+            cached = [cm for cm in cached if cm["metadata"]["name"] not in fresh] + list(fresh.values())
         return cached
+
+    def _confirm_records(self, scan: ScanRef, states: dict[int, ShardStatus]) -> None:
+        """A Job the watch cache shows Complete while its pages there lack records of what they hand out: its last
+        page patches may not have reached the cache yet (two watches, no order between them). Its pages are read
+        once from the API server, and the next fetch_records hands over what they hold: only records missing there
+        too make the shard RecordsMissing (for a scan's last shard, a terminal phase: it is never looked at again)."""
+        cached: list[dict[str, Any]] | None = None
+        for index, state in sorted(states.items()):
+            key = (scan.namespace, state.job or "")
+            if state.phase != ShardPhase.SUCCEEDED or key in self._checked:
+                continue
+            cached = self._shard_configmaps(scan) if cached is None else cached
+            mine = [cm for cm in cached if (cm["metadata"].get("labels") or {}).get(LABEL_SHARD) == str(index)]
+            # A worker's inbox as this operator wrote it, when it did: the cache may lag that too.
+            held = [self._inboxes.get((scan.namespace, cm["metadata"]["name"])) or cm.get("data") or {} for cm in mine]
+            if unrecorded(held):
+                self._fresh.setdefault((scan.namespace, scan.name), []).extend(self._pages_now(scan, index).values())
+            self._checked.add(key)
+
+    def _pages_now(self, scan: ScanRef, shard: int) -> dict[int, dict[str, Any]]:
+        """A shard's record pages by number, as the API server holds them now (one LIST, past the watch cache)."""
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard,{LABEL_SHARD}={shard}"
+        listed = self.core.list_namespaced_config_map(scan.namespace, label_selector=selector).items
+        pages = [self.core.api_client.sanitize_for_serialization(cm) for cm in listed]
+        return {int(cm["metadata"]["labels"][LABEL_PAGE]): cm for cm in pages if LABEL_PAGE in cm["metadata"]["labels"]}
 
     def _inbox_configmaps(self, scan: ScanRef) -> list[dict[str, Any]]:
         return [cm for cm in self._shard_configmaps(scan) if cm["metadata"]["name"].endswith(INBOX_SUFFIX)]
@@ -240,18 +277,35 @@ class KubernetesBackend(Backend):
         if not launches:
             return
         page_size = page_layout(spec, launches[0].shard_file.shards).size
+        for account in sorted({a for launch in launches if (a := site_account(launch.site))}):
+            if (scan.namespace, scan.name, account) not in self._bound:  # before its pods ask for their pages
+                binding = site_account_binding(scan, account)
+                self._create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
+                self._bound.add((scan.namespace, scan.name, account))
         with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
             list(pool.map(lambda launch: self._submit_one(scan, spec, launch, page_size), launches))
 
     def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int) -> None:
         shard = launch.shard_file.shard
         # The pages before the Job, as its pod reads them at start; page 0, which announces the others, last, so an
-        # operator stopped halfway leaves no page 0 that names a missing page. Existing pages (an earlier attempt's,
-        # or a shard moved back here) are kept with their records; the pod reads the layout from them.
+        # operator stopped halfway leaves no page 0 that names a missing page.
         if launch.shard_file.pull:  # the inbox before page 0: the pod finds both when it starts
             self._create(self.core.create_namespaced_config_map, scan.namespace, pull_inbox(scan, shard, page_size))
-        for page in reversed(shard_pages(scan, launch.shard_file, page_size)):
+        pages_created = [
             self._create(self.core.create_namespaced_config_map, scan.namespace, page)
+            for page in reversed(shard_pages(scan, launch.shard_file, page_size))
+        ]
+        if not all(pages_created) and not launch.shard_file.pull:
+            # Pages of an earlier attempt, or of a shard moved back here: they keep their records and now list only
+            # what is left to train (launch.shard_file), or the pod would train again what another site recorded.
+            held = {page: cm.get("data") or {} for page, cm in self._pages_now(scan, shard).items()}
+            for page in reversed(shard_pages(scan, launch.shard_file, page_size, held)):
+                number = int(page["metadata"]["labels"][LABEL_PAGE])
+                if number in held:
+                    name = page["metadata"]["name"]
+                    self.core.patch_namespaced_config_map(name, scan.namespace, {"data": page["data"]})
+                else:
+                    self._create(self.core.create_namespaced_config_map, scan.namespace, page)
         manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended
@@ -326,6 +380,8 @@ class KubernetesBackend(Backend):
             held = states.get(state.index)
             if held is None or held.moves < state.moves:  # a moved shard's newest Job speaks for it
                 states[state.index] = state
+        if self.cache is not None:  # without one the pages are listed after the Jobs: they cannot lag
+            self._confirm_records(scan, states)
         return states
 
     @_api_errors
@@ -334,6 +390,7 @@ class KubernetesBackend(Backend):
         a restarted operator gets everything back; the aggregator folds repeats); from the watch cache in the
         operator, else one LIST. A page is parsed again only when its resourceVersion changed."""
         cached = self._shard_configmaps(scan)
+        self._fresh.pop((scan.namespace, scan.name), None)  # handed over now; the cache catches up meanwhile
         records: list[ResultRecord] = []
         for configmap in cached:
             key = (scan.namespace, configmap["metadata"]["name"])

@@ -205,7 +205,7 @@ def pull_inbox(scan: ScanRef, shard: int, page_size: int) -> dict[str, Any]:
 
 
 def pull_page(scan: ScanRef, shard: int, page: int) -> dict[str, Any]:
-    """A record page of a pulling worker beyond its first: the records of trials page*size .. in hand-out order."""
+    """A record page of a pulling worker beyond its first: the records of the trials trial_pages puts on it."""
     metadata = _metadata(scan, page_name(shard_pages_name(scan.name, shard), page), "shard", shard)
     metadata["labels"][LABEL_PAGE] = str(page)
     data = {PAGE_KEY: compact({"page": page, "pulled": True, "combinations": []})}
@@ -234,12 +234,15 @@ def _metadata(scan: ScanRef, name: str, role: str, shard: int | None = None) -> 
     return {"name": name, "namespace": scan.namespace, "labels": labels, "ownerReferences": [owner_reference(scan)]}
 
 
-def shard_pages(scan: ScanRef, shard_file: ShardFile, page_size: int) -> list[dict[str, Any]]:
+def shard_pages(
+    scan: ScanRef, shard_file: ShardFile, page_size: int, held: Mapping[int, Mapping[str, str]] | None = None
+) -> list[dict[str, Any]]:
     """The record pages of a shard: ConfigMaps that deliver its shard file to the pod, ``page_size`` combinations
-    each, and receive its records (one key per id, in the page of its combination)."""
+    each, and receive its records (one key per id, in the page of its combination). ``held``: the data of pages
+    that exist already (split_shard_file): the new pages' data is then what to patch into them."""
     base = shard_pages_name(scan.name, shard_file.shard)
     pages = []
-    for page, data in enumerate(split_shard_file(shard_file, page_size)):
+    for page, data in enumerate(split_shard_file(shard_file, page_size, held)):
         metadata = _metadata(scan, page_name(base, page), "shard", shard_file.shard)
         metadata["labels"][LABEL_PAGE] = str(page)
         pages.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
@@ -300,6 +303,26 @@ def payload_rbac(
     ]
 
 
+def site_account_binding(scan: ScanRef, account: str) -> dict[str, Any]:
+    """The RoleBinding that lets a site's own ServiceAccount (its kubernetes.serviceAccountName, which replaces the
+    scan's account in the pod, see job_manifest) get/patch the scan's pages: the scan's Role, that account only,
+    owned by the scan (it goes with it)."""
+    suffix = account if len(account) <= 20 else f"{account[:11]}-{hashlib.sha256(account.encode()).hexdigest()[:8]}"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(scan, _name(scan.name, f"payload-{suffix}"), "payload"),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": payload_account_name(scan.name)},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": scan.namespace}],
+    }
+
+
+def site_account(site: Site | None) -> str | None:
+    """The site's own ServiceAccount for shard pods, or None (they run under the scan's account)."""
+    k8s = site.settings_as(KubernetesSite) if site is not None else None
+    return k8s.service_account_name if k8s is not None else None
+
+
 def model_store_env(scan: ScanRef, spec: HPScanSpec) -> list[dict[str, Any]]:
     """The environment that makes a shard job upload its models (hpscan.job.store): where, and the key pair from
     the store's Secret (the kubelet reads it; the pod's ServiceAccount gets no access to Secrets). Empty when the
@@ -346,7 +369,7 @@ def job_manifest(
         pod_labels[LABEL_SITE] = site.name
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),
+        "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),  # site_account_binding
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": PAYLOAD_UID,
