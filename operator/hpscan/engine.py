@@ -201,7 +201,10 @@ def step(
         for start in mine:
             if search is not None:  # a worker starts with its first trials; more come while it runs
                 per_worker = spec.sampling.trials_per_worker
-                trials = [] if start.shard in search.ended else search.hand_out(start.shard, per_worker)
+                # A worker submitted before may be started again (its Job not in the watch cache yet, or suspended):
+                # it is topped up to trialsPerWorker, never handed a second first batch.
+                wanted = per_worker - len(search.open_trials(start.shard))
+                trials = [] if start.shard in search.ended else search.hand_out(start.shard, max(0, wanted))
                 if not trials and not search.open_trials(start.shard):  # the budget is spent: nothing to do
                     states[start.shard] = ShardStatus(
                         index=start.shard, site=start.site, phase=ShardPhase.SUCCEEDED, moves=start.moves
@@ -228,9 +231,10 @@ def step(
                 started.add(index)
                 if search is not None and index in handed:
                     search.send(index, handed[index])
-        elif search is not None:
+        elif search is not None:  # the submit failed: this step's hand-outs never left; earlier ones may be trained
             for launch in launches:
-                search.take_back(launch.shard_file.shard)  # never started: its trials go to another worker
+                index = launch.shard_file.shard
+                search.give_back([line["trial"]["id"] for line in handed.get(index, []) if "trial" in line])
     for index, (reason, message) in decision.withdraw.items():
         if index not in started:
             states[index] = states[index].model_copy(

@@ -78,3 +78,17 @@ def test_every_fault_kind_is_drawn_and_happens(kind):
     """The fault plan draws every kind often (rare events made common)."""
     drawn = sum(getattr(scenario_of(seed).faults, kind) > 0 for seed in range(200))
     assert drawn > 30
+
+
+@pytest.mark.parametrize(
+    ("seed", "what_it_found"),
+    [
+        (0, "a record whose page patch failed ended the attempt; the retried pod trained it again (defect 3)"),
+        (19, "a Job seen Complete before its last page reached the cache: RecordsMissing, the scan Failed (defect 4)"),
+        (195, "a lagging Job cache made the engine start its workers again: each got a second first batch, and a "
+         "submit that timed out took back the trials they were training; then a status with pending < 0 raised"),
+    ],
+)  # fmt: skip
+def test_schedules_that_found_a_defect_stay_fixed(seed, what_it_found):
+    outcome = run(scenario_of(seed))
+    assert outcome.ok, f"{what_it_found}: {outcome.violations}"

@@ -329,6 +329,10 @@ class Search:
         self.unsent_stops.pop(worker, None)
         return back
 
+    def give_back(self, trial_ids: list[str]) -> None:
+        """Trials handed out this step whose lines never left (the worker's submit failed): back in the queue."""
+        self.queue.extend(i for i in trial_ids if i not in self.queue)
+
     def send(self, worker: int, lines: list[dict]) -> None:
         """Lines for a worker's channel, kept until the channel accepts them (see outbox)."""
         if lines:

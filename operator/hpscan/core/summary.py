@@ -162,7 +162,9 @@ def build_status(
     running = sum(s.total - s.done for s in shards if s.phase == ShardPhase.RUNNING)
     # will never run: a failed shard's combinations (a failed worker's trials go back to the queue instead)
     lost = 0 if plan.pull else sum(s.total - s.done for s in shards if s.phase == ShardPhase.FAILED)
-    pending = plan.total - agg.recorded - running - lost
+    # never below 0, whatever the shards say (a trial recorded by a worker it was taken back from counts twice):
+    # a status that cannot be built stalls the scan
+    pending = max(0, plan.total - agg.recorded - running - lost)
     if plan.pull and phase in TERMINAL_SCAN_PHASES:
         pending = 0  # budget left when the scan ended (its space explored, or no worker left): nothing waits
     previous_status = previous or HPScanStatus()

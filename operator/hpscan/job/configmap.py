@@ -316,6 +316,7 @@ class ConfigMapChannel:
         api_client: Any = None,
         retry_seconds: float = RETRY_SECONDS,
         give_up_seconds: float = GIVE_UP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from kubernetes import client, config
 
@@ -323,6 +324,7 @@ class ConfigMapChannel:
             config.load_incluster_config()
         self.core = client.CoreV1Api(api_client)
         self.configmap, self.namespace = configmap, namespace
+        self._clock = clock  # when a failed send may be tried again (a simulation's virtual time)
         self._pages: ShardPages | None = None
         self._combinations: dict[str, Combination] = {}
         self._pulled: list[Combination] = []  # a pulling worker's trials, in hand-out order
@@ -403,14 +405,14 @@ class ConfigMapChannel:
         the next call (the runner calls every poll); one that lasts GIVE_UP_SECONDS, or a refusal that retrying
         will not mend (403, 404), raises HPScanError: the attempt ends and the Job retries it."""
         self.unsent.update((r.id, r) for r in records)
-        if self.unsent and time.monotonic() >= self._retry_at:
+        if self.unsent and self._clock() >= self._retry_at:
             self._send_unsent()
 
     def flush(self) -> None:
         """Send what is unsent, waiting between tries (the payload has ended: its last records must not be lost);
         raises HPScanError as publish does."""
         while self.unsent:
-            time.sleep(max(0.0, self._retry_at - time.monotonic()))
+            time.sleep(max(0.0, self._retry_at - self._clock()))
             self._send_unsent()
 
     def _send_unsent(self) -> None:
@@ -430,7 +432,7 @@ class ConfigMapChannel:
         self._failing_since, self._delay = None, self._retry_seconds
 
     def _failed(self, name: str, held: int, error: Exception) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._failing_since = self._failing_since if self._failing_since is not None else now
         what = f"could not publish {held} record(s) to {name} (they are in results.jsonl)"
         failing = now - self._failing_since

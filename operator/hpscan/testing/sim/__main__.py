@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -38,7 +39,8 @@ def scenario_from_line(seed: int, overrides: dict[str, str]) -> Scenario:
 
 
 def _run_seed(seed: int) -> Outcome:
-    return run(scenario_of(seed))
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the pods' words on stderr
+        return run(scenario_of(seed))
 
 
 def run_seeds(seeds: range, processes: int | None = None) -> tuple[list[Outcome], float]:

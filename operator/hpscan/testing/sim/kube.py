@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from urllib3.exceptions import ReadTimeoutError
@@ -131,13 +132,13 @@ class ApiServer:
         self._store((kind, namespace, name), None)
         return Obj({})
 
-    def list(self, kind: str, namespace: str, label_selector: str | None = None) -> Obj:
+    def list(self, kind: str, namespace: str, label_selector: str | None = None) -> SimpleNamespace:
         items = [
             Obj(_copy(body))
             for (k, ns, _), body in sorted(self.objects.items())
             if k == kind and ns == namespace and _matches(body["metadata"].get("labels") or {}, label_selector)
         ]
-        return Obj({"items": items})
+        return SimpleNamespace(items=items)
 
 
 def _api_exception(status: int, reason: str, message: str) -> Exception:
@@ -181,6 +182,7 @@ class ClientApi:
                 raise SimCrash(f"{method}")
             if self.faults.error and rng.random() < self.faults.error:
                 raise _api_exception(503, "ServiceUnavailable", "the API server is shutting down (simulated)")
+            result: Any
             if verb == "list":
                 result = server.list(kind, args[0] if args else kwargs["namespace"], kwargs.get("label_selector"))
             elif verb == "create":

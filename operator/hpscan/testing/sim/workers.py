@@ -1,7 +1,7 @@
 """Simulated shard pods: ``hpscan shard-run`` with a payload that trains like dl1, over the real job-side channel.
 
-The runner part keeps hpscan.job.runner's rules: records are published as they appear (a publish that raises
-ends the attempt, as an exception escaping run_shard does), the inbox is read and progress sent every poll (a
+The runner part keeps hpscan.job.runner's rules: publish is called every poll (the channel keeps what a failed
+patch left and raises only when it gives up: the attempt ends), the payload's end waits for flush, the inbox is read and progress sent every poll (a
 failure there is only said, the worker goes on with what it holds). The payload part keeps dl1's: a fixed shard
 trains its combinations not yet recorded; a worker that pulls trains its trials in hand-out order, skips withdrawn
 ones, reports every epoch, honours a stop at the next epoch boundary (one in the last epoch comes too late), and
@@ -104,17 +104,15 @@ class SimPod:
                 self.current = Training(trial, 0, now + self.epoch_seconds)
         if self.current is not None and now >= self.current.next_epoch_at:
             self._epoch(now)
-        if self.unpublished:
-            batch, self.unpublished = self.unpublished, []
-            try:
-                self.channel.publish(batch)
-            except Exception as error:  # run_shard lets it escape: the attempt ends
-                self.unpublished = batch
-                self.said.append(f"internal error: {error}")
-                self.exit_code = 1
-                return 1
-        if self.current is None and self._finished():
-            self.exit_code = 0
+        batch, self.unpublished = self.unpublished, []
+        try:  # run_shard: publish every poll (the channel sends again what a failed patch left)
+            self.channel.publish(batch)
+        except Exception as error:  # the channel gave up: the attempt ends, the Job retries it
+            self.said.append(str(error))
+            self.exit_code = 1
+            return 1
+        if self.current is None and self._finished() and not self.channel.unsent:
+            self.exit_code = 0  # run_shard's flush: the job never ends well with records unsent
         return self.exit_code
 
     def _epoch(self, now: float) -> None:
@@ -148,6 +146,8 @@ class SimPod:
         held = [t for t in self.assignment.trials if t not in self.done]
         return self.assignment.ended and not held
 
-    def interrupted(self) -> str | None:
-        """The trial this pod was training when it died (counted: it trains again elsewhere)."""
-        return self.current.combination.id if self.current is not None else None
+    def interrupted(self) -> list[str]:
+        """What this pod loses when it dies: the trial in training, and the records not sent yet (they were only in
+        its results.jsonl, an emptyDir)."""
+        lost = [r.id for r in self.unpublished] + list(getattr(self.channel, "unsent", {}))
+        return lost + ([self.current.combination.id] if self.current is not None else [])

@@ -197,7 +197,7 @@ class Kubelet:
         w = self.world
         container = next(c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER)
         base = next(e["value"] for e in container["env"] if e["name"] == CONFIGMAP_ENV)
-        channel = ConfigMapChannel(base, NAMESPACE, api_client=object())
+        channel = ConfigMapChannel(base, NAMESPACE, api_client=object(), clock=lambda: w.server.now)
         channel.core = ClientApi(w.server, w.pod_faults)  # type: ignore[assignment]
         shard = int(job["metadata"]["labels"][LABEL_SHARD])
         pod = SimPod(shard, channel, w.scenario.epochs, float(w.rng.randint(1, 4)), now, w)
@@ -238,7 +238,8 @@ class World:
         self.completions[trial_id] += 1
 
     def interrupted(self, pod: SimPod) -> None:
-        if (trial := pod.interrupted()) is not None:
+        """A pod died: its trial in training, and the records it could not send yet, train again (counted)."""
+        for trial in pod.interrupted():
             self.interruptions[trial] += 1
 
     def _lag(self) -> float:
@@ -296,7 +297,7 @@ class World:
     # invariants ------------------------------------------------------------------------------------------------
 
     def _violate(self, text: str) -> None:
-        if text not in self.violations:
+        if not any(v.endswith(f": {text}") for v in self.violations):
             self.violations.append(f"t={self.server.now:g}s: {text}")
 
     def _check_step(self, body: dict[str, Any]) -> None:
@@ -314,10 +315,20 @@ class World:
             if count > 1 + self.interruptions[trial]:
                 self._violate(f"trial {trial} trained to completion {count} times")
 
+    def _retries_spent(self) -> bool:
+        """Whether a Job failed for good because its pods failed more often than its backoffLimit allows."""
+        return any(
+            (job.get("status") or {}).get("failed", 0) > job["spec"].get("backoffLimit", 6)
+            for (kind, _, _), job in self.server.objects.items()
+            if kind == "job"
+        )
+
     def _check_end(self, body: dict[str, Any]) -> None:
         status = body.get("status") or {}
         counts = status.get("combinations") or {}
         phase = status.get("phase")
+        if phase == "Failed" and self._retries_spent():
+            return  # the faults spent a shard's retries (pods died more often than spec.retries allows): its reason
         if phase != "Succeeded":
             shards = [
                 (s.get("index"), s.get("phase"), s.get("reason"), s.get("message")) for s in status.get("shards") or []
