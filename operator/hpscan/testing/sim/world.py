@@ -342,6 +342,9 @@ class World:
             self._violate(f"{ended} trials ended for a budget of {budget}: {counts}")
 
 
+_entry_points = functools.cache(payloads.entry_points)
+
+
 @contextlib.contextmanager
 def _simulated_process() -> Iterator[None]:
     """What differs in a simulated operator process: the backend sends shards from one thread (a pool's order of
@@ -349,7 +352,7 @@ def _simulated_process() -> Iterator[None]:
     installed package's metadata: 0.1 s, on each restart)."""
     held = kubernetes_backend.SUBMIT_THREADS, payloads.entry_points
     kubernetes_backend.SUBMIT_THREADS = 1
-    payloads.entry_points = functools.cache(held[1])  # type: ignore[assignment]
+    payloads.entry_points = _entry_points  # type: ignore[assignment]
     try:
         yield
     finally:
