@@ -103,6 +103,10 @@ class RecordingChirp:
         self.attributes[job_attribute] = attribute_value
         self.order.append(job_attribute)
 
+    def get_job_attr(self, job_attribute: str) -> str:
+        assert self.connected, "htchirp needs a connection (use it as a context manager)"
+        return self.attributes.get(job_attribute, "UNDEFINED")  # as the shadow answers for an unset attribute
+
 
 def paged_ids(attributes: dict[str, str]) -> list[str]:
     """The ids of the records on a job's record pages, in order."""
@@ -216,7 +220,7 @@ def test_install_token_writes_a_private_token_file(tmp_path):
 
 class ChirpServerStandIn:
     """A STAND-IN for the starter's chirp server (no HTCondor daemons here): speaks enough of the chirp protocol
-    (cookie authentication, set_job_attr) for the real htchirp client, and records what it was told."""
+    (cookie authentication, set_job_attr, get_job_attr) for the real htchirp client, and records what it was told."""
 
     def __init__(self) -> None:
         self.cookie = "s3cret"
@@ -244,6 +248,9 @@ class ChirpServerStandIn:
                     elif command[0] == "set_job_attr":
                         self.attributes[command[1]] = command[2]
                         connection.sendall(b"0\n")
+                    elif command[0] == "get_job_attr":  # the value's length, then the value ("UNDEFINED": unset)
+                        value = self.attributes.get(command[1], "UNDEFINED").encode()
+                        connection.sendall(b"%d\n" % len(value) + value)
                     else:
                         connection.sendall(b"-5\n")
 
@@ -291,3 +298,29 @@ def test_hpscan_run_site_must_be_an_htcondor_site_of_the_scan(tmp_path):
         assert result.exit_code == 2, result.output
         assert words in result.output and "uk-manchester" in result.output
         assert not (tmp_path / site).exists()
+
+
+def test_a_retried_attempt_that_cannot_read_the_earlier_pages_holds_its_records_instead_of_writing_over_them():
+    """Found by the simulation (seed 155): an attempt whose first chirp read failed started its pages at 0 over
+    the earlier attempt's, with HPScanDone at the value it had, so a restarted operator never read the pages again
+    and the worker waited for trials for ever."""
+    client = RecordingChirp()
+    first = ChirpChannel(Objective(), client=lambda: client)
+    first.recorded()
+    first.publish([record(0, 0.5), record(1, 0.4)])
+    down = {"now": True}
+
+    def flaky() -> RecordingChirp:
+        if down["now"]:
+            raise OSError("no chirp proxy")
+        return client
+
+    second = ChirpChannel(Objective(), client=flaky)
+    assert second.recorded() == []  # chirp is away at the start of the retried attempt
+    second.publish([record(2, 0.3), record(3, 0.2)])
+    assert paged_ids(client.attributes) == [record(0, 0).id, record(1, 0).id]  # nothing written over them
+    down["now"] = False
+    second.publish([])  # the next poll: the earlier pages first, then the held records after them
+    assert paged_ids(client.attributes) == [record(i, 0).id for i in range(4)]
+    ad = classad2.ClassAd({name: classad2.ExprTree(value) for name, value in client.attributes.items()})
+    assert ad.eval("HPScanDone") == 4

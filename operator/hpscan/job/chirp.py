@@ -181,6 +181,8 @@ class ChirpChannel:
         self.best: float | None = None
         self.pages: list[list[str]] = []  # the JSON lines of each record page
         self.unsent: set[int] = set()  # pages changed since they were last set on the ad
+        self.earlier_read = False  # whether the pages of earlier attempts were read back (recorded)
+        self.waiting: list[ResultRecord] = []  # records held until they are: never set pages over earlier ones
         self.inbox_lines: tuple[list[dict], list[dict]] = ([], [])  # the last lists read (both only grow)
         self.progress_lines: list[tuple[str, str]] = []  # (trial id, JSON line) of the reports HPScanProgress holds
 
@@ -223,8 +225,9 @@ class ChirpChannel:
     def recorded(self) -> list[ResultRecord]:
         """The records earlier attempts of this job set on its ad (a retried job keeps its ad): this attempt's
         records go on the pages after them instead of over them. When chirp does not answer: none, and a word on
-        stderr; this attempt's pages then start again at 0, over the earlier ones (the input sandbox still carries
-        those records; a restarted operator gets them only when the job ends)."""
+        stderr; publish then reads them first, and holds this attempt's records until it could (pages written
+        over the earlier ones would lose their records for an operator that restarts, and could leave HPScanDone
+        at a value it had, so that no reader looks at the pages again)."""
         try:
             with self.client() as chirp:
                 count = classad_value_int(chirp.get_job_attr(RECORD_PAGES_ATTR))
@@ -233,6 +236,7 @@ class ChirpChannel:
             sys.stderr.write(f"hpscan: chirp unavailable, earlier attempts' records not read back ({error})\n")
             return []
         self.pages = [value_lines(text) for text in texts]
+        self.earlier_read = True
         records = parse_records([line for page in self.pages for line in page])[0]
         for record in records:
             self._count(record)
@@ -283,7 +287,14 @@ class ChirpChannel:
             sys.stderr.write(f"hpscan: chirp unavailable, per-epoch progress waits ({error})\n")
 
     def publish(self, records: list[ResultRecord]) -> None:
-        if not records:
+        """Set new records on the ad, and what a failed publish left; called every poll, often with none."""
+        self.waiting += records
+        if not self.earlier_read:
+            self.recorded()
+            if not self.earlier_read:
+                return  # the earlier pages first; the records wait (they are in results.jsonl meanwhile)
+        records, self.waiting = self.waiting, []
+        if not records and not self.unsent:
             return
         attributes = self.attributes(records)
         pages = {record_page_attr(page): page for page in self.unsent}

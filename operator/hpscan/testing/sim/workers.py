@@ -50,17 +50,27 @@ class SimPod:
     stops: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     unpublished: list[ResultRecord] = field(default_factory=list)
+    results: list[ResultRecord] = field(default_factory=list)  # its results.jsonl (the output sandbox)
     reports: list[Progress] = field(default_factory=list)
     current: Training | None = None
     exit_code: int | None = None
     said: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        """What shard-run does first: read the pages (shard file, earlier attempts' records); raises on failure."""
+        """What shard-run does first on Kubernetes: read the pages (the shard file, earlier attempts' records);
+        raises on failure."""
         pages = self.channel.pages()
-        self.pull = bool(pages.shard_file.pull)
-        self.done = {r.id for r in self.channel.recorded()}
-        self.todo = [c for c in pages.shard_file.combinations if c.id not in self.done]
+        self.start_with(pages.shard_file, [])
+
+    def start_with(self, shard_file: Any, carried: list[ResultRecord]) -> None:
+        """Start on a shard file, with the records its input sandbox carried (results.jsonl) and those the channel
+        says earlier attempts recorded (seed_results: both are in results.jsonl, so neither is trained or
+        published again)."""
+        self.pull = bool(shard_file.pull)
+        known = {r.id: r for r in [*carried, *self.channel.recorded()]}
+        self.results = list(known.values())
+        self.done = set(known)
+        self.todo = [c for c in shard_file.combinations if c.id not in self.done]
         if self.pull:
             self._carry()
 
@@ -111,7 +121,8 @@ class SimPod:
             self.said.append(str(error))
             self.exit_code = 1
             return 1
-        if self.current is None and self._finished() and not self.channel.unsent:
+        flushed = not (hasattr(self.channel, "flush") and self.channel.unsent)
+        if self.current is None and self._finished() and flushed:
             self.exit_code = 0  # run_shard's flush: the job never ends well with records unsent
         return self.exit_code
 
@@ -138,6 +149,7 @@ class SimPod:
         self.world.trained(run.combination.id, self.shard)
         self.done.add(run.combination.id)
         self.unpublished.append(record)
+        self.results.append(record)
         self.current = None
 
     def _finished(self) -> bool:
@@ -149,5 +161,6 @@ class SimPod:
     def interrupted(self) -> list[str]:
         """What this pod loses when it dies: the trial in training, and the records not sent yet (they were only in
         its results.jsonl, an emptyDir)."""
-        lost = [r.id for r in self.unpublished] + list(getattr(self.channel, "unsent", {}))
+        unsent = getattr(self.channel, "unsent", {}) if hasattr(self.channel, "flush") else {}
+        lost = [r.id for r in self.unpublished] + list(unsent)
         return lost + ([self.current.combination.id] if self.current is not None else [])

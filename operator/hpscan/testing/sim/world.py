@@ -17,18 +17,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from hpscan.backends.base import Backend
+from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.kubernetes import backend as kubernetes_backend
 from hpscan.backends.kubernetes.backend import KubernetesBackend
 from hpscan.backends.kubernetes.manifests import CONTAINER, LABEL_SHARD
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core import payloads
 from hpscan.job.configmap import CONFIGMAP_ENV, ConfigMapChannel
+from hpscan.testing.condor import ScheddStandIn
+from hpscan.testing.sim.condor import FaultySchedd, SimStartd
 from hpscan.testing.sim.kube import ApiServer, CallFaults, ClientApi, LaggingCache, SimCrash
 from hpscan.testing.sim.workers import SimPod
 
@@ -46,6 +53,8 @@ class FaultPlan:
     cache_lag: float = 0.0  # most seconds a watch cache lags (Jobs and ConfigMaps independently)
     pod_death: float = 0.0  # per second and pod: the pod dies (counts against backoffLimit)
     eviction: float = 0.0  # per second and pod: evicted (DisruptionTarget: not counted)
+    outage: float = 0.0  # per second: the batch system stops answering for 5-30 s (HTCondor: the schedd)
+    edit_latency: float = 0.0  # most seconds before an edit of a running job's ad reaches the job (HTCondor)
     until: float = 0.0
 
     def without(self, name: str) -> FaultPlan:
@@ -58,6 +67,7 @@ class FaultPlan:
 @dataclass(frozen=True)
 class Scenario:
     seed: int
+    backend: str = "kubernetes"  # kubernetes | htcondor
     strategy: str = "grid"  # grid | random | tpe
     early: bool = False  # ASHA (with tpe)
     budget: int = 6
@@ -70,7 +80,7 @@ class Scenario:
     def line(self) -> str:
         """The one-line reproduction."""
         return (
-            f"seed={self.seed} strategy={self.strategy} early={int(self.early)} budget={self.budget} "
+            f"seed={self.seed} backend={self.backend} strategy={self.strategy} early={int(self.early)} budget={self.budget} "
             f"shards={self.shards} epochs={self.epochs} faults={self.faults.line() or 'none'}"
         )
 
@@ -78,6 +88,7 @@ class Scenario:
 def scenario_of(seed: int) -> Scenario:
     """The schedule a seed draws: most have several faults (rare events made common)."""
     rng = random.Random(seed)
+    backend = rng.choice(["kubernetes", "kubernetes", "htcondor"])
     strategy = rng.choice(["grid", "random", "tpe", "tpe"])
     faults = FaultPlan(
         api_error=rng.choice([0.0, 0.02, 0.1, 0.2]),
@@ -86,10 +97,13 @@ def scenario_of(seed: int) -> Scenario:
         cache_lag=rng.choice([0.0, 3.0, 10.0]),
         pod_death=rng.choice([0.0, 0.0, 0.005, 0.02]),
         eviction=rng.choice([0.0, 0.0, 0.01]),
+        outage=rng.choice([0.0, 0.0, 0.01]) if backend == "htcondor" else 0.0,
+        edit_latency=rng.choice([0.0, 2.0, 10.0]) if backend == "htcondor" else 0.0,
         until=rng.choice([60.0, 200.0, 400.0]),
     )
     return Scenario(
         seed=seed,
+        backend=backend,
         strategy=strategy,
         early=strategy == "tpe" and rng.random() < 0.5,
         budget=rng.randint(3, 12),
@@ -117,7 +131,9 @@ def manifest(s: Scenario) -> dict[str, Any]:
         "retries": s.retries,
         "gpu": {"count": 0, "required": False},
         "payload": {"image": "sim/payload:1", "command": ["sim-payload"], "settings": {"epochs": s.epochs}},
-        "sites": [{"name": "cluster", "kubernetes": {}}],
+        "sites": [
+            {"name": "cluster", "kubernetes": {}} if s.backend == "kubernetes" else {"name": "grid", "htcondor": {}}
+        ],
     }
     if s.early:
         spec["earlyStopping"] = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 2}
@@ -224,7 +240,13 @@ class World:
         self.server = ApiServer(self.rng)
         self.operator_faults = CallFaults()
         self.pod_faults = CallFaults()
-        self.kubelet = Kubelet(self)
+        self.sandboxes = Path(tempfile.mkdtemp(prefix="hpscan-sim-"))
+        self.schedd = ScheddStandIn()
+        self.nodes: Kubelet | SimStartd = (
+            Kubelet(self) if scenario.backend == "kubernetes" else SimStartd(self, self.schedd)
+        )
+        self.outage_until = 0.0
+        self.operator_calls = 0
         self.completions: Counter[str] = Counter()
         self.interruptions: Counter[str] = Counter()
         self.violations: list[str] = []
@@ -245,8 +267,17 @@ class World:
     def _lag(self) -> float:
         return self.rng.uniform(0, self.faults_now().cache_lag)
 
-    def _operator(self) -> tuple[KubernetesBackend, dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """A (re)started operator: a fresh backend, fresh watch caches, empty memory."""
+    def scenario_edit_latency(self) -> float:
+        return self.faults_now().edit_latency
+
+    def _operator(self) -> tuple[Backend, dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """A (re)started operator: a fresh backend (and watch caches), empty memory."""
+        if self.scenario.backend == "htcondor":
+            schedd = FaultySchedd(self.schedd, self)
+            condor = HTCondorBackend(
+                self.sandboxes, schedd_factory=lambda site: schedd, max_age_seconds=0, clock=lambda: self.server.now
+            )
+            return condor, {}, {}, {}
         cache = LaggingCache(self.server, self._lag, self._lag)
         backend = KubernetesBackend(api_client=None, cache=cache)
         api = ClientApi(self.server, self.operator_faults, on_call=self._count)
@@ -271,7 +302,7 @@ class World:
                 self.step_calls = 0
                 try:
                     outcome = reconcile_scan(
-                        body, {"kubernetes": backend}, memory, probe_cache=probes, searches=searches,
+                        body, {self.scenario.backend: backend}, memory, probe_cache=probes, searches=searches,
                         now=EPOCH + timedelta(seconds=self.server.now),
                     )  # fmt: skip
                 except SimCrash:
@@ -286,15 +317,26 @@ class World:
                         body["status"] = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
                     self._check_step(body)
                 phase = (body.get("status") or {}).get("phase")
-                if phase in {"Succeeded", "Failed"} and not self.kubelet.pods:
+                if phase in {"Succeeded", "Failed"} and not self.nodes.pods:
                     break
                 for _ in range(int(step_seconds)):
                     self.server.now += 1
-                    self.kubelet.tick(self.server.now)
+                    self._outage()
+                    self.nodes.tick(self.server.now)
         self._check_end(body)
+        shutil.rmtree(self.sandboxes, ignore_errors=True)
         return Outcome(s, self.violations, phase, steps, restarts, self.server.calls, self.server.now)
 
     # invariants ------------------------------------------------------------------------------------------------
+
+    def _outage(self) -> None:
+        """The schedd stops answering for a while, now and then."""
+        now = self.server.now
+        if self.schedd.down is not None and now >= self.outage_until:
+            self.schedd.down = None
+        elif self.schedd.down is None and self.rng.random() < self.faults_now().outage:
+            self.outage_until = now + self.rng.randint(5, 30)
+            self.schedd.down = "Failed to connect to schedd (simulated outage)"
 
     def _violate(self, text: str) -> None:
         if not any(v.endswith(f": {text}") for v in self.violations):
@@ -317,7 +359,12 @@ class World:
 
     def _retries_spent(self) -> bool:
         """Whether a Job failed for good because its pods failed more often than its backoffLimit allows."""
-        return any(
+        condor = any(
+            ad.eval("ExitCode") != 0 and int(ad.eval("NumJobStarts")) > self.scenario.retries
+            for ad in [*self.schedd.jobs.values(), *self.schedd.history.values()]
+            if "ExitCode" in ad
+        )
+        return condor or any(
             (job.get("status") or {}).get("failed", 0) > job["spec"].get("backoffLimit", 6)
             for (kind, _, _), job in self.server.objects.items()
             if kind == "job"
