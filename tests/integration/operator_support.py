@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,3 +87,44 @@ def tiny_shard(scan: str) -> dict:
         "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
         "combinations": [{"id": "c-tiny", "parameters": {"layer1": 8, "learning_rate": 0.01, "batch_size": 250}}],
     }
+
+
+class Operator:
+    """`hpscan operator` as a process watching the namespaces that match ``namespaces`` (a kopf pattern), with the
+    admin kubeconfig or the one given (the chart's RBAC is tested with the Helm chart). It can be killed and
+    restarted, as a crashed pod would be."""
+
+    def __init__(self, cluster: Any, log: Path, namespaces: str, kubeconfig: Path | None = None) -> None:
+        self.cluster, self.log, self.namespaces = cluster, log, namespaces
+        self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with self.log.open("a") as handle:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", self.namespaces,
+                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(self.metrics_port)],
+                env=env, stdout=handle, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # SIGKILL: no cleanup, as when a node dies
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def metrics(self) -> str:
+        from urllib.request import urlopen
+
+        with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operator_support import REPO, create, custom, free_port, get, scan_manifest, wait_phase
+from operator_support import REPO, Operator, create, custom, get, scan_manifest, wait_phase
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
@@ -35,48 +35,9 @@ def crd(cluster: Any) -> None:
     cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
 
 
-class Operator:
-    """`hpscan operator` as a process watching this module's namespaces, with the admin kubeconfig (the chart's
-    RBAC is tested with the Helm chart). It can be killed and restarted, as a crashed pod would be."""
-
-    def __init__(self, cluster: Any, log: Path) -> None:
-        self.cluster, self.log = cluster, log
-        self.metrics_port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
-        with self.log.open("a") as handle:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", f"{PREFIX}-*",
-                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(self.metrics_port)],
-                env=env, stdout=handle, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()  # SIGKILL: no cleanup, as when a node dies
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-    def metrics(self) -> str:
-        from urllib.request import urlopen
-
-        with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return response.read().decode()
-
-
 @pytest.fixture(scope="module")
 def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    running = Operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log")
+    running = Operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log", f"{PREFIX}-*")
     running.start()
     yield running
     running.stop()

@@ -50,9 +50,12 @@ class PagesInMemory:
     def __init__(self, configmaps: dict[str, dict[str, str]]) -> None:
         self.configmaps = configmaps
         self.failures: list[Exception] = []
+        self.read_failures: list[Exception] = []  # raised by the next reads, in order
         self.patches = 0
 
     def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        if self.read_failures:
+            raise self.read_failures.pop(0)
         if name not in self.configmaps:
             raise ApiException(status=404, reason="Not Found")
         return SimpleNamespace(data=dict(self.configmaps[name]))
@@ -141,6 +144,28 @@ def test_a_refusal_that_retrying_will_not_mend_ends_the_attempt_at_once_saying_w
     core.failures.append(ApiException(status=403, reason="Forbidden"))
     with pytest.raises(HPScanError, match=r"could not publish 1 record\(s\) to s-shard-000-p0 .*: 403 Forbidden$"):
         channel.publish([record("c0000-00000000")])
+
+
+def test_a_transient_api_error_while_a_pod_starts_costs_no_attempt(capsys):
+    """The pod's first reads (its pages, what earlier attempts recorded) meet an API server away for a moment: they
+    are tried again, not the end of the attempt (through the fault proxy of test_operator_faults.py, one 500 on page
+    0 cost two of three workers an attempt: a Job's retry, spent on nothing)."""
+    channel, core = channel_on(shard_pages(REF, shard_file(4), page_size=2), retry_seconds=0)
+    core.read_failures += [ApiException(status=500, reason="Internal Server Error"), ReadTimeoutError(None, "/", "")]
+    channel.start()
+    assert len(channel.pages().shard_file.combinations) == 4 and channel.recorded() == []
+    assert "could not read the shard's pages, trying again in 0 s: 500 Internal Server Error" in capsys.readouterr().err
+
+
+def test_start_reads_that_keep_failing_end_the_attempt_in_bounded_time_and_a_refusal_at_once():
+    channel, core = channel_on(shard_pages(REF, shard_file(2), page_size=2), retry_seconds=0.05, give_up_seconds=0.2)
+    core.read_failures += [ApiException(status=503, reason="Service Unavailable")] * 1000
+    with pytest.raises(HPScanError, match=r"could not read the shard's pages: every try failed for 0 s \(last: 503"):
+        channel.start()
+    channel, core = channel_on(shard_pages(REF, shard_file(2), page_size=2))
+    core.read_failures.append(ApiException(status=403, reason="Forbidden"))
+    with pytest.raises(ApiException, match="Forbidden"):
+        channel.start()
 
 
 # the operator's side: an API server held in memory ---------------------------------------------------------------

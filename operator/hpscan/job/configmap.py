@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hpscan.api.contract import Combination, ResultRecord, ShardFile, parse_record
 from hpscan.api.trials import Assignment, Progress
@@ -59,6 +59,8 @@ RETRY_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 """After a failed patch the records wait this long before they are sent again, doubling up to the most."""
 GIVE_UP_SECONDS = 600.0
 """How long the pages may refuse every patch before the shard runner gives the attempt up (the Job retries it)."""
+
+T = TypeVar("T")
 
 CONFIGMAP_ENV = "HPSCAN_CONFIGMAP"
 NAMESPACE_ENV = "HPSCAN_NAMESPACE"
@@ -335,9 +337,30 @@ class ConfigMapChannel:
         self._delay = retry_seconds
         self._retry_at = 0.0
         self._failing_since: float | None = None
+        self._earlier: list[ResultRecord] | None = None  # what start() read, for recorded()
 
     def _read_page(self, page: int) -> Mapping[str, str] | None:
         return self._read_page_named(page_name(self.configmap, page))
+
+    def _answered(self, read: Callable[[], T], what: str) -> T:
+        """A read the attempt cannot start without, tried again while the API server fails transiently (with the
+        publish back-off, for up to GIVE_UP_SECONDS): one 5xx or lost connection must not cost an attempt."""
+        since, delay = self._clock(), self._retry_seconds
+        while True:
+            try:
+                return read()
+            except Exception as error:
+                failing = self._clock() - since
+                if not transient(error):
+                    raise
+                if failing >= self._give_up_seconds:
+                    raise HPScanError(
+                        f"could not read {what}: every try failed for {failing:.0f} s (last: {_said(error)})"
+                    ) from None
+                print(f"hpscan shard-run: could not read {what}, trying again in {delay:g} s: {_said(error)}",
+                      file=sys.stderr)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     def pages(self) -> ShardPages:
         """The shard's pages, read once (the shard file and what earlier attempts recorded)."""
@@ -349,9 +372,18 @@ class ConfigMapChannel:
             self._combinations = {c.id: c for c in self._pages.shard_file.combinations}
         return self._pages
 
+    def start(self) -> None:
+        """The pod's first reads (its pages, what earlier attempts recorded), tried again while the API server fails
+        transiently; ``recorded()`` then hands over what was read. ``open_channel`` calls it."""
+        self._answered(self.pages, "the shard's pages")
+        self._earlier = self._answered(self.recorded, "what earlier attempts recorded")
+
     def recorded(self) -> list[ResultRecord]:
         """What earlier attempts recorded (a retried pod starts from these; a pulling worker's are on every page
         its trials so far fill)."""
+        if self._earlier is not None:
+            earlier, self._earlier = self._earlier, None
+            return earlier
         pages = self.pages()
         if not pages.shard_file.pull:
             return pages.records
@@ -478,6 +510,7 @@ def open_channel(shard_file: Path) -> ConfigMapChannel:
     if not configmap:
         raise ValueError(f"--channel kubernetes needs {CONFIGMAP_ENV} (set by the shard's Job)")
     channel = ConfigMapChannel(configmap, os.environ.get(NAMESPACE_ENV, "default"))
+    channel.start()
     text = channel.pages().shard_file.model_dump_json(by_alias=True, exclude_none=True)
     shard_file.parent.mkdir(parents=True, exist_ok=True)
     partial = shard_file.with_name(shard_file.name + ".part")
