@@ -10,6 +10,11 @@ Each backend runs the contract-honouring stand-in payload (tests/unit/payloads) 
   (input spooled, output retrieved), vanilla-universe jobs matched to the simulated GPUs, records live through
   chirp and back in the output sandbox, retries by the schedd's max_retries and retry_until.
 
+- sim-kubernetes, sim-htcondor: the same real backends against the simulation's neighbours
+  (hpscan.testing.sim: a simulated API server and Job controller, the schedd stand-in and a simulated startd, with
+  workers that honour the same payload knobs), with no faults: the simulated world must agree with the real one
+  on every scenario here, or the simulation's verdicts mean nothing (docs/simulation.md).
+
 A harness knows how to build a fresh backend (what a restarted runner or operator does), where the shards go,
 and how to let the batch system make progress.
 """
@@ -44,7 +49,7 @@ from hpscan.engine import step
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = ["local", "kubernetes", "htcondor"]
+BACKENDS = ["local", "kubernetes", "htcondor", "sim-kubernetes", "sim-htcondor"]
 
 
 class Harness(Protocol):
@@ -116,6 +121,25 @@ class HTCondorHarness:
         time.sleep(0.5)
 
 
+class SimHarness:
+    """A backend against the simulated neighbours of hpscan.testing.sim, on its virtual clock: each drive() is
+    one virtual second of the Job controller or startd."""
+
+    def __init__(self, backend: str, spec: dict[str, Any]) -> None:
+        from hpscan.testing.sim.world import NAMESPACE, Scenario, World
+
+        self.world = World(Scenario(seed=1, backend=backend))
+        self.ref = ScanRef("contract", NAMESPACE, f"u-sim-{backend}")
+        self.site = Site.model_validate(spec["sites"][0])
+
+    def new_backend(self) -> Backend:
+        return self.world.operator()[0]
+
+    def drive(self) -> None:
+        self.world.server.now += 1
+        self.world.nodes.tick(self.world.server.now)
+
+
 @pytest.fixture(params=BACKENDS)
 def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., tuple[Harness, Plan]]]:
     """make_harness(knobs, retries) -> (harness, plan), for the backend this test is parametrized with."""
@@ -133,6 +157,10 @@ def make_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         if request.param == "htcondor":
             spec_dict["sites"] = [harness.site.to_wire()]
             harness.job_payload(spec_dict)
+        if request.param.startswith("sim-"):
+            kind = request.param.removeprefix("sim-")
+            spec_dict["sites"] = [{"name": "cluster", kind: {}}]
+            harness = SimHarness(kind, spec_dict)
         spec = HPScanSpec.model_validate(spec_dict)
         planned = plan("contract", spec)
         if request.param == "local":

@@ -29,7 +29,7 @@ def scenario_from_line(seed: int, overrides: dict[str, str]) -> Scenario:
     for key, value in overrides.items():
         if key == "faults":
             fields[key] = parse_faults(value)
-        elif key == "strategy":
+        elif key in ("strategy", "backend"):
             fields[key] = value
         elif key == "early":
             fields[key] = value == "1"

@@ -24,7 +24,7 @@ from hpscan.api.contract import RESULTS_FILE, ShardFile, parse_records
 from hpscan.job.chirp import ChirpChannel
 from hpscan.testing.condor import COMPLETED, IDLE, RUNNING, ScheddStandIn
 from hpscan.testing.sim.kube import SimCrash
-from hpscan.testing.sim.workers import SimPod
+from hpscan.testing.sim.workers import SimPod, probe_words
 
 
 class FaultySchedd:
@@ -101,6 +101,8 @@ class SimStartd:
         for job, ad in sorted(self.schedd.jobs.items()):
             status = ad.eval("JobStatus")
             if "HPScanProbe" in ad:
+                if status == IDLE:
+                    self._probe(job)
                 continue
             if status == IDLE:
                 since = self.idle_since.setdefault(job, now)
@@ -122,6 +124,17 @@ class SimStartd:
             if code is not None:
                 self._end(job, pod, code=code)
 
+    def _probe(self, job: str) -> None:
+        """A site probe runs the gpu check (the stand-in's: CONTRACT_GPU_CHECK_EXIT) and ends at once."""
+        commands = self.schedd.submitted[job]
+        env = dict(item.split("=", 1) for item in commands.get("environment", "").strip('"').split() if "=" in item)
+        code, words = probe_words(env)
+        self.schedd.start(job)
+        iwd = self._iwd(job)
+        iwd.mkdir(parents=True, exist_ok=True)
+        (iwd / commands.get("output", "stdout.txt")).write_text(words + "\n")
+        self.schedd.set(job, JobStatus=COMPLETED, ExitCode=code, ExitBySignal=False)
+
     def _iwd(self, job: str) -> Path:
         return Path(str(self.schedd.jobs[job].eval("Iwd")))
 
@@ -138,7 +151,9 @@ class SimStartd:
         )
         channel = ChirpChannel(shard_file.objective, client=lambda: JobChirp(self, job))
         pod = SimPod(shard_file.shard, channel, w.scenario.epochs, float(w.rng.randint(1, 4)), now, w)
+        pod.attempt = int(self.schedd.jobs[job].eval("NumJobStarts"))
         pod.start_with(shard_file, carried)
+        pod.started = True
         self.pods[job] = pod
 
     def _end(self, job: str, pod: SimPod, code: int | None) -> None:
@@ -148,11 +163,13 @@ class SimStartd:
         if code != 0:
             self.world.interrupted(pod)
         (self._iwd(job) / RESULTS_FILE).write_text("".join(json.dumps(r.to_wire()) + "\n" for r in pod.results))
+        commands = self.schedd.submitted[job]
+        if commands.get("error"):  # the payload's stderr (a failed job's message quotes its last line)
+            (self._iwd(job) / commands["error"]).write_text("".join(line + "\n" for line in pod.said))
         ad = self.schedd.jobs[job]
         if code is None:
             self.schedd.set(job, JobStatus=IDLE)
             return
-        commands = self.schedd.submitted[job]
         ad["ExitCode"] = code
         retries = int(commands.get("max_retries", "0"))
         stop = classad2.ExprTree(commands.get("retry_until", "false")).eval(ad) is True

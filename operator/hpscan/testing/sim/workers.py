@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import Combination, ResultRecord
@@ -25,6 +26,16 @@ def loss_of(combination: Combination, epoch: int, epochs: int) -> float:
     digest = hashlib.sha256(repr(sorted(combination.parameters.items())).encode()).digest()
     final = 0.4 + int.from_bytes(digest[:4], "big") / 2**32
     return round(final + 0.3 * (epochs - epoch) / max(epochs, 1), 6)
+
+
+def probe_words(env: dict[str, Any]) -> tuple[int, str]:
+    """The site probe's stand-in (no GPU here): CONTRACT_GPU_CHECK_EXIT's code (0 when unset), as
+    tests/unit/payloads/contract_payload.gpu_check says it."""
+    code = int(env.get("CONTRACT_GPU_CHECK_EXIT") or 0)
+    return (
+        code,
+        "gpu-check: 1 GPU usable (stand-in)" if code == 0 else f"gpu-check: no usable GPU (stand-in, exit {code})",
+    )
 
 
 @dataclass
@@ -54,6 +65,10 @@ class SimPod:
     reports: list[Progress] = field(default_factory=list)
     current: Training | None = None
     exit_code: int | None = None
+    started: bool = False  # whether its first reads went through (Kubernetes: ConfigMapChannel.start)
+    attempt: int = 1
+    knobs: dict[str, Any] | None = None  # settings.contractPayload: behave as tests/unit/payloads/contract_payload
+    trained_now: int = 0  # trials this attempt trained
     said: list[str] = field(default_factory=list)
 
     def start(self) -> None:
@@ -71,6 +86,10 @@ class SimPod:
         self.results = list(known.values())
         self.done = set(known)
         self.todo = [c for c in shard_file.combinations if c.id not in self.done]
+        self.knobs = shard_file.settings.get("contractPayload")
+        if self.knobs is not None:  # the backend contract suite's payload: its epochs, its pace, its exits
+            self.epochs = int(self.knobs.get("epochs", 3)) if self.pull else 1
+            self.epoch_seconds = max(1.0, float(self.knobs.get("sleep", 0.0)) / self.epochs)
         if self.pull:
             self._carry()
 
@@ -104,12 +123,21 @@ class SimPod:
         """One second of the pod's life; the exit code once it ended."""
         if self.exit_code is not None:
             return self.exit_code
+        if self.knobs is not None and self.knobs.get("exitCode") is not None:
+            self.exit_code = int(self.knobs["exitCode"])
+            self.said.append(f"exiting with {self.exit_code} as asked")
+            return self.exit_code
         if self.pull:
             self._carry()
         if self.current is not None and self.pull and self.current.combination.id in self.assignment.withdrawn:
             self.current = None  # taken back (dl1 drops a withdrawn trial at the next epoch boundary)
         if self.current is None:
             trial = self._next_trial()
+            fail_first = int(((self.knobs or {}).get("failAttempts") or {}).get(str(self.shard), 0))
+            if trial is not None and self.attempt <= fail_first and self.trained_now == 1:
+                self.said.append(f"attempt {self.attempt}: simulated crash")
+                self.exit_code = 1
+                return 1
             if trial is not None:
                 self.current = Training(trial, 0, now + self.epoch_seconds)
         if self.current is not None and now >= self.current.next_epoch_at:
@@ -147,6 +175,10 @@ class SimPod:
             finished_at=datetime.fromtimestamp(now, UTC),
         )
         self.world.trained(run.combination.id, self.shard)
+        self.trained_now += 1
+        if (self.knobs or {}).get("trainedLog"):
+            with Path(self.knobs["trainedLog"]).open("a") as log:  # type: ignore[index]
+                log.write(run.combination.id + "\n")
         self.done.add(run.combination.id)
         self.unpublished.append(record)
         self.results.append(record)

@@ -26,18 +26,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import Backend
 from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.kubernetes import backend as kubernetes_backend
 from hpscan.backends.kubernetes.backend import KubernetesBackend
-from hpscan.backends.kubernetes.manifests import CONTAINER, LABEL_SHARD
+from hpscan.backends.kubernetes.manifests import CONTAINER, LABEL_ROLE, LABEL_SHARD
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core import payloads
-from hpscan.job.configmap import CONFIGMAP_ENV, ConfigMapChannel
+from hpscan.job.configmap import CONFIGMAP_ENV, GIVE_UP_SECONDS, ConfigMapChannel, transient
 from hpscan.testing.condor import ScheddStandIn
 from hpscan.testing.sim.condor import FaultySchedd, SimStartd
 from hpscan.testing.sim.kube import ApiServer, CallFaults, ClientApi, LaggingCache, SimCrash
-from hpscan.testing.sim.workers import SimPod
+from hpscan.testing.sim.workers import SimPod, probe_words
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 NAMESPACE = "physics"
@@ -179,6 +180,9 @@ class Kubelet:
             if any(c.get("status") == "True" for c in status.get("conditions") or []):
                 continue
             pod = self.pods.get(name)
+            if job["metadata"].get("labels", {}).get(LABEL_ROLE) == "probe":
+                self._probe(name, job, now)
+                continue
             if job["spec"].get("suspend"):
                 if pod is not None:
                     w.interrupted(pod)
@@ -201,13 +205,40 @@ class Kubelet:
             if w.rng.random() < faults.eviction:
                 self._end(name, pod, failed=False)
                 continue
+            if not pod.started and not self._first_reads(name, pod, now):
+                continue
             code = pod.tick(now)
             if code == 0:
                 del self.pods[name]
                 done = {"type": "Complete", "status": "True"}
                 self._job_status(name, active=0, ready=0, succeeded=1, conditions=[done])
+            elif code in FINAL_EXITS:  # the Job's podFailurePolicy: FailJob
+                self._end(name, pod, failed=True)
+                message = (
+                    f"Container payload for pod {name}-0 failed with exit code {code} matching FailJob rule at index 0"
+                )
+                failed = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message}
+                self._job_status(name, conditions=[failed])
             elif code is not None:
                 self._end(name, pod, failed=True)
+
+    def _probe(self, name: str, job: dict[str, Any], now: float) -> None:
+        """A site probe's pod runs the gpu check: the stand-in's exit code (CONTRACT_GPU_CHECK_EXIT, as
+        tests/unit/payloads/contract_payload.gpu_check), with its words as the termination message."""
+        env = {
+            e["name"]: e.get("value") for c in job["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
+        }
+        code, words = probe_words(env)
+        labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": name}
+        when = (EPOCH + timedelta(seconds=now)).isoformat()
+        terminated = {"exitCode": code, "message": words}
+        self.world.server.create("pod", NAMESPACE, {
+            "metadata": {"name": f"{name}-probe", "labels": labels, "creationTimestamp": when},
+            "status": {"phase": "Succeeded" if code == 0 else "Failed",
+                       "containerStatuses": [{"name": CONTAINER, "state": {"terminated": terminated}}]},
+        })  # fmt: skip
+        ended = {"type": "Complete" if code == 0 else "Failed", "status": "True"}
+        self._job_status(name, conditions=[ended], succeeded=int(code == 0), failed=int(code != 0))
 
     def _start(self, name: str, job: dict[str, Any], now: float) -> None:
         w = self.world
@@ -217,18 +248,35 @@ class Kubelet:
         channel.core = ClientApi(w.server, w.pod_faults)  # type: ignore[assignment]
         shard = int(job["metadata"]["labels"][LABEL_SHARD])
         pod = SimPod(shard, channel, w.scenario.epochs, float(w.rng.randint(1, 4)), now, w)
-        try:
-            pod.start()
-        except Exception:  # shard-run could not read its pages: the attempt fails
-            status = job.get("status") or {}
-            self._job_status(name, failed=(status.get("failed") or 0) + 1, active=0, ready=0)
-            return
+        pod.attempt = int((job.get("status") or {}).get("failed") or 0) + 1
         self.pods[name] = pod
         self._job_status(name, active=1, ready=1)
+
+    def _first_reads(self, name: str, pod: SimPod, now: float) -> bool:
+        """ConfigMapChannel.start: the pod's first reads, tried again while the API server fails transiently (for
+        up to GIVE_UP_SECONDS); a refusal, or failing that long, fails the attempt. Whether the pod may go on."""
+        try:
+            pod.start()
+        except Exception as error:
+            if transient(error) and now - pod.started_at < GIVE_UP_SECONDS:
+                return False
+            self._end(name, pod, failed=True)
+            return False
+        pod.started = True
+        return True
 
     def _end(self, name: str, pod: SimPod, failed: bool) -> None:
         self.world.interrupted(pod)
         del self.pods[name]
+        if failed:  # the failed pod stays, with its termination message (FallbackToLogsOnError: its last words)
+            job = self.world.server.objects[("job", NAMESPACE, name)]
+            labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": name}
+            when = (EPOCH + timedelta(seconds=self.world.server.now)).isoformat()
+            terminated = {"exitCode": pod.exit_code or 137, "message": "\n".join(pod.said[-3:])}
+            self.world.server.create("pod", NAMESPACE, {
+                "metadata": {"name": f"{name}-{pod.attempt}", "labels": labels, "creationTimestamp": when},
+                "status": {"phase": "Failed", "containerStatuses": [{"name": CONTAINER, "state": {"terminated": terminated}}]},
+            })  # fmt: skip
         status = self.world.server.objects[("job", NAMESPACE, name)].get("status") or {}
         self._job_status(name, active=0, ready=0, failed=(status.get("failed") or 0) + int(failed))
 
@@ -270,7 +318,7 @@ class World:
     def scenario_edit_latency(self) -> float:
         return self.faults_now().edit_latency
 
-    def _operator(self) -> tuple[Backend, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    def operator(self) -> tuple[Backend, dict[str, Any], dict[str, Any], dict[str, Any]]:
         """A (re)started operator: a fresh backend (and watch caches), empty memory."""
         if self.scenario.backend == "htcondor":
             schedd = FaultySchedd(self.schedd, self)
@@ -290,7 +338,7 @@ class World:
     def run(self, max_seconds: float = 4000.0, step_seconds: float = 3.0) -> Outcome:
         s = self.scenario
         body = manifest(s)
-        backend, memory, searches, probes = self._operator()
+        backend, memory, searches, probes = self.operator()
         steps = restarts = 0
         phase: str | None = None
         with _simulated_process():
@@ -307,7 +355,7 @@ class World:
                     )  # fmt: skip
                 except SimCrash:
                     restarts += 1
-                    backend, memory, searches, probes = self._operator()
+                    backend, memory, searches, probes = self.operator()
                 except Exception as error:  # kopf logs it and retries the handler: the scan is stuck meanwhile
                     self._violate(f"the reconcile raised {type(error).__name__}: {str(error)[:300]}")
                     steps += 1
