@@ -20,7 +20,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -440,18 +440,45 @@ class World:
 _entry_points = functools.cache(payloads.entry_points)
 
 
+class _InOrderPool:
+    """The backend's submit pool, run in order in this thread: every shard's submit is tried (as with the real
+    pool's 32 threads, where all start at once and none is cancelled when one fails), and the first failure is
+    raised after all ran. A real pool's order of calls, and which queued tasks a failure cancels, is the
+    scheduler's, not the seed's."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        pass
+
+    def __enter__(self) -> _InOrderPool:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+        results, failure = [], None
+        for item in items:
+            try:
+                results.append(fn(item))
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return results
+
+
 @contextlib.contextmanager
 def _simulated_process() -> Iterator[None]:
-    """What differs in a simulated operator process: the backend sends shards from one thread (a pool's order of
-    calls is not the seed's), and the payload checkers' entry points are looked up once (the lookup reads every
-    installed package's metadata: 0.1 s, on each restart)."""
-    held = kubernetes_backend.SUBMIT_THREADS, payloads.entry_points
-    kubernetes_backend.SUBMIT_THREADS = 1
+    """What differs in a simulated operator process: the backend's submit pool runs in order in this thread
+    (_InOrderPool), and the payload checkers' entry points are looked up once (the lookup reads every installed
+    package's metadata: 0.1 s, on each restart)."""
+    held = kubernetes_backend.ThreadPoolExecutor, payloads.entry_points
+    kubernetes_backend.ThreadPoolExecutor = _InOrderPool  # type: ignore[misc,assignment]
     payloads.entry_points = _entry_points  # type: ignore[assignment]
     try:
         yield
     finally:
-        kubernetes_backend.SUBMIT_THREADS, payloads.entry_points = held
+        kubernetes_backend.ThreadPoolExecutor, payloads.entry_points = held  # type: ignore[misc]
 
 
 def run(scenario: Scenario) -> Outcome:
