@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 # The fast part: pure functions, seconds.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not integration" tests
+	$(BIN)/pytest -q -m "not integration and not slow" tests
 
 test: $(STAMP) lint tools s3-build images condor-build
 	$(BIN)/pytest -q --durations=25 tests

@@ -16,12 +16,15 @@ from hpscan.testing.sim.__main__ import report, run_seeds, scenario_from_line
 SEEDS = int(os.environ.get("HPSCAN_SIM_SEEDS", "2000"))
 
 
+@pytest.mark.slow  # about 2.5 minutes on 2 cores: make test runs it, make test-fast does not
 def test_random_schedules_with_faults_keep_every_invariant():
     outcomes, seconds = run_seeds(range(SEEDS))
     failed = [o for o in outcomes if not o.ok]
     restarts = sum(o.restarts for o in outcomes)
     print(f"{len(outcomes)} schedules in {seconds:.1f} s, {restarts} operator restarts, {len(failed)} failed")
     assert restarts > 0 and sum(o.scenario.faults.api_error > 0 for o in outcomes) > len(outcomes) // 2
+    assert {o.scenario.backend for o in outcomes} == {"kubernetes", "htcondor"}
+    assert any(o.scenario.broken_site for o in outcomes)
     assert not failed, "\n\n".join(report(o) for o in failed[:2])
 
 
@@ -49,6 +52,7 @@ def test_a_friendly_world_ends_every_scan_succeeded():
         assert outcome.ok and outcome.phase == "Succeeded" and outcome.restarts == 0, outcome.violations
 
 
+@pytest.mark.slow
 def test_a_planted_bug_in_the_hand_out_is_caught_with_a_reproduction_line(monkeypatch):
     """The defect the outbox fixed, planted again: a hand-out that fails takes back every open trial of its worker
     (the trial in training included) and sends no withdraw line, so the worker trains it while another does."""
@@ -73,11 +77,13 @@ def test_a_planted_bug_in_the_hand_out_is_caught_with_a_reproduction_line(monkey
     assert "reproduce: python -m hpscan.testing.sim --seed" in text and "shortest failing schedule" in text
 
 
-@pytest.mark.parametrize("kind", ["api_error", "timeout_after", "crash", "cache_lag", "pod_death", "eviction"])
-def test_every_fault_kind_is_drawn_and_happens(kind):
-    """The fault plan draws every kind often (rare events made common)."""
+@pytest.mark.parametrize(
+    "kind", ["api_error", "timeout_after", "crash", "cache_lag", "pod_death", "eviction", "outage", "edit_latency"]
+)
+def test_every_fault_kind_is_drawn_often(kind):
+    """The fault plan draws every kind often (rare events made common; outages and edit latency are HTCondor's)."""
     drawn = sum(getattr(scenario_of(seed).faults, kind) > 0 for seed in range(200))
-    assert drawn > 30
+    assert drawn > 15
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def scenario_from_line(seed: int, overrides: dict[str, str]) -> Scenario:
             fields[key] = parse_faults(value)
         elif key in ("strategy", "backend"):
             fields[key] = value
-        elif key == "early":
+        elif key in ("early", "broken_site"):
             fields[key] = value == "1"
         else:
             fields[key] = int(value)

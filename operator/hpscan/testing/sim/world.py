@@ -76,13 +76,14 @@ class Scenario:
     epochs: int = 2
     retries: int = 6
     trials_per_worker: int = 2
+    broken_site: bool = False  # the site's GPUs never work: its probe exits 3 (the scan must end Failed, saying so)
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     def line(self) -> str:
         """The one-line reproduction."""
         return (
             f"seed={self.seed} backend={self.backend} strategy={self.strategy} early={int(self.early)} budget={self.budget} "
-            f"shards={self.shards} epochs={self.epochs} faults={self.faults.line() or 'none'}"
+            f"shards={self.shards} epochs={self.epochs} broken_site={int(self.broken_site)} faults={self.faults.line() or 'none'}"
         )
 
 
@@ -110,6 +111,7 @@ def scenario_of(seed: int) -> Scenario:
         budget=rng.randint(3, 12),
         shards=rng.randint(1, 3),
         epochs=rng.randint(1, 3),
+        broken_site=rng.random() < 0.08,
         faults=faults,
     )
 
@@ -136,6 +138,10 @@ def manifest(s: Scenario) -> dict[str, Any]:
             {"name": "cluster", "kubernetes": {}} if s.backend == "kubernetes" else {"name": "grid", "htcondor": {}}
         ],
     }
+    if s.broken_site:  # probed before any shard goes there: the probe says its GPUs do not work
+        spec["gpu"] = {"count": 1, "required": True}
+        spec["payload"]["gpuCheck"] = ["sim-gpu-check"]
+        spec["sites"][0]["env"] = [{"name": "CONTRACT_GPU_CHECK_EXIT", "value": "3"}]
     if s.early:
         spec["earlyStopping"] = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 2}
     return {
@@ -422,6 +428,15 @@ class World:
         status = body.get("status") or {}
         counts = status.get("combinations") or {}
         phase = status.get("phase")
+        if self.scenario.broken_site:  # nothing may run there; the scan ends Failed and says why
+            site = (status.get("sites") or [{}])[0]
+            if phase != "Failed" or site.get("state") != "Excluded" or "GPU" not in (status.get("message") or ""):
+                self._violate(
+                    f"a site whose GPUs never work: the scan ended {phase!r} ({status.get('message')}), site {site}"
+                )
+            if self.completions:
+                self._violate(f"trials trained on a site whose GPUs do not work: {dict(self.completions)}")
+            return
         if phase == "Failed" and self._retries_spent():
             return  # the faults spent a shard's retries (pods died more often than spec.retries allows): its reason
         if phase != "Succeeded":
