@@ -99,7 +99,7 @@ def scenario_of(seed: int) -> Scenario:
         cache_lag=rng.choice([0.0, 3.0, 10.0]),
         pod_death=rng.choice([0.0, 0.0, 0.005, 0.02]),
         eviction=rng.choice([0.0, 0.0, 0.01]),
-        outage=rng.choice([0.0, 0.0, 0.01]) if backend == "htcondor" else 0.0,
+        outage=rng.choice([0.0, 0.005, 0.01]) if backend == "htcondor" else 0.0,
         edit_latency=rng.choice([0.0, 2.0, 10.0]) if backend == "htcondor" else 0.0,
         until=rng.choice([60.0, 200.0, 400.0]),
     )
