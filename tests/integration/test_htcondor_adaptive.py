@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -40,15 +41,19 @@ def position(trial_id: str) -> int:
     return int(trial_id[1:].split("-")[0])
 
 
-def run_command(pool: Any, out: Path, samples: int = SAMPLES) -> list[str]:
+def run_command(pool: Any, out: Path, samples: int = SAMPLES, settings: dict[str, Any] = SETTINGS) -> list[str]:
     return [
         str(Path(sys.executable).parent / "hpscan"), "run", str(REPO / "examples" / "adaptive.yaml"),
         "--out", str(out), "--plain", "--site", "pool",
         "--set", f"sites={json.dumps(condor_sites(pool))}",
         "--set", f"sampling.samples={samples}",
-        "--set", f"payload.settings={json.dumps(SETTINGS)}",
+        "--set", f"payload.settings={json.dumps(settings)}",
         "--set", "artifacts.keep=none",
     ]  # fmt: skip
+
+
+def recorded(results: Path) -> int:
+    return len(results.read_text().splitlines()) if results.exists() else 0
 
 
 def handed_out(pool: Any, status: dict[str, Any]) -> Counter:
@@ -132,3 +137,53 @@ def test_kill_9_of_hpscan_mid_scan_the_rerun_rebuilds_from_the_job_ads(condor_po
     assert len(ids) == samples and max(ids.values()) == 1, ids  # the budget exactly, nothing recorded twice
     assert set(before) <= set(ids)
     assert handed_out(condor_pool, status) == Counter(set(ids))  # each trial handed out once over both runs
+
+
+KILLS = (15, 30, 45)
+"""Records in the run folder when hpscan is killed: each time, every job has recorded more than one record page
+holds (about ten dl1 records, HPScanRecords<N>)."""
+
+
+def test_kill_9_of_hpscan_three_times_in_a_long_scan_every_page_read_back(condor_pool, tmp_path):
+    """Two workers record over 25 trials each while hpscan is killed three times: each re-run rebuilds its study
+    from the jobs' ads, every record page of every job included. Before the pages, a job's chirped records held
+    only the newest that fit one chirp line: the older trials looked open for ever, top-ups handed that worker
+    nothing, and the scan stalled (issue 22, defect 1). The budget is spent exactly, no trial lost or run twice."""
+    samples = 60
+    settings = {**SETTINGS, "epochs": 3, "patience": 3}  # ASHA's rung at 2 epochs still prunes
+    command = run_command(condor_pool, tmp_path, samples, settings)
+    results = tmp_path / "results.jsonl"
+    started = time.monotonic()
+    seen: list[set[str]] = []
+    for kill, after in enumerate(KILLS):
+        with (tmp_path / f"run-{kill}.log").open("w") as log:
+            shell = subprocess.Popen(command, env=condor_pool.env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            condor_pool.wait(
+                lambda shell=shell, after=after: shell.poll() is not None or recorded(results) >= after,
+                300,
+                f"{after} records after {kill} kill(s) (a stalled rebuild never gets there)",
+            )
+        finally:
+            os.kill(shell.pid, signal.SIGKILL)
+            shell.wait()
+        log_tail = (tmp_path / f"run-{kill}.log").read_text()[-3000:]
+        assert shell.returncode == -signal.SIGKILL, log_tail  # killed mid-scan, not ended
+        seen.append({json.loads(line)["id"] for line in results.read_text().splitlines() if line.endswith("}")})
+        print(f"kill -9 #{kill + 1} at {recorded(results)} records, {time.monotonic() - started:.0f} s in")
+        assert recorded(results) < samples
+
+    final = subprocess.run(command, env=condor_pool.env(), capture_output=True, text=True, timeout=900, check=False)
+    print(f"{samples} trials through three kills in {time.monotonic() - started:.0f} s")
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    counts = status["combinations"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert counts["suggested"] == counts["total"] == samples and counts["pending"] == 0, counts
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    ids = Counter(r["id"] for r in records)
+    assert len(ids) == samples and max(ids.values()) == 1, ids  # the budget exactly, every trial recorded once
+    assert all(before <= set(ids) for before in seen)
+    per_worker = Counter(r["shard"] for r in records)
+    assert sorted(per_worker) == [0, 1] and min(per_worker.values()) >= 25, per_worker  # many pages per job
+    assert handed_out(condor_pool, status) == Counter(set(ids))  # each trial handed to one worker, once, over 4 runs

@@ -223,6 +223,33 @@ def test_max_retries_reruns_a_failing_payload_then_fails_the_shard(condor_pool):
         scan.close()
 
 
+def test_an_attempt_past_its_timeout_is_retried_then_fails_the_shard(condor_pool):
+    """Past allowed_execute_duration HTCondor holds the job (HoldReasonCode 47) instead of ending it, and
+    max_retries acts only on exits: hpscan's periodic_release gives it its retry, periodic_remove ends it after, and
+    the shard fails saying why (before, it sat held until the site's hold timeout). The site shortens the limit to
+    3 s through extraSubmit (timeoutSeconds is at least 60); the payload would take 30 s."""
+    fields = pool_scan(condor_pool, {"sleep": 30}, {"extraSubmit": {"allowed_execute_duration": "3"}}, retries=1)
+    fields = fields.model_dump(by_alias=True, exclude_none=True)
+    fields["payload"]["timeoutSeconds"] = 60
+    scan = Scan(condor_pool, HPScanSpec.model_validate(fields))
+    started = time.monotonic()
+    try:
+        scan.submit()
+        states = scan.until(lambda s: s.phase == ShardPhase.FAILED, "the second timeout", timeout=120)
+        print(f"two timed-out attempts to a failed shard in {time.monotonic() - started:.0f} s")
+        assert (states[0].reason, states[0].attempts) == ("PayloadFailed", 2), states[0]
+        why = "the attempt ran past spec.payload.timeoutSeconds (3 s) and was stopped; no retry left after 2 attempt(s)"
+        assert why in (states[0].message or ""), states[0]  # after the payload's last words, when they came back
+        cluster = str(states[0].job).split(".")[0]
+        ads = condor_pool.schedd().query(f"ClusterId == {cluster}", ["JobStatus", "LastHoldReasonCode"])
+        assert [(ad["JobStatus"], ad["LastHoldReasonCode"]) for ad in ads] == [(3, 47)]  # kept for the poller
+    finally:
+        scan.close()
+    condor_pool.wait(  # forgetting the scan lets it leave, as a completed job does
+        lambda: not condor_pool.schedd().query(f"ClusterId == {cluster}", ["JobStatus"]), 30, "the job to leave"
+    )
+
+
 def test_a_gpu_capability_no_slot_has_stays_pending_with_a_reason(condor_pool):
     """The pool's GPUs have compute capability 8.0: a scan asking for 9.0 never starts and says why; 8.0 runs."""
     scan = Scan(

@@ -127,6 +127,8 @@ def test_the_kubernetes_deadline_bounds_each_pod_whatever_the_retries(retries):
 @pytest.mark.parametrize("retries", [0, 5])
 def test_the_htcondor_deadline_bounds_each_execution_whatever_the_retries(retries):
     """allowed_execute_duration counts one execution; nothing bounds the job's whole life in the queue."""
+    import classad2
+
     from hpscan.backends.base import ScanRef
     from hpscan.backends.htcondor import submit_description
 
@@ -139,7 +141,12 @@ def test_the_htcondor_deadline_bounds_each_execution_whatever_the_retries(retrie
     ).description
     assert description.expand("allowed_execute_duration") == "900"
     assert description.expand("max_retries") == str(retries)
-    assert "allowed_job_duration" not in description and "periodic_remove" not in description
+    assert "allowed_job_duration" not in description
+    # periodic_remove ends a job only once its last attempt timed out, never for its age in the queue
+    remove = classad2.ExprTree(description.expand("periodic_remove"))
+    old = {"QDate": 0, "EnteredCurrentStatus": 0, "NumJobStarts": retries + 1}
+    assert all(remove.eval(classad2.ClassAd({**old, "JobStatus": status})) is False for status in (1, 2, 5))
+    assert remove.eval(classad2.ClassAd({**old, "JobStatus": 5, "HoldReasonCode": 47})) is True
 
 
 def test_a_local_retry_gets_the_whole_timeout_again(tmp_path, monkeypatch):

@@ -159,6 +159,37 @@ def test_states_holds_and_exit_codes_map_to_shard_phases(backend, pool):
     assert "site admin" in (states[0].message or "")
 
 
+def test_an_attempt_past_its_timeout_is_retried_then_fails_the_shard(backend, pool):
+    """STAND-IN: the schedd's periodic pass held still between attempts (the real pool runs the same in
+    test_htcondor_realpool.py). A job past allowed_execute_duration is held (JobExecuteExceeded, 47); before, it sat
+    held until its site's hold timeout. spec.retries 1: released once, removed after the second timeout, and the
+    shard fails saying why; the job stays queued (a shard without one would be submitted again) until forgotten."""
+    spec = HPScanSpec.model_validate(
+        make_spec().model_dump(by_alias=True) | {"retries": 1, "payload": {"image": "img:1", "timeoutSeconds": 60}}
+    )
+    planned = plan(SCAN.name, spec)
+    backend.submit(SCAN, spec, launches(planned, spec, [0]))
+    schedd = pool.of(LOCAL)
+    job = schedd.job_of("uid-1", 0)
+    for attempt in (1, 2):
+        schedd.start(job)
+        schedd.hold(job, "The job exceeded allowed execute duration of 00:01:00", code=47)
+        assert (backend.poll(SCAN)[0].phase, backend.poll(SCAN)[0].reason) == (ShardPhase.PENDING, "Held")
+        schedd.periodic()
+        state = backend.poll(SCAN)[0]
+        if attempt == 1:
+            assert (state.phase, state.reason, state.message) == ("Pending", "Retrying", "attempt 2 waits for a slot")
+    assert (state.phase, state.reason, state.attempts) == (ShardPhase.FAILED, "PayloadFailed", 2)
+    assert state.message == (
+        "the attempt ran past spec.payload.timeoutSeconds (60 s) and was stopped; no retry left after 2 attempt(s)"
+    )
+    schedd.periodic()
+    assert backend.poll(SCAN)[0].phase == ShardPhase.FAILED  # still queued: the poller keeps seeing it fail
+    backend.forget(SCAN)
+    schedd.periodic()
+    assert shards_of(schedd, "uid-1") == [] and job in schedd.history  # released with the completed jobs
+
+
 def shards_of(schedd: ScheddStandIn, uid: str) -> list[int]:
     return sorted(ad.eval("HPScanShard") for ad in schedd.jobs.values() if ad.eval("HPScanUid") == uid)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import classad2
 import htcondor2
 import pytest
 from pydantic import ValidationError
@@ -220,3 +222,87 @@ def test_job_ads_read_as_shard_states():
     assert "compute capability" in (rejected.message or "") and "no match found" in (rejected.message or "")
     again = shard_status({**idle, "LastRejMatchReason": "no match found", "NumJobStarts": 1}, "grid")
     assert (again.reason, again.message) == ("Retrying", "attempt 2 waits for a slot")
+
+
+def job_ad(submit: htcondor2.Submit, **attributes) -> classad2.ClassAd:
+    """A job's ad as far as the policy expressions read it: the submit's AllowedExecuteDuration and these."""
+    ad = classad2.ClassAd({"AllowedExecuteDuration": int(submit.expand("allowed_execute_duration"))})
+    ad.update({"EnteredCurrentStatus": int(time.time()), **attributes})
+    return ad
+
+
+def holds(submit: htcondor2.Submit, command: str, ad: classad2.ClassAd) -> bool:
+    return classad2.ExprTree(submit.expand(command)).eval(ad) is True
+
+
+TIMED_OUT = {"JobStatus": 5, "HoldReasonCode": 47, "HoldReason": "The job exceeded allowed execute duration of 01:00"}
+
+
+def test_an_attempt_past_its_timeout_is_released_for_a_retry_then_removed():
+    """allowed_execute_duration holds a job (JobExecuteExceeded, 47), and max_retries acts only on exits: the
+    periodic policy retries a timed-out attempt while retries are left (spec.retries = 2: three attempts) and
+    removes the job after the last one, saying why."""
+    submit = build(make_spec(payload={"image": "img:1", "timeoutSeconds": 3600})).description
+    for starts, retried in [(1, True), (2, True), (3, False)]:
+        ad = job_ad(submit, NumJobStarts=starts, **TIMED_OUT)
+        assert holds(submit, "periodic_release", ad) is retried, starts
+        assert holds(submit, "periodic_remove", ad) is not retried, starts
+    ad = job_ad(submit, NumJobStarts=3, **TIMED_OUT)
+    assert classad2.ExprTree(submit.expand("MY.PeriodicRemoveReason")).eval(ad) == (
+        "the attempt ran past spec.payload.timeoutSeconds (3600 s) and was stopped; no retry left after 3 attempt(s)"
+    )
+    # Other holds are the site's and the hold timeout's business; running and idle jobs are left alone.
+    others = [
+        {"JobStatus": 5, "HoldReasonCode": code, "NumJobStarts": starts}
+        for code in (13, 16, 26, 46)
+        for starts in (1, 3)
+    ]
+    others += [{"JobStatus": status, "LastHoldReasonCode": 47, "NumJobStarts": 3} for status in (1, 2)]
+    for attributes in others:
+        ad = job_ad(submit, **attributes)
+        assert not holds(submit, "periodic_release", ad) and not holds(submit, "periodic_remove", ad), attributes
+
+
+def test_a_job_removed_after_its_last_timeout_stays_queued_for_the_poller():
+    """Removed jobs leave the queue, and a shard with no job would be submitted again: the one removed by the
+    timeout policy stays (as a completed job does) until the scan releases it; hpscan's own removals leave."""
+    submit = build(make_spec(payload={"image": "img:1", "timeoutSeconds": 3600})).description
+    removed = {"JobStatus": 3, "LastHoldReasonCode": 47, "NumJobStarts": 3}
+    assert holds(submit, "leave_in_queue", job_ad(submit, **removed))
+    assert holds(submit, "leave_in_queue", job_ad(submit, JobStatus=4))
+    assert not holds(submit, "leave_in_queue", job_ad(submit, **removed, HPScanReleased=True))
+    assert not holds(submit, "leave_in_queue", job_ad(submit, **removed, HPScanCancelled=True))  # hpscan's
+    assert not holds(submit, "leave_in_queue", job_ad(submit, JobStatus=3, LastHoldReasonCode=13))  # a site's
+
+
+def test_without_a_timeout_there_is_no_timeout_policy():
+    submit = build(make_spec()).description
+    assert "allowed_execute_duration" not in submit
+    assert "periodic_release" not in submit and "periodic_remove" not in submit
+    assert submit.expand("leave_in_queue").startswith("(JobStatus == 4) && HPScanReleased =!= true")
+
+
+def test_a_site_periodic_policy_is_combined_with_the_timeout_policy():
+    """A site's own periodic_release / periodic_remove (in any spelling) still act, and so do hpscan's."""
+    extra = {"periodic_remove": "JobStatus == 1 && NumJobStarts > 5", "+PeriodicRelease": "HoldReasonCode =?= 13"}
+    site = {"extraSubmit": extra, "maxRetries": 1}
+    submit = build(make_spec(payload={"image": "img:1", "timeoutSeconds": 3600}, htcondor=site)).description
+    assert "MY.PeriodicRelease" not in submit and "+PeriodicRelease" not in submit  # one expression, not two
+    assert holds(submit, "periodic_release", job_ad(submit, NumJobStarts=1, **TIMED_OUT))
+    assert holds(submit, "periodic_release", job_ad(submit, JobStatus=5, HoldReasonCode=13, NumJobStarts=9))
+    assert holds(submit, "periodic_remove", job_ad(submit, NumJobStarts=2, **TIMED_OUT))  # maxRetries 1
+    site_removes = job_ad(submit, JobStatus=1, NumJobStarts=6)
+    assert holds(submit, "periodic_remove", site_removes)
+    # the site's removal keeps HTCondor's own reason (ours is undefined), so it reads as a removal by the site
+    assert classad2.ExprTree(submit.expand("MY.PeriodicRemoveReason")).eval(site_removes) is classad2.Value.Undefined
+
+
+def test_a_job_removed_after_its_last_timeout_reads_as_a_failed_shard():
+    from hpscan.backends.htcondor.ads import shard_status
+
+    why = "the attempt ran past spec.payload.timeoutSeconds (600 s) and was stopped; no retry left after 2 attempt(s)"
+    ad = {"JobStatus": 3, "HPScanShard": 1, "ClusterId": 7, "ProcId": 1, "NumJobStarts": 2, "RemoveReason": why}
+    state = shard_status(ad, "grid")
+    assert (state.phase, state.reason, state.message, state.attempts) == ("Failed", "PayloadFailed", why, 2)
+    by_site = shard_status({**ad, "RemoveReason": "removed by the admin"}, "grid")
+    assert (by_site.phase, by_site.reason) == ("Failed", "Removed")

@@ -127,6 +127,8 @@ class ScheddStandIn:
                         ad[key[3:]] = classad2.ExprTree(value)
                     elif key == "request_gpus":
                         ad["RequestGPUs"] = int(value)
+                    elif key == "allowed_execute_duration":
+                        ad["AllowedExecuteDuration"] = int(value)
                 self.jobs[job] = ad
                 self.submitted[job] = commands
                 procs += 1
@@ -189,13 +191,15 @@ class ScheddStandIn:
             ad[key] = value
         self._settle(job)
 
+    def _kept(self, job: str) -> bool:
+        """Whether the job's leave_in_queue expression holds."""
+        keep = self.submitted.get(job, {}).get("leave_in_queue", "false")
+        return classad2.ExprTree(keep).eval(self.jobs[job]) is True
+
     def _settle(self, job: str) -> None:
         """A completed job leaves the queue unless its leave_in_queue expression holds (as the schedd does)."""
         ad = self.jobs[job]
-        if ad.eval("JobStatus") != COMPLETED:
-            return
-        keep = self.submitted.get(job, {}).get("leave_in_queue", "false")
-        if classad2.ExprTree(keep).eval(ad) is not True:
+        if ad.eval("JobStatus") == COMPLETED and not self._kept(job):
             self.history[job] = self.jobs.pop(job)
 
     def start(self, job: str) -> None:
@@ -211,6 +215,32 @@ class ScheddStandIn:
 
     def hold(self, job: str, reason: str, code: int = 13) -> None:
         self.set(job, JobStatus=HELD, HoldReason=reason, HoldReasonCode=code)
+
+    def periodic(self) -> None:
+        """What the schedd's periodic policy pass does (every PERIODIC_EXPR_INTERVAL) to a held job: release it when
+        its periodic_release holds, else remove it when its periodic_remove holds, with its PeriodicRemoveReason
+        as the RemoveReason (the job leaves the queue unless its leave_in_queue holds); the hold reason moves to
+        LastHoldReason(Code) either way, as the schedd moves it. A removed job whose leave_in_queue no longer holds
+        leaves the queue in the same pass."""
+        for job in [j for j, ad in self.jobs.items() if ad.eval("JobStatus") == REMOVED and not self._kept(j)]:
+            self.history[job] = self.jobs.pop(job)
+        for job in [j for j, ad in self.jobs.items() if ad.eval("JobStatus") == HELD]:
+            ad, commands = self.jobs[job], self.submitted.get(job, {})
+            release = classad2.ExprTree(commands.get("periodic_release", "false")).eval(ad) is True
+            remove = not release and classad2.ExprTree(commands.get("periodic_remove", "false")).eval(ad) is True
+            if not (release or remove):
+                continue
+            why = ad.eval("PeriodicRemoveReason") if "PeriodicRemoveReason" in ad else None  # while still held
+            ad["LastHoldReason"], ad["LastHoldReasonCode"] = ad.eval("HoldReason"), ad.eval("HoldReasonCode")
+            del ad["HoldReason"]
+            del ad["HoldReasonCode"]
+            if release:
+                self.set(job, JobStatus=IDLE)
+                continue
+            reason = why if isinstance(why, str) else "The job attribute PeriodicRemove expression evaluated to TRUE"
+            self.set(job, JobStatus=REMOVED, RemoveReason=reason)
+            if not self._kept(job):
+                self.history[job] = self.jobs.pop(job)  # gone once its shadow is, unless leave_in_queue holds
 
     def complete(
         self, job: str, exit_code: int = 0, outputs: dict[str, str] | None = None, spooled: bool = False

@@ -19,6 +19,7 @@ from hpscan.backends.htcondor.schedd import (
     RUNNING,
     SHARD_ATTR,
     SUSPENDED,
+    TIMED_OUT_REASON,
     TOTAL_ATTR,
     TRANSFERRING_OUTPUT,
 )
@@ -93,6 +94,8 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
         reason = str(attr(ad, "RemoveReason", ""))
         if reason.startswith(REMOVE_REASON_PREFIX) or attr(ad, CANCELLED_ATTR) is True:
             return ShardStatus(phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED, **common)
+        if reason.startswith(TIMED_OUT_REASON):  # the submit's periodic_remove: its last attempt timed out too
+            return ShardStatus(phase=ShardPhase.FAILED, reason=Reason.PAYLOAD_FAILED, message=reason, **common)
         return ShardStatus(
             phase=ShardPhase.FAILED,
             reason=Reason.REMOVED,

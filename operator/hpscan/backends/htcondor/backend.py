@@ -49,6 +49,7 @@ from hpscan.backends.htcondor.schedd import (
     SITE_ATTR,
     SPOOL_GRACE_SECONDS,
     SUSPENDED,
+    TIMED_OUT_REMOVED,
     TRANSFERRING_OUTPUT,
     UID_ATTR,
     ScheddFactory,
@@ -185,12 +186,14 @@ class HTCondorBackend(Backend):
             self._cancel(uid, tracked, None)
             for connection, site in self._distinct_connections(tracked):
                 condor = condor_of(site)
-                completed = f"{UID_ATTR} == {classad_string(uid)} && JobStatus == {COMPLETED}"
+                # what leave_in_queue keeps: completed jobs, and those removed after their last attempt timed out
+                ended = f"JobStatus == {COMPLETED} || ({TIMED_OUT_REMOVED})"
+                kept = f"{UID_ATTR} == {classad_string(uid)} && ({ended})"
                 schedd = self._schedd(connection, condor)
                 try:
                     # edit() of a constraint that matches no job is an error on the schedd's side: ask first.
-                    if schedd.query(completed, ["ClusterId", "ProcId"]):
-                        schedd.edit(completed, RELEASED_ATTR, "true")
+                    if schedd.query(kept, ["ClusterId", "ProcId"]):
+                        schedd.edit(kept, RELEASED_ATTR, "true")
                 except Exception as error:
                     self._schedds.pop(connection, None)
                     raise self._failed(connection, condor, "releasing completed jobs", error) from None

@@ -83,6 +83,19 @@ REMOVE_REASON_PREFIX = "hpscan:"
 KEEP_COMPLETED_SECONDS = 14 * 24 * 3600
 """How long a completed job stays in the queue so its output can be retrieved and its state polled."""
 
+HOLD_EXECUTE_EXCEEDED = 47
+"""HoldReasonCode of a job that ran past its allowed_execute_duration (JobExecuteExceeded): HTCondor holds it, and
+max_retries and retry_until act only when a job exits, so the submit description's periodic_release retries it."""
+TIMED_OUT_REASON = "the attempt ran past spec.payload.timeoutSeconds"
+"""How the RemoveReason of a job removed after its last timed-out attempt begins (the submit's periodic_remove)."""
+TIMED_OUT_REMOVED = (
+    f"JobStatus == {REMOVED} && {CANCELLED_ATTR} =!= true"
+    f" && (HoldReasonCode =?= {HOLD_EXECUTE_EXCEEDED} || LastHoldReasonCode =?= {HOLD_EXECUTE_EXCEEDED})"
+)
+"""A job removed while held for its timeout (the schedd moves HoldReasonCode to LastHoldReasonCode on removal),
+not by hpscan: kept in the queue as a completed job is (leave_in_queue), so the poller sees its shard fail instead
+of finding no job and submitting the shard again."""
+
 
 class ScheddLike(Protocol):
     """The part of ``htcondor2.Schedd`` the backend uses (same names and signatures)."""

@@ -21,6 +21,9 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.schedd import (
+    COMPLETED,
+    HELD,
+    HOLD_EXECUTE_EXCEEDED,
     KEEP_COMPLETED_SECONDS,
     MOVES_ATTR,
     NAME_ATTR,
@@ -29,6 +32,8 @@ from hpscan.backends.htcondor.schedd import (
     RELEASED_ATTR,
     SHARD_ATTR,
     SITE_ATTR,
+    TIMED_OUT_REASON,
+    TIMED_OUT_REMOVED,
     TOTAL_ATTR,
     UID_ATTR,
     condor_of,
@@ -132,16 +137,20 @@ def submit_description(
     # models/ comes back too when the scan keeps models in a store: the operator uploads them (sandbox_models).
     commands["transfer_output_files"] = f"{RESULTS_FILE}, {MODELS_DIR}" if wants_models_back(spec) else RESULTS_FILE
     commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
-    commands["max_retries"] = str(condor.max_retries if condor.max_retries is not None else spec.retries)
+    retries = condor.max_retries if condor.max_retries is not None else spec.retries
+    commands["max_retries"] = str(retries)
     # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).
     commands["retry_until"] = f"member(ExitCode, {{{', '.join(str(code) for code in sorted(FINAL_EXITS))}}})"
+    periodic: dict[str, str] = {}
     if spec.payload.timeout_seconds:
         commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
+        periodic = timeout_policy(retries)
+        commands["leave_in_queue"] = leave_in_queue(f"JobStatus == {COMPLETED} || ({TIMED_OUT_REMOVED})")
     commands["+WantIOProxy"] = "true"
     commands[f"+{SHARD_ATTR}"] = "$(Shard)"
     commands[f"+{TOTAL_ATTR}"] = "$(Combinations)"
     commands[f"+{MOVES_ATTR}"] = "$(Moves)"
-    commands.update(condor.extra_submit)
+    commands.update(with_site_policy(periodic, condor.extra_submit))
     try:
         description = htcondor2.Submit(commands)
     except Exception as error:  # the bindings reject what condor_submit would reject
@@ -152,6 +161,51 @@ def submit_description(
         for f in shard_files
     ]
     return SubmitPlan(site=site, description=description, itemdata=itemdata, spool=condor.remote)
+
+
+PERIODIC_COMMANDS = ("periodic_release", "periodic_remove")
+"""The policy commands hpscan sets that a site's extraSubmit may set too: the two are or-ed, neither replaced."""
+
+
+def timeout_policy(retries: int) -> dict[str, str]:
+    """What makes spec.payload.timeoutSeconds a per-attempt limit that is retried, as on Kubernetes: past
+    allowed_execute_duration HTCondor holds the job (JobExecuteExceeded), and max_retries and retry_until act only
+    when a job exits, so the shard would sit held until its site's holdTimeoutSeconds moved it. A job held so is
+    released (the next attempt) while it has started at most ``retries`` times, and removed after, with a
+    RemoveReason that says why (the schedd evaluates both every PERIODIC_EXPR_INTERVAL)."""
+    timed_out = f"JobStatus == {HELD} && HoldReasonCode =?= {HOLD_EXECUTE_EXCEEDED}"
+    exhausted = f"{timed_out} && NumJobStarts > {retries}"
+    why = (
+        f'strcat("{TIMED_OUT_REASON} (", AllowedExecuteDuration, " s) and was stopped; no retry left after ", '
+        'NumJobStarts, " attempt(s)")'
+    )
+    return {
+        "periodic_release": f"{timed_out} && NumJobStarts <= {retries}",
+        "periodic_remove": exhausted,
+        # undefined when another periodic_remove (the site's) fired: the schedd then writes its own reason
+        "MY.PeriodicRemoveReason": f"ifThenElse({exhausted}, {why}, undefined)",
+    }
+
+
+def with_site_policy(policy: Mapping[str, str], extra_submit: Mapping[str, str]) -> dict[str, str]:
+    """A site's extra submit commands, with hpscan's periodic policy or-ed into the site's own (the site's
+    periodic_remove still removes, and hpscan's still retries a timed-out attempt)."""
+    combined = dict(policy)
+    for key, value in extra_submit.items():
+        # periodic_remove, +PeriodicRemove and MY.PeriodicRemove all set the job's PeriodicRemove
+        bare = key.lower().removeprefix("+").removeprefix("my.").replace("_", "")
+        name = next((command for command in PERIODIC_COMMANDS if command.replace("_", "") == bare), key)
+        if name in combined:
+            combined[name] = f"({combined[name]}) || ({value})"
+        else:
+            combined[key] = value
+    return combined
+
+
+def leave_in_queue(ended: str) -> str:
+    """The leave_in_queue expression: jobs that ended so stay queued, for the poller and for retrieve(), until
+    hpscan releases them (HPScanReleased, a deleted scan) or for KEEP_COMPLETED_SECONDS."""
+    return f"({ended}) && {RELEASED_ATTR} =!= true && (time() - EnteredCurrentStatus) < {KEEP_COMPLETED_SECONDS}"
 
 
 PROBE_DIR = "probe-"
@@ -215,9 +269,7 @@ def _job_commands(scan: ScanRef, spec: HPScanSpec, site: Site, arguments: Sequen
     commands["output"] = "stdout.txt"
     commands["error"] = "stderr.txt"
     # Completed jobs stay queued a while, so the poller sees how they ended and can retrieve their output.
-    commands["leave_in_queue"] = (
-        f"JobStatus == 4 && {RELEASED_ATTR} =!= true && (time() - EnteredCurrentStatus) < {KEEP_COMPLETED_SECONDS}"
-    )
+    commands["leave_in_queue"] = leave_in_queue(f"JobStatus == {COMPLETED}")
     commands[f"+{UID_ATTR}"] = classad_string(scan.uid)
     commands[f"+{NAME_ATTR}"] = classad_string(scan.name)
     commands[f"+{NAMESPACE_ATTR}"] = classad_string(scan.namespace)
