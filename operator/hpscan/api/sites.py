@@ -42,6 +42,12 @@ class KubernetesSite(CamelModel):
     service_account_name: str | None = Field(
         None, description="ServiceAccount of the shard pods; the operator's per-scan account when empty."
     )
+    image_pull_timeout_seconds: int = Field(
+        300,
+        ge=0,
+        description="How long a shard's pod may fail to pull its image (ErrImagePull, ImagePullBackOff) before the "
+        "shard fails with the kubelet's words; a malformed image name fails it at once.",
+    )
 
 
 class TokenSecretRef(CamelModel):

@@ -53,6 +53,9 @@ class Reason(StrEnum):
     """The payload exited 2: its shard file, settings or data are wrong. Never retried."""
     UNSCHEDULABLE = "Unschedulable"
     """The scheduler cannot place the shard's pod (its message says why: GPUs, taints, selectors)."""
+    IMAGE_UNAVAILABLE = "ImageUnavailable"
+    """The shard's pod could not get its image (a name that cannot be pulled, or pulls failing for the site's
+    imagePullTimeoutSeconds): the Job is suspended and the shard failed, with the kubelet's words."""
     RECORDS_MISSING = "RecordsMissing"
     """The job ended well but fewer records came back than the shard holds."""
     PAYLOAD_FAILED = "PayloadFailed"

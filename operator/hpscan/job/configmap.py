@@ -64,6 +64,11 @@ T = TypeVar("T")
 
 CONFIGMAP_ENV = "HPSCAN_CONFIGMAP"
 NAMESPACE_ENV = "HPSCAN_NAMESPACE"
+ACCOUNT_ENV = "HPSCAN_SERVICE_ACCOUNT"
+"""The pod's ServiceAccount (the downward API's spec.serviceAccountName): who a refused request names."""
+REQUEST_SECONDS = 30.0
+"""A request the API server has not answered in this long is abandoned and tried again like a 5xx (without a
+timeout, a connection that died silently would hang the pod for good)."""
 """Set on the shard's container by the Job: the pages' base name, and their namespace."""
 
 
@@ -342,6 +347,15 @@ class ConfigMapChannel:
     def _read_page(self, page: int) -> Mapping[str, str] | None:
         return self._read_page_named(page_name(self.configmap, page))
 
+    def _refused(self, error: Exception, verb: str, what: str) -> Exception:
+        """A refusal that retrying will not mend, as one line naming the verb, the object and who asked (an
+        ApiException's text is its headers and body); any other error unchanged."""
+        from kubernetes.client.rest import ApiException
+
+        if not isinstance(error, ApiException):
+            return error
+        return HPScanError(refusal(error, verb, what, self.namespace))
+
     def _answered(self, read: Callable[[], T], what: str) -> T:
         """A read the attempt cannot start without, tried again while the API server fails transiently (with the
         publish back-off, for up to GIVE_UP_SECONDS): one 5xx or lost connection must not cost an attempt."""
@@ -352,7 +366,7 @@ class ConfigMapChannel:
             except Exception as error:
                 failing = self._clock() - since
                 if not transient(error):
-                    raise
+                    raise self._refused(error, "get", what) from None
                 if failing >= self._give_up_seconds:
                     raise HPScanError(
                         f"could not read {what}: every try failed for {failing:.0f} s (last: {_said(error)})"
@@ -367,16 +381,18 @@ class ConfigMapChannel:
         if self._pages is None:
             try:
                 self._pages = join_pages(self._read_page)
-            except ValueError as error:
-                raise ValueError(f"the shard's pages {page_name(self.configmap, 0)}, ...: {error}") from None
+            except ValueError as error:  # a page missing (404) or unreadable: the operator's, not a transient
+                raise HPScanError(
+                    f"the shard's pages {self.namespace}/{page_name(self.configmap, 0)}, ...: {error}"
+                ) from None
             self._combinations = {c.id: c for c in self._pages.shard_file.combinations}
         return self._pages
 
     def start(self) -> None:
         """The pod's first reads (its pages, what earlier attempts recorded), tried again while the API server fails
         transiently; ``recorded()`` then hands over what was read. ``open_channel`` calls it."""
-        self._answered(self.pages, "the shard's pages")
-        self._earlier = self._answered(self.recorded, "what earlier attempts recorded")
+        self._answered(self.pages, f"{page_name(self.configmap, 0)} (the shard's pages)")
+        self._earlier = self._answered(self.recorded, f"{self.configmap}-p* (what earlier attempts recorded)")
 
     def recorded(self) -> list[ResultRecord]:
         """What earlier attempts recorded (a retried pod starts from these; a pulling worker's are on every page
@@ -398,7 +414,7 @@ class ConfigMapChannel:
     def _read_inbox(self) -> Mapping[str, str]:
         found = self._read_page_named(inbox_name(self.configmap))
         if found is None:
-            raise ValueError(f"the worker's inbox {inbox_name(self.configmap)} is missing")
+            raise HPScanError(f"the worker's inbox {self.namespace}/{inbox_name(self.configmap)} does not exist")
         return found
 
     def _read_page_named(self, name: str) -> Mapping[str, str] | None:
@@ -406,11 +422,15 @@ class ConfigMapChannel:
         from kubernetes.client.rest import ApiException
 
         try:
-            return self.core.read_namespaced_config_map(name, self.namespace).data or {}
+            return (
+                self.core.read_namespaced_config_map(name, self.namespace, _request_timeout=REQUEST_SECONDS).data or {}
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
-            raise
+            if transient(error):
+                raise
+            raise self._refused(error, "get", name) from None
 
     def inbox(self) -> tuple[list[dict], list[dict]]:
         """Every trials.jsonl and stop.jsonl line the operator wrote into this worker's inbox (PullChannel)."""
@@ -425,9 +445,13 @@ class ConfigMapChannel:
         them)."""
         self._reports = (self._reports + [r.to_wire() for r in reports])[-PROGRESS_LINES:]
         text = "".join(compact(r) + "\n" for r in self._reports)
-        self.core.patch_namespaced_config_map(
-            inbox_name(self.configmap), self.namespace, {"data": {PROGRESS_KEY: text}}
-        )
+        name = inbox_name(self.configmap)
+        try:
+            self.core.patch_namespaced_config_map(
+                name, self.namespace, {"data": {PROGRESS_KEY: text}}, _request_timeout=REQUEST_SECONDS
+            )
+        except Exception as error:
+            raise self._refused(error, "patch", name) from None
 
     def _page_of_pulled(self, trial_id: str) -> int | None:
         return trial_pages(self._pulled, self._page_size).get(trial_id)
@@ -455,10 +479,12 @@ class ConfigMapChannel:
         try:
             for page, fitted in sorted(self._by_page(list(self.unsent.values())).items()):
                 name = page_name(self.configmap, page)
-                self.core.patch_namespaced_config_map(name, self.namespace, record_patch(fitted))
+                self.core.patch_namespaced_config_map(
+                    name, self.namespace, record_patch(fitted), _request_timeout=REQUEST_SECONDS
+                )
                 for record in fitted:
                     self.unsent.pop(record.id, None)
-        except (ApiException, HTTPError, OSError, ValueError) as error:  # ValueError: the inbox is missing
+        except (ApiException, HTTPError, OSError, HPScanError) as error:  # HPScanError: the inbox is missing
             self._failed(name, held, error)
             return
         self._failing_since, self._delay = None, self._retry_seconds
@@ -469,7 +495,8 @@ class ConfigMapChannel:
         what = f"could not publish {held} record(s) to {name} (they are in results.jsonl)"
         failing = now - self._failing_since
         if not transient(error):
-            raise HPScanError(f"{what}: {_said(error)}") from None
+            refused = self._refused(error, "patch", name)
+            raise HPScanError(f"could not publish {held} record(s) (they are in results.jsonl): {refused}") from None
         if failing >= self._give_up_seconds:
             raise HPScanError(f"{what}: every try failed for {failing:.0f} s (last: {_said(error)})") from None
         print(f"hpscan shard-run: {what}, trying again in {self._delay:g} s: {_said(error)}", file=sys.stderr)
@@ -495,6 +522,34 @@ class ConfigMapChannel:
             limit = record_limit(self._combinations[record.id])
             by_page.setdefault(page, []).append(fit_record(record, limit, pages.shard_file.objective.metric))
         return by_page
+
+
+def identity(namespace: str) -> str:
+    """Who the pod's requests come from, as the API server names it in its RBAC decisions."""
+    account = os.environ.get(ACCOUNT_ENV)
+    return f"system:serviceaccount:{namespace}:{account}" if account else "this pod's ServiceAccount"
+
+
+def refusal(error: Any, verb: str, name: str, namespace: str) -> str:
+    """An API server's refusal in one line: who may not do what to which object, and what to look at. The Status
+    body's own message is kept where it adds to that (not for 401/403/404, whose words these lines already say)."""
+    status, reason = getattr(error, "status", None), getattr(error, "reason", "") or ""
+    message = ""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        message = str(json.loads(getattr(error, "body", None) or "{}").get("message") or "")
+    what = f"ConfigMap {namespace}/{name}"
+    who = identity(namespace)
+    if status == 401:
+        return f"the Kubernetes API did not accept the token of {who} to {verb} {what} (401 {reason})"
+    if status == 403:
+        return (
+            f"{who} may not {verb} {what} (403 {reason}): the scan's Role grants it to the scan's account and to the "
+            "site's serviceAccountName; is the pod running under another account, or was the RoleBinding removed?"
+        )
+    if status == 404:
+        return f"{what} does not exist (404 {reason}) for {who} to {verb}: was the HPScan deleted?"
+    said = f"{status} {reason}".strip()
+    return f"the Kubernetes API refused to {verb} {what} for {who} ({said})" + (f": {message[:200]}" if message else "")
 
 
 def _said(error: Exception) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
@@ -16,11 +17,15 @@ from hpscan.api.status import ACTIVE_PHASES, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
+    FAILURE_ANNOTATION,
     LABEL_PAGE,
     LABEL_ROLE,
     LABEL_SCAN,
     LABEL_SHARD,
     LABEL_SITE,
+    failure_cause,
+    image_pull_timeout,
+    image_verdict,
     job_manifest,
     job_name,
     page_layout,
@@ -77,18 +82,6 @@ def _failed_by_policy(job: dict[str, Any]) -> bool:
     )
 
 
-def last_words(pods: list[dict[str, Any]]) -> str:
-    """The last line of the newest failed pod's termination message (the payload's error, with
-    terminationMessagePolicy FallbackToLogsOnError), or "" when none says anything."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((container.get("state") or {}).get("terminated") or {}).get("message") or ""
-            lines = [line.strip() for line in message.splitlines() if line.strip()]
-            if lines:
-                return lines[-1][:300]
-    return ""
-
-
 def _api_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     """An API server's refusal (a quota, an admission webhook, RBAC, a lost connection) as a BackendError naming
     it, so the engine shows it as this site's outage and goes on with the other sites."""
@@ -126,7 +119,9 @@ class KubernetesBackend(Backend):
     name: ClassVar[str] = "kubernetes"
     pulls: ClassVar[bool] = True  # a worker's inbox ConfigMap (hpscan.job.configmap)
 
-    def __init__(self, api_client: Any = None, cache: ShardObjectCache | None = None) -> None:
+    def __init__(
+        self, api_client: Any = None, cache: ShardObjectCache | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
@@ -134,7 +129,10 @@ class KubernetesBackend(Backend):
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
         self.cache = cache
-        self._terminations: dict[tuple[str, str], str] = {}  # (namespace, Job): its failed pod's last words
+        self._clock = clock  # wall time: how long a pod has tried to pull its image (pods carry wall-clock times)
+        self._causes: dict[tuple[str, str], tuple[int, str]] = {}
+        """(namespace, Job) -> (its failed attempts when its pods were read, the newest one's cause): pods are listed
+        again only when another attempt failed."""
         self._unreadable: dict[tuple[str, str], int] = {}  # (namespace, scan): shard ConfigMap entries not records
         self._parsed: dict[tuple[str, str], tuple[str, int]] = {}
         """(namespace, ConfigMap) -> (the resourceVersion last read, its unreadable entries): a ConfigMap is read
@@ -310,7 +308,8 @@ class KubernetesBackend(Backend):
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended
             name = job_name(scan.name, shard, launch.moves)
-            self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
+            resume = {"metadata": {"annotations": {FAILURE_ANNOTATION: None}}, "spec": {"suspend": False}}
+            self.batch.patch_namespaced_job(name, scan.namespace, resume)
 
     @_api_errors
     def probe(self, scan: ScanRef, spec: HPScanSpec, site: Site | None) -> ProbeOutcome:
@@ -355,14 +354,12 @@ class KubernetesBackend(Backend):
         else:
             listed = self.batch.list_namespaced_job(scan.namespace, label_selector=selector).items
             jobs = [api.sanitize_for_serialization(j) for j in listed]
-        # Pods are read only when they say something the Job does not: why an active pod is not ready (e.g. the
-        # scheduler cannot place it), or the last words of a pod that failed the Job at once.
+        # Pods are read only when they say something the Job does not: why an active pod is not ready (the scheduler
+        # cannot place it, its image cannot be pulled), or why an attempt failed (once per failed attempt).
         waiting = any(
             (j.get("status") or {}).get("active", 0) > ((j.get("status") or {}).get("ready") or 0) for j in jobs
         )
-        unexplained = any(
-            _failed_by_policy(j) and (scan.namespace, j["metadata"]["name"]) not in self._terminations for j in jobs
-        )
+        unexplained = [j for j in jobs if self._failures(j) and self._failures(j) != self._cause_of(scan, j)[0]]
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         if waiting or unexplained:
             for pod in self.core.list_namespaced_pod(scan.namespace, label_selector=selector).items:
@@ -370,13 +367,16 @@ class KubernetesBackend(Backend):
                 labels = pod_dict["metadata"].get("labels") or {}
                 job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
                 pods_by_job.setdefault(job, []).append(pod_dict)
+        for job in unexplained:
+            key = (scan.namespace, job["metadata"]["name"])
+            self._causes[key] = (self._failures(job), failure_cause(pods_by_job.get(key[1], [])))
         states: dict[int, ShardStatus] = {}
         for job in jobs:
             name = job["metadata"]["name"]
-            if _failed_by_policy(job) and (scan.namespace, name) not in self._terminations:
-                self._terminations[(scan.namespace, name)] = last_words(pods_by_job.get(name, []))
-            said = {name: self._terminations.get((scan.namespace, name), "")}
-            state = shard_state(job, said, pods_by_job.get(name, []))
+            pods = pods_by_job.get(name, [])
+            if waiting and (said := self._image_failure(scan, job, pods)):
+                job = self._fail_job(scan, job, said)
+            state = shard_state(job, {name: self._cause_of(scan, job)[1]}, pods)
             held = states.get(state.index)
             if held is None or held.moves < state.moves:  # a moved shard's newest Job speaks for it
                 states[state.index] = state
@@ -403,6 +403,31 @@ class KubernetesBackend(Backend):
         names = {(scan.namespace, configmap["metadata"]["name"]) for configmap in cached}
         self._unreadable[(scan.namespace, scan.name)] = sum(self._parsed[key][1] for key in names)
         return records
+
+    @staticmethod
+    def _failures(job: dict[str, Any]) -> int:
+        """A Job's failed attempts, or 1 for a Job failed before any attempt counted (e.g. by its deadline)."""
+        status = job.get("status") or {}
+        failed = any(c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or [])
+        return max(status.get("failed") or 0, 1 if failed else 0)
+
+    def _cause_of(self, scan: ScanRef, job: dict[str, Any]) -> tuple[int, str]:
+        return self._causes.get((scan.namespace, job["metadata"]["name"]), (0, ""))
+
+    def _image_failure(self, scan: ScanRef, job: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
+        """The kubelet's words when the Job's pod cannot get its image and should wait no longer (image_verdict)."""
+        if not pods or (job.get("spec") or {}).get("suspend"):
+            return None
+        return image_verdict(pods, self._clock(), image_pull_timeout(job))
+
+    def _fail_job(self, scan: ScanRef, job: dict[str, Any], said: str) -> dict[str, Any]:
+        """Fail a Job whose pod cannot get its image: the words on an annotation (shard_state reads them, also after
+        a restart) and the Job suspended (its pod goes and frees its GPU). The Job as patched."""
+        patch = {"metadata": {"annotations": {FAILURE_ANNOTATION: said[:1024]}}, "spec": {"suspend": True}}
+        self.batch.patch_namespaced_job(job["metadata"]["name"], scan.namespace, patch)
+        annotations = dict(job["metadata"].get("annotations") or {}, **{FAILURE_ANNOTATION: said})
+        spec = (job.get("spec") or {}) | {"suspend": True}
+        return job | {"metadata": job["metadata"] | {"annotations": annotations}, "spec": spec}
 
     def unreadable(self, scan: ScanRef) -> int:
         return self._unreadable.get((scan.namespace, scan.name), 0)

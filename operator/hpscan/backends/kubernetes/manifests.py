@@ -30,6 +30,7 @@ from hpscan.backends.base import ScanRef
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import axis_size, axis_values
 from hpscan.job.configmap import (
+    ACCOUNT_ENV,
     CONFIGMAP_ENV,
     NAMESPACE_ENV,
     PAGE_KEY,
@@ -358,6 +359,7 @@ def job_manifest(
         {"name": "HPSCAN_SCAN", "value": scan.name},
         {"name": "HPSCAN_SHARD", "value": str(shard)},
         {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": ACCOUNT_ENV, "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
         {"name": CONFIGMAP_ENV, "value": shard_pages_name(scan.name, shard)},
         {"name": "HOME", "value": OUT_MOUNT},  # the root filesystem is read-only
         {"name": LAST_WORDS_ENV, "value": TERMINATION_MESSAGE_PATH},  # the payload's reason, read by the kubelet
@@ -436,7 +438,12 @@ def job_manifest(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": _with_moves(_metadata(scan, job_name(scan.name, shard, moves), "shard", shard), moves)
-        | {"annotations": {"hpscan.io/site": site.name if site else "default"}},
+        | {
+            "annotations": {
+                "hpscan.io/site": site.name if site else "default",
+                IMAGE_PULL_TIMEOUT_ANNOTATION: str(k8s.image_pull_timeout_seconds),
+            }
+        },
         "spec": job_spec,
     }
 
@@ -524,17 +531,118 @@ def unscheduled(pods: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
+MESSAGE_ROOM = 300
+"""A shard's message is bounded (as the HTCondor backend's): the status of a 1,000-shard scan stays small."""
+FAILURE_ANNOTATION = "hpscan.io/failure"
+"""Set by the operator on a Job it failed itself (its pod could not get its image), with the kubelet's words; the
+Job is suspended beside it, so its pod no longer holds a GPU."""
+IMAGE_PULL_TIMEOUT_ANNOTATION = "hpscan.io/image-pull-timeout"
+"""The site's imagePullTimeoutSeconds, on each shard Job (a restarted operator reads it there)."""
+IMAGE_TROUBLE = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"}
+)
+"""A container's waiting reasons that mean its image cannot be pulled or its container cannot be created."""
+IMAGE_FINAL = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+"""Of those, the ones waiting cannot mend (a registry that is down may come back; a malformed name never will)."""
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _newest_first(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+
+
+def pod_failure(pod: Mapping[str, Any]) -> str:
+    """Why a pod failed, in the words of whoever knew it, most telling first: the kubelet's or the eviction's
+    (``DeadlineExceeded``, ``Evicted: The node was low on resource: memory``), a disruption's (preempted, node
+    drained), then the container's (``OOMKilled (exit code 137)``, ``exit code 1: <its last line>``: the
+    termination message, which FallbackToLogsOnError fills with the log's tail). "" when it did not fail."""
+    status = pod.get("status") or {}
+    words = []
+    if status.get("reason"):
+        words.append(f"{status['reason']}: {status.get('message') or ''}".strip(": "))
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            words.append(f"{condition.get('reason')}: {condition.get('message') or ''}".strip(": "))
+    for container in status.get("containerStatuses") or []:
+        ended = (container.get("state") or {}).get("terminated") or {}
+        code = ended.get("exitCode") or 0
+        if code == 0 and ended.get("reason") in (None, "Completed"):
+            continue
+        reason = ended.get("reason") or "Error"
+        head = f"exit code {code}" if reason == "Error" else f"{reason} (exit code {code})"
+        last = _last_line(ended.get("message"))
+        words.append(f"{head}: {last}" if last else head)
+    return "; ".join(words)[:MESSAGE_ROOM]
+
+
+def failure_cause(pods: Sequence[dict[str, Any]]) -> str:
+    """The cause of a Job's newest failed attempt (pod_failure of its newest pod that failed), or ""."""
+    for pod in _newest_first(pods):
+        if said := pod_failure(pod):
+            return said
+    return ""
+
+
+def image_trouble(pods: Sequence[dict[str, Any]]) -> tuple[str, str, str] | None:
+    """(reason, the kubelet's message, the pod's start time) of a live pod whose container waits because its image
+    cannot be pulled or its container created; None when no pod waits so."""
+    for pod in _newest_first(pods):
+        status = pod.get("status") or {}
+        if status.get("phase") not in ("Pending", None):
+            continue
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in IMAGE_TROUBLE:
+                started = str(status.get("startTime") or pod["metadata"].get("creationTimestamp") or "")
+                return str(waiting["reason"]), str(waiting.get("message") or ""), started
+    return None
+
+
+def image_verdict(pods: Sequence[dict[str, Any]], now: float, timeout_seconds: float) -> str | None:
+    """The words that fail a shard whose pod could not get its image: at once for a name that waiting cannot mend,
+    else after ``timeout_seconds`` of trying (the kubelet backs off up to 5 minutes between pulls); None while it
+    may still come."""
+    trouble = image_trouble(pods)
+    if trouble is None:
+        return None
+    reason, message, started = trouble
+    waited = now - _timestamp(started) if started else 0.0
+    if reason not in IMAGE_FINAL and waited < timeout_seconds:
+        return None
+    said = f"{reason}: {message}".strip(": ")
+    return said if reason in IMAGE_FINAL else f"{said} (for {waited:.0f} s)"
+
+
+def image_pull_timeout(job: Mapping[str, Any]) -> float:
+    """The site's imagePullTimeoutSeconds as the Job carries it (the default for a Job without it)."""
+    said = (job.get("metadata", {}).get("annotations") or {}).get(IMAGE_PULL_TIMEOUT_ANNOTATION)
+    return float(said) if said else float(KubernetesSite.model_fields["image_pull_timeout_seconds"].default)
+
+
+def _timestamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def shard_state(
-    job: dict[str, Any], terminations: Mapping[str, str] | None = None, pods: Sequence[dict[str, Any]] = ()
+    job: dict[str, Any], causes: Mapping[str, str] | None = None, pods: Sequence[dict[str, Any]] = ()
 ) -> ShardStatus:
-    """A Job (as a dict from the API) -> the shard's phase, attempts and reason. ``terminations`` maps a Job's name
-    to its failed pod's termination message (the payload's last words); ``pods`` are the Job's pods, read when it
-    has pods that are not ready (so a pod the scheduler cannot place shows as Pending, Unschedulable)."""
-    terminations = terminations or {}
+    """A Job (as a dict from the API) -> the shard's phase, attempts, reason and message. ``causes`` maps a Job's
+    name to the cause of its newest failed attempt (failure_cause of its pods): a failed shard's message says it
+    before the Job's own words, so the user reads "OOMKilled (exit code 137)", not only "backoff limit". ``pods``
+    are the Job's pods, read when it has pods that are not ready (a pod the scheduler cannot place shows as
+    Pending, Unschedulable; one that cannot get its image as Pending with the kubelet's reason)."""
+    causes = causes or {}
     meta, spec, status = job.get("metadata", {}), job.get("spec", {}), job.get("status") or {}
     shard = int(meta.get("labels", {}).get(LABEL_SHARD, 0))
     moves = int(meta.get("labels", {}).get(LABEL_MOVES, 0))
     site = meta.get("annotations", {}).get("hpscan.io/site")
+    cause = causes.get(str(meta.get("name")), "")
     attempts = (status.get("failed") or 0) + (status.get("succeeded") or 0) + (status.get("active") or 0)
     conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     base = {"index": shard, "site": site, "attempts": attempts, "job": meta.get("name"), "moves": moves}
@@ -546,18 +654,30 @@ def shard_state(
         message = failed.get("message") or ""
         if reason == "PodFailurePolicy" and (code := _exit_code(message)) in FINAL_EXITS:
             reason = FINAL_EXITS[code]
-            message = terminations.get(str(meta.get("name")), "") or f"the payload exited with code {code} ({message})"
-        return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:300], **base)
+            message = cause or f"the payload exited with code {code} ({message})"
+        elif cause:
+            message = f"{cause} ({message})" if message else cause
+        return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:MESSAGE_ROOM], **base)
+    if failure := (meta.get("annotations") or {}).get(FAILURE_ANNOTATION):
+        return ShardStatus(
+            phase=ShardPhase.FAILED, reason=Reason.IMAGE_UNAVAILABLE, message=failure[:MESSAGE_ROOM], **base
+        )
     if spec.get("suspend"):
         return ShardStatus(phase=ShardPhase.SUSPENDED, reason=None, **base)
     if status.get("active"):
         if (why := unscheduled(pods)) is not None:
-            return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.UNSCHEDULABLE, message=why[:300], **base)
+            return ShardStatus(
+                phase=ShardPhase.PENDING, reason=Reason.UNSCHEDULABLE, message=why[:MESSAGE_ROOM], **base
+            )
+        if (trouble := image_trouble(pods)) is not None:
+            said = f"{trouble[0]}: {trouble[1]}".strip(": ")
+            return ShardStatus(phase=ShardPhase.PENDING, reason=trouble[0], message=said[:MESSAGE_ROOM], **base)
         retrying = (status.get("failed") or 0) > 0
+        so_far = f"{status.get('failed')} failed attempt(s)" + (f", the last: {cause}" if cause else "")
         return ShardStatus(
             phase=ShardPhase.RUNNING,
             reason=Reason.RETRYING if retrying else None,
-            message=f"{status.get('failed')} failed attempt(s)" if retrying else None,
+            message=so_far[:MESSAGE_ROOM] if retrying else None,
             **base,
         )
     return ShardStatus(phase=ShardPhase.PENDING, **base)
