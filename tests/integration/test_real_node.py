@@ -413,3 +413,108 @@ def test_the_helm_installed_operator_image_refuses_a_scan_with_settings_its_payl
     said = [(e.reason, e.message) for e in events]
     assert any(reason == "InvalidSpec" and words in message for reason, message in said), said
     assert not client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector=f"hpscan.io/scan={name}").items
+
+
+REAL_SITE = {
+    "name": "real",
+    "kubernetes": {"nodeSelector": {"hpscan.io/real-node": "true"}, "tolerations": TOLERATIONS},
+}
+
+
+def _failing_scan(name: str, payload: dict, site: dict | None = None) -> dict:
+    """A one-shard scan of two dl1 combinations that needs no GPU (no probe) and is never retried."""
+    return {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "HPScan",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "val_loss", "goal": "minimize"},
+            "parameters": [{"name": "layer1", "values": [8, 16]}],
+            "sharding": {"shards": 1},
+            "retries": 0,
+            "gpu": {"count": 1, "required": False},
+            "payload": {
+                "image": PAYLOAD, "cpu": "250m", "memory": "1Gi",
+                "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+            } | payload,
+            "sites": [site or REAL_SITE],
+        },
+    }  # fmt: skip
+
+
+def test_a_shard_killed_for_memory_and_one_whose_image_is_missing_fail_saying_so_everywhere_a_user_looks(
+    cluster, k8s, operator_release
+):
+    """Through the Helm-installed operator (issue 30): a payload over its memory limit is OOMKilled by the kernel,
+    and a payload image that no registry can give fails its shard once the site's imagePullTimeoutSeconds passed
+    (0 here). Each shard's message, the scan's message, a Warning Event, `hpscan status` and `kubectl describe`
+    carry the kubelet's words, not only "Job has reached the specified backoff limit"."""
+    ns = operator_release
+    missing = "localhost/hpscan/no-such-payload:dev"  # localhost: the pull is refused on the machine, nothing leaves
+    no_image_site = {**REAL_SITE, "kubernetes": {**REAL_SITE["kubernetes"], "imagePullTimeoutSeconds": 0}}
+    scans = {
+        "oom": (_failing_scan("oom", {"memory": "120Mi"}), "OOMKilled (exit code 137)", "BackoffLimitExceeded"),
+        "no-image": (_failing_scan("no-image", {"image": missing}, no_image_site), "no-such-payload", "ImageUnavailable"),
+    }  # fmt: skip
+    for scan, _, _ in scans.values():
+        _apply(cluster, ns, scan)
+    for name, (_, words, reason) in scans.items():
+        status = _finished(cluster, k8s, ns, name, 300)
+        assert status["phase"] == "Failed", status
+        (shard,) = status["shards"]
+        assert shard["reason"] == reason and words in shard["message"], shard
+        if name == "no-image":
+            assert shard["message"].startswith(("ErrImagePull: ", "ImagePullBackOff: ")), shard
+        assert words in status["message"], status["message"]
+        events = cluster.kubectl("-n", ns, "get", "events", "--field-selector", f"involvedObject.name={name}",
+                                 "-o", "json").stdout  # fmt: skip
+        assert any(words in e["message"] and e["type"] == "Warning" for e in json.loads(events)["items"]), events
+        described = cluster.kubectl("-n", ns, "describe", "hpscan", name).stdout
+        assert words in described, described[-3000:]
+        shown = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "hpscan"), "status", name, "-n", ns, "--json"],
+            env=cluster.env(), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 1 and words in shown.stdout, shown.stdout[-2000:] + shown.stderr
+    # The Job whose image never came is suspended: its pod went, and with it the GPU it held.
+    jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=no-image").items
+    assert [j.spec.suspend for j in jobs] == [True]
+    cluster.wait(lambda: not client.CoreV1Api(k8s).list_namespaced_pod(ns, label_selector="hpscan.io/scan=no-image").items,
+                 60, "the pod of the Job failed for its image to go")  # fmt: skip
+
+
+def test_a_shard_whose_account_cannot_read_its_pages_fails_naming_who_may_not_do_what(cluster, k8s, new_namespace):
+    """The pages' RoleBinding gone (an admin's cleanup, a policy controller): the real KubernetesBackend sends the
+    shard, the payload image's shard runner is refused its page with 403, and the shard's message is the one line
+    `hpscan shard-run` said, naming the account, the verb and the ConfigMap (issue 30), never "internal error" and
+    a response dump."""
+    from hpscan.api.spec import GROUP, VERSION, HPScan
+    from hpscan.backends.base import ScanRef, ShardLaunch
+    from hpscan.backends.kubernetes import KubernetesBackend
+    from hpscan.backends.kubernetes.manifests import payload_account_name
+    from hpscan.core.planning import plan
+
+    ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+    # A real HPScan owns what the backend makes (no operator watches this namespace): the garbage collector keeps it.
+    body = _failing_scan("no-rights", {})
+    created = client.CustomObjectsApi(k8s).create_namespaced_custom_object(GROUP, VERSION, ns, "hpscans", body)
+    scan = ScanRef(name="no-rights", namespace=ns, uid=created["metadata"]["uid"])
+    spec = HPScan.model_validate(body).spec
+    planned = plan(scan.name, spec)
+    backend = KubernetesBackend(k8s)
+    backend.prepare(scan, spec, planned.shard_count)
+    account = payload_account_name(scan.name)
+    client.RbacAuthorizationV1Api(k8s).delete_namespaced_role_binding(account, ns)
+    backend.submit(scan, spec, [ShardLaunch(shard_file=planned.shard_file(0), site=spec.sites[0])])
+
+    def failed():
+        state = backend.poll(scan).get(0)
+        return state if state is not None and state.phase == "Failed" else None
+
+    state = cluster.wait(failed, 180, "the shard refused its pages to fail")
+    words = f"system:serviceaccount:{ns}:{account} may not get ConfigMap {ns}/no-rights-shard-000-p0 (403 Forbidden)"
+    assert words in state.message, state
+    assert state.message.startswith("exit code 1: error: ") and "internal error" not in state.message, state
+    assert (state.reason, state.attempts) == ("BackoffLimitExceeded", 1), state

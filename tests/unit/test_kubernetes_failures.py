@@ -178,3 +178,17 @@ def test_a_pod_whose_first_read_is_refused_ends_at_once_with_that_line(monkeypat
     with pytest.raises(HPScanError) as raised:
         channel.start()
     assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_final_exit_keeps_the_payloads_own_words_as_its_message():
+    policy = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+              "message": "Container payload for pod ns/p failed with exit code 2 matching FailJob rule at index 0"}]}  # fmt: skip
+    state = shard_state(job(policy), {"s-shard-000": "exit code 2: dl1: epochs must be at least 1"})
+    assert (state.reason, state.message) == ("InvalidInput", "dl1: epochs must be at least 1")
+
+
+def test_a_probe_whose_pod_cannot_get_its_image_says_so_while_it_waits():
+    from hpscan.backends.kubernetes.manifests import probe_outcome
+
+    stuck = pod("t", phase="Pending", waiting={"reason": "ErrImagePull", "message": "connection refused"})
+    assert probe_outcome(job({"active": 1}), [stuck]).message == "ErrImagePull: connection refused"

@@ -509,7 +509,9 @@ def probe_outcome(job: dict[str, Any] | None, pods: Sequence[dict[str, Any]]) ->
     if "Failed" in conditions:  # e.g. the deadline passed before the pod ran
         failed = conditions["Failed"]
         return ProbeOutcome(1, f"{failed.get('reason')}: {failed.get('message') or ''}".strip(": "))
-    return ProbeOutcome(None, unscheduled(pods) or "waiting for the probe pod")
+    trouble = image_trouble(pods)
+    image = f"{trouble[0]}: {trouble[1]}"[:MESSAGE_ROOM] if trouble else None
+    return ProbeOutcome(None, unscheduled(pods) or image or "waiting for the probe pod")
 
 
 def _exit_code(message: str) -> int | None:
@@ -653,8 +655,8 @@ def shard_state(
         reason = failed.get("reason") or Reason.JOB_FAILED
         message = failed.get("message") or ""
         if reason == "PodFailurePolicy" and (code := _exit_code(message)) in FINAL_EXITS:
-            reason = FINAL_EXITS[code]
-            message = cause or f"the payload exited with code {code} ({message})"
+            reason = FINAL_EXITS[code]  # says the exit code: the payload's own words are the message
+            message = cause.removeprefix(f"exit code {code}: ") or f"the payload exited with code {code} ({message})"
         elif cause:
             message = f"{cause} ({message})" if message else cause
         return ShardStatus(phase=ShardPhase.FAILED, reason=reason, message=message[:MESSAGE_ROOM], **base)
