@@ -192,3 +192,11 @@ def test_a_probe_whose_pod_cannot_get_its_image_says_so_while_it_waits():
 
     stuck = pod("t", phase="Pending", waiting={"reason": "ErrImagePull", "message": "connection refused"})
     assert probe_outcome(job({"active": 1}), [stuck]).message == "ErrImagePull: connection refused"
+
+
+def test_a_payload_killed_by_a_signal_exits_the_runner_as_a_shell_would(capsys):
+    from hpscan.job.runner import exit_status
+
+    assert exit_status(0) == 0 and exit_status(3) == 3
+    assert exit_status(-9) == 137  # not 247, which the kubelet would show for an OOMKilled payload
+    assert "the payload was killed by SIGKILL" in capsys.readouterr().err

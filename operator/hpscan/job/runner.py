@@ -137,6 +137,16 @@ def seed_results(results: Path, records: list[ResultRecord]) -> None:
                 handle.write(json.dumps(record.to_wire()) + "\n")
 
 
+def exit_status(returncode: int) -> int:
+    """The payload's exit code as a shell gives it: 128 + N for a payload killed by signal N (Popen says -N, which
+    as the runner's own exit status would read 256 - N: 247 for a payload the kernel's OOM killer took)."""
+    if returncode >= 0:
+        return returncode
+    name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else f"signal {-returncode}"
+    print(f"hpscan shard-run: the payload was killed by {name}", file=sys.stderr)
+    return 128 - returncode
+
+
 def run_shard(
     command: Sequence[str],
     shard_file: Path,
@@ -180,7 +190,7 @@ def run_shard(
         carry(tail.read_new(), last=True)  # the last records, and a last try for models whose upload failed
         if bridge is not None:
             bridge.carry()  # the last epochs
-        return process.returncode
+        return exit_status(process.returncode)
     except BaseException:  # the channel gave up (or the runner was interrupted): the payload does not outlive it
         if process.poll() is None:
             process.terminate()
