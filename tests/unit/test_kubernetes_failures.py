@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from hpscan.api.status import ShardPhase
-from hpscan.backends.kubernetes.manifests import (
+from hpscan.backends.kubernetes.states import (
     FAILURE_ANNOTATION,
     MESSAGE_ROOM,
     failure_cause,
@@ -188,7 +188,7 @@ def test_a_final_exit_keeps_the_payloads_own_words_as_its_message():
 
 
 def test_a_probe_whose_pod_cannot_get_its_image_says_so_while_it_waits():
-    from hpscan.backends.kubernetes.manifests import probe_outcome
+    from hpscan.backends.kubernetes.states import probe_outcome
 
     stuck = pod("t", phase="Pending", waiting={"reason": "ErrImagePull", "message": "connection refused"})
     assert probe_outcome(job({"active": 1}), [stuck]).message == "ErrImagePull: connection refused"

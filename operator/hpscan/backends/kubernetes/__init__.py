@@ -1,8 +1,9 @@
 """The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard
 ConfigMaps, its record pages.
 
-Modules: ``manifests`` (the Jobs, ConfigMaps and RBAC a scan needs, and Job -> shard state; pure) and ``backend``
-(sends them through the official client). The in-pod half of the live channel is ``hpscan.job.configmap``.
+Modules: ``manifests`` (the Jobs, ConfigMaps and RBAC a scan needs; pure), ``states`` (what the Jobs and pods the
+API returns say: a shard's phase and message, a probe's outcome; pure) and ``backend`` (sends the one and reads the
+other through the official client). The in-pod half of the live channel is ``hpscan.job.configmap``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from hpscan.backends.kubernetes.manifests import (
     payload_rbac,
     shard_pages,
     shard_pages_name,
-    shard_state,
 )
+from hpscan.backends.kubernetes.states import shard_state
 
 __all__ = [
     "KubernetesBackend",

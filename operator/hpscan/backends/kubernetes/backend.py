@@ -17,15 +17,11 @@ from hpscan.api.status import ACTIVE_PHASES, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
-    FAILURE_ANNOTATION,
     LABEL_PAGE,
     LABEL_ROLE,
     LABEL_SCAN,
     LABEL_SHARD,
     LABEL_SITE,
-    failure_cause,
-    image_pull_timeout,
-    image_verdict,
     job_manifest,
     job_name,
     page_layout,
@@ -33,16 +29,22 @@ from hpscan.backends.kubernetes.manifests import (
     payload_rbac,
     probe_job_name,
     probe_manifest,
-    probe_outcome,
     pull_inbox,
     pull_page,
     shard_network_policy,
     shard_pages,
     shard_pages_name,
-    shard_state,
     site_account,
     site_account_binding,
     site_name,
+)
+from hpscan.backends.kubernetes.states import (
+    FAILURE_ANNOTATION,
+    failure_cause,
+    image_pull_timeout,
+    image_verdict,
+    probe_outcome,
+    shard_state,
 )
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
