@@ -299,6 +299,32 @@ def _finished(cluster, k8s, ns: str, name: str, timeout: float) -> dict:
         pytest.fail(f"{name} did not finish in {timeout:g}s: {json.dumps(get(k8s, ns, name).get('status'))[-3000:]}")
 
 
+REAL_SITE = {
+    "name": "real",
+    "kubernetes": {"nodeSelector": {"hpscan.io/real-node": "true"}, "tolerations": TOLERATIONS},
+}
+
+
+def _one_shard_scan(name: str, payload: dict, retries: int = 0, gpu_required: bool = False,
+                    sites: list[dict] | None = None) -> dict:  # fmt: skip
+    """A one-shard scan of two one-epoch dl1 combinations on the payload image; on the real node as a site of its
+    own unless ``sites`` says otherwise ([]: the chart's site defaults)."""
+    spec: dict[str, Any] = {
+        "objective": {"metric": "val_loss", "goal": "minimize"},
+        "parameters": [{"name": "layer1", "values": [8, 16]}],
+        "sharding": {"shards": 1},
+        "retries": retries,
+        "gpu": {"count": 1, "required": gpu_required},
+        "payload": {
+            "image": PAYLOAD, "cpu": "250m", "memory": "1Gi",
+            "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
+        } | payload,
+    }  # fmt: skip
+    if sites is None or sites:
+        spec["sites"] = sites or [REAL_SITE]
+    return {"apiVersion": "hpscan.io/v1alpha1", "kind": "HPScan", "metadata": {"name": name}, "spec": spec}
+
+
 @pytest.mark.parametrize("probe", [True, False], ids=["site-probe", "shard-check"])
 def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(cluster, k8s, operator_release, probe):
     """The node advertises nvidia.com/gpu but has none: dl1's gpu-check in a real container given one finds no
@@ -306,27 +332,7 @@ def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(
     the default) it runs in the probe Job and the site is excluded before any shard starts; without it, in the
     shard's own `dl1 train-shard`, whose Job fails at once (never retried)."""
     ns, name = operator_release, f"needs-gpu-{'probe' if probe else 'shard'}"
-    payload = {
-        "image": PAYLOAD,
-        "cpu": "250m",
-        "memory": "1Gi",
-        "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
-    }
-    if not probe:
-        payload["gpuCheck"] = []
-    scan = {
-        "apiVersion": "hpscan.io/v1alpha1",
-        "kind": "HPScan",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "val_loss", "goal": "minimize"},
-            "parameters": [{"name": "layer1", "values": [8, 16]}],
-            "sharding": {"shards": 1},
-            "retries": 2,
-            "gpu": {"count": 1, "required": True},
-            "payload": payload,
-        },
-    }
+    scan = _one_shard_scan(name, {} if probe else {"gpuCheck": []}, retries=2, gpu_required=True, sites=[])
     _apply(cluster, ns, scan)
     status = _finished(cluster, k8s, ns, name, 300)
     assert status["phase"] == "Failed", status
@@ -415,33 +421,6 @@ def test_the_helm_installed_operator_image_refuses_a_scan_with_settings_its_payl
     assert not client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector=f"hpscan.io/scan={name}").items
 
 
-REAL_SITE = {
-    "name": "real",
-    "kubernetes": {"nodeSelector": {"hpscan.io/real-node": "true"}, "tolerations": TOLERATIONS},
-}
-
-
-def _failing_scan(name: str, payload: dict, site: dict | None = None) -> dict:
-    """A one-shard scan of two dl1 combinations that needs no GPU (no probe) and is never retried."""
-    return {
-        "apiVersion": "hpscan.io/v1alpha1",
-        "kind": "HPScan",
-        "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "val_loss", "goal": "minimize"},
-            "parameters": [{"name": "layer1", "values": [8, 16]}],
-            "sharding": {"shards": 1},
-            "retries": 0,
-            "gpu": {"count": 1, "required": False},
-            "payload": {
-                "image": PAYLOAD, "cpu": "250m", "memory": "1Gi",
-                "settings": {"epochs": 1, "patience": 1, "data": {"synthetic": {"jets": 2000, "seed": 1}}},
-            } | payload,
-            "sites": [site or REAL_SITE],
-        },
-    }  # fmt: skip
-
-
 def test_a_shard_killed_for_memory_and_one_whose_image_is_missing_fail_saying_so_everywhere_a_user_looks(
     cluster, k8s, operator_release
 ):
@@ -453,8 +432,8 @@ def test_a_shard_killed_for_memory_and_one_whose_image_is_missing_fail_saying_so
     missing = "localhost/hpscan/no-such-payload:dev"  # localhost: the pull is refused on the machine, nothing leaves
     no_image_site = {**REAL_SITE, "kubernetes": {**REAL_SITE["kubernetes"], "imagePullTimeoutSeconds": 0}}
     scans = {
-        "oom": (_failing_scan("oom", {"memory": "120Mi"}), "OOMKilled (exit code 137)", "BackoffLimitExceeded"),
-        "no-image": (_failing_scan("no-image", {"image": missing}, no_image_site), "no-such-payload", "ImageUnavailable"),
+        "oom": (_one_shard_scan("oom", {"memory": "120Mi"}), "OOMKilled (exit code 137)", "BackoffLimitExceeded"),
+        "no-image": (_one_shard_scan("no-image", {"image": missing}, sites=[no_image_site]), "no-such-payload", "ImageUnavailable"),
     }  # fmt: skip
     for scan, _, _ in scans.values():
         _apply(cluster, ns, scan)
@@ -498,7 +477,7 @@ def test_a_shard_whose_account_cannot_read_its_pages_fails_naming_who_may_not_do
     cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
     # A real HPScan owns what the backend makes (no operator watches this namespace): the garbage collector keeps it.
-    body = _failing_scan("no-rights", {})
+    body = _one_shard_scan("no-rights", {})
     created = client.CustomObjectsApi(k8s).create_namespaced_custom_object(GROUP, VERSION, ns, "hpscans", body)
     scan = ScanRef(name="no-rights", namespace=ns, uid=created["metadata"]["uid"])
     spec = HPScan.model_validate(body).spec
