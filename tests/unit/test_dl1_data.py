@@ -130,7 +130,7 @@ def test_load_dataset_from_a_file_with_fewer_variables_and_a_stored_scale_dict(t
 
 
 def test_read_jets_reads_the_first_max_jets_of_a_file(tmp_path, jets):
-    # through H5Reader.load's count (num_global_objects since atlas-ftag-tools 0.3)
+    # through H5Reader.load's count (num_global_objects since atlas-ftag-tools 0.3.5)
     path = tmp_path / "train.h5"
     _write(path, jets)
     first = read_jets(path, ["IP3D_bu"], max_jets=1234)
