@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: install demo test test-fast sim test-real-node lint crds tools s3-build cluster cluster-down images condor-build condor condor-down clean
+.PHONY: install demo test test-fast test-lanes test-lowest test-py312 test-py313 sim test-real-node lint crds tools s3-build cluster cluster-down images condor-build condor condor-down clean
 
 install: $(STAMP)
 
@@ -34,8 +34,50 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not slow" tests
 
-test: $(STAMP) lint tools s3-build images condor-build
+test: $(STAMP) lint test-lanes tools s3-build images condor-build
 	$(BIN)/pytest -q --durations=25 tests
+
+# The drift guard, part of `make test`. $(VENV) resolves fresh: the newest releases, as a new user's install gets.
+# Three cheap lanes install every extra (TensorFlow included: the report's unit tests load it) with the unit tests'
+# own into venvs of their own, and run the unit and simulation tests:
+#   test-lowest  Python 3.11 with `uv pip install --resolution lowest-direct`: every direct requirement at the
+#                floor pyproject.toml declares (tests/floors.py fails otherwise), so a floor that no longer works
+#                fails here first;
+#   test-py312, test-py313  the newest releases, so the newer Pythons run what a new user gets there (TensorFlow
+#                has wheels for both). The floors are checked on 3.11 only: on 3.12 and 3.13 lowest-direct lifts
+#                those without wheels there (lupa 2.0 on both, scikit-learn 1.4.2 on 3.13).
+# uv never downloads a Python here: each lane takes an installed interpreter (PYTHON311, PYTHON312, PYTHON313, or
+# one in ~/.pyenv/versions/3.1x.*/bin, or python3.1x on PATH) and stops, naming the one it cannot find.
+LANE_EXTRAS := all,test
+LANE_TESTS := -q -p no:cacheprovider -m "not integration and not slow" tests/unit tests/simulation
+find_python = $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)))),$(shell command -v python$(1)))
+PYTHON311 ?= $(call find_python,3.11)
+PYTHON312 ?= $(call find_python,3.12)
+PYTHON313 ?= $(call find_python,3.13)
+
+# lane VENV PYTHON VERSION RESOLUTION: a new venv on that interpreter with the lane's extras resolved that way.
+define lane
+	@"$(2)" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(3)".split("."))))' 2>/dev/null \
+	  || { echo "make: no Python $(3) for $(1): set PYTHON$(subst .,,$(3))=/path/to/python$(3) (found: '$(2)')" >&2; exit 1; }
+	rm -rf $(1)
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv venv -q --python "$(2)" $(1)
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip install -q --python $(1)/bin/python --resolution $(4) -e '.[$(LANE_EXTRAS)]'
+endef
+
+test-lanes: test-lowest test-py312 test-py313
+
+test-lowest: $(STAMP)
+	$(call lane,.venv-lowest,$(PYTHON311),3.11,lowest-direct)
+	.venv-lowest/bin/python tests/floors.py $(LANE_EXTRAS)
+	.venv-lowest/bin/pytest $(LANE_TESTS)
+
+test-py312: $(STAMP)
+	$(call lane,.venv-py312,$(PYTHON312),3.12,highest)
+	.venv-py312/bin/pytest $(LANE_TESTS)
+
+test-py313: $(STAMP)
+	$(call lane,.venv-py313,$(PYTHON313),3.13,highest)
+	.venv-py313/bin/pytest $(LANE_TESTS)
 
 # The control loop under faults (tests/simulation): SEEDS random schedules of the deterministic simulation on
 # every core; `make test` runs 2,000 of them. A failure prints its reproduction line.
@@ -86,4 +128,4 @@ condor-down:
 	cluster/condor/down.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-lowest .venv-py312 .venv-py313 .pytest_cache .mypy_cache .ruff_cache runs

@@ -150,20 +150,12 @@ def read_jets(path: Path | str, variables: list[str], max_jets: int | None = Non
     fields = needed + (["eventNumber"] if has_event else [])
     num = min(n_jets, max_jets) if max_jets else n_jets
     reader = H5Reader(path, batch_size=min(num, 100_000), shuffle=False)
-    jets = reader.load({"jets": fields}, **{_count_keyword(reader): num})["jets"]
+    jets = reader.load({"jets": fields}, num_global_objects=num)["jets"]
     if not has_event:  # split by position when the file has no event numbers
         from numpy.lib import recfunctions
 
         jets = recfunctions.append_fields(jets, "eventNumber", np.arange(len(jets), dtype=np.int64), usemask=False)
     return jets
-
-
-def _count_keyword(reader: object) -> str:
-    """H5Reader.load's "how many jets" keyword: num_jets up to atlas-ftag-tools 0.2, num_global_objects since 0.3."""
-    import inspect
-
-    names = inspect.signature(reader.load).parameters  # type: ignore[attr-defined]
-    return "num_global_objects" if "num_global_objects" in names else "num_jets"
 
 
 def _check_flavours(jets: np.ndarray, source: str) -> np.ndarray:

@@ -129,6 +129,16 @@ def test_load_dataset_from_a_file_with_fewer_variables_and_a_stored_scale_dict(t
     assert np.bincount(resampled.train.y)[0] / len(resampled.train) == pytest.approx(1 / 3, abs=0.05)
 
 
+def test_read_jets_reads_the_first_max_jets_of_a_file(tmp_path, jets):
+    # through H5Reader.load's count (num_global_objects since atlas-ftag-tools 0.3.5)
+    path = tmp_path / "train.h5"
+    _write(path, jets)
+    first = read_jets(path, ["IP3D_bu"], max_jets=1234)
+    assert len(first) == 1234
+    assert np.array_equal(first["IP3D_bu"], jets["IP3D_bu"][:1234], equal_nan=True)
+    assert len(read_jets(path, ["IP3D_bu"])) == len(jets)
+
+
 def test_missing_field_names_file_and_field(tmp_path, jets):
     path = tmp_path / "no_ip3d.h5"
     names = [n for n in jets.dtype.names if n != "IP3D_bu"]

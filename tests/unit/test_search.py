@@ -8,7 +8,7 @@ from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec, Parameter
 from hpscan.api.trials import Assignment, Progress
 from hpscan.core.planning import plan, position_of
-from hpscan.core.search import Search, SearchSpace, top_up, workers_to_end
+from hpscan.core.search import Search, SearchSpace, make_sampler, top_up, workers_to_end
 
 
 def spec(strategy: str = "tpe", samples: int | None = 12, early: str = "none", **extra: object) -> HPScanSpec:
@@ -44,8 +44,9 @@ def test_space_searches_ordered_indices_and_gives_back_the_payloads_values():
     assert continuous.external({"x": 1.23456789}) == {"x": 1.23457}
 
 
-def test_adaptive_trials_stay_within_the_budget_are_distinct_and_belong_to_the_plan():
-    planned = plan("s", spec(samples=12))
+@pytest.mark.parametrize("strategy", ["tpe", "cmaes", "qmc"])  # cmaes needs the cmaes package, qmc scipy
+def test_adaptive_trials_stay_within_the_budget_are_distinct_and_belong_to_the_plan(strategy: str):
+    planned = plan("s", spec(strategy, samples=12))
     search = Search(planned)
     handed = []
     for worker in range(3):
@@ -63,6 +64,12 @@ def test_adaptive_trials_stay_within_the_budget_are_distinct_and_belong_to_the_p
     assert all(planned.owns(c.id, c.parameters) for c in handed)
     assert search.hand_out(1, 5) == []
     assert search.counts == {"suggested": 12, "open": 0, "succeeded": 12, "pruned": 0, "failed": 0}
+
+
+def test_tpe_is_multivariate_with_the_constant_liar_whatever_optunas_defaults():
+    # docs/search.md promises both: the axes' joint density, and trials in flight counted as bad guesses
+    sampler = make_sampler(spec("tpe").sampling)
+    assert sampler._multivariate is True and sampler._constant_liar is True
 
 
 def test_a_space_smaller_than_the_budget_ends_once_explored():

@@ -113,16 +113,18 @@ class SearchSpace:
 def make_sampler(sampling: Sampling) -> Any:
     """The Optuna sampler of sampling.strategy (random and grid scans are planned up front and need none)."""
     optuna = _optuna()
-    with warnings.catch_warnings():  # constant_liar and multivariate are marked experimental
-        warnings.simplefilter("ignore")
-        if sampling.strategy == "tpe":
-            # constant liar: trials in flight count as bad guesses, so parallel workers do not all get one point
-            return optuna.samplers.TPESampler(seed=sampling.seed, constant_liar=True, multivariate=True)
-        if sampling.strategy == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=sampling.seed, warn_independent_sampling=False)
-        if sampling.strategy == "qmc":
+    if sampling.strategy == "tpe":
+        # Multivariate (the axes' joint density, not one per axis), with the constant liar: trials in flight count
+        # as bad guesses, so parallel workers do not all get one point. Optuna 5's defaults, named here so that a
+        # change of Optuna's defaults does not change hpscan's search.
+        return optuna.samplers.TPESampler(seed=sampling.seed, multivariate=True, constant_liar=True)
+    if sampling.strategy == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=sampling.seed, warn_independent_sampling=False)
+    if sampling.strategy == "qmc":
+        with warnings.catch_warnings():  # Optuna marks the QMC sampler experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(seed=sampling.seed, scramble=True, warn_independent_sampling=False)
-        return optuna.samplers.RandomSampler(seed=sampling.seed)
+    return optuna.samplers.RandomSampler(seed=sampling.seed)
 
 
 def make_pruner(early: EarlyStopping) -> Any:

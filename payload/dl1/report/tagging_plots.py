@@ -1,5 +1,8 @@
 """The paper's Figure 4 and the ROC curves behind it: puma-hep for the ROC curves (b- and c-tagging, with their
-binomial uncertainty bands), matplotlib for the f_c scan (puma has no plot of one rejection against another)."""
+binomial uncertainty bands), matplotlib for the f_c scan (puma has no plot of one rejection against another).
+
+puma names each curve's background flavour by an atlas-ftag-tools Label (``ftag.Flavours["ujets"]``): the ratio
+panels take their axis and legend text from it."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from dl1.report.performance import FC_ALTERNATIVE, SCAN_WORKING_POINT, TaggerPer
 
 COLOURS = {"best": "#1f77b4", "median": "#ff7f0e", "worst": "#8c564b", "bdt": "#d62728"}
 """The BDT is red everywhere: the paper's red star."""
-FLAVOUR_NAMES = {"ujets": "Light-jet", "cjets": "$c$-jet", "bjets": "$b$-jet"}
 
 
 def _array(values: Sequence[float | None]) -> np.ndarray:
@@ -35,6 +37,7 @@ def draw_roc(
     import matplotlib
 
     matplotlib.use("Agg")
+    from ftag import Flavours
     from puma import Roc, RocPlot
 
     by_key = {p.key: p for p in performances}
@@ -56,7 +59,7 @@ def draw_roc(
                     np.array(performance.b_efficiency),
                     _array(performance.rejection[flavour]),
                     n_test=n_background[flavour],
-                    rej_class=flavour,
+                    rej_class=Flavours[flavour],
                     signal_class="bjets",
                     label=performance.label,
                     colour=_colour(performance),
@@ -64,8 +67,8 @@ def draw_roc(
                 reference=performance.key == reference,
             )
     plot.reference_label = by_key[reference].label.split(" (")[0]  # puma sets it from the reference curve
-    plot.set_ratio_class(1, "ujets")
-    plot.set_ratio_class(2, "cjets")
+    plot.set_ratio_class(1, Flavours["ujets"])
+    plot.set_ratio_class(2, Flavours["cjets"])
     plot.draw()
     path.parent.mkdir(parents=True, exist_ok=True)
     plot.savefig(str(path))
@@ -83,6 +86,7 @@ def draw_c_tagging(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from ftag import Flavours
     from puma import Roc, RocPlot
 
     plot = RocPlot(
@@ -106,15 +110,15 @@ def draw_c_tagging(
                     np.array(ctag["cEfficiency"], dtype=float),
                     _array(ctag[flavour]),  # type: ignore[arg-type]
                     n_test=n_background[flavour],
-                    rej_class=flavour,
+                    rej_class=Flavours[flavour],
                     signal_class="cjets",
                     label=performance.label,
                     colour=_colour(performance),
                 ),
                 reference=index == 0,
             )
-    plot.set_ratio_class(1, "ujets")
-    plot.set_ratio_class(2, "bjets")
+    plot.set_ratio_class(1, Flavours["ujets"])
+    plot.set_ratio_class(2, Flavours["bjets"])
     plot.draw()
     path.parent.mkdir(parents=True, exist_ok=True)
     plot.savefig(str(path))
