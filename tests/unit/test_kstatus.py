@@ -4,8 +4,8 @@ HPScan: the Ready, Reconciling and Stalled conditions decided by hpscan.core.kst
 comes from hpscan's own status functions, as the operator patches it.
 
 A running scan is InProgress, a suspended one Current (paused on purpose: docs/gitops.md), a succeeded one Current,
-a failed one and one whose spec cannot run Failed. tests/integration/test_kstatus.py does the same on statuses a
-real operator wrote."""
+a failed one and one whose spec cannot run Failed. tests/integration/test_kstatus_operator.py does the same on
+statuses a real operator wrote."""
 
 from __future__ import annotations
 
@@ -212,6 +212,24 @@ def test_a_ready_false_would_make_a_suspended_scan_in_progress():
     ready = next(c for c in running().conditions if c.type == "Ready")
     with_ready = status.model_copy(update={"conditions": [*status.conditions, ready]})
     assert kstatus.compute(body(with_ready))[0] == "InProgress"
+
+
+@pytest.mark.parametrize(
+    ("make", "argo_cd", "verdict"),
+    [
+        (running, "Progressing", "InProgress"),
+        (suspended, "Suspended", "Current"),
+        (succeeded, "Healthy", "Current"),
+        (failed, "Degraded", "Failed"),
+        (invalid, "Degraded", "Failed"),
+    ],
+)
+def test_the_argo_cd_health_check_of_docs_gitops_agrees_with_kstatus(make, argo_cd, verdict):
+    from test_gitops_health import health  # the Lua of docs/gitops.md, run by lupa
+
+    status = make()
+    assert health(status.model_dump(mode="json", by_alias=True, exclude_none=True))[0] == argo_cd
+    assert kstatus.compute(body(status))[0] == verdict
 
 
 def test_a_scan_the_operator_has_not_seen_reads_current():
