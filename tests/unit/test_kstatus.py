@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_reconcile
+from test_gitops_health import health  # the Argo CD check of docs/gitops.md, run by lupa
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import ConditionType, HPScanStatus, Reason, ScanPhase, ShardPhase, ShardStatus
-from hpscan.controller.reconcile import degraded, invalid_spec_status
+from hpscan.controller.reconcile import degraded, invalid_spec_status, reconcile_scan
 from hpscan.core.kstatus import kstatus_conditions
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate
@@ -225,8 +227,6 @@ def test_a_ready_false_would_make_a_suspended_scan_in_progress():
     ],
 )
 def test_the_argo_cd_health_check_of_docs_gitops_agrees_with_kstatus(make, argo_cd, verdict):
-    from test_gitops_health import health  # the Lua of docs/gitops.md, run by lupa
-
     status = make()
     assert health(status.model_dump(mode="json", by_alias=True, exclude_none=True))[0] == argo_cd
     assert kstatus.compute(body(status))[0] == verdict
@@ -235,3 +235,31 @@ def test_the_argo_cd_health_check_of_docs_gitops_agrees_with_kstatus(make, argo_
 def test_a_scan_the_operator_has_not_seen_reads_current():
     """kstatus's own limit, documented in docs/gitops.md: an object with no status at all is Current."""
     assert kstatus.compute(body(None)) == ("Current", "Resource is current")
+
+
+def test_kstatus_on_what_a_reconcile_writes_from_start_to_success():
+    """The operator's step without kopf (controller.reconcile.reconcile_scan) on a stand-in backend, each status
+    applied to the body as the operator patches it."""
+    backend = test_reconcile.MemoryBackend()
+    document = test_reconcile.body(parallelism=2)
+    document = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": backend}))
+    assert (document["status"]["phase"], kstatus.compute(document)[0]) == ("Pending", "InProgress")
+    suspended_body = document | {"spec": {**document["spec"], "suspend": True}}
+    paused = test_reconcile.apply(suspended_body, reconcile_scan(suspended_body, {"kubernetes": backend}))
+    assert (paused["status"]["phase"], kstatus.compute(paused)[0]) == ("Suspended", "Current")
+    planned = plan("dl1-seed-scan", HPScanSpec.model_validate(document["spec"]))
+    backend.states = {i: ShardStatus(index=i, phase=ShardPhase.SUCCEEDED) for i in range(planned.shard_count)}
+    backend.records = [
+        ResultRecord(id=c.id, shard=f.shard, parameters=c.parameters, metrics={"val_loss": 0.5}, status="succeeded")
+        for f in planned.shard_files()
+        for c in f.combinations
+    ]
+    done = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": backend}))
+    assert (done["status"]["phase"], kstatus.compute(done)) == ("Succeeded", ("Current", "Resource is Ready"))
+
+
+def test_kstatus_on_what_a_reconcile_writes_for_a_site_without_its_backend():
+    document = test_reconcile.body()
+    document["spec"]["sites"] = [{"name": "ce01", "htcondor": {"schedd": "ce01.example.org"}}]
+    refused = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": test_reconcile.MemoryBackend()}))
+    assert kstatus.compute(refused) == ("Failed", "no htcondor backend is configured in this operator")
