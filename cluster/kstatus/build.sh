@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the kstatus checker of the tests (main.go: sigs.k8s.io/cli-utils' kstatus on one object) once per content of
-# its go.mod, go.sum and main.go into ${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools}/kstatus-<hash>-<platform>/bin/,
-# hard-linked into .tools/bin/kstatus; prints that path. A warm run only links. The key holds main.go too, so an
-# edit of the program rebuilds it (a key of go.sum alone would keep running the old one).
+# Build the checkers of the tests that judge an HPScan as GitOps tools do: kstatus (main.go: sigs.k8s.io/cli-utils'
+# status.Compute, what Flux's health checks and Helm 4's --wait use) and flux-health (flux/main.go: Flux's own
+# evaluator of a Kustomization's healthCheckExprs). Each is built once per content of its go.mod, go.sum and main.go
+# into ${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools}/<name>-<hash>-<platform>/bin/, hard-linked into .tools/bin/;
+# prints their paths, one a line. A warm run only links. The key holds main.go too, so an edit of a program rebuilds
+# it (a key of go.sum alone would keep running the old one). Arguments: the checkers to build (default: both).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,15 +19,30 @@ flock 8
 
 log() { printf '[kstatus] %s\n' "$*" >&2; }
 
-key="$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" | sha256sum | cut -c1-16)"
-out="$cache/kstatus-$key-$platform"
-if [[ ! -x "$out/bin/kstatus" ]]; then
-  log "building the kstatus checker (sigs.k8s.io/cli-utils; about a minute on 2 cores with cold Go caches)"
-  start=$SECONDS
-  rm -rf "$out/bin.tmp" && mkdir -p "$out/bin.tmp"
-  (cd "$here" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out/bin.tmp/kstatus" .)
-  rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
-  log "kstatus checker built in $((SECONDS - start))s"
-fi
-ln -f "$out/bin/kstatus" "$bin/kstatus" 2>/dev/null || cp -f "$out/bin/kstatus" "$bin/kstatus"
-echo "$bin/kstatus"
+# build NAME DIR WHAT: the Go module in DIR as .tools/bin/NAME, from the cache when it holds this content.
+build() {
+  local name="$1" dir="$2" what="$3"
+  local key out
+  key="$(cat "$dir/go.mod" "$dir/go.sum" "$dir/main.go" | sha256sum | cut -c1-16)"
+  out="$cache/$name-$key-$platform"
+  if [[ ! -x "$out/bin/$name" ]]; then
+    log "building $name ($what)"
+    local start=$SECONDS
+    rm -rf "$out/bin.tmp" && mkdir -p "$out/bin.tmp"
+    (cd "$dir" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out/bin.tmp/$name" .)
+    rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
+    log "$name built in $((SECONDS - start))s"
+  fi
+  ln -f "$out/bin/$name" "$bin/$name" 2>/dev/null || cp -f "$out/bin/$name" "$bin/$name"
+  echo "$bin/$name"
+}
+
+names=("$@")
+((${#names[@]})) || names=(kstatus flux-health)
+for name in "${names[@]}"; do
+  case "$name" in
+    kstatus) build kstatus "$here" "sigs.k8s.io/cli-utils; about a minute on 2 cores with cold Go caches" ;;
+    flux-health) build flux-health "$here/flux" "github.com/fluxcd/pkg/runtime/cel; minutes with cold Go caches" ;;
+    *) echo "unknown checker $name (kstatus, flux-health)" >&2; exit 2 ;;
+  esac
+done

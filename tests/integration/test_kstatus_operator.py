@@ -1,8 +1,9 @@
 """kstatus, the library behind Flux's health checks, Helm 4's --wait and the cli-utils appliers, on statuses a real
 operator wrote on the local control plane (issue 27): a running scan is InProgress, a suspended one Current, a
 succeeded one Current, a failed one and one the operator refuses to run Failed. The verdicts come from the real
-library (cluster/kstatus: sigs.k8s.io/cli-utils, built from the Go module proxy, cached); the scans run the
-contract-honouring stand-in payload as in test_operator.py.
+library (cluster/kstatus: sigs.k8s.io/cli-utils, built from the Go module proxy, cached), and Flux's own evaluator
+of the healthCheckExprs in docs/gitops.md agrees; the scans run the contract-honouring stand-in payload as in
+test_operator.py.
 """
 
 from __future__ import annotations
@@ -55,9 +56,15 @@ def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def checker() -> None:
-    """The kstatus checker, built (or linked from the cache) before the first scan starts: a cold build takes
-    about a minute, which must not count against a scan's wait."""
-    kstatus.checker()
+    """The checkers, built (or linked from the cache) before the first scan starts: a cold build takes minutes,
+    which must not count against a scan's wait."""
+    kstatus.checker("kstatus")
+    kstatus.checker("flux-health")
+
+
+def flux(body: dict[str, Any]) -> str:
+    """What Flux makes of the scan with the healthCheckExprs of docs/gitops.md."""
+    return kstatus.flux_health(body, kstatus.documented_flux_expressions())[0]
 
 
 def conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -76,7 +83,7 @@ def test_a_running_scan_is_in_progress_then_current_once_it_succeeded(cluster, k
     running = wait_phase(cluster, k8s, ns, "long", {"Running", "Succeeded", "Failed"}, 90)
     assert running["status"]["phase"] == "Running", running["status"]  # 8 combinations of 2 s, one shard at a time
     verdict, message = kstatus.compute(running)
-    assert verdict == "InProgress"
+    assert verdict == "InProgress" == flux(running)
     assert message.startswith(f"{running['status']['progress']} recorded; "), message
     assert conditions(running)["Ready"]["status"] == "False"
     assert_decided_from_this_generation(running)
@@ -84,6 +91,7 @@ def test_a_running_scan_is_in_progress_then_current_once_it_succeeded(cluster, k
     done = wait_phase(cluster, k8s, ns, "long", {"Succeeded", "Failed"}, 240)
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert kstatus.compute(done) == ("Current", "Resource is Ready")
+    assert flux(done) == "Current"
     assert_decided_from_this_generation(done)
     cluster.kubectl("wait", "--for=condition=Ready", "hpscan/long", "-n", ns, "--timeout=10s")
     cluster.kubectl("wait", "--for=condition=Complete", "hpscan/long", "-n", ns, "--timeout=10s")  # still there
@@ -93,6 +101,7 @@ def test_a_suspended_scan_is_current(cluster, k8s, ns, operator, checker):
     create(k8s, ns, scan_manifest("paused", {}, suspend=True))
     paused = wait_phase(cluster, k8s, ns, "paused", {"Suspended"}, 60)
     assert kstatus.compute(paused) == ("Current", "Resource is current")
+    assert flux(paused) == "Current"
     assert {k: c["status"] for k, c in conditions(paused).items() if k in {"Reconciling", "Stalled", "Ready"}} == {
         "Reconciling": "False",
         "Stalled": "False",
@@ -106,6 +115,7 @@ def test_a_failed_scan_is_failed_with_the_reason(cluster, k8s, ns, operator, che
     stalled = conditions(failed)["Stalled"]
     assert stalled["status"] == "True" and stalled["reason"] == conditions(failed)["Failed"]["reason"]
     assert kstatus.compute(failed) == ("Failed", stalled["message"])
+    assert flux(failed) == "Failed"
     assert stalled["message"], failed["status"]
     assert_decided_from_this_generation(failed)
     cluster.kubectl("wait", "--for=condition=Stalled", "hpscan/nogpu", "-n", ns, "--timeout=10s")
@@ -116,7 +126,7 @@ def test_a_scan_the_operator_refuses_to_run_is_failed(cluster, k8s, ns, operator
     create(k8s, ns, scan_manifest("borrow", {}, sites=[site]))
     refused = wait_phase(cluster, k8s, ns, "borrow", {"Failed"}, 60)
     verdict, message = kstatus.compute(refused)
-    assert verdict == "Failed" and "serviceAccountName 'default'" in message
+    assert verdict == "Failed" == flux(refused) and "serviceAccountName 'default'" in message
     assert conditions(refused)["Stalled"]["reason"] == "NotAllowed"
     assert_decided_from_this_generation(refused)
 
@@ -135,6 +145,7 @@ def test_a_spec_change_reads_in_progress_until_the_operator_has_seen_it(cluster,
         edited = get(k8s, ns, "edited")
         assert edited["metadata"]["generation"] == 2
         assert kstatus.compute(edited) == ("InProgress", "HPScan generation is 2, but latest observed generation is 1")
+        assert flux(edited) == "InProgress"
     finally:
         operator.start()
 

@@ -263,3 +263,33 @@ def test_kstatus_on_what_a_reconcile_writes_for_a_site_without_its_backend():
     document["spec"]["sites"] = [{"name": "ce01", "htcondor": {"schedd": "ce01.example.org"}}]
     refused = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": test_reconcile.MemoryBackend()}))
     assert kstatus.compute(refused) == ("Failed", "no htcondor backend is configured in this operator")
+
+
+# --- Flux's healthCheckExprs of docs/gitops.md, with Flux's own evaluator ---
+
+
+@pytest.mark.parametrize(
+    ("make", "verdict"),
+    [(running, "InProgress"), (suspended, "Current"), (succeeded, "Current"), (failed, "Failed"), (invalid, "Failed")],
+)
+def test_the_flux_expressions_read_each_phase_as_kstatus_does(make, verdict):
+    assert kstatus.flux_health(body(make()), kstatus.documented_flux_expressions())[0] == verdict
+    assert kstatus.compute(body(make()))[0] == verdict
+
+
+def test_the_flux_expressions_leave_a_scan_without_a_status_unknown_not_current():
+    status, message = kstatus.flux_health(body(None), kstatus.documented_flux_expressions())
+    assert status == "Unknown" and "no such attribute(s): status.conditions" in message
+
+
+def test_the_flux_expressions_see_a_spec_change_the_operator_has_not_seen():
+    assert (
+        kstatus.flux_health(body(succeeded(), generation=2), kstatus.documented_flux_expressions())[0] == "InProgress"
+    )
+
+
+def test_without_the_suspended_line_flux_waits_through_a_pause():
+    expressions = kstatus.documented_flux_expressions()
+    expressions["current"] = expressions["current"].split("||")[0]
+    assert kstatus.flux_health(body(suspended()), expressions)[0] == "InProgress"
+    assert kstatus.flux_health(body(succeeded()), expressions)[0] == "Current"
