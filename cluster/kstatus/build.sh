@@ -41,8 +41,8 @@ names=("$@")
 ((${#names[@]})) || names=(kstatus flux-health)
 for name in "${names[@]}"; do
   case "$name" in
-    kstatus) build kstatus "$here" "sigs.k8s.io/cli-utils; about a minute on 2 cores with cold Go caches" ;;
-    flux-health) build flux-health "$here/flux" "github.com/fluxcd/pkg/runtime/cel; minutes with cold Go caches" ;;
+    kstatus) build kstatus "$here" "sigs.k8s.io/cli-utils; one to two minutes on 2 cores with cold Go caches" ;;
+    flux-health) build flux-health "$here/flux" "github.com/fluxcd/pkg/runtime/cel; about two minutes on 2 cores with cold Go caches" ;;
     *) echo "unknown checker $name (kstatus, flux-health)" >&2; exit 2 ;;
   esac
 done
