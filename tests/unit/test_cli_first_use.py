@@ -103,6 +103,7 @@ def test_a_failed_scan_exits_1_from_status_and_attempts_survive_a_resume(tmp_pat
     assert status.phase == "Failed"
     result = runner.invoke(app, ["status", str(tmp_path / "failing")])
     assert result.exit_code == 1 and "Failed" in result.output
+    assert "condition Failed: " in result.output and "condition Stalled" not in result.output  # said once
 
     scan = small_scan()
     run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)

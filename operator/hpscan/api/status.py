@@ -155,6 +155,13 @@ class ConditionType(StrEnum):
     DEGRADED = "Degraded"
     MODELS_STORED = "ModelsStored"
     """A finished scan's store holds what spec.artifacts keeps (False while uploads wait or the prune failed)."""
+    # What kstatus reads (Flux's health checks, Helm 4's --wait, cli-utils; hpscan.core.kstatus, docs/gitops.md):
+    READY = "Ready"
+    """True only once the scan succeeded; absent while it is suspended (a Ready False would read as InProgress)."""
+    RECONCILING = "Reconciling"
+    """True while the scan plans, waits for or runs shards, with its progress as message (kstatus: InProgress)."""
+    STALLED = "Stalled"
+    """True once the scan failed, an invalid spec included, with the reason (kstatus: Failed)."""
 
 
 class Counts(CamelModel):

@@ -13,7 +13,7 @@ import typer
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import GROUP, PLURAL, VERSION, HPScan
-from hpscan.api.status import HPScanStatus, ScanPhase
+from hpscan.api.status import ConditionType, HPScanStatus, ScanPhase
 from hpscan.cli.output import Commands, out
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate, read_records
@@ -169,6 +169,11 @@ def results(
         raise typer.BadParameter(f"unknown output {output!r}: jsonl or csv")
 
 
+FOR_TOOLS = frozenset({ConditionType.READY, ConditionType.RECONCILING, ConditionType.STALLED})
+"""Conditions written for kstatus (Flux, Helm 4): they repeat Running, Complete and Failed, so a person is not shown
+them twice (`--json` has them)."""
+
+
 @commands("status")
 def status(
     name: Annotated[str, typer.Argument(help="HPScan name on the cluster, or a local run folder.")],
@@ -239,7 +244,7 @@ def status(
             highlight=False,
         )
     for condition in current.conditions:
-        if condition.status == "True":
+        if condition.status == "True" and condition.type not in FOR_TOOLS:
             out.print(f"condition {condition.type}: {condition.reason} {condition.message}", highlight=False)
     if current.phase == ScanPhase.FAILED:  # scripts and CI can tell a failed scan from the exit code
         raise typer.Exit(1)

@@ -28,11 +28,12 @@ from hpscan.backends.sandbox_models import sandbox_uploads
 from hpscan.controller.defaults import OperatorDefaults
 from hpscan.core.artifacts import models_to_prune, retry_delay
 from hpscan.core.brokering import targets_of
+from hpscan.core.kstatus import kstatus_conditions
 from hpscan.core.payloads import require_payload_accepts
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
 from hpscan.core.search import Search
-from hpscan.core.summary import MAX_STATUS_SHARDS
+from hpscan.core.summary import MAX_STATUS_SHARDS, conditions_from
 from hpscan.engine import ProbeCache, step
 from hpscan.errors import ArtifactStoreError, HPScanError
 from hpscan.job.store import open_store
@@ -97,23 +98,40 @@ def events_between(before: HPScanStatus | None, after: HPScanStatus) -> list[Eve
 
 
 def invalid_spec_status(message: str, generation: int | None, reason: str = Reason.INVALID_SPEC) -> HPScanStatus:
+    """A scan that cannot run as written (invalid, not allowed, no backend for it): Failed, and Stalled for kstatus
+    (Flux and Helm 4 report it failed, not healthy)."""
+    wanted = {
+        ConditionType.FAILED: (True, reason, message),
+        ConditionType.COMPLETE: (False, Reason.NOT_COMPLETE, ""),
+        **kstatus_conditions(ScanPhase.FAILED, reason, message, HPScanStatus().progress),
+    }
     return HPScanStatus(
         phase=ScanPhase.FAILED,
         message=message,
         observed_generation=generation,
-        conditions=[
-            Condition(type="Failed", status="True", reason=reason, message=message[:512]),
-            Condition(type="Complete", status="False", reason=Reason.NOT_COMPLETE),
-        ],
+        conditions=conditions_from(wanted, [], datetime.now(UTC), generation),
     )
 
 
 def degraded(before: HPScanStatus | None, reason: str, message: str, generation: int | None) -> HPScanStatus:
-    """The last known status with a Degraded condition saying what went wrong with a backend."""
-    status = before or HPScanStatus(observed_generation=generation)
-    kept = [c for c in status.conditions if c.type != "Degraded"]
+    """The last known status with a Degraded condition saying what went wrong with a backend. A scan without one
+    yet is Pending and Reconciling (kstatus: InProgress; with no condition at all it would read Current)."""
     now = datetime.now(UTC)
-    trouble = Condition(type="Degraded", status="True", reason=reason, message=message[:512], last_transition_time=now)
+    status = before or HPScanStatus(
+        observed_generation=generation,
+        conditions=conditions_from(
+            kstatus_conditions(ScanPhase.PENDING, reason, message, HPScanStatus().progress), [], now, generation
+        ),
+    )
+    kept = [c for c in status.conditions if c.type != "Degraded"]
+    trouble = Condition(
+        type="Degraded",
+        status="True",
+        reason=reason,
+        message=message[:512],
+        last_transition_time=now,
+        observed_generation=status.observed_generation,
+    )
     return status.model_copy(update={"conditions": [*kept, trouble], "message": message})
 
 
@@ -201,7 +219,14 @@ def models_condition(
     held = next((c for c in status.conditions if c.type == kind), None)
     state = "True" if stored else "False"
     since = held.last_transition_time if held is not None and held.status == state else now
-    condition = Condition(type=kind, status=state, reason=reason, message=message[:512], last_transition_time=since)
+    condition = Condition(
+        type=kind,
+        status=state,
+        reason=reason,
+        message=message[:512],
+        last_transition_time=since,
+        observed_generation=status.observed_generation,
+    )
     kept = [c for c in status.conditions if c.type != kind]
     changed = held is None or (held.status, held.reason) != (state, reason)
     events = [Event("Normal" if stored else "Warning", reason, message)] if changed or say else []

@@ -23,6 +23,7 @@ from hpscan.api.status import (
 )
 from hpscan.core.brokering import Target
 from hpscan.core.decisions import decide_phase
+from hpscan.core.kstatus import Wanted, kstatus_conditions
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
 
@@ -60,6 +61,7 @@ def _conditions(
     phase: ScanPhase,
     reason: str,
     message: str,
+    progress: str,
     shards: list[ShardStatus],
     previous: list[Condition],
     now: datetime,
@@ -87,7 +89,7 @@ def _conditions(
         why, text = Reason.ALL_SHARDS_HEALTHY, ""
     if troubled and degraded and why != Reason.NO_USABLE_SITE:
         text += "; " + "; ".join(f"shard {s.index}: {s.message or s.reason}" for s in degraded[:2])
-    wanted = {
+    wanted: dict[ConditionType, Wanted] = {
         ConditionType.PLANNED: (True, Reason.PLANNED, ""),
         ConditionType.RUNNING: (phase == ScanPhase.RUNNING, reason, message if phase == ScanPhase.RUNNING else ""),
         ConditionType.COMPLETE: (
@@ -107,6 +109,18 @@ def _conditions(
         ),
         ConditionType.DEGRADED: (why != Reason.ALL_SHARDS_HEALTHY, why, text),
     }
+    health = kstatus_conditions(phase, reason, message, progress)
+    reconciling, because, line = health[ConditionType.RECONCILING]
+    if reconciling and why != Reason.ALL_SHARDS_HEALTHY:  # Flux and Helm show this message: say what holds it up
+        health[ConditionType.RECONCILING] = (reconciling, because, f"{line}; {text}")
+    return conditions_from(wanted | health, previous, now, generation)
+
+
+def conditions_from(
+    wanted: Mapping[ConditionType, Wanted], previous: Sequence[Condition], now: datetime, generation: int | None
+) -> list[Condition]:
+    """The conditions as decided, each keeping its lastTransitionTime while its status stays the same, and each
+    naming the generation it was decided from (observedGeneration)."""
     before = {c.type: c for c in previous}
     out = []
     for kind, (is_true, because, line) in wanted.items():
@@ -173,6 +187,7 @@ def build_status(
     completed = previous_status.completion_time or (now if phase in TERMINAL_SCAN_PHASES else None)
     if phase not in TERMINAL_SCAN_PHASES:
         completed = None
+    progress = f"{agg.recorded}/{plan.total}"
     listed = shards if max_shards is None or len(shards) <= max_shards else notable_shards(shards)[:max_shards]
     if agg.foreign:
         message += f"; {agg.foreign} records ignored (not of this plan)"
@@ -181,7 +196,7 @@ def build_status(
         message += f"; {unreadable} unreadable record(s) skipped ({where})"
     return HPScanStatus(
         phase=phase,
-        progress=f"{agg.recorded}/{plan.total}",
+        progress=progress,
         combinations=Counts(
             total=plan.total,
             succeeded=agg.succeeded,
@@ -199,7 +214,9 @@ def build_status(
         ),
         shards=listed,
         shards_omitted=len(shards) - len(listed),
-        conditions=_conditions(phase, reason, message, shards, previous_status.conditions, now, generation, sites),
+        conditions=_conditions(
+            phase, reason, message, progress, shards, previous_status.conditions, now, generation, sites
+        ),
         sites=list(sites),
         usable_sites=f"{sum(s.state == SiteState.USABLE for s in sites)}/{len(sites)}" if sites else "",
         observed_generation=generation,
