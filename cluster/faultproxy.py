@@ -243,15 +243,16 @@ class FaultProxy:
     # --- faults -------------------------------------------------------------------------------------------------
     def _choose(self, watch: bool) -> str | None:
         plan = self.plan
-        if time.monotonic() - self._started_at < plan.start_after:
-            self._random.random()  # the sequence of draws stays one per request
-            return None
-        draw = self._random.random()
-        if draw < plan.error_rate and self.injected[ERRORS] < plan.max_errors:
+        # While the clients start (start_after) no request fails; a watch opened then may still be cut once it has
+        # run a while: a client opens its watches as it starts and keeps them for many minutes, so they are the
+        # streams worth cutting (whether one opened just before start_after or just after was the machine's timing).
+        starting = time.monotonic() - self._started_at < plan.start_after
+        draw = self._random.random()  # one draw per request
+        if not starting and draw < plan.error_rate and self.injected[ERRORS] < plan.max_errors:
             return ERRORS
         draw -= plan.error_rate
         timeouts = self.injected[TIMEOUT_BEFORE] + self.injected[TIMEOUT_AFTER]
-        if not watch and draw < plan.timeout_rate and timeouts < plan.max_timeouts:
+        if not starting and not watch and draw < plan.timeout_rate and timeouts < plan.max_timeouts:
             return TIMEOUT_AFTER if self._random.random() < 0.5 else TIMEOUT_BEFORE
         draw -= plan.timeout_rate
         if watch and draw < plan.watch_cut_rate and self.injected[WATCH_CUT] < plan.max_watch_cuts:

@@ -126,8 +126,8 @@ def test_tpe_with_asha_through_api_faults_records_every_trial_once(cluster, k8s,
     its budget exactly, each trial handed out, trained and recorded once."""
     started = time.monotonic()
     plan = FaultPlan(
-        seed=22, error_rate=0.06, timeout_rate=0.03, watch_cut_rate=0.5,
-        max_errors=30, max_timeouts=8, max_watch_cuts=10, hold_seconds=2.0, watch_cut_after=8.0, start_after=3.0,
+        seed=22, error_rate=0.06, timeout_rate=0.03, watch_cut_rate=0.91,  # every watch not failed is cut (6 at most)
+        max_errors=30, max_timeouts=8, max_watch_cuts=6, hold_seconds=2.0, watch_cut_after=8.0, start_after=3.0,
         fail_first=r"^GET /api/v1/namespaces/[^/]+/configmaps/faulty-shard-\d+-p0 ",  # each pod's first read
     )  # fmt: skip
     run = proxied(plan)
