@@ -141,7 +141,14 @@ def test_jobs_without_gpus_stay_off_the_gpu_slot(condor_pool):
     directory = condor_pool.job_dir("cpu")
     probe = write_script(directory, "probe.sh", "sleep 1\n")
     cluster = submit(condor_pool, job(directory, probe), count=3)  # the CPU slot has 2 cores: one waits
-    ads = wait_status(condor_pool, cluster, COMPLETED, count=3)
+    wait_status(condor_pool, cluster, COMPLETED, count=3)
+
+    def placed() -> list[Any] | None:
+        # A job just completed may still be in the queue without LastRemoteHost (the history's ad has it).
+        ads = job_ads(condor_pool, cluster)
+        return ads if all("LastRemoteHost" in ad for ad in ads) else None
+
+    ads = condor_pool.wait(placed, TIMEOUT, "the completed jobs' LastRemoteHost")
     assert [slot_type(str(ad["LastRemoteHost"])) for ad in ads] == [2, 2, 2]
 
 
