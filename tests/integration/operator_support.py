@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,25 @@ from hpscan.api.spec import GROUP, PLURAL, VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = REPO / "tests" / "unit" / "payloads" / "contract_payload.py"
+
+
+def watched_namespace(k8s: client.ApiClient, cluster: Any, prefix: str) -> Iterator[str]:
+    """A fresh namespace ``<prefix>-<hex>`` (an operator watching ``<prefix>-*`` sees it) under the restricted Pod
+    Security profile, once its default ServiceAccount exists. Afterwards its scans are deleted first, while the
+    operator still runs to remove its finalizer, then the namespace."""
+    core = client.CoreV1Api(k8s)
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    cluster.wait(lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+                 30, f"ServiceAccount {name}/default")  # fmt: skip
+    yield name
+    scans = client.CustomObjectsApi(k8s)
+    for item in scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
+        scans.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
+    cluster.wait(
+        lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"], 60, "scans gone"
+    )
+    core.delete_namespace(name)
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_support import REPO, Operator, create, get, scan_manifest, wait_phase
+from operator_support import REPO, Operator, create, get, scan_manifest, wait_phase, watched_namespace
 
 from cluster import kstatus
 from hpscan.api.spec import GROUP, PLURAL, VERSION
@@ -38,20 +38,7 @@ def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
-    """A namespace the operator watches, enforcing the restricted Pod Security profile (as test_operator.py's)."""
-    core = client.CoreV1Api(k8s)
-    name = f"{PREFIX}-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    cluster.wait(lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items, 30)
-    yield name
-    # Scans go first, while the operator still runs to remove its finalizer; then the namespace.
-    scans = client.CustomObjectsApi(k8s)
-    for item in scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
-        scans.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
-    cluster.wait(
-        lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"], 60, "scans gone"
-    )
-    core.delete_namespace(name)
+    yield from watched_namespace(k8s, cluster, PREFIX)
 
 
 @pytest.fixture(scope="module")

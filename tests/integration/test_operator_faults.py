@@ -20,11 +20,9 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
-from operator_support import REPO, Operator, create, scan_manifest, wait_phase
+from operator_support import REPO, Operator, create, scan_manifest, wait_phase, watched_namespace
 
 from cluster.faultproxy import ERRORS, TIMEOUT_AFTER, TIMEOUT_BEFORE, WATCH_CUT, FaultPlan, FaultProxy, describe
-from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.job.configmap import records_of
 
 PREFIX = f"hpsflt-{secrets.token_hex(2)}"
@@ -86,28 +84,7 @@ def proxied(cluster: Any, crd: None, tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def ns(k8s: client.ApiClient, cluster: Any, proxied: Any) -> Iterator[str]:
     """A namespace the operator watches (restricted Pod Security). Its scans are deleted while the operator runs."""
-    core = client.CoreV1Api(k8s)
-    name = f"{PREFIX}-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-
-    def has_account() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    cluster.wait(has_account, 30, "default SA")
-    yield name
-    scans = client.CustomObjectsApi(k8s)
-    for item in scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
-        scans.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
-    cluster.wait(
-        lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"], 60, "scans gone"
-    )
-    core.delete_namespace(name)
+    yield from watched_namespace(k8s, cluster, PREFIX)
 
 
 def trained(log: Path) -> Counter:
