@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = REPO / "tests" / "unit" / "payloads" / "contract_payload.py"
 
 
+def apply_crd(cluster: Any) -> None:
+    """The committed CRD, applied and Established (a cluster kept from an older tree gets this one's)."""
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+
+
+def operator_watching(cluster: Any, log: Path, prefix: str) -> Iterator[Operator]:
+    """`hpscan operator` watching the namespaces ``<prefix>-*`` while the caller holds it (a module fixture)."""
+    running = Operator(cluster, log, f"{prefix}-*")
+    running.start()
+    yield running
+    running.stop()
+
+
 def watched_namespace(k8s: client.ApiClient, cluster: Any, prefix: str) -> Iterator[str]:
     """A fresh namespace ``<prefix>-<hex>`` (an operator watching ``<prefix>-*`` sees it) under the restricted Pod
     Security profile, once its default ServiceAccount exists. Afterwards its scans are deleted first, while the

@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_support import REPO, Operator, create, get, scan_manifest, wait_phase, watched_namespace
+from operator_support import (
+    Operator,
+    apply_crd,
+    create,
+    get,
+    operator_watching,
+    scan_manifest,
+    wait_phase,
+    watched_namespace,
+)
 
 from cluster import kstatus
 from hpscan.api.spec import GROUP, PLURAL, VERSION
@@ -24,16 +33,12 @@ PREFIX = f"hpsks-{secrets.token_hex(2)}"
 
 @pytest.fixture(scope="module")
 def crd(cluster: Any) -> None:
-    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+    apply_crd(cluster)
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    running = Operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log", f"{PREFIX}-*")
-    running.start()
-    yield running
-    running.stop()
+    yield from operator_watching(cluster, tmp_path_factory.mktemp("operator") / "operator.log", PREFIX)
 
 
 @pytest.fixture

@@ -22,7 +22,18 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operator_support import REPO, Operator, create, custom, get, scan_manifest, wait_phase
+from operator_support import (
+    REPO,
+    Operator,
+    apply_crd,
+    create,
+    custom,
+    get,
+    operator_watching,
+    scan_manifest,
+    wait_phase,
+    watched_namespace,
+)
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
@@ -31,34 +42,17 @@ PREFIX = f"hpsop-{secrets.token_hex(2)}"
 
 @pytest.fixture(scope="module")
 def crd(cluster: Any) -> None:
-    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+    apply_crd(cluster)
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    running = Operator(cluster, tmp_path_factory.mktemp("operator") / "operator.log", f"{PREFIX}-*")
-    running.start()
-    yield running
-    running.stop()
+    yield from operator_watching(cluster, tmp_path_factory.mktemp("operator") / "operator.log", PREFIX)
 
 
 @pytest.fixture
 def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
-    """A namespace the operator watches, enforcing the restricted Pod Security profile."""
-    core = client.CoreV1Api(k8s)
-    name = f"{PREFIX}-{secrets.token_hex(3)}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    cluster.wait(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)), 30, "default SA")
-    yield name
-    # Scans go first, while the operator still runs to remove its finalizer; then the namespace.
-    scans = client.CustomObjectsApi(k8s)
-    for item in scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]:
-        scans.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
-    cluster.wait(
-        lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"], 60, "scans gone"
-    )
-    core.delete_namespace(name)
+    yield from watched_namespace(k8s, cluster, PREFIX)
 
 
 def _exists(read: Callable[[], Any]) -> bool:
