@@ -147,20 +147,12 @@ build_helm() {
   log "building helm $HELM_VERSION"
   local start=$SECONDS
   rm -rf "$out/bin.tmp" && mkdir -p "$out/bin.tmp"
-  # As helm's Makefile does: the version, and the Kubernetes version its client-go speaks (the default
-  # .Capabilities.KubeVersion of `helm template` and `helm lint`).
-  local gomod client_go major minor
-  gomod="$(cd "$cache" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["GoMod"])')"
-  client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod")"  # v0.Y.Z -> Kubernetes 1.Y
-  major=$(( $(echo "${client_go#v}" | cut -d. -f1) + 1 )) minor="$(echo "$client_go" | cut -d. -f2)"
-  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
-    ldflags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
-  done
+  # As helm's Makefile does for a tagged release (empty metadata). Helm 4 reads the Kubernetes version its client-go
+  # speaks (the default .Capabilities.KubeVersion of `helm template` and `helm lint`) from the build info itself.
+  local ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
   GOBIN="$out/bin.tmp" with_progress "helm $HELM_VERSION" \
-    go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
   rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"
   log "helm $HELM_VERSION built in $((SECONDS - start))s"
   install_from "$out/bin" helm

@@ -132,7 +132,7 @@ class Operator:
     def __init__(self, cluster: Any, log: Path, namespaces: str, kubeconfig: Path | None = None) -> None:
         self.cluster, self.log, self.namespaces = cluster, log, namespaces
         self.kubeconfig = kubeconfig or cluster.kubeconfig
-        self.metrics_port = free_port()
+        self.metrics_port, self.health_port = free_port(), free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -140,7 +140,7 @@ class Operator:
         with self.log.open("a") as handle:
             self.process = subprocess.Popen(
                 [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", self.namespaces,
-                 "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(self.metrics_port)],
+                 "--health-port", str(self.health_port), "--metrics-port", str(self.metrics_port)],
                 env=env, stdout=handle, stderr=subprocess.STDOUT,
             )  # fmt: skip
 

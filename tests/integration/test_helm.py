@@ -116,7 +116,7 @@ def test_the_schema_refuses_wrong_values_at_install(helm, arguments, message):
 def test_default_install_is_cluster_wide_non_root_read_only_with_probes_and_least_rights(helm):
     docs = render(helm)
     assert sorted(d["kind"] for d in docs) == [
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount",
     ]  # fmt: skip
     (role,) = by_kind(docs, "ClusterRole")
     assert role["rules"] == RULES  # no Secrets, no deletes, no namespaces or CRDs
@@ -127,18 +127,49 @@ def test_default_install_is_cluster_wide_non_root_read_only_with_probes_and_leas
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "256Mi"}
+    assert container["resources"]["limits"] == {"memory": "1Gi", "ephemeral-storage": "3Gi"}  # above both emptyDirs
     assert container["command"] == ["hpscan", "operator"]
-    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090", "--no-scanning"]
+    assert container["args"] == ["--health-port=8080", "--metrics-port=9090", "--no-scanning"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http-health": 8080, "http-metrics": 9090}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http-health"}
+    # two questions: alive (a restart helps) and ready (started, the API server answers)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http-health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-health"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts[env["HPSCAN_CONDOR_DIR"]]] and "emptyDir" in volumes[mounts["/tmp"]]
     (service,) = by_kind(docs, "Service")
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http-metrics", "http-health"]
+
+
+def egress_ports(policy: dict[str, Any]) -> list[list[int]]:
+    return [sorted(p["port"] for p in rule["ports"]) for rule in policy["spec"]["egress"]]
+
+
+def test_the_operators_network_policy_is_on_by_default_and_widens_with_values(helm):
+    (policy,) = by_kind(render(helm), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "hpscan-operator"
+    (inbound,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in inbound["ports"]] == ["http-health", "http-metrics"] and "from" not in inbound
+    assert egress_ports(policy) == [[53, 53], [443, 6443], [9618], [443]]  # DNS, API server, schedds, S3
+
+    store = {"s3": {"endpoint": "http://minio.storage:9000", "bucket": "models", "secretRef": {"name": "k"}}}
+    peers = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    (widened,) = by_kind(
+        render(
+            helm, "--set-json", f"defaults.artifactStore={json.dumps(store)}",
+            "--set-json", f"networkPolicy.ingressFrom={json.dumps(peers)}",
+            "--set-json", 'networkPolicy.apiServer.cidrs=["10.96.0.1/32"]',
+            "--set-json", 'networkPolicy.extraEgress=[{"ports": [{"port": 5432}]}]',
+        ),
+        "NetworkPolicy",
+    )  # fmt: skip
+    assert widened["spec"]["ingress"][0]["from"] == peers
+    assert egress_ports(widened) == [[53, 53], [443, 6443], [9618], [443, 9000], [5432]]
+    assert widened["spec"]["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}]
+    assert not by_kind(render(helm, "--set", "networkPolicy.enabled=false"), "NetworkPolicy")
 
 
 def test_watch_namespaces_grant_roles_there_and_nothing_cluster_wide(helm):

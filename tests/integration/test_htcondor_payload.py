@@ -89,7 +89,7 @@ def test_quickstart_through_the_operator_at_an_htcondor_site(condor_pool, cluste
     env.pop("_CONDOR_SEC_TOKEN_DIRECTORY", None)
     command = [
         str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", namespace,
-        "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--metrics-port", str(free_port()),
+        "--health-port", str(free_port()), "--metrics-port", str(free_port()),
     ]  # fmt: skip
     with log.open("a") as handle:
         operator = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)

@@ -114,6 +114,13 @@ def test_the_site_blocks_of_the_example_value_files_are_valid_sites():
             Site.model_validate(site)
 
 
+def test_the_chart_stays_installable_with_helm_3():
+    """The tools build Helm 4, but sites still run Helm 3: Chart.yaml apiVersion v3 (Helm 4's new chart format)
+    would make `helm install` of Helm 3 refuse the chart."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+
+
 def write() -> None:
     CHART_CRD.write_bytes(CRD.read_bytes())
     schema = json.loads(SCHEMA.read_text())

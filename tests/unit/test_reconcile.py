@@ -304,3 +304,15 @@ def test_a_job_held_past_the_sites_hold_timeout_is_removed_and_its_shard_moves(t
     assert schedds["ce-b"].jobs[moved].eval("HPScanMoves") == 1
     shard = apply(document, reconcile_scan(document, backends))["status"]["shards"][0]
     assert (shard["site"], shard["moves"]) == ("b", 1)
+
+
+def test_a_status_of_only_the_crds_defaults_is_no_status_yet():
+    """The CRD defaults status to {observedGeneration: 0} (and its nested defaults, phase Pending among them) so
+    kstatus reads a new scan InProgress; that is not a status the operator wrote, so nothing is carried over."""
+    from hpscan.controller.reconcile import previous_status
+
+    defaulted = {"observedGeneration": 0, "phase": "Pending", "progress": "0/0", "shardsOmitted": 0}
+    assert previous_status({"status": defaulted}) is None
+    assert previous_status({}) is None
+    written = previous_status({"status": {**defaulted, "observedGeneration": 1, "phase": "Running"}})
+    assert written is not None and written.phase == "Running" and written.observed_generation == 1

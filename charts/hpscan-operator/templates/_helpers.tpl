@@ -129,7 +129,7 @@ itself: RBAC refuses to create a Role with rights its creator lacks.
 {{- range .Values.watchNamespaces -}}
 {{- $args = append $args (printf "--namespace=%s" .) -}}
 {{- end -}}
-{{- $args = append $args (printf "--liveness=http://0.0.0.0:%d/healthz" (int .Values.operator.healthPort)) -}}
+{{- $args = append $args (printf "--health-port=%d" (int .Values.operator.healthPort)) -}}
 {{- $args = append $args (printf "--metrics-port=%d" (int .Values.metrics.port)) -}}
 {{- /* kopf would list/watch CRDs and namespaces cluster-wide; the chart grants neither. */ -}}
 {{- $args = append $args "--no-scanning" -}}

@@ -133,7 +133,11 @@ PRINTER_COLUMNS = [
 def crd() -> dict[str, Any]:
     """The HPScan CustomResourceDefinition (apiextensions.k8s.io/v1)."""
     spec_schema = model_schema(HPScanSpec)
-    status_schema = model_schema(HPScanStatus)
+    # Until the operator first writes a status, kstatus (Helm 4's --wait, Flux, cli-utils) would call a new scan
+    # Current, as it calls any object without status.observedGeneration: `helm install --wait` would return before
+    # the scan ran. The API server fills this default in on every read until that first write replaces it, so a
+    # new scan reads InProgress ("generation is 1, but latest observed generation is 0").
+    status_schema = {**model_schema(HPScanStatus), "default": {"observedGeneration": 0}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -36,9 +36,14 @@ def operator(
     ] = None,
     standalone: Annotated[bool, typer.Option(help="Run without peering (one operator replica).")] = True,
     peering: Annotated[str | None, typer.Option(help="kopf peering object name, for several replicas.")] = None,
-    liveness: Annotated[
-        str, typer.Option(help="Health endpoint URL served for liveness/readiness probes.")
-    ] = "http://0.0.0.0:8080/healthz",
+    health_port: Annotated[
+        int,
+        typer.Option(
+            "--health-port",
+            help="Serve /livez (the control loop is alive) and /readyz (ready to serve: started, API server "
+            "answers) on this port (0: off).",
+        ),
+    ] = 8080,
     scanning: Annotated[
         bool,
         typer.Option(
@@ -54,11 +59,14 @@ def operator(
     """Run the HPScan operator (kopf): plans scans, runs shards as Jobs, keeps each scan's status live."""
     import kopf
 
-    import hpscan.controller.handlers  # noqa: F401  (registers the handlers)
-    from hpscan.controller import metrics
+    from hpscan.controller import health, metrics
+    from hpscan.controller.handlers import OperatorState  # importing it registers the handlers
 
     if metrics_port:
         metrics.serve(metrics_port)
+    state = OperatorState(vitals=health.Vitals(check_api=health.kubernetes_api_check()))
+    if health_port:
+        health.serve(state.vitals, health_port)
 
     if not scanning:
         # Without it, kopf retries the forbidden CRD and namespace listings for about a minute before it starts.
@@ -72,7 +80,7 @@ def operator(
         namespaces=namespace or [],
         standalone=standalone and peering is None,
         peering_name=peering,
-        liveness_endpoint=liveness,
+        memo=kopf.Memo(hpscan=state),
     )
 
 

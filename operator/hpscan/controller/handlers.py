@@ -9,6 +9,7 @@ mistake our objects for theirs (and vice versa).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import logging
@@ -24,7 +25,7 @@ from hpscan.api import registry
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend, BackendContext
 from hpscan.backends.kubernetes import KubernetesBackend
-from hpscan.controller import metrics
+from hpscan.controller import health, metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
 from hpscan.core.results import Aggregate
@@ -48,6 +49,8 @@ class OperatorState:
     """The trials of each scan whose workers pull, by uid (rebuilt from the backends after a restart)."""
     probes: ProbeCache = field(default_factory=dict)
     """Site probe outcomes that scans share (hpscan.engine.probe_key)."""
+    vitals: health.Vitals = field(default_factory=lambda: health.Vitals(check_api=lambda: None))
+    """What the health endpoints read (`hpscan operator` gives one that asks the API server)."""
 
 
 class _QuietTimer(logging.Filter):
@@ -103,6 +106,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     context = BackendContext(instrument=metrics.count_api_requests, read_secret=read_secret)
     state.backends = {**build_backends(context), **state.backends}  # backends given in the memo win (tests)
     state.defaults = load_defaults()
+    state.vitals.started = True
+
+
+@kopf.on.startup()
+async def start_heartbeat(memo: kopf.Memo, **_: Any) -> None:
+    """The event loop's heartbeat, which /livez reads; kopf cancels the task when the operator stops."""
+    vitals = state_of(memo).vitals
+    memo.hpscan_heartbeat = asyncio.get_running_loop().create_task(vitals.beat(), name="hpscan-heartbeat")
 
 
 # Watch-fed indexes of the shard Jobs and record pages (ConfigMaps; an informer cache): a reconcile reads them instead of
@@ -146,7 +157,8 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
     kubernetes = state.backends.get("kubernetes")
     if isinstance(kubernetes, KubernetesBackend) and kubernetes.cache is None:  # kopf passes indexes by name
         kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
-    with metrics.timed_reconcile():
+    meta = body.get("metadata", {})
+    with state.vitals.reconciling(f"{meta.get('namespace')}/{meta.get('name')}"), metrics.timed_reconcile():
         outcome = reconcile_scan(
             body,
             state.backends,

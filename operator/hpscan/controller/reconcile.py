@@ -63,8 +63,8 @@ def scan_ref(body: Mapping[str, Any]) -> ScanRef:
 
 def previous_status(body: Mapping[str, Any]) -> HPScanStatus | None:
     raw = body.get("status") or {}
-    if not raw.get("phase"):
-        return None
+    if not raw.get("phase") or not raw.get("observedGeneration"):
+        return None  # none yet, or only the CRD's defaults (observedGeneration 0): the operator wrote nothing
     try:
         known = {info.alias or name for name, info in HPScanStatus.model_fields.items()}
         return HPScanStatus.model_validate({k: v for k, v in raw.items() if k in known})
