@@ -22,12 +22,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from dl1.errors import DL1Error, GPUUnavailableError
 from hpscan.api.contract import LAST_WORDS_ENV, PayloadExit
+from hpscan.clihelp import HelpCommand, HelpGroup
 
 app = typer.Typer(
     help="DL1 b-tagging payload for hpscan: trains one network per combination of a shard file.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpGroup,
 )
 
 
@@ -46,7 +48,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 file to write (dumper layout, dataset 'jets').")],
     jets: Annotated[int, typer.Option(help="Number of jets.", min=1)] = 100_000,
@@ -61,7 +63,7 @@ def generate(
     _say(f"wrote {n:,} jets (seed {seed}) to {out}")
 
 
-@app.command("train-shard")
+@app.command("train-shard", cls=HelpCommand)
 def train_shard(
     shard_file: Annotated[Path, typer.Argument(help="Shard file (JSON, hpscan's ShardFile).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.jsonl (created).")] = Path("."),
@@ -78,7 +80,7 @@ def train_shard(
     run.run()
 
 
-@app.command("gpu-check")
+@app.command("gpu-check", cls=HelpCommand)
 def gpu_check(
     require: Annotated[
         bool, typer.Option("--require", help="Exit 3 with a one-line reason when no usable GPU.")
@@ -129,7 +131,7 @@ def _print_metrics(metrics: dict[str, Any], f_c: float, f_b: float) -> None:
         )
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def evaluate(
     shard_or_settings: Annotated[
         Path | None,
