@@ -11,8 +11,6 @@ import json
 import math
 import os
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,45 +22,19 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from dl1.errors import DL1Error, GPUUnavailableError
 from hpscan.api.contract import LAST_WORDS_ENV, PayloadExit
+from hpscan.clihelp import HelpCommand, HelpGroup
 
 app = typer.Typer(
     help="DL1 b-tagging payload for hpscan: trains one network per combination of a shard file.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpGroup,
 )
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-class TrialWait:
-    """A pulling worker with nothing to train and no end yet: it says so every ``every`` seconds with how long it
-    has waited, so a scan that hands it nothing shows in the job's output instead of as a silently idle GPU. It
-    does not give up: only hpscan knows whether trials will still come (an operator restarting, trials other
-    workers give back), and a worker that left would not be started again for them."""
-
-    def __init__(self, every: float = 60.0) -> None:
-        self.every = every
-        self.since: float | None = None
-        self.noted = 0.0
-
-    def reset(self) -> None:
-        self.since = None
-
-    def tick(self, now: float, recorded: int) -> str | None:
-        """The line to say now, if any (``now``: time.monotonic())."""
-        if self.since is None:
-            self.since = self.noted = now
-            return None
-        if now - self.noted < self.every:
-            return None
-        self.noted = now
-        waited = now - self.since
-        return (
-            f"waiting for trials from hpscan: none to train for {waited:.0f} s ({recorded} recorded here, no end yet)"
-        )
 
 
 def _json_safe(value: Any) -> Any:
@@ -76,7 +48,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 file to write (dumper layout, dataset 'jets').")],
     jets: Annotated[int, typer.Option(help="Number of jets.", min=1)] = 100_000,
@@ -91,34 +63,7 @@ def generate(
     _say(f"wrote {n:,} jets (seed {seed}) to {out}")
 
 
-def _load_records(path: Path) -> set[str]:
-    """Ids already in results.jsonl; a truncated last line (killed process) is ignored and cut off."""
-    if not path.exists():
-        return set()
-    done: set[str] = set()
-    text = path.read_text()
-    good_end = 0
-    for line in text.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        if not line.endswith("\n"):
-            break
-        if isinstance(record, dict) and "id" in record:
-            done.add(str(record["id"]))
-        good_end += len(line)
-    if good_end != len(text):  # drop the broken tail so new records start on a clean line
-        with path.open("r+") as f:
-            f.truncate(good_end)
-    return done
-
-
-def _iso(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)
-
-
-@app.command("train-shard")
+@app.command("train-shard", cls=HelpCommand)
 def train_shard(
     shard_file: Annotated[Path, typer.Argument(help="Shard file (JSON, hpscan's ShardFile).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for results.jsonl (created).")] = Path("."),
@@ -127,172 +72,15 @@ def train_shard(
     ] = False,
 ) -> None:
     """Train every combination of a shard; append one record per combination to OUT/results.jsonl."""
-    from pydantic import ValidationError
+    from dl1.shard import ShardRun, read_shard_file
 
-    from dl1.errors import SettingsError
-    from hpscan.api.contract import ResultRecord, ShardFile
-
-    try:
-        shard = ShardFile.model_validate_json(shard_file.read_text())
-    except OSError as exc:
-        raise DL1Error(f"{shard_file}: cannot read ({exc.strerror})") from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise SettingsError(f"{shard_file}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
-
-    # validate everything before the first (slow) step: a typo must not cost an hour
-    from dl1.model import parse_combination
-    from dl1.train import parse_settings
-
-    settings = parse_settings(shard.settings)
-    defaults = settings.model_defaults()
-    configs = {c.id: parse_combination(dict(c.parameters), defaults) for c in shard.combinations}
-
-    if shard.gpu.required and shard.gpu.count > 0 and not skip_gpu_check:
-        from dl1.gpucheck import Probes, Requirement, check
-
-        report = check(
-            Probes.system(),
-            Requirement(shard.gpu.count, shard.gpu.min_compute_capability, shard.gpu.min_memory_mb),
-        )
-        if not report.ok:
-            raise GPUUnavailableError(f"GPU required but unusable: {report.reason}")
-        _say(f"gpu-check: {report.reason}")
-
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
-    done = _load_records(results)
-    todo = [c for c in shard.combinations if c.id not in done]
-    recorded_before = len(done & set(configs))
-    mode = " (a worker: more trials come from hpscan while it runs)" if shard.pull else ""
-    _say(
-        f"shard {shard.shard + 1}/{shard.shards} of {shard.scan}: {len(shard.combinations)} combinations, "
-        f"{recorded_before} already recorded{mode}"
-    )
-    if not todo and not shard.pull:
-        return
-
-    from dl1.data import load_dataset
-    from dl1.train import Outcome, ResidentData, device_name, train_many
-
-    dataset = load_dataset(settings.data, scale_dict_out=out / "scale_dict.json", with_test=False)
-    _say(f"data: {dataset.describe()}")
-    resident = ResidentData(dataset.train, dataset.validation)
-    # where the training tensors really live, not what was asked for
-    device = device_name() if "GPU" in resident.x.device.upper() else "CPU"
-    _say(f"training on {device}: {settings.precision} arithmetic, up to {settings.fuse} combinations per graph")
-    params = {c.id: dict(c.parameters) for c in shard.combinations}
-    finished = 0
-    save_models = shard.artifacts.save_models
-    if save_models:
-        from dl1.artifacts import KerasCache, save_model
-        from hpscan.api.contract import MODELS_DIR
-
-        keras_cache = KerasCache()
-
-    def record(outcome: Outcome) -> None:
-        nonlocal finished
-        finished += 1
-        if save_models and outcome.status == "succeeded" and outcome.model is not None:
-            # the model before its record: a recorded combination always has its model folder
-            save_model(
-                out / MODELS_DIR / outcome.key,
-                outcome.model,
-                combination_id=outcome.key,
-                parameters=params[outcome.key],
-                variables=dataset.variables,
-                scale_dict=dataset.scale_dict,
-                metrics={k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
-                epochs=outcome.epochs,
-                extra={"scan": shard.scan, "shard": shard.shard, "device": device, "settings": shard.settings},
-                cache=keras_cache,
-            )
-        rec = ResultRecord(
-            id=outcome.key,
-            shard=shard.shard,
-            parameters=params[outcome.key],
-            metrics={k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
-            status=outcome.status,
-            error=outcome.error,
-            started_at=_iso(outcome.started),
-            finished_at=_iso(outcome.finished),
-            duration_seconds=max(outcome.finished - outcome.started, 0.0),
-            device=device,
-            epochs=outcome.epochs,
-            max_epochs=settings.epochs,
-        )
-        with results.open("a") as f:
-            f.write(json.dumps(rec.to_wire()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        done.add(outcome.key)
-        value = outcome.metrics.get(shard.objective.metric)
-        shown = f"{shard.objective.metric}={value:.4f}" if value is not None else (outcome.error or "failed")
-        of = f"/{len(shard.combinations)}" if not shard.pull else ""
-        _say(
-            f"[{finished + recorded_before}{of}] {outcome.key} {outcome.status} {shown} "
-            f"({outcome.epochs} epochs, {rec.duration_seconds:.1f} s)"
-        )
-
-    last_progress = [time.monotonic()]
-
-    def progress(key: str, epoch: int, metrics: dict[str, float]) -> None:
-        # a heartbeat for long epochs, at most every 30 s (each finished combination prints its own line)
-        if time.monotonic() - last_progress[0] >= 30:
-            last_progress[0] = time.monotonic()
-            _say(f"  training {key}: epoch {epoch}/{settings.epochs}, val_loss {metrics['val_loss']:.4f}")
-
-    from hpscan.api.trials import TrialInbox
-
-    inbox = TrialInbox(out) if shard.pull else None
-
-    def on_epoch(key: str, epoch: int, metrics: dict[str, float]) -> None:
-        if inbox is not None:
-            inbox.report(key, epoch, metrics)  # hpscan's early stopping reads these
-        progress(key, epoch, metrics)
-
-    def should_stop(key: str) -> bool:
-        if inbox is None:
-            return False
-        inbox.poll()  # a small read of two files after each epoch: stop requests arrive within an epoch
-        return key in inbox.stops
-
-    def train(batch: list) -> None:
-        train_many(
-            resident,
-            [(c.id, configs[c.id]) for c in batch],
-            settings,
-            record,
-            on_epoch=on_epoch,
-            keep_models=save_models,
-            should_stop=should_stop,
-        )
-
-    if inbox is None:
-        train(todo)
-        return
-    wait = TrialWait()
-    while True:
-        inbox.poll()
-        handed = [*todo, *inbox.assignment.trials.values()]  # trials that arrived while others trained, too
-        pending = [c for c in handed if c.id not in done and not inbox.withdrawn(c.id)]
-        for trial in pending:
-            if trial.id not in configs:
-                configs[trial.id] = parse_combination(dict(trial.parameters), defaults)
-                params[trial.id] = dict(trial.parameters)
-        if pending:
-            wait.reset()
-            train(pending)
-        elif inbox.ended:
-            _say(f"no more trials: {len(done)} recorded by this worker")
-            return
-        else:
-            if note := wait.tick(time.monotonic(), len(done)):
-                _say(note)
-            time.sleep(0.2)
+    run = ShardRun(read_shard_file(shard_file), out)
+    if not skip_gpu_check:
+        run.check_gpu()
+    run.run()
 
 
-@app.command("gpu-check")
+@app.command("gpu-check", cls=HelpCommand)
 def gpu_check(
     require: Annotated[
         bool, typer.Option("--require", help="Exit 3 with a one-line reason when no usable GPU.")
@@ -343,7 +131,7 @@ def _print_metrics(metrics: dict[str, Any], f_c: float, f_b: float) -> None:
         )
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def evaluate(
     shard_or_settings: Annotated[
         Path | None,

@@ -3,8 +3,8 @@
 The fast path has two parts. (1) A whole epoch runs inside one TensorFlow graph: batches are gathered from
 tensors that live on the device, so Python and ``model.fit``'s per-step overhead vanish. (2) Several
 combinations with the same batch size are trained side by side in that graph (horizontal fusion, as in
-HFTA): one gather feeds all of them, and on a GPU the small networks fill the device together. On a GPU the
-step is also XLA-compiled. A combination that diverges or stops early leaves its group; the others go on.
+HFTA; dl1.fused): one gather feeds all of them, and on a GPU the small networks fill the device together. On a
+GPU the step is also XLA-compiled. A combination that diverges or stops early leaves its group; the others go on.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dl1.data import Dataset, DataSettings, Split
 from dl1.errors import SettingsError
+from dl1.fused import Adam, FusedGroup
 from dl1.model import MLP, ModelConfig, combination_seed
-
-VALIDATION_CHUNK = 32768
 
 
 class TrainSettings(BaseModel):
@@ -100,40 +99,6 @@ def device_name() -> str:
     return f"GPU:0 {details.get('device_name', 'GPU')}".strip()
 
 
-class _Adam:
-    """Adam (Keras defaults: beta1 0.9, beta2 0.999, epsilon 1e-7) as plain variable updates, fusable in a graph."""
-
-    def __init__(self, variables: list, learning_rate: float) -> None:
-        import tensorflow as tf
-
-        self.variables = variables
-        self.learning_rate = learning_rate
-        self.m = [tf.Variable(tf.zeros_like(v)) for v in variables]
-        self.v = [tf.Variable(tf.zeros_like(v)) for v in variables]
-        self.t = tf.Variable(0.0)
-
-    def apply(self, grads: list) -> None:
-        import tensorflow as tf
-
-        t = self.t.assign_add(1.0)
-        b1, b2, eps = 0.9, 0.999, 1e-7
-        b1_power, b2_power = tf.pow(b1, t), tf.pow(b2, t)
-        for var, g, m, v in zip(self.variables, grads, self.m, self.v, strict=True):
-            # TensorFlow's fused Adam kernel: one op per variable instead of a dozen element-wise ones
-            tf.raw_ops.ResourceApplyAdam(
-                var=var.handle,
-                m=m.handle,
-                v=v.handle,
-                beta1_power=b1_power,
-                beta2_power=b2_power,
-                lr=tf.constant(self.learning_rate, tf.float32),
-                beta1=tf.constant(b1),
-                beta2=tf.constant(b2),
-                epsilon=tf.constant(eps),
-                grad=g,
-            )
-
-
 class ResidentData:
     """Training and validation tensors placed once on the training device."""
 
@@ -160,77 +125,12 @@ class ResidentData:
             self.w_val = tf.constant(validation.weights.astype(np.float32))
 
 
-class _Group:
-    """Networks with one batch size trained side by side in one graph."""
-
-    def __init__(
-        self, data: ResidentData, models: list[MLP], opts: list[_Adam], batch_size: int, xla: bool, compute_dtype: str
-    ) -> None:
-        import tensorflow as tf
-
-        self.data = data
-        self.models = models
-        self.opts = opts
-        self.batch_size = min(batch_size, data.n_train)
-        self.steps = max(data.n_train // self.batch_size, 1)
-        bs = self.batch_size
-        models_t = tuple(models)
-        opts_t = tuple(self.opts)
-
-        def step(xb, yb, wb):
-            losses = []
-            wsum = tf.reduce_sum(wb)
-            for model, opt in zip(models_t, opts_t, strict=True):
-                with tf.GradientTape() as tape:
-                    logits = model.logits(xb, compute_dtype)
-                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
-                    loss = tf.reduce_sum(ce * wb) / wsum
-                opt.apply(tape.gradient(loss, model.variables))
-                losses.append(loss)
-            return tf.stack(losses)
-
-        step_fn = tf.function(step, jit_compile=True) if xla else step
-
-        @tf.function
-        def epoch(perm):
-            total = tf.zeros(len(models_t))
-            for i in tf.range(self.steps):
-                idx = perm[i * bs : (i + 1) * bs]
-                total += step_fn(tf.gather(data.x, idx), tf.gather(data.y, idx), tf.gather(data.w, idx))
-            return total / tf.cast(self.steps, tf.float32)
-
-        @tf.function
-        def validate():
-            n_chunks = (data.n_val + VALIDATION_CHUNK - 1) // VALIDATION_CHUNK
-            loss_sum = tf.zeros(len(models_t))
-            acc_sum = tf.zeros(len(models_t))
-            for c in tf.range(n_chunks):
-                lo = c * VALIDATION_CHUNK
-                xb = data.x_val[lo : lo + VALIDATION_CHUNK]
-                yb = data.y_val[lo : lo + VALIDATION_CHUNK]
-                wb = data.w_val[lo : lo + VALIDATION_CHUNK]
-                ls, accs = [], []
-                for model in models_t:
-                    logits = model.logits(xb)
-                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
-                    ls.append(tf.reduce_sum(ce * wb))
-                    hit = tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), yb), tf.float32)
-                    accs.append(tf.reduce_sum(hit * wb))
-                loss_sum += tf.stack(ls)
-                acc_sum += tf.stack(accs)
-            wtot = tf.reduce_sum(data.w_val)
-            return loss_sum / wtot, acc_sum / wtot
-
-        self.epoch = epoch
-        self.validate = validate
-
-
 @dataclass
 class _Job:
     key: str
     config: ModelConfig
     model: MLP
-    opt: _Adam
+    opt: Adam
     started: float
     best: float = math.inf
     best_weights: list[np.ndarray] | None = None
@@ -276,7 +176,7 @@ def train_many(
             with tf.device(data.device):
                 for key, config in chunk:
                     model = MLP(data.n_inputs, config, combination_seed(settings.seed, key))
-                    active.append(_Job(key, config, model, _Adam(model.variables, config.learning_rate), started=now))
+                    active.append(_Job(key, config, model, Adam(model.variables, config.learning_rate), started=now))
             _train_group(
                 data, active, batch_size, xla, compute_dtype, settings, on_done, on_epoch, keep_models, should_stop
             )
@@ -322,7 +222,7 @@ def _train_group(
 ) -> None:
     import tensorflow as tf
 
-    group: _Group | None = None
+    group: FusedGroup | None = None
     members: tuple[int, ...] = ()
     for epoch in range(1, settings.epochs + 1):
         if not active:
@@ -330,7 +230,9 @@ def _train_group(
         ids = tuple(id(j) for j in active)
         if group is None or ids != members:  # rebuilt (re-traced) only when the group's members change
             with tf.device(data.device):
-                group = _Group(data, [j.model for j in active], [j.opt for j in active], batch_size, xla, compute_dtype)
+                group = FusedGroup(
+                    data, [j.model for j in active], [j.opt for j in active], batch_size, xla, compute_dtype
+                )
             members = ids
         # the order of an epoch depends on (seed, epoch) only: fusing combinations never changes their results
         order = np.random.default_rng([settings.seed, epoch]).permutation(data.n_train)

@@ -1,14 +1,18 @@
 """What a newcomer meets first: clear words for a missing folder, other YAML beside the scans, a YAML slip, a
-failed scan's exit code, flags without a type, plurals, and attempts that survive a resume."""
+failed scan's exit code, help in click's style (flags without a type), plurals, and attempts that survive a resume."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
+import pytest
+import typer
 import yaml
 from typer.testing import CliRunner
 
+from dl1.cli import app as dl1_app
 from hpscan.api.spec import HPScan
 from hpscan.cli import app
 from hpscan.local_scan import Machine, run_scan
@@ -95,6 +99,44 @@ def test_plain_flags_show_no_type_in_help():
     result = runner.invoke(app, ["run", "--help"], terminal_width=120)
     flags = [line for line in result.output.splitlines() if "--report" in line or "--plain" in line]
     assert len(flags) == 2 and not any("<bool>" in line for line in flags), flags
+
+
+TYPER_METAVAR = re.compile(r"<(?:str|int|float|bool|path|file|directory|uuid|datetime)\b[^>]*>|<[^<>\s]*\|[^<>\s]*>")
+"""typer's own metavars (``<str>``, ``<int range>``, ``<bool>``, choices ``<jsonl|csv>``), not help text's ``<id>``."""
+
+
+def _every_command(cli: typer.Typer) -> list[tuple[str, ...]]:
+    return [(), *((name,) for name in typer.main.get_command(cli).commands)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("cli", "command"),
+    [(app, c) for c in _every_command(app)] + [(dl1_app, c) for c in _every_command(dl1_app)],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else "",
+)
+def test_help_shows_click_style_metavars_and_every_option(cli, command):
+    """TEXT, INTEGER, PATH as typer and click users know them; nothing after a flag or --help; NAME, not {name}."""
+    result = runner.invoke(cli, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert TYPER_METAVAR.findall(result.output) == []
+    usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+    assert "{" not in usage
+    help_line = next(line for line in result.output.splitlines() if "--help" in line)
+    assert re.search(r"--help\s+Show this message", help_line), help_line  # a flag: no type between
+    click_command = typer.main.get_command(cli)
+    if command:
+        click_command = click_command.commands[command[0]]  # type: ignore[attr-defined]
+    for param in click_command.params:
+        for option in (o for o in param.opts if o.startswith("--") and not getattr(param, "hidden", False)):
+            assert option in result.output
+
+
+def test_valued_options_show_their_type_the_click_way():
+    result = runner.invoke(app, ["run", "--help"], terminal_width=200)
+    lines = result.output.splitlines()
+    assert re.search(r"--workers\s+-w\s+INTEGER RANGE", next(line for line in lines if "--workers" in line))
+    assert "PATH" in next(line for line in lines if "--out" in line)
+    assert "Usage: hpscan run [OPTIONS] FILE" in result.output
 
 
 def test_a_failed_scan_exits_1_from_status_and_attempts_survive_a_resume(tmp_path):

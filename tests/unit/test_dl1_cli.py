@@ -6,18 +6,19 @@ import json
 
 import pytest
 
-from dl1.cli import TrialWait, _load_records, main
+from dl1.cli import main
 from dl1.errors import SettingsError
+from dl1.shard import TrialWait, recorded_ids
 from dl1.train import parse_settings
 
 
 def test_recorded_ids_and_a_truncated_last_line(tmp_path):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps({"id": "a"}) + "\n" + json.dumps({"id": "b"}) + "\n" + '{"id": "c", "sha')
-    assert _load_records(path) == {"a", "b"}
+    assert recorded_ids(path) == {"a", "b"}
     # the broken tail is cut so the next record starts on its own line
     assert path.read_text().endswith('{"id": "b"}\n')
-    assert _load_records(tmp_path / "absent.jsonl") == set()
+    assert recorded_ids(tmp_path / "absent.jsonl") == set()
 
 
 def test_settings_refuse_unknown_keys_before_training():

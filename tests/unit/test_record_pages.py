@@ -14,7 +14,7 @@ from hpscan.backends.base import ScanRef
 from hpscan.backends.kubernetes import KubernetesBackend, page_layout, payload_rbac, shard_pages
 from hpscan.backends.kubernetes.manifests import OBJECT_LIMIT, PAGE_BUDGET
 from hpscan.core.planning import plan
-from hpscan.job.configmap import compact, fit_record, join_pages, record_limit, record_patch, stored_size
+from hpscan.job.pages import compact, fit_record, join_pages, record_limit, record_patch, stored_size
 
 REF = ScanRef(name="paged", namespace="physics", uid="u-paged")
 PAYLOAD = {"image": "x:1", "command": ["my-payload"]}

@@ -14,11 +14,11 @@ from hpscan.api.spec import Parameter
 from hpscan.report.parallel import (
     BEST_COLOUR,
     draw_html,
-    draw_png,
     layout,
     objective_axis,
     parameter_axis,
 )
+from hpscan.report.parallel_png import draw_png
 from hpscan.report.rundir import load_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

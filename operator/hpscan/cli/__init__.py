@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from hpscan.cli import cluster, condor, models, report, run, scan, shard
-from hpscan.cli.output import err, out, quiet_flags
+from hpscan.cli.output import err, out
+from hpscan.clihelp import HelpCommand, HelpGroup
 from hpscan.errors import HPScanError
 
 app = typer.Typer(
@@ -18,11 +19,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=HelpGroup,
 )
 
 for module in (scan, run, report, models, cluster, condor, shard):
     for name, function, options in module.commands.entries:
-        app.command(name, **options)(function)
+        app.command(name, cls=HelpCommand, **options)(function)
 
 
 def _version(value: bool) -> None:
@@ -34,7 +36,6 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-@quiet_flags
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")

@@ -7,7 +7,6 @@ Command modules collect their commands with ``commands = Commands()`` / ``@comma
 from __future__ import annotations
 
 import functools
-import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -39,20 +38,6 @@ def guarded(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def quiet_flags(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Plain on/off flags (``--plain``) are shown without typer's ``<bool>`` type: they take no value. The
-    annotations are evaluated once here (they are strings under ``from __future__ import annotations``) so the
-    options typer reads are the ones changed."""
-    hints = typing.get_type_hints(function, include_extras=True)
-    for hint in hints.values():
-        if typing.get_origin(hint) is typing.Annotated and typing.get_args(hint)[0] is bool:
-            for info in typing.get_args(hint)[1:]:
-                if isinstance(info, typer.models.OptionInfo) and info.metavar is None:
-                    info.metavar = ""
-    function.__annotations__ = hints
-    return function
-
-
 class Commands:
     """The commands one module defines, in order, for ``hpscan.cli`` to add to the app."""
 
@@ -61,7 +46,7 @@ class Commands:
 
     def __call__(self, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def collect(function: Callable[..., Any]) -> Callable[..., Any]:
-            self.entries.append((name, guarded(quiet_flags(function)), options))
+            self.entries.append((name, guarded(function), options))
             return function
 
         return collect

@@ -120,7 +120,8 @@ def build_report(run_dir: Path, retrain: bool | None = False, top: int = 10, pro
     report_dir = run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
 
-    from hpscan.report.parallel import draw_html, draw_png
+    from hpscan.report.parallel import draw_html
+    from hpscan.report.parallel_png import draw_png
 
     tell("drawing parallel-coordinates.png", 1, total)
     draw_png(run, report_dir / "parallel-coordinates.png")

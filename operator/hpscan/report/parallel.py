@@ -4,14 +4,14 @@ One vertical axis per hyperparameter (spec order) plus the objective as the last
 axis runs from the highest loss at the bottom to the lowest at the top, and so does its colour bar). Explicit
 `values` become categorical axes labelled with their values, log ranges log axes. Lines are coloured by the
 objective, better lines drawn over worse ones, the best ten thicker and the best one red on top (legible with the
-paper's 800 lines); failed combinations are grey and stop before the objective axis. Two renderings of the same axes: a PNG (matplotlib)
-and a self-contained interactive HTML (plotly, its JavaScript inline so the page works offline).
+paper's 800 lines); failed combinations are grey and stop before the objective axis. Two renderings of the same
+axes: a PNG (matplotlib, hpscan.report.parallel_png) and a self-contained interactive HTML (plotly, its JavaScript
+inline so the page works offline; here).
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,6 @@ PRUNED_COLOUR = "#7f9fbf"
 COLOUR_MAP = "viridis"
 MAX_LISTED_TICKS = 8
 """A discrete range with at most this many points gets one tick per point; longer ones get round ticks."""
-JITTER = 0.012
-"""Half-width of the vertical spread given to lines at one tick (in axis-height units), so bundles show their size."""
 HIGHLIGHTED = 10
 """The best lines drawn thicker (the best of all in red)."""
 
@@ -195,157 +193,6 @@ def layout(run: ScanRun) -> Layout:
         title=title,
         subtitle=subtitle,
     )
-
-
-def _jittered(lines: list[list[float]], n_parameter_axes: int, seed: int) -> list[list[float]]:
-    """Spread lines that share a tick a little (deterministically), so a bundle of 80 lines looks like 80."""
-    rng = random.Random(seed)
-    out = []
-    for line in lines:
-        out.append([h + rng.uniform(-JITTER, JITTER) if i < n_parameter_axes else h for i, h in enumerate(line)])
-    return out
-
-
-def draw_png(run: ScanRun, path: Path) -> Path:
-    """Write parallel-coordinates.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import colors
-    from matplotlib.collections import LineCollection
-    from matplotlib.lines import Line2D
-
-    placed = layout(run)
-    n_axes = len(placed.axes) + 1
-    xs = list(range(n_axes))
-    fig_width = max(8.0, 1.55 * n_axes + 3.0)
-    fig, ax = plt.subplots(figsize=(fig_width, 6.0), layout="constrained")
-
-    count = len(placed.lines) + len(placed.failed_lines)
-    alpha = min(0.9, max(0.12, 5.0 / math.sqrt(max(count, 1))))
-    width = 1.6 if count <= 50 else 1.0 if count <= 200 else 0.6
-    if placed.objective.kind == "log":
-        norm: colors.Normalize = colors.LogNorm(placed.objective.lo, placed.objective.hi)
-    else:
-        norm = colors.Normalize(placed.objective.lo, placed.objective.hi)
-    # Dark colours for good values: they stand out on white; poor ones fade to light yellow-green.
-    cmap = matplotlib.colormaps[COLOUR_MAP if run.scan.spec.objective.goal == "minimize" else f"{COLOUR_MAP}_r"]
-
-    n_parameters = len(placed.axes)
-    if placed.pruned_lines:  # faded: they were judged hopeless before the end; their value is not final
-        ax.add_collection(
-            LineCollection(
-                [list(zip(xs, line, strict=True)) for line in _jittered(placed.pruned_lines, n_parameters, seed=3)],
-                colors=PRUNED_COLOUR,
-                linewidths=width,
-                alpha=min(alpha, 0.35),
-                zorder=1,
-            )
-        )
-    if placed.failed_lines:
-        failed = _jittered(placed.failed_lines, n_parameters, seed=2)
-        ax.add_collection(
-            LineCollection(
-                [list(zip(xs[:n_parameters], line, strict=True)) for line in failed],
-                colors=FAILED_COLOUR,
-                linewidths=width,
-                linestyles="dashed",
-                alpha=alpha,
-                zorder=1,
-            )
-        )
-    lines = _jittered(placed.lines, n_parameters, seed=1)
-    # worst first: the rest thin and faint, then the best HIGHLIGHTED (but the best) thicker, then the best in red
-    split = max(len(lines) - HIGHLIGHTED, 0)
-    for group, values, lw, opacity, z in (
-        (lines[:split], placed.values[:split], width, alpha, 2),
-        (lines[split:-1], placed.values[split:-1], max(1.8, width), 0.95, 3),
-    ):
-        if group:
-            ax.add_collection(
-                LineCollection(
-                    [list(zip(xs, line, strict=True)) for line in group],
-                    colors=cmap(norm(values)),
-                    linewidths=lw,
-                    alpha=opacity,
-                    zorder=z,
-                )
-            )
-    if placed.lines:
-        from matplotlib import patheffects
-
-        ax.plot(
-            xs,
-            placed.lines[-1],
-            color=BEST_COLOUR,
-            linewidth=3.2,
-            zorder=6,
-            solid_capstyle="round",
-            path_effects=[patheffects.withStroke(linewidth=5.5, foreground="white")],
-        )
-
-    for x, axis in zip(xs, [*placed.axes, placed.objective], strict=True):
-        ax.plot([x, x], [0, 1], color="black", linewidth=1.3, zorder=7)
-        for height, text in axis.ticks():
-            ax.plot([x - 0.03, x], [height, height], color="black", linewidth=1.0, zorder=7)
-            ax.text(
-                x - 0.05,
-                height,
-                text,
-                ha="right",
-                va="center",
-                fontsize=10,
-                zorder=8,
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.92, "pad": 0.8},
-            )
-        ax.text(x, 1.03, axis.label, ha="center", va="bottom", fontsize=10.5, fontweight="bold")
-
-    ax.set_xlim(-0.45, n_axes - 1 + 0.2)
-    ax.set_ylim(-0.03, 1.16)
-    ax.set_axis_off()
-    ax.set_title(placed.title, fontsize=12.5, loc="left")
-
-    scalar = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    colourbar = fig.colorbar(scalar, ax=ax, pad=0.01, fraction=0.035, aspect=30)
-    colourbar.set_label(f"{run.scan.spec.objective.metric} (line colour)")
-    if placed.objective.flipped:
-        colourbar.ax.invert_yaxis()  # the same way as the objective axis: better is up
-
-    handles = [Line2D([], [], color=BEST_COLOUR, linewidth=3.0, label=placed.subtitle)]
-    if len(placed.lines) > 2:
-        shown = min(HIGHLIGHTED, len(placed.lines)) - 1
-        handles.append(Line2D([], [], color="black", linewidth=1.8, label=f"the next {shown} best (thicker)"))
-    if placed.pruned_lines:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=PRUNED_COLOUR,
-                alpha=0.5,
-                label=f"pruned: {len(placed.pruned_lines)} (stopped early; {run.scan.spec.objective.metric} at their "
-                "last epoch)",
-            )
-        )
-    if placed.failed_lines:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=FAILED_COLOUR,
-                linestyle="dashed",
-                label=f"failed: {len(placed.failed_lines)} (no {run.scan.spec.objective.metric})",
-            )
-        )
-    # Level with the title, above the axis names.
-    ax.legend(
-        handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=9.5, frameon=False, borderaxespad=0.2
-    )
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
 
 
 def _plotly_dimension(axis: Axis, values: list[ParameterValue] | list[float]) -> dict[str, object]:

@@ -89,25 +89,26 @@ def _performance(
     return performance
 
 
-def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -> dict[str, Any]:
-    """Write roc.png, rejection-vs-fc.png and c-tagging.png into report_dir; return the numbers behind them
-    (metrics.json). Tells ``step`` of steps 0 to 5 (DL1ReportPlugin.steps = 6)."""
-    started = time.monotonic()
-    settings = run.scan.spec.payload.settings
-    cache = Cache(run.run_dir / CACHE_FOLDER)
-    jets_key = data_key(payload.data_settings(settings))
-    description = payload.describe(settings)
-    jets = _Jets(settings, step)
-    picks = run.picks()
-    models = None if retrain else run.picked_models()
-    if models is None and not retrain:
-        raise ReportError(f"{run.run_dir}: the scan kept no model of its best, median and worst; use --retrain")
-    hits: list[str] = []
+class _Comparison:
+    """One report's state: the cache, the jets (loaded at most once), and what came from the cache."""
 
-    step("reading the test jets", 0)
-    test = cache.load(f"test-{jets_key}")
-    if test is None:
-        data = jets.get(0)
+    def __init__(self, run: ScanRun, step: Step) -> None:
+        self.run = run
+        self.step = step
+        self.settings = run.scan.spec.payload.settings
+        self.cache = Cache(run.run_dir / CACHE_FOLDER)
+        self.jets_key = data_key(payload.data_settings(self.settings))
+        self.jets = _Jets(self.settings, step)
+        self.hits: list[str] = []
+
+    def test_set(self) -> dict[str, np.ndarray]:
+        """The test jets' truth and weights and the training set's flavour counts (step 0)."""
+        self.step("reading the test jets", 0)
+        test = self.cache.load(f"test-{self.jets_key}")
+        if test is not None:
+            self.hits.append("test jets")
+            return test
+        data = self.jets.get(0)
         train_counts = flavour_counts(data.train_truth)
         weights = data.test_weights if data.test_weights is not None else np.ones(len(data.test_truth))
         test = {
@@ -115,110 +116,116 @@ def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -
             "weights": weights.astype(np.float32),
             "train": np.array([len(data.train_truth), *(train_counts[f] for f in ("bjets", "cjets", "ujets"))]),
         }
-        cache.save(f"test-{jets_key}", **test)
-    else:
-        hits.append("test jets")
-    truth = test["truth"]
-    classes = np.searchsorted(TRUTH_ORDER, truth)
-    counts = flavour_counts(truth)
-    if not all(counts.values()):
-        raise ReportError(f"the test set lacks a flavour ({counts}); use more jets in spec.payload.settings.data")
+        self.cache.save(f"test-{self.jets_key}", **test)
+        return test
 
-    labels = _labels(run, picks)
-    outputs: dict[str, np.ndarray] = {}
-    source_of: dict[str, str] = {}
-    """Cache name of each combination's scores (kept models): its rejections are cached under it too."""
-    sources: dict[str, str] = {}
-    scores: list[TaggerScores] = []
-    details: dict[str, dict[str, Any]] = {}
-    for index, (key, ranked) in enumerate(picks.items(), start=1):
+    def kept_model(self, key: str, ranked: Ranked, folder: Path, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """A kept model's class probabilities on the test jets (cached by folder and data), and its details."""
+        name = self.scores_name(folder)
+        self.step(f"evaluating the kept {key} model {ranked.id}", index)
         entry: dict[str, Any] = {}
-        if ranked.id not in outputs:  # one succeeded combination is best, median and worst at once
-            if models is not None:
-                folder = models[key]
-                name = f"scores-{folder_key(folder)}-{jets_key}"
-                source_of[ranked.id] = name
-                step(f"evaluating the kept {key} model {ranked.id}", index)
-                cached = cache.load(name)
-                if cached is None:
-                    network = payload.evaluate_saved(jets.get(index), folder)
-                    stored = network.probabilities.astype(np.float32)  # the network's own precision
-                    cache.save(name, probabilities=stored)
-                    outputs[ranked.id] = stored.astype(float)
-                    entry["seconds"] = round(network.seconds, 1)
-                else:
-                    hits.append(f"{key} scores")
-                    outputs[ranked.id] = cached["probabilities"].astype(float)
-                info = _model_info(folder)
-                entry.update(
-                    {
-                        "source": "kept model",
-                        "model": str(folder),
-                        "epochs": info.get("epochs"),
-                        "validationLoss": info.get("metrics", {}).get("val_loss"),
-                    }
-                )
-            else:
-                what = f"retraining the {key} combination {ranked.id}"
-                step(what, index)
-
-                def epoch_done(epoch: int, most: int, what: str = what, index: int = index) -> None:
-                    step(f"{what} (epoch {epoch} of at most {most})", index)
-
-                network = payload.train(
-                    jets.get(index), ranked.record.parameters, settings, key=ranked.id, on_epoch=epoch_done
-                )
-                outputs[ranked.id] = network.probabilities
-                entry.update(
-                    {
-                        "source": "retrained",
-                        "epochs": network.epochs,
-                        "seconds": round(network.seconds, 1),
-                        "validationLoss": network.validation_loss,
-                    }
-                )
-            details[ranked.id] = entry
-        probabilities = outputs[ranked.id]
-        if ranked.id in source_of:
-            sources[key] = source_of[ranked.id]
-        scores.append(TaggerScores(key, labels[key], probabilities=probabilities))
-        details[key] = {
-            "combination": {
-                "id": ranked.id,
-                "rank": ranked.rank + 1,
-                "parameters": ranked.record.parameters,
-                "scanValue": ranked.value,
-            },
-            **details[ranked.id],
-            "testLoss": payload.weighted_cross_entropy(probabilities, classes, test["weights"]),
-        }
-
-    step("training the BDT baseline (scikit-learn, stand-in for MV2c10), cached by data and settings", 4)
-    bdt_name = f"bdt-{digest(jets_key, bdt.SETTINGS, bdt.C_FRACTION)}"
-    cached_bdt = cache.load(bdt_name)
-    if cached_bdt is None:
-        data = jets.get(4)
-        bdt_started = time.monotonic()
-        bdt_scores, iterations = bdt.train_and_score(
-            data.train_x, data.train_truth, data.test_x, base_weights=data.train_weights
+        cached = self.cache.load(name)
+        if cached is None:
+            network = payload.evaluate_saved(self.jets.get(index), folder)
+            stored = network.probabilities.astype(np.float32)  # the network's own precision
+            self.cache.save(name, probabilities=stored)
+            probabilities = stored.astype(float)
+            entry["seconds"] = round(network.seconds, 1)
+        else:
+            self.hits.append(f"{key} scores")
+            probabilities = cached["probabilities"].astype(float)
+        info = _model_info(folder)
+        entry.update(
+            {
+                "source": "kept model",
+                "model": str(folder),
+                "epochs": info.get("epochs"),
+                "validationLoss": info.get("metrics", {}).get("val_loss"),
+            }
         )
-        bdt_seconds = round(time.monotonic() - bdt_started, 1)
-        cache.save(bdt_name, scores=bdt_scores, iterations=iterations, seconds=bdt_seconds)
-    else:
-        hits.append("BDT")
-        bdt_scores = cached_bdt["scores"]
-        iterations, bdt_seconds = int(cached_bdt["iterations"]), float(cached_bdt["seconds"])
-    scores.append(TaggerScores("bdt", bdt.LABEL, discriminant=bdt_scores))
-    sources["bdt"] = bdt_name
-    details["bdt"] = {
-        "seconds": bdt_seconds,
-        "iterations": iterations,
-        "cached": cached_bdt is not None,
-        "description": bdt.DESCRIPTION,
-    }
+        return probabilities, entry
 
-    step("computing rejections and uncertainties; drawing roc.png, rejection-vs-fc.png, c-tagging.png", 5)
-    performances = [_performance(s, truth, cache, sources.get(s.key), hits) for s in scores]
+    def scores_name(self, folder: Path) -> str:
+        """Cache name of a kept model's scores: its rejections are cached under it too."""
+        return f"scores-{folder_key(folder)}-{self.jets_key}"
+
+    def retrained(self, key: str, ranked: Ranked, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """A combination trained again (never cached: retraining is what was asked for), and its details."""
+        what = f"retraining the {key} combination {ranked.id}"
+        self.step(what, index)
+
+        def epoch_done(epoch: int, most: int) -> None:
+            self.step(f"{what} (epoch {epoch} of at most {most})", index)
+
+        network = payload.train(
+            self.jets.get(index), ranked.record.parameters, self.settings, key=ranked.id, on_epoch=epoch_done
+        )
+        entry = {
+            "source": "retrained",
+            "epochs": network.epochs,
+            "seconds": round(network.seconds, 1),
+            "validationLoss": network.validation_loss,
+        }
+        return network.probabilities, entry
+
+    def networks(
+        self, picks: dict[str, Ranked], models: dict[str, Path] | None, test: dict[str, np.ndarray]
+    ) -> tuple[list[TaggerScores], dict[str, dict[str, Any]], dict[str, str]]:
+        """The best, median and worst networks' scores (steps 1 to 3), their details, and the cache name of each
+        kept model's scores."""
+        labels = _labels(self.run, picks)
+        classes = np.searchsorted(TRUTH_ORDER, test["truth"])
+        outputs: dict[str, np.ndarray] = {}
+        source_of: dict[str, str] = {}
+        sources: dict[str, str] = {}
+        scores: list[TaggerScores] = []
+        details: dict[str, dict[str, Any]] = {}
+        for index, (key, ranked) in enumerate(picks.items(), start=1):
+            if ranked.id not in outputs:  # one succeeded combination is best, median and worst at once
+                if models is not None:
+                    source_of[ranked.id] = self.scores_name(models[key])
+                    outputs[ranked.id], details[ranked.id] = self.kept_model(key, ranked, models[key], index)
+                else:
+                    outputs[ranked.id], details[ranked.id] = self.retrained(key, ranked, index)
+            probabilities = outputs[ranked.id]
+            if ranked.id in source_of:
+                sources[key] = source_of[ranked.id]
+            scores.append(TaggerScores(key, labels[key], probabilities=probabilities))
+            details[key] = {
+                "combination": {
+                    "id": ranked.id,
+                    "rank": ranked.rank + 1,
+                    "parameters": ranked.record.parameters,
+                    "scanValue": ranked.value,
+                },
+                **details[ranked.id],
+                "testLoss": payload.weighted_cross_entropy(probabilities, classes, test["weights"]),
+            }
+        return scores, details, sources
+
+    def bdt(self) -> tuple[np.ndarray, str, dict[str, Any]]:
+        """The BDT baseline's scores (step 4), its cache name and its details; trained once per data and settings."""
+        self.step("training the BDT baseline (scikit-learn, stand-in for MV2c10), cached by data and settings", 4)
+        name = f"bdt-{digest(self.jets_key, bdt.SETTINGS, bdt.C_FRACTION)}"
+        cached = self.cache.load(name)
+        if cached is None:
+            data = self.jets.get(4)
+            started = time.monotonic()
+            scores, iterations = bdt.train_and_score(
+                data.train_x, data.train_truth, data.test_x, base_weights=data.train_weights
+            )
+            seconds = round(time.monotonic() - started, 1)
+            self.cache.save(name, scores=scores, iterations=iterations, seconds=seconds)
+        else:
+            self.hits.append("BDT")
+            scores = cached["scores"]
+            iterations, seconds = int(cached["iterations"]), float(cached["seconds"])
+        details = {"seconds": seconds, "iterations": iterations, "cached": cached is not None}
+        return scores, name, {**details, "description": bdt.DESCRIPTION}
+
+
+def _draw(performances: list[TaggerPerformance], counts: dict[str, int], description: str, report_dir: Path) -> None:
+    """roc.png, rejection-vs-fc.png and c-tagging.png."""
     by_key: dict[str, TaggerPerformance] = {p.key: p for p in performances}
     n_background = {"ujets": counts["ujets"], "cjets": counts["cjets"], "bjets": counts["bjets"]}
     note = (
@@ -231,9 +238,30 @@ def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -
     c_note = f"{description}\n$f_b$ = {FB:g}, {counts['cjets']:,} test $c$-jets, bands: stat. unc."
     draw_c_tagging(networks, n_background, report_dir / "c-tagging.png", c_note)
 
-    taggers: dict[str, dict[str, Any]] = {}
-    for performance in performances:
-        taggers[performance.key] = {**performance.to_json(), **details[performance.key]}
+
+def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -> dict[str, Any]:
+    """Write roc.png, rejection-vs-fc.png and c-tagging.png into report_dir; return the numbers behind them
+    (metrics.json). Tells ``step`` of steps 0 to 5 (DL1ReportPlugin.steps = 6)."""
+    started = time.monotonic()
+    comparison = _Comparison(run, step)
+    description = payload.describe(comparison.settings)
+    picks = run.picks()
+    models = None if retrain else run.picked_models()
+    if models is None and not retrain:
+        raise ReportError(f"{run.run_dir}: the scan kept no model of its best, median and worst; use --retrain")
+    test = comparison.test_set()
+    truth = test["truth"]
+    counts = flavour_counts(truth)
+    if not all(counts.values()):
+        raise ReportError(f"the test set lacks a flavour ({counts}); use more jets in spec.payload.settings.data")
+
+    scores, details, sources = comparison.networks(picks, models, test)
+    bdt_scores, sources["bdt"], details["bdt"] = comparison.bdt()
+    scores.append(TaggerScores("bdt", bdt.LABEL, discriminant=bdt_scores))
+
+    step("computing rejections and uncertainties; drawing roc.png, rejection-vs-fc.png, c-tagging.png", 5)
+    performances = [_performance(s, truth, comparison.cache, sources.get(s.key), comparison.hits) for s in scores]
+    _draw(performances, counts, description, report_dir)
     train = [int(v) for v in test["train"]]
     return {
         "mode": "retrained" if retrain else "kept models",
@@ -246,8 +274,16 @@ def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -
         "data": description,
         "trainSet": {"jets": train[0], "bjets": train[1], "cjets": train[2], "ujets": train[3]},
         "testSet": {"jets": len(truth), **counts},
-        "taggers": taggers,
-        "bdt": {"description": bdt.DESCRIPTION, "cFraction": bdt.C_FRACTION, "iterations": iterations},
-        "cache": {"folder": str(run.run_dir / CACHE_FOLDER), "hits": hits, "jetsLoadSeconds": jets.loaded_seconds},
+        "taggers": {p.key: {**p.to_json(), **details[p.key]} for p in performances},
+        "bdt": {
+            "description": bdt.DESCRIPTION,
+            "cFraction": bdt.C_FRACTION,
+            "iterations": details["bdt"]["iterations"],
+        },
+        "cache": {
+            "folder": str(run.run_dir / CACHE_FOLDER),
+            "hits": comparison.hits,
+            "jetsLoadSeconds": comparison.jets.loaded_seconds,
+        },
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -65,14 +65,10 @@ def _loss_note(retrain: Mapping[str, Any]) -> str:
     )
 
 
-def retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
-    """The comparison part of index.html: its numbers (``retrain``, metrics.json's ``retrain``) and the plots it
-    drew into report_dir (roc.png, rejection-vs-fc.png, c-tagging.png)."""
-    taggers: Mapping[str, Mapping[str, Any]] = retrain["taggers"]
-    wp_names = list(next(iter(taggers.values()))["workingPoints"])
-    fc = retrain["fc"]
-    min_passing = retrain.get("minPassing", 5)
+def _summary(retrain: Mapping[str, Any], taggers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The heading, the test set in cards, and each tagger's combination, losses, epochs and time."""
     retrained = retrain.get("mode") == "retrained"
+    fc = retrain["fc"]
     title = "Retrained" if retrained else "The scan's kept models"
     parts = [f"<h2>{title}: best, median and worst against a BDT</h2>"]
     test = retrain["testSet"]
@@ -114,6 +110,15 @@ def retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
     parts.append(_loss_note(retrain))
     parts.append(f'<div class="note">{escape(retrain["bdt"]["description"])}</div>')
 
+    return parts
+
+
+def _roc(report_dir: Path, retrain: Mapping[str, Any], taggers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The ROC curves and the rejections at the working points, with their uncertainties and counts."""
+    wp_names = list(next(iter(taggers.values()))["workingPoints"])
+    fc = retrain["fc"]
+    min_passing = retrain.get("minPassing", 5)
+    parts = []
     parts.append("<h3>ROC curves</h3>")
     parts.append(image(report_dir / "roc.png", "ROC curves", "roc"))
     header = ["tagger"] + [f"light rej. @ {w}%" for w in wp_names] + [f"c rej. @ {w}%" for w in wp_names]
@@ -135,6 +140,12 @@ def retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
         "∞: none passed.</p>"
     )
 
+    return parts
+
+
+def _fc_scan(report_dir: Path, retrain: Mapping[str, Any], taggers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Light and c rejection at the scan's working point as f_c varies: the plot and a table of a few f_c."""
+    parts = []
     scan_wp = f"{round(retrain['scanWorkingPoint'] * 100)}"
     parts.append(f"<h3>Light and c rejection at {scan_wp}% b-efficiency as f_c varies</h3>")
     parts.append(image(report_dir / "rejection-vs-fc.png", "rejection against f_c"))
@@ -162,6 +173,12 @@ def retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
     head = "".join(f'<th class="text">{h}</th>' if i == 0 else f"<th>{h}</th>" for i, h in enumerate(header))
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(fc_rows)}</tbody></table>")
 
+    return parts
+
+
+def _c_tagging(report_dir: Path, retrain: Mapping[str, Any], taggers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """c-tagging from the same networks, when the comparison drew it."""
+    parts: list[str] = []
     networks = {k: t for k, t in taggers.items() if t.get("cTagging")}
     if networks and (report_dir / "c-tagging.png").exists():
         fb = retrain.get("fb")
@@ -183,4 +200,17 @@ def retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
             f"(1 &minus; f<sub>b</sub>) p<sub>u</sub>)) with f<sub>b</sub> = {fmt(fb)}, cut to keep the given c-jet "
             "efficiency. The BDT separates b-jets from the rest and has no c-tagging output.</p>"
         )
+    return parts
+
+
+def retrain_sections(report_dir: Path, retrain: Mapping[str, Any]) -> str:
+    """The comparison part of index.html: its numbers (``retrain``, metrics.json's ``retrain``) and the plots it
+    drew into report_dir (roc.png, rejection-vs-fc.png, c-tagging.png)."""
+    taggers: Mapping[str, Mapping[str, Any]] = retrain["taggers"]
+    parts = [
+        *_summary(retrain, taggers),
+        *_roc(report_dir, retrain, taggers),
+        *_fc_scan(report_dir, retrain, taggers),
+        *_c_tagging(report_dir, retrain, taggers),
+    ]
     return "\n".join(parts)

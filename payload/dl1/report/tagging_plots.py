@@ -126,6 +126,55 @@ def draw_c_tagging(
     return path
 
 
+def _fc_scan_curves(plane: Any, light: Any, charm: Any, performance: TaggerPerformance, fc: float) -> None:
+    """One network: light against c rejection (markers at fc and FC_ALTERNATIVE), and each against f_c."""
+    scan = performance.fc_scan
+    if not scan:
+        return
+    fcs = np.array(scan["fc"], dtype=float)
+    u_rej, c_rej = _array(scan["ujets"]), _array(scan["cjets"])
+    u_err = _array(scan.get("ujetsError", [None] * len(fcs)))
+    c_err = _array(scan.get("cjetsError", [None] * len(fcs)))
+    colour = _colour(performance)
+    plane.plot(c_rej, u_rej, color=colour, linewidth=2, label=performance.label)
+    for value, marker in ((fc, "o"), (FC_ALTERNATIVE, "s")):
+        index = int(np.argmin(np.abs(fcs - value)))
+        plane.errorbar(
+            c_rej[index],
+            u_rej[index],
+            xerr=c_err[index],
+            yerr=u_err[index],
+            marker=marker,
+            color=colour,
+            markersize=7,
+            linestyle="none",
+            capsize=3,
+        )
+    for axis, rejection, error in ((light, u_rej, u_err), (charm, c_rej, c_err)):
+        axis.plot(fcs, rejection, color=colour, linewidth=2, label=performance.label)
+        axis.fill_between(fcs, rejection - error, rejection + error, color=colour, alpha=0.25, edgecolor="none")
+
+
+def _bdt_star(plane: Any, light: Any, charm: Any, bdt: TaggerPerformance, fc: float) -> None:
+    """The BDT (one output, no f_c): a red star with error bars, drawn at f_c = fc."""
+    star: dict[str, Any] = {
+        "marker": "*",
+        "color": COLOURS["bdt"],
+        "markersize": 20,
+        "markeredgecolor": "black",
+        "linestyle": "none",
+    }
+    u_bdt, c_bdt = bdt.at(SCAN_WORKING_POINT, "ujets"), bdt.at(SCAN_WORKING_POINT, "cjets")
+    u_bdt_err, c_bdt_err = bdt.at(SCAN_WORKING_POINT, "ujetsError"), bdt.at(SCAN_WORKING_POINT, "cjetsError")
+    bars: dict[str, Any] = {"ecolor": "black", "capsize": 4, "elinewidth": 1.2}
+    if u_bdt is not None and c_bdt is not None:
+        plane.errorbar([c_bdt], [u_bdt], xerr=c_bdt_err, yerr=u_bdt_err, label=bdt.label, zorder=5, **bars, **star)
+    if u_bdt is not None:
+        light.errorbar([fc], [u_bdt], yerr=u_bdt_err, zorder=5, **bars, **star)
+    if c_bdt is not None:
+        charm.errorbar([fc], [c_bdt], yerr=c_bdt_err, zorder=5, **bars, **star)
+
+
 def draw_fc_scan(
     performances: Sequence[TaggerPerformance], bdt: TaggerPerformance | None, fc: float, path: Path, note: str
 ) -> Path:
@@ -142,51 +191,10 @@ def draw_fc_scan(
     plane = fig.add_subplot(grid[:, 0])
     light = fig.add_subplot(grid[0, 1])
     charm = fig.add_subplot(grid[1, 1], sharex=light)
-
     for performance in performances:
-        scan = performance.fc_scan
-        if not scan:
-            continue
-        fcs = np.array(scan["fc"], dtype=float)
-        u_rej, c_rej = _array(scan["ujets"]), _array(scan["cjets"])
-        u_err = _array(scan.get("ujetsError", [None] * len(fcs)))
-        c_err = _array(scan.get("cjetsError", [None] * len(fcs)))
-        colour = _colour(performance)
-        plane.plot(c_rej, u_rej, color=colour, linewidth=2, label=performance.label)
-        for value, marker in ((fc, "o"), (FC_ALTERNATIVE, "s")):
-            index = int(np.argmin(np.abs(fcs - value)))
-            plane.errorbar(
-                c_rej[index],
-                u_rej[index],
-                xerr=c_err[index],
-                yerr=u_err[index],
-                marker=marker,
-                color=colour,
-                markersize=7,
-                linestyle="none",
-                capsize=3,
-            )
-        for axis, rejection, error in ((light, u_rej, u_err), (charm, c_rej, c_err)):
-            axis.plot(fcs, rejection, color=colour, linewidth=2, label=performance.label)
-            axis.fill_between(fcs, rejection - error, rejection + error, color=colour, alpha=0.25, edgecolor="none")
-
-    star: dict[str, Any] = {
-        "marker": "*",
-        "color": COLOURS["bdt"],
-        "markersize": 20,
-        "markeredgecolor": "black",
-        "linestyle": "none",
-    }
+        _fc_scan_curves(plane, light, charm, performance, fc)
     if bdt is not None:
-        u_bdt, c_bdt = bdt.at(SCAN_WORKING_POINT, "ujets"), bdt.at(SCAN_WORKING_POINT, "cjets")
-        u_bdt_err, c_bdt_err = bdt.at(SCAN_WORKING_POINT, "ujetsError"), bdt.at(SCAN_WORKING_POINT, "cjetsError")
-        bars: dict[str, Any] = {"ecolor": "black", "capsize": 4, "elinewidth": 1.2}
-        if u_bdt is not None and c_bdt is not None:
-            plane.errorbar([c_bdt], [u_bdt], xerr=c_bdt_err, yerr=u_bdt_err, label=bdt.label, zorder=5, **bars, **star)
-        if u_bdt is not None:
-            light.errorbar([fc], [u_bdt], yerr=u_bdt_err, zorder=5, **bars, **star)
-        if c_bdt is not None:
-            charm.errorbar([fc], [c_bdt], yerr=c_bdt_err, zorder=5, **bars, **star)
+        _bdt_star(plane, light, charm, bdt, fc)
     # Marker legend entries (no data): which f_c each marker on the curves stands for.
     plane.plot([], [], marker="o", color="black", linestyle="none", label=f"$f_c$ = {fc:g}")
     plane.plot([], [], marker="s", color="black", linestyle="none", label=f"$f_c$ = {FC_ALTERNATIVE:g}")
