@@ -72,6 +72,8 @@ PAYLOAD_UID = 10001
 """The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 IMAGE_PULL_TIMEOUT_ANNOTATION = "hpscan.io/image-pull-timeout"
 """The site's imagePullTimeoutSeconds, on each shard Job (a restarted operator reads it there)."""
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+"""The site's kubernetes.queueName, on its shard and probe Jobs: Kueue admits them (docs/kueue.md)."""
 
 
 def _name(scan: str, suffix: str, room: int = 0) -> str:
@@ -434,18 +436,22 @@ def job_manifest(
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
 
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _with_moves(_metadata(scan, job_name(scan.name, shard, moves), "shard", shard), moves)
-        | {
-            "annotations": {
-                "hpscan.io/site": site.name if site else "default",
-                IMAGE_PULL_TIMEOUT_ANNOTATION: str(k8s.image_pull_timeout_seconds),
-            }
-        },
-        "spec": job_spec,
+    metadata = _with_moves(_metadata(scan, job_name(scan.name, shard, moves), "shard", shard), moves)
+    metadata["annotations"] = {
+        "hpscan.io/site": site.name if site else "default",
+        IMAGE_PULL_TIMEOUT_ANNOTATION: str(k8s.image_pull_timeout_seconds),
     }
+    return with_queue({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}, k8s)
+
+
+def with_queue(job: dict[str, Any], k8s: KubernetesSite) -> dict[str, Any]:
+    """A Job of a site with a Kueue queue: labelled for it and created suspended, as Kueue recommends (its webhook
+    would suspend it too, and without one a Job created running would start before admission). Kueue unsuspends it
+    once admitted; hpscan never does (KubernetesBackend pauses and resumes such Jobs through their Workloads)."""
+    if k8s.queue_name:
+        job["metadata"]["labels"][KUEUE_QUEUE_LABEL] = k8s.queue_name
+        job["spec"]["suspend"] = True
+    return job
 
 
 def _with_moves(metadata: dict[str, Any], moves: int) -> dict[str, Any]:
@@ -482,11 +488,11 @@ def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: st
     job["metadata"] = {
         "name": name,
         "namespace": scan.namespace,
-        "labels": labels,
+        "labels": dict(labels),  # with_queue labels the Job, not its pods
         "annotations": {"hpscan.io/site": where},
         "ownerReferences": [owner_reference(scan)],
     }
     job["spec"]["backoffLimit"] = 0
     job["spec"].pop("podFailurePolicy")
     job["spec"]["template"]["metadata"]["labels"] = labels
-    return job
+    return with_queue(job, k8s)
