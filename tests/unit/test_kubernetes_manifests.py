@@ -60,6 +60,20 @@ def test_shard_and_probe_payloads_write_their_reason_to_the_termination_message_
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"  # payloads that write none
 
 
+def test_a_probes_pod_meets_the_site_as_a_shards_does_without_its_files_or_api_access():
+    shard = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]["spec"]
+    probe = probe_manifest(REF, SCAN.spec, GPU_SITE)["spec"]["template"]["spec"]
+    for field in ("nodeSelector", "tolerations", "securityContext"):
+        assert probe[field] == shard[field], field
+    (shard_container,), (probe_container,) = shard["containers"], probe["containers"]
+    for field in ("image", "resources", "securityContext"):
+        assert probe_container[field] == shard_container[field], field
+    assert probe_container["command"] == list(SCAN.spec.payload.gpu_check)
+    assert [v["name"] for v in probe["volumes"]] == ["out", "tmp"] and "shard" in [v["name"] for v in shard["volumes"]]
+    assert probe["automountServiceAccountToken"] is False and "automountServiceAccountToken" not in shard
+    assert probe["activeDeadlineSeconds"] == GPU_SITE.probe_timeout_seconds
+
+
 def test_pod_passes_the_restricted_pod_security_profile():
     pod = job_manifest(REF, SCAN.spec, 0, GPU_SITE)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True

@@ -108,6 +108,9 @@ itself: RBAC refuses to create a Role with rights its creator lacks.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [list, patch]
 {{- if .Values.rbac.readAllSecrets }}
 - apiGroups: [""]
   resources: [secrets]

@@ -48,6 +48,14 @@ class KubernetesSite(CamelModel):
         description="How long a shard's pod may fail to pull its image (ErrImagePull, ImagePullBackOff) before the "
         "shard fails with the kubelet's words; a malformed image name fails it at once.",
     )
+    queue_name: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$",
+        max_length=63,
+        description="Kueue LocalQueue (in the HPScan's namespace) that admits the site's shard and probe Jobs: they "
+        "get the kueue.x-k8s.io/queue-name label, are created suspended and start when Kueue admits them; "
+        "suspending the scan deactivates their Workloads, which frees the quota. Empty: no Kueue.",
+    )
 
 
 class TokenSecretRef(CamelModel):

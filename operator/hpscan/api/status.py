@@ -53,6 +53,8 @@ class Reason(StrEnum):
     """The payload exited 2: its shard file, settings or data are wrong. Never retried."""
     UNSCHEDULABLE = "Unschedulable"
     """The scheduler cannot place the shard's pod (its message says why: GPUs, taints, selectors)."""
+    QUEUED = "Queued"
+    """The shard's Job waits in its site's Kueue queue for quota (its message: Kueue's words on the Workload)."""
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     """The shard's pod could not get its image (a name that cannot be pulled, or pulls failing for the site's
     imagePullTimeoutSeconds): the Job is suspended and the shard failed, with the kubelet's words."""

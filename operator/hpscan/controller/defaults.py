@@ -24,6 +24,9 @@ class OperatorDefaults(CamelModel):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Labels of the GPU nodes.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of the GPU nodes' taints.")
     payload_image: str = Field("", description="Reserved: a default payload image (spec.payload.image is required).")
+    queue_name: str | None = Field(
+        None, description="Kueue LocalQueue of the default site's Jobs (its kubernetes.queueName); none: no Kueue."
+    )
     sites: list[Site] = Field(default_factory=list, description="Sites of scans whose spec.sites is empty.")
     artifact_store: ArtifactStore | None = Field(
         None,
@@ -80,7 +83,10 @@ class OperatorDefaults(CamelModel):
         if self.sites:
             return self.sites
         node = KubernetesSite(
-            node_selector=self.node_selector, tolerations=self.tolerations, gpu_resource_name=self.gpu_resource_name
+            node_selector=self.node_selector,
+            tolerations=self.tolerations,
+            gpu_resource_name=self.gpu_resource_name,
+            queue_name=self.queue_name or None,  # the chart writes "" for none
         )
         return [Site.model_validate({"name": "default", "kubernetes": node})]
 

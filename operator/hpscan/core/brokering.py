@@ -9,7 +9,7 @@ functions what the backends saw and acts on what they return.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -224,7 +224,7 @@ def broker(
     """Which waiting shards start now and where, and which shards leave their site.
 
     Waiting shards (never submitted, suspended, or moving off a site that failed them) go, lowest index first, to
-    usable sites with room (a site's maxRunning, spec.parallelism for all sites together); among those, to the one
+    usable sites with room (a site's maxRunning, spec.parallelism for all sites together, no shard of the scan waiting in the site's quota queue: quota_full); among those, to the one
     with the fewest active shards per unit of weight (spec order breaks ties), so weights are preferences and the
     result is deterministic; while other sites are still probed, each usable site takes at most its weighted share. A suspended shard goes back to its own site when it is usable (its job resumes). A
     moving shard never goes back to the site it leaves."""
@@ -241,6 +241,7 @@ def broker(
             result.withdraw[index] = why
     active = {i: s for i, s in states.items() if s.phase in ACTIVE_PHASES and i not in result.withdraw}
     load = Counter(s.site for s in active.values())
+    full = quota_full(active.values())
     room = (parallelism if parallelism is not None else shard_count) - len(active)
     usable = [t for t in targets if (site := sites.get(t.name)) is not None and site.state == SiteState.USABLE]
     # While some sites are still being probed, a usable site takes only its weighted share of the scan, so the first
@@ -262,6 +263,7 @@ def broker(
             for t in usable
             if t.name != left
             and (t.max_running is None or load[t.name] < t.max_running)
+            and t.name not in full
             and (t.name not in share or placed_on[t.name] < share[t.name])
         ]
         if state is not None and state.phase == ShardPhase.SUSPENDED and state.site:
@@ -278,6 +280,13 @@ def broker(
         placed_on[pick.name] += 1
         room -= 1
     return result
+
+
+def quota_full(active: Iterable[ShardStatus]) -> set[str]:
+    """Sites whose quota is full now: one of the scan's shards there waits in the site's queue (Pending, Queued:
+    Kueue has no quota for it). More shards sent there would only wait too, so the site has no room until it is
+    admitted; other sites may take them meanwhile."""
+    return {s.site for s in active if s.site and s.phase == ShardPhase.PENDING and s.reason == Reason.QUEUED}
 
 
 def _elsewhere(targets: Sequence[Target], sites: Mapping[str, SiteStatus], left: str | None) -> bool:

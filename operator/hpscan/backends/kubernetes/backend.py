@@ -43,8 +43,12 @@ from hpscan.backends.kubernetes.states import (
     failure_cause,
     image_pull_timeout,
     image_verdict,
+    kueue_queue,
+    kueue_words,
     probe_outcome,
     shard_state,
+    workload_active,
+    workloads_by_job,
 )
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
@@ -65,6 +69,7 @@ from hpscan.job.configmap import (
 )
 
 SUBMIT_THREADS = 32
+KUEUE_API = ("kueue.x-k8s.io", "v1beta2", "workloads")
 
 
 def load_client_config() -> None:
@@ -130,6 +135,7 @@ class KubernetesBackend(Backend):
         self.batch = client.BatchV1Api(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
         self.cache = cache
         self._clock = clock  # wall time: how long a pod has tried to pull its image (pods carry wall-clock times)
         self._causes: dict[tuple[str, str], tuple[int, str]] = {}
@@ -149,6 +155,40 @@ class KubernetesBackend(Backend):
         self._fresh: dict[tuple[str, str], list[dict[str, Any]]] = {}
         """(namespace, scan) -> pages read from the API server past the watch cache, for the next fetch_records."""
         self._bound: set[tuple[str, str, str]] = set()  # (namespace, scan, site account) bound to the scan's Role
+
+    # Kueue (docs/kueue.md) ---------------------------------------------------------------------------------------
+    # A Job of a site with a queueName is created suspended and Kueue unsuspends it once its Workload is admitted.
+    # Kueue also unsuspends an admitted Job that someone else suspends (its reconciler: "Job admitted,
+    # unsuspending"), so hpscan pauses such a Job through its Workload instead: spec.active false makes Kueue evict
+    # it (the Job is suspended, its pods go) and release its quota; spec.active true queues it again. Deleting the
+    # Job would free the quota too, but its pods' recorded pages and its attempts would go with it, and the
+    # operator never deletes Jobs.
+
+    def _workloads(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """The namespace's Kueue Workloads by the uid of their Job (one LIST; only for Kueue-managed Jobs)."""
+        listed: Any = self.custom.list_namespaced_custom_object(KUEUE_API[0], KUEUE_API[1], namespace, KUEUE_API[2])
+        return workloads_by_job(listed.get("items") or [])
+
+    def _activate(self, namespace: str, workload: dict[str, Any] | None, active: bool) -> None:
+        """Set a Workload's spec.active (no Workload yet: nothing to do; the next step sees it)."""
+        if workload is None or workload_active(workload) == active:
+            return
+        name = workload["metadata"]["name"]
+        self.custom.patch_namespaced_custom_object(
+            *KUEUE_API[:2], namespace, KUEUE_API[2], name, {"spec": {"active": active}}
+        )
+
+    def _job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One Job as a dict, or None (a LIST by name: the operator's role lists Jobs, it does not get them)."""
+        listed = self.batch.list_namespaced_job(namespace, field_selector=f"metadata.name={name}").items
+        return self.batch.api_client.sanitize_for_serialization(listed[0]) if listed else None
+
+    def _pause(self, namespace: str, job: dict[str, Any] | None, name: str) -> None:
+        """Stop a Job's pods, keeping the Job: suspend it, or deactivate its Workload when Kueue manages it."""
+        if job is not None and kueue_queue(job):
+            self._activate(namespace, self._workloads(namespace).get(job["metadata"]["uid"]), False)
+        else:
+            self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": True}})
 
     @staticmethod
     def _create(create: Any, namespace: str, body: dict[str, Any]) -> bool:
@@ -310,7 +350,13 @@ class KubernetesBackend(Backend):
         created = self._create(self.batch.create_namespaced_job, scan.namespace, manifest)
         if not created:  # an existing Job: resume it if it was suspended
             name = job_name(scan.name, shard, launch.moves)
-            resume = {"metadata": {"annotations": {FAILURE_ANNOTATION: None}}, "spec": {"suspend": False}}
+            resume: dict[str, Any] = {
+                "metadata": {"annotations": {FAILURE_ANNOTATION: None}},
+                "spec": {"suspend": False},
+            }
+            if kueue_queue(manifest) and (job := self._job(scan.namespace, name)) is not None:
+                resume.pop("spec")  # Kueue unsuspends it once admitted again
+                self._activate(scan.namespace, self._workloads(scan.namespace).get(job["metadata"]["uid"]), True)
             self.batch.patch_namespaced_job(name, scan.namespace, resume)
 
     @_api_errors
@@ -325,6 +371,12 @@ class KubernetesBackend(Backend):
             self._create(self.batch.create_namespaced_job, scan.namespace, probe_manifest(scan, spec, site))
             return ProbeOutcome(None, "probe sent")
         (job,) = jobs
+        if kueue_queue(job) and (job.get("spec") or {}).get("suspend"):
+            workload = self._workloads(scan.namespace).get(job["metadata"]["uid"])
+            if not workload_active(workload):
+                self._activate(scan.namespace, workload, True)
+                return ProbeOutcome(None, "probe sent again")
+            return ProbeOutcome(None, kueue_words(job, workload))
         if (job.get("spec") or {}).get("suspend"):
             name = probe_job_name(scan.name, where)
             self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": False}})
@@ -340,8 +392,12 @@ class KubernetesBackend(Backend):
         from kubernetes.client.rest import ApiException
 
         name = probe_job_name(scan.name, site_name(site))
+        job = self._job(scan.namespace, name)
+        if job is not None and any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+                                   for c in (job.get("status") or {}).get("conditions") or []):  # fmt: skip
+            return  # it ended: nothing holds a GPU (nor, under Kueue, quota)
         try:
-            self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": True}})
+            self._pause(scan.namespace, job, name)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -372,13 +428,15 @@ class KubernetesBackend(Backend):
         for job in unexplained:
             key = (scan.namespace, job["metadata"]["name"])
             self._causes[key] = (self._failures(job), failure_cause(pods_by_job.get(key[1], [])))
+        workloads = self._workloads(scan.namespace) if any(kueue_queue(j) for j in jobs) else {}
         states: dict[int, ShardStatus] = {}
         for job in jobs:
             name = job["metadata"]["name"]
             pods = pods_by_job.get(name, [])
+            workload = workloads.get(str(job["metadata"].get("uid")))
             if waiting and (said := self._image_failure(scan, job, pods)):
-                job = self._fail_job(scan, job, said)
-            state = shard_state(job, {name: self._cause_of(scan, job)[1]}, pods)
+                job = self._fail_job(scan, job, said, workload)
+            state = shard_state(job, {name: self._cause_of(scan, job)[1]}, pods, workload)
             held = states.get(state.index)
             if held is None or held.moves < state.moves:  # a moved shard's newest Job speaks for it
                 states[state.index] = state
@@ -422,10 +480,17 @@ class KubernetesBackend(Backend):
             return None
         return image_verdict(pods, self._clock(), image_pull_timeout(job))
 
-    def _fail_job(self, scan: ScanRef, job: dict[str, Any], said: str) -> dict[str, Any]:
+    def _fail_job(
+        self, scan: ScanRef, job: dict[str, Any], said: str, workload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Fail a Job whose pod cannot get its image: the words on an annotation (shard_state reads them, also after
-        a restart) and the Job suspended (its pod goes and frees its GPU). The Job as patched."""
-        patch = {"metadata": {"annotations": {FAILURE_ANNOTATION: said[:1024]}}, "spec": {"suspend": True}}
+        a restart) and the Job suspended (its pod goes and frees its GPU; under Kueue, its Workload deactivated,
+        which suspends it and frees the quota). The Job as patched."""
+        patch: dict[str, Any] = {"metadata": {"annotations": {FAILURE_ANNOTATION: said[:1024]}}}
+        if kueue_queue(job):
+            self._activate(scan.namespace, workload, False)
+        else:
+            patch["spec"] = {"suspend": True}
         self.batch.patch_namespaced_job(job["metadata"]["name"], scan.namespace, patch)
         annotations = dict(job["metadata"].get("annotations") or {}, **{FAILURE_ANNOTATION: said})
         spec = (job.get("spec") or {}) | {"suspend": True}
@@ -436,7 +501,22 @@ class KubernetesBackend(Backend):
 
     @_api_errors
     def cancel(self, scan: ScanRef, shards: Collection[int] | None = None) -> None:
-        for index, state in self.poll(scan).items():
-            if (shards is None or index in shards) and state.phase in ACTIVE_PHASES:
-                name = state.job or job_name(scan.name, index, state.moves)
+        """Suspend the shards' Jobs; a Kueue-managed Job's Workload is deactivated instead (see _pause), so its quota
+        goes back to the queue."""
+        stopping = {
+            state.job or job_name(scan.name, index, state.moves)
+            for index, state in self.poll(scan).items()
+            if (shards is None or index in shards) and state.phase in ACTIVE_PHASES
+        }
+        if not stopping:
+            return
+        selector = f"{LABEL_SCAN}={scan.name},{LABEL_ROLE}=shard"
+        api = self.batch.api_client
+        listed = self.batch.list_namespaced_job(scan.namespace, label_selector=selector).items
+        kueue = {job["metadata"]["name"]: job for j in listed if kueue_queue(job := api.sanitize_for_serialization(j))}
+        workloads = self._workloads(scan.namespace) if kueue.keys() & stopping else {}
+        for name in sorted(stopping):
+            if name in kueue:
+                self._activate(scan.namespace, workloads.get(kueue[name]["metadata"]["uid"]), False)
+            else:
                 self.batch.patch_namespaced_job(name, scan.namespace, {"spec": {"suspend": True}})

@@ -72,6 +72,8 @@ PAYLOAD_UID = 10001
 """The payload image's user (payload/Dockerfile); a high uid that no host account holds."""
 IMAGE_PULL_TIMEOUT_ANNOTATION = "hpscan.io/image-pull-timeout"
 """The site's imagePullTimeoutSeconds, on each shard Job (a restarted operator reads it there)."""
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+"""The site's kubernetes.queueName, on its shard and probe Jobs: Kueue admits them (docs/kueue.md)."""
 
 
 def _name(scan: str, suffix: str, room: int = 0) -> str:
@@ -340,22 +342,86 @@ def model_store_env(scan: ScanRef, spec: HPScanSpec) -> list[dict[str, Any]]:
     ]
 
 
-def job_manifest(
-    scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None, moves: int = 0
-) -> dict:
-    """The batch/v1 Job that runs one shard on a Kubernetes site (``moves``: its generation, see job_name)."""
-    k8s = (site.settings_as(KubernetesSite) if site is not None else None) or KubernetesSite()
+def _site_settings(site: Site | None) -> KubernetesSite:
+    return (site.settings_as(KubernetesSite) if site is not None else None) or KubernetesSite()
+
+
+def pod_spec(
+    spec: HPScanSpec,
+    site: Site | None,
+    *,
+    image: str,
+    command: list[str],
+    env: list[dict[str, Any]],
+    account: str,
+    deadline: int | None,
+    shard_file: bool = True,
+) -> dict[str, Any]:
+    """The pod of a shard's or a probe's Job (one builder, so both meet the site alike): the payload image with
+    ``command`` and ``env``, GPU limits, node selector, tolerations and priority class from the site, restricted
+    security (non-root, read-only root filesystem, no capabilities), emptyDirs for its output and /tmp, and for a
+    shard (``shard_file``) the folder the runner writes the shard file into; ``deadline``: seconds an attempt may
+    run (activeDeadlineSeconds), None for no limit."""
+    k8s = _site_settings(site)
     resources: dict[str, dict[str, str]] = {
         "requests": {"cpu": spec.payload.cpu, "memory": spec.payload.memory},
         "limits": {"memory": spec.payload.memory},
     }
     if spec.gpu.count > 0:
         resources["limits"][k8s.gpu_resource_name] = str(spec.gpu.count)
+    folders = (["shard"] if shard_file else []) + ["out", "tmp"]
+    # the runner writes the shard file to SHARD_MOUNT; the root filesystem is read-only, and TensorFlow needs /tmp
+    mounts = {"shard": SHARD_MOUNT, "out": OUT_MOUNT, "tmp": "/tmp"}
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": account,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": PAYLOAD_UID,
+            "runAsGroup": PAYLOAD_UID,
+            "fsGroup": PAYLOAD_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": image,
+                "command": command,
+                "env": env,
+                "resources": resources,
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "volumeMounts": [{"name": name, "mountPath": mounts[name]} for name in folders],
+                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": [{"name": name, "emptyDir": {}} for name in folders],
+    }
+    if deadline:
+        pod["activeDeadlineSeconds"] = deadline
+    if k8s.node_selector:
+        pod["nodeSelector"] = dict(k8s.node_selector)
+    if k8s.tolerations:
+        pod["tolerations"] = [t.to_wire() for t in k8s.tolerations]
+    if k8s.priority_class_name:
+        pod["priorityClassName"] = k8s.priority_class_name
+    return pod
+
+
+def job_manifest(
+    scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None, moves: int = 0
+) -> dict:
+    """The batch/v1 Job that runs one shard on a Kubernetes site (``moves``: its generation, see job_name)."""
+    k8s = _site_settings(site)
     command = [
         "hpscan", "shard-run", SHARD_FILE, "--out", OUT_MOUNT,
         "--channel", "kubernetes", "--", *spec.payload.command,
     ]  # fmt: skip
-    env = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
+    env: list[dict[str, Any]] = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
         {"name": "HPSCAN_SCAN", "value": scan.name},
         {"name": "HPSCAN_SHARD", "value": str(shard)},
         {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -369,51 +435,11 @@ def job_manifest(
     pod_labels = {LABEL_SCAN: scan.name, LABEL_SHARD: str(shard), LABEL_ROLE: "shard", **MANAGED_BY}
     if site is not None:
         pod_labels[LABEL_SITE] = site.name
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "serviceAccountName": k8s.service_account_name or payload_account_name(scan.name),  # site_account_binding
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": PAYLOAD_UID,
-            "runAsGroup": PAYLOAD_UID,
-            "fsGroup": PAYLOAD_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [
-            {
-                "name": CONTAINER,
-                "image": image or spec.payload.image,
-                "command": command,
-                "env": env,
-                "resources": resources,
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "volumeMounts": [
-                    {"name": "shard", "mountPath": SHARD_MOUNT},  # the runner writes the shard file here
-                    {"name": "out", "mountPath": OUT_MOUNT},
-                    {"name": "tmp", "mountPath": "/tmp"},  # the root filesystem is read-only; TensorFlow needs /tmp
-                ],
-                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-            }
-        ],
-        "volumes": [
-            {"name": "shard", "emptyDir": {}},
-            {"name": "out", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
-    }
-    if spec.payload.timeout_seconds:  # per attempt: a pod past it fails and the Job retries (backoffLimit)
-        pod_spec["activeDeadlineSeconds"] = spec.payload.timeout_seconds
-    if k8s.node_selector:
-        pod_spec["nodeSelector"] = dict(k8s.node_selector)
-    if k8s.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in k8s.tolerations]
-    if k8s.priority_class_name:
-        pod_spec["priorityClassName"] = k8s.priority_class_name
+    pod = pod_spec(
+        spec, site, image=image or spec.payload.image, command=command, env=env,
+        account=k8s.service_account_name or payload_account_name(scan.name),  # site_account_binding
+        deadline=spec.payload.timeout_seconds,  # per attempt: a pod past it fails and the Job retries (backoffLimit)
+    )  # fmt: skip
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.retries,
         "completions": 1,
@@ -431,21 +457,24 @@ def job_manifest(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
-        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod},
     }
+    metadata = _with_moves(_metadata(scan, job_name(scan.name, shard, moves), "shard", shard), moves)
+    metadata["annotations"] = {
+        "hpscan.io/site": site.name if site else "default",
+        IMAGE_PULL_TIMEOUT_ANNOTATION: str(k8s.image_pull_timeout_seconds),
+    }
+    return with_queue({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}, k8s)
 
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": _with_moves(_metadata(scan, job_name(scan.name, shard, moves), "shard", shard), moves)
-        | {
-            "annotations": {
-                "hpscan.io/site": site.name if site else "default",
-                IMAGE_PULL_TIMEOUT_ANNOTATION: str(k8s.image_pull_timeout_seconds),
-            }
-        },
-        "spec": job_spec,
-    }
+
+def with_queue(job: dict[str, Any], k8s: KubernetesSite) -> dict[str, Any]:
+    """A Job of a site with a Kueue queue: labelled for it and created suspended, as Kueue recommends (its webhook
+    would suspend it too, and without one a Job created running would start before admission). Kueue unsuspends it
+    once admitted; hpscan never does (KubernetesBackend pauses and resumes such Jobs through their Workloads)."""
+    if k8s.queue_name:
+        job["metadata"]["labels"][KUEUE_QUEUE_LABEL] = k8s.queue_name
+        job["spec"]["suspend"] = True
+    return job
 
 
 def _with_moves(metadata: dict[str, Any], moves: int) -> dict[str, Any]:
@@ -459,34 +488,34 @@ def site_env(site: Site | None) -> list[dict[str, str]]:
 
 
 def probe_manifest(scan: ScanRef, spec: HPScanSpec, site: Site | None, image: str | None = None) -> dict:
-    """The site probe: a Job like a shard's (image, GPU request, selectors, tolerations, site environment,
-    restricted security) that runs spec.payload.gpuCheck once, without the shard's ConfigMap or API access."""
-    job = job_manifest(scan, spec, 0, site, image)
+    """The site probe: a Job whose pod is a shard's (pod_spec: image, GPU request, selectors, tolerations, site
+    environment, restricted security) that runs spec.payload.gpuCheck once, without the shard's files or API
+    access."""
+    k8s = _site_settings(site)
     where = site_name(site)
-    name = probe_job_name(scan.name, where)
     labels = {LABEL_SCAN: scan.name, LABEL_ROLE: "probe", LABEL_SITE: where, **MANAGED_BY}
-    pod = job["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    container["command"] = list(spec.payload.gpu_check)
-    container["env"] = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
+    env = [{"name": e.name, "value": e.value} for e in spec.payload.env] + [
         {"name": "HOME", "value": OUT_MOUNT},
         {"name": LAST_WORDS_ENV, "value": TERMINATION_MESSAGE_PATH},
         *site_env(site),
     ]
-    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "shard"]
-    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "shard"]
-    k8s = (site.settings_as(KubernetesSite) if site is not None else None) or KubernetesSite()
-    pod["serviceAccountName"] = k8s.service_account_name or "default"  # sent before the scan's account exists
+    pod = pod_spec(
+        spec, site, image=image or spec.payload.image, command=list(spec.payload.gpu_check), env=env,
+        account=k8s.service_account_name or "default",  # sent before the scan's account exists
+        deadline=site.probe_timeout_seconds if site is not None else 600, shard_file=False,
+    )  # fmt: skip
     pod["automountServiceAccountToken"] = False  # the probe needs no API: it only exits 0 or 3
-    pod["activeDeadlineSeconds"] = site.probe_timeout_seconds if site is not None else 600
-    job["metadata"] = {
-        "name": name,
+    metadata = {
+        "name": probe_job_name(scan.name, where),
         "namespace": scan.namespace,
-        "labels": labels,
+        "labels": dict(labels),  # with_queue labels the Job, not its pods
         "annotations": {"hpscan.io/site": where},
         "ownerReferences": [owner_reference(scan)],
     }
-    job["spec"]["backoffLimit"] = 0
-    job["spec"].pop("podFailurePolicy")
-    job["spec"]["template"]["metadata"]["labels"] = labels
-    return job
+    job_spec = {
+        "backoffLimit": 0,
+        "completions": 1,
+        "parallelism": 1,
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    }
+    return with_queue({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}, k8s)

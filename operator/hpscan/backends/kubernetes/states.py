@@ -10,7 +10,12 @@ from typing import Any
 
 from hpscan.api.sites import KubernetesSite
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
-from hpscan.backends.kubernetes.manifests import IMAGE_PULL_TIMEOUT_ANNOTATION, LABEL_MOVES, LABEL_SHARD
+from hpscan.backends.kubernetes.manifests import (
+    IMAGE_PULL_TIMEOUT_ANNOTATION,
+    KUEUE_QUEUE_LABEL,
+    LABEL_MOVES,
+    LABEL_SHARD,
+)
 from hpscan.core.brokering import ProbeOutcome
 
 
@@ -151,14 +156,58 @@ def _timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+# Kueue (docs/kueue.md): a Job labelled with a queue is admitted by Kueue through its Workload, an object Kueue
+# creates and owns beside the Job (kueue.x-k8s.io/v1beta2, owner reference: the Job).
+
+
+def kueue_queue(job: Mapping[str, Any]) -> str | None:
+    """The Kueue LocalQueue a Job waits in (its kueue.x-k8s.io/queue-name label), or None for a Job Kueue leaves be."""
+    return (job.get("metadata", {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+
+
+def workloads_by_job(workloads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Workloads by the uid of the Job that owns them (Kueue names them job-<name>-<hash>)."""
+    return {
+        str(owner.get("uid")): dict(workload)
+        for workload in workloads
+        for owner in workload.get("metadata", {}).get("ownerReferences") or []
+        if owner.get("kind") == "Job"
+    }
+
+
+def workload_active(workload: Mapping[str, Any] | None) -> bool:
+    """Whether a Workload may be admitted: spec.active, true unless someone (hpscan's suspend) set it false."""
+    return workload is None or (workload.get("spec") or {}).get("active") is not False
+
+
+def kueue_words(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str:
+    """Why a Kueue-managed Job still waits, in Kueue's words: the Workload's QuotaReserved=False message (e.g.
+    "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor default, 1
+    more needed"), else its Admitted=False or Evicted message; before Kueue made the Workload, that it has not."""
+    queue = kueue_queue(job)
+    if workload is None:
+        return f"waiting in Kueue queue {queue} (no Workload yet)"
+    conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+    for kind, status in (("QuotaReserved", "False"), ("Admitted", "False"), ("Evicted", "True")):
+        said = conditions.get(kind)
+        if said is not None and said.get("status") == status and said.get("message"):
+            return f"Kueue queue {queue}: {said['message']}"[:MESSAGE_ROOM]
+    return f"waiting in Kueue queue {queue} for admission"
+
+
 def shard_state(
-    job: dict[str, Any], causes: Mapping[str, str] | None = None, pods: Sequence[dict[str, Any]] = ()
+    job: dict[str, Any],
+    causes: Mapping[str, str] | None = None,
+    pods: Sequence[dict[str, Any]] = (),
+    workload: Mapping[str, Any] | None = None,
 ) -> ShardStatus:
     """A Job (as a dict from the API) -> the shard's phase, attempts, reason and message. ``causes`` maps a Job's
     name to the cause of its newest failed attempt (failure_cause of its pods): a failed shard's message says it
     before the Job's own words, so the user reads "OOMKilled (exit code 137)", not only "backoff limit". ``pods``
     are the Job's pods, read when it has pods that are not ready (a pod the scheduler cannot place shows as
-    Pending, Unschedulable; one that cannot get its image as Pending with the kubelet's reason)."""
+    Pending, Unschedulable; one that cannot get its image as Pending with the kubelet's reason). ``workload``: the
+    Kueue Workload of a Job labelled with a queue: such a Job is suspended until Kueue admits it, so it is Pending,
+    Queued, with Kueue's words (kueue_words), and Suspended only once hpscan deactivated its Workload."""
     causes = causes or {}
     meta, spec, status = job.get("metadata", {}), job.get("spec", {}), job.get("status") or {}
     shard = int(meta.get("labels", {}).get(LABEL_SHARD, 0))
@@ -184,6 +233,9 @@ def shard_state(
         return ShardStatus(
             phase=ShardPhase.FAILED, reason=Reason.IMAGE_UNAVAILABLE, message=failure[:MESSAGE_ROOM], **base
         )
+    if spec.get("suspend") and kueue_queue(job) and workload_active(workload):
+        words = kueue_words(job, workload)
+        return ShardStatus(phase=ShardPhase.PENDING, reason=Reason.QUEUED, message=words[:MESSAGE_ROOM], **base)
     if spec.get("suspend"):
         return ShardStatus(phase=ShardPhase.SUSPENDED, reason=None, **base)
     if status.get("active"):
