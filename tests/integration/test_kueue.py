@@ -52,7 +52,7 @@ def ns(k8s: client.ApiClient, cluster: Any, kueue: Kueue) -> Iterator[str]:
     """A watched namespace with a LocalQueue onto a ClusterQueue of one GPU (plenty of CPU and memory)."""
     api = client.CustomObjectsApi(k8s)
     flavor = {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": f"{PREFIX}-f"}}
-    quota = [("cpu", "64"), ("memory", "256Gi"), ("nvidia.com/gpu", "1")]
+    quota = [("cpu", "64"), ("memory", "256Gi"), ("ephemeral-storage", "200Gi"), ("nvidia.com/gpu", "1")]
     queue = {
         "apiVersion": "kueue.x-k8s.io/v1beta2",
         "kind": "ClusterQueue",

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from hpscan.api.contract import LAST_WORDS_ENV, ResultRecord
+from hpscan.api.sites import Site
 from hpscan.backends.base import ScanRef
 from hpscan.backends.kubernetes import (
     job_manifest,
@@ -98,6 +102,24 @@ def test_other_gpu_vendors_and_cpu_only_scans():
     cpu_spec = SCAN.spec.model_copy(update={"gpu": SCAN.spec.gpu.model_copy(update={"count": 0})})
     limits = job_manifest(REF, cpu_spec, 0, None)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert not any(k.endswith("/gpu") for k in limits)
+
+
+def test_shard_and_probe_pods_ask_for_and_are_limited_to_the_sites_local_disk():
+    def disk(site: Site) -> list[tuple[str | None, str | None]]:
+        pods = [job_manifest(REF, SCAN.spec, 0, site), probe_manifest(REF, SCAN.spec, site)]
+        resources = [pod["spec"]["template"]["spec"]["containers"][0]["resources"] for pod in pods]
+        return [(r["requests"].get("ephemeral-storage"), r["limits"].get("ephemeral-storage")) for r in resources]
+
+    assert disk(GPU_SITE) == [("4Gi", "4Gi")] * 2  # the default
+    assert GPU_SITE.kubernetes is not None
+    big = GPU_SITE.model_copy(
+        update={"kubernetes": GPU_SITE.kubernetes.model_copy(update={"ephemeral_storage": "50Gi"})}
+    )
+    assert disk(big) == [("50Gi", "50Gi")] * 2
+    unset = Site.model_validate({"name": "kueue", "kubernetes": {"ephemeralStorage": None}})
+    assert disk(unset) == [(None, None)] * 2
+    with pytest.raises(ValidationError, match="ephemeralStorage"):
+        Site.model_validate({"name": "bad", "kubernetes": {"ephemeralStorage": "lots"}})
 
 
 def test_long_scan_names_give_valid_distinct_names():

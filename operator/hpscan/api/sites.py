@@ -48,6 +48,13 @@ class KubernetesSite(CamelModel):
         description="How long a shard's pod may fail to pull its image (ErrImagePull, ImagePullBackOff) before the "
         "shard fails with the kubelet's words; a malformed image name fails it at once.",
     )
+    ephemeral_storage: str | None = Field(
+        "4Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$",
+        description="Local disk request and limit of each shard and probe pod (Kubernetes quantity): its emptyDirs "
+        "(shard file, models, checkpoints, /tmp) and logs. A pod that writes more is evicted, not its neighbours; "
+        "null: neither (a Kueue ClusterQueue that does not cover ephemeral-storage cannot admit pods that ask).",
+    )
     queue_name: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$",

@@ -369,6 +369,8 @@ def pod_spec(
     }
     if spec.gpu.count > 0:
         resources["limits"][k8s.gpu_resource_name] = str(spec.gpu.count)
+    if k8s.ephemeral_storage:  # the emptyDirs count against it: a full disk evicts this pod, not a neighbour's
+        resources["requests"]["ephemeral-storage"] = resources["limits"]["ephemeral-storage"] = k8s.ephemeral_storage
     folders = (["shard"] if shard_file else []) + ["out", "tmp"]
     # the runner writes the shard file to SHARD_MOUNT; the root filesystem is read-only, and TensorFlow needs /tmp
     mounts = {"shard": SHARD_MOUNT, "out": OUT_MOUNT, "tmp": "/tmp"}
