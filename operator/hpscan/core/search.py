@@ -24,7 +24,7 @@ from typing import Any
 
 from hpscan.api.contract import Combination, ParameterValue, ResultRecord
 from hpscan.api.spec import EarlyStopping, HPScanSpec, Parameter, Sampling
-from hpscan.api.trials import Assignment, Progress
+from hpscan.api.trials import Assignment, Progress, trial_lines
 from hpscan.core.planning import SIGNIFICANT_DIGITS, Plan, axis_values, combination_id, position_of
 from hpscan.errors import PlanningError
 
@@ -35,6 +35,9 @@ so the budget is spent (bench/search.py found TPE stopping at 44 of 100 trials w
 
 RANDOM_POINT_TRIES = 1000
 """Draws of a random point before the space counts as explored."""
+
+END_LINE = {"end": True}
+"""The trials.jsonl line that tells a worker no more trials will come (hpscan.api.trials)."""
 
 
 def _optuna() -> Any:
@@ -159,8 +162,10 @@ class TrialEntry:
 class Search:
     """The trials of one scan with workers that pull: the study, the ledger of hand-outs, the stop requests.
 
-    Fed by the shell (hpscan.engine) with what workers recorded and reported; asked for trials to hand out and
-    for trials to stop. Deterministic for a given seed and order of events."""
+    Its own state is its own: the shell (hpscan.engine.pull) tells it what happened (``tell``, ``left``,
+    ``sent``, ``stops_sent``, ``give_back``) and asks what to do (``trials_to_start``, ``feed``,
+    ``waiting_lines``, ``waiting_stops``, ``missing_records``), never editing its fields. Deterministic for a
+    given seed and order of events."""
 
     def __init__(self, plan: Plan) -> None:
         spec: HPScanSpec = plan.spec
@@ -186,15 +191,15 @@ class Search:
         random.Random(spec.sampling.seed).shuffle(self.order)
         self.rng = random.Random(spec.sampling.seed + 1)
         self.queue: deque[str] = deque()  # taken back from a worker that left: handed out again first
-        self.ended: set[int] = set()  # workers told that no more trials will come
-        self.short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
-        self.rebuilt = False  # whether the ledger was read back from the workers' channels (rebuild)
+        self._ended: set[int] = set()  # workers told that no more trials will come
+        self._short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
+        self._rebuilt = False  # whether the ledger was read back from the workers' channels (rebuild)
         self.gaps: deque[int] = deque()  # slots below next_position no channel holds (rebuild): handed out first
-        self.outbox: dict[int, list[dict]] = {}
+        self._outbox: dict[int, list[dict]] = {}
         """trials.jsonl lines handed out but not yet accepted by the worker's channel (a failed hand-out): the
         trials stay the worker's and the lines are sent again, never to a second worker while the first may have
         them. A restarted shell loses these; rebuild() finds the slots no channel holds (gaps)."""
-        self.unsent_stops: dict[int, list[str]] = {}  # stop requests the channel did not accept yet
+        self._unsent_stops: dict[int, list[str]] = {}  # stop requests the channel did not accept yet
         self.explored = False  # the sampler found nothing new: the space holds fewer points than the budget
 
     # what the workers hold -----------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ class Search:
         mode): remembered, so its shard shows RecordsMissing, and its trials are taken back."""
         back = self.take_back(worker)
         if back:
-            self.short[worker] = self.short.get(worker, 0) + len(back)
+            self._short[worker] = self._short.get(worker, 0) + len(back)
         return back
 
     def take_back(self, worker: int) -> list[str]:
@@ -327,8 +332,8 @@ class Search:
         queue, to be handed out again. Returns their ids (the worker's channel should say they are withdrawn)."""
         back = self.open_trials(worker)
         self.queue.extend(back)
-        self.outbox.pop(worker, None)  # lines still unsent: the trials went back to the queue instead
-        self.unsent_stops.pop(worker, None)
+        self._outbox.pop(worker, None)  # lines still unsent: the trials went back to the queue instead
+        self._unsent_stops.pop(worker, None)
         return back
 
     def give_back(self, trial_ids: list[str]) -> None:
@@ -338,16 +343,16 @@ class Search:
     def send(self, worker: int, lines: list[dict]) -> None:
         """Lines for a worker's channel, kept until the channel accepts them (see outbox)."""
         if lines:
-            self.outbox.setdefault(worker, []).extend(lines)
+            self._outbox.setdefault(worker, []).extend(lines)
 
     def sent(self, worker: int) -> None:
         """The worker's channel accepted its outbox."""
-        lines = self.outbox.pop(worker, [])
-        if {"end": True} in lines:
-            self.ended.add(worker)
+        lines = self._outbox.pop(worker, [])
+        if END_LINE in lines:
+            self._ended.add(worker)
 
     def stop(self, worker: int, trial_id: str) -> None:
-        self.unsent_stops.setdefault(worker, []).append(trial_id)
+        self._unsent_stops.setdefault(worker, []).append(trial_id)
 
     # results -------------------------------------------------------------------------------------------------
 
@@ -396,6 +401,68 @@ class Search:
                 stops.append((entry.worker, report.id))
         return stops
 
+    # what the shell tells and asks each step (hpscan.engine.pull) ----------------------------------------------
+
+    @property
+    def rebuilt(self) -> bool:
+        """Whether the ledger was read back from the workers' channels (rebuild): a restarted shell does so first."""
+        return self._rebuilt
+
+    @property
+    def ended_workers(self) -> frozenset[int]:
+        """Workers whose channel accepted the line that says no more trials will come."""
+        return frozenset(self._ended)
+
+    def tell(self, reports: Iterable[Progress], records: Iterable[ResultRecord]) -> None:
+        """What the workers reported and recorded since the last step. Reports first: the pruner sees a curve before
+        its trial's record. The trials it stops wait in waiting_stops until their channel takes them."""
+        stops = self.progress(reports)
+        for record in records:
+            self.record(record)
+        for worker, trial_id in stops:
+            self.stop(worker, trial_id)
+
+    def left(self, worker: int, ended_well: bool) -> list[str]:
+        """A worker left (its job ended, or it moves): its unrecorded trials go back in the queue (left_short when
+        its job ended well, take_back otherwise). Returns their ids, for its channel to withdraw."""
+        return self.left_short(worker) if ended_well else self.take_back(worker)
+
+    def missing_records(self) -> dict[int, int]:
+        """Workers whose job ended well without recording trials it held, with how many (left_short)."""
+        return dict(self._short)
+
+    def trials_to_start(self, worker: int, per_worker: int) -> list[Combination] | None:
+        """The trials a worker starts with, to hold ``per_worker`` open ones; None when it holds none and none are
+        left (the budget is spent: no job to start). A worker submitted before may be started again (its job not
+        seen yet, or suspended): it is topped up, never handed a second first batch."""
+        wanted = per_worker - len(self.open_trials(worker))
+        trials = [] if worker in self._ended else self.hand_out(worker, max(0, wanted))
+        if not trials and not self.open_trials(worker):
+            return None
+        return trials
+
+    def feed(self, running: Iterable[int], per_worker: int) -> None:
+        """Lines for running workers: trials to hold ``per_worker`` open ones, and, once each, the end line when
+        everything is handed out. They wait in waiting_lines until the worker's channel takes them (sent)."""
+        running = [w for w in running if w not in self._ended]
+        for worker, count in top_up({w: len(self.open_trials(w)) for w in running}, per_worker).items():
+            self.send(worker, trial_lines(self.hand_out(worker, count)))
+        for worker in workers_to_end(running, self._ended, self.all_handed_out):
+            if END_LINE not in self._outbox.get(worker, []):
+                self.send(worker, [dict(END_LINE)])
+
+    def waiting_lines(self) -> dict[int, list[dict]]:
+        """Each worker's lines that its channel has not taken yet (copies)."""
+        return {worker: list(lines) for worker, lines in self._outbox.items()}
+
+    def waiting_stops(self) -> dict[int, list[str]]:
+        """Each worker's trials to stop that its channel has not taken yet (copies)."""
+        return {worker: list(ids) for worker, ids in self._unsent_stops.items()}
+
+    def stops_sent(self, worker: int) -> None:
+        """The worker's channel took its waiting stops."""
+        self._unsent_stops.pop(worker, None)
+
     # after a restart -----------------------------------------------------------------------------------------
 
     def rebuild(
@@ -404,7 +471,7 @@ class Search:
         """The study and ledger again from the workers' channels (what each was handed), their records and their
         per-epoch reports, replayed in hand-out order: nothing handed out is handed out again or lost. Returns
         the stops of open trials, to send again (the first may not have reached the worker)."""
-        self.rebuilt = True
+        self._rebuilt = True
         handed = sorted(
             ((position_of(t.id), worker, t) for worker, a in assignments.items() for t in a.trials.values()),
             key=lambda item: item[0],
@@ -424,7 +491,7 @@ class Search:
         # were never trained, so they are handed out again before anything new (the budget is spent exactly).
         held = {rank.get(position, position) for position, _, _ in handed}
         self.gaps = deque(slot for slot in range(self.next_position) if slot not in held)
-        self.ended = {w for w, a in assignments.items() if a.ended}
+        self._ended = {w for w, a in assignments.items() if a.ended}
         by_id: dict[str, list[Progress]] = {}
         for report in progress:
             by_id.setdefault(report.id, []).append(report)
