@@ -1,4 +1,4 @@
-"""One step of a scan, the same for `hpscan run` and the operator, as a pipeline (hpscan.engine.step.step):
+"""One step of a scan, the same for `hpscan run` and the operator, as a pipeline (hpscan.engine.pipeline.step):
 
 1. poll and fold (poll.py): each backend's shard states, records and per-epoch reports; records folded into the
    aggregate; a shard on a site that does not answer stays where the last status put it;
@@ -16,8 +16,8 @@ kopf's memo and runs one step per timer tick. Each gives its options once, as an
 """
 
 from hpscan.engine.act import remaining_shard_file
+from hpscan.engine.pipeline import StepInput, StepResult, step
 from hpscan.engine.settings import EngineSettings
 from hpscan.engine.sites import ProbeCache, probe_key
-from hpscan.engine.step import StepInput, StepResult, step
 
 __all__ = ["EngineSettings", "ProbeCache", "StepInput", "StepResult", "probe_key", "remaining_shard_file", "step"]
