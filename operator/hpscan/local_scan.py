@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -50,8 +50,11 @@ from hpscan.core.results import Aggregate, aggregate, iter_record_lines, read_re
 from hpscan.core.search import Search
 from hpscan.core.shardfiles import write_shard_files
 from hpscan.core.summary import build_status
-from hpscan.engine import step
+from hpscan.engine import EngineSettings, StepInput, step
 from hpscan.errors import HPScanError
+
+LOCAL_SETTINGS = EngineSettings(poll_seconds=0.5)
+"""`hpscan run`'s engine settings: every shard in status.json, a step every half second."""
 
 
 class RunError(HPScanError):
@@ -231,116 +234,160 @@ def run_scan(
     scan: HPScan,
     run_dir: Path,
     observer: RunObserver,
+    settings: EngineSettings = LOCAL_SETTINGS,
+    *,
     workers: int | None = None,
     machine: Machine | None = None,
-    poll_seconds: float = 0.5,
     should_stop: Callable[[], bool] = lambda: False,
     site: Site | None = None,
 ) -> HPScanStatus:
     """Run every shard not yet complete, aggregate records as they arrive, and return the final status. With
-    ``site`` (an htcondor site) every shard is a job at that site instead of a process here.
+    ``site`` (an htcondor site) every shard is a job at that site instead of a process here. ``settings``: the
+    engine's, from the CLI (settings.poll_seconds between two steps).
 
     KeyboardInterrupt stops the payloads (removes the jobs), keeps what they recorded, writes the status, and
     re-raises.
     """
     planned = plan(scan.metadata.name, scan.spec)
     require_payload_accepts(planned)  # before anything runs: a misspelt setting is a clear error, not 24 crashes
-    if site is None:
-        machine = machine or detect_machine()
-        probe = local_probe(scan, machine)
-        refuse_unusable_site(scan, probe)
-        resources = plan_resources(scan, planned, machine, workers)
-    else:  # the site's slots decide; the GPUs are the site's, not this machine's (its probe job checks them)
-        jobs = min(x for x in (workers, scan.spec.parallelism, planned.shard_count) if x)
-        resources = Resources(workers=jobs, gpu_slots=[], threads_per_worker=1)
+    resources, probe = run_resources(scan, planned, machine, workers, site)
     prepare_run_dir(scan, planned, run_dir)
-    results_path = run_dir / RESULTS_FILE
-    records, problems = read_records(results_path)
+    records, problems = read_records(run_dir / RESULTS_FILE)
     agg = aggregate(planned, records)
     agg.unreadable[RESULTS_FILE] = len(problems)  # e.g. a line cut short by a full disk: said in the status
-
     earlier = earlier_attempts(run_dir)
-    # Shards whose every combination is already recorded are done: a re-run trains nothing twice.
-    finished = (
-        {}
-        if planned.pull
-        else {
-            i: ShardStatus(
-                index=i,
-                site="local",
-                phase=ShardPhase.SUCCEEDED,
-                attempts=earlier.get(i, 0),
-                message="recorded in an earlier run",
-            )
-            for i in range(planned.shard_count)
-            if agg.shard_done[i] == planned.shard_size(i)
-        }
-    )
-    threads = str(resources.threads_per_worker)
-    backend: Backend
-    if site is None:
-        backend = LocalBackend(
-            run_dir,
-            retries=scan.spec.retries,
-            env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
-            gpu_slots=resources.gpu_slots,
-            timeout_seconds=scan.spec.payload.timeout_seconds,
-            earlier_attempts=earlier,
-            probe_outcome=probe,
-        )
-        ref = ScanRef(name=scan.metadata.name, namespace="local")
-        targets = [Target(name=LocalBackend.name, backend=LocalBackend.name)]
-    else:  # the manifest's uid: a re-run finds the jobs it submitted before instead of submitting them again
-        backend = HTCondorBackend(run_dir / "condor", max_age_seconds=poll_seconds)
-        ref = ScanRef(name=scan.metadata.name, namespace="local", uid=scan_uid(scan.metadata.name, scan.spec))
-        targets = [Target.of(site)]
+    backend, ref, targets = open_backend(scan, run_dir, resources, earlier, probe, site, settings)
     if refused := pull_refusal(backend, planned):
         raise RunError(refused[0])
     backend.track(ref, scan.spec)  # an htcondor site's jobs from an earlier run: their ads say what they were handed
     search = resume_search(planned, backend, ref, records, run_dir) if planned.pull else None
-    if search is not None:  # workers told "no more" that recorded all they held are done
-        finished = {
-            i: ShardStatus(index=i, site="local", phase=ShardPhase.SUCCEEDED, attempts=earlier.get(i, 0))
-            for i in search.ended
-            if not search.open_trials(i)
-        }
+    finished = finished_shards(agg, earlier, search)
     spec = scan.spec.model_copy(update={"parallelism": resources.workers})
     observer.started(planned, agg, resources.workers)
     status = build_status(planned, agg, finished, held=search.held() if search else None)
-    try:
-        with results_path.open("a", encoding="utf-8") as results:
-            while True:
-                result = step(
-                    ref, spec, agg, {backend.name: backend}, targets, known=finished, previous=status, search=search
-                )
-                status = result.status
-                for record in result.new_records:
-                    results.writelines(iter_record_lines([record]))
-                    results.flush()
-                    observer.recorded(record, agg)
-                write_status(run_dir, status)
-                observer.updated(status)
-                if status.phase in TERMINAL_SCAN_PHASES or should_stop():
-                    backend.cancel(ref)
-                    break
-                time.sleep(poll_seconds)
-    except KeyboardInterrupt:
-        backend.cancel(ref)
-        for record in backend.fetch_records(ref):
-            if agg.add(record):
-                with results_path.open("a", encoding="utf-8") as results:
-                    results.writelines(iter_record_lines([record]))
-        held = search.held() if search else None
-        status = build_status(planned, agg, {**finished, **backend.poll(ref)}, previous=status, held=held)
-        status = status.model_copy(
-            update={"message": "interrupted; run the same command again to resume (nothing recorded is lost)"}
-        )
-        if status.phase not in TERMINAL_SCAN_PHASES:
-            status = status.model_copy(update={"phase": ScanPhase.SUSPENDED})
-        write_status(run_dir, status)
-        raise
+    work = StepInput(ref, spec, agg, targets, previous=status, known=finished, search=search)
+    status = follow(work, backend, settings, run_dir, observer, should_stop)
     if status.phase in TERMINAL_SCAN_PHASES:
         keep_models(scan, planned, run_dir)
         if isinstance(backend, HTCondorBackend):
             backend.forget(ref)  # the completed jobs may leave the queue: their results are in the run folder
     return status
+
+
+def run_resources(
+    scan: HPScan, planned: Plan, machine: Machine | None, workers: int | None, site: Site | None
+) -> tuple[Resources, ProbeOutcome | None]:
+    """How the run uses this machine, and the local site's probe; refused at once when the probe excludes it.
+    With ``site`` the site's slots decide (its probe job checks its GPUs): no local probe."""
+    if site is None:
+        machine = machine or detect_machine()
+        probe = local_probe(scan, machine)
+        refuse_unusable_site(scan, probe)
+        return plan_resources(scan, planned, machine, workers), probe
+    jobs = min(x for x in (workers, scan.spec.parallelism, planned.shard_count) if x)
+    return Resources(workers=jobs, gpu_slots=[], threads_per_worker=1), None
+
+
+def open_backend(
+    scan: HPScan,
+    run_dir: Path,
+    resources: Resources,
+    earlier: dict[int, int],
+    probe: ProbeOutcome | None,
+    site: Site | None,
+    settings: EngineSettings,
+) -> tuple[Backend, ScanRef, list[Target]]:
+    """The run's backend, the scan as it knows it, and its one site: processes here, or jobs at ``site``."""
+    if (
+        site is not None
+    ):  # the manifest's uid: a re-run finds the jobs it submitted before instead of submitting them again
+        backend = HTCondorBackend(run_dir / "condor", max_age_seconds=settings.poll_seconds)
+        ref = ScanRef(name=scan.metadata.name, namespace="local", uid=scan_uid(scan.metadata.name, scan.spec))
+        return backend, ref, [Target.of(site)]
+    threads = str(resources.threads_per_worker)
+    local = LocalBackend(
+        run_dir,
+        retries=scan.spec.retries,
+        env={"OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1"},
+        gpu_slots=resources.gpu_slots,
+        timeout_seconds=scan.spec.payload.timeout_seconds,
+        earlier_attempts=earlier,
+        probe_outcome=probe,
+    )
+    ref = ScanRef(name=scan.metadata.name, namespace="local")
+    return local, ref, [Target(name=LocalBackend.name, backend=LocalBackend.name)]
+
+
+def finished_shards(agg: Aggregate, earlier: dict[int, int], search: Search | None) -> dict[int, ShardStatus]:
+    """Shards an earlier run of this folder finished, so a re-run trains nothing twice: planned shards whose every
+    combination is recorded; workers that pull, told "no more", that recorded all they held."""
+    planned = agg.plan
+    if search is not None:
+        return {
+            i: ShardStatus(index=i, site="local", phase=ShardPhase.SUCCEEDED, attempts=earlier.get(i, 0))
+            for i in search.ended_workers
+            if not search.open_trials(i)
+        }
+    if planned.pull:
+        return {}
+    return {
+        i: ShardStatus(
+            index=i,
+            site="local",
+            phase=ShardPhase.SUCCEEDED,
+            attempts=earlier.get(i, 0),
+            message="recorded in an earlier run",
+        )
+        for i in range(planned.shard_count)
+        if agg.shard_done[i] == planned.shard_size(i)
+    }
+
+
+def follow(
+    work: StepInput,
+    backend: Backend,
+    settings: EngineSettings,
+    run_dir: Path,
+    observer: RunObserver,
+    should_stop: Callable[[], bool],
+) -> HPScanStatus:
+    """Step the scan until it ends (or ``should_stop``), then cancel what runs: each new record appended to
+    results.jsonl as it arrives, status.json written after every step. KeyboardInterrupt: see interrupted."""
+    status = work.previous
+    try:
+        with (run_dir / RESULTS_FILE).open("a", encoding="utf-8") as results:
+            while True:
+                result = step(replace(work, previous=status), {backend.name: backend}, settings)
+                status = result.status
+                for record in result.new_records:
+                    results.writelines(iter_record_lines([record]))
+                    results.flush()
+                    observer.recorded(record, work.agg)
+                write_status(run_dir, status)
+                observer.updated(status)
+                if status.phase in TERMINAL_SCAN_PHASES or should_stop():
+                    backend.cancel(work.ref)
+                    return status
+                time.sleep(settings.poll_seconds)
+    except KeyboardInterrupt:
+        interrupted(replace(work, previous=status), backend, run_dir)
+        raise
+
+
+def interrupted(work: StepInput, backend: Backend, run_dir: Path) -> None:
+    """A run stopped with Ctrl-C: its payloads stop (jobs removed), what they recorded is kept, and the status says
+    how to resume (Suspended unless the scan had ended)."""
+    backend.cancel(work.ref)
+    for record in backend.fetch_records(work.ref):
+        if work.agg.add(record):
+            with (run_dir / RESULTS_FILE).open("a", encoding="utf-8") as results:
+                results.writelines(iter_record_lines([record]))
+    held = work.search.held() if work.search else None
+    shards = {**work.known, **backend.poll(work.ref)}
+    status = build_status(work.agg.plan, work.agg, shards, previous=work.previous, held=held)
+    status = status.model_copy(
+        update={"message": "interrupted; run the same command again to resume (nothing recorded is lost)"}
+    )
+    if status.phase not in TERMINAL_SCAN_PHASES:
+        status = status.model_copy(update={"phase": ScanPhase.SUSPENDED})
+    write_status(run_dir, status)

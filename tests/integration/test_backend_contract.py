@@ -45,7 +45,7 @@ from hpscan.core.results import Aggregate, aggregate
 from hpscan.core.search import Search
 from hpscan.core.shardfiles import write_shard_files
 from hpscan.core.summary import build_status
-from hpscan.engine import step
+from hpscan.engine import StepInput, step
 
 pytestmark = pytest.mark.integration
 
@@ -335,7 +335,9 @@ def test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing(ma
     restarted = False
     while status is None or status.phase not in {"Succeeded", "Failed"}:
         assert time.monotonic() < deadline, status
-        result = step(harness.ref, spec, agg, {backend.name: backend}, targets, previous=status, search=search)
+        result = step(
+            StepInput(harness.ref, spec, agg, targets, previous=status, search=search), {backend.name: backend}
+        )
         status = result.status
         if not restarted and agg.recorded >= 2:  # kill -9 of the shell: a new backend and search, same channels
             restarted = True

@@ -25,7 +25,7 @@ from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.core.brokering import targets_of
 from hpscan.core.planning import plan
 from hpscan.core.results import Aggregate
-from hpscan.engine import step
+from hpscan.engine import StepInput, step
 
 pytestmark = [pytest.mark.integration]
 PAYLOAD = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "unit", "payloads", "contract_payload.py"))
@@ -67,7 +67,7 @@ def run_to_the_end(pool: Any, spec: HPScanSpec, timeout: float = 150) -> HPScanS
         while status is None or status.phase not in TERMINAL_SCAN_PHASES:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the scan did not end in {timeout:g} s; last status: {status}")
-            status = step(ref, spec, agg, {"htcondor": backend}, targets, previous=status).status
+            status = step(StepInput(ref, spec, agg, targets, previous=status), {"htcondor": backend}).status
             time.sleep(1)
         return status
     finally:
@@ -155,7 +155,7 @@ def test_with_the_schedd_down_kubernetes_runs_shards_and_the_grid_site_takes_the
         deadline = time.monotonic() + 240
         while status is None or status.phase not in TERMINAL_SCAN_PHASES:
             assert time.monotonic() < deadline, f"the scan did not end in 240 s; last status: {status}"
-            status = step(ref, spec, agg, backends, targets, previous=status).status
+            status = step(StepInput(ref, spec, agg, targets, previous=status), backends).status
             if seen_down is None and agg.recorded >= 1:  # the cluster reported while the schedd was off
                 seen_down = status
                 condor_pool.tool("condor_on", "-schedd", **as_admin)

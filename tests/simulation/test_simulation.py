@@ -58,10 +58,10 @@ def test_a_planted_bug_in_the_hand_out_is_caught_with_a_reproduction_line(monkey
     (the trial in training included) and sends no withdraw line, so the worker trains it while another does."""
 
     def send_or_take_back(self, worker, lines):
-        if worker in self.outbox:  # the last hand-out to this worker failed
+        if worker in self._outbox:  # the last hand-out to this worker failed
             self.take_back(worker)
         if lines:
-            self.outbox.setdefault(worker, []).extend(lines)
+            self._outbox.setdefault(worker, []).extend(lines)
 
     monkeypatch.setattr(search.Search, "send", send_or_take_back)
     failed = []

@@ -15,9 +15,11 @@ from hpscan.api.status import ScanPhase
 from hpscan.cli import app
 from hpscan.core.artifacts import models_to_keep, pick_ranks, rank_records
 from hpscan.core.planning import plan
+from hpscan.engine import EngineSettings
 from hpscan.local_scan import Machine, run_scan
 
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
+FAST = EngineSettings(poll_seconds=0.05)  # a step every 50 ms: the stand-in payload is quick
 CPU_ONLY = Machine(cpus=2, gpus=[])
 
 
@@ -82,7 +84,7 @@ class Quiet:
 
 @pytest.fixture
 def finished_run(tmp_path: Path) -> Path:
-    status = run_scan(toy_scan({"top": 2}), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(toy_scan({"top": 2}), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.SUCCEEDED
     return tmp_path
 
@@ -95,7 +97,7 @@ def test_a_local_run_keeps_top_k_plus_median_and_worst_in_the_run_folder(finishe
     assert set(kept) == wanted
     assert not list(finished_run.glob("work/*/models/*"))  # the others are deleted
     # a re-run (resume of a finished scan) changes nothing
-    run_scan(toy_scan({"top": 2}), finished_run, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    run_scan(toy_scan({"top": 2}), finished_run, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert sorted(p.name for p in (finished_run / "models").iterdir()) == kept
 
 
@@ -134,7 +136,7 @@ def test_cli_lists_and_fetches_kept_models(finished_run: Path, tmp_path_factory)
 
 
 def test_keep_none_saves_nothing(tmp_path: Path):
-    run_scan(toy_scan({"keep": "none"}), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    run_scan(toy_scan({"keep": "none"}), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert not (tmp_path / "models").exists() and not list(tmp_path.glob("work/*/models"))
 
 

@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 from dl1.cli import app as dl1_app
 from hpscan.api.spec import HPScan
 from hpscan.cli import app
+from hpscan.engine import EngineSettings
 from hpscan.local_scan import Machine, run_scan
 
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
+FAST = EngineSettings(poll_seconds=0.05)  # a step every 50 ms: the stand-in payload is quick
 runner = CliRunner()
 
 
@@ -141,15 +143,15 @@ def test_valued_options_show_their_type_the_click_way():
 
 def test_a_failed_scan_exits_1_from_status_and_attempts_survive_a_resume(tmp_path):
     failing = small_scan({"exitCode": 1})
-    status = run_scan(failing, tmp_path / "failing", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
+    status = run_scan(failing, tmp_path / "failing", Quiet(), machine=Machine(cpus=2, gpus=[]), settings=FAST)
     assert status.phase == "Failed"
     result = runner.invoke(app, ["status", str(tmp_path / "failing")])
     assert result.exit_code == 1 and "Failed" in result.output
     assert "condition Failed: " in result.output and "condition Stalled" not in result.output  # said once
 
     scan = small_scan()
-    run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
-    again = run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), poll_seconds=0.05)
+    run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), settings=FAST)
+    again = run_scan(scan, tmp_path / "ok", Quiet(), machine=Machine(cpus=2, gpus=[]), settings=FAST)
     assert [s.attempts for s in again.shards] == [1, 1]
     shown = runner.invoke(app, ["status", str(tmp_path / "ok")], terminal_width=160)
     assert shown.exit_code == 0

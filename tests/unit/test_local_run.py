@@ -16,9 +16,11 @@ from hpscan.api.spec import HPScan
 from hpscan.api.status import ScanPhase
 from hpscan.cli import app
 from hpscan.core.planning import plan
+from hpscan.engine import EngineSettings
 from hpscan.local_scan import Machine, RunError, plan_resources, run_scan
 
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
+FAST = EngineSettings(poll_seconds=0.05)  # a step every 50 ms: the stand-in payload is quick
 CPU_ONLY = Machine(cpus=2, gpus=[])
 
 
@@ -69,7 +71,7 @@ def trained_ids(run_dir: Path) -> Counter:
 
 
 def test_a_scan_runs_to_succeeded_with_one_record_per_combination(tmp_path):
-    status = run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.SUCCEEDED
     records = lines(tmp_path / "results.jsonl")
     assert len(records) == 8 == len({r["id"] for r in records})
@@ -84,7 +86,7 @@ def test_a_scan_runs_to_succeeded_with_one_record_per_combination(tmp_path):
 
 
 def test_a_crashed_shard_is_retried_and_resumes_where_it_stopped(tmp_path):
-    status = run_scan(make_scan({"failAttempts": {"1": 1}}), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(make_scan({"failAttempts": {"1": 1}}), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.SUCCEEDED
     assert status.shards[1].attempts == 2
     assert max(trained_ids(tmp_path).values()) == 1  # the retry skipped what the first attempt recorded
@@ -103,7 +105,7 @@ def test_a_shard_failing_for_good_fails_the_scan_with_the_reason(tmp_path):
 
 def test_gpu_unavailable_exit_is_not_retried_named_and_excludes_the_machine(tmp_path):
     scan = make_scan({"exitCode": 3}, retries=3)
-    status = run_scan(scan, tmp_path, Quiet(), workers=1, machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(scan, tmp_path, Quiet(), workers=1, machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.FAILED
     first, *rest = status.shards
     assert (first.reason, first.attempts) == ("GPUUnavailable", 1)
@@ -116,7 +118,7 @@ def test_gpu_unavailable_exit_is_not_retried_named_and_excludes_the_machine(tmp_
 def test_failed_combinations_are_counted_and_the_scan_still_succeeds(tmp_path):
     planned = plan("toy", make_scan().spec)
     bad = planned.combination(0).id
-    status = run_scan(make_scan({"failIds": [bad]}), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(make_scan({"failIds": [bad]}), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.SUCCEEDED
     assert (status.combinations.succeeded, status.combinations.failed) == (7, 1)
 
@@ -124,26 +126,26 @@ def test_failed_combinations_are_counted_and_the_scan_still_succeeds(tmp_path):
 def test_interrupt_keeps_results_and_a_rerun_trains_nothing_twice(tmp_path):
     scan = make_scan({"sleep": 0.2}, shards=2)
     with pytest.raises(KeyboardInterrupt):
-        run_scan(scan, tmp_path, Quiet(interrupt_after=2), machine=CPU_ONLY, poll_seconds=0.05)
+        run_scan(scan, tmp_path, Quiet(interrupt_after=2), machine=CPU_ONLY, settings=FAST)
     interrupted = json.loads((tmp_path / "status.json").read_text())
     assert interrupted["phase"] == "Suspended"
     kept = len(lines(tmp_path / "results.jsonl"))
     assert 2 <= kept < 8
-    status = run_scan(scan, tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(scan, tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.SUCCEEDED
     assert len(lines(tmp_path / "results.jsonl")) == 8
     assert max(trained_ids(tmp_path).values()) == 1
 
 
 def test_a_finished_run_rerun_starts_nothing(tmp_path):
-    run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     before = trained_ids(tmp_path)
-    status = run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    status = run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     assert status.phase == ScanPhase.SUCCEEDED and trained_ids(tmp_path) == before
 
 
 def test_a_folder_holding_another_scan_is_refused(tmp_path):
-    run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, poll_seconds=0.05)
+    run_scan(make_scan(), tmp_path, Quiet(), machine=CPU_ONLY, settings=FAST)
     other = make_scan(shards=2)
     with pytest.raises(RunError, match="different scan"):
         run_scan(other, tmp_path, Quiet(), machine=CPU_ONLY)

@@ -10,9 +10,12 @@ import yaml
 from hpscan.api.contract import ResultRecord
 from hpscan.api.status import ShardPhase, ShardStatus
 from hpscan.backends.base import Backend
+from hpscan.controller.defaults import OperatorDefaults
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
+from hpscan.core.summary import MAX_STATUS_SHARDS
+from hpscan.engine import EngineSettings
 
 
 class MemoryBackend(Backend):
@@ -316,3 +319,16 @@ def test_a_status_of_only_the_crds_defaults_is_no_status_yet():
     assert previous_status({}) is None
     written = previous_status({"status": {**defaulted, "observedGeneration": 1, "phase": "Running"}})
     assert written is not None and written.phase == "Running" and written.observed_generation == 1
+
+
+def test_the_handlers_engine_settings_reach_the_step():
+    """The operator builds its EngineSettings once from its defaults (handlers.configure); reconcile_scan hands
+    them to every step: here the cap on the shards listed in the status."""
+    full = reconcile_scan(body(parallelism=4), {"kubernetes": MemoryBackend()}).status
+    capped = reconcile_scan(
+        body(parallelism=4), {"kubernetes": MemoryBackend()}, settings=EngineSettings(max_status_shards=2)
+    ).status
+    assert len(full.shards) > 2 and not full.shards_omitted
+    assert capped.shards == [] and capped.shards_omitted == len(full.shards)  # pending shards are not notable
+    defaults = OperatorDefaults(probe_cache_seconds=0)
+    assert defaults.engine_settings() == EngineSettings(max_status_shards=MAX_STATUS_SHARDS, probe_cache_seconds=0)

@@ -113,6 +113,34 @@ def test_a_trial_taken_back_from_a_worker_that_left_goes_to_the_next_worker_once
     assert search.open_trials(0) == [] and len(search.open_trials(1)) == 3
 
 
+def test_a_worker_started_again_is_topped_up_and_one_with_nothing_left_does_not_start():
+    """The shell's ask/tell surface (hpscan.engine.pull): a worker submitted before and started again never gets a
+    second first batch; once the budget is handed out it gets the end line once, and a new worker none at all."""
+    search = Search(plan("s", spec("random", samples=4)))
+    first = search.trials_to_start(0, 2)
+    assert first is not None and len(first) == 2
+    assert search.trials_to_start(0, 2) == []  # it holds two open trials: it starts with those
+    search.feed([0, 1], per_worker=3)  # 0 topped up to three, 1 gets the last: the budget (4) is spent
+    kinds = {worker: [next(iter(line)) for line in lines] for worker, lines in search.waiting_lines().items()}
+    assert kinds == {0: ["trial", "end"], 1: ["trial", "end"]}
+    search.sent(0)  # worker 1's channel refused: its lines wait, the end line is not added twice
+    search.feed([0, 1], per_worker=3)
+    assert list(search.waiting_lines()) == [1] and len(search.waiting_lines()[1]) == 2
+    assert search.ended_workers == {0}
+    search.tell([], [record(c.id, c.parameters) for c in first])
+    assert search.trials_to_start(2, 2) is None  # nothing left to hand out and it holds nothing: no job
+
+
+def test_a_worker_that_ended_well_holding_trials_is_counted_short_and_its_trials_go_back():
+    search = Search(plan("s", spec("random", samples=4)))
+    held = search.hand_out(0, 2)
+    search.tell([], [record(held[0].id, held[0].parameters)])
+    assert search.left(0, ended_well=True) == [held[1].id]
+    assert search.missing_records() == {0: 1}
+    assert search.left(1, ended_well=False) == [] and search.missing_records() == {0: 1}
+    assert [c.id for c in search.hand_out(1, 1)] == [held[1].id]  # handed out again, same id
+
+
 def test_rebuilt_from_the_channels_it_hands_out_only_what_is_left_of_the_budget():
     planned = plan("s", spec(samples=10, early="asha"))
     search = Search(planned)

@@ -34,6 +34,7 @@ from hpscan.core.eta import ShardProgress, estimate, per_minute
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
+from hpscan.engine import EngineSettings
 from hpscan.errors import ManifestError
 from hpscan.local_scan import condor_site, run_scan
 
@@ -300,7 +301,8 @@ def run(
     observer: LiveObserver | PlainObserver = LiveObserver(out) if live else PlainObserver(out)
     try:
         at = condor_site(scan, site) if site is not None else None
-        status = run_scan(scan, run_dir, observer, workers=workers, site=at, poll_seconds=0.5 if at is None else 2.0)
+        settings = EngineSettings(poll_seconds=0.5 if at is None else 2.0)  # a schedd is asked less often
+        status = run_scan(scan, run_dir, observer, settings, workers=workers, site=at)
     except KeyboardInterrupt:
         if isinstance(observer, LiveObserver):
             observer.stop()

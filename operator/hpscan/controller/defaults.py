@@ -12,6 +12,8 @@ from hpscan.api.common import CamelModel
 from hpscan.api.sites import KubernetesSite, Site, Toleration
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.store import ArtifactStore
+from hpscan.core.summary import MAX_STATUS_SHARDS
+from hpscan.engine import EngineSettings
 from hpscan.errors import ManifestError
 
 
@@ -77,6 +79,11 @@ class OperatorDefaults(CamelModel):
         if artifacts.store is not None or self.artifact_store is None or not artifacts.save_models:
             return spec
         return spec.model_copy(update={"artifacts": artifacts.model_copy(update={"store": self.artifact_store})})
+
+    def engine_settings(self) -> EngineSettings:
+        """The operator's options for every engine step: a status that lists at most MAX_STATUS_SHARDS shards (etcd
+        holds it), probe outcomes shared for probeCacheSeconds."""
+        return EngineSettings(max_status_shards=MAX_STATUS_SHARDS, probe_cache_seconds=self.probe_cache_seconds)
 
     def default_sites(self) -> list[Site]:
         """`sites` when given, else one Kubernetes site on this cluster's GPU nodes."""

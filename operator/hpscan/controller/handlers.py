@@ -30,7 +30,7 @@ from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
 from hpscan.core.results import Aggregate
 from hpscan.core.search import Search
-from hpscan.engine import ProbeCache
+from hpscan.engine import EngineSettings, ProbeCache
 
 RECONCILE_SECONDS = 2.0
 FINALIZER = "hpscan.io/finalizer"
@@ -43,6 +43,8 @@ class OperatorState:
 
     backends: dict[str, Backend] = field(default_factory=dict)
     defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
+    settings: EngineSettings = field(default_factory=lambda: OperatorDefaults().engine_settings())
+    """The engine's options for every step, from the defaults (built at startup)."""
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     """Each scan's plan and records so far, by uid."""
     searches: dict[str, Search] = field(default_factory=dict)
@@ -106,6 +108,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     context = BackendContext(instrument=metrics.count_api_requests, read_secret=read_secret)
     state.backends = {**build_backends(context), **state.backends}  # backends given in the memo win (tests)
     state.defaults = load_defaults()
+    state.settings = state.defaults.engine_settings()
     state.vitals.started = True
 
 
@@ -167,6 +170,7 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
             state.probes,
             read_secret=read_secret,
             searches=state.searches,
+            settings=state.settings,
         )
     if outcome.status is not None:
         status = outcome.status

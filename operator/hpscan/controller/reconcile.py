@@ -4,7 +4,7 @@ should be. Plain data in, plain data out, except the backend calls; kopf never a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,14 +27,14 @@ from hpscan.backends.base import Backend, ScanRef, pull_refusal
 from hpscan.backends.sandbox_models import sandbox_uploads
 from hpscan.controller.defaults import OperatorDefaults
 from hpscan.core.artifacts import models_to_prune, retry_delay
-from hpscan.core.brokering import targets_of
+from hpscan.core.brokering import Target, targets_of
 from hpscan.core.kstatus import kstatus_conditions
 from hpscan.core.payloads import require_payload_accepts
-from hpscan.core.planning import plan
+from hpscan.core.planning import Plan, plan
 from hpscan.core.results import Aggregate
 from hpscan.core.search import Search
-from hpscan.core.summary import MAX_STATUS_SHARDS, conditions_from
-from hpscan.engine import ProbeCache, step
+from hpscan.core.summary import conditions_from
+from hpscan.engine import EngineSettings, ProbeCache, StepInput, step
 from hpscan.errors import ArtifactStoreError, HPScanError
 from hpscan.job.store import open_store
 
@@ -242,6 +242,7 @@ def reconcile_scan(
     read_secret: Callable[[str, str, str], str] | None = None,
     searches: dict[str, Search] | None = None,
     now: datetime | None = None,
+    settings: EngineSettings | None = None,
 ) -> Outcome:
     """Bring one scan one step closer to done. `backends` maps a site's backend name to its Backend.
 
@@ -251,14 +252,49 @@ def reconcile_scan(
     `read_secret(namespace, name, key)` reads the key pair of spec.artifacts.store when the scan ends, to prune its
     stored models to what spec.artifacts keeps (no pruning without it). `searches` keeps the trials of scans whose
     workers pull (hpscan.core.search), by uid; a new one is rebuilt from the backends' channels. ``now``: the
-    step's clock (a simulation's virtual time; default: the wall clock)."""
-    meta = body.get("metadata", {})
-    generation = meta.get("generation")
+    step's clock (a simulation's virtual time; default: the wall clock). ``settings``: the engine's, as the
+    handlers build them at startup (default: ``defaults.engine_settings()``)."""
+    generation = body.get("metadata", {}).get("generation")
     before = previous_status(body)
     if before is not None and before.phase in TERMINAL_SCAN_PHASES and before.observed_generation == generation:
         if read_secret is None or before.models is None or before.models.settled:
             return Outcome(status=None)  # finished, its store settled, and the spec did not change since
         return settle_finished(body, before, backends, read_secret, now)
+    loaded = load_scan(body, memory, before)
+    if isinstance(loaded, Outcome):
+        return loaded
+    scan, agg = loaded
+    ref = scan_ref(body)
+    defaults = defaults or OperatorDefaults()
+    spec = defaults.with_store(scan.spec)
+    targets = targets_of(spec.sites or defaults.default_sites(), default_backend="kubernetes")
+    if (refused := refusal(ref, spec, agg.plan, targets, backends, defaults, generation, before)) is not None:
+        return refused
+    work = StepInput(
+        ref, spec, agg, targets, previous=before, generation=generation, search=search_of(agg.plan, ref, searches)
+    )
+    try:
+        result = step(work, backends, settings or defaults.engine_settings(), probe_cache=probe_cache, now=now)
+    except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
+        known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
+        events = [] if known else [Event("Warning", error.reason, str(error))]
+        return Outcome(degraded(before, error.reason, str(error), generation), events)
+    status = with_models(result.status, ref, spec, backends)
+    events = events_between(before, status)
+    finished = status.phase in TERMINAL_SCAN_PHASES and (before is None or before.phase not in TERMINAL_SCAN_PHASES)
+    if finished and read_secret is not None and status.models is not None:
+        status, settled = settle_models(ref, spec, status, backends, read_secret, now or datetime.now(UTC))
+        events += settled
+    return Outcome(status, events)
+
+
+def load_scan(
+    body: Mapping[str, Any], memory: dict[str, Aggregate] | None, before: HPScanStatus | None
+) -> tuple[HPScan, Aggregate] | Outcome:
+    """The HPScan of ``body`` and its aggregate (from ``memory``, by uid, or a new plan); an Outcome that fails
+    the scan when it is invalid or its payload's checker refuses it (an Event the first time)."""
+    meta = body.get("metadata", {})
+    generation = meta.get("generation")
     try:
         scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body})
         key = meta.get("uid", "")  # the planned fields cannot change (CEL transition rules): one plan per uid
@@ -269,7 +305,6 @@ def reconcile_scan(
             agg = Aggregate(planned)
             if memory is not None:
                 memory[key] = agg
-        planned = agg.plan
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -278,21 +313,30 @@ def reconcile_scan(
     except HPScanError as error:  # the condition names the same reason as the Event (e.g. PayloadCheckUnavailable)
         status = invalid_spec_status(str(error), generation, error.reason)
         return Outcome(status, [Event("Warning", error.reason, str(error))] if before is None else [])
+    return scan, agg
 
-    ref = scan_ref(body)
-    defaults = defaults or OperatorDefaults()
-    spec = defaults.with_store(scan.spec)
-    if refused := defaults.refusals(spec, ref.namespace):  # privilege only a site admin grants: never submitted
+
+def refusal(
+    ref: ScanRef,
+    spec: HPScanSpec,
+    planned: Plan,
+    targets: Sequence[Target],
+    backends: Mapping[str, Backend],
+    defaults: OperatorDefaults,
+    generation: int | None,
+    before: HPScanStatus | None,
+) -> Outcome | None:
+    """An Outcome that fails a scan this operator must not run (None: it may run): privilege only a site admin
+    grants, a backend that is not configured here, or what its backends refuse (e.g. workers that pull where the
+    channel cannot). Never submitted; an Event the first time (every time for a missing backend)."""
+    if refused := defaults.refusals(spec, ref.namespace):
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation, Reason.NOT_ALLOWED)
         return Outcome(status, [Event("Warning", Reason.NOT_ALLOWED, message)] if before is None else [])
-    targets = targets_of(spec.sites or defaults.default_sites(), default_backend="kubernetes")
-    missing = sorted({t.backend for t in targets} - set(backends))
-    if missing:
+    if missing := sorted({t.backend for t in targets} - set(backends)):
         message = f"no {' or '.join(missing)} backend is configured in this operator"
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.BACKEND_UNAVAILABLE, message)])
-
     if refused := [
         r
         for name in sorted({t.backend for t in targets})
@@ -301,45 +345,32 @@ def reconcile_scan(
         message = "; ".join(refused)
         status = invalid_spec_status(message, generation)
         return Outcome(status, [Event("Warning", Reason.INVALID_SPEC, message)] if before is None else [])
-    search = None
-    if planned.pull:
-        search = (searches if searches is not None else {}).get(key) or Search(planned)
-        if searches is not None:
-            searches[key] = search
-    try:
-        result = step(
-            ref,
-            spec,
-            agg,
-            backends,
-            targets,
-            previous=before,
-            generation=generation,
-            max_status_shards=MAX_STATUS_SHARDS,
-            probe_cache=probe_cache,
-            probe_cache_seconds=defaults.probe_cache_seconds,
-            search=search,
-            now=now,
-        )
-    except HPScanError as error:  # e.g. a schedd that does not answer: say so, keep what is recorded, retry later
-        known = before is not None and any(c.type == "Degraded" and c.reason == error.reason for c in before.conditions)
-        events = [] if known else [Event("Warning", error.reason, str(error))]
-        return Outcome(degraded(before, error.reason, str(error), generation), events)
-    status = result.status
-    if spec.artifacts.save_models and spec.artifacts.store is not None:  # the store used, default or not: for the CLI
-        uploads = [u for m in sandbox_uploads(backends.values()) if (u := m.uploads(ref)) is not None]
-        models = ModelsStatus(
-            store=spec.artifacts.store,
-            waiting=sum(len(u.waiting) for u in uploads),
-            lost=sum(len(u.lost) for u in uploads),
-        )
-        status = status.model_copy(update={"models": models})
-    events = events_between(before, status)
-    finished = status.phase in TERMINAL_SCAN_PHASES and (before is None or before.phase not in TERMINAL_SCAN_PHASES)
-    if finished and read_secret is not None and status.models is not None:
-        status, settled = settle_models(ref, spec, status, backends, read_secret, now or datetime.now(UTC))
-        events += settled
-    return Outcome(status, events)
+    return None
+
+
+def search_of(planned: Plan, ref: ScanRef, searches: dict[str, Search] | None) -> Search | None:
+    """The trials of a scan whose workers pull, kept in ``searches`` by uid (a new one is rebuilt from the
+    workers' channels); None for a planned scan."""
+    if not planned.pull:
+        return None
+    search = (searches if searches is not None else {}).get(ref.uid) or Search(planned)
+    if searches is not None:
+        searches[ref.uid] = search
+    return search
+
+
+def with_models(status: HPScanStatus, ref: ScanRef, spec: HPScanSpec, backends: Mapping[str, Backend]) -> HPScanStatus:
+    """``status`` with status.models when the scan keeps models in a store (the default one or its own: the CLI
+    reads it there): the store, and the returned models that wait for their upload or were lost."""
+    if not (spec.artifacts.save_models and spec.artifacts.store is not None):
+        return status
+    uploads = [u for m in sandbox_uploads(backends.values()) if (u := m.uploads(ref)) is not None]
+    models = ModelsStatus(
+        store=spec.artifacts.store,
+        waiting=sum(len(u.waiting) for u in uploads),
+        lost=sum(len(u.lost) for u in uploads),
+    )
+    return status.model_copy(update={"models": models})
 
 
 def settle_finished(

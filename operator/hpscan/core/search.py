@@ -3,7 +3,8 @@
 Optuna does the statistics (its samplers suggest, its pruners judge per-epoch losses); this module is the ledger
 around one Optuna study per scan: which trial went to which worker, which are still open, which to stop, and how
 the study is rebuilt from what the workers recorded after the shell restarts. The hand-out rules (how many trials
-a worker gets, what goes back in the queue) are the pure functions at the bottom.
+a worker gets, what goes back in the queue) are the pure functions at the bottom; the space, the sampler and the
+pruner as Optuna sees them are hpscan.core.search_space.
 
 Trials are positions 0..budget-1 of the plan, handed out in order; a trial's id is ``c<position>-<hash of its
 parameters>`` as for planned combinations, so records, the aggregator and the report treat them alike. For grid
@@ -13,20 +14,18 @@ and random scans the parameters are the plan's; for tpe, cmaes and qmc the sampl
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
-import warnings
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hpscan.api.contract import Combination, ParameterValue, ResultRecord
-from hpscan.api.spec import EarlyStopping, HPScanSpec, Parameter, Sampling
-from hpscan.api.trials import Assignment, Progress
-from hpscan.core.planning import SIGNIFICANT_DIGITS, Plan, axis_values, combination_id, position_of
-from hpscan.errors import PlanningError
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.trials import Assignment, Progress, trial_lines
+from hpscan.core.planning import Plan, combination_id, position_of
+from hpscan.core.search_space import SearchSpace, load_optuna, make_pruner, make_sampler, point_key
 
 REPEATS_BEFORE_A_RANDOM_POINT = 3
 """TPE on a small discrete space keeps suggesting points the scan holds (each repeat is told the known result, which
@@ -36,111 +35,8 @@ so the budget is spent (bench/search.py found TPE stopping at 44 of 100 trials w
 RANDOM_POINT_TRIES = 1000
 """Draws of a random point before the space counts as explored."""
 
-
-def _optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:  # pragma: no cover - optuna is a dependency of every extra that runs scans
-        raise PlanningError("adaptive search and early stopping need Optuna: pip install 'hpscan[search]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
-
-
-@dataclass(frozen=True)
-class Axis:
-    """One parameter as Optuna sees it: an ordered list of points (the index is searched, so TPE and CMA-ES know
-    the order), unordered categories, or a continuous range."""
-
-    name: str
-    kind: str  # "ordinal" | "categorical" | "float"
-    points: tuple[ParameterValue, ...] = ()
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-
-
-def _axis(parameter: Parameter) -> Axis:
-    if parameter.range is not None and not parameter.range.is_discrete:
-        r = parameter.range
-        return Axis(parameter.name, "float", low=r.min, high=r.max, log=r.scale == "log")
-    points = tuple(axis_values(parameter))
-    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in points)
-    if numeric and len(points) > 1:
-        return Axis(parameter.name, "ordinal", tuple(sorted(points)))
-    return Axis(parameter.name, "categorical", points)
-
-
-class SearchSpace:
-    """The scan's axes as Optuna distributions, and the way between Optuna's values and the payload's."""
-
-    def __init__(self, parameters: Iterable[Parameter]) -> None:
-        self.axes = [_axis(p) for p in parameters]
-
-    def distributions(self) -> dict[str, Any]:
-        optuna = _optuna()
-        out: dict[str, Any] = {}
-        for axis in self.axes:
-            if axis.kind == "float":
-                out[axis.name] = optuna.distributions.FloatDistribution(axis.low, axis.high, log=axis.log)
-            elif axis.kind == "ordinal":
-                out[axis.name] = optuna.distributions.IntDistribution(0, len(axis.points) - 1)
-            else:
-                out[axis.name] = optuna.distributions.CategoricalDistribution(list(axis.points))
-        return out
-
-    def external(self, internal: Mapping[str, Any]) -> dict[str, ParameterValue]:
-        """Optuna's values -> the combination's parameters."""
-        out: dict[str, ParameterValue] = {}
-        for axis in self.axes:
-            value = internal[axis.name]
-            if axis.kind == "ordinal":
-                out[axis.name] = axis.points[int(value)]
-            elif axis.kind == "float":
-                out[axis.name] = min(max(float(f"{float(value):.{SIGNIFICANT_DIGITS}g}"), axis.low), axis.high)
-            else:
-                out[axis.name] = value
-        return out
-
-    def internal(self, parameters: Mapping[str, ParameterValue]) -> dict[str, Any]:
-        """The combination's parameters -> Optuna's values (for trials Optuna did not suggest itself)."""
-        out: dict[str, Any] = {}
-        for axis in self.axes:
-            value = parameters[axis.name]
-            out[axis.name] = axis.points.index(value) if axis.kind == "ordinal" else value
-        return out
-
-
-def make_sampler(sampling: Sampling) -> Any:
-    """The Optuna sampler of sampling.strategy (random and grid scans are planned up front and need none)."""
-    optuna = _optuna()
-    if sampling.strategy == "tpe":
-        # Multivariate (the axes' joint density, not one per axis), with the constant liar: trials in flight count
-        # as bad guesses, so parallel workers do not all get one point. Optuna 5's defaults, named here so that a
-        # change of Optuna's defaults does not change hpscan's search.
-        return optuna.samplers.TPESampler(seed=sampling.seed, multivariate=True, constant_liar=True)
-    if sampling.strategy == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=sampling.seed, warn_independent_sampling=False)
-    if sampling.strategy == "qmc":
-        with warnings.catch_warnings():  # Optuna marks the QMC sampler experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(seed=sampling.seed, scramble=True, warn_independent_sampling=False)
-    return optuna.samplers.RandomSampler(seed=sampling.seed)
-
-
-def make_pruner(early: EarlyStopping) -> Any:
-    """The Optuna pruner of earlyStopping.strategy."""
-    optuna = _optuna()
-    if early.strategy == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=early.min_epochs, reduction_factor=early.reduction_factor, min_early_stopping_rate=0
-        )
-    if early.strategy == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=early.min_epochs)
-    return optuna.pruners.NopPruner()
-
-
-def _key(parameters: Mapping[str, ParameterValue]) -> str:
-    return json.dumps(parameters, sort_keys=True, separators=(",", ":"))
+END_LINE = {"end": True}
+"""The trials.jsonl line that tells a worker no more trials will come (hpscan.api.trials)."""
 
 
 @dataclass
@@ -159,8 +55,10 @@ class TrialEntry:
 class Search:
     """The trials of one scan with workers that pull: the study, the ledger of hand-outs, the stop requests.
 
-    Fed by the shell (hpscan.engine) with what workers recorded and reported; asked for trials to hand out and
-    for trials to stop. Deterministic for a given seed and order of events."""
+    Its own state is its own: the shell (hpscan.engine.pull) tells it what happened (``tell``, ``left``,
+    ``sent``, ``stops_sent``, ``give_back``) and asks what to do (``trials_to_start``, ``feed``,
+    ``waiting_lines``, ``waiting_stops``, ``missing_records``), never editing its fields. Deterministic for a
+    given seed and order of events."""
 
     def __init__(self, plan: Plan) -> None:
         spec: HPScanSpec = plan.spec
@@ -169,7 +67,7 @@ class Search:
         self.metric = spec.objective.metric
         self.space = SearchSpace(spec.parameters)
         self.adaptive = spec.sampling.adaptive
-        optuna = _optuna()
+        optuna = load_optuna()
         self._state = optuna.trial.TrialState
         self.study = optuna.create_study(
             direction="minimize" if spec.objective.goal == "minimize" else "maximize",
@@ -186,15 +84,15 @@ class Search:
         random.Random(spec.sampling.seed).shuffle(self.order)
         self.rng = random.Random(spec.sampling.seed + 1)
         self.queue: deque[str] = deque()  # taken back from a worker that left: handed out again first
-        self.ended: set[int] = set()  # workers told that no more trials will come
-        self.short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
-        self.rebuilt = False  # whether the ledger was read back from the workers' channels (rebuild)
+        self._ended: set[int] = set()  # workers told that no more trials will come
+        self._short: dict[int, int] = {}  # workers whose job ended well without recording trials it held
+        self._rebuilt = False  # whether the ledger was read back from the workers' channels (rebuild)
         self.gaps: deque[int] = deque()  # slots below next_position no channel holds (rebuild): handed out first
-        self.outbox: dict[int, list[dict]] = {}
+        self._outbox: dict[int, list[dict]] = {}
         """trials.jsonl lines handed out but not yet accepted by the worker's channel (a failed hand-out): the
         trials stay the worker's and the lines are sent again, never to a second worker while the first may have
         them. A restarted shell loses these; rebuild() finds the slots no channel holds (gaps)."""
-        self.unsent_stops: dict[int, list[str]] = {}  # stop requests the channel did not accept yet
+        self._unsent_stops: dict[int, list[str]] = {}  # stop requests the channel did not accept yet
         self.explored = False  # the sampler found nothing new: the space holds fewer points than the budget
 
     # what the workers hold -----------------------------------------------------------------------------------
@@ -235,26 +133,6 @@ class Search:
             self.study.enqueue_trial(self.space.internal(parameters), skip_if_exists=False)
         return self.study.ask(self.space.distributions())
 
-    def _random_point(self) -> dict[str, ParameterValue] | None:
-        """A point of the space the scan does not hold, drawn at random (None: none found, the space is explored)."""
-        for _ in range(RANDOM_POINT_TRIES):
-            internal: dict[str, Any] = {}
-            for axis in self.space.axes:
-                if axis.kind == "float":
-                    internal[axis.name] = (
-                        math.exp(self.rng.uniform(math.log(axis.low), math.log(axis.high)))
-                        if axis.log
-                        else self.rng.uniform(axis.low, axis.high)
-                    )
-                elif axis.kind == "ordinal":
-                    internal[axis.name] = self.rng.randrange(len(axis.points))
-                else:
-                    internal[axis.name] = self.rng.choice(axis.points)
-            parameters = self.space.external(internal)
-            if _key(parameters) not in self.by_key:
-                return parameters
-        return None
-
     def _new_trial(self, worker: int) -> Combination | None:
         slot = self.gaps[0] if self.gaps else self.next_position
         if not self.adaptive:
@@ -266,12 +144,12 @@ class Search:
             for _ in range(REPEATS_BEFORE_A_RANDOM_POINT):
                 trial = self._ask()
                 parameters = self.space.external(trial.params)
-                held = self.by_key.get(_key(parameters))
+                held = self.by_key.get(point_key(parameters))
                 if held is None:
                     break
                 self._tell_repeat(trial, self.entries[held])
             else:
-                point = self._random_point()
+                point = self.space.random_point(self.rng, self.by_key, RANDOM_POINT_TRIES)
                 if point is None:
                     self.explored = True
                     return None
@@ -288,7 +166,7 @@ class Search:
 
     def _enter(self, combination: Combination, worker: int, trial: Any) -> None:
         self.entries[combination.id] = TrialEntry(combination, worker, trial)
-        self.by_key[_key(combination.parameters)] = combination.id
+        self.by_key[point_key(combination.parameters)] = combination.id
 
     def _tell_repeat(self, trial: Any, held: TrialEntry) -> None:
         """A suggestion the scan holds already: told its result (when known) instead of training it twice."""
@@ -314,21 +192,13 @@ class Search:
             out.append(combination)
         return out
 
-    def left_short(self, worker: int) -> list[str]:
-        """A worker's job ended well while it still held unrecorded trials (a payload that does not honour pull
-        mode): remembered, so its shard shows RecordsMissing, and its trials are taken back."""
-        back = self.take_back(worker)
-        if back:
-            self.short[worker] = self.short.get(worker, 0) + len(back)
-        return back
-
     def take_back(self, worker: int) -> list[str]:
         """A worker left (failed for good, stopped, or its job vanished): its unrecorded trials go back in the
         queue, to be handed out again. Returns their ids (the worker's channel should say they are withdrawn)."""
         back = self.open_trials(worker)
         self.queue.extend(back)
-        self.outbox.pop(worker, None)  # lines still unsent: the trials went back to the queue instead
-        self.unsent_stops.pop(worker, None)
+        self._outbox.pop(worker, None)  # lines still unsent: the trials went back to the queue instead
+        self._unsent_stops.pop(worker, None)
         return back
 
     def give_back(self, trial_ids: list[str]) -> None:
@@ -338,16 +208,13 @@ class Search:
     def send(self, worker: int, lines: list[dict]) -> None:
         """Lines for a worker's channel, kept until the channel accepts them (see outbox)."""
         if lines:
-            self.outbox.setdefault(worker, []).extend(lines)
+            self._outbox.setdefault(worker, []).extend(lines)
 
     def sent(self, worker: int) -> None:
         """The worker's channel accepted its outbox."""
-        lines = self.outbox.pop(worker, [])
-        if {"end": True} in lines:
-            self.ended.add(worker)
-
-    def stop(self, worker: int, trial_id: str) -> None:
-        self.unsent_stops.setdefault(worker, []).append(trial_id)
+        lines = self._outbox.pop(worker, [])
+        if END_LINE in lines:
+            self._ended.add(worker)
 
     # results -------------------------------------------------------------------------------------------------
 
@@ -396,6 +263,72 @@ class Search:
                 stops.append((entry.worker, report.id))
         return stops
 
+    # what the shell tells and asks each step (hpscan.engine.pull) ----------------------------------------------
+
+    @property
+    def rebuilt(self) -> bool:
+        """Whether the ledger was read back from the workers' channels (rebuild): a restarted shell does so first."""
+        return self._rebuilt
+
+    @property
+    def ended_workers(self) -> frozenset[int]:
+        """Workers whose channel accepted the line that says no more trials will come."""
+        return frozenset(self._ended)
+
+    def tell(self, reports: Iterable[Progress], records: Iterable[ResultRecord]) -> None:
+        """What the workers reported and recorded since the last step. Reports first: the pruner sees a curve before
+        its trial's record. The trials it stops wait in waiting_stops until their channel takes them."""
+        stops = self.progress(reports)
+        for record in records:
+            self.record(record)
+        for worker, trial_id in stops:
+            self._unsent_stops.setdefault(worker, []).append(trial_id)
+
+    def left(self, worker: int, ended_well: bool) -> list[str]:
+        """A worker left (its job ended, or it moves): its unrecorded trials go back in the queue (take_back); their
+        ids, for its channel to withdraw. A job that ended well while it held some (a payload that does not honour
+        pull mode) is remembered: its shard shows RecordsMissing (missing_records)."""
+        back = self.take_back(worker)
+        if ended_well and back:
+            self._short[worker] = self._short.get(worker, 0) + len(back)
+        return back
+
+    def missing_records(self) -> dict[int, int]:
+        """Workers whose job ended well without recording trials it held, with how many (left)."""
+        return dict(self._short)
+
+    def trials_to_start(self, worker: int, per_worker: int) -> list[Combination] | None:
+        """The trials a worker starts with, to hold ``per_worker`` open ones; None when it holds none and none are
+        left (the budget is spent: no job to start). A worker submitted before may be started again (its job not
+        seen yet, or suspended): it is topped up, never handed a second first batch."""
+        wanted = per_worker - len(self.open_trials(worker))
+        trials = [] if worker in self._ended else self.hand_out(worker, max(0, wanted))
+        if not trials and not self.open_trials(worker):
+            return None
+        return trials
+
+    def feed(self, running: Iterable[int], per_worker: int) -> None:
+        """Lines for running workers: trials to hold ``per_worker`` open ones, and, once each, the end line when
+        everything is handed out. They wait in waiting_lines until the worker's channel takes them (sent)."""
+        running = [w for w in running if w not in self._ended]
+        for worker, count in top_up({w: len(self.open_trials(w)) for w in running}, per_worker).items():
+            self.send(worker, trial_lines(self.hand_out(worker, count)))
+        for worker in workers_to_end(running, self._ended, self.all_handed_out):
+            if END_LINE not in self._outbox.get(worker, []):
+                self.send(worker, [dict(END_LINE)])
+
+    def waiting_lines(self) -> dict[int, list[dict]]:
+        """Each worker's lines that its channel has not taken yet (copies)."""
+        return {worker: list(lines) for worker, lines in self._outbox.items()}
+
+    def waiting_stops(self) -> dict[int, list[str]]:
+        """Each worker's trials to stop that its channel has not taken yet (copies)."""
+        return {worker: list(ids) for worker, ids in self._unsent_stops.items()}
+
+    def stops_sent(self, worker: int) -> None:
+        """The worker's channel took its waiting stops."""
+        self._unsent_stops.pop(worker, None)
+
     # after a restart -----------------------------------------------------------------------------------------
 
     def rebuild(
@@ -404,7 +337,7 @@ class Search:
         """The study and ledger again from the workers' channels (what each was handed), their records and their
         per-epoch reports, replayed in hand-out order: nothing handed out is handed out again or lost. Returns
         the stops of open trials, to send again (the first may not have reached the worker)."""
-        self.rebuilt = True
+        self._rebuilt = True
         handed = sorted(
             ((position_of(t.id), worker, t) for worker, a in assignments.items() for t in a.trials.values()),
             key=lambda item: item[0],
@@ -424,7 +357,7 @@ class Search:
         # were never trained, so they are handed out again before anything new (the budget is spent exactly).
         held = {rank.get(position, position) for position, _, _ in handed}
         self.gaps = deque(slot for slot in range(self.next_position) if slot not in held)
-        self.ended = {w for w, a in assignments.items() if a.ended}
+        self._ended = {w for w, a in assignments.items() if a.ended}
         by_id: dict[str, list[Progress]] = {}
         for report in progress:
             by_id.setdefault(report.id, []).append(report)
