@@ -16,7 +16,7 @@ import pytest
 from operator_support import tiny_shard
 
 from cluster.containers import Bind, image_config, run
-from hpscan.backends.kubernetes.manifests import SHARD_MOUNT
+from hpscan.backends.kubernetes.names import SHARD_MOUNT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

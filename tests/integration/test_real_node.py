@@ -470,7 +470,7 @@ def test_a_shard_whose_account_cannot_read_its_pages_fails_naming_who_may_not_do
     from hpscan.api.spec import GROUP, VERSION, HPScan
     from hpscan.backends.base import ScanRef, ShardLaunch
     from hpscan.backends.kubernetes import KubernetesBackend
-    from hpscan.backends.kubernetes.manifests import payload_account_name
+    from hpscan.backends.kubernetes.names import payload_account_name
     from hpscan.core.planning import plan
 
     ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})

@@ -10,7 +10,8 @@ from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import Reason, ShardPhase, ShardStatus, SiteState, SiteStatus
 from hpscan.backends.base import ScanRef
-from hpscan.backends.kubernetes.manifests import KUEUE_QUEUE_LABEL, job_manifest, probe_manifest
+from hpscan.backends.kubernetes.manifests import job_manifest, probe_manifest
+from hpscan.backends.kubernetes.names import KUEUE_QUEUE_LABEL
 from hpscan.backends.kubernetes.states import kueue_words, shard_state, workload_active, workloads_by_job
 from hpscan.controller.defaults import OperatorDefaults
 from hpscan.core.brokering import Target, broker

@@ -285,14 +285,8 @@ def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(m
 
 def test_workers_that_pull_get_an_inbox_their_role_names_and_a_bound_on_what_it_holds():
     from hpscan.api.spec import HPScanSpec
-    from hpscan.backends.kubernetes.manifests import (
-        inbox_capacity,
-        page_layout,
-        page_refusals,
-        payload_rbac,
-        pull_inbox,
-        pull_page,
-    )
+    from hpscan.backends.kubernetes.manifests import payload_rbac, pull_inbox, pull_page
+    from hpscan.backends.kubernetes.page_layout import inbox_capacity, page_layout, page_refusals
     from hpscan.job.configmap import PAGE_SIZE_KEY, inbox_assignment, inbox_name, pulled_trials
 
     scan = ScanRef("adaptive", "physics", "u-1")

@@ -12,7 +12,7 @@ from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.backends.base import ScanRef
 from hpscan.backends.kubernetes import KubernetesBackend, page_layout, payload_rbac, shard_pages
-from hpscan.backends.kubernetes.manifests import OBJECT_LIMIT, PAGE_BUDGET
+from hpscan.backends.kubernetes.page_layout import OBJECT_LIMIT, PAGE_BUDGET
 from hpscan.core.planning import plan
 from hpscan.job.pages import compact, fit_record, join_pages, record_limit, record_patch, stored_size
 

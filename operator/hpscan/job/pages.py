@@ -12,7 +12,7 @@ stops and its per-epoch reports.
 
 Why pages: one object per shard passes etcd's object limit (1 MiB; hpscan keeps every object under 512 KiB) near
 2,400 records, and its shard file alone near 7,000 combinations. The operator sizes pages so that one full of
-records stays under the limit (hpscan.backends.kubernetes.manifests.page_layout), and a record may take at most
+records stays under the limit (hpscan.backends.kubernetes.page_layout), and a record may take at most
 its combination's size plus RECORD_ROOM in its page (``fit_record``: a longer error string is cut, then metrics
 other than the objective go; the full record stays in the pod's results.jsonl).
 """

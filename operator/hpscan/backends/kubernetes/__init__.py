@@ -1,23 +1,19 @@
 """The Kubernetes backend: one batch/v1 Job per shard, records carried back through per-shard
 ConfigMaps, its record pages.
 
-Modules: ``manifests`` (the Jobs, ConfigMaps and RBAC a scan needs; pure), ``states`` (what the Jobs and pods the
-API returns say: a shard's phase and message, a probe's outcome; pure) and ``backend`` (sends the one and reads the
-other through the official client). The in-pod half of the live channel is ``hpscan.job.configmap``.
+Modules: ``names`` (labels, mounts and object names), ``page_layout`` (how records are paged into ConfigMaps),
+``manifests`` (the Jobs, ConfigMaps and RBAC a scan needs, one pod builder for shards and probes), ``states`` (what
+the Jobs and pods the API returns say: a shard's phase and message, a probe's outcome) — all pure — and ``backend``
+(sends the one and reads the other through the official client). The in-pod half of the live channel is ``hpscan.job.configmap``.
 """
 
 from __future__ import annotations
 
 from hpscan.backends.base import BackendContext
 from hpscan.backends.kubernetes.backend import SUBMIT_THREADS, KubernetesBackend, load_client_config
-from hpscan.backends.kubernetes.manifests import (
-    job_manifest,
-    job_name,
-    page_layout,
-    payload_rbac,
-    shard_pages,
-    shard_pages_name,
-)
+from hpscan.backends.kubernetes.manifests import job_manifest, payload_rbac, shard_pages
+from hpscan.backends.kubernetes.names import job_name, shard_pages_name
+from hpscan.backends.kubernetes.page_layout import page_layout
 from hpscan.backends.kubernetes.states import shard_state
 
 __all__ = [

@@ -17,27 +17,28 @@ from hpscan.api.status import ACTIVE_PHASES, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress, read_progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch
 from hpscan.backends.kubernetes.manifests import (
-    LABEL_PAGE,
-    LABEL_ROLE,
-    LABEL_SCAN,
-    LABEL_SHARD,
-    LABEL_SITE,
     job_manifest,
-    job_name,
-    page_layout,
-    page_refusals,
     payload_rbac,
-    probe_job_name,
     probe_manifest,
     pull_inbox,
     pull_page,
     shard_network_policy,
     shard_pages,
-    shard_pages_name,
     site_account,
     site_account_binding,
+)
+from hpscan.backends.kubernetes.names import (
+    LABEL_PAGE,
+    LABEL_ROLE,
+    LABEL_SCAN,
+    LABEL_SHARD,
+    LABEL_SITE,
+    job_name,
+    probe_job_name,
+    shard_pages_name,
     site_name,
 )
+from hpscan.backends.kubernetes.page_layout import page_layout, page_refusals
 from hpscan.backends.kubernetes.states import (
     FAILURE_ANNOTATION,
     failure_cause,

@@ -10,12 +10,7 @@ from typing import Any
 
 from hpscan.api.sites import KubernetesSite
 from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
-from hpscan.backends.kubernetes.manifests import (
-    IMAGE_PULL_TIMEOUT_ANNOTATION,
-    KUEUE_QUEUE_LABEL,
-    LABEL_MOVES,
-    LABEL_SHARD,
-)
+from hpscan.backends.kubernetes.names import IMAGE_PULL_TIMEOUT_ANNOTATION, KUEUE_QUEUE_LABEL, LABEL_MOVES, LABEL_SHARD
 from hpscan.core.brokering import ProbeOutcome
 
 

@@ -218,7 +218,7 @@ class LaggingCache:
         }
 
     def _objects(self, kind: str, namespace: str, scan: str) -> list[dict[str, Any]]:
-        from hpscan.backends.kubernetes.manifests import LABEL_ROLE, LABEL_SCAN
+        from hpscan.backends.kubernetes.names import LABEL_ROLE, LABEL_SCAN
 
         at, history, held = self.server.now - self.lags[kind](), self.server.history, self.held[kind]
         cursor = self.cursor[kind]

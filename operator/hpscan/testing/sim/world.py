@@ -31,7 +31,7 @@ from hpscan.backends.base import Backend
 from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.kubernetes import backend as kubernetes_backend
 from hpscan.backends.kubernetes.backend import KubernetesBackend
-from hpscan.backends.kubernetes.manifests import CONTAINER, LABEL_ROLE, LABEL_SHARD
+from hpscan.backends.kubernetes.names import CONTAINER, LABEL_ROLE, LABEL_SHARD
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core import payloads
 from hpscan.job.configmap import CONFIGMAP_ENV, GIVE_UP_SECONDS, ConfigMapChannel, transient
