@@ -142,6 +142,7 @@ class HTCondorBackend(Backend):
             self._removal.cancel(state, None)
             self._removal.release_completed(state)
         self.scans.drop(scan)
+        self.models.forget(scan)
         self._drop_unused()
         if delete_sandboxes:
             shutil.rmtree(self.scan_dir(scan), ignore_errors=True)
