@@ -52,7 +52,7 @@ class Schedds:
         used from then on). ``name``: the site's, for messages."""
         if connection not in self._handles:
             if connection.credential is None:
-                with batch_call(lambda error: call_failed(site, "locating it", error, name=name)):
+                with self.calling(connection, site, "locating it", name):
                     self._handles[connection] = self.schedd_factory(site)
             else:
                 self.renew(connection, name)
