@@ -200,7 +200,8 @@ def test_a_job_that_appears_after_its_hand_out_gets_the_text_at_the_next_poll(se
     schedd.set(job, JobStatus=2)
     backend.assign(SCAN, 0, trial_lines([combination(0)]))
     schedd.jobs[job][TRIALS_ATTR] = classad2.ExprTree('""')  # e.g. an edit the schedd lost
-    backend._written.clear()
+    for state in backend.scans:  # what was last written on each job
+        state.written.clear()
     backend.fetch_progress(SCAN)
     assert json.loads(value_lines(schedd.jobs[job].eval(TRIALS_ATTR))[0])["trial"]["id"] == "c0-abc0"
 

@@ -9,6 +9,7 @@ from hpscan.api.contract import MODEL_FILE, MODELS_DIR, ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.backends import sandbox_models
 from hpscan.backends.base import ScanRef
+from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.sandbox_models import UPLOAD_TRIES, SandboxModels
 from hpscan.core.artifacts import retry_delay
 from hpscan.errors import ArtifactStoreError
@@ -89,3 +90,15 @@ def test_uploads_that_keep_failing_are_given_up_and_said(returned, caplog):
     assert models.pending(SCAN) == 0 and uploads.lost == {"c0", "c1"}
     assert "does not answer" in uploads.error
     assert any("gave up" in message for message in caplog.messages)
+
+
+def test_a_deleted_scans_store_and_waiting_models_go_with_it(returned, tmp_path):
+    models, _ = returned(refusals=10**6)
+    assert models.pending(SCAN) == 2
+    backend = HTCondorBackend(tmp_path / "condor", read_secret=lambda *args: "key")
+    backend.models = models
+    store = {"s3": STORE}
+    spec = {"parameters": [{"name": "x", "values": [1]}], "sharding": {"shards": 1}, "payload": {"image": "i"}}
+    backend.track(SCAN, HPScanSpec.model_validate({**spec, "artifacts": {"store": store}}))
+    backend.forget(SCAN)
+    assert models.uploads(SCAN) is None and models.pending(SCAN) == 0

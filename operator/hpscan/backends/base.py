@@ -9,12 +9,13 @@ to start, when, and where is decided by the pure functions in hpscan.core.decisi
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.api.sites import Site
@@ -23,6 +24,7 @@ from hpscan.api.status import ShardStatus
 from hpscan.api.trials import Assignment, Progress
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.core.planning import Plan
+from hpscan.errors import HPScanError
 
 
 @dataclass(frozen=True)
@@ -153,3 +155,90 @@ def last_line(path: Path, limit: int = 300) -> str:
     except OSError:
         return ""
     return lines[-1][:limit] if lines else ""
+
+
+# Machinery every backend repeats, written once (as dask-jobqueue's core.py does for its batch systems).
+
+State = TypeVar("State")
+Item = TypeVar("Item")
+
+
+def scan_name_key(scan: ScanRef) -> Hashable:
+    """A scan's key by (namespace, name): for a backend whose objects are named after the scan."""
+    return (scan.namespace, scan.name)
+
+
+class ScanTable(Generic[State]):
+    """A backend's state per scan: one object per scan (a dataclass of the backend's), in one table, so forgetting
+    a scan drops one entry and nothing is left behind in a second table. ``new(scan)`` makes a scan's entry; ``key``
+    says which scans are the same: by ``scan.uid`` for a backend whose jobs carry it, by (namespace, name) by
+    default."""
+
+    def __init__(self, new: Callable[[ScanRef], State], key: Callable[[ScanRef], Hashable] = scan_name_key) -> None:
+        self._new = new
+        self._key = key
+        self._entries: dict[Hashable, State] = {}
+
+    def open(self, scan: ScanRef) -> State:
+        """The scan's entry, made when it has none."""
+        key = self._key(scan)
+        if key not in self._entries:
+            self._entries[key] = self._new(scan)
+        return self._entries[key]
+
+    def get(self, scan: ScanRef) -> State | None:
+        """The scan's entry, None when it has none."""
+        return self._entries.get(self._key(scan))
+
+    def drop(self, scan: ScanRef) -> State | None:
+        """Forget the scan: its entry goes (and is returned, None when it had none)."""
+        return self._entries.pop(self._key(scan), None)
+
+    def keys(self) -> set[Hashable]:
+        return set(self._entries)
+
+    def __contains__(self, scan: ScanRef) -> bool:
+        return self._key(scan) in self._entries
+
+    def __iter__(self) -> Iterator[State]:
+        return iter(list(self._entries.values()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@contextlib.contextmanager
+def batch_call(failed: Callable[[Exception], HPScanError], after: Callable[[], object] | None = None) -> Iterator[None]:
+    """One call to a batch system: whatever it raises becomes the backend's own error, ``failed(error)`` (a
+    BackendError, or SchedulerUnavailable when the system did not answer), raised without the client's traceback
+    chained to it (the message says what failed). ``after()`` runs first, e.g. to drop a client handle so that the
+    next call connects anew."""
+    try:
+        yield
+    except Exception as error:
+        if after is not None:
+            after()
+        raise failed(error) from None
+
+
+class SeenKeys:
+    """What a backend handed over already, by key (a record's id, a report's (trial, epoch)): a batch system shows
+    the same records on every poll, and each should reach the engine once."""
+
+    def __init__(self) -> None:
+        self._seen: set[Hashable] = set()
+
+    def first_seen(self, items: Iterable[Item], key: Callable[[Item], Hashable]) -> list[Item]:
+        """The items whose key was not seen before (the first of repeats within ``items``), now marked seen."""
+        fresh = []
+        for item in items:
+            if key(item) not in self._seen:
+                self._seen.add(key(item))
+                fresh.append(item)
+        return fresh
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)

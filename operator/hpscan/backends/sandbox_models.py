@@ -78,6 +78,10 @@ class SandboxModels:
             else:
                 self._scans[key] = ScanUploads(spec.artifacts.store.s3)
 
+    def forget(self, scan: ScanRef) -> None:
+        """The scan was deleted: its store and the models still waiting go with it."""
+        self._scans.pop((scan.namespace, scan.name), None)
+
     def uploads(self, scan: ScanRef) -> ScanUploads | None:
         return self._scans.get((scan.namespace, scan.name))
 

@@ -9,7 +9,9 @@ submission is idempotent.
 
 Modules: ``schedd`` (job attributes, locating a schedd), ``submit`` (the submit description, pure), ``ads`` (job
 ad -> shard state, pure), ``credentials`` (which credential a call uses, pure), ``worker`` (one process per
-credential), ``auth`` (IDTOKEN files), ``backend`` (the backend and its shared poller).
+credential), ``auth`` (IDTOKEN files), ``state`` (what the backend holds per scan), ``schedds`` (the handles, and
+the one way to call a schedd), ``poller`` (the shared poll cycle), ``pull`` (the channel to workers that pull),
+``probes`` (site probes), ``removal`` (cancel, and a deleted scan's completed jobs), ``backend`` (the backend).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""Job ads -> shard states (pure): phases, attempts, and the hold and remove reasons a user must see."""
+"""Job ads -> shard states (pure): phases, attempts, the hold and remove reasons a user must see, and which shards
+have a job."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,3 +119,24 @@ def shard_status(ad: Any, site: str | None) -> ShardStatus:
 def records_chirped_by(ad: Any, pages: range) -> list[ResultRecord]:
     """The records on these record pages of a job's ad (HPScanRecords<N>; a page the ad lacks holds none)."""
     return [record for page in pages for record in chirped_records(attr(ad, record_page_attr(page)))]
+
+
+def present_and_orphaned(ads: Iterable[Any], spool_grace_seconds: float) -> tuple[set[tuple[int, int]], list[str]]:
+    """Of a scan's jobs in the queue: the (shard, moves) that have a job (a moved shard's new job is not its old
+    one), and the ids of orphans, jobs held for spooled input that never came (a crash between submit and spool),
+    to remove and submit again once their input had ``spool_grace_seconds`` to arrive. Removed jobs count as none."""
+    present: set[tuple[int, int]] = set()
+    orphans: list[str] = []
+    for ad in ads:
+        status = int(attr(ad, "JobStatus", IDLE))
+        if status == REMOVED:
+            continue
+        # A spooled job stays held a moment after spool() returns: it is present.
+        if status == HELD and int(attr(ad, "HoldReasonCode", 0)) == HOLD_SPOOLING_INPUT:
+            now = float(attr(ad, "ServerTime", time.time()))
+            waited = now - float(attr(ad, "QDate", now))
+            if attr(ad, "StageInFinish") is None and waited > spool_grace_seconds:
+                orphans.append(job_id(ad))
+                continue
+        present.add((int(attr(ad, SHARD_ATTR, -1)), int(attr(ad, MOVES_ATTR, 0))))
+    return present, orphans

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hpscan.api.sites import HTCondorSite, Site
-from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.credentials import Credential, refused
 from hpscan.errors import BackendError, CredentialRefused, SchedulerUnavailable
 from hpscan.job.chirp import (
@@ -67,6 +66,17 @@ PROJECTION = [
     PROGRESS_ATTR,
 ]
 """The attributes one poll cycle asks for: enough for phases, reasons and live progress, nothing more."""
+EXISTING_PROJECTION = [
+    "ClusterId",
+    "ProcId",
+    SHARD_ATTR,
+    MOVES_ATTR,
+    "JobStatus",
+    "HoldReasonCode",
+    "QDate",
+    "StageInFinish",
+]
+"""What submit asks of a scan's jobs in the queue (ads.present_and_orphaned)."""
 
 # htcondor2.JobStatus values (kept as ints: the bindings need not be importable to map a job ad).
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -125,6 +135,11 @@ def condor_of(site: Site) -> HTCondorSite:
     return condor
 
 
+def default_site() -> Site:
+    """The site of a launch or probe that names none: the local schedd, with the block's defaults."""
+    return Site.model_validate({"name": "htcondor", "htcondor": {}})
+
+
 def schedd_label(site: HTCondorSite) -> str:
     """How messages name a site's schedd."""
     if not site.remote:
@@ -158,14 +173,6 @@ def call_failed(
         who = credential.describe() if credential is not None else "the operator's own HTCondor credentials"
         return CredentialRefused(f"{where}{schedd_label(site)} refused {who} while {doing}: {cause}")
     return SchedulerUnavailable(f"{where}{schedd_label(site)} did not answer while {doing}: {cause}")
-
-
-@dataclass
-class Tracked:
-    """A scan the backend watches, with its htcondor sites by name."""
-
-    scan: ScanRef
-    sites: dict[str, Site] = field(default_factory=dict)
 
 
 @dataclass
