@@ -126,7 +126,8 @@ class SimHarness:
     one virtual second of the Job controller or startd."""
 
     def __init__(self, backend: str, spec: dict[str, Any]) -> None:
-        from hpscan.testing.sim.world import NAMESPACE, Scenario, World
+        from hpscan.testing.sim.scenario import NAMESPACE, Scenario
+        from hpscan.testing.sim.world import World
 
         self.world = World(Scenario(seed=1, backend=backend))
         self.ref = ScanRef("contract", NAMESPACE, f"u-sim-{backend}")

@@ -14,7 +14,8 @@ import time
 from dataclasses import replace
 from multiprocessing import Pool
 
-from hpscan.testing.sim.world import FaultPlan, Outcome, Scenario, run, scenario_of, shrink
+from hpscan.testing.sim.scenario import FaultPlan, Scenario, scenario_of
+from hpscan.testing.sim.world import Outcome, run, shrink
 
 
 def parse_faults(text: str) -> FaultPlan:

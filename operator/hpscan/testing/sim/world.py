@@ -21,135 +21,23 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import Backend
 from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.kubernetes import backend as kubernetes_backend
 from hpscan.backends.kubernetes.backend import KubernetesBackend
-from hpscan.backends.kubernetes.names import CONTAINER, LABEL_ROLE, LABEL_SHARD
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core import payloads
-from hpscan.job.configmap import CONFIGMAP_ENV, GIVE_UP_SECONDS, ConfigMapChannel, transient
 from hpscan.testing.condor import ScheddStandIn
 from hpscan.testing.sim.condor import FaultySchedd, SimStartd
 from hpscan.testing.sim.kube import ApiServer, CallFaults, ClientApi, LaggingCache, SimCrash
-from hpscan.testing.sim.workers import SimPod, probe_words
-
-EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-NAMESPACE = "physics"
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """What goes wrong, and until when (virtual seconds); after ``until`` the world is friendly."""
-
-    api_error: float = 0.0  # a call of the operator or a pod fails with a 5xx
-    timeout_after: float = 0.0  # a write took effect but its caller saw a timeout
-    crash: float = 0.0  # the operator dies before an API call (kill -9)
-    cache_lag: float = 0.0  # most seconds a watch cache lags (Jobs and ConfigMaps independently)
-    pod_death: float = 0.0  # per second and pod: the pod dies (counts against backoffLimit)
-    eviction: float = 0.0  # per second and pod: evicted (DisruptionTarget: not counted)
-    outage: float = 0.0  # per second: the batch system stops answering for 5-30 s (HTCondor: the schedd)
-    edit_latency: float = 0.0  # most seconds before an edit of a running job's ad reaches the job (HTCondor)
-    until: float = 0.0
-
-    def without(self, name: str) -> FaultPlan:
-        return replace(self, **{name: 0.0})
-
-    def line(self) -> str:
-        return ",".join(f"{k}={v:g}" for k, v in asdict(self).items() if v)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    seed: int
-    backend: str = "kubernetes"  # kubernetes | htcondor
-    strategy: str = "grid"  # grid | random | tpe
-    early: bool = False  # ASHA (with tpe)
-    budget: int = 6
-    shards: int = 2
-    epochs: int = 2
-    retries: int = 6
-    trials_per_worker: int = 2
-    broken_site: bool = False  # the site's GPUs never work: its probe exits 3 (the scan must end Failed, saying so)
-    faults: FaultPlan = field(default_factory=FaultPlan)
-
-    def line(self) -> str:
-        """The one-line reproduction."""
-        return (
-            f"seed={self.seed} backend={self.backend} strategy={self.strategy} early={int(self.early)} budget={self.budget} "
-            f"shards={self.shards} epochs={self.epochs} broken_site={int(self.broken_site)} faults={self.faults.line() or 'none'}"
-        )
-
-
-def scenario_of(seed: int) -> Scenario:
-    """The schedule a seed draws: most have several faults (rare events made common)."""
-    rng = random.Random(seed)
-    backend = rng.choice(["kubernetes", "kubernetes", "htcondor"])
-    strategy = rng.choice(["grid", "random", "tpe", "tpe"])
-    faults = FaultPlan(
-        api_error=rng.choice([0.0, 0.02, 0.1, 0.2]),
-        timeout_after=rng.choice([0.0, 0.02, 0.1]),
-        crash=rng.choice([0.0, 0.0, 0.01, 0.05]),
-        cache_lag=rng.choice([0.0, 3.0, 10.0]),
-        pod_death=rng.choice([0.0, 0.0, 0.005, 0.02]),
-        eviction=rng.choice([0.0, 0.0, 0.01]),
-        outage=rng.choice([0.0, 0.005, 0.01]) if backend == "htcondor" else 0.0,
-        edit_latency=rng.choice([0.0, 2.0, 10.0]) if backend == "htcondor" else 0.0,
-        until=rng.choice([60.0, 200.0, 400.0]),
-    )
-    return Scenario(
-        seed=seed,
-        backend=backend,
-        strategy=strategy,
-        early=strategy == "tpe" and rng.random() < 0.5,
-        budget=rng.randint(3, 12),
-        shards=rng.randint(1, 3),
-        epochs=rng.randint(1, 3),
-        broken_site=rng.random() < 0.08,
-        faults=faults,
-    )
-
-
-def manifest(s: Scenario) -> dict[str, Any]:
-    sampling: dict[str, Any] = {"strategy": s.strategy, "seed": s.seed % 1000, "trialsPerWorker": s.trials_per_worker}
-    if s.strategy != "grid":
-        sampling["samples"] = s.budget
-    parameters: list[dict[str, Any]] = [
-        {"name": "units", "values": [8, 16, 32, 64]},
-        {"name": "learning_rate", "range": {"min": 1e-4, "max": 1e-2, "count": 3, "scale": "log"}},
-    ]
-    if s.strategy == "grid":  # a grid of exactly the budget
-        parameters = [{"name": "units", "values": list(range(1, s.budget + 1))}]
-    spec: dict[str, Any] = {
-        "objective": {"metric": "val_loss", "goal": "minimize"},
-        "parameters": parameters,
-        "sampling": sampling,
-        "sharding": {"shards": s.shards},
-        "retries": s.retries,
-        "gpu": {"count": 0, "required": False},
-        "payload": {"image": "sim/payload:1", "command": ["sim-payload"], "settings": {"epochs": s.epochs}},
-        "sites": [
-            {"name": "cluster", "kubernetes": {}} if s.backend == "kubernetes" else {"name": "grid", "htcondor": {}}
-        ],
-    }
-    if s.broken_site:  # probed before any shard goes there: the probe says its GPUs do not work
-        spec["gpu"] = {"count": 1, "required": True}
-        spec["payload"]["gpuCheck"] = ["sim-gpu-check"]
-        spec["sites"][0]["env"] = [{"name": "CONTRACT_GPU_CHECK_EXIT", "value": "3"}]
-    if s.early:
-        spec["earlyStopping"] = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 2}
-    return {
-        "apiVersion": "hpscan.io/v1alpha1",
-        "kind": "HPScan",
-        "metadata": {"name": "sim", "namespace": NAMESPACE, "uid": f"uid-{s.seed}", "generation": 1},
-        "spec": spec,
-    }
+from hpscan.testing.sim.kubelet import Kubelet
+from hpscan.testing.sim.scenario import EPOCH, FaultPlan, Scenario, manifest
+from hpscan.testing.sim.workers import SimPod
 
 
 @dataclass
@@ -165,126 +53,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.violations
-
-
-class Kubelet:
-    """The Job controller and the kubelet: one pod at a time per Job, retried up to backoffLimit."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.pods: dict[str, SimPod] = {}
-
-    def _job_status(self, name: str, **status: Any) -> None:
-        self.world.server.patch("job", NAMESPACE, name, {"status": status})
-
-    def tick(self, now: float) -> None:
-        w = self.world
-        for (kind, _, name), job in sorted(w.server.objects.items()):
-            if kind != "job":
-                continue
-            status = job.get("status") or {}
-            if any(c.get("status") == "True" for c in status.get("conditions") or []):
-                continue
-            pod = self.pods.get(name)
-            if job["metadata"].get("labels", {}).get(LABEL_ROLE) == "probe":
-                self._probe(name, job, now)
-                continue
-            if job["spec"].get("suspend"):
-                if pod is not None:
-                    w.interrupted(pod)
-                    del self.pods[name]
-                    self._job_status(name, active=0, ready=0)
-                continue
-            if pod is None:
-                failed = status.get("failed") or 0
-                if failed > job["spec"].get("backoffLimit", 6):
-                    condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                 "message": "Job has reached the specified backoff limit"}  # fmt: skip
-                    self._job_status(name, conditions=[condition], active=0, ready=0)
-                    continue
-                self._start(name, job, now)
-                continue
-            faults = w.faults_now()
-            if w.rng.random() < faults.pod_death:
-                self._end(name, pod, failed=True)
-                continue
-            if w.rng.random() < faults.eviction:
-                self._end(name, pod, failed=False)
-                continue
-            if not pod.started and not self._first_reads(name, pod, now):
-                continue
-            code = pod.tick(now)
-            if code == 0:
-                del self.pods[name]
-                done = {"type": "Complete", "status": "True"}
-                self._job_status(name, active=0, ready=0, succeeded=1, conditions=[done])
-            elif code in FINAL_EXITS:  # the Job's podFailurePolicy: FailJob
-                self._end(name, pod, failed=True)
-                message = (
-                    f"Container payload for pod {name}-0 failed with exit code {code} matching FailJob rule at index 0"
-                )
-                failed = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": message}
-                self._job_status(name, conditions=[failed])
-            elif code is not None:
-                self._end(name, pod, failed=True)
-
-    def _probe(self, name: str, job: dict[str, Any], now: float) -> None:
-        """A site probe's pod runs the gpu check: the stand-in's exit code (CONTRACT_GPU_CHECK_EXIT, as
-        tests/unit/payloads/contract_payload.gpu_check), with its words as the termination message."""
-        env = {
-            e["name"]: e.get("value") for c in job["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
-        }
-        code, words = probe_words(env)
-        labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": name}
-        when = (EPOCH + timedelta(seconds=now)).isoformat()
-        terminated = {"exitCode": code, "message": words}
-        self.world.server.create("pod", NAMESPACE, {
-            "metadata": {"name": f"{name}-probe", "labels": labels, "creationTimestamp": when},
-            "status": {"phase": "Succeeded" if code == 0 else "Failed",
-                       "containerStatuses": [{"name": CONTAINER, "state": {"terminated": terminated}}]},
-        })  # fmt: skip
-        ended = {"type": "Complete" if code == 0 else "Failed", "status": "True"}
-        self._job_status(name, conditions=[ended], succeeded=int(code == 0), failed=int(code != 0))
-
-    def _start(self, name: str, job: dict[str, Any], now: float) -> None:
-        w = self.world
-        container = next(c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == CONTAINER)
-        base = next(e["value"] for e in container["env"] if e["name"] == CONFIGMAP_ENV)
-        channel = ConfigMapChannel(base, NAMESPACE, api_client=object(), clock=lambda: w.server.now)
-        channel.core = ClientApi(w.server, w.pod_faults)  # type: ignore[assignment]
-        shard = int(job["metadata"]["labels"][LABEL_SHARD])
-        pod = SimPod(shard, channel, w.scenario.epochs, float(w.rng.randint(1, 4)), now, w)
-        pod.attempt = int((job.get("status") or {}).get("failed") or 0) + 1
-        self.pods[name] = pod
-        self._job_status(name, active=1, ready=1)
-
-    def _first_reads(self, name: str, pod: SimPod, now: float) -> bool:
-        """ConfigMapChannel.start: the pod's first reads, tried again while the API server fails transiently (for
-        up to GIVE_UP_SECONDS); a refusal, or failing that long, fails the attempt. Whether the pod may go on."""
-        try:
-            pod.start()
-        except Exception as error:
-            if transient(error) and now - pod.started_at < GIVE_UP_SECONDS:
-                return False
-            self._end(name, pod, failed=True)
-            return False
-        pod.started = True
-        return True
-
-    def _end(self, name: str, pod: SimPod, failed: bool) -> None:
-        self.world.interrupted(pod)
-        del self.pods[name]
-        if failed:  # the failed pod stays, with its termination message (FallbackToLogsOnError: its last words)
-            job = self.world.server.objects[("job", NAMESPACE, name)]
-            labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": name}
-            when = (EPOCH + timedelta(seconds=self.world.server.now)).isoformat()
-            terminated = {"exitCode": pod.exit_code or 137, "message": "\n".join(pod.said[-3:])}
-            self.world.server.create("pod", NAMESPACE, {
-                "metadata": {"name": f"{name}-{pod.attempt}", "labels": labels, "creationTimestamp": when},
-                "status": {"phase": "Failed", "containerStatuses": [{"name": CONTAINER, "state": {"terminated": terminated}}]},
-            })  # fmt: skip
-        status = self.world.server.objects[("job", NAMESPACE, name)].get("status") or {}
-        self._job_status(name, active=0, ready=0, failed=(status.get("failed") or 0) + int(failed))
 
 
 class World:
