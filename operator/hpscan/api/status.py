@@ -224,7 +224,11 @@ class ShardStatus(CamelModel):
     job: str | None = Field(None, description="Backend reference: Job name, HTCondor cluster.proc, or local pid.")
     reason: str | None = Field(None, description="CamelCase reason of the phase, e.g. GPUUnavailable or Held.")
     message: str | None = Field(None, description="Why the shard is in its phase, when not obvious.")
-    moves: int = Field(0, ge=0, description="How often the shard was moved to another site (its job's generation).")
+    moves: int = Field(
+        0,
+        ge=0,
+        description="How often the shard was moved to another site (its move count: each move starts a new job).",
+    )
     since: datetime | None = Field(
         None, description="When the batch system's reason began (e.g. when it held the job)."
     )

@@ -43,7 +43,7 @@ class ShardLaunch:
     shard_file: ShardFile
     site: Site | None
     moves: int = 0
-    """How often the shard moved to another site before: its job's generation, so a moved shard's new job never
+    """How often the shard moved to another site before (its move count), so a moved shard's new job never
     collides with the one it left (which may still be ending)."""
 
 

@@ -177,7 +177,7 @@ def with_shard_counts(site: SiteStatus, states: Mapping[int, ShardStatus], done:
 
 @dataclass(frozen=True)
 class Start:
-    """A shard to submit: where, and as which generation of its job (moves > 0: it ran elsewhere before)."""
+    """A shard to submit: where, and as which move of its shard (moves > 0: it ran elsewhere before)."""
 
     shard: int
     site: str

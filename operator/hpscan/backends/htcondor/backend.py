@@ -241,7 +241,7 @@ class HTCondorBackend(Backend):
         for site, view, ad in self._poller.jobs(state):
             shard = shard_status(ad, site.name)
             live = int(attr(ad, "JobStatus", IDLE)) != REMOVED
-            # A moved shard's newest generation speaks for it; then a live job beats a removed one, newer beats older.
+            # A moved shard's newest job (the highest move count) speaks for it; then a live job beats a removed one, newer beats older.
             order = (shard.moves, int(live), int(attr(ad, "ClusterId", 0)))
             if shard.index in rank and rank[shard.index] >= order:
                 continue
@@ -326,7 +326,7 @@ class HTCondorBackend(Backend):
 
     @_locked
     def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
-        """Each worker's Assignment, folded from HPScanTrials of its job (the newest generation's: it carries the
+        """Each worker's Assignment, folded from HPScanTrials of its job (the newest move's: it carries the
         whole text), so a restarted operator hands out nothing twice."""
         state = self.scans.get(self._checked(scan))
         return self._pull.assignments(state) if state is not None else {}

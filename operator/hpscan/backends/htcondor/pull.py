@@ -110,7 +110,7 @@ class PullChannel:
         return state.progress_handed.first_seen(reports, key=lambda report: (report.id, report.epoch))
 
     def assignments(self, state: ScanState) -> dict[int, Assignment]:
-        """Each worker's Assignment, folded from HPScanTrials of its job (the newest generation's: it carries the
+        """Each worker's Assignment, folded from HPScanTrials of its job (the newest move's: it carries the
         whole text), so a restarted operator hands out nothing twice."""
         self.poller.ensure_fresh(state)
         texts: dict[int, list[str]] = {}

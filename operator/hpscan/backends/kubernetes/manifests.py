@@ -276,7 +276,7 @@ def pod_spec(
 def job_manifest(
     scan: ScanRef, spec: HPScanSpec, shard: int, site: Site | None, image: str | None = None, moves: int = 0
 ) -> dict:
-    """The batch/v1 Job that runs one shard on a Kubernetes site (``moves``: its generation, see job_name)."""
+    """The batch/v1 Job that runs one shard on a Kubernetes site (``moves``: its move count, see job_name)."""
     k8s = _site_settings(site)
     command = [
         "hpscan", "shard-run", SHARD_FILE, "--out", OUT_MOUNT,
