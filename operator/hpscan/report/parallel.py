@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from hpscan.api.contract import ParameterValue
 from hpscan.api.spec import Parameter
@@ -27,6 +27,10 @@ AxisKind = Literal["categorical", "linear", "log"]
 BEST_COLOUR = "#d62728"
 FAILED_COLOUR = "#9a9a9a"
 PRUNED_COLOUR = "#7f9fbf"
+FADED_COLOUR = "#d5dde6"
+"""Pruned trials in the interactive plot (the dashboard): pale, under the others."""
+PRUNED_VALUE = -0.1
+"""Their colour value: below every other line's (goodness runs 0..1)."""
 COLOUR_MAP = "viridis"
 MAX_LISTED_TICKS = 8
 """A discrete range with at most this many points gets one tick per point; longer ones get round ticks."""
@@ -227,60 +231,87 @@ def _plotly_dimension(axis: Axis, values: list[ParameterValue] | list[float]) ->
     return dimension
 
 
-def draw_html(run: ScanRun, path: Path) -> Path:
-    """Write parallel-coordinates.html: interactive (drag on an axis to filter), plotly.js inline, no CDN."""
-    import plotly.graph_objects as go
+def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
+    """The interactive plot as a plotly figure (``{"data": [...], "layout": {...}}``, plain JSON): what
+    ``draw_html`` writes and what the dashboard sends to its page, so both draw the same plot. With ``pruned``,
+    trials stopped early are faded lines under the others (their last epoch's value, held inside the objective
+    axis); the report leaves them out."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
     placed = layout(run)
     ordered = list(reversed(run.ranked))  # worst first
-    dimensions = [_plotly_dimension(axis, [r.record.parameters[axis.name] for r in ordered]) for axis in placed.axes]
+    metric = run.scan.spec.objective.metric
+    stopped = [r for r in run.pruned if metric in r.metrics] if pruned else []
+    parameters = [r.parameters for r in stopped] + [r.record.parameters for r in ordered]
+    dimensions = [_plotly_dimension(axis, [p[axis.name] for p in parameters]) for axis in placed.axes]
+    objective = placed.objective
+    held = [min(max(r.metrics[metric], objective.lo), objective.hi) for r in stopped]
     objective_values = [r.value for r in ordered]
-    dimensions.append(_plotly_dimension(placed.objective, objective_values))
+    dimensions.append(_plotly_dimension(objective, held + objective_values))
 
     # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness* (the height
     # on the objective axis, which has better up), squeezed into [0, 0.9]; the best line gets 1.0, which the scale
     # paints red. Good lines are dark, as in the PNG; the colour bar runs the same way as the objective axis.
+    # Pruned lines get PRUNED_VALUE, below every other, which the scale paints faded: drawn first, under the rest.
     cmap = colormaps[COLOUR_MAP]
 
     def goodness(value: float) -> float:
-        return 0.9 * placed.objective.position(value)
+        return 0.9 * objective.position(value)
 
     colour = [goodness(v) for v in objective_values]
     if colour:
         colour[-1] = 1.0
-    scale = [[0.9 * i / 10, to_hex(cmap(1.0 - i / 10))] for i in range(11)]
-    scale += [[0.95, to_hex(cmap(0.0))], [0.9501, BEST_COLOUR], [1.0, BEST_COLOUR]]
-    bar_ticks = placed.objective.ticks()
-    figure = go.Figure(
-        go.Parcoords(
-            dimensions=dimensions,
-            line={
-                "color": colour,
-                "colorscale": scale,
-                "cmin": 0.0,
-                "cmax": 1.0,
-                "showscale": True,
-                "colorbar": {
-                    "title": {"text": run.scan.spec.objective.metric},
-                    "tickvals": [goodness(v) for v in placed.objective.tick_values] + [0.975],
-                    "ticktext": [t for _, t in bar_ticks] + ["best"],
-                },
+    stops = [(0.9 * i / 10, to_hex(cmap(1.0 - i / 10))) for i in range(11)]
+    stops += [(0.95, to_hex(cmap(0.0))), (0.9501, BEST_COLOUR), (1.0, BEST_COLOUR)]
+    low = 0.0
+    if stopped:
+        low = PRUNED_VALUE
+        stops = [(PRUNED_VALUE, FADED_COLOUR), (PRUNED_VALUE / 2, FADED_COLOUR), *stops]
+        colour = [PRUNED_VALUE] * len(stopped) + colour
+    scale = [[(value - low) / (1.0 - low), hex_colour] for value, hex_colour in stops]
+    bar_ticks = objective.ticks()
+    bar_values = [goodness(v) for v in objective.tick_values] + [0.975]
+    bar_texts = [t for _, t in bar_ticks] + ["best"]
+    if stopped:
+        bar_values.append(PRUNED_VALUE * 0.75)
+        bar_texts.append("pruned")
+    trace = {
+        "type": "parcoords",
+        "dimensions": dimensions,
+        "line": {
+            "color": colour,
+            "colorscale": scale,
+            "cmin": low,
+            "cmax": 1.0,
+            "showscale": True,
+            "colorbar": {
+                "title": {"text": metric},
+                "tickvals": bar_values,
+                "ticktext": bar_texts,
             },
-            labelangle=0,
-            labelside="top",
-            labelfont={"size": 15},
-            tickfont={"size": 13},
-        )
-    )
+        },
+        "labelangle": 0,
+        "labelside": "top",
+        "labelfont": {"size": 15},
+        "tickfont": {"size": 13},
+    }
     note = f"{placed.title}<br><sup>{placed.subtitle} (red); drag along an axis to select a range</sup>"
-    figure.update_layout(
-        title={"text": note, "x": 0.01, "y": 0.97, "yanchor": "top"},
-        margin={"l": 90, "r": 60, "t": 150, "b": 40},
-        height=620,
-        font={"size": 13},
-    )
+    return {
+        "data": [trace],
+        "layout": {
+            "title": {"text": note, "x": 0.01, "y": 0.97, "yanchor": "top"},
+            "margin": {"l": 90, "r": 60, "t": 150, "b": 40},
+            "height": 620,
+            "font": {"size": 13},
+        },
+    }
+
+
+def draw_html(run: ScanRun, path: Path) -> Path:
+    """Write parallel-coordinates.html: interactive (drag on an axis to filter), plotly.js inline, no CDN."""
+    import plotly.graph_objects as go
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    go.Figure(figure(run)).write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
     return path

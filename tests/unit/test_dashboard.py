@@ -1,0 +1,154 @@
+"""`hpscan dashboard`'s state and server without a browser: what the page is sent, that it is the report's own
+figure, that a record appended to the run folder reaches an open page, and that the server changes nothing."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from report_runs import write_fake_run
+
+from hpscan.api.contract import ResultRecord
+from hpscan.api.status import HPScanStatus
+from hpscan.api.trials import Progress
+from hpscan.core.manifest import load_scan
+from hpscan.core.planning import plan
+from hpscan.core.results import iter_record_lines
+from hpscan.dashboard.server import Watch, start, stop
+from hpscan.dashboard.source import RunFolder
+from hpscan.dashboard.view import curve, eta_seconds
+from hpscan.report.parallel import PRUNED_VALUE, figure
+from hpscan.report.rundir import load_run
+
+FAILING_SITE = "spec.gpu.required is true but no NVIDIA GPU is visible here (nvidia-smi)"
+
+
+def write_status(run_dir: Path) -> None:
+    status = {
+        "phase": "Running",
+        "sites": [
+            {"name": "local", "backend": "local", "state": "Usable", "reason": "ProbePassed"},
+            {"name": "grid", "backend": "htcondor", "state": "Excluded", "reason": "GPUUnavailable",
+             "message": FAILING_SITE},
+        ],
+        "shards": [{"index": 0, "site": "local", "phase": "Running", "done": 3, "total": 8, "moves": 1}],
+    }  # fmt: skip
+    (run_dir / "status.json").write_text(json.dumps(status), encoding="utf-8")
+
+
+def append_record(run_dir: Path, position: int, loss: float) -> str:
+    """Append the record of the plan's combination at ``position``, as a payload would; returns its id."""
+    scan = load_scan(run_dir / "scan.yaml")
+    planned = plan(scan.metadata.name, scan.spec)
+    combination = list(planned.combinations())[position]
+    record = ResultRecord(
+        id=combination.id,
+        shard=planned.shard_of(position),
+        parameters=combination.parameters,
+        metrics={"val_loss": loss},
+        status="succeeded",
+    )
+    with (run_dir / "results.jsonl").open("a", encoding="utf-8") as results:
+        results.writelines(iter_record_lines([record]))
+    return record.id
+
+
+def test_the_page_gets_the_reports_figure_with_pruned_trials_faded_beneath(tmp_path: Path):
+    run_dir = write_fake_run(tmp_path / "run", failed_every=5, pruned_every=7)
+    write_status(run_dir)
+    state = RunFolder(run_dir).view()
+    run = load_run(run_dir)
+    report = figure(run)["data"][0]
+    trace = state["figure"]["data"][0]
+    pruned = len(run.pruned)
+    assert pruned > 0
+    # the succeeded lines are the report's, value for value; the pruned ones come first, under them, faded
+    for ours, theirs in zip(trace["dimensions"], report["dimensions"], strict=True):
+        assert ours["values"][pruned:] == theirs["values"]
+        assert ours["label"] == theirs["label"]
+    assert trace["line"]["color"][:pruned] == [PRUNED_VALUE] * pruned
+    assert trace["line"]["color"][-1] == 1.0  # the best, red
+    # the trials line up with the lines: the page lists the brushed ones by these columns
+    trials = state["trials"]
+    assert trials["ids"][-1] == run.best.id
+    assert trials["status"][:pruned] == ["pruned"] * pruned
+    assert len(trials["ids"]) == len(trace["dimensions"][0]["values"])
+    assert state["recorded"] == run.recorded and state["failed"] == len(run.failed)
+    assert {t["id"] for t in state["failed_trials"]} == {r.id for r in run.failed}
+    assert state["sites"][1]["state"] == "Excluded" and state["sites"][1]["message"] == FAILING_SITE
+    assert state["shards"][0]["moves"] == 1
+
+
+def test_a_run_folder_without_records_yet_shows_progress_and_no_plot(tmp_path: Path):
+    run_dir = write_fake_run(tmp_path / "run", limit=0)
+    state = RunFolder(run_dir).view()
+    assert state["figure"] is None and state["recorded"] == 0
+
+
+def test_eta_follows_the_records_as_hpscan_run_does():
+    status = HPScanStatus.model_validate(
+        {"shards": [{"index": 0, "phase": "Running", "done": 3, "total": 10, "since": "2026-01-01T00:00:00Z"}]}
+    )
+    start_at = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    arrived = {0: [start_at + 10, start_at + 20, start_at + 30]}  # a record every 10 s, 7 left
+    assert eta_seconds(status, arrived, now=start_at + 30) == pytest.approx(70)
+    assert eta_seconds(status, {}, now=start_at + 30) is None  # no pace yet
+
+
+def test_a_trials_curve_is_its_epochs_in_order():
+    progress = [
+        Progress(id="a", epoch=2, metrics={"val_loss": 0.5}),
+        Progress(id="b", epoch=1, metrics={"val_loss": 0.9}),
+        Progress(id="a", epoch=1, metrics={"val_loss": 0.7, "loss": 0.6}),
+    ]
+    assert curve(progress, "a") == {
+        "id": "a",
+        "epochs": [1, 2],
+        "metrics": {"loss": [0.6, None], "val_loss": [0.7, 0.5]},
+    }
+
+
+def test_the_source_is_read_again_only_when_its_files_change(tmp_path: Path):
+    run_dir = write_fake_run(tmp_path / "run", limit=5)
+    watch = Watch(RunFolder(run_dir))
+    assert watch.refresh() and not watch.refresh()
+    append_record(run_dir, 5, 0.6)
+    assert watch.refresh() and watch.version == 2
+
+
+def _get(url: str, **headers: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+
+
+def test_an_open_page_is_sent_each_new_record_and_nothing_can_change_the_scan(tmp_path: Path):
+    run_dir = write_fake_run(tmp_path / "run", limit=5)
+    server = start(RunFolder(run_dir), poll_seconds=0.05)
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(server.url + "events", timeout=10) as events:
+            first = json.loads(events.readline().removeprefix(b"data: "))
+            assert first["recorded"] == 5
+            events.readline()
+            new = append_record(run_dir, 23, 0.5)
+            second = json.loads(events.readline().removeprefix(b"data: "))
+        assert second["recorded"] == 6 and second["trials"]["ids"][-1] == new
+        status, page = _get(server.url)
+        assert status == 200 and b'src="/plotly.min.js"' in page
+        status, script = _get(server.url + "plotly.min.js")
+        assert status == 200 and len(script) > 1_000_000  # the installed plotly's own bundle, served from here
+        assert _get(server.url, Host="attacker.example:80")[0] == 421  # a page elsewhere cannot read it
+        request = urllib.request.Request(server.url + "state.json", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 501  # GET only
+    finally:
+        stop(server)
+    assert (run_dir / "results.jsonl").read_text().count("\n") == 6
