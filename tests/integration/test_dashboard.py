@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from dashboard_runs import FAILING_SITE, append_record, write_status
+from dashboard_runs import FAILING_SITE, append_record, chromium, write_status
 from report_runs import write_fake_run
 
 from hpscan.dashboard.server import DashboardServer, start, stop
@@ -24,29 +24,16 @@ from hpscan.dashboard.source import RunFolder
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 LIVE_SECONDS = 2.0
 """A record appended to the run folder must be on the page within this (issue 29)."""
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian's chromium and chromium-driver are missing: `make chromium` installs them", pytrace=False)
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    # root in a container: no sandbox; no GPU: WebGL (plotly's parcoords) on SwiftShader, which Chromium now
-    # only uses when asked
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1400",
-                     "--enable-unsafe-swiftshader", "--use-angle=swiftshader"):  # fmt: skip
-        options.add_argument(argument)
-    # the driver is named, so selenium-manager (which would download one) never runs; if it did, it would fail here
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SE_MANAGER_PATH", "/bin/false")
-        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        driver = chromium()
+    except RuntimeError as missing:
+        pytest.fail(str(missing), pytrace=False)
     try:
         yield driver
     finally:

@@ -117,3 +117,20 @@ def test_an_open_page_is_sent_each_new_record_and_nothing_can_change_the_scan(tm
     finally:
         stop(server)
     assert (run_dir / "results.jsonl").read_text().count("\n") == 6
+
+
+def test_records_there_before_the_dashboard_started_set_no_pace(tmp_path: Path):
+    """Records without finished_at are timed by when the dashboard first saw them; those already there when it
+    started came at times nobody knows, and would otherwise look like a burst (an ETA of zero)."""
+    run_dir = write_fake_run(tmp_path / "run", limit=8)
+    # quickstart: 4 shards of 6, position p in shard p mod 4; shard 0 holds 0 and 4 now, 8 and 12 below
+    status = {"phase": "Running", "shards": [{"index": 0, "phase": "Running", "done": 4, "total": 6}]}
+    (run_dir / "status.json").write_text(json.dumps(status))
+    now = [1000.0]
+    source = RunFolder(run_dir, clock=lambda: now[0])
+    assert source.view()["eta_seconds"] is None
+    for position, at in ((8, 1010.0), (12, 1020.0)):
+        now[0] = at
+        append_record(run_dir, position, 0.7)
+        state = source.view()
+    assert state["eta_seconds"] == pytest.approx(2 * 10)  # 2 left in shard 0, one every 10 s

@@ -36,8 +36,9 @@ class RunFolder:
         self.run_dir = run_dir
         self.clock = clock
         self.scan = load_scan(run_dir / "scan.yaml")
-        self.seen: dict[str, float] = {}
+        self.seen: dict[str, float | None] = {}
         """When the dashboard first saw each record without a finished_at (for the ETA)."""
+        self.read_before = False
 
     def _files(self) -> list[Path]:
         work = sorted((self.run_dir / "work").glob(f"shard-*/{PROGRESS_FILE}"))
@@ -61,9 +62,12 @@ class RunFolder:
         except ReportError:  # no record yet: progress, sites and shards only
             run = None
         records = [] if run is None else [*(r.record for r in run.ranked), *run.failed, *run.pruned]
+        # a record without finished_at arrived when first seen; those there before the first read, at unknown times
+        first_read = not self.read_before
+        self.read_before = True
         for record in records:
-            if record.finished_at is None:
-                self.seen.setdefault(record.id, now)
+            if record.finished_at is None and record.id not in self.seen:
+                self.seen[record.id] = None if first_read else now
         return view(self.scan, run, status, arrival_times(records, self.seen), now)
 
     def curve(self, trial_id: str) -> dict[str, Any]:

@@ -24,13 +24,14 @@ def shard_progress(status: HPScanStatus, arrived: Mapping[int, list[float]]) -> 
     shards = []
     for shard in status.shards:
         times = sorted(arrived.get(shard.index, []))
-        since = shard.since.timestamp() if shard.since is not None else None
-        started = since if shard.phase == ShardPhase.RUNNING else (times[0] if times else None)
+        # it started when it began running, or at the latest when its first record came
+        began = [shard.since.timestamp()] if shard.since is not None and shard.phase == ShardPhase.RUNNING else []
+        starts = began + times[:1]
         shards.append(
             ShardProgress(
                 size=shard.total,
                 done=shard.done,
-                started=min(started, times[0]) if started is not None and times else started,
+                started=min(starts) if starts else None,
                 records=len(times),
                 first=times[0] if times else None,
                 last=times[-1] if times else None,
@@ -49,8 +50,9 @@ def eta_seconds(status: HPScanStatus | None, arrived: Mapping[int, list[float]],
     return estimate(shards, workers, now).seconds
 
 
-def arrival_times(records: Iterable[ResultRecord], seen: Mapping[str, float]) -> dict[int, list[float]]:
-    """When each shard's records arrived: a record's finished_at, else when the dashboard first saw it."""
+def arrival_times(records: Iterable[ResultRecord], seen: Mapping[str, float | None]) -> dict[int, list[float]]:
+    """When each shard's records arrived: a record's finished_at, else when the dashboard first saw it (None:
+    already there when it started, at a time nobody knows; left out)."""
     times: dict[int, list[float]] = defaultdict(list)
     for record in records:
         at = record.finished_at.timestamp() if record.finished_at is not None else seen.get(record.id)

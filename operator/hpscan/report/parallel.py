@@ -154,29 +154,21 @@ class Layout:
     subtitle: str
 
 
-def layout(run: ScanRun) -> Layout:
-    """Place every recorded combination on the axes: worst first, so better lines are drawn on top."""
+def axes(run: ScanRun) -> tuple[list[Axis], Axis]:
+    """The parameter axes (from the spec, so unexplored values still show) and the objective's axis."""
     spec = run.scan.spec
-    axes = [parameter_axis(p) for p in spec.parameters]
     goal = spec.objective.goal
     objective = objective_axis(
         f"{spec.objective.metric}\n({'lower' if goal == 'minimize' else 'higher'} is better, up)",
         [r.value for r in run.ranked],
         flipped=goal == "minimize",
     )
+    return [parameter_axis(p) for p in spec.parameters], objective
 
-    def heights(parameters: dict[str, ParameterValue]) -> list[float]:
-        return [axis.position(parameters[axis.name]) for axis in axes]
 
-    ordered = list(reversed(run.ranked))
-    lines = [[*heights(r.record.parameters), objective.position(r.value)] for r in ordered]
-    failed_lines = [heights(r.parameters) for r in run.failed]
-    metric = spec.objective.metric
-    pruned_lines = [
-        [*heights(r.parameters), min(max(objective.position(r.metrics[metric]), 0.0), 1.0)]
-        for r in run.pruned
-        if metric in r.metrics
-    ]
+def titles(run: ScanRun) -> tuple[str, str]:
+    """The plot's title (what was recorded) and subtitle (the best)."""
+    metric = run.scan.spec.objective.metric
     title = f"HPScan {run.name}: {len(run.ranked)} of {run.plan.total} combinations succeeded"
     if run.pruned:
         title += f", {len(run.pruned)} pruned"
@@ -186,8 +178,28 @@ def layout(run: ScanRun) -> Layout:
     if pending:
         title += f", {pending} not run"
     subtitle = f"best: {run.best.id}, {metric} = {run.best.value:.4g}" if run.ranked else "no succeeded combination"
+    return title, subtitle
+
+
+def layout(run: ScanRun) -> Layout:
+    """Place every recorded combination on the axes: worst first, so better lines are drawn on top."""
+    parameter_axes, objective = axes(run)
+
+    def heights(parameters: dict[str, ParameterValue]) -> list[float]:
+        return [axis.position(parameters[axis.name]) for axis in parameter_axes]
+
+    ordered = list(reversed(run.ranked))
+    lines = [[*heights(r.record.parameters), objective.position(r.value)] for r in ordered]
+    failed_lines = [heights(r.parameters) for r in run.failed]
+    metric = run.scan.spec.objective.metric
+    pruned_lines = [
+        [*heights(r.parameters), min(max(objective.position(r.metrics[metric]), 0.0), 1.0)]
+        for r in run.pruned
+        if metric in r.metrics
+    ]
+    title, subtitle = titles(run)
     return Layout(
-        axes=axes,
+        axes=parameter_axes,
         objective=objective,
         lines=lines,
         values=[r.value for r in ordered],
@@ -239,13 +251,12 @@ def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    placed = layout(run)
+    parameter_axes, objective = axes(run)  # not layout(): the lines' heights are plotly's to work out
     ordered = list(reversed(run.ranked))  # worst first
     metric = run.scan.spec.objective.metric
     stopped = [r for r in run.pruned if metric in r.metrics] if pruned else []
     parameters = [r.parameters for r in stopped] + [r.record.parameters for r in ordered]
-    dimensions = [_plotly_dimension(axis, [p[axis.name] for p in parameters]) for axis in placed.axes]
-    objective = placed.objective
+    dimensions = [_plotly_dimension(axis, [p[axis.name] for p in parameters]) for axis in parameter_axes]
     held = [min(max(r.metrics[metric], objective.lo), objective.hi) for r in stopped]
     objective_values = [r.value for r in ordered]
     dimensions.append(_plotly_dimension(objective, held + objective_values))
@@ -296,7 +307,8 @@ def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
         "labelfont": {"size": 15},
         "tickfont": {"size": 13},
     }
-    note = f"{placed.title}<br><sup>{placed.subtitle} (red); drag along an axis to select a range</sup>"
+    title, subtitle = titles(run)
+    note = f"{title}<br><sup>{subtitle} (red); drag along an axis to select a range</sup>"
     return {
         "data": [trace],
         "layout": {

@@ -3,7 +3,9 @@
 "use strict";
 
 const TOP_ROWS = 15;
-const dashboard = { view: null, updates: 0, selected: [], chosen: null };
+const dashboard = { view: null, drawn: null, drawing: false, updates: 0, selected: [], chosen: null };
+// view: the latest state; drawn: the state the plot shows (a draw of 10,000 lines on a software WebGL takes
+// seconds: states that arrive meanwhile are not queued, the plot catches up with the latest)
 window.hpscanDashboard = dashboard; // what the browser tests read
 
 const $ = (id) => document.getElementById(id);
@@ -55,12 +57,12 @@ function brushed() {
 }
 
 function showSelection() {
-  const trials = dashboard.view && dashboard.view.trials;
+  const trials = dashboard.drawn && dashboard.drawn.trials;
   dashboard.selected = trials ? brushed() : [];
   $("selected").textContent = dashboard.selected.length;
   $("lines").textContent = trials ? trials.ids.length : 0;
   if (!trials) return;
-  $("trials").querySelector("thead").replaceChildren(headRow(["#", "trial", dashboard.view.metric, "status", ...trials.axes]));
+  $("trials").querySelector("thead").replaceChildren(headRow(["#", "trial", dashboard.drawn.metric, "status", ...trials.axes]));
   const best = dashboard.selected.slice(-TOP_ROWS).reverse(); // lines run worst first
   const body = fill("trials", best.map((i, rank) => [
     [String(rank + 1)], [trials.ids[i]], [number(trials.values[i])], [trials.status[i]],
@@ -118,6 +120,19 @@ function drawPlot(figure) {
   if (!old) plot.on("plotly_restyle", showSelection);
 }
 
+function drawLatest() {
+  // the plot and the brushed trials, of the latest state (once; again if a newer one came while drawing)
+  const view = dashboard.view;
+  try {
+    if (view.figure) drawPlot(view.figure);
+    dashboard.drawn = view;
+    showSelection();
+  } finally {
+    dashboard.drawing = dashboard.view !== view;
+    if (dashboard.drawing) setTimeout(drawLatest, 0);
+  }
+}
+
 function render(view) {
   dashboard.view = view;
   dashboard.updates += 1;
@@ -132,8 +147,10 @@ function render(view) {
   $("failed").textContent = view.failed;
   $("best").textContent = view.best ? `${view.metric} = ${number(view.best.value)} (${view.best.id})` : "-";
   $("message").textContent = view.message;
-  if (view.figure) drawPlot(view.figure);
-  showSelection();
+  if (view.figure && !dashboard.drawing) {
+    dashboard.drawing = true;
+    setTimeout(drawLatest, 0);
+  }
   fill("sites", view.sites.map((s) => [
     [s.name], [s.backend], [s.state, s.state], [s.reason], [s.message],
     [`${s.running} running, ${s.succeeded} done, ${s.failed} failed`],
