@@ -138,3 +138,44 @@ def test_the_page_says_when_its_server_is_gone(browser: Any, dashboard: tuple[Da
     stop(server)
     wait_for(lambda: not live(), 10, "the live mark going out")
     shutil.rmtree(_run_dir)
+
+
+def test_a_scan_on_the_control_plane_is_shown_live(
+    browser: Any, cluster: Any, k8s: Any, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`hpscan dashboard NAME`: the HPScan read through the user's kubeconfig; a status the operator patches is
+    on the page without a reload."""
+    import yaml
+    from kubernetes import client
+    from operator_support import apply_crd
+    from selenium.webdriver.common.by import By
+
+    from hpscan.cli.dashboard import CLUSTER_POLL_SECONDS, ClusterScan
+
+    apply_crd(cluster)
+    scan = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml").read_text())
+    objects = client.CustomObjectsApi(k8s)
+    objects.create_namespaced_custom_object("hpscan.io", "v1alpha1", namespace, "hpscans", scan)
+    name = scan["metadata"]["name"]
+
+    def patch_status(message: str) -> None:
+        sites = [{"name": "gpu-cluster", "backend": "kubernetes", "state": "Excluded", "reason": "GPUUnavailable",
+                  "message": message}]  # fmt: skip
+        status = {"status": {"phase": "Running", "message": message, "sites": sites}}
+        objects.patch_namespaced_custom_object_status("hpscan.io", "v1alpha1", namespace, "hpscans", name, status)
+
+    patch_status(FAILING_SITE)
+    # the user's kubeconfig (the client read $KUBECONFIG when it was imported: its default is set instead)
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(cluster.kubeconfig))
+    (tmp_path / "mirror").mkdir()
+    server = start(ClusterScan(name, namespace, None, tmp_path / "mirror"), poll_seconds=CLUSTER_POLL_SECONDS)
+    try:
+        browser.get(server.url)
+        sites = lambda: browser.find_element(By.ID, "sites").text  # noqa: E731
+        wait_for(lambda: FAILING_SITE in sites(), 30, "the site's reason from the cluster")
+        assert browser.find_element(By.ID, "progress").text == "0/24"
+        patch_status("probe: CUDA driver 470 too old")
+        wait_for(lambda: "CUDA driver 470" in sites(), 2 * CLUSTER_POLL_SECONDS + LIVE_SECONDS, "the patched status")
+        browser.save_screenshot(str(tmp_path / "cluster.png"))
+    finally:
+        stop(server)

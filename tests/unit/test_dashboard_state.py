@@ -51,7 +51,7 @@ def test_the_page_gets_the_reports_figure_with_pruned_trials_faded_beneath(tmp_p
 def test_a_run_folder_without_records_yet_shows_progress_and_no_plot(tmp_path: Path):
     run_dir = write_fake_run(tmp_path / "run", limit=0)
     state = RunFolder(run_dir).view()
-    assert state["figure"] is None and state["recorded"] == 0
+    assert state["figure"] is None and state["recorded"] == 0 and state["total"] == 24
 
 
 def test_eta_follows_the_records_as_hpscan_run_does():

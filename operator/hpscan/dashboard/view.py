@@ -11,6 +11,7 @@ from hpscan.api.spec import HPScan
 from hpscan.api.status import ENDED_PHASES, HPScanStatus, ShardPhase
 from hpscan.api.trials import Progress
 from hpscan.core.eta import ShardProgress, estimate
+from hpscan.core.planning import plan
 from hpscan.report.parallel import figure
 from hpscan.report.rundir import ScanRun
 
@@ -128,7 +129,7 @@ def view(
 ) -> dict[str, Any]:
     """The page's whole state: progress and ETA, the plot (None before the first record), its trials, the failed
     trials with their errors, the sites and the shards."""
-    total = run.plan.total if run is not None else (status.combinations.total if status is not None else 0)
+    total = (run.plan if run is not None else plan(scan.metadata.name, scan.spec)).total
     counts = {
         "succeeded": len(run.ranked) if run else 0,
         "failed": len(run.failed) if run else 0,
