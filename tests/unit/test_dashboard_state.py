@@ -4,6 +4,8 @@ figure, that a record appended to the run folder reaches an open page, and that 
 from __future__ import annotations
 
 import json
+import math
+import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -134,3 +136,61 @@ def test_records_there_before_the_dashboard_started_set_no_pace(tmp_path: Path):
         append_record(run_dir, position, 0.7)
         state = source.view()
     assert state["eta_seconds"] == pytest.approx(2 * 10)  # 2 left in shard 0, one every 10 s
+
+
+def test_a_diverged_trial_never_breaks_the_page(tmp_path: Path):
+    """NaN has no place in JSON: a pruned trial whose last loss is NaN is not a line, a NaN epoch is a gap."""
+    run_dir = write_fake_run(tmp_path / "run", limit=10, pruned_every=3)
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    assert record["status"] == "pruned"
+    record["metrics"]["val_loss"] = float("nan")
+    (run_dir / "results.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    watch = Watch(RunFolder(run_dir))
+    assert watch.refresh()  # the state is strict JSON
+    state = json.loads(watch.payload)
+    assert record["id"] not in state["trials"]["ids"]
+    assert len(state["trials"]["ids"]) == len(state["figure"]["data"][0]["dimensions"][0]["values"])
+    epochs = [Progress(id="a", epoch=1, metrics={"loss": 0.5}), Progress(id="a", epoch=2, metrics={"loss": math.nan})]
+    assert (
+        json.dumps(curve(epochs, "a"), allow_nan=False)
+        == '{"id": "a", "epochs": [1, 2], "metrics": {"loss": [0.5, null]}}'
+    )
+
+
+class Flaky:
+    """A source that stops answering, then answers again."""
+
+    def __init__(self, source: RunFolder) -> None:
+        self.source, self.down = source, False
+
+    def signature(self) -> object:
+        if self.down:
+            raise ConnectionError("the API server cannot be reached")
+        return self.source.signature()
+
+    def view(self) -> dict:
+        return self.source.view()
+
+    def curve(self, trial_id: str) -> dict:
+        return self.source.curve(trial_id)
+
+
+def test_a_page_keeps_the_last_state_and_is_told_why_the_source_does_not_answer(tmp_path: Path):
+    source = Flaky(RunFolder(write_fake_run(tmp_path / "run", limit=5)))
+    watch = Watch(source, poll_seconds=0.02)
+    watch.refresh()
+    poll = threading.Thread(target=watch.run)
+    poll.start()
+    try:
+        frames = watch.updates(after=0)
+        assert next(frames).startswith(b'data: {"scan":"quickstart"')
+        source.down = True
+        problem = next(frames)
+        assert problem.startswith(b"data: {") and b"event: problem\ndata: " in problem
+        assert b"ConnectionError: the API server cannot be reached" in problem
+        source.down = False
+        assert b"event: problem" not in next(frames)  # answering again clears it
+    finally:
+        watch.stop()
+        poll.join()

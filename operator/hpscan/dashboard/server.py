@@ -58,17 +58,26 @@ def _plotly_js() -> bytes:
 
 
 class Watch:
-    """The latest state of a source, numbered; pages wait for a newer one."""
+    """The latest state of a source, numbered; pages wait for a newer one. When reading the source fails (a
+    cluster that does not answer), pages keep the last state and are told why, until a read succeeds again."""
 
     def __init__(self, source: Source, poll_seconds: float = POLL_SECONDS) -> None:
         self.source = source
         self.poll_seconds = poll_seconds
         self.version = 0
         self.payload = b""
+        """The latest state as JSON."""
         self.error = ""
+        """Why the last read failed; empty when it did not."""
         self._signature: Any = object()
         self._changed = threading.Condition()
         self._stop = threading.Event()
+
+    def _publish(self, payload: bytes, error: str) -> None:
+        with self._changed:
+            self.version += 1
+            self.payload, self.error = payload, error
+            self._changed.notify_all()
 
     def refresh(self) -> bool:
         """Read the source again when its signature changed; True when there is a new state."""
@@ -76,37 +85,43 @@ class Watch:
         if signature == self._signature:
             return False
         state = self.source.view()
-        payload = json.dumps(state, separators=(",", ":"), allow_nan=False, default=str).encode("utf-8")
-        with self._changed:
-            self._signature = signature
-            self.version += 1
-            self.payload = payload
-            self._changed.notify_all()
+        self._signature = signature
+        self._publish(json.dumps(state, separators=(",", ":"), allow_nan=False, default=str).encode("utf-8"), "")
         return True
 
     def run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
-                self.refresh()
+                if not self.refresh() and self.error:
+                    self._publish(self.payload, "")  # it answers again, with nothing new
             except Exception as error:  # a half-written file, a cluster that did not answer: try again next poll
-                self.error = f"{type(error).__name__}: {error}"
+                problem = f"{type(error).__name__}: {error}"
+                if problem != self.error:
+                    self._publish(self.payload, problem)
 
     def stop(self) -> None:
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
 
+    def frame(self) -> bytes:
+        """The server-sent events of the current state: the state, then the problem with reading it, if any."""
+        frame = b"data: " + self.payload + b"\n\n"
+        if self.error:
+            frame += b"event: problem\ndata: " + json.dumps({"error": self.error}).encode("utf-8") + b"\n\n"
+        return frame
+
     def updates(self, after: int) -> Iterator[bytes | None]:
-        """Each state newer than ``after`` as it comes; None when nothing came for KEEPALIVE_SECONDS."""
+        """The events of each state newer than ``after`` as it comes; None when nothing came for
+        KEEPALIVE_SECONDS."""
         while not self._stop.is_set():
             with self._changed:
                 if self.version <= after:
                     self._changed.wait(KEEPALIVE_SECONDS)
-                if self.version <= after:
-                    yield None
-                    continue
-                after, payload = self.version, self.payload
-            yield payload
+                newer = self.version > after
+                if newer:
+                    after, frame = self.version, self.frame()
+            yield frame if newer else None  # outside the lock: a slow page never holds up the poll
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -160,8 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         try:
-            for payload in self.server.watch.updates(after=0):
-                self.wfile.write(b": alive\n\n" if payload is None else b"data: " + payload + b"\n\n")
+            for frame in self.server.watch.updates(after=0):
+                self.wfile.write(b": alive\n\n" if frame is None else frame)
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page was closed

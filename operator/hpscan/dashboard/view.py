@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -12,7 +13,7 @@ from hpscan.api.status import ENDED_PHASES, HPScanStatus, ShardPhase
 from hpscan.api.trials import Progress
 from hpscan.core.eta import ShardProgress, estimate
 from hpscan.core.planning import plan
-from hpscan.report.parallel import figure
+from hpscan.report.parallel import figure, pruned_lines
 from hpscan.report.rundir import ScanRun
 
 MAX_FAILED = 50
@@ -67,7 +68,7 @@ def trials(run: ScanRun) -> dict[str, Any]:
     columns: the page filters them by the brushed axes and lists the best of the selection."""
     metric = run.scan.spec.objective.metric
     axes = [p.name for p in run.scan.spec.parameters]
-    pruned = [r for r in run.pruned if metric in r.metrics]
+    pruned = pruned_lines(run)
     ordered = list(reversed(run.ranked))
     records = [*pruned, *(r.record for r in ordered)]
     return {
@@ -158,6 +159,11 @@ def view(
     }
 
 
+def _number(value: float | None) -> float | None:
+    """None for a missing or non-finite value (a diverged epoch's NaN has no place in JSON)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def curve(progress: Iterable[Progress], trial_id: str) -> dict[str, Any]:
     """A trial's per-epoch metrics (progress.jsonl of workers that pull), one list per metric, by epoch."""
     epochs = sorted({p.epoch: p for p in progress if p.id == trial_id}.values(), key=lambda p: p.epoch)
@@ -165,5 +171,5 @@ def curve(progress: Iterable[Progress], trial_id: str) -> dict[str, Any]:
     return {
         "id": trial_id,
         "epochs": [p.epoch for p in epochs],
-        "metrics": {name: [p.metrics.get(name) for p in epochs] for name in names},
+        "metrics": {name: [_number(p.metrics.get(name)) for p in epochs] for name in names},
     }

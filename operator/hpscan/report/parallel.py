@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hpscan.api.contract import ParameterValue
+from hpscan.api.contract import ParameterValue, ResultRecord
 from hpscan.api.spec import Parameter
 from hpscan.core.planning import axis_size, axis_values
 from hpscan.report.rundir import ScanRun
@@ -243,6 +243,12 @@ def _plotly_dimension(axis: Axis, values: list[ParameterValue] | list[float]) ->
     return dimension
 
 
+def pruned_lines(run: ScanRun) -> list[ResultRecord]:
+    """The pruned trials the interactive plot can draw: those whose last epoch has a number for the objective."""
+    metric = run.scan.spec.objective.metric
+    return [r for r in run.pruned if math.isfinite(r.metrics.get(metric, math.nan))]
+
+
 def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     """The interactive plot as a plotly figure (``{"data": [...], "layout": {...}}``, plain JSON): what
     ``draw_html`` writes and what the dashboard sends to its page, so both draw the same plot. With ``pruned``,
@@ -254,7 +260,7 @@ def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     parameter_axes, objective = axes(run)  # not layout(): the lines' heights are plotly's to work out
     ordered = list(reversed(run.ranked))  # worst first
     metric = run.scan.spec.objective.metric
-    stopped = [r for r in run.pruned if metric in r.metrics] if pruned else []
+    stopped = pruned_lines(run) if pruned else []
     parameters = [r.parameters for r in stopped] + [r.record.parameters for r in ordered]
     dimensions = [_plotly_dimension(axis, [p[axis.name] for p in parameters]) for axis in parameter_axes]
     held = [min(max(r.metrics[metric], objective.lo), objective.hi) for r in stopped]

@@ -175,5 +175,11 @@ function tick() {
 const events = new EventSource("/events");
 events.onopen = () => $("live").classList.add("on");
 events.onerror = () => $("live").classList.remove("on");
-events.onmessage = (event) => render(JSON.parse(event.data));
+events.onmessage = (event) => {
+  $("problem").textContent = "";
+  render(JSON.parse(event.data));
+};
+events.addEventListener("problem", (event) => {
+  $("problem").textContent = `cannot read the scan (showing what was last read): ${JSON.parse(event.data).error}`;
+});
 setInterval(tick, 1000);
