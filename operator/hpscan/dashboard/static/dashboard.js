@@ -169,7 +169,11 @@ function tick() {
   const ended = ["Succeeded", "Failed"].includes(view.phase);
   if (ended) $("eta").textContent = "done";
   else if (view.eta_seconds === null) $("eta").textContent = "-:--:--";
-  else $("eta").textContent = clock(view.eta_seconds - (Date.now() / 1000 - view.at));
+  else {
+    // the estimate counts down between records; past zero, the next record is late
+    const left = view.eta_seconds - (Date.now() / 1000 - view.at);
+    $("eta").textContent = left >= 0 ? clock(left) : `overdue by ${clock(-left)}`;
+  }
 }
 
 const events = new EventSource("/events");
