@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hpscan.cli import cluster, condor, models, report, run, scan, shard
+from hpscan.cli import cluster, condor, dashboard, models, report, run, scan, shard
 from hpscan.cli.output import err, out
 from hpscan.clihelp import HelpCommand, HelpGroup
 from hpscan.errors import HPScanError
@@ -22,7 +22,7 @@ app = typer.Typer(
     cls=HelpGroup,
 )
 
-for module in (scan, run, report, models, cluster, condor, shard):
+for module in (scan, run, report, dashboard, models, cluster, condor, shard):
     for name, function, options in module.commands.entries:
         app.command(name, cls=HelpCommand, **options)(function)
 

@@ -15,9 +15,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from hpscan.api.contract import ParameterValue
+from hpscan.api.contract import ParameterValue, ResultRecord
 from hpscan.api.spec import Parameter
 from hpscan.core.planning import axis_size, axis_values
 from hpscan.report.rundir import ScanRun
@@ -27,6 +27,10 @@ AxisKind = Literal["categorical", "linear", "log"]
 BEST_COLOUR = "#d62728"
 FAILED_COLOUR = "#9a9a9a"
 PRUNED_COLOUR = "#7f9fbf"
+FADED_COLOUR = "#d5dde6"
+"""Pruned trials in the interactive plot (the dashboard): pale, under the others."""
+PRUNED_VALUE = -0.1
+"""Their colour value: below every other line's (goodness runs 0..1)."""
 COLOUR_MAP = "viridis"
 MAX_LISTED_TICKS = 8
 """A discrete range with at most this many points gets one tick per point; longer ones get round ticks."""
@@ -150,29 +154,21 @@ class Layout:
     subtitle: str
 
 
-def layout(run: ScanRun) -> Layout:
-    """Place every recorded combination on the axes: worst first, so better lines are drawn on top."""
+def axes(run: ScanRun) -> tuple[list[Axis], Axis]:
+    """The parameter axes (from the spec, so unexplored values still show) and the objective's axis."""
     spec = run.scan.spec
-    axes = [parameter_axis(p) for p in spec.parameters]
     goal = spec.objective.goal
     objective = objective_axis(
         f"{spec.objective.metric}\n({'lower' if goal == 'minimize' else 'higher'} is better, up)",
         [r.value for r in run.ranked],
         flipped=goal == "minimize",
     )
+    return [parameter_axis(p) for p in spec.parameters], objective
 
-    def heights(parameters: dict[str, ParameterValue]) -> list[float]:
-        return [axis.position(parameters[axis.name]) for axis in axes]
 
-    ordered = list(reversed(run.ranked))
-    lines = [[*heights(r.record.parameters), objective.position(r.value)] for r in ordered]
-    failed_lines = [heights(r.parameters) for r in run.failed]
-    metric = spec.objective.metric
-    pruned_lines = [
-        [*heights(r.parameters), min(max(objective.position(r.metrics[metric]), 0.0), 1.0)]
-        for r in run.pruned
-        if metric in r.metrics
-    ]
+def titles(run: ScanRun) -> tuple[str, str]:
+    """The plot's title (what was recorded) and subtitle (the best)."""
+    metric = run.scan.spec.objective.metric
     title = f"HPScan {run.name}: {len(run.ranked)} of {run.plan.total} combinations succeeded"
     if run.pruned:
         title += f", {len(run.pruned)} pruned"
@@ -182,8 +178,28 @@ def layout(run: ScanRun) -> Layout:
     if pending:
         title += f", {pending} not run"
     subtitle = f"best: {run.best.id}, {metric} = {run.best.value:.4g}" if run.ranked else "no succeeded combination"
+    return title, subtitle
+
+
+def layout(run: ScanRun) -> Layout:
+    """Place every recorded combination on the axes: worst first, so better lines are drawn on top."""
+    parameter_axes, objective = axes(run)
+
+    def heights(parameters: dict[str, ParameterValue]) -> list[float]:
+        return [axis.position(parameters[axis.name]) for axis in parameter_axes]
+
+    ordered = list(reversed(run.ranked))
+    lines = [[*heights(r.record.parameters), objective.position(r.value)] for r in ordered]
+    failed_lines = [heights(r.parameters) for r in run.failed]
+    metric = run.scan.spec.objective.metric
+    pruned_lines = [
+        [*heights(r.parameters), min(max(objective.position(r.metrics[metric]), 0.0), 1.0)]
+        for r in run.pruned
+        if metric in r.metrics
+    ]
+    title, subtitle = titles(run)
     return Layout(
-        axes=axes,
+        axes=parameter_axes,
         objective=objective,
         lines=lines,
         values=[r.value for r in ordered],
@@ -227,60 +243,93 @@ def _plotly_dimension(axis: Axis, values: list[ParameterValue] | list[float]) ->
     return dimension
 
 
-def draw_html(run: ScanRun, path: Path) -> Path:
-    """Write parallel-coordinates.html: interactive (drag on an axis to filter), plotly.js inline, no CDN."""
-    import plotly.graph_objects as go
+def pruned_lines(run: ScanRun) -> list[ResultRecord]:
+    """The pruned trials the interactive plot can draw: those whose last epoch has a number for the objective."""
+    metric = run.scan.spec.objective.metric
+    return [r for r in run.pruned if math.isfinite(r.metrics.get(metric, math.nan))]
+
+
+def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
+    """The interactive plot as a plotly figure (``{"data": [...], "layout": {...}}``, plain JSON): what
+    ``draw_html`` writes and what the dashboard sends to its page, so both draw the same plot. With ``pruned``,
+    trials stopped early are faded lines under the others (their last epoch's value, held inside the objective
+    axis); the report leaves them out."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    placed = layout(run)
+    parameter_axes, objective = axes(run)  # not layout(): the lines' heights are plotly's to work out
     ordered = list(reversed(run.ranked))  # worst first
-    dimensions = [_plotly_dimension(axis, [r.record.parameters[axis.name] for r in ordered]) for axis in placed.axes]
+    metric = run.scan.spec.objective.metric
+    stopped = pruned_lines(run) if pruned else []
+    parameters = [r.parameters for r in stopped] + [r.record.parameters for r in ordered]
+    dimensions = [_plotly_dimension(axis, [p[axis.name] for p in parameters]) for axis in parameter_axes]
+    held = [min(max(r.metrics[metric], objective.lo), objective.hi) for r in stopped]
     objective_values = [r.value for r in ordered]
-    dimensions.append(_plotly_dimension(placed.objective, objective_values))
+    dimensions.append(_plotly_dimension(objective, held + objective_values))
 
     # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness* (the height
     # on the objective axis, which has better up), squeezed into [0, 0.9]; the best line gets 1.0, which the scale
     # paints red. Good lines are dark, as in the PNG; the colour bar runs the same way as the objective axis.
+    # Pruned lines get PRUNED_VALUE, below every other, which the scale paints faded: drawn first, under the rest.
     cmap = colormaps[COLOUR_MAP]
 
     def goodness(value: float) -> float:
-        return 0.9 * placed.objective.position(value)
+        return 0.9 * objective.position(value)
 
     colour = [goodness(v) for v in objective_values]
     if colour:
         colour[-1] = 1.0
-    scale = [[0.9 * i / 10, to_hex(cmap(1.0 - i / 10))] for i in range(11)]
-    scale += [[0.95, to_hex(cmap(0.0))], [0.9501, BEST_COLOUR], [1.0, BEST_COLOUR]]
-    bar_ticks = placed.objective.ticks()
-    figure = go.Figure(
-        go.Parcoords(
-            dimensions=dimensions,
-            line={
-                "color": colour,
-                "colorscale": scale,
-                "cmin": 0.0,
-                "cmax": 1.0,
-                "showscale": True,
-                "colorbar": {
-                    "title": {"text": run.scan.spec.objective.metric},
-                    "tickvals": [goodness(v) for v in placed.objective.tick_values] + [0.975],
-                    "ticktext": [t for _, t in bar_ticks] + ["best"],
-                },
+    stops = [(0.9 * i / 10, to_hex(cmap(1.0 - i / 10))) for i in range(11)]
+    stops += [(0.95, to_hex(cmap(0.0))), (0.9501, BEST_COLOUR), (1.0, BEST_COLOUR)]
+    low = 0.0
+    if stopped:
+        low = PRUNED_VALUE
+        stops = [(PRUNED_VALUE, FADED_COLOUR), (PRUNED_VALUE / 2, FADED_COLOUR), *stops]
+        colour = [PRUNED_VALUE] * len(stopped) + colour
+    scale = [[(value - low) / (1.0 - low), hex_colour] for value, hex_colour in stops]
+    bar_ticks = objective.ticks()
+    bar_values = [goodness(v) for v in objective.tick_values] + [0.975]
+    bar_texts = [t for _, t in bar_ticks] + ["best"]
+    if stopped:
+        bar_values.append(PRUNED_VALUE * 0.75)
+        bar_texts.append("pruned")
+    trace = {
+        "type": "parcoords",
+        "dimensions": dimensions,
+        "line": {
+            "color": colour,
+            "colorscale": scale,
+            "cmin": low,
+            "cmax": 1.0,
+            "showscale": True,
+            "colorbar": {
+                "title": {"text": metric},
+                "tickvals": bar_values,
+                "ticktext": bar_texts,
             },
-            labelangle=0,
-            labelside="top",
-            labelfont={"size": 15},
-            tickfont={"size": 13},
-        )
-    )
-    note = f"{placed.title}<br><sup>{placed.subtitle} (red); drag along an axis to select a range</sup>"
-    figure.update_layout(
-        title={"text": note, "x": 0.01, "y": 0.97, "yanchor": "top"},
-        margin={"l": 90, "r": 60, "t": 150, "b": 40},
-        height=620,
-        font={"size": 13},
-    )
+        },
+        "labelangle": 0,
+        "labelside": "top",
+        "labelfont": {"size": 15},
+        "tickfont": {"size": 13},
+    }
+    title, subtitle = titles(run)
+    note = f"{title}<br><sup>{subtitle} (red); drag along an axis to select a range</sup>"
+    return {
+        "data": [trace],
+        "layout": {
+            "title": {"text": note, "x": 0.01, "y": 0.97, "yanchor": "top"},
+            "margin": {"l": 90, "r": 60, "t": 150, "b": 40},
+            "height": 620,
+            "font": {"size": 13},
+        },
+    }
+
+
+def draw_html(run: ScanRun, path: Path) -> Path:
+    """Write parallel-coordinates.html: interactive (drag on an axis to filter), plotly.js inline, no CDN."""
+    import plotly.graph_objects as go
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    go.Figure(figure(run)).write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
     return path

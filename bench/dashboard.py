@@ -1,0 +1,109 @@
+"""How live `hpscan dashboard` is, in Debian's Chromium (headless; `make chromium`), on a scan of 10,000 trials:
+
+- update: the time from a record being appended to the run folder to its line being in the page's plot, median
+  over 100 records appended one at a time (to a scan with 200 recorded), and over 5 more once 9,995 are recorded;
+- load: from navigating to the page to the plot drawn with 10,000 lines (median of 3 loads).
+
+Without a GPU, Chromium draws WebGL (plotly's parcoords) on SwiftShader, on the CPU: the figures are this machine's.
+
+    .venv/bin/python bench/dashboard.py      # last line: update_ms=<median> load_ms=<median> update_10k_ms=<median>
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "unit"))
+from dashboard_runs import chromium  # noqa: E402
+from report_runs import write_fake_run  # noqa: E402
+
+from hpscan.dashboard.server import start, stop  # noqa: E402
+from hpscan.dashboard.source import RunFolder  # noqa: E402
+
+TRIALS = 10_000
+FIRST, UPDATES, LATE_UPDATES, LOADS = 200, 100, 5, 3
+SCAN = f"""
+apiVersion: hpscan.io/v1alpha1
+kind: HPScan
+metadata: {{name: bench-dashboard}}
+spec:
+  objective: {{metric: val_loss, goal: minimize}}
+  parameters:
+    - {{name: layer1, range: {{min: 16, max: 512, step: 16}}}}
+    - {{name: layer2, range: {{min: 16, max: 512, step: 16}}}}
+    - {{name: learning_rate, range: {{min: 1.0e-5, max: 1.0e-1, scale: log}}}}
+    - {{name: activation, values: [relu, elu]}}
+  sampling: {{strategy: random, samples: {TRIALS}, seed: 3}}
+  sharding: {{shards: 10}}
+  payload: {{image: p}}
+"""
+LINES = "const p = document.getElementById('plot'); return p.data ? p.data[0].dimensions[0].values.length : 0"
+
+
+def wait(condition, seconds: float = 120.0) -> float:
+    started = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - started > seconds:
+            raise TimeoutError(f"not within {seconds} s")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
+    manifest = folder / "scan.yaml"
+    manifest.write_text(SCAN)
+    every = (write_fake_run(folder / "all", manifest=str(manifest), pruned_every=9) / "results.jsonl").read_text()
+    lines = every.splitlines(keepends=True)  # every trial's record, in plan order: each one is a line of the plot
+    run_dir = write_fake_run(folder / "run", manifest=str(manifest), limit=0)
+    results = run_dir / "results.jsonl"
+    results.write_text("".join(lines[:FIRST]))
+    server = start(RunFolder(run_dir))
+    browser = chromium()
+    browser.set_script_timeout(300)
+
+    def append(text: str) -> None:
+        with results.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    def timed_appends(positions: range) -> list[float]:
+        took = []
+        for position in positions:
+            shown = browser.execute_script(LINES)
+            append(lines[position])
+            took.append(wait(lambda shown=shown: browser.execute_script(LINES) > shown))
+            print(f"record {position}: {took[-1] * 1000:.0f} ms", file=sys.stderr)
+        return took
+
+    try:
+        browser.get(server.url)
+        wait(lambda: browser.execute_script(LINES) == FIRST)
+        updates = timed_appends(range(FIRST, FIRST + UPDATES))
+        append("".join(lines[FIRST + UPDATES : TRIALS - LATE_UPDATES]))
+        wait(lambda: browser.execute_script(LINES) == TRIALS - LATE_UPDATES)
+        late = timed_appends(range(TRIALS - LATE_UPDATES, TRIALS))
+        loads = []
+        for _ in range(LOADS):
+            browser.get("about:blank")
+            started = time.perf_counter()
+            browser.get(server.url)
+            wait(lambda: browser.execute_script(LINES) == TRIALS)
+            loads.append(time.perf_counter() - started)
+    finally:
+        browser.quit()
+        stop(server)
+    ms = lambda seconds: f"{seconds * 1000:.0f}"  # noqa: E731
+    print(f"updates at {FIRST}..{FIRST + UPDATES} trials (ms): min {ms(min(updates))} max {ms(max(updates))}; "
+          f"at {TRIALS}: {', '.join(map(ms, late))}; loads at {TRIALS} (ms): {', '.join(map(ms, loads))}")  # fmt: skip
+    print(
+        f"update_ms={ms(statistics.median(updates))} load_ms={ms(statistics.median(loads))} "
+        f"update_10k_ms={ms(statistics.median(late))}"
+    )
+
+
+if __name__ == "__main__":
+    main()
