@@ -1,6 +1,7 @@
 """`hpscan run`: a whole scan on this machine, as local processes, or (``--site``) as jobs at one site of the scan
-whose backend submits from here (the registry's ``here_factory``: HTCondor today), followed from here. The shell around hpscan.engine.step that keeps the scan's state in a run folder; the
-terminal display is an observer given by the CLI.
+whose backend submits from here (the registry's ``here_factory``: HTCondor today), followed from here. The shell
+around hpscan.engine.step that keeps the scan's state in a run folder; the terminal display is an observer given
+by the CLI.
 
 Run folder layout (the same files the report and `hpscan results` read):
   scan.yaml        the manifest as run (a later run into the same folder must be the same scan)
@@ -274,7 +275,7 @@ def run_scan(
     status = follow(work, backend, settings, run_dir, observer, should_stop)
     if status.phase in TERMINAL_SCAN_PHASES:
         keep_models(scan, planned, run_dir)
-        backend.forget(ref)  # e.g. HTCondor's completed jobs may leave the queue: their results are in the run folder
+        backend.forget(ref)  # e.g. HTCondor's completed jobs may leave the queue: the results are in the run folder
     return status
 
 

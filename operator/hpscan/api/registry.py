@@ -8,8 +8,9 @@ publishes through). Factories and channels are named as ``"module:attr"``
 strings and imported on first use, so the API layer imports no backend, a payload image needs no operator
 dependency, and a backend whose client library is missing fails with one clear error when it is used.
 
-Adding a backend (Slurm, a Kueue queue, ...) is one new module plus one ``register`` call: see
-tests/unit/test_registry.py, where a toy backend is registered and driven without editing any other file.
+Adding a backend (Slurm, a Kueue queue, ...) is one new package plus one ``register`` call, and the few edits
+docs/architecture.md lists ("Adding a backend"); tests/unit/test_registry.py registers a toy backend and drives it
+without editing any other file, and hpscan.testing.fake_backend registers an in-memory one on demand.
 """
 
 from __future__ import annotations
