@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import kopf
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -21,6 +22,7 @@ from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
 from hpscan.backends.base import Backend, BackendContext, ScanRef
 from hpscan.cli import app
+from hpscan.controller import handlers
 from hpscan.controller.handlers import build_backends
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core.planning import plan
@@ -262,3 +264,30 @@ class Quiet:
 
     def updated(self, status):
         pass
+
+
+class WatchingToyBackend(ToyBackend):
+    """The toy queue, reading the operator's watch-fed indexes (as the Kubernetes backend does)."""
+
+    def __init__(self) -> None:
+        super().__init__(BackendContext(environ={}))
+        self.caches: list = []
+
+    def use_watch_cache(self, cache) -> None:
+        self.caches.append(cache)
+
+
+def test_the_operator_hands_its_watch_indexes_to_any_backend_that_takes_them(toy, monkeypatch):
+    """The reconcile handler asks no backend for its name or class: a backend with use_watch_cache gets the
+    indexes of shard Jobs and ConfigMaps, one without is left alone."""
+    monkeypatch.setattr(handlers.kopf, "event", lambda *args, **kwargs: None)
+    watching, plain = WatchingToyBackend(), ToyBackend(BackendContext(environ={}))
+    memo = kopf.Memo()
+    memo.hpscan = handlers.OperatorState(backends={"toy": watching, "kubernetes": plain})
+    job = {"metadata": {"name": "toy-scan-0"}}
+    indexes = {"shard_jobs": {("physics", "toy-scan"): [job]}, "shard_configmaps": {}}
+    body = scan_body({"name": "toy-site", "toy": {"queue": "q"}})
+    handlers.reconcile(body=body, patch=kopf.Patch(), memo=memo, **indexes)
+    [cache] = watching.caches
+    assert cache.jobs("physics", "toy-scan") == [job] and cache.configmaps("physics", "toy-scan") == []
+    assert watching.queues == {0: "q", 1: "q"}, "the scan was reconciled with it"
