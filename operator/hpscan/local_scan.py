@@ -1,6 +1,7 @@
-"""`hpscan run`: a whole scan on this machine, as local processes, or (``--site``) as HTCondor jobs at one site of
-the scan, followed from here. The shell around hpscan.engine.step that keeps the scan's state in a run folder; the
-terminal display is an observer given by the CLI.
+"""`hpscan run`: a whole scan on this machine, as local processes, or (``--site``) as jobs at one site of the scan
+whose backend submits from here (the registry's ``here_factory``: HTCondor today), followed from here. The shell
+around hpscan.engine.step that keeps the scan's state in a run folder; the terminal display is an observer given
+by the CLI.
 
 Run folder layout (the same files the report and `hpscan results` read):
   scan.yaml        the manifest as run (a later run into the same folder must be the same scan)
@@ -9,7 +10,8 @@ Run folder layout (the same files the report and `hpscan results` read):
   results.jsonl    every record, appended as it arrives
   status.json      the status, same shape as the HPScan status on Kubernetes
   models/<id>/     the trained models spec.artifacts keeps (gathered from work/shard-NNN/models/ at the end)
-  condor/          with --site: each HTCondor job's sandbox (shard file in; results.jsonl, stdout, stderr back)
+  condor/          with --site at an htcondor site: each job's sandbox (shard file in; results.jsonl, stdout,
+                   stderr back); another backend keeps what it needs in a folder of its own
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Protocol
 
 import yaml
 
+from hpscan.api import registry
 from hpscan.api.contract import MODELS_DIR, RESULTS_FILE, PayloadExit, ResultRecord, shard_name
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan, HPScanSpec
@@ -40,7 +43,6 @@ from hpscan.api.status import (
 )
 from hpscan.api.trials import PROGRESS_FILE, JsonLines, read_progress
 from hpscan.backends.base import Backend, ScanRef, pull_refusal
-from hpscan.backends.htcondor import HTCondorBackend, scan_uid
 from hpscan.backends.local import LocalBackend
 from hpscan.core.artifacts import models_to_keep, rank_records, saved_models
 from hpscan.core.brokering import ProbeOutcome, Target, next_site_status, probe_needed
@@ -219,15 +221,19 @@ def resume_search(planned: Plan, backend: Backend, ref: ScanRef, records: list[R
     return search
 
 
-def condor_site(scan: HPScan, name: str) -> Site:
-    """The scan's htcondor site called ``name`` (``hpscan run --site``)."""
-    names = ", ".join(s.name for s in scan.spec.sites if s.backend == "htcondor") or "none"
+def site_from_here(scan: HPScan, name: str) -> Site:
+    """The scan's site called ``name`` (``hpscan run --site``), whose backend can submit from this machine."""
+    here = {n for n, e in registry.entries().items() if e.submits_from_here}
+    names = ", ".join(s.name for s in scan.spec.sites if s.backend in here) or "none"
     for site in scan.spec.sites:
         if site.name == name:
-            if site.backend != "htcondor":
-                raise RunError(f"site {name!r} is a {site.backend} site; --site takes an htcondor site ({names})")
+            if site.backend not in here:
+                raise RunError(
+                    f"site {name!r} is a {site.backend} site, which cannot run from this machine; --site takes a "
+                    f"site of a backend that submits from here ({', '.join(sorted(here)) or 'none'}): {names}"
+                )
             return site
-    raise RunError(f"no site {name!r} in spec.sites (htcondor sites: {names})")
+    raise RunError(f"no site {name!r} in spec.sites (sites that run from here: {names})")
 
 
 def run_scan(
@@ -242,7 +248,7 @@ def run_scan(
     site: Site | None = None,
 ) -> HPScanStatus:
     """Run every shard not yet complete, aggregate records as they arrive, and return the final status. With
-    ``site`` (an htcondor site) every shard is a job at that site instead of a process here. ``settings``: the
+    ``site`` (see site_from_here) every shard is a job at that site instead of a process here. ``settings``: the
     engine's, from the CLI (settings.poll_seconds between two steps).
 
     KeyboardInterrupt stops the payloads (removes the jobs), keeps what they recorded, writes the status, and
@@ -269,8 +275,7 @@ def run_scan(
     status = follow(work, backend, settings, run_dir, observer, should_stop)
     if status.phase in TERMINAL_SCAN_PHASES:
         keep_models(scan, planned, run_dir)
-        if isinstance(backend, HTCondorBackend):
-            backend.forget(ref)  # the completed jobs may leave the queue: their results are in the run folder
+        backend.forget(ref)  # e.g. HTCondor's completed jobs may leave the queue: the results are in the run folder
     return status
 
 
@@ -298,11 +303,12 @@ def open_backend(
     settings: EngineSettings,
 ) -> tuple[Backend, ScanRef, list[Target]]:
     """The run's backend, the scan as it knows it, and its one site: processes here, or jobs at ``site``."""
-    if (
-        site is not None
-    ):  # the manifest's uid: a re-run finds the jobs it submitted before instead of submitting them again
-        backend = HTCondorBackend(run_dir / "condor", max_age_seconds=settings.poll_seconds)
-        ref = ScanRef(name=scan.metadata.name, namespace="local", uid=scan_uid(scan.metadata.name, scan.spec))
+    if site is not None:  # the backend's here_factory (a re-run finds the jobs it submitted before: see its module)
+        try:
+            here_factory = registry.resolve(site.backend, "here_factory")
+        except registry.RegistryError as error:
+            raise RunError(str(error)) from None
+        backend, ref = here_factory(scan, run_dir, settings.poll_seconds)
         return backend, ref, [Target.of(site)]
     threads = str(resources.threads_per_worker)
     local = LocalBackend(

@@ -3,9 +3,12 @@ accepted by Site and the CRD, built by the controller, driven by the engine, and
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import kopf
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -15,14 +18,17 @@ from hpscan.api.common import CamelModel
 from hpscan.api.contract import ResultRecord
 from hpscan.api.crd import crd
 from hpscan.api.sites import Site
-from hpscan.api.spec import HPScanSpec
+from hpscan.api.spec import HPScan, HPScanSpec
 from hpscan.api.status import ShardPhase, ShardStatus
-from hpscan.backends.base import Backend, BackendContext
+from hpscan.backends.base import Backend, BackendContext, ScanRef
 from hpscan.cli import app
+from hpscan.controller import handlers
 from hpscan.controller.handlers import build_backends
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core.planning import plan
 from hpscan.core.shardfiles import write_shard_files
+from hpscan.engine import EngineSettings
+from hpscan.local_scan import run_scan, site_from_here
 
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
 
@@ -179,3 +185,109 @@ def test_shard_run_names_the_backends_when_the_channel_is_unknown(tmp_path):
     )
     assert result.exit_code == 2
     assert "no backend 'slurm' (registered: kubernetes, htcondor)" in result.output
+
+
+class ToyHereBackend(ToyBackend):
+    """The toy queue, submitted to from this machine: a shard runs at once and records every combination."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(BackendContext(environ={}))
+        self.run_dir = run_dir
+        self.forgotten: list[str] = []
+
+    def submit(self, scan, spec, launches):
+        super().submit(scan, spec, launches)
+        for launch in launches:
+            shard_file = launch.shard_file
+            self.records += [
+                ResultRecord(
+                    id=c.id,
+                    shard=shard_file.shard,
+                    parameters=c.parameters,
+                    metrics={"val_loss": 1.0},
+                    status="succeeded",
+                )
+                for c in shard_file.combinations
+            ]
+            self.states[shard_file.shard] = ShardStatus(
+                index=shard_file.shard, phase=ShardPhase.SUCCEEDED, site=launch.site.name
+            )
+
+    def forget(self, scan):
+        self.forgotten.append(scan.uid)
+
+
+@pytest.fixture
+def toy_from_here(toy):
+    built: list[ToyHereBackend] = []
+
+    def here_factory(scan, run_dir, poll_seconds):
+        built.append(ToyHereBackend(run_dir))
+        return built[-1], ScanRef(name=scan.metadata.name, namespace="local", uid="u-here")
+
+    registry.register(replace(toy, here_factory=here_factory))
+    yield built
+
+
+def test_hpscan_run_site_submits_from_here_through_the_registered_here_factory(toy_from_here, tmp_path):
+    """`hpscan run --site` works for any backend whose entry can submit from this machine, not only HTCondor."""
+    scan = HPScan.model_validate(scan_body({"name": "toy-site", "toy": {"queue": "q"}}))
+    site = site_from_here(scan, "toy-site")
+    status = run_scan(scan, tmp_path / "run", Quiet(), EngineSettings(poll_seconds=0.01), site=site)
+    assert status.phase == "Succeeded" and status.combinations.succeeded == 4
+    [backend] = toy_from_here
+    assert backend.run_dir == tmp_path / "run" and backend.queues == {0: "q", 1: "q"}
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 4
+    assert backend.forgotten == ["u-here"], "an ended run lets the batch system forget its jobs"
+
+
+def test_hpscan_run_site_names_the_sites_that_can_run_from_here(toy_from_here, tmp_path):
+    body = scan_body({"name": "toy-site", "toy": {"queue": "q"}})
+    body["spec"]["sites"].append({"name": "cluster", "kubernetes": {}})
+    manifest = tmp_path / "scan.yaml"
+    manifest.write_text(json.dumps(body))
+    result = CliRunner().invoke(app, ["run", str(manifest), "--out", str(tmp_path / "run"), "--site", "cluster"])
+    assert result.exit_code == 2, result.output
+    assert "'cluster' is a kubernetes site" in result.output and "toy-site" in result.output
+    assert not (tmp_path / "run").exists()
+    registry.register(replace(registry.entry("toy"), here_factory=None))
+    result = CliRunner().invoke(app, ["run", str(manifest), "--out", str(tmp_path / "run"), "--site", "toy-site"])
+    assert result.exit_code == 2 and "'toy-site' is a toy site, which cannot run from this machine" in result.output
+
+
+class Quiet:
+    def started(self, planned, agg, workers):
+        pass
+
+    def recorded(self, record, agg):
+        pass
+
+    def updated(self, status):
+        pass
+
+
+class WatchingToyBackend(ToyBackend):
+    """The toy queue, reading the operator's watch-fed indexes (as the Kubernetes backend does)."""
+
+    def __init__(self) -> None:
+        super().__init__(BackendContext(environ={}))
+        self.caches: list = []
+
+    def use_watch_cache(self, cache) -> None:
+        self.caches.append(cache)
+
+
+def test_the_operator_hands_its_watch_indexes_to_any_backend_that_takes_them(toy, monkeypatch):
+    """The reconcile handler asks no backend for its name or class: a backend with use_watch_cache gets the
+    indexes of shard Jobs and ConfigMaps, one without is left alone."""
+    monkeypatch.setattr(handlers.kopf, "event", lambda *args, **kwargs: None)
+    watching, plain = WatchingToyBackend(), ToyBackend(BackendContext(environ={}))
+    memo = kopf.Memo()
+    memo.hpscan = handlers.OperatorState(backends={"toy": watching, "kubernetes": plain})
+    job = {"metadata": {"name": "toy-scan-0"}}
+    indexes = {"shard_jobs": {("physics", "toy-scan"): [job]}, "shard_configmaps": {}}
+    body = scan_body({"name": "toy-site", "toy": {"queue": "q"}})
+    handlers.reconcile(body=body, patch=kopf.Patch(), memo=memo, **indexes)
+    [cache] = watching.caches
+    assert cache.jobs("physics", "toy-scan") == [job] and cache.configmaps("physics", "toy-scan") == []
+    assert watching.queues == {0: "q", 1: "q"}, "the scan was reconciled with it"

@@ -2,13 +2,15 @@
 and its in-job live channel.
 
 Everything that depends on which backends exist reads this: the ``Site`` model (which blocks a site may hold,
-and the CRD's one-backend-per-site rule), the controller (which backends to construct) and ``hpscan shard-run
---channel NAME`` (which channel a job publishes through). Factories and channels are named as ``"module:attr"``
+and the CRD's one-backend-per-site rule), the controller (which backends to construct), ``hpscan run --site``
+(which backends can submit from this machine) and ``hpscan shard-run --channel NAME`` (which channel a job
+publishes through). Factories and channels are named as ``"module:attr"``
 strings and imported on first use, so the API layer imports no backend, a payload image needs no operator
 dependency, and a backend whose client library is missing fails with one clear error when it is used.
 
-Adding a backend (Slurm, a Kueue queue, ...) is one new module plus one ``register`` call: see
-tests/unit/test_registry.py, where a toy backend is registered and driven without editing any other file.
+Adding a backend (Slurm, a Kueue queue, ...) is one new package plus one ``register`` call, and the few edits
+docs/architecture.md lists ("Adding a backend"); tests/unit/test_registry.py registers a toy backend and drives it
+without editing any other file, and hpscan.testing.fake_backend registers an in-memory one on demand.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class BackendEntry:
     """``"module:function"`` (or the function): shard file path -> LiveChannel, run inside the job."""
     extra: str = ""
     """The pip extra that installs the backend's client library, named in the error when it is missing."""
+    here_factory: str | Callable[..., Any] | None = None
+    """``"module:function"`` (or the function): (scan, run_dir, poll_seconds) -> (Backend, ScanRef), a backend that
+    submits from this machine and keeps what it needs under the run folder, for ``hpscan run --site``. None: the
+    backend cannot submit from here (e.g. Kubernetes Jobs need the operator's in-cluster channel)."""
+
+    @property
+    def submits_from_here(self) -> bool:
+        return self.here_factory is not None
 
 
 class RegistryError(LookupError):
@@ -72,8 +82,10 @@ def entry(name: str) -> BackendEntry:
 
 
 def resolve(name: str, what: str) -> Callable[..., Any]:
-    """A backend's ``factory`` or ``channel``, imported on first use."""
+    """A backend's ``factory``, ``channel`` or ``here_factory``, imported on first use."""
     target = getattr(entry(name), what)
+    if target is None:
+        raise RegistryError(f"the {name} backend has no {what}")
     if callable(target):
         return target
     module, _, attribute = target.partition(":")
@@ -103,5 +115,6 @@ register(
         factory="hpscan.backends.htcondor:create",
         channel="hpscan.job.chirp:open_channel",
         extra="condor",
+        here_factory="hpscan.backends.htcondor.from_here:create",
     )
 )

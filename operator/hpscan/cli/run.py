@@ -26,6 +26,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from hpscan.api import registry
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.api.status import ENDED_PHASES, HPScanStatus, ScanPhase, ShardPhase
@@ -36,7 +37,7 @@ from hpscan.core.planning import Plan
 from hpscan.core.results import Aggregate
 from hpscan.engine import EngineSettings
 from hpscan.errors import ManifestError
-from hpscan.local_scan import condor_site, run_scan
+from hpscan.local_scan import run_scan, site_from_here
 
 commands = Commands()
 
@@ -280,8 +281,9 @@ def run(
         str | None,
         typer.Option(
             "--site",
-            help="Run every shard as an HTCondor job at this htcondor site of spec.sites (followed from here, "
-            "results in the run folder) instead of as processes here.",
+            help="Run every shard as a job at this site of spec.sites, one whose backend submits from this machine "
+            f"({', '.join(n for n, e in registry.entries().items() if e.submits_from_here)}), followed from here with "
+            "the results in the run folder, instead of as processes here.",
         ),
     ] = None,
     overrides: Annotated[
@@ -300,8 +302,8 @@ def run(
     live = sys.stdout.isatty() and not plain
     observer: LiveObserver | PlainObserver = LiveObserver(out) if live else PlainObserver(out)
     try:
-        at = condor_site(scan, site) if site is not None else None
-        settings = EngineSettings(poll_seconds=0.5 if at is None else 2.0)  # a schedd is asked less often
+        at = site_from_here(scan, site) if site is not None else None
+        settings = EngineSettings(poll_seconds=0.5 if at is None else 2.0)  # a remote batch system is asked less often
         status = run_scan(scan, run_dir, observer, settings, workers=workers, site=at)
     except KeyboardInterrupt:
         if isinstance(observer, LiveObserver):

@@ -24,7 +24,6 @@ from kubernetes import client
 from hpscan.api import registry
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.backends.base import Backend, BackendContext
-from hpscan.backends.kubernetes import KubernetesBackend
 from hpscan.controller import health, metrics
 from hpscan.controller.defaults import OperatorDefaults, load_defaults
 from hpscan.controller.reconcile import reconcile_scan, scan_ref
@@ -142,7 +141,7 @@ def shard_configmaps(
 
 @dataclass(frozen=True)
 class IndexCache:
-    """The indexes above as the Kubernetes backend's ShardObjectCache."""
+    """The indexes above, as a backend's ``use_watch_cache`` takes them (the Kubernetes backend's ShardObjectCache)."""
 
     jobs_index: kopf.Index[tuple[str, str], Any]
     configmaps_index: kopf.Index[tuple[str, str], Any]
@@ -157,9 +156,9 @@ class IndexCache:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
 def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     state = state_of(memo)
-    kubernetes = state.backends.get("kubernetes")
-    if isinstance(kubernetes, KubernetesBackend) and kubernetes.cache is None:  # kopf passes indexes by name
-        kubernetes.cache = IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"])
+    for backend in state.backends.values():  # a backend that reads the watch-fed indexes has use_watch_cache
+        if (use_watch_cache := getattr(backend, "use_watch_cache", None)) is not None:
+            use_watch_cache(IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"]))  # kopf passes them by name
     meta = body.get("metadata", {})
     with state.vitals.reconciling(f"{meta.get('namespace')}/{meta.get('name')}"), metrics.timed_reconcile():
         outcome = reconcile_scan(

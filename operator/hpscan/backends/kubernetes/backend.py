@@ -165,6 +165,12 @@ class KubernetesBackend(Backend):
     # Job would free the quota too, but its pods' recorded pages and its attempts would go with it, and the
     # operator never deletes Jobs.
 
+    def use_watch_cache(self, cache: ShardObjectCache) -> None:
+        """The operator's watch-fed indexes of shard Jobs and ConfigMaps (handed over at every reconcile): polls read
+        them instead of listing. A cache given to the constructor is kept."""
+        if self.cache is None:
+            self.cache = cache
+
     def _workloads(self, namespace: str) -> dict[str, dict[str, Any]]:
         """The namespace's Kueue Workloads by the uid of their Job (one LIST; only for Kueue-managed Jobs)."""
         listed: Any = self.custom.list_namespaced_custom_object(KUEUE_API[0], KUEUE_API[1], namespace, KUEUE_API[2])
