@@ -82,6 +82,11 @@ class Backend(ABC):
     def forget(self, scan: ScanRef) -> None:  # noqa: B027
         """The scan was deleted: release what the backend holds for it. Default: nothing."""
 
+    def use_watch_cache(self, cache: Any) -> None:  # noqa: B027 (optional hook)
+        """The operator's watch-fed indexes of shard objects, handed over at every reconcile (kopf's indexes: the
+        Kubernetes backend's ShardObjectCache). A backend that reads its batch system another way ignores them.
+        Default: nothing."""
+
     @abstractmethod
     def submit(self, scan: ScanRef, spec: HPScanSpec, launches: Sequence[ShardLaunch]) -> None:
         """Start these shards. Idempotent: a shard whose job already exists is left as it is."""

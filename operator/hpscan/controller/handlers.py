@@ -156,9 +156,8 @@ class IndexCache:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, sharp=False)
 def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     state = state_of(memo)
-    for backend in state.backends.values():  # a backend that reads the watch-fed indexes has use_watch_cache
-        if (use_watch_cache := getattr(backend, "use_watch_cache", None)) is not None:
-            use_watch_cache(IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"]))  # kopf passes them by name
+    for backend in state.backends.values():  # kopf passes the indexes by name; backends that need none ignore them
+        backend.use_watch_cache(IndexCache(kwargs["shard_jobs"], kwargs["shard_configmaps"]))
     meta = body.get("metadata", {})
     with state.vitals.reconciling(f"{meta.get('namespace')}/{meta.get('name')}"), metrics.timed_reconcile():
         outcome = reconcile_scan(
