@@ -195,8 +195,12 @@ fi
 
 # Wait for the collector, the schedd and the GPU slot (the startd reports after its GPU discovery).
 start=$SECONDS
+# Whether the master still runs: its pid exists. Not alive(): right after the fork its command line is still this
+# shell's until setsid execs the master, and a loaded machine showed that moment ("condor_master exited" of a master
+# that went on to run).
+master_pid="$(cat "$dir/run/master.pid")"
 until status_has -schedd && status_has -constraint 'PartitionableSlot && TotalSlotGPUs > 0'; do
-  if ! alive; then
+  if ! kill -0 "$master_pid" 2>/dev/null; then
     die "condor_master exited; see $dir/log/MasterLog and $dir/log/master.stdout"
   fi
   if ((SECONDS - start > timeout_s)); then
