@@ -27,9 +27,8 @@ from pathlib import Path
 import yaml
 
 from hpscan.backends.base import ScanRef
-from hpscan.backends.kubernetes.manifests import (
-    job_manifest, page_layout, payload_rbac, shard_network_policy, shard_pages,
-)
+from hpscan.backends.kubernetes.manifests import job_manifest, payload_rbac, shard_network_policy, shard_pages
+from hpscan.backends.kubernetes.page_layout import page_layout
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
 
