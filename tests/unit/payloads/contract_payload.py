@@ -5,7 +5,8 @@ It is a stand-in for a real payload (the real one, dl1, is tested end to end in 
 the shard file, "trains" each combination not yet recorded by computing a deterministic loss from its
 parameters, appends one record per combination to OUT/results.jsonl, and logs each trained id to
 OUT/trained.log so tests can check that nothing is trained twice. Behaviour knobs come from
-payload.settings.contractPayload: sleep (seconds per combination), failAttempts {shard: n} (exit 1 on the
+payload.settings.contractPayload: sleep (seconds per combination), finishOnTerm (on SIGTERM, finish and record the
+combination in training, then exit 143, as dl1 ends its epoch), failAttempts {shard: n} (exit 1 on the
 first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed),
 trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir). From the environment
 (what a site's env sets): CONTRACT_GPU_LOST_AFTER=n exits 3 after n combinations of an attempt. When the shard file asks
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -58,7 +60,13 @@ def main(argv: list[str]) -> int:
     if shard.get("pull"):
         return pull(shard, knobs, out, done)
     trained = 0
+    stopping: list[int] = []
+    if knobs.get("finishOnTerm"):
+        signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     for combination in shard["combinations"]:
+        if stopping:
+            print("stopped by SIGTERM after recording the combination in training", file=sys.stderr)
+            return 128 + stopping[0]
         if combination["id"] in done:
             continue
         if attempt <= fail_first and trained == 1:
