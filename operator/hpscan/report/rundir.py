@@ -14,7 +14,7 @@ from hpscan.api.status import HPScanStatus
 from hpscan.core.artifacts import RankedRecord, pick_ranks, rank_records, saved_models
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan, plan, position_of
-from hpscan.core.results import aggregate, read_records
+from hpscan.core.results import read_records
 from hpscan.errors import HPScanError
 
 
@@ -102,16 +102,25 @@ def load_run(run_dir: Path) -> ScanRun:
         raise ReportError(f"{run_dir}: no scan.yaml; is this the output folder of hpscan run?")
     scan = load_scan(manifest)
     planned = plan(scan.metadata.name, scan.spec)
-    results = run_dir / "results.jsonl"
-    records, problems = read_records(results)
-    if not records:
-        detail = f" ({len(problems)} unreadable lines)" if problems else ""
-        raise ReportError(f"{results}: no result records yet{detail}; run the scan first")
-
-    objective = scan.spec.objective
-    summary = aggregate(planned, records)
+    records, problems = read_records(run_dir / "results.jsonl")
     owned = [r for r in records if planned.owns(r.id, r.parameters)]
-    ranked = rank_records(owned, objective)
+    return scan_run(run_dir, scan, planned, owned, len(records) - len(owned), problems)
+
+
+def scan_run(
+    run_dir: Path,
+    scan: HPScan,
+    planned: Plan,
+    owned: list[ResultRecord],
+    foreign: int,
+    problems: list[LineProblem],
+) -> ScanRun:
+    """The run from records already read: ``owned``, those of ``planned`` (Plan.owns), and the count of the
+    others. The dashboard keeps them as results.jsonl grows and calls this alone (no re-reading, no re-planning)."""
+    if not owned and not foreign:
+        detail = f" ({len(problems)} unreadable lines)" if problems else ""
+        raise ReportError(f"{run_dir / 'results.jsonl'}: no result records yet{detail}; run the scan first")
+    ranked = rank_records(owned, scan.spec.objective)
     ranked_ids = {r.id for r in ranked}
     failed_of: dict[str, ResultRecord] = {}
     for record in owned:
@@ -129,6 +138,6 @@ def load_run(run_dir: Path) -> ScanRun:
         pruned=pruned,
         status=_load_status(run_dir / "status.json"),
         problems=problems,
-        foreign=summary.foreign,
+        foreign=foreign,
         models={model_id: model.path for model_id, model in saved_models(run_dir / MODELS_DIR).items()},
     )
