@@ -25,7 +25,10 @@ def test_every_working_point_has_its_rejection_and_error_under_the_documented_na
     metrics = tagging_record_metrics(probs, y, f_c=0.018, f_b=0.2)
     expected = {
         f"{prefix}{flavour}_rejection_{wp}{suffix}"
-        for prefix, flavours, wps in (("", ("light", "c"), (60, 70, 77, 85)), ("ctag_", ("light", "b"), (20, 30, 40, 50)))
+        for prefix, flavours, wps in (
+            ("", ("light", "c"), (60, 70, 77, 85)),
+            ("ctag_", ("light", "b"), (20, 30, 40, 50)),
+        )
         for flavour, wp, suffix in itertools.product(flavours, wps, ("", "_err"))
     }
     assert set(metrics) == expected
@@ -38,7 +41,9 @@ def test_values_are_atlas_ftag_tools_rejections_at_the_scans_f_c_rounded_to_four
     b_tagging = rejections(b_discriminant(probs, 0.08), y, 2, [0.77])
     assert metrics["light_rejection_77"] == pytest.approx(float(b_tagging["light"][0]), rel=5e-4)
     assert metrics["c_rejection_77"] == pytest.approx(float(b_tagging["c"][0]), rel=5e-4)
-    assert metrics["light_rejection_77_err"] == pytest.approx(rejection_error(float(b_tagging["light"][0]), 3000), rel=5e-4)
+    assert metrics["light_rejection_77_err"] == pytest.approx(
+        rejection_error(float(b_tagging["light"][0]), 3000), rel=5e-4
+    )
     c_tagging = rejections(c_discriminant(probs, 0.3), y, 1, [0.3])
     assert metrics["ctag_b_rejection_30"] == pytest.approx(float(c_tagging["b"][0]), rel=5e-4)
     assert len(f"{metrics['light_rejection_77']:g}".replace(".", "").lstrip("0")) <= 4
@@ -55,7 +60,7 @@ def test_tighter_working_points_reject_more_and_errors_grow_with_the_rejection()
 
 
 def test_a_rejection_no_background_jet_passes_is_left_out_with_its_error():
-    probs, y = toy_outputs()
+    _, y = toy_outputs()
     perfect = np.eye(3)[y] * 0.98 + 0.01  # every jet tagged as what it is: no light jet passes any b cut
     metrics = tagging_record_metrics(perfect, y, f_c=0.018, f_b=0.2)
     assert "light_rejection_77" not in metrics and "light_rejection_77_err" not in metrics

@@ -150,7 +150,10 @@ def test_a_dl1_record_with_its_physics_fits_its_room_and_a_cut_keeps_every_objec
     smaller room, the objectives of a multi-objective scan survive with their errors."""
     metrics = {"loss": 0.782218873500824, "val_loss": 0.7607998847961426, "val_accuracy": 0.6723135113716125,
                "best_epoch": 3.0, "n_parameters": 5059.0, "inference_ms_per_1k_jets": 0.6535}  # fmt: skip
-    for prefix, flavours, points in (("", ("light", "c"), (60, 70, 77, 85)), ("ctag_", ("light", "b"), (20, 30, 40, 50))):
+    for prefix, flavours, points in (
+        ("", ("light", "c"), (60, 70, 77, 85)),
+        ("ctag_", ("light", "b"), (20, 30, 40, 50)),
+    ):
         for flavour in flavours:
             for point in points:
                 metrics[f"{prefix}{flavour}_rejection_{point}"] = 1.235e4  # 4 significant digits, the longest form
