@@ -16,7 +16,6 @@ from hpscan.api.spec import GROUP, PLURAL, VERSION, HPScan
 from hpscan.api.status import ConditionType, HPScanStatus, ScanPhase
 from hpscan.cli.output import Commands, out, pareto_table, with_error
 from hpscan.core.planning import plan
-from hpscan.core.ranking import tie_note
 from hpscan.core.results import aggregate, read_records
 from hpscan.errors import HPScanError
 
@@ -224,7 +223,7 @@ def status(
         )
     if current.top:
         tied = set(current.tied)
-        title = "best combinations" + (f" ({tie_note(current.tied, len(current.top))})" if tied else "")
+        title = "best combinations" + (f" ({len(tied)} tied within errors, ranked =N)" if tied else "")
         table = Table("rank", "id", "value", "parameters", "shard", title=title, title_justify="left")
         for rank, entry in enumerate(current.top, start=1):
             params = ", ".join(f"{k}={v}" for k, v in entry.parameters.items())
