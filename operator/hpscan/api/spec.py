@@ -309,7 +309,8 @@ class HPScanSpec(CamelModel):
                 "site names must be unique",
             ),
             (
-                f"!has(self.objectives) || {_NO_OBJECTIVE_GIVEN} || self.objective == self.objectives[0]",
+                f"!has(self.objectives) || {_NO_OBJECTIVE_GIVEN} || (self.objective.metric == "
+                "self.objectives[0].metric && self.objective.goal == self.objectives[0].goal)",
                 "give objective or objectives, not both",
             ),
             (
