@@ -160,3 +160,14 @@ def test_leaders_within_errors_are_tied_in_the_status_and_a_clear_best_is_named(
     apart = grid_records(scan, [(300.0, 7.0), (205.0, 7.0)])
     status = build_status(planned, aggregate(planned, apart), {})
     assert status.tied == [] and "tied" not in (status.message or "")
+
+
+def test_an_error_that_is_no_error_is_ignored_not_fatal():
+    scan = spec(strategy="grid", samples=None)
+    planned = plan("s", scan)
+    [odd] = grid_records(scan, [(150.0, 5.0)])
+    odd = odd.model_copy(
+        update={"metrics": odd.metrics | {"light_rejection_77_err": -1.0, "c_rejection_77_err": float("nan")}}
+    )
+    status = build_status(planned, aggregate(planned, [odd]), {})
+    assert status.top[0].error is None and status.pareto[0].errors == {}

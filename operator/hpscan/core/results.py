@@ -10,6 +10,7 @@ Pruned trials (stopped early as hopeless) never rank.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,13 @@ from hpscan.core.planning import Plan, position_of
 from hpscan.core.ranking import Goal, better_first, dominates, tied_with_best
 
 _NONE, _FAILED, _PRUNED, _SUCCEEDED = 0, 1, 2, 3
+
+
+def error_of(record: ResultRecord, metric: str) -> float | None:
+    """The statistical error a record reports for ``metric`` (``<metric>_err``); None when it reports none, or one
+    that is no error (negative, not finite): a payload's odd number never stops the status."""
+    error = record.metrics.get(error_metric(metric))
+    return error if error is not None and math.isfinite(error) and error >= 0 else None
 
 
 @dataclass
@@ -100,7 +108,7 @@ class Aggregate:
             self._count(new_state, shard, +1)
             changed = True
         if value is not None:
-            error = record.metrics.get(error_metric(self.objective.metric))
+            error = error_of(record, self.objective.metric)
             ranked = RankedCombination(
                 id=record.id, parameters=record.parameters, value=value, error=error, shard=shard
             )
@@ -129,7 +137,7 @@ class Aggregate:
             id=record.id,
             parameters=record.parameters,
             values={k: float(v) for k, v in values.items() if v is not None},
-            errors={k: e for k in values if (e := record.metrics.get(error_metric(k))) is not None},
+            errors={k: e for k in values if (e := error_of(record, k)) is not None},
             shard=shard,
         )
         held = self.front.get(record.id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpscan.api.contract import error_metric
+from hpscan.core.results import error_of
 from hpscan.report.parallel import BEST_COLOUR, PARETO_COLOUR
 from hpscan.report.rundir import Ranked, ScanRun
 
@@ -37,7 +37,7 @@ def front_points(run: ScanRun) -> list[FrontPoint]:
         return FrontPoint(
             ranked.id,
             tuple(metrics[g.metric] for g in goals),
-            tuple(metrics.get(error_metric(g.metric)) for g in goals),
+            tuple(error_of(ranked.record, g.metric) for g in goals),
         )
 
     return [p for p in map(point, run.ranked) if p is not None]

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from hpscan.api.contract import MODELS_DIR, LineProblem, ResultRecord, error_metric
+from hpscan.api.contract import MODELS_DIR, LineProblem, ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.api.status import HPScanStatus
 from hpscan.core.artifacts import RankedRecord, pick_ranks, rank_records, saved_models
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan, plan, position_of
 from hpscan.core.ranking import pareto_ids, tied_with_best
-from hpscan.core.results import aggregate, read_records
+from hpscan.core.results import aggregate, error_of, read_records
 from hpscan.errors import HPScanError
 
 
@@ -112,9 +112,9 @@ def pareto_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
 
 def tied_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
     """The top combinations tied with the best within errors (hpscan.core.ranking.tied_with_best)."""
-    error = error_metric(scan.spec.objective.metric)
+    metric = scan.spec.objective.metric
     top = ranked[: scan.spec.top_k]
-    return tuple(tied_with_best([(r.id, r.value, r.record.metrics.get(error)) for r in top]))
+    return tuple(tied_with_best([(r.id, r.value, error_of(r.record, metric)) for r in top]))
 
 
 def load_run(run_dir: Path) -> ScanRun:
