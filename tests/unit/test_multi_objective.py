@@ -171,3 +171,16 @@ def test_an_error_that_is_no_error_is_ignored_not_fatal():
     )
     status = build_status(planned, aggregate(planned, [odd]), {})
     assert status.top[0].error is None and status.pareto[0].errors == {}
+
+
+def test_set_may_reorder_the_objectives_of_a_local_run():
+    from pathlib import Path
+
+    from hpscan.cli.run import apply_overrides
+    from hpscan.core.manifest import load_scan
+
+    scan = load_scan(Path("examples/multi-objective.yaml"))
+    swapped = apply_overrides(scan, ["objectives=[{metric: c_rejection_77, goal: maximize}, "
+                                     "{metric: light_rejection_77, goal: maximize}]"])  # fmt: skip
+    assert swapped.spec.objective.metric == "c_rejection_77"
+    assert apply_overrides(scan, ["sampling.samples=4"]).spec.objective.metric == "light_rejection_77"

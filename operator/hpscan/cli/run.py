@@ -244,6 +244,8 @@ def apply_overrides(scan: HPScan, overrides: list[str]) -> HPScan:
     if not overrides:
         return scan
     document = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+    if scan.spec.multi_objective:  # objective is the first of objectives, derived: --set objectives may reorder them
+        document["spec"].pop("objective", None)
     for override in overrides:
         path, sep, text = override.partition("=")
         keys = [k for k in path.strip().removeprefix("spec.").split(".") if k]
