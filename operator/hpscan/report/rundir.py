@@ -14,7 +14,8 @@ from hpscan.api.status import HPScanStatus
 from hpscan.core.artifacts import RankedRecord, pick_ranks, rank_records, saved_models
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan, plan, position_of
-from hpscan.core.results import read_records
+from hpscan.core.ranking import pareto_ids, tied_with_best
+from hpscan.core.results import error_of, read_records
 from hpscan.errors import HPScanError
 
 
@@ -48,6 +49,10 @@ class ScanRun:
     """Records that do not belong to this plan (another scan's file mixed in); ignored."""
     models: dict[str, Path]
     """Kept trained models (run_dir/models/<id>/, spec.artifacts), by combination id."""
+    pareto: tuple[str, ...] = ()
+    """A multi-objective scan's Pareto set (ids, by the first objective, better first); empty for one objective."""
+    tied: tuple[str, ...] = ()
+    """Ids of the top spec.topK combinations tied with the best within errors (the best's included), else empty."""
 
     @property
     def name(self) -> str:
@@ -89,6 +94,27 @@ def _load_status(path: Path) -> HPScanStatus | None:
         return HPScanStatus.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, ValidationError, OSError):
         return None  # the status is a summary of the records; the report stands on the records alone
+
+
+def pareto_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
+    """The Pareto set of the ranked records (each combination's best record) by the scan's objectives; records
+    without a value of every objective are left out. Empty for a scan with one objective."""
+    if not scan.spec.multi_objective:
+        return ()
+    goals = scan.spec.goals
+    points = {
+        r.id: [r.record.metrics[g.metric] for g in goals]
+        for r in ranked
+        if all(g.metric in r.record.metrics for g in goals)
+    }
+    return tuple(pareto_ids(points, [g.goal for g in goals]))
+
+
+def tied_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
+    """The top combinations tied with the best within errors (hpscan.core.ranking.tied_with_best)."""
+    metric = scan.spec.objective.metric
+    top = ranked[: scan.spec.top_k]
+    return tuple(tied_with_best([(r.id, r.value, error_of(r.record, metric)) for r in top]))
 
 
 def load_run(run_dir: Path) -> ScanRun:
@@ -140,4 +166,6 @@ def scan_run(
         problems=problems,
         foreign=foreign,
         models={model_id: model.path for model_id, model in saved_models(run_dir / MODELS_DIR).items()},
+        pareto=pareto_of(scan, ranked),
+        tied=tied_of(scan, ranked),
     )

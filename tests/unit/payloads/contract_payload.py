@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
             "id": combination["id"],
             "shard": shard["shard"],
             "parameters": combination["parameters"],
-            "metrics": {} if failed else {shard["objective"]["metric"]: loss},
+            "metrics": {} if failed else objective_values(shard, loss, numbers),
             "status": "failed" if failed else "succeeded",
             "error": "diverged (NaN loss)" if failed else None,
             "startedAt": started.isoformat(),
@@ -107,6 +107,13 @@ def main(argv: list[str]) -> int:
                 handle.write(combination["id"] + "\n")
         trained += 1
     return 0
+
+
+def objective_values(shard: dict, loss: float, numbers: list[float]) -> dict[str, float]:
+    """The loss under the objective's name; a multi-objective scan's other objectives get the sum of the numeric
+    parameters (a "size" that trades off against the loss, which is smallest at 3)."""
+    values = {objective["metric"]: float(sum(numbers)) for objective in shard.get("objectives", [])[1:]}
+    return {shard["objective"]["metric"]: loss, **values}
 
 
 def _lines(path: Path) -> list[dict]:
