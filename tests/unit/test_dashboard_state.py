@@ -215,3 +215,17 @@ def test_a_page_keeps_the_last_state_and_is_told_why_the_source_does_not_answer(
     finally:
         watch.stop()
         poll.join()
+
+
+def test_a_multi_objective_scan_shows_its_pareto_set_and_an_axis_that_selects_it(tmp_path: Path):
+    """The page names the Pareto set the report names, and its plot (the report's figure) has the axis that
+    selects it; leaders whose values overlap within their errors are shown as tied, not ranked."""
+    from report_runs import physics_run
+
+    run_dir = physics_run(tmp_path / "run", error_fraction=0.2)
+    state = RunFolder(run_dir).view()
+    run = load_run(run_dir)
+    assert state["pareto"] == list(run.pareto) and len(state["pareto"]) >= 2
+    labels = [d["label"] for d in state["figure"]["data"][0]["dimensions"]]
+    assert "in the Pareto set" in labels
+    assert state["tied"] == list(run.tied) and len(state["tied"]) >= 2  # 20% errors: the leaders overlap
