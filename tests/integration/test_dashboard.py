@@ -160,10 +160,8 @@ def test_a_multi_objective_scan_names_its_pareto_set_and_its_axis_selects_it(bro
             const axis = plot.data[0].dimensions.findIndex((d) => d.label === 'in the Pareto set');
             Plotly.restyle(plot, {[`dimensions[${axis}].constraintrange`]: [[0.5, 1.5]]});""",
         )
-        chosen = lambda: sorted(
-            page(browser, "return hpscanDashboard.selected.map((i) => hpscanDashboard.drawn.trials.ids[i])")
-        )  # noqa: E731
-        wait_for(lambda: chosen() == sorted(pareto), 30, "the Pareto lines selected")
+        selected = "return hpscanDashboard.selected.map((i) => hpscanDashboard.drawn.trials.ids[i])"
+        wait_for(lambda: sorted(page(browser, selected)) == sorted(pareto), 30, "the Pareto lines selected")
         browser.save_screenshot(str(tmp_path / "dashboard-pareto.png"))
     finally:
         stop(server)
