@@ -8,6 +8,7 @@ A payload reads ``ShardFile`` from a JSON file and appends one ``ResultRecord`` 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -180,11 +181,12 @@ class ResultRecord(CamelModel):
     )
 
     def objective_value(self, objective: Objective) -> float | None:
-        """The objective metric of a succeeded record, or None when it has none."""
+        """The objective metric of a succeeded record, or None when it has none or it is not finite: a diverged
+        loss (NaN, inf) or a rejection nothing was left to measure (inf) never ranks, and never stretches an axis."""
         if self.status != "succeeded":
             return None
         value = self.metrics.get(objective.metric)
-        return value if value is not None and value == value else None  # NaN never wins
+        return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True)

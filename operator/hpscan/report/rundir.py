@@ -98,15 +98,12 @@ def _load_status(path: Path) -> HPScanStatus | None:
 
 def pareto_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
     """The Pareto set of the ranked records (each combination's best record) by the scan's objectives; records
-    without a value of every objective are left out. Empty for a scan with one objective."""
+    without a finite value of every objective are left out. Empty for a scan with one objective."""
     if not scan.spec.multi_objective:
         return ()
     goals = scan.spec.goals
-    points = {
-        r.id: [r.record.metrics[g.metric] for g in goals]
-        for r in ranked
-        if all(g.metric in r.record.metrics for g in goals)
-    }
+    values = {r.id: [r.record.objective_value(g) for g in goals] for r in ranked}
+    points = {i: [v for v in vs if v is not None] for i, vs in values.items() if None not in vs}
     return tuple(pareto_ids(points, [g.goal for g in goals]))
 
 
