@@ -65,10 +65,27 @@ class SlurmCluster:
             os.chown(folder, user.pw_uid, user.pw_gid)
         return folder
 
-    def site(self, spool: Path, python: str, partition: str = "cpu", **extra: object) -> dict[str, object]:
-        """An hpscan site ``slurm`` block for this cluster."""
-        return {"restUrl": self.rest_url, "user": self.user, "partition": partition, "spool": str(spool),
-                "python": python, "memory": "1G", **extra}
+    def job_bin(self) -> Path:
+        """A folder with python, hpscan and dl1 that the cluster's jobs (the job user) can run, with this
+        repository's packages (``cluster/slurm/job-python.sh``): a site's ``runner`` and the jobs' PATH."""
+        result = subprocess.run([str(SCRIPTS / "job-python.sh")], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"cluster/slurm/job-python.sh failed: {result.stderr[-2000:]}", pytrace=False)
+        return Path(result.stdout.strip())
+
+    def site(self, spool: Path, partition: str = "cpu", **extra: object) -> dict[str, object]:
+        """An hpscan site ``slurm`` block for this cluster: jobs run the job Python's hpscan, with it on PATH."""
+        bin_dir = self.job_bin()
+        return {
+            "restUrl": self.rest_url,
+            "user": self.user,
+            "partition": partition,
+            "spool": str(spool),
+            "runner": str(bin_dir / "hpscan"),
+            "path": f"{bin_dir}:/usr/bin:/bin",
+            "memory": "512M",
+            **extra,
+        }
 
     def log(self, daemon: str) -> str:
         """A daemon's log (``slurmctld``, ``slurmd-gpu1``, ``slurmd-cpu1``, ``slurmrestd.stdout``...)."""
