@@ -49,8 +49,10 @@ class SlurmCluster:
     """A JWT of ``user`` (a day long), as a centre hands one to a service."""
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Environment for Slurm's commands against this cluster."""
-        return {**os.environ, "SLURM_CONF": str(self.conf), **extra}
+        """Environment for Slurm's commands against this cluster, as root (an admin): without SLURM_JWT, which
+        would make them the token's user (the AuthAltTypes=auth/jwt commands prefer it)."""
+        env = {name: value for name, value in os.environ.items() if name != "SLURM_JWT"}
+        return {**env, "SLURM_CONF": str(self.conf), **extra}
 
     def tool(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a Slurm command (scontrol, squeue, sinfo...) against the cluster and capture its output."""

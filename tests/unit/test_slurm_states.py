@@ -33,6 +33,7 @@ def test_a_job_that_cannot_start_by_waiting_is_unschedulable_with_slurms_words(r
     hpscan_reason, message = pending_reason(reason, "UnavailableNodes:gpu1")
     assert hpscan_reason == "Unschedulable"
     assert message == f"Slurm: {reason} (UnavailableNodes:gpu1)"
+    assert pending_reason(reason, f"{reason}, UnavailableNodes:gpu1")[1] == f"Slurm: {reason}, UnavailableNodes:gpu1"
 
 
 def test_a_pending_job_makes_a_pending_shard_and_a_running_one_a_running_shard():
@@ -136,3 +137,9 @@ def test_the_answers_errors_in_slurms_words():
     answer = {"errors": [{"error_code": 2002, "error": "Invalid partition name specified", "description": ""}]}
     assert answer_errors(answer) == [(2002, "Invalid partition name specified")]
     assert answer_errors({"errors": []}) == []
+
+
+def test_a_job_whose_nodes_are_drained_is_unschedulable_though_slurm_says_resources():
+    """Slurm 22.05's answer for a GPU partition whose only node is drained (seen on the test cluster)."""
+    words = "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions"
+    assert pending_reason("Resources", words) == ("Unschedulable", f"Slurm: Resources ({words})")

@@ -41,7 +41,7 @@ from hpscan.backends.slurm.script import (
 )
 from hpscan.backends.slurm.states import Attempt, SlurmJob, attempts_started, shard_verdict
 from hpscan.core.brokering import ProbeOutcome
-from hpscan.errors import BackendError, SchedulerUnavailable
+from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail
 from hpscan.job.slurm import INBOX_DIR
 
@@ -128,20 +128,25 @@ class SlurmBackend(Backend):
         url, user, token = self.connection(scan, site)
         return SlurmRest(url, user, token)
 
-    def view(self, scan: ScanRef, site: Site, fresh: bool = False) -> View:
-        """The connection's jobs, asked again when older than max_age_seconds; a failure is kept as its error."""
+    def view(self, scan: ScanRef, site: Site, refresh: bool = True) -> View:
+        """The connection's jobs, asked again when older than max_age_seconds (``refresh``; else only when never
+        asked); a failure is kept as the view's error (the site is Unreachable) until an answer comes."""
         key = self.connection(scan, site)
         view = self.views.setdefault(key, View())
-        if fresh or self.clock() - view.at >= self.max_age_seconds:
+        stale = self.clock() - view.at >= self.max_age_seconds
+        if view.at == float("-inf") or (refresh and stale):
             try:
                 jobs = SlurmRest(*key).jobs()
-            except SchedulerUnavailable as error:
-                view.error, view.at = str(error), self.clock()
-            except BackendError as error:  # answered, but refused (e.g. a token that expired): not reachable either
+            except BackendError as error:  # no answer, or an answer with errors (slurmctld down, a token refused)
                 view.error, view.at = str(error), self.clock()
             else:
                 view.jobs, view.error, view.at = {job.name: job for job in jobs}, None, self.clock()
         return view
+
+    def refresh(self, state: ScanState) -> None:
+        """One GET /jobs per connection of the scan's sites (when older than max_age_seconds)."""
+        for site in state.sites.values():
+            self.view(state.scan, site)
 
     def expire(self) -> None:
         for view in self.views.values():
@@ -188,6 +193,7 @@ class SlurmBackend(Backend):
         with self._lock:
             self.track(scan, spec)
             state = self._tracked(scan)
+            self.refresh(state)
             for launch in launches:
                 site = launch.site
                 if site is None or site.backend != self.name:
@@ -215,24 +221,24 @@ class SlurmBackend(Backend):
     def _attempts(self, state: ScanState, site: Site, folder: Path, index: int, moves: int) -> list[Attempt]:
         """The shard's jobs of this move, oldest first: jobs.jsonl, and jobs Slurm lists by our name that a crash
         kept out of it, each with what Slurm and the spool say of it."""
-        view = self.view(state.scan, site)
+        view = self.view(state.scan, site, refresh=False)
         by_id = {job.job_id: job for job in view.jobs.values()}
         known = {s.job_id: s.attempt for s in spool.submitted(folder) if s.moves == moves}
         for job in view.jobs.values():
             parsed = JobName.parse(job.name)
             if parsed and parsed.uid == state.scan.uid and parsed.shard == index and parsed.moves == moves:
                 known.setdefault(job.job_id, parsed.attempt)
-        return [
-            Attempt(
-                job_id=job_id,
-                attempt=attempt,
-                job=by_id.get(job_id),
-                exit_code=spool.exit_code(folder, job_id),
-                cancelled=spool.was_cancelled(folder, job_id),
-                last_words=spool.last_words(folder, job_id),
-            )
-            for job_id, attempt in sorted(known.items(), key=lambda item: (item[1], item[0]))
-        ]
+        ordered = sorted(known.items(), key=lambda item: (item[1], item[0]))
+        attempts = []
+        for job_id, attempt in ordered:
+            code, cancelled = spool.exit_code(folder, job_id), spool.was_cancelled(folder, job_id)
+            listed = by_id.get(job_id)
+            if listed is None and code is None and not cancelled and view.error is None and job_id == ordered[-1][0]:
+                # The newest job, not listed: ask for it alone, so a job listed late is never taken for a lost one.
+                listed = self.client(state.scan, site).job(job_id)
+            words = spool.last_words(folder, job_id) if code else ""
+            attempts.append(Attempt(job_id, attempt, listed, code, cancelled, words))
+        return attempts
 
     # poll and records -----------------------------------------------------------------------------------------
 
@@ -243,6 +249,7 @@ class SlurmBackend(Backend):
             state = self.scans.get(_checked(scan))
             if state is None or state.spec is None:
                 return {}
+            self.refresh(state)
             self._collect(state)
             return {index: self._shard_status(state, index) for index in sorted(state.shards)}
 
@@ -250,7 +257,7 @@ class SlurmBackend(Backend):
         assert state.spec is not None
         site, folder = self.site_of(state, index)
         place = state.shards[index]
-        view = self.view(state.scan, site)
+        view = self.view(state.scan, site, refresh=False)
         if view.error is not None:
             last = state.last.get(index) or ShardStatus(index=index, site=site.name, moves=place.moves)
             if last.phase in {ShardPhase.PENDING, ShardPhase.RUNNING}:
@@ -312,7 +319,7 @@ class SlurmBackend(Backend):
             out = {}
             for name, site in state.sites.items():
                 try:
-                    view = self.view(scan, site)
+                    view = self.view(scan, site, refresh=False)
                 except BackendError as error:  # no token: the site cannot be reached either
                     out[name] = str(error)
                     continue
@@ -376,6 +383,7 @@ class SlurmBackend(Backend):
             self._cancel(self._tracked(scan), shards)
 
     def _cancel(self, state: ScanState, shards: Collection[int] | None) -> None:
+        self.refresh(state)
         for index, place in list(state.shards.items()):
             if shards is not None and index not in shards:
                 continue

@@ -15,12 +15,16 @@ from hpscan.backends.slurm.states import SlurmJob
 from hpscan.errors import BackendError, SchedulerUnavailable
 
 API = "/slurm/v0.0.38"
-ALREADY_DONE = 2017
-"""ESLURM_ALREADY_DONE: cancelling a job that has ended (not a failure for hpscan)."""
+INVALID_JOB_ID = 2017
+"""ESLURM_INVALID_JOB_ID: slurmctld does not know the job (it ended more than MinJobAge ago, or never was)."""
 
 
 class SlurmAnswer(Exception):
     """slurmrestd answered with errors (its words in the message)."""
+
+    def __init__(self, message: str, codes: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.codes = codes
 
 
 def answer_errors(body: dict[str, Any]) -> list[tuple[int, str]]:
@@ -30,7 +34,7 @@ def answer_errors(body: dict[str, Any]) -> list[tuple[int, str]]:
         words = item.get("description") or item.get("error") or "unknown error"
         if item.get("error") and item.get("error") != words:
             words = f"{words}: {item['error']}"
-        out.append((int(item.get("error_code") or item.get("errno") or 0), str(words)))
+        out.append((int(item.get("error_code") or item.get("error_number") or item.get("errno") or 0), str(words)))
     return out
 
 
@@ -58,13 +62,23 @@ class SlurmRest:
             if not text.strip():
                 raise SlurmAnswer(f"HTTP {error.code} {error.reason}") from None
         answer = json.loads(text or b"{}")
-        if errors := [e for e in answer_errors(answer) if e[0] != ALREADY_DONE]:
-            raise SlurmAnswer("; ".join(words for _code, words in errors))
+        if answer.get("job_id") is not None:  # submitted: its errors are warnings (e.g. the node is drained now)
+            return dict(answer)
+        if errors := answer_errors(answer):
+            raise SlurmAnswer("; ".join(words for _code, words in errors), frozenset(code for code, _ in errors))
         return dict(answer)
 
-    def call(self, what: str, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(
+        self, what: str, method: str, path: str, body: dict[str, Any] | None = None, unknown_job: Any = None
+    ) -> dict[str, Any]:
+        """One request; an answer that only says the job is unknown gives ``unknown_job`` when that is a dict."""
         with batch_call(self._failed(what)):
-            return self._request(method, path, body)
+            try:
+                return self._request(method, path, body)
+            except SlurmAnswer as answer:
+                if isinstance(unknown_job, dict) and answer.codes == {INVALID_JOB_ID}:
+                    return unknown_job
+                raise
 
     def _failed(self, what: str) -> Callable[[Exception], BackendError]:
         def failed(error: Exception) -> BackendError:
@@ -86,6 +100,13 @@ class SlurmRest:
         answer = self.call(f"submitting job {body['job'].get('name')}", "POST", "/job/submit", body)
         return int(answer["job_id"])
 
+    def job(self, job_id: int) -> SlurmJob | None:
+        """One job; None when slurmctld no longer knows it."""
+        answer = self.call(f"looking for job {job_id}", "GET", f"/job/{job_id}", unknown_job={})
+        jobs = answer.get("jobs") or []
+        return SlurmJob.from_rest(jobs[0]) if jobs else None
+
     def cancel(self, job_id: int) -> None:
-        """scancel (SIGKILL after the job's KillWait): a job that has ended already is not an error."""
-        self.call(f"cancelling job {job_id}", "DELETE", f"/job/{job_id}")
+        """scancel (SIGKILL to every process of the job): one that has ended, or that slurmctld forgot, is not an
+        error."""
+        self.call(f"cancelling job {job_id}", "DELETE", f"/job/{job_id}", unknown_job={})

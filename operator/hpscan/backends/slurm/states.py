@@ -47,6 +47,10 @@ UNSCHEDULABLE_REASONS = frozenset(
 it): the shard is Unschedulable, with Slurm's words."""
 PER_JOB_LIMIT = re.compile(r"^(QOS|Assoc)Max.*Per(Job|Node)")
 """A per-job limit of the QOS or association (e.g. QOSMaxGRESPerJob): the job exceeds it whatever runs."""
+UNSCHEDULABLE_WORDS = ("are DOWN, DRAINED", "ReqNodeNotAvail", "UnavailableNodes")
+"""Words of a pending job's description that name nodes it cannot have: Slurm 22.05 says "Resources" with the
+description "Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions" when
+its partition's nodes are drained (seen on the test cluster)."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,16 @@ def _int(value: Any) -> int | None:
 def pending_reason(reason: str, description: str = "") -> tuple[str | None, str]:
     """A pending job's (hpscan reason, message): Unschedulable for reasons that will not clear by waiting,
     None (an ordinary wait) otherwise; the message is Slurm's reason and words."""
-    words = f"Slurm: {reason}" + (f" ({description})" if description and description != reason else "")
-    if reason in UNSCHEDULABLE_REASONS or PER_JOB_LIMIT.match(reason) or reason.startswith("ReqNodeNotAvail"):
+    if description.startswith(reason):  # e.g. "ReqNodeNotAvail, UnavailableNodes:gpu1"
+        words = f"Slurm: {description}"
+    else:
+        words = f"Slurm: {reason}" + (f" ({description})" if description else "")
+    if (
+        reason in UNSCHEDULABLE_REASONS
+        or PER_JOB_LIMIT.match(reason)
+        or reason.startswith("ReqNodeNotAvail")
+        or any(part in description for part in UNSCHEDULABLE_WORDS)
+    ):
         return Reason.UNSCHEDULABLE, words[:MESSAGE_ROOM]
     return None, words[:MESSAGE_ROOM]
 

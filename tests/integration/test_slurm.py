@@ -1,0 +1,230 @@
+"""The Slurm backend on the Slurm test cluster's real daemons (the slurm_cluster fixture; docs/slurm.md): GPUs as
+gres/gpu on the GPU partition, Slurm's pending reasons, the site probe, the quickstart through `hpscan run
+--site`, and a scan over the HTCondor pool and the Slurm site that goes on while slurmctld is stopped. The backend
+contract runs in test_backend_contract.py."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slurm_cluster import run_script
+
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import HPScanStatus, ShardPhase
+from hpscan.backends.base import ScanRef, ShardLaunch
+from hpscan.backends.slurm.backend import SlurmBackend
+from hpscan.backends.slurm.rest import SlurmRest
+from hpscan.core.planning import plan
+
+REPO = Path(__file__).resolve().parents[2]
+PAYLOAD = str(REPO / "tests" / "unit" / "payloads" / "contract_payload.py")
+COMBINATIONS = 24  # examples/quickstart.yaml: 2 x 2 x 3 x 2
+
+
+def contract_spec(cluster: Any, spool: Path, knobs: dict[str, Any], gpus: int = 1, **site: Any) -> HPScanSpec:
+    """Two shards of the stand-in payload at one site of the cluster (the GPU partition unless told)."""
+    block = cluster.site(spool, partition="gpu" if gpus else "cpu")
+    python = str(Path(str(block["runner"])).parent / "python")
+    return HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "x", "values": [1, 2, 3, 4]}],
+            "sharding": {"shards": 2},
+            "retries": 0,
+            "gpu": {"count": gpus, "required": gpus > 0},
+            "payload": {
+                "image": "registry.example.org/contract-payload:1",
+                "command": [python, PAYLOAD],
+                "gpuCheck": [python, PAYLOAD, "gpu-check"],
+                "settings": {"contractPayload": {**knobs, "trainedLog": str(spool / "trained.log")}},
+            },
+            "sites": [{"name": "hpc", **site, "slurm": block}],
+        }
+    )
+
+
+def backend_for(cluster: Any) -> SlurmBackend:
+    return SlurmBackend(environ={"SLURM_JWT": cluster.token}, max_age_seconds=0)
+
+
+def run_job(cluster: Any, spool: Path, partition: str, gres: str | None) -> str:
+    """A job through slurmrestd that prints its user and CUDA_VISIBLE_DEVICES; its output once it ended."""
+    job: dict[str, Any] = {
+        "name": f"probe-{partition}",
+        "partition": partition,
+        "memory_per_node": 64,
+        "current_working_directory": str(spool),
+        "standard_output": str(spool / f"{partition}.out"),
+        "environment": {"PATH": "/usr/bin:/bin"},
+    }
+    if gres:
+        job["gres"] = gres
+    script = '#!/bin/bash\necho "user=$(id -un) uid=$(id -u) cvd=${CUDA_VISIBLE_DEVICES-unset}"\n'
+    rest = SlurmRest(cluster.rest_url, cluster.user, cluster.token)
+    job_id = rest.submit({"script": script, "job": job})
+    cluster.wait(lambda: (j := rest.job(job_id)) is not None and j.state == "COMPLETED", 60, f"job {job_id}")
+    return (spool / f"{partition}.out").read_text().strip()
+
+
+def test_gpu_jobs_get_their_gres_and_cpu_jobs_none_as_an_unprivileged_user(slurm_cluster):
+    spool = slurm_cluster.spool("gres")
+    gpu = run_job(slurm_cluster, spool, "gpu", "gpu:2")
+    assert gpu.startswith(f"user={slurm_cluster.user} ") and " uid=0 " not in gpu
+    assert gpu.endswith("cvd=0,1"), gpu  # both stand-in GPUs of gpu1, set by Slurm's gres/gpu plugin
+    assert run_job(slurm_cluster, spool, "cpu", None).endswith("cvd=unset")
+
+
+def test_a_shard_on_a_drained_partition_is_unschedulable_with_slurms_words_and_runs_when_the_node_returns(
+    slurm_cluster,
+):
+    spool = slurm_cluster.spool("drained")
+    spec = contract_spec(slurm_cluster, spool, {})
+    ref = ScanRef("drained", "physics", "u-drained-" + secrets.token_hex(3))
+    planned = plan("drained", spec)
+    backend = backend_for(slurm_cluster)
+    slurm_cluster.tool("scontrol", "update", "NodeName=gpu1", "State=DRAIN", "Reason=maintenance")
+    try:
+        backend.submit(ref, spec, [ShardLaunch(f, spec.sites[0]) for f in planned.shard_files()])
+        states = slurm_cluster.wait(
+            lambda: (s := backend.poll(ref)) and all(x.reason == "Unschedulable" for x in s.values()) and s,
+            30,
+            "Unschedulable shards",
+        )
+        assert {s.phase for s in states.values()} == {ShardPhase.PENDING}
+        # Slurm's words: "Resources (Nodes required for job are DOWN, DRAINED ...)" until its next scheduling pass,
+        # "ReqNodeNotAvail, UnavailableNodes:gpu1" after it.
+        message = states[0].message or ""
+        assert message.startswith("Slurm: ") and ("UnavailableNodes:gpu1" in message or "DRAINED" in message), message
+    finally:
+        slurm_cluster.tool("scontrol", "update", "NodeName=gpu1", "State=RESUME")
+    try:
+        done = slurm_cluster.wait(
+            lambda: (s := backend.poll(ref)) and all(x.phase == ShardPhase.SUCCEEDED for x in s.values()) and s,
+            90,
+            "the shards to succeed",
+        )
+        assert {s.attempts for s in done.values()} == {1}
+        assert len(backend.fetch_records(ref)) == planned.total
+    finally:
+        backend.forget(ref)
+
+
+def test_the_site_probe_runs_on_the_gpu_partition_and_a_site_without_a_usable_gpu_fails_it(slurm_cluster):
+    spool = slurm_cluster.spool("probe")
+    backend = backend_for(slurm_cluster)
+    for env, expected, words in [([], 0, "1 GPU usable"), ([{"name": "CONTRACT_GPU_CHECK_EXIT", "value": "3"}], 3, "no usable GPU")]:  # fmt: skip
+        spec = contract_spec(slurm_cluster, spool, {}, env=env)
+        ref = ScanRef("probe", "physics", "u-probe-" + secrets.token_hex(3))
+        site = spec.sites[0]
+        assert backend.probe(ref, spec, site).message == "probe sent"
+        outcome = slurm_cluster.wait(lambda: (o := backend.probe(ref, spec, site)).ended and o, 60, "the probe")  # noqa: B023
+        assert (outcome.exit_code, words in outcome.message) == (expected, True), outcome
+        backend.end_probe(ref, site)
+        assert backend.probe(ref, spec, site).message == "probe sent"  # ended: a later probe is a new round
+        backend.end_probe(ref, site)
+
+
+@pytest.mark.slow
+def test_quickstart_through_hpscan_run_at_the_slurm_site_with_gpus_as_gres(slurm_cluster, tmp_path):
+    """`hpscan run --site` with the quickstart manifest, each shard asking one GPU (not required: the stand-ins
+    are files, TensorFlow trains on the CPU): every shard a job on the GPU partition with gres/gpu allocated, which
+    Slurm shows the job as CUDA_VISIBLE_DEVICES (the site's setup line prints it)."""
+    spool = slurm_cluster.spool("quickstart")
+    block = slurm_cluster.site(spool, partition="gpu", memory="1536M")
+    block["setup"] = ['echo "hpscan-test: CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}"']
+    one = {name: "1" for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+    env = [{"name": name, "value": value} for name, value in {"MPLCONFIGDIR": "/tmp", **one}.items()]
+    sites = [{"name": "hpc", "env": env, "slurm": block}]
+    command = [
+        str(Path(sys.executable).parent / "hpscan"), "run", str(REPO / "examples" / "quickstart.yaml"),
+        "--out", str(tmp_path), "--plain", "--site", "hpc",
+        "--set", f"sites={json.dumps(sites)}", "--set", 'gpu={"count": 1, "required": false}',
+    ]  # fmt: skip
+    run = subprocess.run(
+        command, env=slurm_cluster.env(SLURM_JWT=slurm_cluster.token), capture_output=True, text=True, timeout=1500
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["phase"] == "Succeeded" and status["progress"] == f"{COMBINATIONS}/{COMBINATIONS}", status
+    assert {s["site"] for s in status["shards"]} == {"hpc"}
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len({r["id"] for r in records}) == COMBINATIONS and all(r["status"] == "succeeded" for r in records)
+    outputs = sorted(spool.glob("*/*/shard-*/stdout-*.txt"))
+    assert len(outputs) == len(status["shards"]) == 4
+    for output in outputs:
+        said = [line for line in output.read_text().splitlines() if line.startswith("hpscan-test:")]
+        assert said in (["hpscan-test: CUDA_VISIBLE_DEVICES=0"], ["hpscan-test: CUDA_VISIBLE_DEVICES=1"]), output
+
+
+@pytest.mark.slow
+def test_a_scan_over_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stopped(slurm_cluster, condor_pool):
+    """Fault isolation on real parts: slurmctld stopped (by its pid) while a scan runs over the HTCondor pool and
+    the Slurm site: only the Slurm site is Unreachable, the pool's shards go on; slurmctld started again, the
+    scan succeeds with shards on both."""
+    from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.core.brokering import Target
+    from hpscan.core.results import Aggregate
+    from hpscan.engine import StepInput, step
+
+    spool = slurm_cluster.spool("outage")
+    bin_dir = slurm_cluster.job_bin()
+    grid = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "256MB", "requestDisk": "64MB"}
+    spec = HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "x", "values": list(range(12))}],
+            "sharding": {"shards": 6},
+            "retries": 0,
+            "gpu": {"count": 1, "required": False},
+            "payload": {
+                "image": "registry.example.org/contract-payload:1",
+                "command": ["python", PAYLOAD],  # each site's own Python, from its PATH
+                "settings": {"contractPayload": {"sleep": 2}},
+            },
+            "sites": [
+                {
+                    "name": "grid",
+                    "maxRunning": 1,
+                    "env": [{"name": "PATH", "value": f"{condor_pool.job_bin()}:/usr/bin:/bin"}],
+                    "htcondor": {**condor_pool.site(), **grid},
+                },
+                {"name": "hpc", "slurm": slurm_cluster.site(spool, partition="gpu", path=f"{bin_dir}:/usr/bin:/bin")},
+            ],
+        }
+    )
+    ref = ScanRef(name="outage", namespace="physics", uid="u-outage-" + secrets.token_hex(3))
+    backends = {
+        "htcondor": HTCondorBackend(condor_pool.job_dir("outage"), max_age_seconds=0),
+        "slurm": SlurmBackend(environ={"SLURM_JWT": slurm_cluster.token}, max_age_seconds=1),
+    }
+    agg = Aggregate(plan("outage", spec))
+    targets = [Target.of(site) for site in spec.sites]
+    controller = slurm_cluster.pid("slurmctld")
+    subprocess.run(["kill", "-TERM", str(controller)], check=True)
+    status: HPScanStatus | None = None
+    seen_down: HPScanStatus | None = None
+    try:
+        deadline = time.monotonic() + 300
+        while status is None or status.phase not in {"Succeeded", "Failed"}:
+            assert time.monotonic() < deadline, f"the scan did not end in 300 s; last status: {status}"
+            status = step(StepInput(ref, spec, agg, targets, previous=status), backends).status
+            if seen_down is None and agg.recorded >= 1:  # the pool reported while slurmctld was down
+                seen_down = status
+                run_script("up.sh")  # starts slurmctld again (the other daemons run on)
+            time.sleep(1)
+    finally:
+        run_script("up.sh")
+        backends["htcondor"].forget(ref, delete_sandboxes=True)
+        backends["slurm"].forget(ref)
+    assert seen_down is not None
+    grid_site, hpc_site = seen_down.sites
+    assert (grid_site.state, hpc_site.state, hpc_site.reason) == ("Usable", "Unreachable", "SiteUnreachable")
+    assert "slurmrestd" in (hpc_site.message or "")
+    assert status.phase == "Succeeded" and status.progress == "12/12", status.message
+    assert status.sites[1].state == "Usable" and status.sites[1].succeeded >= 1  # back, and given shards
+    assert {s.site for s in status.shards} == {"grid", "hpc"}
