@@ -228,3 +228,73 @@ def test_a_scan_over_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stop
     assert status.phase == "Succeeded" and status.progress == "12/12", status.message
     assert status.sites[1].state == "Usable" and status.sites[1].succeeded >= 1  # back, and given shards
     assert {s.site for s in status.shards} == {"grid", "hpc"}
+
+
+def test_a_token_the_centre_did_not_sign_makes_only_that_site_unreachable_naming_slurmrestd(slurm_cluster):
+    spool = slurm_cluster.spool("badtoken")
+    spec = contract_spec(slurm_cluster, spool, {})
+    ref = ScanRef("badtoken", "physics", "u-bad-" + secrets.token_hex(3))
+    header, claims, _signature = slurm_cluster.token.split(".")
+    backend = SlurmBackend(environ={"SLURM_JWT": f"{header}.{claims}.c2lnbmVkLWJ5LXNvbWVib2R5LWVsc2U"})
+    backend.track(ref, spec)
+    assert backend.poll(ref) == {}
+    outages = backend.outages(ref)
+    assert set(outages) == {"hpc"} and slurm_cluster.rest_url in outages["hpc"], outages
+
+
+@pytest.mark.slow
+def test_quickstart_through_the_operator_at_the_slurm_site(slurm_cluster, cluster, k8s, new_namespace):
+    """The operator on the local control plane sends the quickstart to the Slurm site, authenticated by the job
+    user's JWT handed over in the scan's namespace as a Secret (the site's tokenSecret); jobs run as that user on
+    the GPU partition; deleting the scan cancels nothing that ended and keeps the spool's results."""
+    import yaml
+    from kubernetes import client
+    from operator_support import create, free_port, wait_phase
+
+    from hpscan.api.spec import GROUP, PLURAL, VERSION
+
+    namespace = new_namespace()
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+    client.CoreV1Api(k8s).create_namespaced_secret(
+        namespace, {"metadata": {"name": "hpc-token"}, "stringData": {"token": slurm_cluster.token}}
+    )
+    spool = slurm_cluster.spool("operator")
+    block = {**slurm_cluster.site(spool, partition="gpu", memory="1536M"), "tokenSecret": {"name": "hpc-token"}}
+    one = {name: "1" for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+    env = [{"name": name, "value": value} for name, value in {"MPLCONFIGDIR": "/tmp", **one}.items()]
+    body = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    body["spec"]["sites"] = [{"name": "hpc", "env": env, "slurm": block}]
+    body["spec"]["gpu"] = {"count": 1, "required": False}
+    log = spool / "operator.log"
+    operator_env = {**slurm_cluster.env(), "KUBECONFIG": str(cluster.kubeconfig)}  # no SLURM_JWT: the Secret's
+    command = [
+        str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", namespace,
+        "--health-port", str(free_port()), "--metrics-port", str(free_port()),
+    ]  # fmt: skip
+    with log.open("a") as handle:
+        operator = subprocess.Popen(command, env=operator_env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        created = create(k8s, namespace, body)
+        scan = wait_phase(cluster, k8s, namespace, "quickstart", {"Succeeded", "Failed"}, 1200)
+        status = scan["status"]
+        assert status["phase"] == "Succeeded", (status, log.read_text()[-3000:])
+        assert status["progress"] == f"{COMBINATIONS}/{COMBINATIONS}"
+        assert {s["site"] for s in status["shards"]} == {"hpc"}
+        rest = SlurmRest(slurm_cluster.rest_url, slurm_cluster.user, slurm_cluster.token)
+        uid = created["metadata"]["uid"]
+        jobs = [job for job in rest.jobs() if job.name.startswith(f"hpscan.{uid}.")]
+        assert (
+            len(jobs) == 4 and {job.state for job in jobs} == {"COMPLETED"} and {job.node for job in jobs} == {"gpu1"}
+        )
+        scans = client.CustomObjectsApi(k8s)
+        scans.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "quickstart")
+        cluster.wait(lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"], 60)
+        results = list(spool.glob(f"{namespace}/quickstart-{uid}/shard-*/results.jsonl"))
+        assert sum(len(path.read_text().splitlines()) for path in results) == COMBINATIONS  # kept on the centre
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(20)
+        except subprocess.TimeoutExpired:
+            operator.kill()
