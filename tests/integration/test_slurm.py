@@ -298,3 +298,42 @@ def test_quickstart_through_the_operator_at_the_slurm_site(slurm_cluster, cluste
             operator.wait(20)
         except subprocess.TimeoutExpired:
             operator.kill()
+
+
+def test_models_the_payload_saves_on_the_shared_file_system_reach_the_scans_store(slurm_cluster, s3):
+    """spec.artifacts.store with the Slurm site: the payload writes models/<id>/ in the shard's folder, the
+    backend uploads them when it reads their records (as HTCondor's returned sandboxes) and frees the folder."""
+    from hpscan.api.store import ModelStoreLocation, S3Store
+    from hpscan.job.store import ModelStore
+
+    bucket = s3.create_bucket(f"models-{secrets.token_hex(3)}")
+    store = {"endpoint": s3.endpoint, "bucket": bucket, "prefix": "hpc", "secretRef": {"name": "s3"}}
+    spool = slurm_cluster.spool("models")
+    wire = contract_spec(slurm_cluster, spool, {}).to_wire()
+    wire["artifacts"] = {"keep": "all", "store": {"s3": store}}
+    spec = HPScanSpec.model_validate(wire)
+    ref = ScanRef("models", "physics", "u-models-" + secrets.token_hex(3))
+    keys = {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
+    backend = SlurmBackend(
+        read_secret=lambda namespace, name, key: keys[key] if (namespace, name) == ("physics", "s3") else "",
+        environ={"SLURM_JWT": slurm_cluster.token},
+        max_age_seconds=0,
+    )
+    planned = plan("models", spec)
+    backend.submit(ref, spec, [ShardLaunch(f, spec.sites[0]) for f in planned.shard_files()])
+    records: list = []
+    try:
+        slurm_cluster.wait(
+            lambda: (s := backend.poll(ref)) and all(x.phase == ShardPhase.SUCCEEDED for x in s.values()),
+            90,
+            "the shards to succeed",
+        )
+        records += backend.fetch_records(ref)
+    finally:
+        backend.forget(ref)
+    assert len(records) == planned.total and backend.models.pending(ref) == 0
+    stored = ModelStore(
+        ModelStoreLocation.of(S3Store.model_validate(store), "physics", "models"), s3.access_key, s3.secret_key
+    )
+    assert set(stored.models()) == {record.id for record in records}
+    assert not list(spool.glob("*/*/shard-*/models/*"))  # uploaded, then freed on the centre

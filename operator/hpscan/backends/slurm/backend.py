@@ -26,6 +26,7 @@ from hpscan.api.trials import (
     read_progress,
 )
 from hpscan.backends.base import Backend, ScanRef, ScanTable, ShardLaunch
+from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.backends.slurm import spool
 from hpscan.backends.slurm.probes import Probes
 from hpscan.backends.slurm.rest import SlurmRest
@@ -107,6 +108,8 @@ class SlurmBackend(Backend):
         self.views: dict[Connection, View] = {}
         self._lock = threading.RLock()
         self._probes = Probes(self)
+        self.models = SandboxModels(read_secret, clock)
+        """Models the payload left in a shard's models/ folder on the shared file system -> spec.artifacts.store."""
 
     # connections ----------------------------------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class SlurmBackend(Backend):
         with self._lock:
             state = self.scans.open(_checked(scan))
             state.spec = spec
+            self.models.watch(scan, spec)
             state.sites.update((site.name, site) for site in spec.sites if site.backend == self.name)
             for site in state.sites.values():
                 for folder in sorted(scan_folder(site, scan).glob("shard-*")):
@@ -173,6 +177,7 @@ class SlurmBackend(Backend):
             if (state := self.scans.get(_checked(scan))) is not None:
                 self._cancel(state, None)
             self.scans.drop(scan)
+            self.models.forget(scan)
 
     def _tracked(self, scan: ScanRef) -> ScanState:
         state = self.scans.get(_checked(scan))
@@ -296,12 +301,15 @@ class SlurmBackend(Backend):
             records = tail.read_new()
             state.recorded.setdefault(index, set()).update(record.id for record in records)
             state.unreported.extend(records)
+            if records:  # the payload saves a model before its record: both are on the file system now
+                self.models.returned(state.scan, folder, records)
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         with self._lock:
             state = self.scans.get(_checked(scan))
             if state is None:
                 return []
+            self.models.flush(scan)  # models whose upload failed before
             self._collect(state)
             records, state.unreported = state.unreported, []
             return records
