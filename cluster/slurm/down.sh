@@ -26,6 +26,20 @@ stop() {  # stop NAME: TERM the daemon of run/NAME.pid, KILL it after 10 s
   fi
   rm -f "$dir/run/$1.pid"
 }
+# Cancel every job first, so a restarted cluster holds no job whose processes are gone (slurmctld would keep
+# such a job's node busy until it finds out); as an admin: without SLURM_JWT, which would make us the job user.
+pid="$(cat "$dir/run/slurmctld.pid" 2>/dev/null || true)"
+if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && ours "$pid"; then
+  export SLURM_CONF="$dir/slurm.conf"
+  unset SLURM_JWT
+  jobs="$(squeue -h -o %i 2>/dev/null || true)"
+  if [[ -n "$jobs" ]]; then
+    log "cancelling $(echo "$jobs" | wc -l) job(s)"
+    # shellcheck disable=SC2086
+    scancel $jobs 2>/dev/null || true
+    for _ in $(seq 50); do [[ -z "$(squeue -h -t R,CG,S -o %i 2>/dev/null)" ]] && break; sleep 0.2; done
+  fi
+fi
 for name in slurmrestd slurmd-gpu1 slurmd-cpu1 slurmctld munged; do stop "$name"; done
 # Job steps outlive a stopped slurmd: slurmstepd processes of this cluster (their command line names no path, so
 # they are found by their environment's SLURM_CONF) and the jobs under them.

@@ -6,7 +6,7 @@
 # File= names plain files this script creates in .slurm/dev/, so Slurm allocates them and sets
 # CUDA_VISIBLE_DEVICES in the job as on a real GPU node. No cgroups (proctrack/linuxproc, task/none), no files
 # outside .slurm/; as root, job scripts run as one unprivileged system user (hpscan-slurm), created when absent
-# and removed by down.sh. Idempotent: a running cluster is left alone. Returns when both nodes are idle and
+# and removed by down.sh. Idempotent: a running cluster is left alone. Returns when both nodes answer and
 # slurmrestd answers (about 5 s on an idle machine). Writes .slurm/slurm.env: SLURM_CONF, the REST URL and a
 # JWT of the job user (`source .slurm/slurm.env`; sbatch, squeue and scontrol then talk to this cluster).
 set -euo pipefail
@@ -157,7 +157,8 @@ SLURM_JWT=daemon start slurmrestd slurmrestd -f "$dir/slurm.conf" -a rest_auth/j
 
 start_s=$SECONDS
 restarts=0
-until [[ "$(sinfo -h -N -o '%N %t' 2>/dev/null | grep -c ' idle')" == 2 ]]; do
+# Ready: both nodes answer (idle, or running jobs: mix, alloc; no '*' for not responding, not down or unknown).
+until [[ "$(sinfo -h -N -o '%N %t' 2>/dev/null | grep -cE ' (idle|mix|alloc|comp)$')" == 2 ]]; do
   # slurmctld 22.05 recovering its state sometimes stops at once with "AuthType change requires restart of all
   # Slurm daemons" though nothing changed (seen once in ten restarts on this machine); a second start recovers.
   if ! kill -0 "$(cat "$dir/run/slurmctld.pid")" 2>/dev/null && ((restarts++ < 2)); then
@@ -167,7 +168,7 @@ until [[ "$(sinfo -h -N -o '%N %t' 2>/dev/null | grep -c ' idle')" == 2 ]]; do
   for name in slurmctld slurmd-gpu1 slurmd-cpu1 slurmrestd; do
     kill -0 "$(cat "$dir/run/$name.pid")" 2>/dev/null || die "$name exited; see $dir/log/$name.stdout and $dir/log/"
   done
-  ((SECONDS - start_s > timeout_s)) && die "nodes not idle after ${timeout_s}s: $(sinfo -N 2>&1 | tr '\n' ' ')"
+  ((SECONDS - start_s > timeout_s)) && die "nodes not ready after ${timeout_s}s: $(sinfo -N 2>&1 | tr '\n' ' ')"
   sleep 0.5
 done
 
