@@ -6,9 +6,10 @@
 # File= names plain files this script creates in .slurm/dev/, so Slurm allocates them and sets
 # CUDA_VISIBLE_DEVICES in the job as on a real GPU node. No cgroups (proctrack/linuxproc, task/none), no files
 # outside .slurm/; as root, job scripts run as one unprivileged system user (hpscan-slurm), created when absent
-# and removed by down.sh. Idempotent: a running cluster is left alone. Returns when both nodes answer and
-# slurmrestd answers (1.3-1.9 s from cold on 2 shared cores; 4-5 s when only slurmctld restarts). Writes .slurm/slurm.env: SLURM_CONF, the REST URL and a
-# JWT of the job user (`source .slurm/slurm.env`; sbatch, squeue and scontrol then talk to this cluster).
+# and removed by down.sh. Idempotent: a running cluster is left alone. Returns when both nodes and slurmrestd
+# answer: 1.3-1.9 s from cold on 2 shared cores, 4-5 s when only slurmctld restarts. Writes .slurm/slurm.env:
+# SLURM_CONF, the REST URL and a JWT of the job user (`source .slurm/slurm.env`: sbatch, squeue and scontrol then
+# act as that user on this cluster).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
