@@ -40,7 +40,7 @@ from hpscan.backends.slurm.script import (
     shard_folder,
     slurm_of,
 )
-from hpscan.backends.slurm.states import Attempt, SlurmJob, attempts_started, shard_verdict
+from hpscan.backends.slurm.states import RUNNING_STATES, Attempt, SlurmJob, attempts_started, shard_verdict
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail
@@ -79,6 +79,14 @@ class ScanState:
     unreported: list[ResultRecord] = field(default_factory=list)
     progress: dict[Path, JsonLines] = field(default_factory=dict)
     last: dict[int, ShardStatus] = field(default_factory=dict)
+    restarting: set[int] = field(default_factory=set)
+    """Shards submitted again while their cancelled job still stops: the next attempt starts once it has ended."""
+
+
+def _stopping(attempt: Attempt) -> bool:
+    """A cancelled job that still runs: Slurm sent SIGTERM and waits KillWait before SIGKILL, and the payload may
+    record the combination it was training meanwhile (into results.jsonl, which the next attempt reads)."""
+    return attempt.cancelled and attempt.job is not None and attempt.job.state in RUNNING_STATES
 
 
 def _checked(scan: ScanRef) -> ScanRef:
@@ -211,6 +219,9 @@ class SlurmBackend(Backend):
                     continue
                 spool.make_folder(folder / INBOX_DIR, Path(slurm_of(site).spool))
                 spool.write_shard_file(folder, launch.shard_file)
+                if attempts and _stopping(attempts[-1]):
+                    state.restarting.add(index)  # two jobs must never write one results.jsonl: poll starts it
+                    continue
                 self._submit_attempt(state, site, index, moves, len(attempts) + 1)
 
     def _submit_attempt(self, state: ScanState, site: Site, index: int, moves: int, attempt: int) -> None:
@@ -269,6 +280,15 @@ class SlurmBackend(Backend):
                 return last.model_copy(update={"reason": Reason.SCHEDULER_UNAVAILABLE, "message": view.error[:300]})
             return last
         attempts = self._attempts(state, site, folder, index, place.moves)
+        if index in state.restarting and attempts:
+            if _stopping(attempts[-1]):
+                return ShardStatus(
+                    index=index, site=site.name, moves=place.moves, attempts=attempts_started(attempts),
+                    message=f"waits for its cancelled job {attempts[-1].job_id} to stop",
+                )  # fmt: skip
+            state.restarting.discard(index)
+            self._submit_attempt(state, site, index, place.moves, len(attempts) + 1)
+            attempts = self._attempts(state, site, folder, index, place.moves)
         if not attempts:
             return ShardStatus(index=index, site=site.name, moves=place.moves)
         recorded = len(state.recorded.get(index, ()))
@@ -395,6 +415,7 @@ class SlurmBackend(Backend):
         for index, place in list(state.shards.items()):
             if shards is not None and index not in shards:
                 continue
+            state.restarting.discard(index)
             site, folder = self.site_of(state, index)
             attempts = self._attempts(state, site, folder, index, place.moves)
             if not attempts or attempts[-1].cancelled or attempts[-1].exit_code is not None:
