@@ -444,3 +444,62 @@ def test_what_a_shards_pages_and_inbox_hand_out_without_a_record():
     (pulled,) = shard_pages(REF, shard_file(0, pull=True), page_size=2)
     assert unrecorded([inbox, pulled["data"]]) == {"c0007-aa"}  # a withdrawn trial is not the worker's to record
     assert unrecorded([inbox, pulled["data"] | record_patch([record("c0007-aa")])["data"]]) == set()
+
+
+# The backend's calls: one way an API error reaches the engine, one entry a scan --------------------------------------
+
+
+class Refusing:
+    """Any client call raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, attribute: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise self.error
+
+        return refuse
+
+
+def test_a_refusal_names_the_call_and_its_cause_a_lost_connection_is_an_outage_and_a_bug_passes_unchanged():
+    from hpscan.errors import BackendError, SchedulerUnavailable
+
+    backend = Cluster().backend()
+    forbidden = ApiException(status=403, reason="Forbidden")
+    forbidden.body = json.dumps({"kind": "Status", "message": 'roles "s-payload" is forbidden: exceeded quota'})
+    backend.rbac = Refusing(forbidden)
+    with pytest.raises(BackendError, match=r"API refused prepare \(403\): roles \"s-payload\" .* quota") as refused:
+        backend.prepare(REF, spec_of(), 2)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__  # the message says it all
+    backend.rbac = Refusing(ApiException(status=500, reason="Internal Server Error"))  # no Status body: the reason
+    with pytest.raises(BackendError, match=r"API refused prepare \(500\): Internal Server Error"):
+        backend.prepare(REF, spec_of(), 2)
+    backend.rbac = Refusing(ReadTimeoutError(None, "/apis", "read timed out"))
+    with pytest.raises(SchedulerUnavailable, match=r"the Kubernetes API did not answer \(prepare\).*read timed out"):
+        backend.prepare(REF, spec_of(), 2)
+    backend.rbac = Refusing(KeyError("not the API's answer"))
+    with pytest.raises(KeyError):
+        backend.prepare(REF, spec_of(), 2)
+
+
+def test_a_forgotten_scan_leaves_nothing_held_and_is_read_again_from_the_api_server_losing_nothing():
+    from hpscan.backends.kubernetes.manifests import pull_inbox
+
+    cluster = Cluster()
+    backend = cluster.backend()
+    for body in (pull_inbox(REF, 0, page_size=2), *shard_pages(REF, shard_file(0, pull=True), page_size=2)):
+        cluster._create("config_map", "physics", body)
+    trials = [{"trial": trial.model_dump()} for trial in shard_file(2).combinations]
+    backend.assign(REF, 0, trials[:1])
+    assert len(backend.scans) == 1
+    backend.forget(REF)
+    assert len(backend.scans) == 0
+    cluster.requests.clear()
+    backend.assign(REF, 0, trials[1:])
+    assert cluster.requests[0] == "read config_map s-shard-000-in"  # what the operator wrote, read back
+    inbox = cluster.objects[("config_map", "s-shard-000-in")]["data"]
+    assert [line["trial"]["id"] for line in map(json.loads, inbox["trials.jsonl"].splitlines())] == [
+        "c0000-00000000",
+        "c0001-00000001",
+    ]
