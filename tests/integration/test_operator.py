@@ -152,7 +152,7 @@ def test_one_shard_of_5000_combinations_records_everything_with_every_object_und
     passes etcd's object limit near 2,400 DL1 records or 4,000 of this payload's (and main refused shards over 1,000
     combinations)."""
     from hpscan.api.spec import HPScanSpec
-    from hpscan.job.configmap import records_of
+    from hpscan.job.pages import records_of
 
     axes = [{"name": "a", "values": list(range(100))}, {"name": "b", "values": list(range(50))}]
     body = scan_manifest(

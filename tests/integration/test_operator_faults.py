@@ -23,7 +23,7 @@ from kubernetes import client
 from operator_support import REPO, Operator, create, scan_manifest, wait_phase, watched_namespace
 
 from cluster.faultproxy import ERRORS, TIMEOUT_AFTER, TIMEOUT_BEFORE, WATCH_CUT, FaultPlan, FaultProxy, describe
-from hpscan.job.configmap import records_of
+from hpscan.job.pages import records_of
 
 PREFIX = f"hpsflt-{secrets.token_hex(2)}"
 

@@ -23,7 +23,8 @@ from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.kubernetes import KubernetesBackend, shard_pages
 from hpscan.core.planning import plan
 from hpscan.errors import HPScanError
-from hpscan.job.configmap import ConfigMapChannel, page_name, record_patch, records_of
+from hpscan.job.configmap import ConfigMapChannel
+from hpscan.job.pages import page_name, record_patch, records_of
 from hpscan.job.runner import run_shard
 
 REF = ScanRef(name="s", namespace="physics", uid="u-s")
@@ -310,7 +311,7 @@ def test_a_trial_handed_again_to_a_worker_keeps_every_page_within_those_the_role
 
 def pod_view(cluster: Cluster, shard: int = 0) -> Any:
     """What a shard's pod reads at start: its pages, through the API."""
-    from hpscan.job.configmap import join_pages
+    from hpscan.job.pages import join_pages
 
     base = f"s-shard-{shard:03d}"
     return join_pages(lambda k: cluster.objects.get(("config_map", page_name(base, k)), {}).get("data"))
@@ -338,7 +339,7 @@ def test_a_shard_moved_back_to_a_kubernetes_site_is_handed_only_what_no_site_rec
 def test_pages_that_exist_list_what_is_left_each_within_its_room_keeping_every_record():
     """Page size 2: page 0 holds the records of c0 and c1, page 1 that of c2. Left to train: c3 (listed on page 1),
     and c4 and c5, never listed here (a site that lost what it recorded): c3 stays, the others go to a new page."""
-    from hpscan.job.configmap import PAGE_KEY, split_shard_file
+    from hpscan.job.pages import PAGE_KEY, split_shard_file
 
     combos = shard_file(6).combinations
     held = dict(enumerate(split_shard_file(shard_file(4), 2)))
@@ -429,7 +430,7 @@ def test_a_job_seen_complete_before_its_last_records_reach_the_page_cache_keeps_
 
 def test_what_a_shards_pages_and_inbox_hand_out_without_a_record():
     from hpscan.backends.kubernetes.manifests import pull_inbox
-    from hpscan.job.configmap import unrecorded
+    from hpscan.job.pages import unrecorded
 
     (page,) = shard_pages(REF, shard_file(3), page_size=5)
     assert unrecorded([page["data"] | record_patch([record("c0001-00000001")])["data"]]) == {
