@@ -25,7 +25,7 @@ class ScanState:
     unreadable: int = 0
     """Entries of the scan's shard ConfigMaps that are not records, at the last fetch_records."""
     checked: set[str] = field(default_factory=set)
-    """Jobs seen Complete whose records were looked for (_confirm_records)."""
+    """Jobs seen Complete whose records were looked for (ShardObjects.confirm_records)."""
     fresh: list[dict[str, Any]] = field(default_factory=list)
     """Pages read from the API server past the watch cache, for the next fetch_records."""
     bound: set[str] = field(default_factory=set)
