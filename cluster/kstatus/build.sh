@@ -8,16 +8,9 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cache="${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools}"
-bin="$repo/.tools/bin"
-platform="$(go env GOOS)-$(go env GOARCH)"
-export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
-mkdir -p "$bin" "$cache"
-exec 8>"$cache/build-kstatus.lock"  # one build at a time (make test and a pytest session may start together)
-flock 8
-
-log() { printf '[kstatus] %s\n' "$*" >&2; }
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+build_lock build-kstatus kstatus
 
 # build NAME DIR WHAT: the Go module in DIR as .tools/bin/NAME, from the cache when it holds this content.
 build() {
@@ -25,15 +18,12 @@ build() {
   local key out
   key="$(cat "$dir/go.mod" "$dir/go.sum" "$dir/main.go" | sha256sum | cut -c1-16)"
   out="$cache/$name-$key-$platform"
-  if [[ ! -x "$out/bin/$name" ]]; then
-    log "building $name ($what)"
-    local start=$SECONDS
-    rm -rf "$out/bin.tmp" && mkdir -p "$out/bin.tmp"
-    (cd "$dir" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out/bin.tmp/$name" .)
-    rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
-    log "$name built in $((SECONDS - start))s"
+  if ! have "$out/bin" "$name"; then
+    build_start "$out" "$name" "$what"
+    with_progress "$name" go -C "$dir" build -mod=readonly -trimpath -ldflags "-s -w" -o "$out/bin.tmp/$name" .
+    build_done "$out" "$name"
   fi
-  ln -f "$out/bin/$name" "$bin/$name" 2>/dev/null || cp -f "$out/bin/$name" "$bin/$name"
+  install_from "$out/bin" "$name"
   echo "$bin/$name"
 }
 

@@ -6,38 +6,18 @@
 # into this repository). The module has no replace directives, so `go install module/cmd@version` builds it.
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-# shellcheck source-path=SCRIPTDIR source=../versions.env
-source "$here/../versions.env"
-
-cache="${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools}"
-bin="$repo/.tools/bin"
-platform="$(go env GOOS)-$(go env GOARCH)"
-export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
-mkdir -p "$bin" "$cache"
-exec 8>"$cache/build-kueue.lock"  # one build at a time (make test and a pytest session may start together)
-flock 8
-
-log() { printf '[kueue] %s\n' "$*" >&2; }
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
+build_lock build-kueue kueue
 
 module="sigs.k8s.io/kueue@$KUEUE_VERSION"
 out="$cache/kueue-$KUEUE_VERSION-$platform"
-if [[ ! -x "$out/bin/kueue" ]]; then
-  log "building kueue $KUEUE_VERSION (several minutes on 2 cores with cold Go caches)"
-  start=$SECONDS
-  rm -rf "$out/bin.tmp" && mkdir -p "$out/bin.tmp"
-  GOBIN="$out/bin.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if (((SECONDS - start) % 60 == 0)); then log "kueue: still building ($(((SECONDS - start) / 60)) min)"; fi
-  done
-  wait "$pid"
-  rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
-  log "kueue $KUEUE_VERSION built in $((SECONDS - start))s"
+if ! have "$out/bin" kueue; then
+  build_start "$out" "kueue $KUEUE_VERSION" "several minutes on 2 cores with cold Go caches"
+  GOBIN="$out/bin.tmp" with_progress kueue go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  build_done "$out" "kueue $KUEUE_VERSION"
 fi
-ln -f "$out/bin/kueue" "$bin/kueue" 2>/dev/null || cp -f "$out/bin/kueue" "$bin/kueue"
+install_from "$out/bin" kueue
 echo "$bin/kueue"
 # The module's source (read-only in the Go module cache; already there after the build).
 (cd "$out" && go mod download -json "$module" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')

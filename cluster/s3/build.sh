@@ -6,37 +6,17 @@
 # module has no replace directives, so `go install module/cmd@version` builds it.
 set -euo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-# shellcheck source-path=SCRIPTDIR source=../versions.env
-source "$here/../versions.env"
-
-cache="${HPSCAN_TOOLS_CACHE:-$HOME/.cache/hpscan-tools}"
-bin="$repo/.tools/bin"
-platform="$(go env GOOS)-$(go env GOARCH)"
-export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
-mkdir -p "$bin" "$cache"
-exec 8>"$cache/build-s3.lock"  # one build at a time (make test and a pytest session may start together)
-flock 8
-
-log() { printf '[s3] %s\n' "$*" >&2; }
+# shellcheck source=../lib.sh
+source "$(dirname "$0")/../lib.sh"
+build_lock build-s3 s3
 
 out="$cache/versitygw-$VERSITYGW_VERSION-$platform"
-if [[ ! -x "$out/bin/versitygw" ]]; then
-  log "building versitygw $VERSITYGW_VERSION (a few minutes on 2 cores with cold Go caches)"
-  start=$SECONDS
-  rm -rf "$out/bin.tmp" && mkdir -p "$out/bin.tmp"
-  GOBIN="$out/bin.tmp" go install -trimpath \
+if ! have "$out/bin" versitygw; then
+  build_start "$out" "versitygw $VERSITYGW_VERSION" "a few minutes on 2 cores with cold Go caches"
+  GOBIN="$out/bin.tmp" with_progress versitygw go install -trimpath \
     -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION -X main.Build=hpscan -X main.BuildTime=1970-01-01" \
-    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    if (((SECONDS - start) % 60 == 0)); then log "versitygw: still building ($(((SECONDS - start) / 60)) min)"; fi
-  done
-  wait "$pid"
-  rm -rf "$out/bin" && mv "$out/bin.tmp" "$out/bin"  # the cache only ever holds complete builds
-  log "versitygw $VERSITYGW_VERSION built in $((SECONDS - start))s"
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  build_done "$out" "versitygw $VERSITYGW_VERSION"
 fi
-ln -f "$out/bin/versitygw" "$bin/versitygw" 2>/dev/null || cp -f "$out/bin/versitygw" "$bin/versitygw"
+install_from "$out/bin" versitygw
 echo "$bin/versitygw"

@@ -16,7 +16,8 @@
 
 Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically, those that use
 ``real_node`` also ``real_node`` (``-m "not real_node"`` deselects them). The ``condor_pool``
-fixture (a personal HTCondor pool) lives in condor_pool.py, registered here as a plugin.
+fixture (a personal HTCondor pool) lives in condor_pool.py, and the ``crd``, ``operator`` and ``ns`` fixtures of modules
+that run the operator in operator_support.py, both registered here as plugins.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
 
 import condor_pool  # noqa: E402 (the personal HTCondor pool: the condor_pool fixture and its hooks)
+import operator_support  # noqa: E402 (the fixtures of modules that run the operator: crd, operator, ns)
 import slurm_cluster  # noqa: E402 (the Slurm test cluster: the slurm_cluster fixture and its hooks)
 
 from cluster.s3server import S3Server  # noqa: E402
@@ -221,6 +223,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(condor_pool, "hpscan-condor-pool")
     config.pluginmanager.register(slurm_cluster, "hpscan-slurm-cluster")
+    config.pluginmanager.register(operator_support, "hpscan-operator-support")
 
 
 @pytest.fixture

@@ -1,16 +1,25 @@
-"""Helpers shared by the operator and Helm tests: a stand-in scan and waiting for its phase."""
+"""Helpers shared by the operator and Helm tests: a stand-in scan and waiting for its phase.
+
+Also a pytest plugin (conftest.py registers it) with the fixtures of a test module that runs the operator on the
+namespaces named with the module's ``PREFIX``: ``crd`` (module: the committed CRD applied), ``operator`` (module:
+`hpscan operator` watching ``<PREFIX>-*``) and ``ns`` (a fresh watched namespace). A module defines its own where
+it needs more (test_kueue.py starts Kueue first).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
@@ -50,6 +59,43 @@ def watched_namespace(k8s: client.ApiClient, cluster: Any, prefix: str) -> Itera
         lambda: not scans.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"], 60, "scans gone"
     )
     core.delete_namespace(name)
+
+
+def module_prefix(request: pytest.FixtureRequest) -> str:
+    """The namespace prefix of the requesting test module (its ``PREFIX``): what its operator watches."""
+    prefix = getattr(request.module, "PREFIX", None)
+    if not prefix:
+        raise pytest.UsageError(f"{request.module.__name__} uses the operator fixtures but defines no PREFIX")
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: Any) -> None:
+    apply_crd(cluster)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Any, crd: None, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    yield from operator_watching(cluster, tmp_path_factory.mktemp("operator") / "operator.log", module_prefix(request))
+
+
+@pytest.fixture
+def ns(k8s: client.ApiClient, cluster: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from watched_namespace(k8s, cluster, module_prefix(request))
+
+
+def handed_trials(k8s: client.ApiClient, ns: str, scan: str) -> Counter:
+    """How often each trial was handed out, over the scan's worker inboxes (their trials.jsonl)."""
+    inboxes = client.CoreV1Api(k8s).list_namespaced_config_map(ns, label_selector=f"hpscan.io/scan={scan}").items
+    return Counter(
+        json.loads(line)["trial"]["id"]
+        for cm in inboxes
+        if cm.metadata.name.endswith("-in")
+        for line in (cm.data or {}).get("trials.jsonl", "").splitlines()
+        if "trial" in line
+    )
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,12 +36,6 @@ patches:
               nodeSelector: {{nvidia.com/gpu.present: "true"}}
               tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]
 """
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> None:
-    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
 
 
 def kustomize(cluster: Any, folder: Path) -> list[dict[str, Any]]:

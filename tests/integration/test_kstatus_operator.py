@@ -14,7 +14,6 @@ import secrets
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +21,16 @@ import pytest
 import yaml
 from kubernetes import client
 from operator_support import (
-    Operator,
-    apply_crd,
     create,
     get,
-    operator_watching,
     scan_manifest,
     wait_phase,
-    watched_namespace,
 )
 
 from cluster import kstatus
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
 PREFIX = f"hpsks-{secrets.token_hex(2)}"
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> None:
-    apply_crd(cluster)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    yield from operator_watching(cluster, tmp_path_factory.mktemp("operator") / "operator.log", PREFIX)
-
-
-@pytest.fixture
-def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
-    yield from watched_namespace(k8s, cluster, PREFIX)
 
 
 @pytest.fixture(scope="module")

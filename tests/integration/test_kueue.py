@@ -16,7 +16,6 @@ import pytest
 from kubernetes import client
 from operator_support import (
     Operator,
-    apply_crd,
     create,
     custom,
     get,
@@ -42,8 +41,7 @@ def kueue(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ku
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Any, kueue: Kueue, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    apply_crd(cluster)
+def operator(cluster: Any, kueue: Kueue, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     yield from operator_watching(cluster, tmp_path_factory.mktemp("operator") / "operator.log", PREFIX)
 
 

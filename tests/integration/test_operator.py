@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +25,18 @@ from kubernetes.client.rest import ApiException
 from operator_support import (
     REPO,
     Operator,
-    apply_crd,
     create,
     custom,
     get,
-    operator_watching,
+    handed_trials,
     scan_manifest,
     wait_phase,
-    watched_namespace,
 )
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
 PREFIX = f"hpsop-{secrets.token_hex(2)}"
 LIGHT_AND_C = [{"metric": "light_rejection_77", "goal": "maximize"}, {"metric": "c_rejection_77", "goal": "maximize"}]
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> None:
-    apply_crd(cluster)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Any, crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    yield from operator_watching(cluster, tmp_path_factory.mktemp("operator") / "operator.log", PREFIX)
-
-
-@pytest.fixture
-def ns(k8s: client.ApiClient, cluster: Any) -> Iterator[str]:
-    yield from watched_namespace(k8s, cluster, PREFIX)
 
 
 def _exists(read: Callable[[], Any]) -> bool:
@@ -181,7 +164,7 @@ def test_one_shard_of_5000_combinations_records_everything_with_every_object_und
     passes etcd's object limit near 2,400 DL1 records or 4,000 of this payload's (and main refused shards over 1,000
     combinations)."""
     from hpscan.api.spec import HPScanSpec
-    from hpscan.job.configmap import records_of
+    from hpscan.job.pages import records_of
 
     axes = [{"name": "a", "values": list(range(100))}, {"name": "b", "values": list(range(50))}]
     body = scan_manifest(
@@ -350,15 +333,9 @@ def test_tpe_with_asha_through_the_operator_survives_a_kill_9_with_no_trial_lost
     counts = status["combinations"]
     assert counts["suggested"] == counts["total"] == 12 and counts["succeeded"] + counts["pruned"] == 12
     assert len(trained(log)) == 12 and max(trained(log).values()) == 1  # the budget exactly, each trial once
-    inboxes = client.CoreV1Api(k8s).list_namespaced_config_map(ns, label_selector="hpscan.io/scan=adaptive").items
-    handed = Counter(
-        json.loads(line)["trial"]["id"]
-        for cm in inboxes
-        if cm.metadata.name.endswith("-in")
-        for line in (cm.data or {}).get("trials.jsonl", "").splitlines()
-        if "trial" in line
-    )
+    handed = handed_trials(k8s, ns, "adaptive")
     assert len(handed) == 12 and max(handed.values()) == 1
+    inboxes = client.CoreV1Api(k8s).list_namespaced_config_map(ns, label_selector="hpscan.io/scan=adaptive").items
     assert all(len(json.dumps(k8s.sanitize_for_serialization(cm))) < 512 * 1024 for cm in inboxes)
 
 

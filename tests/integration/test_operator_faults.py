@@ -9,7 +9,6 @@ watch events late. Each scan must still end Succeeded with every trial or combin
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections import Counter
@@ -20,18 +19,12 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from operator_support import REPO, Operator, create, scan_manifest, wait_phase, watched_namespace
+from operator_support import Operator, create, handed_trials, scan_manifest, wait_phase, watched_namespace
 
 from cluster.faultproxy import ERRORS, TIMEOUT_AFTER, TIMEOUT_BEFORE, WATCH_CUT, FaultPlan, FaultProxy, describe
-from hpscan.job.configmap import records_of
+from hpscan.job.pages import records_of
 
 PREFIX = f"hpsflt-{secrets.token_hex(2)}"
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: Any) -> None:
-    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
 
 
 def api_port(cluster: Any) -> int:
@@ -126,14 +119,7 @@ def test_tpe_with_asha_through_api_faults_records_every_trial_once(cluster, k8s,
     assert counts["suggested"] == counts["total"] == 12 and counts["succeeded"] + counts["pruned"] == 12
     assert len(trained(log)) == 12 and max(trained(log).values()) == 1  # the budget exactly, each trial once
     assert len(recorded(k8s, ns, "faulty")) == 12 and max(recorded(k8s, ns, "faulty").values()) == 1
-    inboxes = client.CoreV1Api(k8s).list_namespaced_config_map(ns, label_selector="hpscan.io/scan=faulty").items
-    handed = Counter(
-        json.loads(line)["trial"]["id"]
-        for cm in inboxes
-        if cm.metadata.name.endswith("-in")
-        for line in (cm.data or {}).get("trials.jsonl", "").splitlines()
-        if "trial" in line
-    )
+    handed = handed_trials(k8s, ns, "faulty")
     assert len(handed) == 12 and max(handed.values()) == 1
     jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector="hpscan.io/scan=faulty,hpscan.io/role=shard")
     failed = {job.metadata.name: job.status.failed for job in jobs.items if job.status.failed}

@@ -113,7 +113,7 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
     from hpscan.backends.base import ScanRef
     from hpscan.backends.kubernetes import job_manifest, job_name, payload_rbac, shard_pages, shard_pages_name
     from hpscan.core.manifest import load_scan
-    from hpscan.job.configmap import records_of
+    from hpscan.job.pages import records_of
 
     ns = new_namespace(labels={"pod-security.kubernetes.io/enforce": "restricted"})
     spec = load_scan(REPO / "examples" / "dl1-seed-scan.yaml").spec

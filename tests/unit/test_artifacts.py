@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_observers import Quiet
 from typer.testing import CliRunner
 
 from hpscan.api.contract import Objective, ResultRecord
@@ -69,17 +70,6 @@ def toy_scan(artifacts: dict | None = None) -> HPScan:
     if artifacts is not None:
         spec["artifacts"] = artifacts
     return HPScan.model_validate({"metadata": {"name": "toy"}, "spec": spec})
-
-
-class Quiet:
-    def started(self, planned, agg, workers):
-        pass
-
-    def recorded(self, record, agg):
-        pass
-
-    def updated(self, status):
-        pass
 
 
 @pytest.fixture

@@ -61,3 +61,10 @@ def test_each_record_is_handed_over_once_though_the_batch_system_shows_it_again(
     assert seen.first_seen(["a", "b", "a"], key=str) == ["a", "b"]
     assert seen.first_seen(["b", "c"], key=str) == ["c"]
     assert "a" in seen and len(seen) == 3
+
+
+def test_a_call_that_catches_only_its_clients_errors_lets_any_other_pass_unchanged():
+    with pytest.raises(BackendError, match="refused"), batch_call(BackendError, catching=(PermissionError,)):
+        raise PermissionError("refused")
+    with pytest.raises(KeyError), batch_call(BackendError, catching=(PermissionError,)):
+        raise KeyError("a bug, not the batch system's answer")

@@ -16,6 +16,7 @@ from backend_contract import (  # noqa: F401 (the contract's tests, collected he
     test_what_a_job_records_while_it_stops_is_kept_and_never_trained_again,
     test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing,
 )
+from run_observers import Quiet
 
 from hpscan.api.spec import HPScan
 from hpscan.engine import EngineSettings
@@ -42,14 +43,3 @@ def test_hpscan_run_site_runs_a_scan_at_a_site_of_the_fake_backend(tmp_path):
         assert set(batch.trained_count.values()) == {1} and len(batch.trained_count) == 4
         again = run_scan(scan, tmp_path / "run", Quiet(), settings, site=site_from_here(scan, "queue"))
         assert again.phase == "Succeeded" and len(batch.trained_count) == 4 and set(batch.trained_count.values()) == {1}
-
-
-class Quiet:
-    def started(self, planned, agg, workers):
-        pass
-
-    def recorded(self, record, agg):
-        pass
-
-    def updated(self, status):
-        pass

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from run_observers import Quiet
 from typer.testing import CliRunner
 
 from dl1.cli import app as dl1_app
@@ -21,17 +22,6 @@ from hpscan.local_scan import Machine, run_scan
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
 FAST = EngineSettings(poll_seconds=0.05)  # a step every 50 ms: the stand-in payload is quick
 runner = CliRunner()
-
-
-class Quiet:
-    def started(self, *args):
-        pass
-
-    def recorded(self, *args):
-        pass
-
-    def updated(self, *args):
-        pass
 
 
 def small_scan(knobs: dict | None = None, values: list | None = None, shards: int = 2) -> HPScan:

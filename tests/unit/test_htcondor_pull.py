@@ -32,7 +32,7 @@ from hpscan.job.chirp import (
     value_lines,
 )
 from hpscan.job.runner import PullBridge
-from hpscan.testing.condor import ScheddStandIn
+from hpscan.testing.condor import JobChirp, ScheddStandIn
 
 SCAN = ScanRef(name="tpe", namespace="atlas", uid="uid-pull")
 
@@ -49,30 +49,6 @@ def make_spec() -> HPScanSpec:
             "sites": [{"name": "grid", "htcondor": {}}],
         }
     )
-
-
-class JobChirp:
-    """What htchirp.HTChirp does inside one job of the stand-in: get_job_attr answers with the attribute's
-    expression as the ClassAd library unparses it (the shadow's answer), set_job_attr sets an expression."""
-
-    def __init__(self, schedd: ScheddStandIn, job: str) -> None:
-        self.schedd, self.job = schedd, job
-        self.down = False
-
-    def __enter__(self) -> JobChirp:
-        if self.down:
-            raise ConnectionRefusedError("no chirp proxy")
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-    def get_job_attr(self, job_attribute: str) -> str:
-        ad = self.schedd.jobs[self.job]
-        return str(ad.lookup(job_attribute)) if job_attribute in ad else "UNDEFINED"
-
-    def set_job_attr(self, job_attribute: str, attribute_value: str) -> None:
-        self.schedd.chirp(self.job, job_attribute, attribute_value)
 
 
 @pytest.fixture

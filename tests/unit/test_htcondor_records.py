@@ -17,7 +17,7 @@ from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.core.planning import plan
 from hpscan.errors import SchedulerUnavailable
 from hpscan.job.chirp import ChirpChannel, record_page_attr
-from hpscan.testing.condor import ScheddStandIn
+from hpscan.testing.condor import JobChirp, ScheddStandIn
 
 SCAN = ScanRef(name="tpe", namespace="atlas", uid="uid-records")
 
@@ -57,26 +57,6 @@ def dl1_record(i: int, shard: int = 0) -> ResultRecord:
         epochs=1,
         max_epochs=1,
     )
-
-
-class JobChirp:
-    """What htchirp.HTChirp does inside one job of the stand-in (the stand-in refuses over-long lines, as htchirp)."""
-
-    def __init__(self, schedd: ScheddStandIn, job: str) -> None:
-        self.schedd, self.job = schedd, job
-
-    def __enter__(self) -> JobChirp:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-    def get_job_attr(self, job_attribute: str) -> str:
-        ad = self.schedd.jobs[self.job]
-        return str(ad.lookup(job_attribute)) if job_attribute in ad else "UNDEFINED"
-
-    def set_job_attr(self, job_attribute: str, attribute_value: str) -> None:
-        self.schedd.chirp(self.job, job_attribute, attribute_value)
 
 
 @pytest.fixture

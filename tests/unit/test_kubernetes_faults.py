@@ -23,7 +23,8 @@ from hpscan.backends.base import ScanRef, ShardLaunch
 from hpscan.backends.kubernetes import KubernetesBackend, shard_pages
 from hpscan.core.planning import plan
 from hpscan.errors import HPScanError
-from hpscan.job.configmap import ConfigMapChannel, page_name, record_patch, records_of
+from hpscan.job.configmap import ConfigMapChannel
+from hpscan.job.pages import page_name, record_patch, records_of
 from hpscan.job.runner import run_shard
 
 REF = ScanRef(name="s", namespace="physics", uid="u-s")
@@ -310,7 +311,7 @@ def test_a_trial_handed_again_to_a_worker_keeps_every_page_within_those_the_role
 
 def pod_view(cluster: Cluster, shard: int = 0) -> Any:
     """What a shard's pod reads at start: its pages, through the API."""
-    from hpscan.job.configmap import join_pages
+    from hpscan.job.pages import join_pages
 
     base = f"s-shard-{shard:03d}"
     return join_pages(lambda k: cluster.objects.get(("config_map", page_name(base, k)), {}).get("data"))
@@ -338,7 +339,7 @@ def test_a_shard_moved_back_to_a_kubernetes_site_is_handed_only_what_no_site_rec
 def test_pages_that_exist_list_what_is_left_each_within_its_room_keeping_every_record():
     """Page size 2: page 0 holds the records of c0 and c1, page 1 that of c2. Left to train: c3 (listed on page 1),
     and c4 and c5, never listed here (a site that lost what it recorded): c3 stays, the others go to a new page."""
-    from hpscan.job.configmap import PAGE_KEY, split_shard_file
+    from hpscan.job.pages import PAGE_KEY, split_shard_file
 
     combos = shard_file(6).combinations
     held = dict(enumerate(split_shard_file(shard_file(4), 2)))
@@ -429,7 +430,7 @@ def test_a_job_seen_complete_before_its_last_records_reach_the_page_cache_keeps_
 
 def test_what_a_shards_pages_and_inbox_hand_out_without_a_record():
     from hpscan.backends.kubernetes.manifests import pull_inbox
-    from hpscan.job.configmap import unrecorded
+    from hpscan.job.pages import unrecorded
 
     (page,) = shard_pages(REF, shard_file(3), page_size=5)
     assert unrecorded([page["data"] | record_patch([record("c0001-00000001")])["data"]]) == {
@@ -444,3 +445,62 @@ def test_what_a_shards_pages_and_inbox_hand_out_without_a_record():
     (pulled,) = shard_pages(REF, shard_file(0, pull=True), page_size=2)
     assert unrecorded([inbox, pulled["data"]]) == {"c0007-aa"}  # a withdrawn trial is not the worker's to record
     assert unrecorded([inbox, pulled["data"] | record_patch([record("c0007-aa")])["data"]]) == set()
+
+
+# The backend's calls: one way an API error reaches the engine, one entry a scan --------------------------------------
+
+
+class Refusing:
+    """Any client call raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getattr__(self, attribute: str) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise self.error
+
+        return refuse
+
+
+def test_a_refusal_names_the_call_and_its_cause_a_lost_connection_is_an_outage_and_a_bug_passes_unchanged():
+    from hpscan.errors import BackendError, SchedulerUnavailable
+
+    backend = Cluster().backend()
+    forbidden = ApiException(status=403, reason="Forbidden")
+    forbidden.body = json.dumps({"kind": "Status", "message": 'roles "s-payload" is forbidden: exceeded quota'})
+    backend.rbac = Refusing(forbidden)
+    with pytest.raises(BackendError, match=r"API refused prepare \(403\): roles \"s-payload\" .* quota") as refused:
+        backend.prepare(REF, spec_of(), 2)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__  # the message says it all
+    backend.rbac = Refusing(ApiException(status=500, reason="Internal Server Error"))  # no Status body: the reason
+    with pytest.raises(BackendError, match=r"API refused prepare \(500\): Internal Server Error"):
+        backend.prepare(REF, spec_of(), 2)
+    backend.rbac = Refusing(ReadTimeoutError(None, "/apis", "read timed out"))
+    with pytest.raises(SchedulerUnavailable, match=r"the Kubernetes API did not answer \(prepare\).*read timed out"):
+        backend.prepare(REF, spec_of(), 2)
+    backend.rbac = Refusing(KeyError("not the API's answer"))
+    with pytest.raises(KeyError):
+        backend.prepare(REF, spec_of(), 2)
+
+
+def test_a_forgotten_scan_leaves_nothing_held_and_is_read_again_from_the_api_server_losing_nothing():
+    from hpscan.backends.kubernetes.manifests import pull_inbox
+
+    cluster = Cluster()
+    backend = cluster.backend()
+    for body in (pull_inbox(REF, 0, page_size=2), *shard_pages(REF, shard_file(0, pull=True), page_size=2)):
+        cluster._create("config_map", "physics", body)
+    trials = [{"trial": trial.model_dump()} for trial in shard_file(2).combinations]
+    backend.assign(REF, 0, trials[:1])
+    assert len(backend.scans) == 1
+    backend.forget(REF)
+    assert len(backend.scans) == 0
+    cluster.requests.clear()
+    backend.assign(REF, 0, trials[1:])
+    assert cluster.requests[0] == "read config_map s-shard-000-in"  # what the operator wrote, read back
+    inbox = cluster.objects[("config_map", "s-shard-000-in")]["data"]
+    assert [line["trial"]["id"] for line in map(json.loads, inbox["trials.jsonl"].splitlines())] == [
+        "c0000-00000000",
+        "c0001-00000001",
+    ]

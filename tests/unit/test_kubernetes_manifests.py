@@ -22,7 +22,8 @@ from hpscan.backends.kubernetes import (
 from hpscan.backends.kubernetes.manifests import probe_manifest
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
-from hpscan.job.configmap import CONFIGMAP_ENV, join_pages, page_name, record_patch, records_of
+from hpscan.job.configmap import CONFIGMAP_ENV
+from hpscan.job.pages import join_pages, page_name, record_patch, records_of
 
 SCAN = load_scan(Path("examples/dl1-seed-scan.yaml"))
 REF = ScanRef(name="dl1-seed-scan", namespace="physics", uid="1234")
@@ -256,7 +257,7 @@ def test_nothing_may_connect_to_shard_pods_and_they_run_as_a_high_uid():
 def test_with_a_watch_cache_polling_sends_nothing_and_parses_only_what_changed(monkeypatch):
     from hpscan.backends.kubernetes import backend as module
     from hpscan.backends.kubernetes.backend import KubernetesBackend
-    from hpscan.job.configmap import record_patch
+    from hpscan.job.pages import record_patch
 
     record = ResultRecord(id="c0-aa", shard=0, parameters={"x": 1}, metrics={"val_loss": 0.5}, status="succeeded")
     job = {"metadata": {"name": "s-shard-000", "labels": {"hpscan.io/shard": "0"}}, "spec": {},
@@ -287,7 +288,7 @@ def test_workers_that_pull_get_an_inbox_their_role_names_and_a_bound_on_what_it_
     from hpscan.api.spec import HPScanSpec
     from hpscan.backends.kubernetes.manifests import payload_rbac, pull_inbox, pull_page
     from hpscan.backends.kubernetes.page_layout import inbox_capacity, page_layout, page_refusals
-    from hpscan.job.configmap import PAGE_SIZE_KEY, inbox_assignment, inbox_name, pulled_trials
+    from hpscan.job.pages import PAGE_SIZE_KEY, inbox_assignment, inbox_name, pulled_trials
 
     scan = ScanRef("adaptive", "physics", "u-1")
     document = load_scan(Path("examples/adaptive.yaml")).spec.model_dump(mode="json", by_alias=True)

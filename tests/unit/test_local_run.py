@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from run_observers import Quiet
 from typer.testing import CliRunner
 
 from hpscan.api.spec import HPScan
@@ -22,23 +23,6 @@ from hpscan.local_scan import Machine, RunError, plan_resources, run_scan
 PAYLOAD = Path(__file__).parent / "payloads" / "contract_payload.py"
 FAST = EngineSettings(poll_seconds=0.05)  # a step every 50 ms: the stand-in payload is quick
 CPU_ONLY = Machine(cpus=2, gpus=[])
-
-
-class Quiet:
-    def __init__(self, interrupt_after: int | None = None) -> None:
-        self.interrupt_after = interrupt_after
-        self.records = 0
-
-    def started(self, planned, agg, workers):
-        self.workers = workers
-
-    def recorded(self, record, agg):
-        self.records += 1
-        if self.interrupt_after is not None and self.records >= self.interrupt_after:
-            raise KeyboardInterrupt
-
-    def updated(self, status):
-        pass
 
 
 def make_scan(knobs: dict | None = None, shards: int = 3, retries: int = 1, gpu: dict | None = None) -> HPScan:

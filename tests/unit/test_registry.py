@@ -11,6 +11,7 @@ from pathlib import Path
 import kopf
 import pytest
 from pydantic import ValidationError
+from run_observers import Quiet
 from typer.testing import CliRunner
 
 from hpscan.api import registry
@@ -251,17 +252,6 @@ def test_hpscan_run_site_names_the_sites_that_can_run_from_here(toy_from_here, t
     registry.register(replace(registry.entry("toy"), here_factory=None))
     result = CliRunner().invoke(app, ["run", str(manifest), "--out", str(tmp_path / "run"), "--site", "toy-site"])
     assert result.exit_code == 2 and "'toy-site' is a toy site, which cannot run from this machine" in result.output
-
-
-class Quiet:
-    def started(self, planned, agg, workers):
-        pass
-
-    def recorded(self, record, agg):
-        pass
-
-    def updated(self, status):
-        pass
 
 
 class WatchingToyBackend(ToyBackend):

@@ -213,14 +213,19 @@ class ScanTable(Generic[State]):
 
 
 @contextlib.contextmanager
-def batch_call(failed: Callable[[Exception], HPScanError], after: Callable[[], object] | None = None) -> Iterator[None]:
+def batch_call(
+    failed: Callable[[Exception], HPScanError],
+    after: Callable[[], object] | None = None,
+    catching: tuple[type[Exception], ...] = (Exception,),
+) -> Iterator[None]:
     """One call to a batch system: whatever it raises becomes the backend's own error, ``failed(error)`` (a
     BackendError, or SchedulerUnavailable when the system did not answer), raised without the client's traceback
     chained to it (the message says what failed). ``after()`` runs first, e.g. to drop a client handle so that the
-    next call connects anew."""
+    next call connects anew. ``catching``: the client's own errors, for a client whose other exceptions are not
+    the batch system's answer (they pass unchanged)."""
     try:
         yield
-    except Exception as error:
+    except catching as error:
         if after is not None:
             after()
         raise failed(error) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Literal
 
 from hpscan.api.status import ACTIVE_PHASES, Reason, ShardPhase
 from hpscan.api.trials import Assignment, trial_lines
@@ -113,17 +114,22 @@ class PullingWorkers:
         self.search.feed(running, ctx.spec.sampling.trials_per_worker)
         active = {i for i, state in ctx.states.items() if state.phase in ACTIVE_PHASES}
         for worker, lines in sorted(self.search.waiting_lines().items()):
-            name = ctx.backend_of(worker)
-            if worker in active and name is not None:
-                send = partial(ctx.backends[name].assign, ctx.scan, worker, lines)
-                if ctx.act(name, "handing out trials", send):
-                    self.search.sent(worker)
+            if worker in active and _to_channel(ctx, worker, "assign", lines, "handing out trials"):
+                self.search.sent(worker)
         for worker, ids in sorted(self.search.waiting_stops().items()):
-            name = ctx.backend_of(worker)
-            if worker in active and name is not None:
-                stop = partial(ctx.backends[name].stop_trials, ctx.scan, worker, ids)
-                if ctx.act(name, "stopping a pruned trial", stop):
-                    self.search.stops_sent(worker)
+            if worker in active and _to_channel(ctx, worker, "stop_trials", ids, "stopping a pruned trial"):
+                self.search.stops_sent(worker)
 
     def held(self) -> Mapping[int, int] | None:
         return self.search.held()
+
+
+def _to_channel(
+    ctx: StepContext, worker: int, method: Literal["assign", "stop_trials"], what: Sequence, doing: str
+) -> bool:
+    """Send trial lines (assign) or trial ids to stop (stop_trials) to a worker's channel through its backend; False
+    when the worker has no backend or the call failed (that backend's sites are Unreachable, see StepContext.act)."""
+    name = ctx.backend_of(worker)
+    if name is None:
+        return False
+    return ctx.act(name, doing, partial(getattr(ctx.backends[name], method), ctx.scan, worker, what))

@@ -24,20 +24,14 @@ from hpscan.api.contract import Combination, ResultRecord
 from hpscan.api.trials import Progress
 from hpscan.errors import HPScanError
 from hpscan.job.pages import (
-    INBOX_SUFFIX,
-    PAGE_KEY,
     PAGE_SIZE_KEY,
     PROGRESS_KEY,
     PROGRESS_LINES,
-    RECORD_ROOM,
-    RESERVED_KEYS,
-    SHARD_KEY,
     STOPS_KEY,
     TRIALS_KEY,
     ShardPages,
     compact,
     fit_record,
-    inbox_assignment,
     inbox_name,
     join_pages,
     json_lines,
@@ -46,31 +40,9 @@ from hpscan.job.pages import (
     record_limit,
     record_patch,
     records_of,
-    split_shard_file,
-    stored_size,
     trial_page_count,
     trial_pages,
-    unrecorded,
 )
-
-# The channel's names, and those of the pages' layout (hpscan.job.pages) that the operator's Kubernetes backend,
-# the simulation and the tests import from here while this module itself does not use them.
-__all__ = [
-    "INBOX_SUFFIX",
-    "PAGE_KEY",
-    "RECORD_ROOM",
-    "RESERVED_KEYS",
-    "SHARD_KEY",
-    "ConfigMapChannel",
-    "identity",
-    "inbox_assignment",
-    "open_channel",
-    "refusal",
-    "split_shard_file",
-    "stored_size",
-    "transient",
-    "unrecorded",
-]
 
 RETRY_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 """After a failed patch the records wait this long before they are sent again, doubling up to the most."""

@@ -323,5 +323,30 @@ class ScheddStandIn:
         raise KeyError(f"no job for shard {shard} of {uid}")
 
 
+class JobChirp:
+    """What htchirp.HTChirp does inside one job of the stand-in: get_job_attr answers with the attribute's expression
+    as the ClassAd library unparses it (the shadow's answer), set_job_attr sets an expression (refused past a chirp
+    line, as htchirp refuses it). ``down``: the starter's chirp proxy does not answer."""
+
+    def __init__(self, schedd: ScheddStandIn, job: str) -> None:
+        self.schedd, self.job = schedd, job
+        self.down = False
+
+    def __enter__(self) -> JobChirp:
+        if self.down:
+            raise ConnectionRefusedError("no chirp proxy")
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+    def get_job_attr(self, job_attribute: str) -> str:
+        ad = self.schedd.jobs[self.job]
+        return str(ad.lookup(job_attribute)) if job_attribute in ad else "UNDEFINED"
+
+    def set_job_attr(self, job_attribute: str, attribute_value: str) -> None:
+        self.schedd.chirp(self.job, job_attribute, attribute_value)
+
+
 def _file_list(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]

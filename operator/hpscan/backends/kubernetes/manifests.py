@@ -47,10 +47,8 @@ from hpscan.backends.kubernetes.names import (
     shard_pages_name,
     site_name,
 )
-from hpscan.job.configmap import (
-    ACCOUNT_ENV,
-    CONFIGMAP_ENV,
-    NAMESPACE_ENV,
+from hpscan.job.configmap import ACCOUNT_ENV, CONFIGMAP_ENV, NAMESPACE_ENV
+from hpscan.job.pages import (
     PAGE_KEY,
     PAGE_SIZE_KEY,
     STOPS_KEY,

@@ -10,13 +10,7 @@ from hpscan.api.contract import ParameterValue
 from hpscan.api.spec import HPScanSpec
 from hpscan.backends.kubernetes.names import shard_pages_name
 from hpscan.core.planning import axis_size, axis_values
-from hpscan.job.configmap import (
-    PROGRESS_LINES,
-    RECORD_ROOM,
-    compact,
-    page_name,
-    stored_size,
-)
+from hpscan.job.pages import PROGRESS_LINES, RECORD_ROOM, compact, page_name, stored_size
 
 OBJECT_LIMIT = 512 * 1024
 """No object hpscan or its pods write may pass this (etcd's limit is 1 MiB; a Katib-sized margin)."""

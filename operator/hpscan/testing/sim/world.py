@@ -103,7 +103,7 @@ class World:
         cache = LaggingCache(self.server, self._lag, self._lag)
         backend = KubernetesBackend(api_client=None, cache=cache)
         api = ClientApi(self.server, self.operator_faults, on_call=self._count)
-        backend.core = backend.batch = backend.rbac = backend.networking = api  # type: ignore[assignment]
+        backend.core = backend.batch = backend.rbac = backend.networking = api
         return backend, {}, {}, {}
 
     def _count(self) -> None:
