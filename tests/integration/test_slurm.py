@@ -26,6 +26,11 @@ from hpscan.core.planning import plan
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = str(REPO / "tests" / "unit" / "payloads" / "contract_payload.py")
 COMBINATIONS = 24  # examples/quickstart.yaml: 2 x 2 x 3 x 2
+GPU_NODES = {
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}
+"""A Kubernetes site's GPU nodes on the local control plane (cluster/nodes.yaml)."""
 
 
 def contract_spec(cluster: Any, spool: Path, knobs: dict[str, Any], gpus: int = 1, **site: Any) -> HPScanSpec:
@@ -163,11 +168,18 @@ def test_quickstart_through_hpscan_run_at_the_slurm_site_with_gpus_as_gres(slurm
 
 
 @pytest.mark.slow
-def test_a_scan_over_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stopped(slurm_cluster, condor_pool):
-    """Fault isolation on real parts: slurmctld stopped (by its pid) while a scan runs over the HTCondor pool and
-    the Slurm site: only the Slurm site is Unreachable, the pool's shards go on; slurmctld started again, the
-    scan succeeds with shards on both."""
+def test_a_scan_over_kubernetes_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stopped(
+    slurm_cluster, condor_pool, cluster, k8s, new_namespace
+):
+    """Three batch systems in one scan, and fault isolation on real parts: the local control plane's Jobs (its
+    node agent), the HTCondor pool and the Slurm site; slurmctld stopped (by its pid) while the scan runs: only the
+    Slurm site is Unreachable, the others' shards go on; slurmctld started again, the scan succeeds with shards on
+    all three."""
+    from kubernetes import client
+
+    from hpscan.api.spec import API_VERSION, GROUP, PLURAL, VERSION
     from hpscan.backends.htcondor import HTCondorBackend
+    from hpscan.backends.kubernetes import KubernetesBackend
     from hpscan.core.brokering import Target
     from hpscan.core.results import Aggregate
     from hpscan.engine import StepInput, step
@@ -187,6 +199,7 @@ def test_a_scan_over_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stop
                 "settings": {"contractPayload": {"sleep": 2}},
             },
             "sites": [
+                {"name": "cluster", "maxRunning": 1, "kubernetes": GPU_NODES},
                 {
                     "name": "grid",
                     "maxRunning": 1,
@@ -197,8 +210,15 @@ def test_a_scan_over_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stop
             ],
         }
     )
-    ref = ScanRef(name="outage", namespace="physics", uid="u-outage-" + secrets.token_hex(3))
+    # The HPScan object exists (its Jobs are owned by it, as the operator makes them); no operator watches it here.
+    namespace = new_namespace()
+    cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/hpscans.hpscan.io", "--timeout=60s")
+    body = {"apiVersion": API_VERSION, "kind": "HPScan", "metadata": {"name": "outage"}, "spec": spec.to_wire()}
+    created = client.CustomObjectsApi(k8s).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    ref = ScanRef(name="outage", namespace=namespace, uid=created["metadata"]["uid"])
     backends = {
+        "kubernetes": KubernetesBackend(k8s),
         "htcondor": HTCondorBackend(condor_pool.job_dir("outage"), max_age_seconds=0),
         "slurm": SlurmBackend(environ={"SLURM_JWT": slurm_cluster.token}, max_age_seconds=1),
     }
@@ -222,12 +242,13 @@ def test_a_scan_over_the_pool_and_the_slurm_site_goes_on_while_slurmctld_is_stop
         backends["htcondor"].forget(ref, delete_sandboxes=True)
         backends["slurm"].forget(ref)
     assert seen_down is not None
-    grid_site, hpc_site = seen_down.sites
-    assert (grid_site.state, hpc_site.state, hpc_site.reason) == ("Usable", "Unreachable", "SiteUnreachable")
+    cluster_site, grid_site, hpc_site = seen_down.sites
+    assert (cluster_site.state, grid_site.state) == ("Usable", "Usable")
+    assert (hpc_site.state, hpc_site.reason) == ("Unreachable", "SiteUnreachable")
     assert "slurmrestd" in (hpc_site.message or "")
     assert status.phase == "Succeeded" and status.progress == "12/12", status.message
-    assert status.sites[1].state == "Usable" and status.sites[1].succeeded >= 1  # back, and given shards
-    assert {s.site for s in status.shards} == {"grid", "hpc"}
+    assert status.sites[2].state == "Usable" and status.sites[2].succeeded >= 1  # back, and given shards
+    assert {s.site for s in status.shards} == {"cluster", "grid", "hpc"}
 
 
 def test_a_token_the_centre_did_not_sign_makes_only_that_site_unreachable_naming_slurmrestd(slurm_cluster):
