@@ -222,6 +222,8 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
             f"{trained + saved} a run without pruning would train)",
             highlight=False,
         )
+    if resumed := status.training.epochs_resumed:
+        out.print(f"checkpoints: interrupted trials resumed, {resumed} epochs not trained again", highlight=False)
     if status.best is not None:
         params = ", ".join(f"{k}={v}" for k, v in status.best.parameters.items())
         out.print(f"best {status.best.value:.5g} ({status.best.id}: {params})", highlight=False)
