@@ -1,7 +1,8 @@
 """HTCondor's self-checkpointing on the personal pool, with the real dl1 payload: the shard runner ends with 85
 after a checkpoint, HTCondor keeps OUT/checkpoints/ at the access point and starts it again, and a job vacated
 mid-trial (condor_vacate_job, as a preempting site does) starts again from that checkpoint: its trials resume at
-epoch k, as the job's log and the records show."""
+epoch k, as the job's log and the records show. (A record's resumedFrom lists the resumes of the state that
+survived: those of the training an eviction threw away go with it.)"""
 
 from __future__ import annotations
 
@@ -106,8 +107,13 @@ def test_a_vacated_job_resumes_its_trials_from_the_checkpoint_htcondor_kept(cond
     where = f"ClusterId == {job.split('.')[0]}"
     (ad,) = schedd.query(where, ["NumJobStarts"]) or list(schedd.history(where, ["NumJobStarts"], match=1))
     assert ad["NumJobStarts"] >= 2  # evicted, and started again (an exit with 85 is not a new start)
+    (log,) = run_dir.glob("condor/*/*/shard-000/stderr.txt")  # every start's output, in order
+    said = log.read_text()
     for trial, epoch in kept.items():
+        assert 0 < epoch < EPOCHS
         # resumed at k twice: in its sandbox after the exit with 85, and on the slot it went to after the eviction
-        assert 0 < epoch < EPOCHS and records[trial]["resumedFrom"].count(epoch) >= 2, (records[trial], kept)
+        assert said.count(f"resuming {trial} at epoch {epoch} from its checkpoint") >= 2, said[-3000:]
+        # what it trained in between died with the evicted sandbox: the record's history starts again at k
+        assert records[trial]["resumedFrom"][0] == epoch, (records[trial], kept)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["training"]["epochsResumed"] == sum(sum(r["resumedFrom"]) for r in records.values())
