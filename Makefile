@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/quickstart
 
-.PHONY: install demo chromium test test-fast test-lanes test-lowest test-py312 test-py313 sim test-real-node lint crds tools s3-build kstatus-build kueue-build cluster cluster-down images condor-build condor condor-down clean
+.PHONY: install demo chromium test test-fast test-lanes test-lowest test-py312 test-py313 sim test-real-node lint crds tools s3-build kstatus-build kueue-build cluster cluster-down images condor-build condor condor-down slurm-packages slurm slurm-down clean
 
 install: $(STAMP)
 
@@ -34,7 +34,7 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not slow" tests
 
-test: $(STAMP) lint chromium tools s3-build kstatus-build kueue-build test-lanes images condor-build
+test: $(STAMP) lint chromium slurm-packages tools s3-build kstatus-build kueue-build test-lanes images condor-build
 	$(BIN)/pytest -q --durations=25 tests
 
 # Debian's Chromium and its chromedriver, for the dashboard's browser tests (tests/integration/test_dashboard.py;
@@ -150,6 +150,23 @@ condor: condor-build
 
 condor-down:
 	cluster/condor/down.sh
+
+# A Slurm test cluster from Debian's packages (docs/slurm.md): munged, slurmctld, two slurmd (a GPU node with two
+# stand-in GPUs as gres/gpu, a CPU node) and slurmrestd with JWT, on 127.0.0.1, state in .slurm/. Nothing to build:
+# apt-get installs the packages when missing (a dpkg-query when installed); the cluster starts in about a second.
+SLURM_PACKAGES := slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin munge
+slurm-packages:
+	@(for pkg in $(SLURM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$pkg 2>/dev/null | grep -q 'install ok installed' || exit 1; done) \
+	  || { command -v apt-get >/dev/null || { echo "make: install $(SLURM_PACKAGES) (Debian's) for the Slurm tests" >&2; exit 1; }; \
+	       sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; echo "installing $(SLURM_PACKAGES)"; \
+	       $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES) >/dev/null; }
+
+slurm: slurm-packages
+	cluster/slurm/up.sh
+
+# --purge as well: the state folder and the job user up.sh created go, so the host is as before.
+slurm-down:
+	cluster/slurm/down.sh --purge
 
 clean:
 	rm -rf $(VENV) .venv-lowest .venv-py312 .venv-py313 .pytest_cache .mypy_cache .ruff_cache runs

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.npz"
 
-RESULT_NEUTRAL_SETTINGS = frozenset({"fuse", "epochs"})
-"""Settings a checkpoint stays valid across: fusion never changes a trial's result, and more or fewer epochs do not
-change the epochs already trained."""
+RESULT_NEUTRAL_SETTINGS = frozenset({"fuse", "epochs", "f_c", "f_b"})
+"""Settings a checkpoint stays valid across: fusion never changes a trial's result, more or fewer epochs do not
+change the epochs already trained, and the records' tagging fractions are not training."""
 
 
 @dataclass

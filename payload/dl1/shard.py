@@ -185,7 +185,7 @@ class ShardRun:
             self.settings,
             self.record,
             on_epoch=self.on_epoch,
-            keep_models=self.shard.artifacts.save_models,
+            keep_models=True,  # the record's physics is computed from the trained model (physics_metrics)
             should_stop=self.should_stop,
             checkpoints=self.checkpoints,
         )
@@ -213,6 +213,8 @@ class ShardRun:
     def record(self, outcome: Outcome) -> None:
         """Save the model (when asked) and append the combination's record, durably, then say one line."""
         self.finished += 1
+        if outcome.status == "succeeded" and outcome.model is not None:
+            outcome.metrics = outcome.metrics | self.physics_metrics(outcome)
         if self.shard.artifacts.save_models and outcome.status == "succeeded" and outcome.model is not None:
             self._save_model(outcome)  # the model before its record: a recorded combination has its model folder
         record = ResultRecord(
@@ -240,6 +242,19 @@ class ShardRun:
             f"[{self.finished + self.recorded_before}{of}] {outcome.key} {outcome.status} {shown} "
             f"({outcome.epochs} epochs, {record.duration_seconds:.1f} s)"
         )
+
+    def physics_metrics(self, outcome: Outcome) -> dict[str, float]:
+        """Rejections with errors and the network's cost on the validation split (dl1.record_metrics); none, said
+        in a line, when they cannot be computed (a validation split without c jets): the record is kept anyway."""
+        from dl1.record_metrics import record_metrics
+
+        assert self.dataset is not None and outcome.model is not None
+        validation = self.dataset.validation
+        try:
+            return record_metrics(outcome.model, validation.x, validation.y, self.settings.f_c, self.settings.f_b)
+        except ValueError as exc:
+            _say(f"{outcome.key}: no tagging metrics in its record: {exc}")
+            return {}
 
     def _save_model(self, outcome: Outcome) -> None:
         from dl1.artifacts import save_model

@@ -48,6 +48,8 @@ class TrainSettings(BaseModel):
     activation: str = "relu"
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(15000, ge=1)
+    f_c: float = Field(0.018, ge=0.0, le=1.0, description="c fraction of D_b for the record's rejections.")
+    f_b: float = Field(0.2, ge=0.0, le=1.0, description="b fraction of D_c for the record's c-tagging rejections.")
     data: DataSettings
 
     def model_defaults(self) -> ModelConfig:

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
 
 import condor_pool  # noqa: E402 (the personal HTCondor pool: the condor_pool fixture and its hooks)
+import slurm_cluster  # noqa: E402 (the Slurm test cluster: the slurm_cluster fixture and its hooks)
 
 from cluster.s3server import S3Server  # noqa: E402
 from cluster.testing import LocalCluster  # noqa: E402
@@ -219,6 +220,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(condor_pool, "hpscan-condor-pool")
+    config.pluginmanager.register(slurm_cluster, "hpscan-slurm-cluster")
 
 
 @pytest.fixture

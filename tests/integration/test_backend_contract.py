@@ -6,6 +6,8 @@ process: the fast lane (tests/unit/test_backend_contract_fast.py) runs it for lo
 - htcondor: the backend against the personal pool's real daemons (the condor_pool fixture): a remote-style site
   (input spooled, output retrieved), vanilla-universe jobs matched to the simulated GPUs, records live through
   chirp and back in the output sandbox, retries by the schedd's max_retries and retry_until;
+- slurm: the backend against the Slurm test cluster's real daemons (the slurm_cluster fixture): jobs through
+  slurmrestd on the GPU partition (gres/gpu), records live through the shared file system, retries by resubmission;
 - sim-kubernetes, sim-htcondor: the same real backends against the simulation's neighbours
   (hpscan.testing.sim: a simulated API server and Job controller, the schedd stand-in and a simulated startd, with
   workers that honour the same payload knobs), with no faults: the simulated world must agree with the real one
@@ -32,6 +34,7 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.backends.base import Backend, ScanRef
 from hpscan.backends.htcondor import HTCondorBackend
 from hpscan.backends.kubernetes import KubernetesBackend
+from hpscan.backends.slurm.backend import SlurmBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the contract's tests, shared with the unit lane
 from backend_contract import (  # noqa: F401 (the contract's tests, collected here)
@@ -43,6 +46,7 @@ from backend_contract import (  # noqa: F401 (the contract's tests, collected he
     test_after_a_restart_records_fold_once_and_nothing_is_trained_twice,
     test_cancel_suspends_and_keeps_the_records,
     test_submit_is_idempotent,
+    test_what_a_job_records_while_it_stops_is_kept_and_never_trained_again,
     test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing,
 )
 
@@ -112,6 +116,39 @@ class HTCondorHarness(BaseHarness):
         backend.forget(self.ref)
 
 
+class SlurmHarness(BaseHarness):
+    """A site of the Slurm test cluster (the slurm_cluster fixture): jobs on the GPU partition with gres/gpu,
+    submitted through slurmrestd with the job user's JWT, run as that user with the cluster's job Python; their
+    folders (and the trained log) in a spool the job user owns, which is also the live channel."""
+
+    pace = 3.0  # a scheduling pass, slurmd starting the batch step
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path, knobs: dict[str, Any], retries: int) -> None:
+        self.cluster = request.getfixturevalue("slurm_cluster")
+        spool = self.cluster.spool("contract")
+        self.ref = ScanRef("contract", "physics", "u-slurm-" + secrets.token_hex(3))
+        block = self.cluster.site(spool, partition="gpu")
+        self.site = Site.model_validate({"name": "hpc", "slurm": block})
+        self.trained_log = spool / "trained.log"
+        spec = contract_spec(knobs, self.trained_log, retries)
+        spec["sites"] = [self.site.to_wire()]
+        python = str(Path(str(block["runner"])).parent / "python")
+        spec["payload"]["command"] = [python, spec["payload"]["command"][-1]]
+        spec["payload"]["gpuCheck"] = [python, *spec["payload"]["gpuCheck"][1:]]
+        self.spec = HPScanSpec.model_validate(spec)
+
+    def new_backend(self) -> Backend:
+        return SlurmBackend(environ={"SLURM_JWT": self.cluster.token}, max_age_seconds=0)
+
+    def drive(self) -> None:
+        time.sleep(0.5)
+
+    def close(self) -> None:  # as a deleted scan: its jobs are cancelled
+        backend = self.new_backend()
+        backend.track(self.ref, self.spec)
+        backend.forget(self.ref)
+
+
 class SimHarness(BaseHarness):
     """A backend against the simulated neighbours of hpscan.testing.sim, on its virtual clock: each drive() is
     one virtual second of the Job controller or startd."""
@@ -149,6 +186,7 @@ class SimHTCondorHarness(SimHarness):
 HARNESSES = {
     "kubernetes": KubernetesHarness,
     "htcondor": HTCondorHarness,
+    "slurm": SlurmHarness,
     "sim-kubernetes": SimKubernetesHarness,
     "sim-htcondor": SimHTCondorHarness,
 }

@@ -140,6 +140,33 @@ def test_the_page_says_when_its_server_is_gone(browser: Any, dashboard: tuple[Da
     shutil.rmtree(_run_dir)
 
 
+def test_a_multi_objective_scan_names_its_pareto_set_and_its_axis_selects_it(browser: Any, tmp_path: Path):
+    """The Pareto set is named on the page, and brushing the plot's "in the Pareto set" axis at "yes" leaves
+    exactly its lines selected."""
+    from report_runs import physics_run
+    from selenium.webdriver.common.by import By
+
+    run_dir = physics_run(tmp_path / "run", error_fraction=0.001)
+    server = start(RunFolder(run_dir), poll_seconds=0.1)
+    try:
+        browser.get(server.url)
+        wait_for(lambda: page(browser, "return hpscanDashboard.drawn !== null"), 60, "the plot")
+        pareto = page(browser, "return hpscanDashboard.view.pareto")
+        assert pareto and all(i in browser.find_element(By.ID, "pareto").text for i in pareto)
+        page(
+            browser,
+            """
+            const plot = document.getElementById('plot');
+            const axis = plot.data[0].dimensions.findIndex((d) => d.label === 'in the Pareto set');
+            Plotly.restyle(plot, {[`dimensions[${axis}].constraintrange`]: [[0.5, 1.5]]});""",
+        )
+        selected = "return hpscanDashboard.selected.map((i) => hpscanDashboard.drawn.trials.ids[i])"
+        wait_for(lambda: sorted(page(browser, selected)) == sorted(pareto), 30, "the Pareto lines selected")
+        browser.save_screenshot(str(tmp_path / "dashboard-pareto.png"))
+    finally:
+        stop(server)
+
+
 def test_a_scan_on_the_control_plane_is_shown_live(
     browser: Any, cluster: Any, k8s: Any, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

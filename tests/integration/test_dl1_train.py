@@ -66,6 +66,16 @@ def test_two_combinations_end_to_end(trained):
         assert {"startedAt", "finishedAt", "durationSeconds"} <= set(rec)
     # learnt something: ln 3 = 1.10 is guessing among three balanced classes
     assert min(r["metrics"]["val_loss"] for r in recs) < 1.0
+    # the physics of the best epoch on the validation split, and the network's cost (dl1.record_metrics)
+    by_id = {r["id"]: r["metrics"] for r in recs}
+    assert by_id["c-small"]["n_parameters"] == 44 * 16 + 16 + 16 * 8 + 8 + 8 * 3 + 3
+    assert by_id["c-elu"]["n_parameters"] == 44 * 24 + 24 + 24 * 3 + 3
+    for metrics in by_id.values():
+        assert (
+            metrics["light_rejection_77"] > 1 and 0 < metrics["light_rejection_77_err"] < metrics["light_rejection_77"]
+        )
+        assert metrics["c_rejection_77"] > 1 and metrics["c_rejection_77_err"] > 0
+        assert metrics["inference_ms_per_1k_jets"] > 0
     assert rec["parameters"] == next(c["parameters"] for c in TWO if c["id"] == rec["id"])
     scale = json.loads((out / "scale_dict.json").read_text())
     assert len(scale) == 44

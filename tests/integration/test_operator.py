@@ -38,6 +38,7 @@ from operator_support import (
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
 PREFIX = f"hpsop-{secrets.token_hex(2)}"
+LIGHT_AND_C = [{"metric": "light_rejection_77", "goal": "maximize"}, {"metric": "c_rejection_77", "goal": "maximize"}]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,12 @@ def _exists(read: Callable[[], Any]) -> bool:
         ({"parameters": [{"name": "lr", "range": {"min": 0.0, "max": 0.1, "count": 3, "scale": "log"}}]}, "a log range needs min > 0"),
         ({"parameters": [{"name": "a", "values": [1]}, {"name": "a", "values": [2]}]}, "parameter names must be unique"),
         ({"retries": -1}, "spec.retries"),
-        ({"sampling": {"strategy": "random"}}, "random, tpe, cmaes and qmc sampling need samples"),
+        ({"sampling": {"strategy": "random"}}, "random, tpe, cmaes, qmc and nsga2 sampling need samples"),
+        ({"objective": {"metric": "val_loss", "goal": "maximize"}, "objectives": LIGHT_AND_C}, "give objective or objectives, not both"),
+        ({"objectives": [LIGHT_AND_C[0], LIGHT_AND_C[0]]}, "objectives must name different metrics"),
+        ({"objectives": LIGHT_AND_C[:1]}, "spec.objectives"),
+        ({"objectives": LIGHT_AND_C, "earlyStopping": {"strategy": "asha"}}, "needs earlyStopping.strategy: none"),
+        ({"objectives": LIGHT_AND_C, "sampling": {"strategy": "cmaes", "samples": 4}}, "cmaes has no multi-objective form"),
     ],
 )  # fmt: skip
 def test_api_server_refuses_invalid_scans_with_the_models_message(k8s, crd, ns, change, message):
@@ -109,7 +115,14 @@ def test_kubectl_explain_and_printer_columns(cluster, crd, ns, k8s):
     defaults = create(k8s, ns, scan_manifest("defaults", suspend=True))
     assert defaults["spec"]["objective"] == {"metric": "val_loss", "goal": "minimize"}
     header = cluster.kubectl("get", "hps", "-n", ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "DONE", "BEST", "SITES", "AGE"]
+    assert header == ["NAME", "PHASE", "DONE", "BEST", "PARETO", "SITES", "AGE"]
+    several = create(k8s, ns, scan_manifest("two-objectives", suspend=True, objectives=LIGHT_AND_C))
+    assert several["spec"]["objectives"] == LIGHT_AND_C  # the defaulted objective (val_loss) is no conflict
+    with pytest.raises(ApiException) as refused:
+        custom(k8s).patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "two-objectives", {"spec": {"objectives": LIGHT_AND_C[::-1]}}
+        )
+    assert "spec.objectives cannot change" in json.loads(refused.value.body)["message"]
 
 
 # --- the operator ---
@@ -145,6 +158,22 @@ def test_a_scan_runs_to_complete_with_live_status_events_and_records(cluster, k8
     )  # fmt: skip
     assert len(exported.stdout.splitlines()) == 8
     assert len(json.dumps(status)) < 8192
+
+
+def test_a_multi_objective_scan_holds_its_pareto_set_in_the_status(cluster, k8s, ns, operator):
+    """The stand-in payload's loss is smallest at x=3 and its second objective (the sum of the numbers) at x=1: the
+    operator's status holds the trade-off x=1, 2, 3 (both activations), and kubectl shows its size."""
+    objectives = [{"metric": "val_loss", "goal": "minimize"}, {"metric": "size", "goal": "minimize"}]
+    create(k8s, ns, scan_manifest("pareto", {}, objectives=objectives, gpu={"count": 0, "required": False},
+                                  sites=[{"name": "cpu", "kubernetes": {}}]))  # fmt: skip
+    status = wait_phase(cluster, k8s, ns, "pareto", {"Succeeded", "Failed"}, 180)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["paretoSize"] == 6 and sorted(m["parameters"]["x"] for m in status["pareto"]) == [1, 1, 2, 2, 3, 3]
+    assert [m["values"]["val_loss"] for m in status["pareto"]] == sorted(
+        m["values"]["val_loss"] for m in status["pareto"]
+    )
+    row = cluster.kubectl("get", "hps", "pareto", "-n", ns).stdout.splitlines()[1].split()
+    assert row[4] == "6"  # NAME PHASE DONE BEST PARETO ...
 
 
 def test_one_shard_of_5000_combinations_records_everything_with_every_object_under_512_kib(cluster, k8s, ns, operator):

@@ -287,6 +287,25 @@ def test_after_a_restart_records_fold_once_and_nothing_is_trained_twice(make_har
     assert set(trained(harness).values()) == {1}, trained(harness)
 
 
+def test_what_a_job_records_while_it_stops_is_kept_and_never_trained_again(make_harness):
+    """A cancel stops a job gracefully (SIGTERM): a payload that finishes the combination in training first (as dl1
+    ends its epoch) records it after the cancel began. That record comes back, and the shard, started again by a
+    restarted runner or operator, never trains it again. (HTCondor lost it once: its cancel read the chirped records
+    before removing the job, and a removed job's ad left the queue with the record chirped while it stopped.)"""
+    harness, planned = make_harness({"sleep": 0.6 * make_harness.pace, "finishOnTerm": True})
+    first = harness.new_backend()
+    start(harness, first, planned)
+    records: list = []
+    run_until(harness, first, lambda _s, got: len(got) >= 1, records)  # the next combinations are in training
+    first.cancel(harness.ref)
+
+    second = harness.new_backend()
+    start(harness, second, planned)
+    run_until(harness, second, ended, records)
+    assert aggregate(planned, records).succeeded == planned.total
+    assert set(trained(harness).values()) == {1}, trained(harness)
+
+
 def test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing(make_harness):
     """Workers that pull (TPE + ASHA through hpscan.engine.step): trials reach running workers through the
     backend's channel (stops too, when they come in time), a restarted shell (new backend, new search) rebuilds

@@ -13,7 +13,7 @@ import yaml
 from hpscan.api.contract import ResultRecord
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import plan
-from hpscan.core.results import iter_record_lines
+from hpscan.core.results import iter_record_lines, read_records
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -85,3 +85,28 @@ def write_fake_run(
 
 def write_status(out: Path, phase: str = "Succeeded") -> None:
     (out / "status.json").write_text(json.dumps({"phase": phase}), encoding="utf-8")
+
+
+OBJECTIVES = [{"metric": "light_rejection_77", "goal": "maximize"}, {"metric": "c_rejection_77", "goal": "maximize"}]
+
+
+def physics_run(out: Path, error_fraction: float = 0.01) -> Path:
+    """The quickstart's fake run made a two-objective scan: each record's light and c rejection trade off along
+    its made-up loss (a network good at one is worse at the other), with errors of ``error_fraction``."""
+    run_dir = write_fake_run(out)
+    document = yaml.safe_load((run_dir / "scan.yaml").read_text())
+    document["spec"].pop("objective")
+    document["spec"]["objectives"] = OBJECTIVES
+    (run_dir / "scan.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    records, _ = read_records(run_dir / "results.jsonl")
+    physics: list[ResultRecord] = []
+    for record in records:
+        loss = record.metrics["val_loss"]
+        position = int(record.id[1:].split("-")[0])
+        light = 300.0 - 200.0 * loss + 10.0 * (position % 5)
+        charm = 8.0 - 1.0 * (position % 5) - loss
+        metrics = {"val_loss": loss, "light_rejection_77": light, "c_rejection_77": charm,
+                   "light_rejection_77_err": light * error_fraction, "c_rejection_77_err": charm * error_fraction}  # fmt: skip
+        physics.append(record.model_copy(update={"metrics": metrics}))
+    (run_dir / "results.jsonl").write_text("".join(iter_record_lines(physics)), encoding="utf-8")
+    return run_dir

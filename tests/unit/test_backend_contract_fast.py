@@ -13,6 +13,7 @@ from backend_contract import (  # noqa: F401 (the contract's tests, collected he
     test_after_a_restart_records_fold_once_and_nothing_is_trained_twice,
     test_cancel_suspends_and_keeps_the_records,
     test_submit_is_idempotent,
+    test_what_a_job_records_while_it_stops_is_kept_and_never_trained_again,
     test_workers_that_pull_get_trials_and_stops_and_a_restart_repeats_nothing,
 )
 

@@ -67,6 +67,7 @@ def test_names_printer_columns_and_subresource():
         "Phase",
         "Done",
         "Best",
+        "Pareto",
         "Sites",
         "Age",
     ]
@@ -80,3 +81,9 @@ def test_defaults_and_cel_rules_are_present():
     assert "has(self.shards) != has(self.combinationsPerShard)" in rules
     transitions = [r["rule"] for r in spec["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
     assert "self.parameters == oldSelf.parameters" in transitions
+    assert any("self.objectives == oldSelf.objectives" in rule for rule in transitions)
+    messages = [r["message"] for r in spec["x-kubernetes-validations"]]
+    assert "give objective or objectives, not both" in messages
+    assert any("several objectives needs earlyStopping.strategy: none" in m for m in messages)
+    objectives = spec["properties"]["objectives"]
+    assert (objectives["minItems"], objectives["maxItems"]) == (2, 3)

@@ -87,6 +87,27 @@ def test_the_source_is_read_again_only_when_its_files_change(tmp_path: Path):
     assert watch.refresh() and watch.version == 2
 
 
+def test_each_view_reads_only_what_was_appended_and_the_state_equals_the_reports(tmp_path: Path):
+    """The page's state as results.jsonl grows (a half-written line waits; a file replaced by a shorter one is read
+    again from its start) equals what `hpscan report` reads from the folder at that moment."""
+    run_dir = write_fake_run(tmp_path / "run", limit=5)
+    source = RunFolder(run_dir)
+    assert source.view()["recorded"] == 5
+    append_record(run_dir, 5, 0.6)
+    with (run_dir / "results.jsonl").open("a", encoding="utf-8") as results:
+        results.write('{"id": "c7-')  # the payload is still writing this line
+    state = source.view()
+    assert state["recorded"] == 6 and state["trials"] == view_of_whole_folder(run_dir)["trials"]
+    lines = (run_dir / "results.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "results.jsonl").write_text("".join(lines[:2]))  # replaced, shorter
+    state = source.view()
+    assert state["recorded"] == 2 and state["trials"] == view_of_whole_folder(run_dir)["trials"]
+
+
+def view_of_whole_folder(run_dir: Path) -> dict:
+    return RunFolder(run_dir).view()
+
+
 def _get(url: str, **headers: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
@@ -194,3 +215,17 @@ def test_a_page_keeps_the_last_state_and_is_told_why_the_source_does_not_answer(
     finally:
         watch.stop()
         poll.join()
+
+
+def test_a_multi_objective_scan_shows_its_pareto_set_and_an_axis_that_selects_it(tmp_path: Path):
+    """The page names the Pareto set the report names, and its plot (the report's figure) has the axis that
+    selects it; leaders whose values overlap within their errors are shown as tied, not ranked."""
+    from report_runs import physics_run
+
+    run_dir = physics_run(tmp_path / "run", error_fraction=0.2)
+    state = RunFolder(run_dir).view()
+    run = load_run(run_dir)
+    assert state["pareto"] == list(run.pareto) and len(state["pareto"]) >= 2
+    labels = [d["label"] for d in state["figure"]["data"][0]["dimensions"]]
+    assert "in the Pareto set" in labels
+    assert state["tied"] == list(run.tied) and len(state["tied"]) >= 2  # 20% errors: the leaders overlap

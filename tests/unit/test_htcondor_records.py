@@ -176,3 +176,23 @@ def test_a_retried_job_and_a_restarted_operator_keep_every_attempts_records(setu
     assert sorted(r.id for r in restarted(tmp_path, schedd, spec).fetch_records(SCAN)) == sorted(
         dl1_record(i).id for i in range(20)
     )
+
+
+def test_a_job_removed_by_an_operator_that_stopped_before_reading_it_is_read_and_released(setup, tmp_path):
+    """STAND-IN: the operator removed a running job and stopped before it read the records the job chirped while
+    stopping (leave_in_queue keeps such a job): the next operator hands them over, keeps them for the shard's next
+    attempt, and releases the job so it leaves the queue."""
+    schedd, _, spec = setup
+    job = schedd.job_of(SCAN.uid, 1)
+    schedd.start(job)
+    records = [dl1_record(i, shard=1) for i in range(3)]
+    ChirpChannel(spec.objective, client=lambda: JobChirp(schedd, job)).publish(records)
+    schedd.edit(job, "HPScanCancelled", "true")
+    del schedd.jobs[job]["RemoteHost"]  # its shadow ended after the removal
+    schedd.set(job, JobStatus=3, RemoveReason="hpscan: scan suspended or deleted")
+    assert job in schedd.jobs  # kept: nobody read it yet
+    again = restarted(tmp_path, schedd, spec)
+    assert {r.id for r in again.fetch_records(SCAN)} == {r.id for r in records}
+    assert job not in schedd.jobs  # released
+    results = next((tmp_path / "work").rglob(f"{shard_name(1)}/{RESULTS_FILE}"))
+    assert {r.id for r in parse_records(results.read_bytes().splitlines())[0]} == {r.id for r in records}

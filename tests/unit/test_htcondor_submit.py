@@ -277,13 +277,15 @@ def test_an_attempt_past_its_timeout_is_released_for_a_retry_then_removed():
 
 def test_a_job_removed_after_its_last_timeout_stays_queued_for_the_poller():
     """Removed jobs leave the queue, and a shard with no job would be submitted again: the one removed by the
-    timeout policy stays (as a completed job does) until the scan releases it; hpscan's own removals leave."""
+    timeout policy stays (as a completed job does) until the scan releases it; so do hpscan's own removals, until
+    it read what they chirped while stopping; a site's removals leave."""
     submit = build(make_spec(payload={"image": "img:1", "timeoutSeconds": 3600})).description
     removed = {"JobStatus": 3, "LastHoldReasonCode": 47, "NumJobStarts": 3}
     assert holds(submit, "leave_in_queue", job_ad(submit, **removed))
     assert holds(submit, "leave_in_queue", job_ad(submit, JobStatus=4))
     assert not holds(submit, "leave_in_queue", job_ad(submit, **removed, HPScanReleased=True))
-    assert not holds(submit, "leave_in_queue", job_ad(submit, **removed, HPScanCancelled=True))  # hpscan's
+    assert holds(submit, "leave_in_queue", job_ad(submit, **removed, HPScanCancelled=True))  # hpscan's: until read
+    assert not holds(submit, "leave_in_queue", job_ad(submit, **removed, HPScanCancelled=True, HPScanReleased=True))
     assert not holds(submit, "leave_in_queue", job_ad(submit, JobStatus=3, LastHoldReasonCode=13))  # a site's
 
 
@@ -291,7 +293,11 @@ def test_without_a_timeout_there_is_no_timeout_policy():
     submit = build(make_spec()).description
     assert "allowed_execute_duration" not in submit
     assert "periodic_release" not in submit and "periodic_remove" not in submit
-    assert submit.expand("leave_in_queue").startswith("(JobStatus == 4) && HPScanReleased =!= true")
+    kept = submit.expand("leave_in_queue")
+    assert kept.startswith(
+        "(JobStatus == 4 || (JobStatus == 3 && HPScanCancelled =?= true)) && HPScanReleased =!= true"
+    )
+    assert "HoldReasonCode" not in kept  # no timed-out removals to keep
 
 
 def test_a_site_periodic_policy_is_combined_with_the_timeout_policy():

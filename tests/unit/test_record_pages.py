@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from hpscan.api.contract import ResultRecord
+from hpscan.api.contract import Combination, ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.backends.base import ScanRef
 from hpscan.backends.kubernetes import KubernetesBackend, page_layout, payload_rbac, shard_pages
@@ -142,3 +142,31 @@ def test_the_operators_index_keeps_a_pages_records_not_its_managed_fields():
     ).items()
     assert key == ("physics", "paged") and held["data"] == raw["data"]
     assert held["metadata"]["resourceVersion"] == "7" and "managedFields" not in held["metadata"]
+
+
+def test_a_dl1_record_with_its_physics_fits_its_room_and_a_cut_keeps_every_objective_and_its_error():
+    """A real dl1 record (dl1 train-shard on a two-layer scan, its 38 metrics: losses, rejections with errors at
+    eight working points, the network's cost) fits RECORD_ROOM with a device name as long as an H100's; cut to a
+    smaller room, the objectives of a multi-objective scan survive with their errors."""
+    metrics = {"loss": 0.782218873500824, "val_loss": 0.7607998847961426, "val_accuracy": 0.6723135113716125,
+               "best_epoch": 3.0, "n_parameters": 5059.0, "inference_ms_per_1k_jets": 0.6535}  # fmt: skip
+    for prefix, flavours, points in (
+        ("", ("light", "c"), (60, 70, 77, 85)),
+        ("ctag_", ("light", "b"), (20, 30, 40, 50)),
+    ):
+        for flavour in flavours:
+            for point in points:
+                metrics[f"{prefix}{flavour}_rejection_{point}"] = 1.235e4  # 4 significant digits, the longest form
+                metrics[f"{prefix}{flavour}_rejection_{point}_err"] = 1.235e-05
+    combination = Combination(id="c123456-0a1b2c3d", parameters={"layer1": 64, "layer2": 32, "learning_rate": 0.001,
+                                                                 "activation": "relu"})  # fmt: skip
+    record = ResultRecord(
+        id=combination.id, shard=12, parameters=dict(combination.parameters), metrics=metrics, status="succeeded",
+        started_at="2026-12-06T15:47:52.372625Z", finished_at="2026-12-06T15:47:53.353017Z",
+        duration_seconds=0.9803917407989502, device="GPU:0 NVIDIA H100 80GB HBM3", epochs=30, max_epochs=30,
+    )  # fmt: skip
+    limit = record_limit(combination)
+    assert fit_record(record, limit, "val_loss") == record  # nothing is cut
+    objectives = ["light_rejection_77", "light_rejection_77_err", "c_rejection_77", "c_rejection_77_err"]
+    cut = fit_record(record, stored_size(compact(combination.model_dump(mode="json"))) + 512, objectives)
+    assert cut.metrics == {name: metrics[name] for name in objectives}

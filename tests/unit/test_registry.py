@@ -116,7 +116,7 @@ def test_site_accepts_a_registered_backend_block_and_checks_it(toy):
     with pytest.raises(ValidationError) as bad:
         Site.model_validate({"name": "t", "toy": {"queue": "short", "walltime": 3}})
     assert [e["loc"] for e in bad.value.errors()] == [("toy", "walltime")]
-    with pytest.raises(ValidationError, match="exactly one backend block: kubernetes or htcondor or toy"):
+    with pytest.raises(ValidationError, match="exactly one backend block: kubernetes or htcondor or slurm or toy"):
         Site.model_validate({"name": "t"})
 
 
@@ -180,11 +180,9 @@ def test_shard_run_publishes_through_the_registered_channel(toy, tmp_path):
 
 
 def test_shard_run_names_the_backends_when_the_channel_is_unknown(tmp_path):
-    result = CliRunner().invoke(
-        app, ["shard-run", "x.json", "--out", str(tmp_path), "--channel", "slurm", "--", "true"]
-    )
+    result = CliRunner().invoke(app, ["shard-run", "x.json", "--out", str(tmp_path), "--channel", "pbs", "--", "true"])
     assert result.exit_code == 2
-    assert "no backend 'slurm' (registered: kubernetes, htcondor)" in result.output
+    assert "no backend 'pbs' (registered: kubernetes, htcondor, slurm)" in result.output
 
 
 class ToyHereBackend(ToyBackend):

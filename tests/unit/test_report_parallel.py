@@ -14,6 +14,7 @@ from hpscan.api.spec import Parameter
 from hpscan.report.parallel import (
     BEST_COLOUR,
     draw_html,
+    figure,
     layout,
     objective_axis,
     parameter_axis,
@@ -176,3 +177,22 @@ def test_random_scan_with_continuous_and_boolean_axes(tmp_path: Path):
     draw_png(run, tmp_path / "pc.png")
     trace = _parcoords(draw_html(run, tmp_path / "pc.html").read_text())
     assert trace["dimensions"][1]["label"] == "learning_rate (log)"
+
+
+def test_a_diverged_loss_never_ranks_and_both_plots_still_draw(tmp_path: Path):
+    """A network whose loss diverged reports inf or NaN: it is counted as failed, never ranked (not even last, where
+    an inf stretched the objective axis until the tick maths overflowed), and both plots draw."""
+    run_dir = write_fake_run(tmp_path / "run", limit=12)
+    lines = (run_dir / "results.jsonl").read_text().splitlines()
+    for i, value in ((3, float("inf")), (4, float("nan")), (5, float("-inf"))):
+        record = json.loads(lines[i])
+        record["metrics"]["val_loss"] = value
+        lines[i] = json.dumps(record)
+    (run_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
+    run = load_run(run_dir)
+    diverged = {json.loads(lines[i])["id"] for i in (3, 4, 5)}
+    assert {r.id for r in run.failed} >= diverged and not diverged & {r.id for r in run.ranked}
+    assert len(run.ranked) == 9
+    assert figure(run, pruned=True)["data"][0]["dimensions"]
+    draw_png(run, tmp_path / "parallel.png")
+    assert (tmp_path / "parallel.png").stat().st_size > 10_000

@@ -9,6 +9,7 @@ A payload reads ``ShardFile`` from a JSON file and appends one ``ResultRecord`` 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,11 +75,26 @@ exit; without it the kubelet falls back to the log's last line, and where the pa
 interleave there is a race (a real container's JSON report's closing brace came after the error line)."""
 
 
+ERROR_SUFFIX = "_err"
+"""A record metric ``X`` with a statistical uncertainty reports it as metric ``X_err`` (dl1's rejections do): hpscan
+ranks ``X`` honestly with it (hpscan.core.ranking: tied within errors)."""
+
+
+def error_metric(metric: str) -> str:
+    """The name of the metric that holds ``metric``'s statistical uncertainty."""
+    return metric + ERROR_SUFFIX
+
+
 class Objective(CamelModel):
-    """What the scan optimises: one metric that every result record carries."""
+    """What the scan optimises: one metric that every succeeded result record carries."""
 
     metric: str = Field(
-        "val_loss", min_length=1, description="Name of the metric in each record's `metrics` to optimise."
+        "val_loss",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="Name of the metric in each record's `metrics` to optimise: any metric the payload records "
+        "(dl1: val_loss, light_rejection_77, ...: payload/README.md).",
     )
     goal: Literal["minimize", "maximize"] = Field(
         "minimize", description="Whether smaller or larger values are better."
@@ -126,7 +142,12 @@ class ShardFile(CamelModel):
     scan: str = Field(description="Name of the HPScan.")
     shard: int = Field(ge=0, description="Index of this shard, from 0.")
     shards: int = Field(ge=1, description="Number of shards in the scan.")
-    objective: Objective
+    objective: Objective = Field(description="The scan's objective (the first of `objectives` when it has several).")
+    objectives: list[Objective] = Field(
+        default_factory=list,
+        description="Every objective of a multi-objective scan (spec.objectives), the first being `objective`; "
+        "empty for a scan with one.",
+    )
     gpu: GPURequest
     settings: dict[str, Any] = Field(
         default_factory=dict, description="spec.payload.settings, passed through untouched."
@@ -148,6 +169,11 @@ class ShardFile(CamelModel):
         "from it; its record then lists the epochs it resumed at (resumedFrom). A payload that cannot resume "
         "ignores this and starts such trials again from epoch 0.",
     )
+
+    def ranked_metrics(self) -> list[str]:
+        """The metrics hpscan ranks by and their errors: what a record keeps when it is cut to fit its page."""
+        goals = self.objectives or [self.objective]
+        return [name for goal in goals for name in (goal.metric, error_metric(goal.metric))]
 
 
 class ResultRecord(CamelModel):
@@ -179,11 +205,12 @@ class ResultRecord(CamelModel):
     )
 
     def objective_value(self, objective: Objective) -> float | None:
-        """The objective metric of a succeeded record, or None when it has none."""
+        """The objective metric of a succeeded record, or None when it has none or it is not finite: a diverged
+        loss (NaN, inf) or a rejection nothing was left to measure (inf) never ranks, and never stretches an axis."""
         if self.status != "succeeded":
             return None
         value = self.metrics.get(objective.metric)
-        return value if value is not None and value == value else None  # NaN never wins
+        return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True)

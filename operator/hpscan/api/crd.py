@@ -111,6 +111,12 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase of the scan."},
     {"name": "Done", "type": "string", "jsonPath": ".status.progress", "description": "Recorded / total combinations."},
     {"name": "Best", "type": "number", "jsonPath": ".status.best.value", "description": "Best objective value so far."},
+    {
+        "name": "Pareto",
+        "type": "integer",
+        "jsonPath": ".status.paretoSize",
+        "description": "Size of the Pareto set (multi-objective scans).",
+    },
     {"name": "Sites", "type": "string", "jsonPath": ".status.usableSites", "description": "Usable / all sites."},
     {
         "name": "Metric",

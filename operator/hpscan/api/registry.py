@@ -31,7 +31,9 @@ class BackendEntry:
     with ``factory(context)``; a shard job's runner publishes records through ``channel(shard_file)``."""
 
     name: str
-    site_model: type[BaseModel]
+    site_model: type[BaseModel] | str
+    """The site block's pydantic model, or ``"module:Model"``: a backend package's own model, imported when a site
+    is validated or the schema is written (``model()``), so the API layer imports no backend."""
     description: str
     factory: str | Callable[..., Any]
     """``"module:function"`` (or the function): BackendContext -> Backend, run in the operator."""
@@ -47,6 +49,16 @@ class BackendEntry:
     @property
     def submits_from_here(self) -> bool:
         return self.here_factory is not None
+
+    def model(self) -> type[BaseModel]:
+        """The site block's model (imported on first use when named as a string)."""
+        if not isinstance(self.site_model, str):
+            return self.site_model
+        module, _, attribute = self.site_model.partition(":")
+        model = getattr(importlib.import_module(module), attribute)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise RegistryError(f"the {self.name} backend's site model {self.site_model!r} is not a pydantic model")
+        return model
 
 
 class RegistryError(LookupError):
@@ -116,5 +128,15 @@ register(
         channel="hpscan.job.chirp:open_channel",
         extra="condor",
         here_factory="hpscan.backends.htcondor.from_here:create",
+    )
+)
+register(
+    BackendEntry(
+        name="slurm",
+        site_model="hpscan.backends.slurm.site:SlurmSite",
+        description="Run shards as Slurm batch jobs through the centre's REST API (slurmrestd).",
+        factory="hpscan.backends.slurm:create",
+        channel="hpscan.job.slurm:open_channel",
+        here_factory="hpscan.backends.slurm.from_here:create",
     )
 )

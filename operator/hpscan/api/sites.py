@@ -203,7 +203,7 @@ class Site(CamelModel):
                 errors.append({"type": "extra_forbidden", "loc": (key,), "input": value})
                 continue
             try:
-                self.__pydantic_extra__[key] = known[key].site_model.model_validate(value)  # type: ignore[index]
+                self.__pydantic_extra__[key] = known[key].model().model_validate(value)  # type: ignore[index]
             except ValidationError as error:  # keep each problem's path below the block, e.g. htcondor.executable
                 errors += [_nested(key, item) for item in error.errors()]
         if errors:
@@ -220,7 +220,7 @@ class Site(CamelModel):
         target = handler.resolve_ref_schema(schema)
         known = entries()
         for name, entry in known.items():
-            block = handler(entry.site_model.__pydantic_core_schema__)
+            block = handler(entry.model().__pydantic_core_schema__)
             target["properties"][name] = {**block, "description": entry.description}
         target["additionalProperties"] = False
         has = ", ".join(f"has(self.{name})" for name in known)

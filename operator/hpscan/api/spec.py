@@ -93,21 +93,22 @@ class Parameter(CamelModel):
         return self
 
 
-ADAPTIVE_STRATEGIES = frozenset({"tpe", "cmaes", "qmc"})
+ADAPTIVE_STRATEGIES = frozenset({"tpe", "cmaes", "qmc", "nsga2"})
 """Strategies whose next trials depend on the results so far (Optuna's samplers): their workers pull trials."""
 
 
 class Sampling(CamelModel):
     """How combinations are drawn from the axes: all of them, a random set, or adaptively (Optuna's samplers)."""
 
-    strategy: Literal["grid", "random", "tpe", "cmaes", "qmc"] = Field(
+    strategy: Literal["grid", "random", "tpe", "cmaes", "qmc", "nsga2"] = Field(
         "grid",
-        description="grid: every combination; random: `samples` of them, drawn up front; tpe, cmaes, qmc: `samples` "
-        "trials suggested one by one by Optuna's TPE, CMA-ES or quasi-Monte Carlo sampler from the results so far "
-        "(workers pull them, see sharding.pull).",
+        description="grid: every combination; random: `samples` of them, drawn up front; tpe, cmaes, qmc, nsga2: "
+        "`samples` trials suggested one by one by Optuna's TPE, CMA-ES, quasi-Monte Carlo or NSGA-II sampler from "
+        "the results so far (workers pull them, see sharding.pull). With several objectives: tpe, nsga2, qmc, "
+        "random or grid (CMA-ES has no multi-objective form).",
     )
     samples: int | None = Field(
-        None, ge=1, description="The budget: combinations drawn (random) or trials suggested (tpe, cmaes, qmc)."
+        None, ge=1, description="The budget: combinations drawn (random) or trials suggested (tpe, cmaes, qmc, nsga2)."
     )
     seed: int = Field(0, ge=0, description="Seed of the draw or of the sampler: the same seed gives the same draws.")
     trials_per_worker: int = Field(
@@ -121,7 +122,7 @@ class Sampling(CamelModel):
 
     model_config = CamelModel.model_config | {
         "json_schema_extra": cel_rules(
-            ("self.strategy == 'grid' || has(self.samples)", "random, tpe, cmaes and qmc sampling need samples")
+            ("self.strategy == 'grid' || has(self.samples)", "random, tpe, cmaes, qmc and nsga2 sampling need samples")
         )
     }
 
@@ -163,7 +164,7 @@ class Sharding(CamelModel):
     pull: bool | None = Field(
         None,
         description="Shards are workers that pull their next trials while they run (a fast worker takes more, so "
-        "none straggles) instead of getting a fixed list. Default: true for tpe, cmaes, qmc and with early "
+        "none straggles) instead of getting a fixed list. Default: true for tpe, cmaes, qmc, nsga2 and with early "
         "stopping (they need it), false for grid and random.",
     )
 
@@ -242,10 +243,31 @@ class Artifacts(CamelModel):
         return self.keep != "none"
 
 
+MAX_OBJECTIVES = 3
+"""Objectives a multi-objective scan may have: beyond three a Pareto front is too large to read or search well."""
+
+SINGLE_OBJECTIVE_STRATEGIES = frozenset({"cmaes"})
+"""Samplers Optuna has no multi-objective form of."""
+
+_NO_OBJECTIVE_GIVEN = "(self.objective.metric == 'val_loss' && self.objective.goal == 'minimize')"
+
+
 class HPScanSpec(CamelModel):
     """A hyperparameter scan: axes, objective, payload, GPU needs and the sites that run it."""
 
-    objective: Objective = Field(default_factory=Objective, description="The metric to optimise and its direction.")
+    objective: Objective = Field(
+        default_factory=Objective,
+        description="The metric to optimise and its direction; with `objectives`, the first of them (it orders "
+        "status.top and picks the report's best, median and worst).",
+    )
+    objectives: list[Objective] | None = Field(
+        None,
+        min_length=2,
+        max_length=MAX_OBJECTIVES,
+        description="Several metrics optimised at once (2 or 3, e.g. light and c rejection at 77%): a "
+        "multi-objective scan whose status holds the Pareto set (status.pareto). Instead of `objective` (give one "
+        "or the other); no early stopping; sampling tpe, nsga2, qmc, random or grid.",
+    )
     parameters: list[Parameter] = Field(
         min_length=1, max_length=MAX_PARAMETERS, description="The axes of the scan, in order; each has a unique name."
     )
@@ -287,6 +309,24 @@ class HPScanSpec(CamelModel):
                 "site names must be unique",
             ),
             (
+                f"!has(self.objectives) || {_NO_OBJECTIVE_GIVEN} || (self.objective.metric == "
+                "self.objectives[0].metric && self.objective.goal == self.objectives[0].goal)",
+                "give objective or objectives, not both",
+            ),
+            (
+                "!has(self.objectives) || self.objectives.all(o, self.objectives.exists_one(p, p.metric == o.metric))",
+                "objectives must name different metrics",
+            ),
+            (
+                "!has(self.objectives) || self.earlyStopping.strategy == 'none'",
+                "early stopping judges one metric per epoch: a scan with several objectives needs "
+                "earlyStopping.strategy: none",
+            ),
+            (
+                "!has(self.objectives) || self.sampling.strategy != 'cmaes'",
+                "cmaes has no multi-objective form: with several objectives use tpe, nsga2, qmc, random or grid",
+            ),
+            (
                 "self.sampling.strategy != 'grid' || self.parameters.all(p, !has(p.range) || has(p.range.count) || has(p.range.step))",
                 "grid sampling needs count or step on every range",
             ),
@@ -316,6 +356,11 @@ class HPScanSpec(CamelModel):
                 "self.objective == oldSelf.objective",
                 "spec.objective cannot change once the scan exists; create a new HPScan",
             ),
+            (
+                "has(self.objectives) == has(oldSelf.objectives) && "
+                "(!has(self.objectives) || self.objectives == oldSelf.objectives)",
+                "spec.objectives cannot change once the scan exists; create a new HPScan",
+            ),
             ("self.payload == oldSelf.payload", "spec.payload cannot change once the scan exists; create a new HPScan"),
             (
                 "self.earlyStopping == oldSelf.earlyStopping",
@@ -324,7 +369,7 @@ class HPScanSpec(CamelModel):
             (
                 "!has(self.sharding.pull) || self.sharding.pull || "
                 "(self.sampling.strategy in ['grid', 'random'] && self.earlyStopping.strategy == 'none')",
-                "tpe, cmaes, qmc and early stopping need workers that pull (sharding.pull: true)",
+                "tpe, cmaes, qmc, nsga2 and early stopping need workers that pull (sharding.pull: true)",
             ),
         )
     }
@@ -335,6 +380,8 @@ class HPScanSpec(CamelModel):
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
                 raise ValueError(f"{label} names must be unique; repeated: {', '.join(twice)}")
+        if self.objectives is not None:
+            self._check_objectives(self.objectives)
         if self.sharding.pull is False and (self.sampling.adaptive or self.early_stopping.strategy != "none"):
             raise ValueError(
                 f"sampling.strategy {self.sampling.strategy} with earlyStopping.strategy "
@@ -347,6 +394,39 @@ class HPScanSpec(CamelModel):
                     f"grid sampling needs count or step on every range; missing on: {', '.join(continuous)}"
                 )
         return self
+
+    def _check_objectives(self, objectives: list[Objective]) -> None:
+        """Several objectives: distinct metrics, instead of `objective` (which becomes the first of them, so that
+        what ranks by one objective ranks by it), nothing that judges one metric alone."""
+        metrics = [o.metric for o in objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives must name different metrics; repeated: {', '.join(sorted(set(metrics)))}")
+        if self.objective not in (Objective(), objectives[0]):
+            raise ValueError(
+                f"give objective or objectives, not both (objective names {self.objective.metric}; a scan with "
+                "several objectives lists them all under objectives)"
+            )
+        if self.early_stopping.strategy != "none":
+            raise ValueError(
+                f"earlyStopping.strategy {self.early_stopping.strategy} judges one metric per epoch: a scan with "
+                "several objectives cannot be pruned; set earlyStopping.strategy: none, or optimise one objective"
+            )
+        if self.sampling.strategy in SINGLE_OBJECTIVE_STRATEGIES:
+            raise ValueError(
+                f"sampling.strategy {self.sampling.strategy} has no multi-objective form: with several objectives "
+                "use tpe, nsga2, qmc, random or grid"
+            )
+        self.objective = objectives[0]
+
+    @property
+    def goals(self) -> list[Objective]:
+        """Every objective: spec.objectives, or the one spec.objective."""
+        return list(self.objectives) if self.objectives else [self.objective]
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the scan optimises several metrics at once (its status holds a Pareto set)."""
+        return bool(self.objectives)
 
     @property
     def pull(self) -> bool:

@@ -214,6 +214,21 @@ class RankedCombination(CamelModel):
     id: str = Field(description="Combination id.")
     parameters: dict[str, ParameterValue] = Field(description="Its parameter values.")
     value: float = Field(description="Its objective value.")
+    error: float | None = Field(
+        None, ge=0, description="The statistical uncertainty of its value (the record's <metric>_err), if reported."
+    )
+    shard: int = Field(ge=0, description="The shard that ran it.")
+
+
+class ParetoMember(CamelModel):
+    """A combination of a multi-objective scan that no other one beats in every objective."""
+
+    id: str = Field(description="Combination id.")
+    parameters: dict[str, ParameterValue] = Field(description="Its parameter values.")
+    values: dict[str, float] = Field(description="Its value of each objective, by metric.")
+    errors: dict[str, float] = Field(
+        default_factory=dict, description="The statistical uncertainties of those values (<metric>_err), if reported."
+    )
     shard: int = Field(ge=0, description="The shard that ran it.")
 
 
@@ -293,6 +308,20 @@ class HPScanStatus(CamelModel):
     training: Training = Field(default_factory=Training, description="Epochs trained and saved by pruning.")
     best: RankedCombination | None = Field(None, description="The best combination so far.")
     top: list[RankedCombination] = Field(default_factory=list, description="The best combinations so far, best first.")
+    tied: list[str] = Field(
+        default_factory=list,
+        description="Ids of the best combinations whose objective values overlap the best's within their errors "
+        "(the best's included): no single winner can be named. Empty when the best stands alone.",
+    )
+    pareto: list[ParetoMember] = Field(
+        default_factory=list,
+        description="A multi-objective scan's Pareto set so far (no member is beaten in every objective), by the "
+        "first objective, better first; past a few dozen only the first ones (paretoSize counts them all).",
+    )
+    pareto_size: int | None = Field(
+        None, ge=0, description="How many combinations the Pareto set holds (multi-objective scans; a printer column)."
+    )
+    pareto_omitted: int = Field(0, ge=0, description="Pareto members left out of `pareto` (counted in paretoSize).")
     shard_counts: ShardCounts = Field(default_factory=ShardCounts, description="Shards by phase.")
     shards: list[ShardStatus] = Field(
         default_factory=list,

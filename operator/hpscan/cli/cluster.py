@@ -14,7 +14,7 @@ import typer
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import GROUP, PLURAL, VERSION, HPScan
 from hpscan.api.status import ConditionType, HPScanStatus, ScanPhase
-from hpscan.cli.output import Commands, out
+from hpscan.cli.output import Commands, out, pareto_table, with_error
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate, read_records
 from hpscan.errors import HPScanError
@@ -223,11 +223,16 @@ def status(
             highlight=False,
         )
     if current.top:
-        table = Table("rank", "id", "value", "parameters", "shard", title="best combinations", title_justify="left")
+        tied = set(current.tied)
+        title = "best combinations" + (f" ({len(tied)} tied within errors, ranked =N)" if tied else "")
+        table = Table("rank", "id", "value", "parameters", "shard", title=title, title_justify="left")
         for rank, entry in enumerate(current.top, start=1):
             params = ", ".join(f"{k}={v}" for k, v in entry.parameters.items())
-            table.add_row(str(rank), entry.id, f"{entry.value:.5g}", params, str(entry.shard))
+            rank_text = f"={rank}" if entry.id in tied else str(rank)  # tied within errors: no winner among them
+            table.add_row(rank_text, entry.id, with_error(entry.value, entry.error), params, str(entry.shard))
         out.print(table)
+    if current.pareto_size is not None:
+        out.print(pareto_table(current))
     if current.sites:
         sites = Table(
             "site", "backend", "state", "reason", "running", "succeeded", "failed", "done", "message",

@@ -12,7 +12,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from hpscan.api.status import HPScanStatus
 from hpscan.errors import HPScanError
 
 out = Console(soft_wrap=True)
@@ -50,3 +52,20 @@ class Commands:
             return function
 
         return collect
+
+
+def with_error(value: float, error: float | None) -> str:
+    """A value with its statistical error, when it has one."""
+    return f"{value:.5g}" if error is None else f"{value:.5g} ± {error:.2g}"
+
+
+def pareto_table(current: HPScanStatus) -> Table:
+    """A multi-objective scan's Pareto set: one row per member, one column per objective (value ± error)."""
+    metrics = list(current.pareto[0].values) if current.pareto else []
+    shown = f"{len(current.pareto)} of {current.pareto_size}" if current.pareto_omitted else f"{current.pareto_size}"
+    table = Table("id", *metrics, "parameters", title=f"Pareto set ({shown})", title_justify="left")
+    for member in current.pareto:
+        params = ", ".join(f"{k}={v}" for k, v in member.parameters.items())
+        values = [with_error(member.values[m], member.errors.get(m)) for m in metrics]
+        table.add_row(member.id, *values, params)
+    return table

@@ -30,10 +30,11 @@ from hpscan.api import registry
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScan
 from hpscan.api.status import ENDED_PHASES, HPScanStatus, ScanPhase, ShardPhase
-from hpscan.cli.output import Commands, err, out, plural
+from hpscan.cli.output import Commands, err, out, pareto_table, plural
 from hpscan.core.eta import ShardProgress, estimate, per_minute
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan
+from hpscan.core.ranking import tie_note
 from hpscan.core.results import Aggregate
 from hpscan.engine import EngineSettings
 from hpscan.errors import ManifestError
@@ -224,9 +225,13 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
         )
     if resumed := status.training.epochs_resumed:
         out.print(f"checkpoints: interrupted trials resumed, {resumed} epochs not trained again", highlight=False)
-    if status.best is not None:
+    if status.tied:
+        out.print(f"best {tie_note(status.tied, len(status.top))}", highlight=False)
+    elif status.best is not None:
         params = ", ".join(f"{k}={v}" for k, v in status.best.parameters.items())
         out.print(f"best {status.best.value:.5g} ({status.best.id}: {params})", highlight=False)
+    if status.pareto_size is not None:
+        out.print(pareto_table(status))
     for shard in status.shards:
         if shard.phase == "Failed":
             out.print(
@@ -241,6 +246,8 @@ def apply_overrides(scan: HPScan, overrides: list[str]) -> HPScan:
     if not overrides:
         return scan
     document = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+    if scan.spec.multi_objective:  # objective is the first of objectives, derived: --set objectives may reorder them
+        document["spec"].pop("objective", None)
     for override in overrides:
         path, sep, text = override.partition("=")
         keys = [k for k in path.strip().removeprefix("spec.").split(".") if k]

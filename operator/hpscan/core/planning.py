@@ -190,6 +190,7 @@ class Plan:
             shard=shard,
             shards=self.shard_count,
             objective=self.spec.objective,
+            objectives=self.spec.objectives or [],
             gpu=self.spec.gpu,
             settings=self.spec.payload.settings,
             combinations=self.shard_combinations(shard),

@@ -1,22 +1,33 @@
 """Records -> status summary. Pure: the same records give the same summary in any order, duplicates included.
 
-Memory does not grow with the number of records: one byte per planned combination (its state), counters, and
-the top-k list. Duplicates (a retried shard, a record read twice) are folded in: succeeded beats pruned beats failed, and a
-combination ranks by its best value. Pruned trials (stopped early as hopeless) never rank.
+Memory does not grow with the number of records: one byte per planned combination (its state), counters, the
+top-k list and, for several objectives, the Pareto set (what no record dominates: a handful, not the records).
+Duplicates (a retried shard, a record read twice) are folded in: succeeded beats pruned beats failed, and a
+combination ranks by its best value (in the Pareto set: its values that come first by the objectives in order).
+Pruned trials (stopped early as hopeless) never rank.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpscan.api.contract import LineProblem, Objective, ResultRecord, parse_records
-from hpscan.api.status import RankedCombination
+from hpscan.api.contract import LineProblem, Objective, ResultRecord, error_metric, parse_records
+from hpscan.api.status import ParetoMember, RankedCombination
 from hpscan.core.planning import Plan, position_of
+from hpscan.core.ranking import Goal, better_first, dominates, tied_with_best
 
 _NONE, _FAILED, _PRUNED, _SUCCEEDED = 0, 1, 2, 3
+
+
+def error_of(record: ResultRecord, metric: str) -> float | None:
+    """The statistical error a record reports for ``metric`` (``<metric>_err``); None when it reports none, or one
+    that is no error (negative, not finite): a payload's odd number never stops the status."""
+    error = record.metrics.get(error_metric(metric))
+    return error if error is not None and math.isfinite(error) and error >= 0 else None
 
 
 @dataclass
@@ -42,6 +53,8 @@ class Aggregate:
     shard_done: list[int] = field(init=False)
     shard_failed: list[int] = field(init=False)
     top: list[RankedCombination] = field(default_factory=list)
+    front: dict[str, ParetoMember] = field(default_factory=dict)
+    """A multi-objective scan's Pareto set so far, by id (empty for one objective)."""
 
     def __post_init__(self) -> None:
         self.states = bytearray(self.plan.total)
@@ -98,11 +111,58 @@ class Aggregate:
             self._count(new_state, shard, +1)
             changed = True
         if value is not None:
-            changed = (
-                self._offer(RankedCombination(id=record.id, parameters=record.parameters, value=value, shard=shard))
-                or changed
+            error = error_of(record, self.objective.metric)
+            ranked = RankedCombination(
+                id=record.id, parameters=record.parameters, value=value, error=error, shard=shard
             )
+            changed = self._offer(ranked) or changed
+            if self.plan.spec.multi_objective:
+                changed = self._offer_front(record, shard) or changed
         return changed
+
+    @property
+    def goals(self) -> list[Goal]:
+        return [goal.goal for goal in self.plan.spec.goals]
+
+    def _point(self, member: ParetoMember) -> list[float]:
+        """A member's values in the order of the objectives."""
+        return [member.values[goal.metric] for goal in self.plan.spec.goals]
+
+    def _front_key(self, member: ParetoMember) -> tuple[float, ...]:
+        return tuple(better_first(v, g) for v, g in zip(self._point(member), self.goals, strict=True))
+
+    def _offer_front(self, record: ResultRecord, shard: int) -> bool:
+        """Fold a succeeded record into the Pareto set; returns whether the set changed."""
+        values = {goal.metric: record.objective_value(goal) for goal in self.plan.spec.goals}
+        if any(v is None for v in values.values()):
+            return False  # a record without every objective cannot be placed
+        member = ParetoMember(
+            id=record.id,
+            parameters=record.parameters,
+            values={k: float(v) for k, v in values.items() if v is not None},
+            errors={k: e for k in values if (e := error_of(record, k)) is not None},
+            shard=shard,
+        )
+        held = self.front.get(record.id)
+        if held is not None:  # the same combination twice: its values that come first stay
+            if self._front_key(member) >= self._front_key(held):
+                return False
+            del self.front[record.id]
+        point = self._point(member)
+        if any(dominates(self._point(m), point, self.goals) for m in self.front.values()):
+            return held is not None
+        for other in [i for i, m in self.front.items() if dominates(point, self._point(m), self.goals)]:
+            del self.front[other]
+        self.front[record.id] = member
+        return True
+
+    def pareto(self) -> list[ParetoMember]:
+        """The Pareto set by the first objective, better first, then by id."""
+        return sorted(self.front.values(), key=lambda m: (self._front_key(m), m.id))
+
+    def tied(self) -> list[str]:
+        """Ids of the top combinations tied with the best within errors (hpscan.core.ranking.tied_with_best)."""
+        return tied_with_best([(entry.id, entry.value, entry.error) for entry in self.top])
 
     def _offer(self, entry: RankedCombination) -> bool:
         k = self.plan.spec.top_k

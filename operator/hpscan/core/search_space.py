@@ -117,8 +117,12 @@ class SearchSpace:
 
 
 def make_sampler(sampling: Sampling) -> Any:
-    """The Optuna sampler of sampling.strategy (random and grid scans are planned up front and need none)."""
+    """The Optuna sampler of sampling.strategy (random and grid scans are planned up front and need none). TPE,
+    NSGA-II, QMC and random sample for several objectives as well (TPE then splits good from bad trials by their
+    Pareto ranks); the spec refuses CMA-ES with several."""
     optuna = load_optuna()
+    if sampling.strategy == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=sampling.seed)
     if sampling.strategy == "tpe":
         # Multivariate (the axes' joint density, not one per axis), with the constant liar: trials in flight count
         # as bad guesses, so parallel workers do not all get one point. Optuna 5's defaults, named here so that a

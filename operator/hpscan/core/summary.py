@@ -25,9 +25,14 @@ from hpscan.core.brokering import Target
 from hpscan.core.decisions import decide_phase
 from hpscan.core.kstatus import Wanted, kstatus_conditions
 from hpscan.core.planning import Plan
+from hpscan.core.ranking import tie_note
 from hpscan.core.results import Aggregate
 
 NOTABLE_PHASES = frozenset({ShardPhase.RUNNING, ShardPhase.FAILED, ShardPhase.SUSPENDED})
+
+MAX_STATUS_PARETO = 32
+"""Pareto members the HPScan object lists at most (a few hundred bytes each); paretoSize counts them all, and
+`hpscan results` has every record."""
 
 MAX_STATUS_SHARDS = 256
 """Per-shard entries the HPScan object carries at most (about 200 bytes each): the status stays far below etcd's
@@ -188,12 +193,16 @@ def build_status(
     if phase not in TERMINAL_SCAN_PHASES:
         completed = None
     progress = f"{agg.recorded}/{plan.total}"
+    pareto = agg.pareto()
     listed = shards if max_shards is None or len(shards) <= max_shards else notable_shards(shards)[:max_shards]
     if agg.foreign:
         message += f"; {agg.foreign} records ignored (not of this plan)"
     if unreadable := sum(agg.unreadable.values()):
         where = ", ".join(sorted(source for source, count in agg.unreadable.items() if count))
         message += f"; {unreadable} unreadable record(s) skipped ({where})"
+    tied = agg.tied()
+    if tied:
+        message += f"; best {plan.spec.objective.metric} {tie_note(tied, len(agg.top))}"
     return HPScanStatus(
         phase=phase,
         progress=progress,
@@ -209,6 +218,10 @@ def build_status(
         training=Training(epochs=agg.epochs, epochs_saved=agg.epochs_saved, epochs_resumed=agg.epochs_resumed),
         best=agg.best,
         top=list(agg.top),
+        tied=tied,
+        pareto=pareto[:MAX_STATUS_PARETO],
+        pareto_size=len(pareto) if plan.spec.multi_objective else None,
+        pareto_omitted=max(0, len(pareto) - MAX_STATUS_PARETO),
         shard_counts=ShardCounts(
             total=len(shards), **{str(p).lower(): n for p, n in Counter(s.phase for s in shards).items()}
         ),

@@ -128,8 +128,9 @@ def view(
     arrived: Mapping[int, list[float]],
     now: float,
 ) -> dict[str, Any]:
-    """The page's whole state: progress and ETA, the plot (None before the first record), its trials, the failed
-    trials with their errors, the sites and the shards."""
+    """The page's whole state: progress and ETA, the best (and those tied with it within errors), a multi-objective
+    scan's Pareto set, the plot (None before the first record), its trials, the failed trials with their errors,
+    the sites and the shards."""
     total = (run.plan if run is not None else plan(scan.metadata.name, scan.spec)).total
     counts = {
         "succeeded": len(run.ranked) if run else 0,
@@ -147,6 +148,8 @@ def view(
         "recorded": sum(counts.values()),
         **counts,
         "best": {"id": best.id, "value": best.value, "parameters": best.record.parameters} if best else None,
+        "tied": list(run.tied) if run is not None else [],
+        "pareto": list(run.pareto) if run is not None else [],
         "eta_seconds": eta_seconds(status, arrived, now),
         "at": now,
         "figure": figure(run, pruned=True) if run is not None else None,

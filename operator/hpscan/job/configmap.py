@@ -307,7 +307,7 @@ class ConfigMapChannel:
                 self.unsent.pop(record.id, None)
                 continue
             limit = record_limit(self._combinations[record.id])
-            by_page.setdefault(page, []).append(fit_record(record, limit, pages.shard_file.objective.metric))
+            by_page.setdefault(page, []).append(fit_record(record, limit, pages.shard_file.ranked_metrics()))
         return by_page
 
 

@@ -1,7 +1,7 @@
 """`hpscan report`: the paper's figures from a run folder.
 
-``build_report(run_dir)`` writes ``run_dir/report/``: parallel-coordinates.png/.html (Figure 3), index.html and
-metrics.json. When the scan kept the models of its best, median and worst combination (spec.artifacts), the
+``build_report(run_dir)`` writes ``run_dir/report/``: parallel-coordinates.png/.html (Figure 3), for a
+multi-objective scan pareto-front.png (hpscan.report.pareto), index.html and metrics.json. When the scan kept the models of its best, median and worst combination (spec.artifacts), the
 payload's report plugin (hpscan.report.plugin, found through the entry point group ``hpscan.report``) compares them
 and adds its plots and section; with ``retrain=True`` it trains them again instead (for scans that kept none). The
 dl1 payload's plugin (in the dl1 package) draws roc.png, rejection-vs-fc.png (Figure 4) and c-tagging.png.
@@ -56,7 +56,28 @@ def scan_summary(run: ScanRun, top: int = 10) -> dict[str, Any]:
         "median": entry("median"),
         "worst": entry("worst"),
         "top": [{"id": r.id, "value": r.value, "parameters": r.record.parameters} for r in run.ranked[:top]],
+        "tied": list(run.tied),
+        "pareto": _pareto_summary(run),
     }
+
+
+def _pareto_summary(run: ScanRun) -> dict[str, Any] | None:
+    """A multi-objective scan's objectives and Pareto set (values and errors), JSON-ready; None for one objective."""
+    if not run.scan.spec.multi_objective:
+        return None
+    from hpscan.report.pareto import front_points
+
+    goals = run.scan.spec.goals
+    by_id = {point.id: point for point in front_points(run)}
+    members = [
+        {
+            "id": member,
+            "values": dict(zip((g.metric for g in goals), by_id[member].values, strict=True)),
+            "errors": {g.metric: e for g, e in zip(goals, by_id[member].errors, strict=True) if e is not None},
+        }
+        for member in run.pareto
+    ]
+    return {"objectives": [{"metric": g.metric, "goal": g.goal} for g in goals], "members": members}
 
 
 def _plugin(spec: HPScanSpec, retrain: bool) -> ReportPlugin | None:
@@ -127,13 +148,19 @@ def build_report(run_dir: Path, retrain: bool | None = False, top: int = 10, pro
     draw_png(run, report_dir / "parallel-coordinates.png")
     tell("writing parallel-coordinates.html", 2, total)
     draw_html(run, report_dir / "parallel-coordinates.html")
+    files = ["parallel-coordinates.png", "parallel-coordinates.html"]
+    if run.scan.spec.multi_objective:
+        from hpscan.report.pareto import draw_front
+
+        draw_front(run, report_dir / "pareto-front.png")
 
     metrics: dict[str, Any] = {
         "generatedAt": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "hpscanVersion": __version__,
         "scan": scan_summary(run, top),
         "files": {
-            "parallelCoordinates": ["parallel-coordinates.png", "parallel-coordinates.html"],
+            "parallelCoordinates": files,
+            **({"paretoFront": ["pareto-front.png"]} if run.scan.spec.multi_objective else {}),
         },
         "retrain": None,
     }

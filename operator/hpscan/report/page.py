@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from hpscan.core.ranking import tie_note
 from hpscan.report.plugin import ENTRY_POINT_GROUP, ReportPlugin
 from hpscan.report.rundir import ScanRun
 
@@ -91,6 +92,47 @@ def _top_table(run: ScanRun, top: int) -> str:
     return table(header, rows, text_columns=2, best_row=0)
 
 
+def _with_error(value: float, error: float | None) -> str:
+    return fmt(value, 4) if error is None else f"{fmt(value, 4)} ± {fmt(error, 2)}"
+
+
+def _pareto_section(run: ScanRun, metrics: Mapping[str, Any]) -> str:
+    """A multi-objective scan's front: the figure and its members with their errors ('' for one objective)."""
+    pareto = metrics["scan"].get("pareto")
+    if not pareto:
+        return ""
+    names = [o["metric"] for o in pareto["objectives"]]
+    rows = [
+        [f"<code>{escape(m['id'])}</code>", *[_with_error(m["values"][n], m["errors"].get(n)) for n in names]]
+        for m in pareto["members"]
+    ]
+    goals = ", ".join(f"{escape(o['metric'])} ({o['goal']})" for o in pareto["objectives"])
+    return "".join(
+        [
+            f"<h2>Pareto front: {len(rows)} combinations</h2>",
+            f"<p>Objectives: {goals}. A combination is in the Pareto set when no other one is at least as good in "
+            "every objective and better in one; the trade-off between them is the physicist's choice. Error bars and "
+            "±: statistical uncertainty, where the records report it (<code>&lt;metric&gt;_err</code>); members "
+            "whose error bars overlap are not told apart by this scan. The parallel coordinates mark the set in "
+            "orange.</p>",
+            image(run.run_dir / "report" / "pareto-front.png", "Pareto front"),
+            table(["combination", *[escape(n) for n in names]], rows, text_columns=1),
+        ]
+    )
+
+
+def _tie_note(run: ScanRun) -> str:
+    """The honest word on the best: tied within errors, where the leaders' values overlap ('' when it is clear)."""
+    if not run.tied:
+        return ""
+    metric = escape(run.scan.spec.objective.metric)
+    listed = min(run.scan.spec.top_k, len(run.ranked))
+    return (
+        f'<div class="note">The best {metric} is <b>{escape(tie_note(run.tied, listed))}</b>: their values '
+        "overlap within their statistical errors, so this scan names no single winner among them.</div>"
+    )
+
+
 def _retraining(
     run: ScanRun, report_dir: Path, metrics: Mapping[str, Any], plugin: ReportPlugin | None, payload: str
 ) -> str:
@@ -107,6 +149,14 @@ def _retraining(
         "(spec.artifacts). <code>hpscan report "
         f"{escape(str(run.run_dir))} --retrain</code> {plugin.retrain_summary}.</p>"
     )
+
+
+def _also(spec: Any) -> str:
+    """For several objectives: the others, and that the first ranks (best, median and worst are picked by it)."""
+    if not spec.multi_objective:
+        return ""
+    others = ", ".join(f"{escape(g.metric)} ({g.goal})" for g in spec.goals[1:])
+    return f", with {others} (several objectives: the first ranks the table and picks the best, median and worst)"
 
 
 def write_page(
@@ -146,7 +196,7 @@ def write_page(
                 (f"best {escape(spec.objective.metric)}", fmt(best.value, 5)),
             ]
         ),
-        f"<p>Objective: <b>{escape(objective)}</b>. Axes, in the manifest's order: "
+        f"<p>Objective: <b>{escape(objective)}</b>{_also(spec)}. Axes, in the manifest's order: "
         + ", ".join(f"<code>{escape(n)}</code>" for n in run.plan.parameter_names)
         + ".</p>",
     ]
@@ -161,7 +211,9 @@ def write_page(
         "the best combination in red, failed combinations grey. "
         '<a href="parallel-coordinates.html">Interactive version</a> (drag along an axis to filter).</p>',
         image(report_dir / "parallel-coordinates.png", "parallel coordinates"),
+        _pareto_section(run, metrics),
         f"<h2>Top {min(top, len(run.ranked))} of {len(run.ranked)} succeeded combinations</h2>",
+        _tie_note(run),
         _top_table(run, top),
     ]
     parts.append(_retraining(run, report_dir, metrics, plugin, payload))

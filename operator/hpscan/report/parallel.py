@@ -27,6 +27,8 @@ AxisKind = Literal["categorical", "linear", "log"]
 BEST_COLOUR = "#d62728"
 FAILED_COLOUR = "#9a9a9a"
 PRUNED_COLOUR = "#7f9fbf"
+PARETO_COLOUR = "#e08214"
+"""A multi-objective scan's Pareto set, in the parallel coordinates and in pareto-front.png."""
 FADED_COLOUR = "#d5dde6"
 """Pruned trials in the interactive plot (the dashboard): pale, under the others."""
 PRUNED_VALUE = -0.1
@@ -266,6 +268,17 @@ def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     held = [min(max(r.metrics[metric], objective.lo), objective.hi) for r in stopped]
     objective_values = [r.value for r in ordered]
     dimensions.append(_plotly_dimension(objective, held + objective_values))
+    if run.scan.spec.multi_objective:  # an axis to brush: select "yes" and only the Pareto set stays
+        on_front = set(run.pareto)
+        dimensions.append(
+            {
+                "label": "in the Pareto set",
+                "values": [0] * len(stopped) + [int(r.id in on_front) for r in ordered],
+                "range": [0, 1],
+                "tickvals": [0, 1],
+                "ticktext": ["no", "yes"],
+            }
+        )
 
     # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness* (the height
     # on the objective axis, which has better up), squeezed into [0, 0.9]; the best line gets 1.0, which the scale

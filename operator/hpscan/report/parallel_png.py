@@ -13,6 +13,7 @@ from hpscan.report.parallel import (
     COLOUR_MAP,
     FAILED_COLOUR,
     HIGHLIGHTED,
+    PARETO_COLOUR,
     PRUNED_COLOUR,
     Layout,
     layout,
@@ -52,6 +53,13 @@ class _Style:
         # Dark colours for good values: they stand out on white; poor ones fade to light yellow-green.
         goal = run.scan.spec.objective.goal
         self.cmap = matplotlib.colormaps[COLOUR_MAP if goal == "minimize" else f"{COLOUR_MAP}_r"]
+
+
+def _draw_pareto(ax: Axes, placed: Layout, xs: list[int], pareto: set[str]) -> None:
+    """A multi-objective scan's Pareto set: orange lines over the others (the best stays red on top)."""
+    lines = [line for line, i in zip(placed.lines, placed.ids, strict=True) if i in pareto and i != placed.ids[-1]]
+    for line in lines:
+        ax.plot(xs, line, color=PARETO_COLOUR, linewidth=2.4, zorder=5, solid_capstyle="round")
 
 
 def _draw_lines(ax: Axes, placed: Layout, xs: list[int], style: _Style) -> None:
@@ -136,10 +144,13 @@ def _draw_axes(ax: Axes, placed: Layout, xs: list[int]) -> None:
     ax.set_title(placed.title, fontsize=12.5, loc="left")
 
 
-def _legend_handles(placed: Layout, metric: str) -> list[Any]:
+def _legend_handles(placed: Layout, metric: str, pareto: int | None = None) -> list[Any]:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=BEST_COLOUR, linewidth=3.0, label=placed.subtitle)]
+    if pareto is not None:
+        label = f"Pareto set: {pareto} (no other combination better in every objective)"
+        handles.append(Line2D([], [], color=PARETO_COLOUR, linewidth=2.4, label=label))
     if len(placed.lines) > 2:
         shown = min(HIGHLIGHTED, len(placed.lines)) - 1
         handles.append(Line2D([], [], color="black", linewidth=1.8, label=f"the next {shown} best (thicker)"))
@@ -165,6 +176,9 @@ def draw_png(run: ScanRun, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(8.0, 1.55 * n_axes + 3.0), 6.0), layout="constrained")
     style = _Style(run, placed)
     _draw_lines(ax, placed, xs, style)
+    multi = run.scan.spec.multi_objective
+    if multi:
+        _draw_pareto(ax, placed, xs, set(run.pareto))
     _draw_axes(ax, placed, xs)
 
     metric = run.scan.spec.objective.metric
@@ -175,7 +189,7 @@ def draw_png(run: ScanRun, path: Path) -> Path:
         colourbar.ax.invert_yaxis()  # the same way as the objective axis: better is up
     # Level with the title, above the axis names.
     ax.legend(
-        handles=_legend_handles(placed, metric),
+        handles=_legend_handles(placed, metric, len(run.pareto) if multi else None),
         loc="lower right",
         bbox_to_anchor=(1.0, 1.0),
         fontsize=9.5,

@@ -14,7 +14,8 @@ from hpscan.api.status import HPScanStatus
 from hpscan.core.artifacts import RankedRecord, pick_ranks, rank_records, saved_models
 from hpscan.core.manifest import load_scan
 from hpscan.core.planning import Plan, plan, position_of
-from hpscan.core.results import aggregate, read_records
+from hpscan.core.ranking import pareto_ids, tied_with_best
+from hpscan.core.results import error_of, read_records
 from hpscan.errors import HPScanError
 
 
@@ -48,6 +49,10 @@ class ScanRun:
     """Records that do not belong to this plan (another scan's file mixed in); ignored."""
     models: dict[str, Path]
     """Kept trained models (run_dir/models/<id>/, spec.artifacts), by combination id."""
+    pareto: tuple[str, ...] = ()
+    """A multi-objective scan's Pareto set (ids, by the first objective, better first); empty for one objective."""
+    tied: tuple[str, ...] = ()
+    """Ids of the top spec.topK combinations tied with the best within errors (the best's included), else empty."""
 
     @property
     def name(self) -> str:
@@ -91,6 +96,24 @@ def _load_status(path: Path) -> HPScanStatus | None:
         return None  # the status is a summary of the records; the report stands on the records alone
 
 
+def pareto_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
+    """The Pareto set of the ranked records (each combination's best record) by the scan's objectives; records
+    without a finite value of every objective are left out. Empty for a scan with one objective."""
+    if not scan.spec.multi_objective:
+        return ()
+    goals = scan.spec.goals
+    values = {r.id: [r.record.objective_value(g) for g in goals] for r in ranked}
+    points = {i: [v for v in vs if v is not None] for i, vs in values.items() if None not in vs}
+    return tuple(pareto_ids(points, [g.goal for g in goals]))
+
+
+def tied_of(scan: HPScan, ranked: list[Ranked]) -> tuple[str, ...]:
+    """The top combinations tied with the best within errors (hpscan.core.ranking.tied_with_best)."""
+    metric = scan.spec.objective.metric
+    top = ranked[: scan.spec.top_k]
+    return tuple(tied_with_best([(r.id, r.value, error_of(r.record, metric)) for r in top]))
+
+
 def load_run(run_dir: Path) -> ScanRun:
     """Read a run folder written by `hpscan run` (or collected from a cluster); ReportError says what is missing."""
     if not run_dir.exists():
@@ -102,16 +125,25 @@ def load_run(run_dir: Path) -> ScanRun:
         raise ReportError(f"{run_dir}: no scan.yaml; is this the output folder of hpscan run?")
     scan = load_scan(manifest)
     planned = plan(scan.metadata.name, scan.spec)
-    results = run_dir / "results.jsonl"
-    records, problems = read_records(results)
-    if not records:
-        detail = f" ({len(problems)} unreadable lines)" if problems else ""
-        raise ReportError(f"{results}: no result records yet{detail}; run the scan first")
-
-    objective = scan.spec.objective
-    summary = aggregate(planned, records)
+    records, problems = read_records(run_dir / "results.jsonl")
     owned = [r for r in records if planned.owns(r.id, r.parameters)]
-    ranked = rank_records(owned, objective)
+    return scan_run(run_dir, scan, planned, owned, len(records) - len(owned), problems)
+
+
+def scan_run(
+    run_dir: Path,
+    scan: HPScan,
+    planned: Plan,
+    owned: list[ResultRecord],
+    foreign: int,
+    problems: list[LineProblem],
+) -> ScanRun:
+    """The run from records already read: ``owned``, those of ``planned`` (Plan.owns), and the count of the
+    others. The dashboard keeps them as results.jsonl grows and calls this alone (no re-reading, no re-planning)."""
+    if not owned and not foreign:
+        detail = f" ({len(problems)} unreadable lines)" if problems else ""
+        raise ReportError(f"{run_dir / 'results.jsonl'}: no result records yet{detail}; run the scan first")
+    ranked = rank_records(owned, scan.spec.objective)
     ranked_ids = {r.id for r in ranked}
     failed_of: dict[str, ResultRecord] = {}
     for record in owned:
@@ -129,6 +161,8 @@ def load_run(run_dir: Path) -> ScanRun:
         pruned=pruned,
         status=_load_status(run_dir / "status.json"),
         problems=problems,
-        foreign=summary.foreign,
+        foreign=foreign,
         models={model_id: model.path for model_id, model in saved_models(run_dir / MODELS_DIR).items()},
+        pareto=pareto_of(scan, ranked),
+        tied=tied_of(scan, ranked),
     )

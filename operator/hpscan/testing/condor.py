@@ -147,10 +147,14 @@ class ScheddStandIn:
         selected = self._select(job_spec)
         for job in selected:
             if action == htcondor2.JobAction.Remove:
-                ad = self.jobs.pop(job)  # a removed job leaves the queue once its shadow is gone
-                ad["JobStatus"] = REMOVED
+                # The stand-in's job stops at once (a real one gets SIGTERM and keeps RemoteHost until its shadow
+                # ends); it leaves the queue then, unless its leave_in_queue holds.
+                ad = self.jobs[job]
+                if "RemoteHost" in ad:
+                    del ad["RemoteHost"]
                 ad["RemoveReason"] = reason or "via stand-in"
-                self.history[job] = ad
+                self.set(job, JobStatus=REMOVED)
+                self._leave_if_removed(job)
             elif action == htcondor2.JobAction.Hold:
                 self.hold(job, reason or "via stand-in")
             elif action == htcondor2.JobAction.Release:
@@ -171,6 +175,7 @@ class ScheddStandIn:
         for job in selected:
             self.jobs[job][attr] = classad2.ExprTree(str(value))
             self._settle(job)
+            self._leave_if_removed(job)
         return len(selected)
 
     def retrieve(self, job_spec: Any) -> None:
@@ -197,14 +202,21 @@ class ScheddStandIn:
         return classad2.ExprTree(keep).eval(self.jobs[job]) is True
 
     def _settle(self, job: str) -> None:
-        """A completed job leaves the queue unless its leave_in_queue expression holds (as the schedd does)."""
+        """A completed job leaves the queue unless its leave_in_queue expression holds (as the schedd does). A job a
+        test sets REMOVED stays: its shadow is still ending (the real schedd shows it so until then)."""
         ad = self.jobs[job]
         if ad.eval("JobStatus") == COMPLETED and not self._kept(job):
             self.history[job] = self.jobs.pop(job)
 
+    def _leave_if_removed(self, job: str) -> None:
+        """A removed job whose shadow ended (no RemoteHost) leaves the queue unless its leave_in_queue holds."""
+        ad = self.jobs.get(job)
+        if ad is not None and ad.eval("JobStatus") == REMOVED and "RemoteHost" not in ad and not self._kept(job):
+            self.history[job] = self.jobs.pop(job)
+
     def start(self, job: str) -> None:
         ad = self.jobs[job]
-        self.set(job, JobStatus=RUNNING, NumJobStarts=int(ad.eval("NumJobStarts")) + 1)
+        self.set(job, JobStatus=RUNNING, NumJobStarts=int(ad.eval("NumJobStarts")) + 1, RemoteHost="slot1@standin")
 
     def chirp(self, job: str, attribute: str, value: str) -> None:
         """What condor_chirp set_job_attr does: the value is a ClassAd expression. A line longer than htchirp sends

@@ -5,7 +5,8 @@ It is a stand-in for a real payload (the real one, dl1, is tested end to end in 
 the shard file, "trains" each combination not yet recorded by computing a deterministic loss from its
 parameters, appends one record per combination to OUT/results.jsonl, and logs each trained id to
 OUT/trained.log so tests can check that nothing is trained twice. Behaviour knobs come from
-payload.settings.contractPayload: sleep (seconds per combination), failAttempts {shard: n} (exit 1 on the
+payload.settings.contractPayload: sleep (seconds per combination), finishOnTerm (on SIGTERM, finish and record the
+combination in training, then exit 143, as dl1 ends its epoch), failAttempts {shard: n} (exit 1 on the
 first n attempts of a shard, after one record), exitCode (exit with it at once), failIds (record as failed),
 trainedLog (an absolute path that also gets each trained id: outlives a pod's emptyDir). From the environment
 (what a site's env sets): CONTRACT_GPU_LOST_AFTER=n exits 3 after n combinations of an attempt. When the shard file asks
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -58,7 +60,13 @@ def main(argv: list[str]) -> int:
     if shard.get("pull"):
         return pull(shard, knobs, out, done)
     trained = 0
+    stopping: list[int] = []
+    if knobs.get("finishOnTerm"):
+        signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     for combination in shard["combinations"]:
+        if stopping:
+            print("stopped by SIGTERM after recording the combination in training", file=sys.stderr)
+            return 128 + stopping[0]
         if combination["id"] in done:
             continue
         if attempt <= fail_first and trained == 1:
@@ -76,7 +84,7 @@ def main(argv: list[str]) -> int:
             "id": combination["id"],
             "shard": shard["shard"],
             "parameters": combination["parameters"],
-            "metrics": {} if failed else {shard["objective"]["metric"]: loss},
+            "metrics": {} if failed else objective_values(shard, loss, numbers),
             "status": "failed" if failed else "succeeded",
             "error": "diverged (NaN loss)" if failed else None,
             "startedAt": started.isoformat(),
@@ -99,6 +107,13 @@ def main(argv: list[str]) -> int:
                 handle.write(combination["id"] + "\n")
         trained += 1
     return 0
+
+
+def objective_values(shard: dict, loss: float, numbers: list[float]) -> dict[str, float]:
+    """The loss under the objective's name; a multi-objective scan's other objectives get the sum of the numeric
+    parameters (a "size" that trades off against the loss, which is smallest at 3)."""
+    values = {objective["metric"]: float(sum(numbers)) for objective in shard.get("objectives", [])[1:]}
+    return {shard["objective"]["metric"]: loss, **values}
 
 
 def _lines(path: Path) -> list[dict]:

@@ -25,10 +25,11 @@ from hpscan.api.status import FINAL_EXITS, Reason, ShardPhase, ShardStatus
 from hpscan.api.trials import Assignment, Progress
 from hpscan.backends.base import Backend, ScanRef, ShardLaunch, last_line
 from hpscan.backends.htcondor.ads import attr, job_id, present_and_orphaned, shard_status
+from hpscan.backends.htcondor.credentials import Connection
 from hpscan.backends.htcondor.poller import Poller
 from hpscan.backends.htcondor.probes import Probes
 from hpscan.backends.htcondor.pull import PullChannel
-from hpscan.backends.htcondor.removal import Removal, keep_chirped
+from hpscan.backends.htcondor.removal import Removal, keep_chirped, left_by_us
 from hpscan.backends.htcondor.schedd import (
     COMPLETED,
     EXISTING_PROJECTION,
@@ -272,6 +273,7 @@ class HTCondorBackend(Backend):
         chirped = self._poller.chirped_since(state)
         self.models.flush(scan)  # returned models whose upload failed before
         records: list[ResultRecord] = []
+        left: dict[tuple[Connection, str], list[str]] = {}
         for site, view, ad in self._poller.jobs(state):
             status = int(attr(ad, "JobStatus", IDLE))
             job = f"{site.name}/{job_id(ad)}"
@@ -292,6 +294,11 @@ class HTCondorBackend(Backend):
                 live = chirped.get((self._schedds.connection(scan, site), job_id(ad)), [])
                 keep_chirped(state, live)
                 records.extend(state.records_handed.first_seen(live, key=lambda record: record.id))
+            elif left_by_us(ad):
+                left.setdefault((self._schedds.connection(scan, site), site.name), []).append(job_id(ad))
+        if left:  # removed by an operator that stopped before reading them
+            settled = self._removal.settle(state, left)
+            records.extend(state.records_handed.first_seen(settled, key=lambda record: record.id))
         return records
 
     def unreadable(self, scan: ScanRef) -> int:

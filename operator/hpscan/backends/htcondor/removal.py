@@ -3,14 +3,19 @@ what they chirped, and lets a deleted scan's completed jobs leave the queue."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hpscan.api.contract import RESULTS_FILE, ResultRecord, parse_records, shard_name
+from hpscan.api.sites import Site
 from hpscan.backends.htcondor.ads import attr, job_id
+from hpscan.backends.htcondor.credentials import Connection
 from hpscan.backends.htcondor.poller import Poller
 from hpscan.backends.htcondor.schedd import (
     CANCELLED_ATTR,
+    CANCELLED_REMOVED,
     COMPLETED,
     IDLE,
     RELEASED_ATTR,
@@ -24,6 +29,26 @@ from hpscan.backends.htcondor.schedds import Schedds
 from hpscan.backends.htcondor.state import ScanState
 from hpscan.backends.htcondor.submit import scan_dir
 from hpscan.job.chirp import RECORD_PAGES_ATTR, classad_string
+
+STOP_GRACE_SECONDS = 40.0
+"""How long cancel waits for removed jobs to stop: the starter's soft kill (SIGTERM) gives a job KILLING_TIMEOUT
+(30 s by default) before it kills it hard; the shard runner needs a second or two to chirp its last records."""
+STOP_POLL_SECONDS = 0.5
+
+
+def left_by_us(ad: Any) -> bool:
+    """A job hpscan removed that stopped but was never released: its chirped records are still to be read."""
+    return (
+        int(attr(ad, "JobStatus", IDLE)) == REMOVED
+        and attr(ad, CANCELLED_ATTR) is True
+        and attr(ad, RELEASED_ATTR) is not True
+        and attr(ad, "RemoteHost") is None
+    )
+
+
+def _any_of(jobs: Sequence[str]) -> str:
+    """A constraint that matches these job ids."""
+    return " || ".join(f"(ClusterId == {c} && ProcId == {p})" for c, p in (job.split(".") for job in jobs))
 
 
 def keep_chirped(state: ScanState, records: Sequence[ResultRecord]) -> None:
@@ -42,8 +67,13 @@ class Removal:
         self.work_dir = work_dir
 
     def cancel(self, state: ScanState, shards: Collection[int] | None) -> None:
-        """Remove the unfinished jobs of these shards (all when None), reading every record they chirped first;
-        the shards read as Suspended until submitted again."""
+        """Remove the unfinished jobs of these shards (all when None) and keep every record they chirped; the
+        shards read as Suspended until submitted again.
+
+        The order is what keeps "nothing trained twice": mark the jobs ours, remove them, wait for their shadows to
+        end (a removed job gets SIGTERM and its shard runner chirps the records its payload wrote before exiting;
+        leave_in_queue keeps our removed jobs' ads, chirped pages included, until we release them), then read
+        every page and release the jobs. Reading before removing lost what a job chirped in between."""
         # Completed jobs are left alone: their state and output are what the scan keeps; removed ones are on their
         # way out of the queue (editing one that left between the query and the edit fails).
         constraint = f"{UID_ATTR} == {classad_string(state.uid)} && JobStatus != {COMPLETED} && JobStatus != {REMOVED}"
@@ -54,15 +84,13 @@ class Removal:
             schedd = self.schedds.handle(connection, condor)
             with self.schedds.calling(connection, condor, "marking jobs to remove"):
                 # mark them ours first (edit refuses a constraint that matches no job: ask first)
-                if unfinished := schedd.query(constraint, ["ClusterId", "ProcId", SHARD_ATTR, RECORD_PAGES_ATTR]):
+                if unfinished := schedd.query(constraint, ["ClusterId", "ProcId"]):
                     schedd.edit(constraint, CANCELLED_ATTR, "true")
-            # Every record they chirped, read before they go (a removed job's ad and scratch folder are gone).
-            pages = {job_id(ad): range(int(attr(ad, RECORD_PAGES_ATTR, 0))) for ad in unfinished}
-            chirped = self.poller.read_pages(connection, site, {job: wanted for job, wanted in pages.items() if wanted})
-            if unfinished:  # nothing to remove asks nothing (a refused credential could not even remove nothing)
-                self.schedds.remove(connection, condor, constraint, "scan suspended or deleted")
-            for records in chirped.values():
-                keep_chirped(state, records)
+            if not unfinished:  # nothing to remove asks nothing (a refused credential could not even remove nothing)
+                continue
+            jobs = [job_id(ad) for ad in unfinished]
+            self.schedds.remove(connection, condor, constraint, "scan suspended or deleted")
+            self._collect(state, connection, site, jobs, wait=True)
         self._append_chirped(state)
         active = {
             int(attr(ad, SHARD_ATTR, 0))
@@ -71,6 +99,39 @@ class Removal:
         }
         state.cancelled.update(active if shards is None else shards)
         self.poller.expire()  # the next poll asks again
+
+    def settle(self, state: ScanState, left: Mapping[tuple[Connection, str], list[str]]) -> list[ResultRecord]:
+        """The records of jobs we removed but never released (the operator stopped between the removal and the
+        release, or a job outlived STOP_GRACE_SECONDS), by (connection, site name): read, kept in their shards'
+        sandboxes, returned, and the jobs released."""
+        before = {shard: dict(records) for shard, records in state.chirped.items()}
+        for (connection, name), jobs in left.items():
+            self._collect(state, connection, state.sites[name], jobs, wait=False)
+        found = [
+            r for shard, records in state.chirped.items() for i, r in records.items() if i not in before.get(shard, {})
+        ]
+        self._append_chirped(state)
+        return found
+
+    def _collect(self, state: ScanState, connection: Connection, site: Site, jobs: list[str], wait: bool) -> None:
+        """Keep every record these removed jobs chirped, read once their shadows ended (RemoteHost gone; after
+        STOP_GRACE_SECONDS, what they chirped by then), and release them (leave_in_queue lets them go)."""
+        condor = condor_of(site)
+        schedd = self.schedds.handle(connection, condor)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while True:
+            with self.schedds.calling(connection, condor, "waiting for removed jobs to stop"):
+                ads = schedd.query(_any_of(jobs), ["ClusterId", "ProcId", "RemoteHost", RECORD_PAGES_ATTR])
+            if not wait or all(attr(ad, "RemoteHost") is None for ad in ads) or time.monotonic() > deadline:
+                break
+            time.sleep(STOP_POLL_SECONDS)
+        pages = {job_id(ad): range(int(attr(ad, RECORD_PAGES_ATTR, 0))) for ad in ads}
+        chirped = self.poller.read_pages(connection, site, {job: wanted for job, wanted in pages.items() if wanted})
+        for records in chirped.values():
+            keep_chirped(state, records)
+        if ads:
+            with self.schedds.calling(connection, condor, "releasing removed jobs"):
+                schedd.edit(_any_of([job_id(ad) for ad in ads]), RELEASED_ATTR, "true")
 
     def _append_chirped(self, state: ScanState) -> None:
         """A removed job's scratch results never come back: append what it chirped to its shard's results.jsonl,
@@ -91,7 +152,7 @@ class Removal:
         """Let a deleted scan's completed jobs leave the queue (they stay a while otherwise, for their output and
         final state)."""
         # what leave_in_queue keeps: completed jobs, and those removed after their last attempt timed out
-        ended = f"JobStatus == {COMPLETED} || ({TIMED_OUT_REMOVED})"
+        ended = f"JobStatus == {COMPLETED} || ({TIMED_OUT_REMOVED}) || ({CANCELLED_REMOVED})"
         kept = f"{UID_ATTR} == {classad_string(state.uid)} && ({ended})"
         for connection, site in self.schedds.distinct(state):
             condor = condor_of(site)

@@ -56,7 +56,9 @@ PROJECTION = [
     "HoldReasonCode",
     "RemoveReason",
     "LastRejMatchReason",
+    "RemoteHost",  # a removed job still stopping has one (removal.Removal reads its records once it is gone)
     CANCELLED_ATTR,
+    RELEASED_ATTR,
     DONE_ATTR,
     FAILED_ATTR,
     BEST_ATTR,
@@ -108,6 +110,9 @@ TIMED_OUT_REMOVED = (
 """A job removed while held for its timeout (the schedd moves HoldReasonCode to LastHoldReasonCode on removal),
 not by hpscan: kept in the queue as a completed job is (leave_in_queue), so the poller sees its shard fail instead
 of finding no job and submitting the shard again."""
+CANCELLED_REMOVED = f"JobStatus == {REMOVED} && {CANCELLED_ATTR} =?= true"
+"""A job hpscan removed (suspend, delete, a move): kept in the queue (leave_in_queue) until hpscan read the records it
+chirped while it stopped and released it (removal.Removal), so a record chirped in its last seconds is never lost."""
 
 
 class ScheddLike(Protocol):

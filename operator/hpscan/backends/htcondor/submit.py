@@ -22,6 +22,7 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor.schedd import (
+    CANCELLED_REMOVED,
     COMPLETED,
     HELD,
     HOLD_EXECUTE_EXCEEDED,
@@ -161,10 +162,13 @@ def submit_description(
     # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).
     commands["retry_until"] = f"member(ExitCode, {{{', '.join(str(code) for code in sorted(FINAL_EXITS))}}})"
     periodic: dict[str, str] = {}
+    # Jobs hpscan removed stay until it read what they chirped while stopping (removal.Removal) and released them.
+    kept = [f"JobStatus == {COMPLETED}", f"({CANCELLED_REMOVED})"]
     if spec.payload.timeout_seconds:
         commands["allowed_execute_duration"] = str(spec.payload.timeout_seconds)
         periodic = timeout_policy(retries)
-        commands["leave_in_queue"] = leave_in_queue(f"JobStatus == {COMPLETED} || ({TIMED_OUT_REMOVED})")
+        kept.append(f"({TIMED_OUT_REMOVED})")
+    commands["leave_in_queue"] = leave_in_queue(" || ".join(kept))
     commands["+WantIOProxy"] = "true"
     commands[f"+{SHARD_ATTR}"] = "$(Shard)"
     commands[f"+{TOTAL_ATTR}"] = "$(Combinations)"

@@ -146,6 +146,10 @@ function render(view) {
   $("pruned").textContent = view.pruned;
   $("failed").textContent = view.failed;
   $("best").textContent = view.best ? `${view.metric} = ${number(view.best.value)} (${view.best.id})` : "-";
+  // two leaders whose values overlap within their errors: no winner is named (hpscan.core.ranking)
+  $("tied").textContent = view.tied.length > 1 ? `, tied within errors with ${view.tied.length - 1} more` : "";
+  $("pareto").textContent = view.pareto.length
+    ? `Pareto set (${view.pareto.length}; the "in the Pareto set" axis selects it): ${view.pareto.join(", ")}` : "";
   $("message").textContent = view.message;
   if (view.figure && !dashboard.drawing) {
     dashboard.drawing = true;
