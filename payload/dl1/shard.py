@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from dl1.checkpoint import TrialCheckpoints
 from dl1.errors import DL1Error, GPUUnavailableError, SettingsError
 from dl1.model import ModelConfig, parse_combination
 from dl1.train import parse_settings
-from hpscan.api.contract import MODELS_DIR, RESULTS_FILE, Combination, ResultRecord, ShardFile
+from hpscan.api.contract import CHECKPOINTS_DIR, MODELS_DIR, RESULTS_FILE, Combination, ResultRecord, ShardFile
 from hpscan.api.trials import JsonLines, TrialInbox, append_lines
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class ShardRun:
         self.device = "CPU"
         self.dataset: Dataset | None = None
         self.keras_cache: KerasCache | None = None
+        self.checkpoints: TrialCheckpoints | None = None
+        if shard.checkpoints:
+            self.checkpoints = TrialCheckpoints(out / CHECKPOINTS_DIR, self.settings)
 
     def _admit(self, combination: Combination) -> None:
         if combination.id not in self.configs:
@@ -136,6 +140,8 @@ class ShardRun:
         """Resume, train what is not recorded yet, and (a worker) the trials hpscan hands out until the end."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.done = recorded_ids(self.results)
+        if self.checkpoints is not None:
+            self.checkpoints.clear_recorded(self.done)
         todo = [c for c in self.shard.combinations if c.id not in self.done]
         self.recorded_before = len(self.done & set(self.configs))
         mode = " (a worker: more trials come from hpscan while it runs)" if self.shard.pull else ""
@@ -181,6 +187,7 @@ class ShardRun:
             on_epoch=self.on_epoch,
             keep_models=True,  # the record's physics is computed from the trained model (physics_metrics)
             should_stop=self.should_stop,
+            checkpoints=self.checkpoints,
         )
 
     def _serve(self, resident: ResidentData, todo: list[Combination], inbox: TrialInbox) -> None:
@@ -223,6 +230,7 @@ class ShardRun:
             device=self.device,
             epochs=outcome.epochs,
             max_epochs=self.settings.epochs,
+            resumed_from=outcome.resumed_from or None,
         )
         append_lines(self.results, [record.to_wire()])
         self.done.add(outcome.key)

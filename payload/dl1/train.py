@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,6 +22,9 @@ from dl1.data import Dataset, DataSettings, Split
 from dl1.errors import SettingsError
 from dl1.fused import Adam, FusedGroup
 from dl1.model import MLP, ModelConfig, combination_seed
+
+if TYPE_CHECKING:
+    from dl1.checkpoint import TrialCheckpoints
 
 
 class TrainSettings(BaseModel):
@@ -88,6 +91,7 @@ class Outcome:
     finished: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     model: MLP | None = None
+    resumed_from: list[int] = field(default_factory=list)
 
 
 def device_name() -> str:
@@ -140,6 +144,7 @@ class _Job:
     since_best: int = 0
     epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)
 
 
 def train_many(
@@ -150,6 +155,7 @@ def train_many(
     on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
     keep_models: bool = False,
     should_stop: Callable[[str], bool] | None = None,
+    checkpoints: TrialCheckpoints | None = None,
 ) -> None:
     """Train each ``(key, config)``; call ``on_done`` the moment a combination finishes (in finishing order).
 
@@ -160,17 +166,24 @@ def train_many(
     or validation loss is not finite is reported failed at once; the others go on. Early stopping keeps the
     weights of the best ``val_loss`` epoch. An exception inside one group's training marks that group's
     combinations failed with the reason and moves on.
+
+    With ``checkpoints`` each trial resumes from its checkpoint (fused only with trials at the same epoch), saves
+    one after every epoch it goes on from, and loses it once ``on_done`` has returned.
     """
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # a new group traces a new graph on purpose: no retracing warnings
     xla = settings.xla == "on" or (settings.xla == "auto" and data.device.startswith("/GPU"))
     compute_dtype = settings.precision
-    by_batch: dict[int, list[tuple[str, ModelConfig]]] = {}
+    resumed = {key: checkpoints.load(key, config) for key, config in jobs} if checkpoints else {}
+    by_batch: dict[tuple[int, int], list[tuple[str, ModelConfig]]] = {}
     for key, config in jobs:
-        by_batch.setdefault(min(config.batch_size, data.n_train), []).append((key, config))
+        epoch = state.epoch if (state := resumed.get(key)) else 0
+        by_batch.setdefault((min(config.batch_size, data.n_train), epoch), []).append((key, config))
+    if checkpoints is not None:
+        on_done = _clearing(on_done, checkpoints)
 
-    for batch_size, members in by_batch.items():
+    for (batch_size, _), members in by_batch.items():
         for start in range(0, len(members), settings.fuse):
             chunk = members[start : start + settings.fuse]
             active: list[_Job] = []
@@ -179,9 +192,29 @@ def train_many(
                 for key, config in chunk:
                     model = MLP(data.n_inputs, config, combination_seed(settings.seed, key))
                     active.append(_Job(key, config, model, Adam(model.variables, config.learning_rate), started=now))
+                    if checkpoints is not None and (state := resumed.get(key)):
+                        checkpoints.apply(active[-1], state)
             _train_group(
-                data, active, batch_size, xla, compute_dtype, settings, on_done, on_epoch, keep_models, should_stop
+                data,
+                active,
+                batch_size,
+                xla,
+                compute_dtype,
+                settings,
+                on_done,
+                on_epoch,
+                keep_models,
+                should_stop,
+                checkpoints,
             )
+
+
+def _clearing(on_done: Callable[[Outcome], None], checkpoints: TrialCheckpoints) -> Callable[[Outcome], None]:
+    def done(outcome: Outcome) -> None:
+        on_done(outcome)  # the record first: a kill between the two resumes a trial that is then skipped
+        checkpoints.clear(outcome.key)
+
+    return done
 
 
 def _finish(
@@ -206,6 +239,7 @@ def _finish(
             finished=time.time(),
             history=job.history,
             model=job.model if keep and status == "succeeded" else None,
+            resumed_from=job.resumed_from,
         )
     )
 
@@ -221,12 +255,14 @@ def _train_group(
     on_epoch: Callable[[str, int, dict[str, float]], None] | None,
     keep: bool,
     should_stop: Callable[[str], bool] | None = None,
+    checkpoints: TrialCheckpoints | None = None,
 ) -> None:
     import tensorflow as tf
 
     group: FusedGroup | None = None
     members: tuple[int, ...] = ()
-    for epoch in range(1, settings.epochs + 1):
+    resumed_at = active[0].epochs if active else 0  # a group's trials are all at one epoch
+    for epoch in range(resumed_at + 1, settings.epochs + 1):
         if not active:
             return
         ids = tuple(id(j) for j in active)
@@ -279,6 +315,9 @@ def _train_group(
                 continue
             still.append(j)
         active = still
+        if checkpoints is not None:
+            for j in active:
+                checkpoints.save(j)
     for j in active:
         _finish(j, "succeeded", on_done, keep)
 

@@ -56,7 +56,7 @@ def test_tpe_with_asha_runs_to_succeeded_with_pruned_trials_in_status_and_record
     # stopped at an epoch boundary after the first rung, before the end, with the metrics of that epoch
     assert all(2 <= r["epochs"] < r["maxEpochs"] == 15 and "val_loss" in r["metrics"] for r in pruned)
     saved = sum(r["maxEpochs"] - r["epochs"] for r in pruned)
-    assert status["training"] == {"epochs": sum(r["epochs"] for r in got), "epochsSaved": saved}
+    assert status["training"] == {"epochs": sum(r["epochs"] for r in got), "epochsSaved": saved, "epochsResumed": 0}
     assert f"{counts['pruned']} pruned" in run.stdout and "early stopping:" in run.stdout
     assert status["best"]["id"] in {r["id"] for r in got if r["status"] == "succeeded"}
     shown = subprocess.run([str(HPSCAN), "status", str(tmp_path)], capture_output=True, text=True, check=True).stdout

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from hpscan.api.sites import HTCondorSite, Site
 from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import FINAL_EXITS
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor import (
     SubmitPlan,
@@ -126,8 +127,19 @@ def test_the_job_runs_the_shard_runner_with_chirp_around_the_payload():
     assert submit.expand("executable") == "/usr/bin/env"
     assert submit.expand("transfer_executable") == "false"
     assert expand(submit, "arguments", 4) == (
-        '"hpscan shard-run shard-004.json --out . --channel htcondor -- dl1 train-shard"'
+        '"hpscan shard-run shard-004.json --out . --channel htcondor --checkpoint-exit-code 85 -- dl1 train-shard"'
     )
+
+
+def test_an_evicted_job_restarts_from_its_checkpoint_on_any_slot():
+    # HTCondor's self-checkpointing: the runner's exit 85 means "keep these files and start me again"; an evicted
+    # job then starts from them wherever it is matched next, with the records of its attempts so far.
+    submit = build(make_spec()).description
+    assert submit.expand("checkpoint_exit_code") == "85"
+    assert submit.expand("transfer_checkpoint_files") == "checkpoints, results.jsonl"
+    assert "--checkpoint-exit-code 85" in submit.expand("arguments")
+    assert submit.expand("when_to_transfer_output") == "ON_EXIT_OR_EVICT"  # a vacated job's records come back too
+    assert 85 not in FINAL_EXITS  # never a reason to stop retrying
 
 
 def test_vanilla_universe_runs_the_site_executable():
@@ -312,3 +324,15 @@ def test_a_job_removed_after_its_last_timeout_reads_as_a_failed_shard():
     assert (state.phase, state.reason, state.message, state.attempts) == ("Failed", "PayloadFailed", why, 2)
     by_site = shard_status({**ad, "RemoveReason": "removed by the admin"}, "grid")
     assert (by_site.phase, by_site.reason) == ("Failed", "Removed")
+
+
+def test_the_spooled_output_list_the_schedd_joins_wrongly_after_a_checkpoint_is_set_right():
+    from hpscan.backends.htcondor.ads import spooled_output_repair
+
+    job = {"TransferCheckpoint": "checkpoints, results.jsonl", "TransferOutput": "results.jsonl,models"}
+    # what the 25.x schedd wrote on the test pool: retrieving fails on 'results.jsonlresults.jsonl'
+    broken = {**job, "SpooledOutputFiles": "checkpoints,results.jsonlresults.jsonl,models"}
+    assert spooled_output_repair(broken) == "checkpoints,results.jsonl,models"
+    assert spooled_output_repair({**job, "SpooledOutputFiles": "checkpoints,results.jsonl,models"}) is None
+    assert spooled_output_repair(job) is None  # never checkpointed: nothing spooled to mend
+    assert spooled_output_repair({"SpooledOutputFiles": "a,b"}) is None  # not a self-checkpointing job

@@ -128,3 +128,24 @@ def test_a_scan_of_100000_combinations_keeps_a_small_summary_and_status():
     assert len(agg.top) == 5 and agg.top[0].value == 0.0
     status = build_status(planned, agg, shard_states={})
     assert len(json.dumps(status.to_wire())) < 4096
+
+
+def test_epochs_saved_by_resuming_are_counted_beside_those_saved_by_pruning():
+    from hpscan.core.summary import build_status
+
+    planned = make_plan()
+
+    def trained(position: int, status: str, epochs: int, resumed_from: list[int] | None) -> ResultRecord:
+        return record(planned, position, 0.5, status).model_copy(
+            update={"epochs": epochs, "max_epochs": 10, "resumed_from": resumed_from}
+        )
+
+    records = [
+        trained(1, "succeeded", 10, [3, 7]),  # interrupted twice: 3 + 7 epochs not trained again
+        trained(2, "pruned", 4, [2]),  # resumed at 2, then pruned at 4: 6 saved by pruning
+        trained(3, "succeeded", 10, None),
+        trained(1, "succeeded", 10, [3, 7]),  # the same record handed over twice counts once
+    ]
+    training = build_status(planned, aggregate(planned, records), {}).training
+    assert (training.epochs, training.epochs_saved, training.epochs_resumed) == (24, 6, 12)
+    assert training.to_wire() == {"epochs": 24, "epochsSaved": 6, "epochsResumed": 12}

@@ -2,7 +2,8 @@
 
 Both are plain JSON so that any container can honour them; these models are the single definition.
 A payload reads ``ShardFile`` from a JSON file and appends one ``ResultRecord`` per line to
-``results.jsonl`` as each combination finishes.
+``results.jsonl`` as each combination finishes; it may keep each unfinished trial's state in
+``checkpoints/<combination id>/`` and resume from it when it is started again in the same folder.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ MODELS_DIR = "models"
 MODEL_FILE = "model.json"
 """The file every saved model folder holds: JSON with at least ``id`` and ``parameters`` (the payload adds the
 rest: its format, inputs, metrics). A folder without it is not a finished model (a crash while saving)."""
+
+CHECKPOINTS_DIR = "checkpoints"
+"""The folder next to results.jsonl where a payload keeps one folder per unfinished trial,
+``checkpoints/<combination id>/``: its state at its last epoch boundary, in the payload's own format. The payload
+deletes a trial's folder after appending its record; a payload started again in the same folder (a killed run, an
+evicted HTCondor job whose checkpoint came back) continues each trial from it instead of from epoch 0."""
+
+
+def checkpoint_dir(out: Path, combination_id: str) -> Path:
+    """``OUT/checkpoints/<combination id>/``: where a payload keeps one trial's checkpoint."""
+    return out / CHECKPOINTS_DIR / combination_id
 
 
 def shard_name(shard: int) -> str:
@@ -150,6 +162,13 @@ class ShardFile(CamelModel):
         "OUT/trials.jsonl until an end line; it appends each trial's per-epoch metrics to OUT/progress.jsonl and "
         "stops a trial named in OUT/stop.jsonl at its next epoch boundary (hpscan.api.trials).",
     )
+    checkpoints: bool = Field(
+        True,
+        description="Save each trial's state (weights, optimiser, epoch, RNG, early stopping) at epoch boundaries "
+        "into OUT/checkpoints/<combination id>/ and, started again in the same folder, resume each unfinished trial "
+        "from it; its record then lists the epochs it resumed at (resumedFrom). A payload that cannot resume "
+        "ignores this and starts such trials again from epoch 0.",
+    )
 
     def ranked_metrics(self) -> list[str]:
         """The metrics hpscan ranks by and their errors: what a record keeps when it is cut to fit its page."""
@@ -178,6 +197,11 @@ class ResultRecord(CamelModel):
     epochs: int | None = Field(None, ge=0, description="Epochs actually trained (early stopping may cut them).")
     max_epochs: int | None = Field(
         None, ge=0, description="Epochs the combination would have trained at most (what pruning saved is the rest)."
+    )
+    resumed_from: list[int] | None = Field(
+        None,
+        description="The epochs at which training resumed from a checkpoint, one per interruption it survived "
+        "(absent: trained in one go); their sum is what resuming saved.",
     )
 
     def objective_value(self, objective: Objective) -> float | None:

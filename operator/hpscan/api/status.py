@@ -183,11 +183,17 @@ class Counts(CamelModel):
 
 
 class Training(CamelModel):
-    """What the recorded combinations cost, and what early stopping saved."""
+    """What the recorded combinations cost, and what early stopping and checkpoints saved."""
 
     epochs: int = Field(0, ge=0, description="Epochs trained by the recorded combinations.")
     epochs_saved: int = Field(
         0, ge=0, description="Epochs pruned trials did not train (their maximum minus what they ran)."
+    )
+    epochs_resumed: int = Field(
+        0,
+        ge=0,
+        description="Epochs interrupted trials did not train again because they resumed from a checkpoint (the sum "
+        "of their records' resumedFrom).",
     )
 
 

@@ -218,7 +218,8 @@ def status(
         trained, saved = current.training.epochs, current.training.epochs_saved
         out.print(
             f"epochs trained: {trained}"
-            + (f"; pruning saved {saved} ({saved / (trained + saved):.0%} of {trained + saved})" if saved else ""),
+            + (f"; pruning saved {saved} ({saved / (trained + saved):.0%} of {trained + saved})" if saved else "")
+            + (f"; resuming from checkpoints saved {resumed}" if (resumed := current.training.epochs_resumed) else ""),
             highlight=False,
         )
     if current.top:

@@ -223,6 +223,8 @@ def _summary(status: HPScanStatus, run_dir: Path) -> None:
             f"{trained + saved} a run without pruning would train)",
             highlight=False,
         )
+    if resumed := status.training.epochs_resumed:
+        out.print(f"checkpoints: interrupted trials resumed, {resumed} epochs not trained again", highlight=False)
     if status.tied:
         out.print(f"best {tie_note(status.tied, len(status.top))}", highlight=False)
     elif status.best is not None:

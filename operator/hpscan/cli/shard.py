@@ -14,7 +14,7 @@ from hpscan.api import registry
 from hpscan.api.contract import MODELS_DIR, PayloadExit, ShardFile
 from hpscan.cli.output import Commands, err
 from hpscan.errors import ArtifactStoreError, BackendError
-from hpscan.job.runner import LiveChannel, StdoutChannel, run_shard
+from hpscan.job.runner import CHECKPOINT_SECONDS_ENV, CheckpointExit, LiveChannel, StdoutChannel, run_shard
 from hpscan.job.store import ModelUploader, store_from_env
 
 commands = Commands()
@@ -41,6 +41,18 @@ def shard_run(
             f"({', '.join(registry.entries())}), which publishes through its own channel.",
         ),
     ] = "stdout",
+    checkpoint_exit_code: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint-exit-code",
+            help="End with this code once the payload saved a checkpoint (at most every --checkpoint-seconds), so "
+            "the batch system keeps OUT/checkpoints/ and starts the job again (HTCondor's checkpoint_exit_code).",
+        ),
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float,
+        typer.Option("--checkpoint-seconds", envvar=CHECKPOINT_SECONDS_ENV, min=0, help="See --checkpoint-exit-code."),
+    ] = 1800.0,
 ) -> None:
     """Run a payload on one shard file, publishing each record as it is written (used inside shard jobs)."""
     live: LiveChannel
@@ -65,7 +77,8 @@ def shard_run(
         # may come back (exit 1: the job is retried). Records of earlier attempts stay where they are.
         err.print(f"hpscan shard-run: {error}", highlight=False)
         raise typer.Exit(int(PayloadExit.INVALID_INPUT) if error.final else 1) from None
-    code = run_shard(payload, shard_file, out_dir, live, keep_models=uploader)
+    checkpoint_exit = CheckpointExit(checkpoint_exit_code, checkpoint_seconds) if checkpoint_exit_code else None
+    code = run_shard(payload, shard_file, out_dir, live, keep_models=uploader, checkpoint_exit=checkpoint_exit)
     if uploader is not None:
         uploader.finish()
     if uploader is not None and uploader.pending:

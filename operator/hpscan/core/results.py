@@ -43,6 +43,8 @@ class Aggregate:
     """Epochs trained by the recorded combinations (as their records say)."""
     epochs_saved: int = 0
     """Epochs pruned combinations did not train: their max_epochs minus the epochs they ran."""
+    epochs_resumed: int = 0
+    """Epochs interrupted combinations did not train again: the epochs they resumed at from a checkpoint."""
     foreign: int = 0
     """Records whose id or parameters do not belong to the plan; ignored, counted so the status can say so."""
     unreadable: dict[str, int] = field(default_factory=dict)
@@ -102,6 +104,7 @@ class Aggregate:
             if old_state == _NONE:
                 self.shard_done[shard] += 1
                 self.epochs += record.epochs or 0
+                self.epochs_resumed += sum(record.resumed_from or ())
                 if new_state == _PRUNED and record.max_epochs and record.epochs is not None:
                     self.epochs_saved += max(record.max_epochs - record.epochs, 0)
             self._count(old_state, shard, -1)

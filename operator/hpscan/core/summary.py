@@ -215,7 +215,7 @@ def build_status(
             pruned=agg.pruned,
             suggested=sum((held or {}).values()) if plan.pull else plan.total,
         ),
-        training=Training(epochs=agg.epochs, epochs_saved=agg.epochs_saved),
+        training=Training(epochs=agg.epochs, epochs_saved=agg.epochs_saved, epochs_resumed=agg.epochs_resumed),
         best=agg.best,
         top=list(agg.top),
         tied=tied,

@@ -14,12 +14,83 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hpscan.api.contract import RESULTS_FILE, ResultRecord, ShardFile, complete_lines, parse_records
+from hpscan.api.contract import (
+    CHECKPOINTS_DIR,
+    RESULTS_FILE,
+    ResultRecord,
+    ShardFile,
+    complete_lines,
+    parse_records,
+)
 from hpscan.api.trials import PROGRESS_FILE, STOP_FILE, TRIALS_FILE, JsonLines, Progress, append_lines, read_progress
 from hpscan.errors import BackendError
+
+CHECKPOINT_EXIT_CODE = 85
+"""The exit code that says "a checkpoint was saved, keep it and start me again" (HTCondor's checkpoint_exit_code;
+85 is ERESTART on Linux, as HTCondor's manual suggests). No payload exit is mapped to it."""
+
+CHECKPOINT_SECONDS_ENV = "HPSCAN_CHECKPOINT_SECONDS"
+"""How often, at most, a runner with a checkpoint exit code ends for a checkpoint: seconds of training, from the
+attempt's first checkpoint (default 1800 s). Each end costs the payload's start (TensorFlow, the data) and the
+checkpoint's transfer."""
+
+
+@dataclass(frozen=True)
+class CheckpointExit:
+    """Ending the runner with ``code`` once the payload saved a checkpoint ``every_seconds`` after the attempt's
+    first one: the batch system keeps the checkpoint folder and starts the runner again (HTCondor's
+    self-checkpointing), so an evicted job resumes from it on any slot."""
+
+    code: int = CHECKPOINT_EXIT_CODE
+    every_seconds: float = 1800.0
+
+
+CHECKPOINT_SETTLE_SECONDS = 0.3
+"""How long the newest checkpoint file must be left alone before the runner stops the payload: the trials of a fused
+group save one after the other within milliseconds, and a stop between two of them leaves them an epoch apart
+(they then resume, and train, as two groups)."""
+
+
+def checkpoint_due(first_saved: float | None, now: float, every_seconds: float, newest_checkpoint: float) -> bool:
+    """Whether to end for a checkpoint now: ``every_seconds`` passed since the attempt's first checkpoint
+    (``first_saved``; None: it saved none yet, so an end would keep nothing and an attempt's start-up never
+    counts), and the payload's saving has settled (or, with epochs shorter than that, twice the interval passed)."""
+    if first_saved is None or now - first_saved < every_seconds:
+        return False
+    return now - newest_checkpoint >= CHECKPOINT_SETTLE_SECONDS or now - first_saved >= 2 * every_seconds
+
+
+def newest_checkpoint(out_dir: Path) -> float | None:
+    """When the payload last saved a checkpoint (the newest file's mtime in OUT/checkpoints/), None if never."""
+    times = []
+    for path in (out_dir / CHECKPOINTS_DIR).glob("*/*"):
+        try:
+            times.append(path.stat().st_mtime)
+        except FileNotFoundError:
+            continue  # replaced or deleted while looked at
+    return max(times, default=None)
+
+
+class CheckpointWatch:
+    """Whether an attempt's payload saved enough since it started to end for a checkpoint (``due``)."""
+
+    def __init__(self, checkpoint_exit: CheckpointExit, out_dir: Path, started: float) -> None:
+        self.exit, self.out_dir, self.started = checkpoint_exit, out_dir, started
+        self.first_saved: float | None = None
+        (out_dir / CHECKPOINTS_DIR).mkdir(
+            exist_ok=True
+        )  # HTCondor holds a job whose checkpoint list names a missing file
+
+    def due(self, now: float) -> bool:
+        newest = newest_checkpoint(self.out_dir)
+        if newest is None or newest <= self.started:
+            return False  # only an earlier attempt's: nothing new to keep
+        self.first_saved = self.first_saved or newest
+        return checkpoint_due(self.first_saved, now, self.exit.every_seconds, newest)
 
 
 def payload_command(command: Sequence[str], shard_file: Path, out_dir: Path) -> list[str]:
@@ -154,12 +225,15 @@ def run_shard(
     channel: LiveChannel,
     poll_seconds: float = 1.0,
     keep_models: Callable[[list[ResultRecord]], None] | None = None,
+    checkpoint_exit: CheckpointExit | None = None,
 ) -> int:
     """Run the payload to completion, publishing records as they appear; returns the payload's exit code.
 
     ``keep_models`` (e.g. job.store.ModelUploader) sees each batch of new records once it is published (and an
-    empty batch at the end); it must not raise: a store's failure costs no record."""
+    empty batch at the end); it must not raise: a store's failure costs no record. With ``checkpoint_exit`` the
+    runner stops the payload once a checkpoint is due, publishes what it recorded, and returns that code."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    watch = CheckpointWatch(checkpoint_exit, out_dir, time.time()) if checkpoint_exit else None
     results = out_dir / RESULTS_FILE
     seed_results(results, channel.recorded())
     tail = RecordTail(results)
@@ -186,18 +260,29 @@ def run_shard(
             carry(tail.read_new())
             if bridge is not None:
                 bridge.carry()
+            if watch is not None and watch.due(time.time()):
+                _stop(process)
+                carry(tail.read_new(), last=True)
+                print(f"hpscan shard-run: checkpoint saved, ending with {watch.exit.code}", file=sys.stderr)
+                return watch.exit.code
             time.sleep(poll_seconds)
         carry(tail.read_new(), last=True)  # the last records, and a last try for models whose upload failed
         if bridge is not None:
             bridge.carry()  # the last epochs
         return exit_status(process.returncode)
     except BaseException:  # the channel gave up (or the runner was interrupted): the payload does not outlive it
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(process)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End the payload: SIGTERM, SIGKILL after 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

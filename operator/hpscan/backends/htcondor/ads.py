@@ -140,3 +140,18 @@ def present_and_orphaned(ads: Iterable[Any], spool_grace_seconds: float) -> tupl
                 continue
         present.add((int(attr(ad, SHARD_ATTR, -1)), int(attr(ad, MOVES_ATTR, 0))))
     return present, orphans
+
+
+def spooled_output_repair(ad: Any) -> str | None:
+    """The SpooledOutputFiles a completed self-checkpointing job should have, or None when its own is right.
+
+    The 25.x schedd joins a spooled job's checkpoint list and output list without a comma once it checkpointed
+    (``checkpoints,results.jsonlresults.jsonl``, seen on the test pool), and retrieving the output then fails on a
+    file that does not exist, for ever: hpscan sets the list right before it retrieves."""
+    checkpoint = attr(ad, "TransferCheckpoint")
+    spooled = attr(ad, "SpooledOutputFiles")
+    if not checkpoint or spooled is None:
+        return None
+    listed = f"{checkpoint},{attr(ad, 'TransferOutput', '')}"
+    wanted = list(dict.fromkeys(name.strip() for name in listed.split(",") if name.strip()))
+    return None if set(str(spooled).split(",")) <= set(wanted) else ",".join(wanted)

@@ -10,7 +10,7 @@ from typing import Any
 from hpscan.api.contract import ResultRecord
 from hpscan.api.sites import Site
 from hpscan.backends.base import ScanTable
-from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by
+from hpscan.backends.htcondor.ads import attr, job_id, records_chirped_by, spooled_output_repair
 from hpscan.backends.htcondor.credentials import Connection
 from hpscan.backends.htcondor.schedd import (
     COMPLETED,
@@ -30,7 +30,7 @@ from hpscan.backends.htcondor.schedd import (
 from hpscan.backends.htcondor.schedds import Schedds
 from hpscan.backends.htcondor.state import ScanState
 from hpscan.errors import HPScanError
-from hpscan.job.chirp import DONE_ATTR, RECORD_PAGES_ATTR, record_page_attr
+from hpscan.job.chirp import DONE_ATTR, RECORD_PAGES_ATTR, classad_string, record_page_attr
 
 
 class Poller:
@@ -88,16 +88,18 @@ class Poller:
         self.refreshed_at = self.clock()
 
     def _retrieve(self, schedd: ScheddLike, connection: Connection, view: ScheddView) -> None:
-        done = [
-            job_id(ad)
-            for ad in view.ads
-            if int(attr(ad, "JobStatus", IDLE)) == COMPLETED and job_id(ad) not in view.retrieved
+        ended = [
+            ad for ad in view.ads if int(attr(ad, "JobStatus", IDLE)) == COMPLETED and job_id(ad) not in view.retrieved
         ]
-        if not done:
+        if not ended:
             return
+        done = [job_id(ad) for ad in ended]
         doing = f"retrieving the output of {len(done)} job(s)"
         try:  # tried again next cycle, on the same handle
             with self.schedds.calling(connection, view.site, doing, keep_handle=True):
+                for ad in ended:
+                    if (files := spooled_output_repair(ad)) is not None:
+                        schedd.edit(job_id(ad), "SpooledOutputFiles", classad_string(files))
                 schedd.retrieve(done)
         except HPScanError as error:
             view.error = str(error)

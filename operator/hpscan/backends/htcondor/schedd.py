@@ -66,6 +66,9 @@ PROJECTION = [
     TRIALS_ATTR,  # workers that pull: what each was handed (a restarted operator rebuilds its search from these)
     STOPS_ATTR,
     PROGRESS_ATTR,
+    "TransferCheckpoint",  # with the two below: ads.spooled_output_repair
+    "TransferOutput",
+    "SpooledOutputFiles",
 ]
 """The attributes one poll cycle asks for: enough for phases, reasons and live progress, nothing more."""
 EXISTING_PROJECTION = [

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import (
+    CHECKPOINTS_DIR,
     MODELS_DIR,
     RESULTS_FILE,
     ShardFile,
@@ -42,6 +43,7 @@ from hpscan.backends.htcondor.schedd import (
 from hpscan.backends.sandbox_models import wants_models_back
 from hpscan.errors import BackendError
 from hpscan.job.chirp import classad_string
+from hpscan.job.runner import CHECKPOINT_EXIT_CODE
 
 
 def condor_arguments(args: Sequence[str]) -> str:
@@ -81,8 +83,20 @@ def scan_dir(work_dir: Path, scan: ScanRef) -> Path:
 
 
 def shard_runner_arguments(spec: HPScanSpec, shard_file: str) -> list[str]:
-    """The job's command line: the shard runner, chirping progress, around the payload."""
-    return ["hpscan", "shard-run", shard_file, "--out", ".", "--channel", "htcondor", "--", *spec.payload.command]
+    """The job's command line: the shard runner, chirping progress and ending for checkpoints, around the payload."""
+    checkpoints = ["--checkpoint-exit-code", str(CHECKPOINT_EXIT_CODE)]
+    return [
+        "hpscan",
+        "shard-run",
+        shard_file,
+        "--out",
+        ".",
+        "--channel",
+        "htcondor",
+        *checkpoints,
+        "--",
+        *spec.payload.command,
+    ]
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,11 @@ def submit_description(
     # models/ comes back too when the scan keeps models in a store: the operator uploads them (sandbox_models).
     commands["transfer_output_files"] = f"{RESULTS_FILE}, {MODELS_DIR}" if wants_models_back(spec) else RESULTS_FILE
     commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
+    # Self-checkpointing: the runner ends with this code after a checkpoint (at most every HPSCAN_CHECKPOINT_SECONDS);
+    # HTCondor keeps these files at the access point and starts it again, and an evicted job starts from them on any
+    # slot, its trials resuming at their last epoch (docs/checkpoints.md).
+    commands["checkpoint_exit_code"] = str(CHECKPOINT_EXIT_CODE)
+    commands["transfer_checkpoint_files"] = f"{CHECKPOINTS_DIR}, {RESULTS_FILE}"
     retries = condor.max_retries if condor.max_retries is not None else spec.retries
     commands["max_retries"] = str(retries)
     # Exits that a retry would repeat end the job at once (the contract; Kubernetes' podFailurePolicy does the same).

@@ -1,0 +1,87 @@
+"""The shard runner's checkpoint exit (HTCondor's self-checkpointing): it ends with the checkpoint code once the
+payload saved a checkpoint late enough, publishing what was recorded, and never before the payload saved one."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpscan.api.contract import ResultRecord
+from hpscan.job.runner import CheckpointExit, checkpoint_due, newest_checkpoint, run_shard
+
+# A stand-in payload (no TensorFlow): one record, then a checkpoint of trial c1 every 50 ms until stopped, or with
+# "never" no checkpoint and an exit after 0.5 s.
+PAYLOAD = """
+import json, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+record = {"id": "c0", "shard": 0, "parameters": {}, "metrics": {"val_loss": 0.5}, "status": "succeeded"}
+with (out / "results.jsonl").open("a") as handle:
+    handle.write(json.dumps(record) + "\\n")
+if sys.argv[1] == "never":
+    time.sleep(0.5)
+    sys.exit(0)
+(out / "checkpoints" / "c1").mkdir(parents=True, exist_ok=True)
+for epoch in range(1, 10_000):
+    (out / "checkpoints" / "c1" / "state.npz").write_text(str(epoch))
+    time.sleep(0.05)
+"""
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.records: list[ResultRecord] = []
+
+    def recorded(self) -> list[ResultRecord]:
+        return []
+
+    def publish(self, records: list[ResultRecord]) -> None:
+        self.records += records
+
+
+@pytest.mark.parametrize(
+    ("first_saved", "now", "newest", "due"),
+    [
+        (100.0, 200.0, 150.0, True),  # trained past the interval since this attempt's first checkpoint
+        (100.0, 140.0, 130.0, False),  # not yet the interval (start-up before the first checkpoint never counts)
+        (None, 200.0, 90.0, False),  # this attempt saved none: ending would keep nothing new
+        (100.0, 200.0, 199.9, False),  # a fused group may still be saving its other trials
+        (100.0, 230.0, 229.9, True),  # epochs too short to ever settle: at twice the interval anyway
+    ],
+)
+def test_a_checkpoint_is_due_an_interval_after_this_attempts_first_once_saving_settled(first_saved, now, newest, due):
+    assert checkpoint_due(first_saved, now, 60.0, newest) is due
+
+
+def run(tmp_path: Path, mode: str, channel: Collected) -> tuple[int, float]:
+    shard_file = tmp_path / "shard.json"
+    shard_file.write_text("{}")
+    command = [sys.executable, "-c", PAYLOAD, mode]
+    began = time.monotonic()
+    code = run_shard(
+        command, shard_file, tmp_path / "out", channel, poll_seconds=0.05, checkpoint_exit=CheckpointExit(85, 0.3)
+    )
+    return code, time.monotonic() - began
+
+
+def test_the_runner_ends_with_the_checkpoint_code_once_a_checkpoint_is_due(tmp_path, capsys):
+    channel = Collected()
+    code, took = run(tmp_path, "checkpoints", channel)
+    assert code == 85 and took < 10  # the payload (which would run for minutes) was stopped
+    assert [r.id for r in channel.records] == ["c0"]  # what it recorded is published before the end
+    assert int((tmp_path / "out" / "checkpoints" / "c1" / "state.npz").read_text()) >= 1
+    assert newest_checkpoint(tmp_path / "out") is not None
+    assert "checkpoint saved, ending with 85" in capsys.readouterr().err
+
+
+def test_a_payload_that_saves_no_checkpoint_runs_to_its_own_end(tmp_path):
+    channel = Collected()
+    code, _ = run(tmp_path, "never", channel)
+    assert code == 0 and [r.id for r in channel.records] == ["c0"]
+    assert (tmp_path / "out" / "checkpoints").is_dir()  # made for the batch system's checkpoint list
+    assert newest_checkpoint(tmp_path / "out") is None
+    assert json.loads((tmp_path / "out" / "results.jsonl").read_text())["id"] == "c0"
