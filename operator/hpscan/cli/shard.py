@@ -45,13 +45,20 @@ def shard_run(
         int | None,
         typer.Option(
             "--checkpoint-exit-code",
+            metavar="CODE",
             help="End with this code once the payload saved a checkpoint (at most every --checkpoint-seconds), so "
             "the batch system keeps OUT/checkpoints/ and starts the job again (HTCondor's checkpoint_exit_code).",
         ),
     ] = None,
     checkpoint_seconds: Annotated[
         float,
-        typer.Option("--checkpoint-seconds", envvar=CHECKPOINT_SECONDS_ENV, min=0, help="See --checkpoint-exit-code."),
+        typer.Option(
+            "--checkpoint-seconds",
+            envvar=CHECKPOINT_SECONDS_ENV,
+            min=0,
+            metavar="SECONDS",
+            help="How often at most (see --checkpoint-exit-code).",
+        ),
     ] = 1800.0,
 ) -> None:
     """Run a payload on one shard file, publishing each record as it is written (used inside shard jobs)."""
