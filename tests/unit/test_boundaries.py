@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from hpscan.api.contract import ResultRecord
-from hpscan.api.spec import HPScanSpec, Parameter
+from hpscan.api.parameters import Parameter
+from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import HPScanStatus, Reason, ShardPhase, ShardStatus, SiteState, SiteStatus
 from hpscan.core.brokering import Target
 from hpscan.core.decisions import decide

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from report_runs import write_fake_run
 
-from hpscan.api.spec import Parameter
+from hpscan.api.parameters import Parameter
 from hpscan.report.parallel import (
     BEST_COLOUR,
     draw_html,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hpscan.api.contract import ResultRecord
-from hpscan.api.spec import HPScanSpec, Parameter
+from hpscan.api.parameters import Parameter
+from hpscan.api.spec import HPScanSpec
 from hpscan.api.trials import Assignment, Progress
 from hpscan.core.planning import plan, position_of
 from hpscan.core.search import Search, SearchSpace, make_sampler, top_up, workers_to_end

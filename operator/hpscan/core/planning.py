@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hpscan.api.contract import ArtifactRequest, Combination, ParameterValue, ShardFile
-from hpscan.api.spec import HPScanSpec, Parameter, ValueRange
+from hpscan.api.parameters import Parameter, ValueRange
+from hpscan.api.spec import HPScanSpec
 from hpscan.errors import PlanningError
 
 MAX_COMBINATIONS = 1_000_000

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpscan.api.contract import ParameterValue
-from hpscan.api.spec import EarlyStopping, Parameter, Sampling
+from hpscan.api.parameters import Parameter
+from hpscan.api.spec import EarlyStopping, Sampling
 from hpscan.core.planning import SIGNIFICANT_DIGITS, axis_values
 from hpscan.errors import PlanningError
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpscan.api.contract import ParameterValue, ResultRecord
-from hpscan.api.spec import Parameter
+from hpscan.api.parameters import Parameter
 from hpscan.core.planning import axis_size, axis_values
-from hpscan.report.rundir import ScanRun
+from hpscan.report.rundir import Ranked, ScanRun
 
 AxisKind = Literal["categorical", "linear", "log"]
 
@@ -251,6 +251,18 @@ def pruned_lines(run: ScanRun) -> list[ResultRecord]:
     return [r for r in run.pruned if math.isfinite(r.metrics.get(metric, math.nan))]
 
 
+def _pareto_dimension(run: ScanRun, stopped: int, ordered: list[Ranked]) -> dict[str, object]:
+    """An axis to brush: select "yes" and only the Pareto set stays (pruned lines, first, are never on it)."""
+    on_front = set(run.pareto)
+    return {
+        "label": "in the Pareto set",
+        "values": [0] * stopped + [int(r.id in on_front) for r in ordered],
+        "range": [0, 1],
+        "tickvals": [0, 1],
+        "ticktext": ["no", "yes"],
+    }
+
+
 def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     """The interactive plot as a plotly figure (``{"data": [...], "layout": {...}}``, plain JSON): what
     ``draw_html`` writes and what the dashboard sends to its page, so both draw the same plot. With ``pruned``,
@@ -268,17 +280,8 @@ def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     held = [min(max(r.metrics[metric], objective.lo), objective.hi) for r in stopped]
     objective_values = [r.value for r in ordered]
     dimensions.append(_plotly_dimension(objective, held + objective_values))
-    if run.scan.spec.multi_objective:  # an axis to brush: select "yes" and only the Pareto set stays
-        on_front = set(run.pareto)
-        dimensions.append(
-            {
-                "label": "in the Pareto set",
-                "values": [0] * len(stopped) + [int(r.id in on_front) for r in ordered],
-                "range": [0, 1],
-                "tickvals": [0, 1],
-                "ticktext": ["no", "yes"],
-            }
-        )
+    if run.scan.spec.multi_objective:
+        dimensions.append(_pareto_dimension(run, len(stopped), ordered))
 
     # go.Parcoords draws lines with higher colour values on top, so the colour value is the *goodness* (the height
     # on the objective axis, which has better up), squeezed into [0, 0.9]; the best line gets 1.0, which the scale

@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -40,47 +39,12 @@ from hpscan.backends.slurm.script import (
     shard_folder,
     slurm_of,
 )
-from hpscan.backends.slurm.states import RUNNING_STATES, Attempt, SlurmJob, attempts_started, shard_verdict
+from hpscan.backends.slurm.state import Connection, ScanState, ShardPlace, View
+from hpscan.backends.slurm.states import RUNNING_STATES, Attempt, attempts_started, shard_verdict
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail
 from hpscan.job.slurm import INBOX_DIR
-
-Connection = tuple[str, str, str]
-"""(REST URL, user, token): one identity at one slurmrestd."""
-
-
-@dataclass
-class View:
-    """What the last GET /jobs of one connection said: jobs by name, or the error."""
-
-    jobs: dict[str, SlurmJob] = field(default_factory=dict)
-    error: str | None = None
-    at: float = float("-inf")
-
-
-@dataclass
-class ShardPlace:
-    """Where a shard's newest launch went."""
-
-    site: str
-    moves: int
-    expected: int
-
-
-@dataclass
-class ScanState:
-    scan: ScanRef
-    spec: HPScanSpec | None = None
-    sites: dict[str, Site] = field(default_factory=dict)
-    shards: dict[int, ShardPlace] = field(default_factory=dict)
-    tails: dict[Path, RecordTail] = field(default_factory=dict)
-    recorded: dict[int, set[str]] = field(default_factory=dict)
-    unreported: list[ResultRecord] = field(default_factory=list)
-    progress: dict[Path, JsonLines] = field(default_factory=dict)
-    last: dict[int, ShardStatus] = field(default_factory=dict)
-    restarting: set[int] = field(default_factory=set)
-    """Shards submitted again while their cancelled job still stops: the next attempt starts once it has ended."""
 
 
 def _stopping(attempt: Attempt) -> bool:

@@ -22,7 +22,8 @@ from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import SchedulerUnavailable
 
 if TYPE_CHECKING:
-    from hpscan.backends.slurm.backend import ScanState, SlurmBackend
+    from hpscan.backends.slurm.backend import SlurmBackend
+    from hpscan.backends.slurm.state import ScanState
 
 ENDED_PREFIX = "ended-"
 
