@@ -219,6 +219,8 @@ def test_site_settings_are_validated():
         HTCondorSite(extraSubmit={"+HPScanUid": '"x"'})
     with pytest.raises(ValidationError, match="set by hpscan"):
         HTCondorSite(extraSubmit={"transfer_output_files": "other"})
+    with pytest.raises(ValidationError, match="set by hpscan"):
+        HTCondorSite(extraSubmit={"checkpoint_exit_code": "0"})  # the shard runner's self-checkpointing exit
     with pytest.raises(ValidationError):
         HTCondorSite(requestMemory="a lot")
 

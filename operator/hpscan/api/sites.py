@@ -81,9 +81,12 @@ RESERVED_SUBMIT_COMMANDS = frozenset(
         "when_to_transfer_output",
         "leave_in_queue",
         "arguments",
+        "checkpoint_exit_code",
+        "transfer_checkpoint_files",
     }
 )
-"""Submit commands hpscan owns: overriding them would lose results or break idempotent submission."""
+"""Submit commands hpscan owns: overriding them would lose results or break idempotent submission (the shard
+runner ends an attempt with checkpoint_exit_code, and the checkpoints and results.jsonl must come back with it)."""
 
 
 class HTCondorSite(CamelModel):
