@@ -358,3 +358,79 @@ def test_models_the_payload_saves_on_the_shared_file_system_reach_the_scans_stor
     )
     assert set(stored.models()) == {record.id for record in records}
     assert not list(spool.glob("*/*/shard-*/models/*"))  # uploaded, then freed on the centre
+
+
+@pytest.mark.slow
+def test_a_job_requeued_mid_trial_resumes_its_trials_from_their_checkpoints_on_the_shared_file_system(
+    slurm_cluster, tmp_path
+):
+    """A preemption at an HPC centre requeues the job (`scontrol requeue`, as an admin or PreemptMode=REQUEUE
+    does): the same job starts again and its payload resumes each trial in flight at the epoch of its last
+    checkpoint, which lives in the shard's folder on the shared file system (OUT/checkpoints/, hpscan run --site)."""
+    import numpy as np
+    import yaml
+
+    spool = slurm_cluster.spool("requeue")
+    block = slurm_cluster.site(spool, partition="cpu", memory="1536M")
+    one = {name: "1" for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
+    env = [{"name": name, "value": value} for name, value in {"MPLCONFIGDIR": "/tmp", **one}.items()]
+    manifest = {
+        "apiVersion": "hpscan.io/v1alpha1",
+        "kind": "HPScan",
+        "metadata": {"name": "requeue"},
+        "spec": {
+            "parameters": [{"name": "layer1", "values": [16, 24]}],
+            "sharding": {"shards": 1},
+            "retries": 1,
+            "gpu": {"count": 0, "required": False},
+            "payload": {
+                "image": "local",
+                # epochs of a few seconds each (2,000 jets trained in 1.5 s a trial): time to requeue mid-trial
+                "settings": {"epochs": 10, "patience": 0, "batch_size": 100, "data": {"synthetic": {"jets": 40000}}},
+            },
+            "sites": [{"name": "hpc", "env": env, "slurm": block}],
+        },
+    }
+    (tmp_path / "scan.yaml").write_text(yaml.safe_dump(manifest))
+    command = [
+        str(Path(sys.executable).parent / "hpscan"), "run", str(tmp_path / "scan.yaml"),
+        "--out", str(tmp_path / "run"), "--plain", "--site", "hpc",
+    ]  # fmt: skip
+    run = subprocess.Popen(
+        command, env=slurm_cluster.env(SLURM_JWT=slurm_cluster.token), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+    def saved() -> dict[str, int]:
+        epochs = {}
+        for path in spool.rglob("checkpoints/*/state.npz"):
+            try:
+                with np.load(path) as stored:
+                    epochs[path.parent.name] = json.loads(str(stored["meta"]))["epoch"]
+            except (OSError, ValueError, KeyError):
+                continue  # replaced while read
+        return epochs
+
+    try:
+
+        def at_epoch_3() -> bool:
+            assert run.poll() is None, f"hpscan run ended before a checkpoint at epoch 3: {run.communicate()[0]!r}"
+            return max(saved().values(), default=0) >= 3
+
+        slurm_cluster.wait(at_epoch_3, 400, "a trial's checkpoint at epoch 3", interval=0.1)
+        rest = SlurmRest(slurm_cluster.rest_url, slurm_cluster.user, slurm_cluster.token)
+        (job,) = [j for j in rest.jobs() if j.name.startswith("hpscan.") and j.state == "RUNNING"]
+        slurm_cluster.tool("scontrol", "requeue", str(job.job_id))
+        in_flight = saved()
+        assert in_flight, "no trial was in flight when the job was requeued"
+        output, _ = run.communicate(timeout=900)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output.decode()[-3000:]
+    records = {r["id"]: r for r in map(json.loads, (tmp_path / "run" / "results.jsonl").read_text().splitlines())}
+    assert len(records) == 2 and all(r["status"] == "succeeded" and r["epochs"] == 10 for r in records.values())
+    assert {i: r.get("resumedFrom") for i, r in records.items() if i in in_flight} == {
+        i: [e] for i, e in in_flight.items()
+    }
+    said = "".join(p.read_text(errors="replace") for p in spool.rglob("*.txt"))
+    assert all(f"resuming {i} at epoch {e} from its checkpoint" in said for i, e in in_flight.items()), said[-3000:]
