@@ -98,6 +98,13 @@ def handed_trials(k8s: client.ApiClient, ns: str, scan: str) -> Counter:
     )
 
 
+GPU_NODES = {
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}
+"""A Kubernetes site block for the local control plane's GPU nodes (cluster/nodes.yaml)."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_support import REPO
+from operator_support import GPU_NODES, REPO
 
 from hpscan.api.spec import API_VERSION, GROUP, PLURAL, VERSION, HPScanSpec
 from hpscan.api.status import TERMINAL_SCAN_PHASES, HPScanStatus
@@ -102,10 +102,6 @@ def test_with_the_schedd_down_kubernetes_runs_shards_and_the_grid_site_takes_the
     from hpscan.backends.kubernetes import KubernetesBackend
 
     bin_dir = condor_pool.job_bin()
-    gpu_nodes = {
-        "nodeSelector": {"nvidia.com/gpu.present": "true"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    }
     grid = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "256MB", "requestDisk": "64MB"}
     spec = HPScanSpec.model_validate(
         {
@@ -121,7 +117,7 @@ def test_with_the_schedd_down_kubernetes_runs_shards_and_the_grid_site_takes_the
                 "memory": "256Mi",
             },
             "sites": [
-                {"name": "cluster", "maxRunning": 1, "kubernetes": gpu_nodes},
+                {"name": "cluster", "maxRunning": 1, "kubernetes": GPU_NODES},
                 {
                     "name": "grid",
                     "env": [{"name": "PATH", "value": f"{bin_dir}:/usr/bin:/bin"}],

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from operator_support import GPU_NODES
 from slurm_cluster import run_script
 
 from hpscan.api.spec import HPScanSpec
@@ -26,11 +27,6 @@ from hpscan.core.planning import plan
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = str(REPO / "tests" / "unit" / "payloads" / "contract_payload.py")
 COMBINATIONS = 24  # examples/quickstart.yaml: 2 x 2 x 3 x 2
-GPU_NODES = {
-    "nodeSelector": {"nvidia.com/gpu.present": "true"},
-    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-}
-"""A Kubernetes site's GPU nodes on the local control plane (cluster/nodes.yaml)."""
 
 
 def contract_spec(cluster: Any, spool: Path, knobs: dict[str, Any], gpus: int = 1, **site: Any) -> HPScanSpec:
