@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -182,14 +182,23 @@ class Operator:
     admin kubeconfig or the one given (the chart's RBAC is tested with the Helm chart). It can be killed and
     restarted, as a crashed pod would be."""
 
-    def __init__(self, cluster: Any, log: Path, namespaces: str, kubeconfig: Path | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Any,
+        log: Path,
+        namespaces: str,
+        kubeconfig: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.cluster, self.log, self.namespaces = cluster, log, namespaces
         self.kubeconfig = kubeconfig or cluster.kubeconfig
+        self.env = dict(os.environ if env is None else env)
+        """The operator's environment (a site's client settings, e.g. a pool's CONDOR_CONFIG); KUBECONFIG is set."""
         self.metrics_port, self.health_port = free_port(), free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**self.env, "KUBECONFIG": str(self.kubeconfig)}
         with self.log.open("a") as handle:
             self.process = subprocess.Popen(
                 [str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", self.namespaces,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from operator_support import REPO, create, free_port, wait_phase
+from operator_support import REPO, Operator, create, wait_phase
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 
@@ -85,14 +85,10 @@ def test_quickstart_through_the_operator_at_an_htcondor_site(condor_pool, cluste
 
     work = condor_pool.job_dir("operator")
     log = work / "operator.log"
-    env = {**condor_pool.env(), "KUBECONFIG": str(cluster.kubeconfig), "HPSCAN_CONDOR_DIR": str(work / "condor")}
-    env.pop("_CONDOR_SEC_TOKEN_DIRECTORY", None)
-    command = [
-        str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", namespace,
-        "--health-port", str(free_port()), "--metrics-port", str(free_port()),
-    ]  # fmt: skip
-    with log.open("a") as handle:
-        operator = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    env = {**condor_pool.env(), "HPSCAN_CONDOR_DIR": str(work / "condor")}
+    env.pop("_CONDOR_SEC_TOKEN_DIRECTORY", None)  # the Secret's token, not the pool's
+    operator = Operator(cluster, log, namespace, env=env)
+    operator.start()
     try:
         created = create(k8s, namespace, body)
         scan = wait_phase(cluster, k8s, namespace, "quickstart", {"Succeeded", "Failed"}, 1200)
@@ -114,8 +110,4 @@ def test_quickstart_through_the_operator_at_an_htcondor_site(condor_pool, cluste
         assert not condor_pool.schedd().query(f'HPScanUid == "{uid}" && HPScanReleased =!= true', ["ClusterId"])
         assert not folder.exists()  # the deleted scan's worker stopped and its token is gone
     finally:
-        operator.terminate()
-        try:
-            operator.wait(20)
-        except subprocess.TimeoutExpired:
-            operator.kill()
+        operator.stop()

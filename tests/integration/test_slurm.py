@@ -266,7 +266,7 @@ def test_quickstart_through_the_operator_at_the_slurm_site(slurm_cluster, cluste
     the GPU partition; deleting the scan cancels nothing that ended and keeps the spool's results."""
     import yaml
     from kubernetes import client
-    from operator_support import create, free_port, wait_phase
+    from operator_support import Operator, create, wait_phase
 
     from hpscan.api.spec import GROUP, PLURAL, VERSION
 
@@ -284,13 +284,8 @@ def test_quickstart_through_the_operator_at_the_slurm_site(slurm_cluster, cluste
     body["spec"]["sites"] = [{"name": "hpc", "env": env, "slurm": block}]
     body["spec"]["gpu"] = {"count": 1, "required": False}
     log = spool / "operator.log"
-    operator_env = {**slurm_cluster.env(), "KUBECONFIG": str(cluster.kubeconfig)}  # no SLURM_JWT: the Secret's
-    command = [
-        str(Path(sys.executable).parent / "hpscan"), "operator", "--namespace", namespace,
-        "--health-port", str(free_port()), "--metrics-port", str(free_port()),
-    ]  # fmt: skip
-    with log.open("a") as handle:
-        operator = subprocess.Popen(command, env=operator_env, stdout=handle, stderr=subprocess.STDOUT)
+    operator = Operator(cluster, log, namespace, env=slurm_cluster.env())  # no SLURM_JWT: the Secret's
+    operator.start()
     try:
         created = create(k8s, namespace, body)
         scan = wait_phase(cluster, k8s, namespace, "quickstart", {"Succeeded", "Failed"}, 1200)
@@ -310,11 +305,7 @@ def test_quickstart_through_the_operator_at_the_slurm_site(slurm_cluster, cluste
         results = list(spool.glob(f"{namespace}/quickstart-{uid}/shard-*/results.jsonl"))
         assert sum(len(path.read_text().splitlines()) for path in results) == COMBINATIONS  # kept on the centre
     finally:
-        operator.terminate()
-        try:
-            operator.wait(20)
-        except subprocess.TimeoutExpired:
-            operator.kill()
+        operator.stop()
 
 
 def test_models_the_payload_saves_on_the_shared_file_system_reach_the_scans_store(slurm_cluster, s3):
