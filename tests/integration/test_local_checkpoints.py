@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import checkpoint_files
 import pytest
 import yaml
 
@@ -43,16 +44,7 @@ SCAN = {
 
 
 def saved_epochs(run: Path) -> dict[str, int]:
-    import numpy as np
-
-    epochs = {}
-    for path in run.glob("work/shard-*/checkpoints/*/state.npz"):
-        try:
-            with np.load(path) as stored:
-                epochs[path.parent.name] = json.loads(str(stored["meta"]))["epoch"]
-        except (OSError, ValueError, KeyError):
-            continue  # replaced while read
-    return epochs
+    return checkpoint_files.saved_epochs(run.glob("work/shard-*/checkpoints/*/state.npz"))
 
 
 def start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
