@@ -34,10 +34,12 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not integration and not slow" tests
 
-test: $(STAMP) lint chromium slurm-packages tools s3-build kstatus-build kueue-build test-lanes images condor-build
-	$(BIN)/pytest -q --durations=25 tests
+# Everything: the groups of tests that share no singleton run side by side, each on its own ports (tests/groups.py:
+# kubernetes, grid, local and the lanes); a group's whole log is printed when it ends, in .test-logs/ too.
+test: $(STAMP) lint chromium slurm-packages tools s3-build kstatus-build kueue-build images condor-build
+	$(BIN)/python tests/groups.py
 
-# Debian's Chromium and its chromedriver, for the dashboard's browser tests (tests/integration/test_dashboard.py;
+# Debian's Chromium and its chromedriver, for the dashboard's browser tests (tests/integration/kubernetes/test_dashboard.py;
 # selenium is told the driver's path, so it downloads nothing). apt-get installs them when missing: 26 packages,
 # 22 s from a cold cache; an installed pair costs a dpkg-query.
 BROWSER_PACKAGES := chromium chromium-driver
@@ -98,7 +100,7 @@ sim: $(STAMP)
 # Regenerate the committed CRD (and the Helm chart's copy) from the pydantic models (tests fail when they drift).
 crds: $(STAMP)
 	$(BIN)/hpscan crd > crds/hpscan.io_hpscans.yaml
-	$(BIN)/python tests/unit/test_chart_files.py --write  # the chart's CRD copy and its site schema
+	$(BIN)/python tests/unit/project/test_chart_files.py --write  # the chart's CRD copy and its site schema
 
 # The local Kubernetes control plane (cluster/README.md). Go builds are cached by version in
 # ${HPSCAN_TOOLS_CACHE:-~/.cache/hpscan-tools}: the first run takes minutes, later runs seconds.

@@ -14,7 +14,7 @@ own identity, and its RBAC). On the way it injects, from one seeded random sourc
 - lag: each chunk of a watch stream of the given resources (``lag={"configmaps": 5.0}``) delivered that many seconds
   late, in order, while other watches pass at once (one informer cache behind another).
 
-Test code only (tests/integration/test_operator_faults.py); ``FaultProxy.start()`` runs it in a thread of its own.
+Test code only (tests/integration/kubernetes/test_operator_faults.py); ``FaultProxy.start()`` runs it in a thread of its own.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@
 
 Tests that use ``cluster`` are marked ``cluster`` and ``integration`` automatically, those that use
 ``real_node`` also ``real_node`` (``-m "not real_node"`` deselects them). The ``condor_pool``
-fixture (a personal HTCondor pool) lives in condor_pool.py, and the ``crd``, ``operator`` and ``ns`` fixtures of modules
-that run the operator in operator_support.py, both registered here as plugins.
+fixture (a personal HTCondor pool) lives in tests/support/condor_pool.py, and the ``crd``, ``operator`` and ``ns`` fixtures of modules
+that run the operator in tests/support/operator_support.py, both registered here as plugins.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+# the fixtures of a personal HTCondor pool, of modules that run the operator (crd, operator, ns) and of the Slurm
+# test cluster, with their hooks
+from support import condor_pool, operator_support, slurm_cluster
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO))  # the harness (cluster/) is not an installed package
-
-import condor_pool  # noqa: E402 (the personal HTCondor pool: the condor_pool fixture and its hooks)
-import operator_support  # noqa: E402 (the fixtures of modules that run the operator: crd, operator, ns)
-import slurm_cluster  # noqa: E402 (the Slurm test cluster: the slurm_cluster fixture and its hooks)
 
 from cluster.s3server import S3Server  # noqa: E402
 from cluster.testing import LocalCluster  # noqa: E402

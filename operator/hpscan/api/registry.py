@@ -9,7 +9,7 @@ strings and imported on first use, so the API layer imports no backend, a payloa
 dependency, and a backend whose client library is missing fails with one clear error when it is used.
 
 Adding a backend (Slurm, a Kueue queue, ...) is one new package plus one ``register`` call, and the few edits
-docs/architecture.md lists ("Adding a backend"); tests/unit/test_registry.py registers a toy backend and drives it
+docs/architecture.md lists ("Adding a backend"); tests/unit/api/test_registry.py registers a toy backend and drives it
 without editing any other file, and hpscan.testing.fake_backend registers an in-memory one on demand.
 """
 

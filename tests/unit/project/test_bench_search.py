@@ -1,0 +1,160 @@
+"""The pure parts of bench/search.py and bench/pull.py: what their figures are computed with."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
+
+import pull
+import search
+
+
+def test_epochs_to_reach_is_the_spend_when_the_first_trial_gets_within_the_target():
+    finished = [(20, 0.80), (40, 0.70), (60, 0.66), (80, 0.60)]
+    assert search.epochs_to_reach(finished, target=0.67, budget=1000) == 60
+    assert search.epochs_to_reach(finished, target=0.66, budget=1000) == 60  # "within" includes the bound
+    assert search.epochs_to_reach(finished, target=0.5, budget=1000) == 1000  # never: the whole budget
+    assert search.epochs_to_reach([], target=0.5, budget=7) == 7
+
+
+def test_a_rows_value_is_its_best_epoch_and_a_diverged_row_never_counts():
+    row = search.Row("c0", {}, (0.9, 0.7, 0.75), (1.0, 1.0, 1.0))
+    assert row.value == 0.7
+    assert search.Row("c1", {}, (0.9, math.inf), (1.0, 1.0)).value == math.inf
+    table = search.Table("k", 3, (row, search.Row("c2", {}, (0.8, 0.72, 0.71), (1, 1, 1))))
+    assert table.best == 0.7
+    assert table.grid_epochs == 6
+
+
+def test_the_cache_key_follows_the_space_and_the_settings():
+    key = search.table_key(search.SPACE, search.SETTINGS)
+    assert key == search.table_key(search.SPACE, dict(search.SETTINGS))
+    assert key != search.table_key(search.SPACE, {**search.SETTINGS, "epochs": 19})
+    assert key != search.table_key(search.SPACE[:-1], search.SETTINGS)
+
+
+def test_the_space_is_a_valid_200_point_grid_of_dl1_parameters():
+    plan = search.grid_plan(search.SPACE)
+    assert plan.total == 200
+    from dl1.model import parse_combination
+
+    for combination in plan.combinations():
+        parse_combination(combination.parameters)  # dl1 accepts every point
+
+
+def test_static_shards_wait_for_the_slowest_shard_and_pulling_workers_do_not():
+    costs = [5.0, 1.0, 5.0, 1.0]
+    shards = [0, 1, 0, 1]  # round-robin: both expensive trials land on shard 0
+    assert pull.static_wall(costs, shards, [1.0, 1.0]) == 10.0
+    assert pull.pulled_wall(costs, [1.0, 1.0]) == 6.0  # 5 on w0; 1 then 5 on w1; the last 1 on w0 at 5
+
+
+def test_a_fast_worker_pulls_more_trials_than_its_static_share():
+    costs = [1.0] * 6
+    assert pull.static_wall(costs, [0, 1, 0, 1, 0, 1], [1.0, 0.5]) == 6.0  # the slow shard: 3 trials x 2 s
+    assert pull.pulled_wall(costs, [1.0, 0.5]) == 4.0  # the fast worker takes 4 trials, the slow one 2
+    assert pull.pulled_wall(costs, [1.0, 0.5], held=2) == 4.0  # holding the next one changes nothing here
+
+
+def test_a_worker_holding_its_next_trial_can_be_stuck_with_it():
+    costs = [1.0, 4.0, 1.0, 1.0]
+    # held 1: w0 takes 0 then 2 then 3 while w1 trains 1: done at 4; held 2: w0 holds 0 and 1, w1 holds 2 and 3
+    assert pull.pulled_wall(costs, [1.0, 1.0], held=1) == 4.0
+    assert pull.pulled_wall(costs, [1.0, 1.0], held=2) == 5.0
+
+
+def test_the_static_schedule_is_the_planners_round_robin():
+    assert pull.shards_of(search.grid_plan(search.SPACE, 4))[:6] == [0, 1, 2, 3, 0, 1]
+
+
+def test_trial_costs_are_the_steady_epoch_time_times_the_epochs():
+    rows = (
+        search.Row("c0", {}, (0.9, 0.8, 0.7), (3.0, 1.0, 1.2)),  # the first epoch builds the graph: left out
+        search.Row("c1", {}, (0.9,), (2.0,)),
+    )
+    assert pull.trial_costs(search.Table("k", 3, rows)) == pytest.approx([3 * 1.1, 2.0])
+
+
+TOY_SPACE = [{"name": "x", "values": list(range(12))}]
+NO_STOPPING = {"strategy": "none"}
+ASHA = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 3}
+
+
+def _toy_table(points: int = 12, epochs: int = 9) -> search.Table:
+    """Curves that fall faster for higher x (x = 11 is best), odd x twice as slow per epoch."""
+    rows = tuple(
+        search.Row(
+            f"c{x}",
+            {"x": x},
+            tuple(1.0 + 1.0 / (1 + x * e) for e in range(1, epochs + 1)),
+            tuple(2.0 if x % 2 else 1.0 for _ in range(epochs)),
+        )
+        for x in range(points)
+    )
+    return search.Table("toy", epochs, rows)
+
+
+def test_replaying_the_grid_trains_every_point_once_to_its_last_epoch():
+    pytest.importorskip("optuna")
+    table = _toy_table()
+    run = search.replay(table, search.scan_spec(TOY_SPACE, {"strategy": "grid"}, NO_STOPPING, workers=3))
+    assert (run.trials, run.pruned, run.failed, run.repeats, run.retrained) == (12, 0, 0, 0, 0)
+    assert run.epochs == table.grid_epochs
+    assert sorted(v for _, v in run.finished) == sorted(r.value for r in table.rows)
+    spent = [epochs for epochs, _ in run.finished]
+    assert spent == sorted(spent) and spent[-1] == table.grid_epochs
+
+
+def test_replaying_with_asha_stops_bad_trials_and_they_cost_only_their_epochs():
+    pytest.importorskip("optuna")
+    table = _toy_table()
+    run = search.replay(table, search.scan_spec(TOY_SPACE, {"strategy": "grid"}, ASHA, workers=3))
+    assert run.trials == 12 and run.pruned > 0
+    assert len(run.finished) + run.pruned == 12
+    # finished trials ran all 9 epochs, pruned ones at least minEpochs and fewer than 9
+    assert len(run.finished) * 9 + run.pruned <= run.epochs < len(run.finished) * 9 + run.pruned * 9
+    assert min(v for _, v in run.finished) == table.best  # the best curve is never pruned
+
+
+def test_replaying_tpe_stays_within_its_samples_and_never_trains_a_point_twice():
+    pytest.importorskip("optuna")
+    table = _toy_table()
+    spec = search.scan_spec(TOY_SPACE, {"strategy": "tpe", "samples": 8, "seed": 3}, ASHA, workers=2)
+    run = search.replay(table, spec)
+    assert 0 < run.trials <= 8
+    assert len(run.finished) + run.pruned + run.failed == run.trials
+    assert run.retrained == 0
+    assert run.epochs <= run.trials * 9
+
+
+def _fake_cached_table(cache: Path) -> None:
+    """A table of the benchmark's real space with made-up curves (no TensorFlow), where the benches look for it."""
+    rows = []
+    for combination in search.grid_plan(search.SPACE).combinations():
+        p = combination.parameters
+        floor = 0.6 + 0.05 * abs(math.log10(p["learning_rate"]) + 2.5) + 0.3 / p["layer1"]
+        rate = p["learning_rate"] * 300 * 64 / p["batch_size"]
+        curve = [floor + 0.3 * math.exp(-rate * e) for e in range(1, 21)]
+        seconds = [1.0] + [0.01 * 8000 / p["batch_size"]] * 19
+        rows.append({"id": combination.id, "parameters": p, "val_loss": curve, "epoch_seconds": seconds})
+    key = search.table_key(search.SPACE, search.SETTINGS)
+    (cache / f"search-{key}.json").write_text(json.dumps({"key": key, "epochs": 20, "rows": rows}))
+
+
+def test_both_benches_end_with_their_figure(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    _fake_cached_table(tmp_path)
+    search.main(["--cache", str(tmp_path), "--seeds", "2", "--samples", "20"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"fraction_of_grid_epochs=\d\.\d{3}", last)
+    pull.main(["--cache", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"pulled_over_static=\d\.\d{3}", last)
+    assert float(last.split("=")[1]) < 1  # 10 static shards of this grid each get one batch size: pulling wins
