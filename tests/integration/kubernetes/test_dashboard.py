@@ -140,8 +140,9 @@ def test_the_page_says_when_its_server_is_gone(browser: Any, dashboard: tuple[Da
 def test_a_multi_objective_scan_names_its_pareto_set_and_its_axis_selects_it(browser: Any, tmp_path: Path):
     """The Pareto set is named on the page, and brushing the plot's "in the Pareto set" axis at "yes" leaves
     exactly its lines selected."""
-    from support.report_runs import physics_run
     from selenium.webdriver.common.by import By
+
+    from support.report_runs import physics_run
 
     run_dir = physics_run(tmp_path / "run", error_fraction=0.001)
     server = start(RunFolder(run_dir), poll_seconds=0.1)
@@ -171,10 +172,10 @@ def test_a_scan_on_the_control_plane_is_shown_live(
     on the page without a reload."""
     import yaml
     from kubernetes import client
-    from support.operator_support import apply_crd
     from selenium.webdriver.common.by import By
 
     from hpscan.cli.dashboard import CLUSTER_POLL_SECONDS, ClusterScan
+    from support.operator_support import apply_crd
 
     apply_crd(cluster)
     scan = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "quickstart.yaml").read_text())

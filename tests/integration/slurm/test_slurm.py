@@ -267,9 +267,9 @@ def test_quickstart_through_the_operator_at_the_slurm_site(slurm_cluster, cluste
     the GPU partition; deleting the scan cancels nothing that ended and keeps the spool's results."""
     import yaml
     from kubernetes import client
-    from support.operator_support import Operator, create, wait_phase
 
     from hpscan.api.spec import GROUP, PLURAL, VERSION
+    from support.operator_support import Operator, create, wait_phase
 
     namespace = new_namespace()
     cluster.kubectl("apply", "-f", str(REPO / "crds" / "hpscan.io_hpscans.yaml"))
@@ -356,6 +356,7 @@ def test_a_job_requeued_mid_trial_resumes_its_trials_from_their_checkpoints_on_t
     does): the same job starts again and its payload resumes each trial in flight at the epoch of its last
     checkpoint, which lives in the shard's folder on the shared file system (OUT/checkpoints/, hpscan run --site)."""
     import yaml
+
     from support.checkpoint_files import saved_epochs
 
     spool = slurm_cluster.spool("requeue")
