@@ -15,7 +15,7 @@ from hpscan.errors import HPScanError
 
 app = typer.Typer(
     name="hpscan",
-    help="Declarative hyperparameter scans on GPUs: plan, validate and run HPScans locally, on Kubernetes or HTCondor.",
+    help="Declarative hyperparameter scans on GPUs: plan, validate and run HPScans locally, on Kubernetes, HTCondor or Slurm.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
