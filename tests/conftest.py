@@ -15,3 +15,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that `support` is importable from every folder
+
+try:
+    from hypothesis import settings
+except ImportError:  # the lanes without the test extra do not run the property tests
+    pass
+else:
+    # No deadline on any property test: `make test` runs its groups side by side on 2 cores, where an example may
+    # wait for the CPU; timing is for bench/, never for a test (a slow example still fails on its own assertions).
+    settings.register_profile("hpscan", deadline=None)
+    settings.load_profile("hpscan")
