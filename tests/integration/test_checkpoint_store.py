@@ -17,9 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.store import CHECKPOINT_MANIFEST, ModelStoreLocation, S3Store
 from hpscan.core.planning import plan
+from hpscan.job.checkpoints import CheckpointSync
+from hpscan.job.runner import run_shard
+from hpscan.job.store import ModelStore
 
 pytestmark = pytest.mark.integration
 HPSCAN = str(Path(sys.executable).parent / "hpscan")
@@ -152,3 +156,33 @@ def test_a_runner_killed_outright_leaves_the_checkpoint_uploaded_on_its_interval
     (epoch,) = stored_epochs(s3, where).values()
     assert 4 <= epoch < EPOCHS
     resume_in_a_new_folder(tmp_path, s3, where, epoch)
+
+
+class Collect:
+    """A live channel that keeps what it is given (what the operator would read)."""
+
+    def __init__(self) -> None:
+        self.records: list[ResultRecord] = []
+
+    def recorded(self) -> list[ResultRecord]:
+        return []
+
+    def publish(self, records: list[ResultRecord]) -> None:
+        self.records += records
+
+
+def test_a_store_that_refuses_costs_no_record_and_is_said_once(s3, where, tmp_path, capsys):
+    """Credentials revoked: the restore and every upload fail, the trial trains on and its record is published; the
+    cause is said once, not once per try."""
+    payload = tmp_path / "payload.py"
+    payload.write_text(PAYLOAD.replace("EPOCHS", "10"))
+    revoked = ModelStore(where, s3.access_key, "revoked-secret")
+    sync = CheckpointSync(revoked, tmp_path / "out", every_seconds=0.2)
+    channel = Collect()
+    code = run_shard(
+        [sys.executable, str(payload)], shard_file(tmp_path), tmp_path / "out", channel, 0.05, checkpoints=sync
+    )
+    assert code == 0 and [r.status for r in channel.records] == ["succeeded"]
+    said = capsys.readouterr().err
+    assert said.count("SignatureDoesNotMatch") == 1 and sync.uploads == 0
+    assert s3.keys(where.bucket) == []

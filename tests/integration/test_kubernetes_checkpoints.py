@@ -82,9 +82,7 @@ def uninterrupted(tmp_path: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (run / "results.jsonl").read_text().splitlines())}
 
 
-def test_a_deleted_pod_resumes_its_trials_from_the_store_in_the_jobs_next_pod(
-    cluster, k8s, ns, operator, s3, tmp_path
-):
+def test_a_deleted_pod_resumes_its_trials_from_the_store_in_the_jobs_next_pod(cluster, k8s, ns, operator, s3, tmp_path):
     bucket = s3.create_bucket(f"ckpt-{secrets.token_hex(3)}")
     keys = {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
     core = client.CoreV1Api(k8s)
