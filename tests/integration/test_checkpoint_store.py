@@ -186,3 +186,34 @@ def test_a_store_that_refuses_costs_no_record_and_is_said_once(s3, where, tmp_pa
     said = capsys.readouterr().err
     assert said.count("SignatureDoesNotMatch") == 1 and sync.uploads == 0
     assert s3.keys(where.bucket) == []
+
+
+def test_a_finished_scan_leaves_no_checkpoint_of_trials_that_never_ended(s3, where, tmp_path):
+    """The operator's prune at the scan's end (controller.reconcile.prune_models) removes what a shard that failed
+    for good left under _checkpoints/, and keeps the models spec.artifacts keeps."""
+    from hpscan.backends.base import ScanRef
+    from hpscan.controller.reconcile import prune_models
+
+    store = ModelStore(where, s3.access_key, s3.secret_key)
+    folder = tmp_path / "models" / "c1-a"
+    folder.mkdir(parents=True)
+    (folder / "model.json").write_text("{}")
+    store.upload_model(
+        folder, ResultRecord(id="c1-a", shard=0, parameters={}, metrics={"val_loss": 1.0}, status="succeeded")
+    )
+    store.put(where.checkpoint_key("c2-b", "0000000001000-aaaaaa", "state.json"), b'{"epoch": 3}')
+    store.put(where.checkpoint_key("c2-b", "0000000001000-aaaaaa", CHECKPOINT_MANIFEST), b"{}")
+    spec = HPScanSpec.model_validate(
+        {
+            "parameters": [{"name": "x", "values": [1, 2]}],
+            "sharding": {"shards": 1},
+            "payload": {"image": "i"},
+            "artifacts": {"store": {"s3": {"endpoint": s3.endpoint, "bucket": where.bucket, "prefix": "scans",
+                                           "secretRef": {"name": "s3"}}}},
+        }
+    )  # fmt: skip
+    keys = {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
+    event = prune_models(ScanRef("resume", "physics", "u"), spec, lambda _ns, _name, key: keys[key])
+    assert event is not None and event.type == "Normal", event
+    assert s3.keys(where.bucket, where.checkpoints_prefix) == []
+    assert set(store.models()) == {"c1-a"}
