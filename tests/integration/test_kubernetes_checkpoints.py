@@ -27,6 +27,7 @@ pytest.importorskip("tensorflow")
 
 PREFIX = f"hpsckpt-{secrets.token_hex(2)}"
 HPSCAN = str(Path(sys.executable).parent / "hpscan")
+EPOCHS = 20
 SCAN = {
     "apiVersion": "hpscan.io/v1alpha1",
     "kind": "HPScan",
@@ -40,11 +41,11 @@ SCAN = {
             "image": "registry.example.org/hpscan/dl1-payload:0.1.0",
             "env": [{"name": "HPSCAN_CHECKPOINT_UPLOAD_SECONDS", "value": "1"}],  # the default is 300
             "settings": {
-                "epochs": 20,
+                "epochs": EPOCHS,
                 "patience": 0,
-                "batch_size": 250,
+                "batch_size": 100,  # 200 steps an epoch: slow enough that the delete comes mid-training
                 "fuse": 2,
-                "data": {"synthetic": {"jets": 12000, "seed": 1}},
+                "data": {"synthetic": {"jets": 30000, "seed": 1}},
             },
         },
     },
@@ -104,6 +105,7 @@ def test_a_deleted_pod_resumes_its_trials_from_the_store_in_the_jobs_next_pod(cl
     )
     in_flight = stored_epochs(s3, bucket, prefix)  # what the next pod finds: the periodic uploads or the last one
     assert in_flight and all(in_flight.get(t, 0) >= e for t, e in uploaded.items())
+    assert all(epoch < EPOCHS for epoch in in_flight.values()), f"deleted too late to test a resume: {in_flight}"
 
     status = wait_phase(cluster, k8s, ns, "resume", {"Succeeded", "Failed"}, 900)["status"]
     assert status["phase"] == "Succeeded", status
