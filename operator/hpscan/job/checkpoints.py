@@ -187,6 +187,7 @@ class CheckpointSync:
     def _download(self, trial: str, version: str, files: set[str]) -> bool:
         partial = self.root / f".{trial}.download"
         shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         try:
             for relative in sorted(files - {CHECKPOINT_MANIFEST}):
                 if ".." in Path(relative).parts:
@@ -228,6 +229,9 @@ class CheckpointSync:
             self.store.put(self.location.checkpoint_key(trial, version, CHECKPOINT_MANIFEST), manifest(trial, files))
         except FileNotFoundError:
             return True  # the trial ended while uploaded (its folder went): its record prunes what went up
+        except OSError as error:  # a file the runner may not read: said, as a store's refusal is
+            self._failed(ArtifactStoreError(f"reading the checkpoint of {trial}: {error}"), "not uploaded")
+            return False
         except ArtifactStoreError as error:
             self._failed(error, "the checkpoints stay here for a later try")
             return False
