@@ -165,7 +165,7 @@ class SimPod:
         at_rung = self.pull and stops_at_rung(self.assignment.rungs, run.epoch, {"val_loss": value})
         stopped = (run.combination.id in self.stops or at_rung) and run.epoch < self.epochs
         if stopped and at_rung and run.combination.id not in self.stops:
-            self.world.pruned_at_rung[run.combination.id] = (run.epoch, value)
+            self.world.stopped_at_rung(run.combination.id, run.epoch, value)
         if run.epoch < self.epochs and not stopped:
             return
         record = ResultRecord(

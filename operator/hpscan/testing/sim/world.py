@@ -84,6 +84,10 @@ class World:
     def trained(self, trial_id: str, shard: int) -> None:
         self.completions[trial_id] += 1
 
+    def stopped_at_rung(self, trial_id: str, epoch: int, value: float) -> None:
+        """A worker stopped a trial at an ASHA rung itself (checked at the end: _check_rung_prunes)."""
+        self.pruned_at_rung[trial_id] = (epoch, value)
+
     def interrupted(self, pod: SimPod) -> None:
         """A pod died: its trial in training, and the records it could not send yet, train again (counted)."""
         for trial in pod.interrupted():
