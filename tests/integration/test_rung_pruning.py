@@ -45,11 +45,11 @@ def rung_lines(trials_jsonl: list[str]) -> list[dict[str, Any]]:
     return [entry["rungs"] for entry in map(json.loads, trials_jsonl) if "rungs" in entry]
 
 
-def assert_pruned_at_rungs(records: list[dict[str, Any]], sent: dict[int, list[dict[str, Any]]]) -> None:
+def assert_pruned_at_rungs(records: list[dict[str, Any]], sent: dict[int, list[dict[str, Any]]], at_least: int) -> None:
     """Trials were stopped at the rung's epoch, each worse than a threshold for that rung its worker was sent."""
     pruned = [r for r in records if r["status"] == "pruned"]
     at_rung = [r for r in pruned if r["epochs"] == RUNG]
-    assert len(at_rung) >= 2, Counter(r["epochs"] for r in pruned)
+    assert len(at_rung) >= at_least, Counter(r["epochs"] for r in pruned)
     for record in at_rung:
         thresholds = [
             rung["threshold"] for line in sent[record["shard"]] for rung in line["rungs"] if rung["epoch"] == RUNG
@@ -73,7 +73,7 @@ def test_a_scan_of_sub_second_epochs_prunes_trials_at_their_rung_locally(tmp_pat
         for path in (tmp_path / "work").glob("shard-*/trials.jsonl")
     }
     assert all(sent.values()), sent  # both workers got thresholds while they ran
-    assert_pruned_at_rungs(records, sent)
+    assert_pruned_at_rungs(records, sent, at_least=2)  # 5 of 14 here, 1 before the thresholds travelled
     saved = sum(r["maxEpochs"] - r["epochs"] for r in records if r["status"] == "pruned")
     assert status["training"]["epochsSaved"] == saved >= 2 * (EPOCHS - RUNG)  # the ledger counts what they saved
     assert counts["pruned"] == sum(r["status"] == "pruned" for r in records)
