@@ -1,14 +1,16 @@
 """ASHA's rung thresholds for workers that stop trials themselves (hpscan.api.trials.Rungs), pure.
 
 Optuna's SuccessiveHalvingPruner judges a trial at rung r (epoch minEpochs * reductionFactor**r) against the values
-every trial of the study recorded there (its "completed rung" values), its own included: with n values there and
-the trial's value v, v goes on when at most ``max(0, (n + 1) // reductionFactor - 1)`` of them are better than v.
-A worker's copy of those values is late by a round trip, and more values can only loosen the rule by raising the
-count of values there (each added value better than v makes it stricter, never looser). So the threshold a worker
-gets is the one for the most values the rung can ever hold: the values now, plus one for every trial that may
-still report there (open, or not handed out yet). A trial worse than that threshold is pruned by the study too,
-whenever its report arrives, so a worker never prunes against thresholds stricter than the study's; a rung whose
-bound keeps everything yet has no threshold, and the operator's stop requests remain the fallback there.
+every trial of the study recorded there (its "completed rung" values), its own included: with n values there, the
+trial goes on when at most ``max(0, n // reductionFactor - 1)`` of them are better than its value. A worker's copy
+of those values is a round trip old, and values that arrive meanwhile loosen the rule only by raising n (a better
+one makes it stricter). So the threshold a worker gets is the one for the most values the rung can ever hold, all
+worse than the judged trial's: the values now, plus one for every trial that may still report there (each open
+trial, which may also be taken back and trained again, and each not handed out yet). A trial worse than that
+threshold is pruned by the study too, whenever its report arrives, so a worker never prunes against thresholds
+stricter than the study's. A rung whose bound keeps every value known now has no threshold: the operator's stop
+requests remain the fallback there. Outside the bound: a trial trained again after its worker died having passed
+its rung counts twice at that rung (once per attempt).
 """
 
 from __future__ import annotations
