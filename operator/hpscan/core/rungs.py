@@ -9,8 +9,8 @@ worse than the judged trial's: the values now, plus one for every trial that may
 trial, which may also be taken back and trained again, and each not handed out yet). A trial worse than that
 threshold is pruned by the study too, whenever its report arrives, so a worker never prunes against thresholds
 stricter than the study's. A rung whose bound keeps every value known now has no threshold: the operator's stop
-requests remain the fallback there. Outside the bound: a trial trained again after its worker died having passed
-its rung counts twice at that rung (once per attempt).
+requests remain the fallback there. Outside the bound: a trial that passes a rung, is taken back from its worker
+and passes it again, all between two thresholds, adds two values where the bound counted one.
 """
 
 from __future__ import annotations
