@@ -33,6 +33,9 @@ from dashboard_runs import FAILING_SITE, chromium
 
 from cluster.nodeagent import POD_IP_ANNOTATION
 from hpscan.api.spec import GROUP, PLURAL, VERSION
+from hpscan.backends.base import ScanRef
+from hpscan.backends.kubernetes.manifests import pull_inbox
+from hpscan.job.pages import PROGRESS_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -158,6 +161,17 @@ def test_the_charts_dashboard_lists_the_scans_and_shows_one_live_through_its_ser
         origins = browser.execute_script("return performance.getEntriesByType('resource').map((r) => r.name)")
         assert all(url.startswith(index) for url in origins), origins  # all of it through the proxy, nothing else
         assert fetch(f"{index}scans/{elsewhere}/{name}/state.json")[0] == 404  # a namespace it does not watch
+
+        # a trial's per-epoch curve comes from its worker's inbox (the ConfigMap the operator made, the reports the
+        # pod wrote), read with the dashboard's own rights
+        uid = objects.get_namespaced_custom_object(GROUP, VERSION, scans, PLURAL, name)["metadata"]["uid"]
+        inbox = pull_inbox(ScanRef(name=name, namespace=scans, uid=uid), 0, page_size=10)
+        epochs = [{"id": "c7-trial", "epoch": e, "metrics": {"val_loss": 1.0 / e}} for e in (1, 2, 3)]
+        inbox["data"][PROGRESS_KEY] = "".join(json.dumps(e) + "\n" for e in epochs)
+        client.CoreV1Api(k8s).create_namespaced_config_map(scans, inbox)
+        status, body = fetch(f"{index}scans/{scans}/{name}/curve.json?id=c7-trial")
+        assert status == 200 and json.loads(body)["epochs"] == [1, 2, 3], body
+        assert json.loads(body)["metrics"] == {"val_loss": [1.0, 0.5, 1 / 3]}
     finally:
         browser.quit()
         subprocess.run([*helm, "uninstall", release, "-n", release_ns, "--wait", "--timeout", "60s"],
