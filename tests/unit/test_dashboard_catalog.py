@@ -6,6 +6,7 @@ curve on click after its worker's inbox dropped them. How the cluster is read is
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -130,3 +131,21 @@ def test_a_cluster_scans_epochs_are_kept_after_its_workers_inbox_drops_them(on_c
     assert source.curve("c") == {"id": "c", "epochs": [], "metrics": {}, "note": EPOCHS_ON_THE_CLUSTER}
     kept = (tmp_path / "mirror" / "work" / "shard-cluster" / "progress.jsonl").read_text().splitlines()
     assert len(kept) == 4  # each report once, however often the inbox repeats it
+
+
+def test_a_scan_no_page_uses_stops_being_polled_and_starts_again_when_visited(tmp_path: Path):
+    """Each scan's Watch asks the API server once a second: one no page followed or asked for in idle_seconds
+    stops; a page whose event stream is open keeps its scan polled however long it stays."""
+    sources = Sources(tmp_path)
+    catalog = ScanCatalog(lambda: [], sources, poll_seconds=0.05, idle_seconds=0.3)
+    first = catalog.watch("ml", "quickstart")
+    with first.followed():  # a page follows it
+        time.sleep(0.5)
+        assert catalog.watch("ml", "other") is not first and catalog.watch("ml", "quickstart") is first
+    time.sleep(0.5)
+    catalog.index()  # nobody used either since
+    assert first._stop.is_set()
+    again = catalog.watch("ml", "quickstart")
+    assert again is not first and not again._stop.is_set()
+    assert sources.opened == [("ml", "quickstart"), ("ml", "other"), ("ml", "quickstart")]
+    catalog.stop()

@@ -22,6 +22,10 @@ DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
+IDLE_SECONDS = 600.0
+"""A scan's Watch that no page used for this long stops polling the API server (a later visit starts it again)."""
+
+
 class NotServed(HPScanError):
     """A scan this server does not show: a name that is no Kubernetes name, or a namespace it does not watch."""
 
@@ -84,14 +88,17 @@ class ScanCatalog:
         namespaces: Sequence[str] = (),
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.list_scans, self.open_source = list_scans, open_source
         self.namespaces = frozenset(namespaces)
-        self.poll_seconds, self.clock = poll_seconds, clock
+        self.poll_seconds, self.clock, self.idle_seconds = poll_seconds, clock, idle_seconds
         self._watches: dict[tuple[str, str], Watch] = {}
         self._lock = threading.Lock()
 
     def index(self) -> bytes:
+        with self._lock:
+            self._stop_idle()
         try:
             bodies = self.list_scans()
         except HPScanError as error:
@@ -107,6 +114,7 @@ class ScanCatalog:
                 f"namespace {namespace}: not watched by this dashboard ({', '.join(sorted(self.namespaces))})"
             )
         with self._lock:  # one Watch per scan, however many pages open it at once
+            self._stop_idle()
             watch = self._watches.get((namespace, name))
             if watch is None:
                 watch = Watch(self.open_source(namespace, name), self.poll_seconds)
@@ -114,6 +122,14 @@ class ScanCatalog:
                 threading.Thread(target=watch.run, name=f"dashboard-poll-{namespace}-{name}", daemon=True).start()
                 self._watches[(namespace, name)] = watch
         return watch
+
+    def _stop_idle(self) -> None:
+        """Stop the Watches no page used for idle_seconds: each polls the API server once a second."""
+        now = time.monotonic()
+        for key, watch in list(self._watches.items()):
+            if watch.idle_for(now) > self.idle_seconds:
+                watch.stop()
+                del self._watches[key]
 
     def stop(self) -> None:
         with self._lock:

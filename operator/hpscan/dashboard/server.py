@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import threading
+import time
 from collections.abc import Iterator
 from functools import cache
 from http import HTTPStatus
@@ -72,9 +74,29 @@ class Watch:
         """The latest state as JSON."""
         self.error = ""
         """Why the last read failed; empty when it did not."""
+        self.streams = 0
+        """Pages following it now (open event streams)."""
+        self.used_at = time.monotonic()
+        """When a page last asked for anything of it (ScanCatalog stops a Watch nobody uses)."""
         self._signature: Any = object()
         self._changed = threading.Condition()
         self._stop = threading.Event()
+
+    @contextlib.contextmanager
+    def followed(self) -> Iterator[None]:
+        """While a page follows it (its event stream is open), it is not idle."""
+        with self._changed:
+            self.streams += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.streams -= 1
+                self.used_at = time.monotonic()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since a page last used it; 0 while one follows it."""
+        return 0.0 if self.streams else now - self.used_at
 
     def _publish(self, payload: bytes, error: str) -> None:
         with self._changed:
@@ -207,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _scan_page(self, watch: Watch | None, path: str, query: str) -> None:
         """One scan's page and what it asks for, at paths relative to where the page is."""
+        if watch is not None:
+            watch.used_at = time.monotonic()
         if path in STATIC:
             name, content_type = STATIC[path]
             self._send(_static(name), content_type)
@@ -226,6 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(b"not found\n", "text/plain", HTTPStatus.NOT_FOUND)
 
     def _events(self, watch: Watch) -> None:
+        with watch.followed():
+            self._stream(watch)
+
+    def _stream(self, watch: Watch) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
