@@ -84,7 +84,7 @@ class Sources:
 def get(url: str, host: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers={"Host": host} if host else {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:  # a loaded machine is slow, not broken
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
