@@ -1,6 +1,6 @@
 """A 100,000-combination scan in 200 shards through the operator on the local control plane (make cluster).
 
-The payload is the contract-honouring stand-in of tests/unit/payloads (no training: it records a loss computed
+The payload is the contract-honouring stand-in of tests/support/payloads (no training: it records a loss computed
 from the parameters), run by `hpscan shard-run` in each pod of the test node agent (a kubelet stand-in), so what
 is measured is hpscan itself: the time from `create` to Succeeded, the operator's API requests per shard, its
 peak resident memory, the largest object it or its pods wrote (the HPScan with its status, the shards' record pages),

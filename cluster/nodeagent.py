@@ -16,7 +16,7 @@ Lease and status heartbeat, and runs each container of the pods bound to them as
 
 Not supported (a real kubelet does these): images and image pull, probes, resource limits and cgroups,
 securityContext (processes run as the agent's user), per-pod networking (pods share the host's network; podIP
-is 127.0.0.1), ``kubectl logs``/``exec`` (logs are files in the pod's state directory), sidecar init
+is 127.0.0.1, or the address in the pod's ``POD_IP_ANNOTATION``), ``kubectl logs``/``exec`` (logs are files in the pod's state directory), sidecar init
 containers, CSI/PVC volumes. Run with ``python -m cluster.nodeagent --help``; ``cluster/up.sh`` starts it.
 """
 
@@ -91,6 +91,16 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _EXPANSION.sub(replace, text)
 
 
+POD_IP_ANNOTATION = "node-agent.hpscan.io/pod-ip"
+"""A pod annotated with one of the host's own addresses reports it as its podIP: the API server proxies to no
+loopback address (and Endpoints hold none), so a test that reaches a pod through a Service's proxy, as a real
+kubelet's pod IP allows, names the host's address here (the pod still shares the host's network)."""
+
+
+def pod_ip(pod: dict[str, Any]) -> str:
+    return (pod["metadata"].get("annotations") or {}).get(POD_IP_ANNOTATION) or "127.0.0.1"
+
+
 def field_value(pod: dict[str, Any], path: str) -> str:
     """The value of a downward-API ``fieldRef.fieldPath`` for this pod."""
     meta = pod["metadata"]
@@ -100,9 +110,9 @@ def field_value(pod: dict[str, Any], path: str) -> str:
         "metadata.uid": meta.get("uid", ""),
         "spec.nodeName": pod["spec"].get("nodeName", ""),
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-        "status.podIP": "127.0.0.1",
+        "status.podIP": pod_ip(pod),
         "status.hostIP": "127.0.0.1",
-        "status.podIPs": "127.0.0.1",
+        "status.podIPs": pod_ip(pod),
         "status.hostIPs": "127.0.0.1",
     }
     if path in simple:
@@ -940,8 +950,8 @@ class PodWorker(threading.Thread):
             "phase": phase,
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
+            "podIP": pod_ip(self.pod),
+            "podIPs": [{"ip": pod_ip(self.pod)}],
             "startTime": self.start_time,
             "conditions": [
                 self.condition("PodReadyToStartContainers", self.volumes_ready),

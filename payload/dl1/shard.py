@@ -287,8 +287,8 @@ class ShardRun:
             _say(f"  training {key}: epoch {epoch}/{self.settings.epochs}, val_loss {metrics['val_loss']:.4f}")
 
     def should_stop(self, key: str) -> bool:
-        """Whether hpscan asked to stop ``key`` (a worker only)."""
+        """Whether to stop ``key`` now (a worker only): hpscan asked, or the epoch just reported is an ASHA rung's
+        and the trial is below the rung's threshold (TrialInbox.stopping; a small read of two files per epoch)."""
         if self.inbox is None:
             return False
-        self.inbox.poll()  # a small read of two files after each epoch: stop requests arrive within an epoch
-        return key in self.inbox.stops
+        return self.inbox.stopping(key)

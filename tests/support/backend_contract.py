@@ -6,7 +6,7 @@ that pull get their trials and stops.
 The tests here are imported by the modules that run them, each with a ``make_harness`` fixture made by
 ``harness_fixture`` from its own dict of registry name -> harness: test_backend_contract_fast.py (the unit lane:
 local processes and the in-memory fake) and tests/integration/backends/test_backend_contract.py (kubernetes, htcondor and
-the simulation's neighbours). Each backend runs the contract-honouring stand-in payload (tests/unit/payloads).
+the simulation's neighbours). Each backend runs the contract-honouring stand-in payload (tests/support/payloads).
 
 A harness knows how to build a fresh backend (what a restarted runner or operator does), where the shards go,
 and how to let the batch system make progress.

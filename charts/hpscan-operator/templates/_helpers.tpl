@@ -141,3 +141,43 @@ itself: RBAC refuses to create a Role with rights its creator lacks.
 {{- end -}}
 {{- toJson $args -}}
 {{- end -}}
+
+{{/* The dashboard (dashboard.yaml) is an app of its own: the operator's selectors never match its pods. */}}
+{{- define "hpscan-operator.dashboardName" -}}
+{{- printf "%s-dashboard" (include "hpscan-operator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "hpscan-operator.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: hpscan-dashboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "hpscan-operator.dashboardLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "hpscan-operator.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: dashboard
+app.kubernetes.io/part-of: hpscan
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* What the dashboard reads (README.md, "Dashboard"): scans, and their record pages and inboxes. */}}
+{{- define "hpscan-operator.dashboardRules" -}}
+- apiGroups: [hpscan.io]
+  resources: [hpscans]
+  verbs: [get, list]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list]
+{{- end -}}
+
+{{- define "hpscan-operator.dashboardArgs" -}}
+{{- $args := list "--address=0.0.0.0" (printf "--port=%d" (int .Values.dashboard.port)) -}}
+{{- range .Values.watchNamespaces -}}
+{{- $args = append $args (printf "--namespace=%s" .) -}}
+{{- end -}}
+{{- range .Values.dashboard.allowedHosts -}}
+{{- $args = append $args (printf "--allow-host=%s" .) -}}
+{{- end -}}
+{{- toJson $args -}}
+{{- end -}}

@@ -69,7 +69,8 @@ class Sampling(CamelModel):
 
 class EarlyStopping(CamelModel):
     """Stopping hopeless trials early from their per-epoch losses (Optuna's pruners), decided by hpscan and sent
-    to the worker, which stops the trial at its next epoch boundary and records it as pruned."""
+    to the worker, which stops the trial at its next epoch boundary and records it as pruned; with asha the worker
+    also gets the rung thresholds and stops a trial at its rung itself (docs/search.md)."""
 
     strategy: Literal["asha", "median", "none"] = Field(
         "none",

@@ -3,6 +3,10 @@
 The layout in the bucket is part of the contract, the same for every backend and reader::
 
     <prefix>/<namespace>/<scan>/<combination id>/<the payload's files, model.json among them>
+    <prefix>/<namespace>/<scan>/_checkpoints/<trial id>/<version>/<the payload's files, checkpoint.json last>
+
+(trial checkpoints of Kubernetes shard jobs while their trials run, docs/checkpoints.md; ``_`` is in no combination
+id, so no model folder is ever read as one).
 
 Kubernetes shard jobs upload each model as its record appears (credentials from the Secret as environment
 variables, ``CREDENTIAL_ENV``); the operator uploads HTCondor's from the returned sandbox, prunes to what
@@ -29,6 +33,13 @@ STORE_ENV = "HPSCAN_MODEL_STORE"
 RECORD_FILE = "record.json"
 """hpscan's own file in each stored model folder: the combination's result record (what ranks and prunes it,
 whatever the payload writes in model.json). Uploaded before model.json, which comes last."""
+
+CHECKPOINTS_PART = "_checkpoints"
+"""The folder of a scan's prefix that holds its trials' checkpoints while they run."""
+
+CHECKPOINT_MANIFEST = "checkpoint.json"
+"""hpscan's own file in each stored checkpoint version, uploaded after the payload's files: the files and their
+sizes. A version without it is an upload that broke off, never restored."""
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
@@ -137,6 +148,15 @@ class ModelStoreLocation(CamelModel):
     def model_key(self, combination_id: str, relative: str = "") -> str:
         """The key of a file of one combination's model folder (``relative``: its path inside the folder)."""
         return f"{self.key_prefix}{combination_id}/{relative}"
+
+    @property
+    def checkpoints_prefix(self) -> str:
+        """``<prefix>/<namespace>/<scan>/_checkpoints/``: every stored checkpoint's keys start with it."""
+        return f"{self.key_prefix}{CHECKPOINTS_PART}/"
+
+    def checkpoint_key(self, trial_id: str, version: str = "", relative: str = "") -> str:
+        """The key of a file of one stored checkpoint version (``trial_id`` alone: the trial's folder)."""
+        return f"{self.checkpoints_prefix}{trial_id}/" + (f"{version}/{relative}" if version else "")
 
     @property
     def url(self) -> str:

@@ -136,8 +136,9 @@ def degraded(before: HPScanStatus | None, reason: str, message: str, generation:
 
 
 def prune_models(ref: ScanRef, spec: HPScanSpec, read_secret: Callable[[str, str, str], str]) -> Event | None:
-    """A finished scan's store down to what spec.artifacts keeps (core.artifacts.models_to_prune decides); the
-    Event that says what happened, None when the scan keeps its models nowhere."""
+    """A finished scan's store down to what spec.artifacts keeps (core.artifacts.models_to_prune decides), and no
+    trial checkpoint (those of trials that never got a record); the Event that says what happened, None when the
+    scan keeps its models nowhere."""
     store = spec.artifacts.store
     if store is None or not spec.artifacts.save_models:
         return None
@@ -146,6 +147,7 @@ def prune_models(ref: ScanRef, spec: HPScanSpec, read_secret: Callable[[str, str
         stored = models.models()
         doomed = models_to_prune(stored, spec.objective, spec.artifacts)
         models.delete_models(doomed)
+        models.delete_keys(models.keys(models.location.checkpoints_prefix))  # a job prunes those of ended trials
     except ArtifactStoreError as error:
         return Event("Warning", error.reason, f"{error}; the stored models were left as they are")
     kept = len(stored) - len(doomed)

@@ -2,9 +2,9 @@
 
 Optuna does the statistics (its samplers suggest, its pruners judge per-epoch losses); this module is the ledger
 around one Optuna study per scan: which trial went to which worker, which are still open, which to stop, and how
-the study is rebuilt from what the workers recorded after the shell restarts. The hand-out rules (how many trials
-a worker gets, what goes back in the queue) are the pure functions at the bottom; the space, the sampler and the
-pruner as Optuna sees them are hpscan.core.search_space.
+the study is rebuilt from what the workers recorded after the shell restarts. The pure rules are beside it:
+hpscan.core.handout (how many trials a worker gets), hpscan.core.rungs (ASHA's thresholds for workers that stop
+trials themselves); the space, the sampler and the pruner as Optuna sees them are hpscan.core.search_space.
 
 Trials are positions 0..budget-1 of the plan, handed out in order; a trial's id is ``c<position>-<hash of its
 parameters>`` as for planned combinations, so records, the aggregator and the report treat them alike. For grid
@@ -23,9 +23,11 @@ from typing import Any
 
 from hpscan.api.contract import Combination, ParameterValue, ResultRecord
 from hpscan.api.spec import HPScanSpec
-from hpscan.api.trials import Assignment, Progress, trial_lines
+from hpscan.api.trials import Assignment, Progress, Rungs, trial_lines
+from hpscan.core.handout import top_up, workers_to_end
 from hpscan.core.planning import Plan, combination_id, position_of
-from hpscan.core.search_space import SearchSpace, load_optuna, make_pruner, make_sampler, point_key
+from hpscan.core.rungs import RungsSent
+from hpscan.core.search_space import SearchSpace, asha_rungs, load_optuna, make_pruner, make_sampler, point_key
 
 REPEATS_BEFORE_A_RANDOM_POINT = 3
 """TPE on a small discrete space keeps suggesting points the scan holds (each repeat is told the known result, which
@@ -77,6 +79,7 @@ class Search:
             pruner=make_pruner(spec.early_stopping),
         )
         self.pruning = spec.early_stopping.strategy != "none"
+        self._rungs_sent = RungsSent()  # the rung thresholds each worker was sent last
         self.entries: dict[str, TrialEntry] = {}
         self.by_key: dict[str, str] = {}
         self.next_position = 0  # hand-outs so far, in hand-out order (adaptive: the next trial's position)
@@ -203,6 +206,7 @@ class Search:
         back = self.open_trials(worker)
         self.queue.extend(back)
         self._outbox.pop(worker, None)  # lines still unsent: the trials went back to the queue instead
+        self._rungs_sent.forget(worker)
         self._unsent_stops.pop(worker, None)
         return back
 
@@ -294,7 +298,7 @@ class Search:
         stops = self.progress(reports)
         for record in records:
             self.record(record)
-        for worker, trial_id in stops:
+        for worker, trial_id in [(w, i) for w, i in stops if self.entries[i].outcome is None]:  # not stopped yet
             self._unsent_stops.setdefault(worker, []).append(trial_id)
 
     def left(self, worker: int, ended_well: bool) -> list[str]:
@@ -329,6 +333,19 @@ class Search:
         for worker in workers_to_end(running, self._ended, self.all_handed_out):
             if END_LINE not in self._outbox.get(worker, []):
                 self.send(worker, [dict(END_LINE)])
+
+    def rungs(self) -> Rungs | None:
+        """ASHA's rung thresholds for workers to stop trials themselves (hpscan.core.rungs); None without ASHA."""
+        early = self.plan.spec.early_stopping
+        if self.multi or early.strategy != "asha":  # several objectives are never pruned
+            return None
+        to_come = self.counts["open"] + len(self.gaps) + (0 if self.explored else self.budget - self.next_position)
+        return asha_rungs(self.study, early, self.goals[0], to_come)
+
+    def share_rungs(self, workers: Iterable[int]) -> None:
+        """A rungs line for each of ``workers`` holding open trials not told the newest thresholds (outbox)."""
+        for worker, lines in self._rungs_sent.lines(self.rungs(), [w for w in workers if self.open_trials(w)]).items():
+            self.send(worker, lines)
 
     def waiting_lines(self) -> dict[int, list[dict]]:
         """Each worker's lines that its channel has not taken yet (copies)."""
@@ -381,19 +398,3 @@ class Search:
             if trial_id in done:
                 self.record(done[trial_id])
         return [(w, i) for w, i in stops if self.entries[i].outcome is None]
-
-
-# pure hand-out rules ---------------------------------------------------------------------------------------------
-
-
-def top_up(open_counts: Mapping[int, int], per_worker: int) -> dict[int, int]:
-    """How many new trials each running worker gets: enough to hold ``per_worker`` open ones."""
-    return {w: per_worker - n for w, n in sorted(open_counts.items()) if n < per_worker}
-
-
-def workers_to_end(running: Iterable[int], ended: Iterable[int], all_handed_out: bool) -> list[int]:
-    """Running workers whose channel must now say "no more trials" (once each)."""
-    if not all_handed_out:
-        return []
-    told = set(ended)
-    return sorted(w for w in running if w not in told)

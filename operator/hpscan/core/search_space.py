@@ -11,10 +11,12 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpscan.api.contract import ParameterValue
+from hpscan.api.contract import Objective, ParameterValue
 from hpscan.api.parameters import Parameter
 from hpscan.api.spec import EarlyStopping, Sampling
+from hpscan.api.trials import Rungs
 from hpscan.core.planning import SIGNIFICANT_DIGITS, axis_values
+from hpscan.core.rungs import worker_rungs
 from hpscan.errors import PlanningError
 
 
@@ -148,3 +150,27 @@ def make_pruner(early: EarlyStopping) -> Any:
     if early.strategy == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=early.min_epochs)
     return optuna.pruners.NopPruner()
+
+
+ASHA_RUNG_KEY = "completed_rung_{}"
+"""The system attribute in which Optuna's SuccessiveHalvingPruner keeps a trial's value at each rung it reached
+(optuna/pruners/_successive_halving.py; tests/unit/core/test_rungs.py fails if Optuna renames it)."""
+
+
+def asha_rungs(study: Any, early: EarlyStopping, objective: Objective, still_to_come: int) -> Rungs:
+    """The rung thresholds workers get (hpscan.core.rungs.worker_rungs) from the study's values at each rung."""
+    values = asha_rung_values(study)
+    return worker_rungs(
+        values, still_to_come, objective.metric, objective.goal, early.min_epochs, early.reduction_factor
+    )
+
+
+def asha_rung_values(study: Any) -> dict[int, list[float]]:
+    """The values each ASHA rung holds in the study, every trial's (the pruner compares against all of them)."""
+    out: dict[int, list[float]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        rung = 0
+        while (key := ASHA_RUNG_KEY.format(rung)) in trial.system_attrs:
+            out.setdefault(rung, []).append(float(trial.system_attrs[key]))
+            rung += 1
+    return out

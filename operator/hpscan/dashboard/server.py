@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import threading
+import time
 from collections.abc import Iterator
 from functools import cache
 from http import HTTPStatus
@@ -12,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+from hpscan.errors import HPScanError
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
@@ -69,9 +74,29 @@ class Watch:
         """The latest state as JSON."""
         self.error = ""
         """Why the last read failed; empty when it did not."""
+        self.streams = 0
+        """Pages following it now (open event streams)."""
+        self.used_at = time.monotonic()
+        """When a page last asked for anything of it (ScanCatalog stops a Watch nobody uses)."""
         self._signature: Any = object()
         self._changed = threading.Condition()
         self._stop = threading.Event()
+
+    @contextlib.contextmanager
+    def followed(self) -> Iterator[None]:
+        """While a page follows it (its event stream is open), it is not idle."""
+        with self._changed:
+            self.streams += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.streams -= 1
+                self.used_at = time.monotonic()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since a page last used it; 0 while one follows it."""
+        return 0.0 if self.streams else now - self.used_at
 
     def _publish(self, payload: bytes, error: str) -> None:
         with self._changed:
@@ -124,6 +149,44 @@ class Watch:
             yield frame if newer else None  # outside the lock: a slow page never holds up the poll
 
 
+LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port ("[::1]:8080" -> "[::1]")."""
+    if header.startswith("["):
+        return header[: header.find("]") + 1]
+    return header.rsplit(":", 1)[0]
+
+
+def host_allowed(header: str, names: frozenset[str] = frozenset(), addresses: bool = False) -> bool:
+    """A page of another site that points a name of its own at this server (DNS rebinding) sends that name: only
+    the loopback names, ``names``, and with ``addresses`` any IP address (a Service's, a pod's, an API server
+    reached by address) are answered."""
+    name = host_name(header)
+    if name in LOCAL_NAMES or name in names:
+        return True
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return addresses
+
+
+class Catalog(Protocol):
+    """Many scans behind one server (`hpscan dashboard-server`): an index page at /, each scan's page below
+    /scans/<namespace>/<name>/."""
+
+    def index(self) -> bytes:
+        """The index page (HTML)."""
+
+    def watch(self, namespace: str, name: str) -> Watch:
+        """The scan's Watch, started on first use; raises HPScanError when it cannot be read."""
+
+    def stop(self) -> None:
+        """End every Watch's polling."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     protocol_version = "HTTP/1.1"
@@ -141,33 +204,56 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _local_host(self) -> bool:
-        """Only pages loaded from this server (a page of another site that points a name at 127.0.0.1 sends its
-        own Host: refused)."""
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0]
-        return host in {"127.0.0.1", "localhost", "[::1]"}
-
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        if not self._local_host():
+        catalog = self.server.catalog
+        if not host_allowed(self.headers.get("Host") or "", self.server.host_names, self.server.addresses):
             self._send(b"unknown host\n", "text/plain", HTTPStatus.MISDIRECTED_REQUEST)
-        elif url.path in STATIC:
-            name, content_type = STATIC[url.path]
-            self._send(_static(name), content_type)
-        elif url.path == "/plotly.min.js":
-            self._send(_plotly_js(), "text/javascript; charset=utf-8")
-        elif url.path == "/state.json":
-            self._send(self.server.watch.payload, "application/json")
-        elif url.path == "/curve.json":
-            trial_id = parse_qs(url.query).get("id", [""])[0]
-            body = json.dumps(self.server.watch.source.curve(trial_id), allow_nan=False).encode("utf-8")
-            self._send(body, "application/json")
-        elif url.path == "/events":
-            self._events()
+        elif url.path == "/healthz":
+            self._send(b"ok\n", "text/plain")
+        elif catalog is None:
+            self._scan_page(self.server.watch, url.path, url.query)
+        elif url.path == "/":
+            self._send(catalog.index(), "text/html; charset=utf-8")
+        elif url.path in STATIC:  # the index's style sheet
+            self._scan_page(None, url.path, url.query)
+        elif (parts := url.path.split("/", 4))[:2] == ["", "scans"] and len(parts) == 5:
+            try:
+                watch = catalog.watch(parts[2], parts[3])
+            except HPScanError as error:
+                self._send(f"{error}\n".encode(), "text/plain; charset=utf-8", HTTPStatus.NOT_FOUND)
+            else:
+                self._scan_page(watch, "/" + parts[4], url.query)
         else:
             self._send(b"not found\n", "text/plain", HTTPStatus.NOT_FOUND)
 
-    def _events(self) -> None:
+    def _scan_page(self, watch: Watch | None, path: str, query: str) -> None:
+        """One scan's page and what it asks for, at paths relative to where the page is."""
+        if watch is not None:
+            watch.used_at = time.monotonic()
+        if path in STATIC:
+            name, content_type = STATIC[path]
+            self._send(_static(name), content_type)
+        elif path == "/plotly.min.js":
+            self._send(_plotly_js(), "text/javascript; charset=utf-8")
+        elif watch is None:
+            self._send(b"not found\n", "text/plain", HTTPStatus.NOT_FOUND)
+        elif path == "/state.json":
+            self._send(watch.payload, "application/json")
+        elif path == "/curve.json":
+            trial_id = parse_qs(query).get("id", [""])[0]
+            body = json.dumps(watch.source.curve(trial_id), allow_nan=False).encode("utf-8")
+            self._send(body, "application/json")
+        elif path == "/events":
+            self._events(watch)
+        else:
+            self._send(b"not found\n", "text/plain", HTTPStatus.NOT_FOUND)
+
+    def _events(self, watch: Watch) -> None:
+        with watch.followed():
+            self._stream(watch)
+
+    def _stream(self, watch: Watch) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
@@ -175,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         try:
-            for frame in self.server.watch.updates(after=0):
+            for frame in watch.updates(after=0):
                 self.wfile.write(b": alive\n\n" if frame is None else frame)
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -183,11 +269,24 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class DashboardServer(ThreadingHTTPServer):
+    """Serves one scan's page (``watch``), or with ``catalog`` an index of scans and each one's page."""
+
     daemon_threads = True
 
-    def __init__(self, watch: Watch, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        watch: Watch | None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        catalog: Catalog | None = None,
+        host_names: frozenset[str] = frozenset(),
+        addresses: bool = False,
+    ) -> None:
         super().__init__((host, port), _Handler)
-        self.watch = watch
+        self.watch, self.catalog = watch, catalog
+        self.host_names, self.addresses = host_names, addresses
+        """Host names answered besides the loopback ones, and whether any IP address is (host_allowed)."""
 
     @property
     def url(self) -> str:
@@ -206,7 +305,18 @@ def start(source: Source, port: int = 0, poll_seconds: float = POLL_SECONDS) -> 
     return server
 
 
+def start_catalog(catalog: Catalog, host: str, port: int, host_names: frozenset[str] = frozenset()) -> DashboardServer:
+    """Serve the catalog's index and scans on ``host``:``port`` in a thread; any IP address is answered as a Host
+    (the Service's, the pod's, an API server's proxy reached by address), and ``host_names``."""
+    server = DashboardServer(None, host, port, catalog=catalog, host_names=host_names, addresses=True)
+    threading.Thread(target=server.serve_forever, name="dashboard-http", daemon=True).start()
+    return server
+
+
 def stop(server: DashboardServer) -> None:
-    server.watch.stop()
+    if server.watch is not None:
+        server.watch.stop()
+    if server.catalog is not None:
+        server.catalog.stop()
     server.shutdown()
     server.server_close()

@@ -167,12 +167,18 @@ def _number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def curve(progress: Iterable[Progress], trial_id: str) -> dict[str, Any]:
-    """A trial's per-epoch metrics (progress.jsonl of workers that pull), one list per metric, by epoch."""
+NO_EPOCHS = "workers that pull trials report them"
+"""Why a trial may have no curve: a grid scan's shards do not report epochs (the page says so)."""
+
+
+def curve(progress: Iterable[Progress], trial_id: str, note: str = NO_EPOCHS) -> dict[str, Any]:
+    """A trial's per-epoch metrics (progress.jsonl of workers that pull), one list per metric, by epoch; ``note``
+    says where epochs come from, for a trial that has none."""
     epochs = sorted({p.epoch: p for p in progress if p.id == trial_id}.values(), key=lambda p: p.epoch)
     names = sorted({name for p in epochs for name in p.metrics})
     return {
         "id": trial_id,
         "epochs": [p.epoch for p in epochs],
         "metrics": {name: [_number(p.metrics.get(name)) for p in epochs] for name in names},
+        "note": note,
     }

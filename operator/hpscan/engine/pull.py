@@ -106,13 +106,15 @@ class PullingWorkers:
 
     def feed(self, ctx: StepContext) -> None:
         """Top running workers up to spec.sampling.trialsPerWorker open trials, tell each, once, when the budget is
-        handed out, and send every active worker's waiting lines and stops. A worker only submitted (Pending) keeps
-        what it got at launch. A channel that refuses keeps its lines waiting for the next step: the trials stay
-        that worker's (it may hold them already, if the call failed after it took effect: channels ignore a trial
-        handed twice), so no trial goes to a second worker while the first may train it."""
+        handed out, and send every active worker's waiting lines (ASHA's newest rung thresholds too) and stops. A
+        worker only submitted (Pending) keeps what it got at launch. A channel that refuses keeps its lines waiting
+        for the next step: the trials stay that worker's (it may hold them already, if the call failed after it took
+        effect: channels ignore a trial handed twice), so no trial goes to a second worker while the first may
+        train it."""
         running = [i for i, state in ctx.states.items() if state.phase == ShardPhase.RUNNING]
         self.search.feed(running, ctx.spec.sampling.trials_per_worker)
         active = {i for i, state in ctx.states.items() if state.phase in ACTIVE_PHASES}
+        self.search.share_rungs(active)  # ASHA's thresholds as they change: workers stop trials at rungs themselves
         for worker, lines in sorted(self.search.waiting_lines().items()):
             if worker in active and _to_channel(ctx, worker, "assign", lines, "handing out trials"):
                 self.search.sent(worker)

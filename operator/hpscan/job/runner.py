@@ -28,6 +28,7 @@ from hpscan.api.contract import (
 )
 from hpscan.api.trials import PROGRESS_FILE, STOP_FILE, TRIALS_FILE, JsonLines, Progress, append_lines, read_progress
 from hpscan.errors import BackendError
+from hpscan.job.checkpoints import CheckpointSync
 
 CHECKPOINT_EXIT_CODE = 85
 """The exit code that says "a checkpoint was saved, keep it and start me again" (HTCondor's checkpoint_exit_code;
@@ -226,16 +227,21 @@ def run_shard(
     poll_seconds: float = 1.0,
     keep_models: Callable[[list[ResultRecord]], None] | None = None,
     checkpoint_exit: CheckpointExit | None = None,
+    checkpoints: CheckpointSync | None = None,
 ) -> int:
     """Run the payload to completion, publishing records as they appear; returns the payload's exit code.
 
     ``keep_models`` (e.g. job.store.ModelUploader) sees each batch of new records once it is published (and an
     empty batch at the end); it must not raise: a store's failure costs no record. With ``checkpoint_exit`` the
-    runner stops the payload once a checkpoint is due, publishes what it recorded, and returns that code."""
+    runner stops the payload once a checkpoint is due, publishes what it recorded, and returns that code.
+    ``checkpoints`` (the store's copy of OUT/checkpoints/) restores before the payload starts, and syncs after each
+    publishing, before the models (the upload at the end, e.g. at SIGTERM, must fit in the pod's grace period)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     watch = CheckpointWatch(checkpoint_exit, out_dir, time.time()) if checkpoint_exit else None
     results = out_dir / RESULTS_FILE
     seed_results(results, channel.recorded())
+    if checkpoints is not None:
+        checkpoints.restore(record.id for record in RecordTail(results).read_new())  # before the payload looks
     tail = RecordTail(results)
     tail.read_new()  # what was seeded is published already
     bridge = pull_bridge(channel, shard_file, out_dir)
@@ -253,6 +259,8 @@ def run_shard(
             channel.publish(records)
             if last and (flush := getattr(channel, "flush", None)) is not None:
                 flush()  # what a failed send left: the job must not end well without it
+            if checkpoints is not None:
+                checkpoints.sync(records, last)
             if keep_models is not None and (records or last):  # after publishing: a slow store never delays a record
                 keep_models(records)
 

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hpscan.api.contract import MODEL_FILE, MODELS_DIR, ResultRecord
-from hpscan.api.store import ACCESS_KEY_ENV, RECORD_FILE, SECRET_KEY_ENV, STORE_ENV, ModelStoreLocation, S3Store
+from hpscan.api.store import (
+    ACCESS_KEY_ENV,
+    CHECKPOINTS_PART,
+    RECORD_FILE,
+    SECRET_KEY_ENV,
+    STORE_ENV,
+    ModelStoreLocation,
+    S3Store,
+)
 from hpscan.errors import ArtifactStoreError
 
 _UNKNOWN_KEY = "the access key id is not known to the store (check the Secret's access key id)"
@@ -118,23 +126,26 @@ class ModelStore:
         return len(files) + 1
 
     def _put(self, combination_id: str, relative: str, body: bytes | BinaryIO) -> None:
-        key = self.location.model_key(combination_id, relative)
+        self.put(self.location.model_key(combination_id, relative), body)
+
+    def put(self, key: str, body: bytes | BinaryIO) -> None:
         self._call(f"uploading {key}", "put_object", Bucket=self.location.bucket, Key=key, Body=body)
+
+    def download(self, key: str, target: Path) -> None:
+        self._call(f"downloading {key}", "download_file", Bucket=self.location.bucket, Key=key, Filename=str(target))
 
     def _get(self, key: str) -> bytes:
         answer = self._call(f"reading {key}", "get_object", Bucket=self.location.bucket, Key=key)
         return bytes(answer["Body"].read())
 
-    def _keys(self) -> list[str]:
+    def keys(self, prefix: str | None = None) -> list[str]:
+        """Every key under ``prefix`` (the scan's prefix when None), all pages."""
         keys: list[str] = []
         token: dict[str, str] = {}
+        prefix = self.location.key_prefix if prefix is None else prefix
         while True:
             page = self._call(
-                "listing the models",
-                "list_objects_v2",
-                Bucket=self.location.bucket,
-                Prefix=self.location.key_prefix,
-                **token,
+                f"listing {prefix}", "list_objects_v2", Bucket=self.location.bucket, Prefix=prefix, **token
             )
             keys += [item["Key"] for item in page.get("Contents", [])]
             if not page.get("IsTruncated"):
@@ -144,9 +155,9 @@ class ModelStore:
     def model_ids(self) -> dict[str, list[str]]:
         """Every combination id with a folder under the scan's prefix -> its keys (whole or not)."""
         found: dict[str, list[str]] = {}
-        for key in self._keys():
+        for key in self.keys():
             combination, _, rest = key[len(self.location.key_prefix) :].partition("/")
-            if rest:
+            if rest and combination != CHECKPOINTS_PART:
                 found.setdefault(combination, []).append(key)
         return found
 
@@ -180,19 +191,22 @@ class ModelStore:
             if ".." in Path(key[len(base) :]).parts:
                 raise ArtifactStoreError(f"artifacts.store {self.location.url}: refusing key {key} (a '..' part)")
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._call(
-                f"downloading {key}", "download_file", Bucket=self.location.bucket, Key=key, Filename=str(target)
-            )
+            self.download(key, target)
         return len(keys)
 
     def delete_models(self, combination_ids: Iterable[str]) -> int:
         """Delete the folders of these combinations; returns how many objects went."""
         doomed = set(combination_ids)
-        keys = [key for combination, found in self.model_ids().items() if combination in doomed for key in found]
+        return self.delete_keys(
+            [key for combination, found in self.model_ids().items() if combination in doomed for key in found]
+        )
+
+    def delete_keys(self, keys: list[str]) -> int:
+        """Delete these keys (of this scan's); returns how many objects went."""
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             answer = self._call(
-                "deleting models",
+                f"deleting {batch[0]['Key']}",
                 "delete_objects",
                 Bucket=self.location.bucket,
                 Delete={"Objects": batch, "Quiet": True},

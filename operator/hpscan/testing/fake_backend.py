@@ -81,8 +81,14 @@ class FakeBatch:
     trained_count: Counter[str] = field(default_factory=Counter)
     """Trainings per combination id, of every scan (a combination trained twice is a bug this shows)."""
 
+    pruned_at_rung: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Trials a worker stopped at an ASHA rung itself: (epoch, value)."""
+
     def trained(self, combination_id: str, shard: int) -> None:  # SimPod's callback
         self.trained_count[combination_id] += 1
+
+    def stopped_at_rung(self, combination_id: str, epoch: int, value: float) -> None:  # SimPod's callback
+        self.pruned_at_rung[combination_id] = (epoch, value)
 
     def channel(self, uid: str, shard: int) -> FakeChannel:
         return self.channels.setdefault((uid, shard), FakeChannel())

@@ -1,7 +1,7 @@
 """The operator on a real control plane: CRD validation by the API server, Jobs through the real Job controller,
 pods on the test node agent (a stand-in for a kubelet), live status, suspend/resume, retries, GPU failure, deletion.
 
-The payload is the contract-honouring stand-in of tests/unit/payloads (no TensorFlow), run through the real
+The payload is the contract-honouring stand-in of tests/support/payloads (no TensorFlow), run through the real
 `hpscan shard-run` and its ConfigMap channel inside each pod.
 """
 

@@ -43,6 +43,7 @@ class Bucket:
 
     class location:  # stands in for ModelStoreLocation
         url = "s3://atlas-ftag/hpscan/atlas/small/"
+        checkpoints_prefix = "hpscan/atlas/small/_checkpoints/"
 
     def __init__(self):
         self.stored: dict[str, ResultRecord] = {}
@@ -65,6 +66,12 @@ class Bucket:
     def delete_models(self, ids):
         for i in ids:
             del self.stored[i]
+
+    def keys(self, prefix):
+        return []  # no trial checkpoints (their end-of-scan removal: tests/integration/store/test_checkpoint_store.py)
+
+    def delete_keys(self, keys):
+        return len(keys)
 
 
 class FinishedBackend(Backend):

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from hpscan.api.status import HPScanStatus
-from hpscan.cli import cluster
+from hpscan.api.trials import Progress
+from hpscan.cli import cluster, dashboard
 from hpscan.cli.dashboard import ClusterScan
 from hpscan.core.results import read_records
 from hpscan.dashboard.server import Watch
@@ -35,9 +36,11 @@ def on_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
         status = HPScanStatus.model_validate_json((run_dir / "status.json").read_text())
         return read_records(run_dir / "results.jsonl")[0], status
 
+    epochs: list[Progress] = []  # what the workers' inboxes hold (the newest reports of each)
     monkeypatch.setattr(cluster, "_scan_body", scan_body)
     monkeypatch.setattr(cluster, "_records", records)
-    return {"run_dir": run_dir, "body": body, "asked": asked}
+    monkeypatch.setattr(dashboard, "_epoch_reports", lambda name, namespace, context: list(epochs))
+    return {"run_dir": run_dir, "body": body, "asked": asked, "epochs": epochs}
 
 
 def test_a_scan_on_the_cluster_is_shown_as_its_run_folder_would_be(on_cluster: dict, tmp_path: Path):

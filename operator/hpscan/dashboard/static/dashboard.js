@@ -90,11 +90,14 @@ async function showCurve(id) {
   dashboard.chosen = id;
   $("curve-id").textContent = id;
   for (const row of $("trials").querySelectorAll("tbody tr")) row.classList.toggle("chosen", row.dataset.trial === id);
-  const curve = await (await fetch(`/curve.json?id=${encodeURIComponent(id)}`)).json();
+  const curve = await (await fetch(`curve.json?id=${encodeURIComponent(id)}`)).json();
   const names = Object.keys(curve.metrics);
   if (!names.length) {
     Plotly.purge($("curve"));
-    $("curve").innerHTML = '<p class="empty">no per-epoch metrics for this trial (workers that pull trials report them)</p>';
+    const empty = document.createElement("p");
+    empty.className = "empty";
+    empty.textContent = `no per-epoch metrics for this trial (${curve.note})`;
+    $("curve").replaceChildren(empty);
     return;
   }
   $("curve").replaceChildren();
@@ -180,7 +183,8 @@ function tick() {
   }
 }
 
-const events = new EventSource("/events");
+// relative URLs: the page may be served below a prefix (a scan of the chart's index, an API server's proxy)
+const events = new EventSource("events");
 events.onopen = () => $("live").classList.add("on");
 events.onerror = () => $("live").classList.remove("on");
 events.onmessage = (event) => {

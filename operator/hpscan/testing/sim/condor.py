@@ -9,7 +9,7 @@ payload may die (max_retries and retry_until applied as the schedd's OnExitRemov
 (results.jsonl) comes back only when an attempt ends; the input sandbox carries the Iwd's results.jsonl.
 
 What it leaves out: matchmaking and slots (a job starts a few seconds after it is idle), holds and their timeouts
-(held jobs are tested in tests/unit/test_htcondor_*.py and on the real pool), spooling, credentials, probes.
+(held jobs are tested in tests/unit/backends/htcondor/test_htcondor_*.py and on the real pool), spooling, credentials, probes.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class Kubelet:
 
     def _probe(self, name: str, job: dict[str, Any], now: float) -> None:
         """A site probe's pod runs the gpu check: the stand-in's exit code (CONTRACT_GPU_CHECK_EXIT, as
-        tests/unit/payloads/contract_payload.gpu_check), with its words as the termination message."""
+        tests/support/payloads/contract_payload.gpu_check), with its words as the termination message."""
         env = {
             e["name"]: e.get("value") for c in job["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])
         }

@@ -4,7 +4,8 @@ The runner part keeps hpscan.job.runner's rules: publish is called every poll (t
 patch left and raises only when it gives up: the attempt ends), the payload's end waits for flush, the inbox is read and progress sent every poll (a
 failure there is only said, the worker goes on with what it holds). The payload part keeps dl1's: a fixed shard
 trains its combinations not yet recorded; a worker that pulls trains its trials in hand-out order, skips withdrawn
-ones, reports every epoch, honours a stop at the next epoch boundary (one in the last epoch comes too late), and
+ones, reports every epoch, honours a stop at the next epoch boundary (one in the last epoch comes too late), stops a
+trial itself at an ASHA rung's epoch when the newest thresholds it read say so (hpscan.api.trials.stops_at_rung), and
 exits 0 once it read the end line and recorded every trial it holds. What it leaves out: fused groups (a group
 of four behaves as four trials in a row here), real files.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import Combination, ResultRecord
-from hpscan.api.trials import Assignment, Progress
+from hpscan.api.trials import Assignment, Progress, stops_at_rung
 
 
 def loss_of(combination: Combination, epoch: int, epochs: int) -> float:
@@ -30,7 +31,7 @@ def loss_of(combination: Combination, epoch: int, epochs: int) -> float:
 
 def probe_words(env: dict[str, Any]) -> tuple[int, str]:
     """The site probe's stand-in (no GPU here): CONTRACT_GPU_CHECK_EXIT's code (0 when unset), as
-    tests/unit/payloads/contract_payload.gpu_check says it."""
+    tests/support/payloads/contract_payload.gpu_check says it."""
     code = int(env.get("CONTRACT_GPU_CHECK_EXIT") or 0)
     return (
         code,
@@ -67,7 +68,7 @@ class SimPod:
     exit_code: int | None = None
     started: bool = False  # whether its first reads went through (Kubernetes: ConfigMapChannel.start)
     attempt: int = 1
-    knobs: dict[str, Any] | None = None  # settings.contractPayload: behave as tests/unit/payloads/contract_payload
+    knobs: dict[str, Any] | None = None  # settings.contractPayload: behave as tests/support/payloads/contract_payload
     trained_now: int = 0  # trials this attempt trained
     said: list[str] = field(default_factory=list)
 
@@ -161,7 +162,10 @@ class SimPod:
         run.next_epoch_at = now + self.epoch_seconds
         value = loss_of(run.combination, run.epoch, self.epochs)
         self.reports.append(Progress(id=run.combination.id, epoch=run.epoch, metrics={"val_loss": value}))
-        stopped = run.combination.id in self.stops and run.epoch < self.epochs
+        at_rung = self.pull and stops_at_rung(self.assignment.rungs, run.epoch, {"val_loss": value})
+        stopped = (run.combination.id in self.stops or at_rung) and run.epoch < self.epochs
+        if stopped and at_rung and run.combination.id not in self.stops:
+            self.world.stopped_at_rung(run.combination.id, run.epoch, value)
         if run.epoch < self.epochs and not stopped:
             return
         record = ResultRecord(

@@ -32,6 +32,8 @@ from hpscan.backends.kubernetes import backend as kubernetes_backend
 from hpscan.backends.kubernetes.backend import KubernetesBackend
 from hpscan.controller.reconcile import reconcile_scan
 from hpscan.core import payloads
+from hpscan.core.rungs import promotable_index, rung_epoch
+from hpscan.core.search_space import asha_rung_values
 from hpscan.testing.condor import ScheddStandIn
 from hpscan.testing.sim.condor import FaultySchedd, SimStartd
 from hpscan.testing.sim.kube import ApiServer, CallFaults, ClientApi, LaggingCache, SimCrash
@@ -71,6 +73,7 @@ class World:
         self.operator_calls = 0
         self.completions: Counter[str] = Counter()
         self.interruptions: Counter[str] = Counter()
+        self.pruned_at_rung: dict[str, tuple[int, float]] = {}  # trials a worker stopped itself: (epoch, value)
         self.violations: list[str] = []
         self.step_calls = 0
 
@@ -80,6 +83,10 @@ class World:
 
     def trained(self, trial_id: str, shard: int) -> None:
         self.completions[trial_id] += 1
+
+    def stopped_at_rung(self, trial_id: str, epoch: int, value: float) -> None:
+        """A worker stopped a trial at an ASHA rung itself (checked at the end: _check_rung_prunes)."""
+        self.pruned_at_rung[trial_id] = (epoch, value)
 
     def interrupted(self, pod: SimPod) -> None:
         """A pod died: its trial in training, and the records it could not send yet, train again (counted)."""
@@ -146,6 +153,7 @@ class World:
                     self._outage()
                     self.nodes.tick(self.server.now)
         self._check_end(body)
+        self._check_rung_prunes(searches)
         shutil.rmtree(self.sandboxes, ignore_errors=True)
         return Outcome(s, self.violations, phase, steps, restarts, self.server.calls, self.server.now)
 
@@ -218,6 +226,25 @@ class World:
         ended = sum(counts.get(k, 0) for k in ("succeeded", "pruned", "failed"))
         if phase == "Succeeded" and ended != budget:
             self._violate(f"{ended} trials ended for a budget of {budget}: {counts}")
+
+    def _check_rung_prunes(self, searches: dict[str, Any]) -> None:
+        """Every trial a worker stopped itself at a rung is one the study's pruner stops there too: with all the
+        values the rung holds at the end (the most it judges against), the trial's value is not among the best
+        1/reductionFactor. A worker that acted on thresholds stricter than the study's fails this."""
+        for search in searches.values():
+            early = search.plan.spec.early_stopping
+            rungs = {rung_epoch(r, early.min_epochs, early.reduction_factor): r for r in range(8)}
+            held = asha_rung_values(search.study)
+            for trial, (epoch, value) in sorted(self.pruned_at_rung.items()):
+                competing = list(held.get(rungs.get(epoch, -1), []))
+                if value not in competing:  # its report never reached the study (a progress line lost)
+                    competing.append(value)
+                worst_kept = sorted(competing)[promotable_index(len(competing), early.reduction_factor)]
+                if value <= worst_kept:
+                    self._violate(
+                        f"trial {trial} stopped by its worker at epoch {epoch} (val_loss {value}) though the study "
+                        f"keeps values up to {worst_kept} there ({len(competing)} values)"
+                    )
 
 
 _entry_points = functools.cache(payloads.entry_points)
