@@ -4,7 +4,7 @@
 - ``payloads/contract_payload.py`` (``CONTRACT_PAYLOAD``): a payload that honours the contract without TensorFlow;
 - ``report_runs``, ``dashboard_runs``: fake run folders for the report and the dashboard;
 - ``run_observers``: quiet observers for ``hpscan run`` in tests;
-- ``checkpoint_files``: reading dl1's checkpoint epochs;
+- ``checkpoint_files``: reading dl1's checkpoint epochs; ``rung_pruning``: a TPE + ASHA scan of sub-second epochs;
 - ``condor_pool``, ``slurm_cluster``, ``operator_support``: the integration fixtures (a personal HTCondor pool, the
   Slurm test cluster, the operator process and its scans), registered as plugins by tests/integration/conftest.py.
 """
