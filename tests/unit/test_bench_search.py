@@ -1,4 +1,4 @@
-"""The pure parts of bench/search.py and bench/pull.py: what their figures are computed with."""
+"""The pure parts of bench/search.py, its surrogate and design, and bench/pull.py: what their figures are computed with."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import grid_table
 import pull
 import search
+import search_design
+import search_surrogate
 
 
 def test_epochs_to_reach_is_the_spend_when_the_first_trial_gets_within_the_target():
@@ -25,23 +28,23 @@ def test_epochs_to_reach_is_the_spend_when_the_first_trial_gets_within_the_targe
 
 
 def test_a_rows_value_is_its_best_epoch_and_a_diverged_row_never_counts():
-    row = search.Row("c0", {}, (0.9, 0.7, 0.75), (1.0, 1.0, 1.0))
+    row = grid_table.Row("c0", {}, (0.9, 0.7, 0.75), (1.0, 1.0, 1.0))
     assert row.value == 0.7
-    assert search.Row("c1", {}, (0.9, math.inf), (1.0, 1.0)).value == math.inf
-    table = search.Table("k", 3, (row, search.Row("c2", {}, (0.8, 0.72, 0.71), (1, 1, 1))))
+    assert grid_table.Row("c1", {}, (0.9, math.inf), (1.0, 1.0)).value == math.inf
+    table = grid_table.Table("k", 3, (row, grid_table.Row("c2", {}, (0.8, 0.72, 0.71), (1, 1, 1))))
     assert table.best == 0.7
     assert table.grid_epochs == 6
 
 
 def test_the_cache_key_follows_the_space_and_the_settings():
-    key = search.table_key(search.SPACE, search.SETTINGS)
-    assert key == search.table_key(search.SPACE, dict(search.SETTINGS))
-    assert key != search.table_key(search.SPACE, {**search.SETTINGS, "epochs": 19})
-    assert key != search.table_key(search.SPACE[:-1], search.SETTINGS)
+    key = grid_table.table_key(grid_table.SPACE, grid_table.SETTINGS)
+    assert key == grid_table.table_key(grid_table.SPACE, dict(grid_table.SETTINGS))
+    assert key != grid_table.table_key(grid_table.SPACE, {**grid_table.SETTINGS, "epochs": 19})
+    assert key != grid_table.table_key(grid_table.SPACE[:-1], grid_table.SETTINGS)
 
 
 def test_the_space_is_a_valid_200_point_grid_of_dl1_parameters():
-    plan = search.grid_plan(search.SPACE)
+    plan = grid_table.grid_plan(grid_table.SPACE)
     assert plan.total == 200
     from dl1.model import parse_combination
 
@@ -71,15 +74,15 @@ def test_a_worker_holding_its_next_trial_can_be_stuck_with_it():
 
 
 def test_the_static_schedule_is_the_planners_round_robin():
-    assert pull.shards_of(search.grid_plan(search.SPACE, 4))[:6] == [0, 1, 2, 3, 0, 1]
+    assert pull.shards_of(grid_table.grid_plan(grid_table.SPACE, 4))[:6] == [0, 1, 2, 3, 0, 1]
 
 
 def test_trial_costs_are_the_steady_epoch_time_times_the_epochs():
     rows = (
-        search.Row("c0", {}, (0.9, 0.8, 0.7), (3.0, 1.0, 1.2)),  # the first epoch builds the graph: left out
-        search.Row("c1", {}, (0.9,), (2.0,)),
+        grid_table.Row("c0", {}, (0.9, 0.8, 0.7), (3.0, 1.0, 1.2)),  # the first epoch builds the graph: left out
+        grid_table.Row("c1", {}, (0.9,), (2.0,)),
     )
-    assert pull.trial_costs(search.Table("k", 3, rows)) == pytest.approx([3 * 1.1, 2.0])
+    assert pull.trial_costs(grid_table.Table("k", 3, rows)) == pytest.approx([3 * 1.1, 2.0])
 
 
 TOY_SPACE = [{"name": "x", "values": list(range(12))}]
@@ -87,10 +90,10 @@ NO_STOPPING = {"strategy": "none"}
 ASHA = {"strategy": "asha", "minEpochs": 1, "reductionFactor": 3}
 
 
-def _toy_table(points: int = 12, epochs: int = 9) -> search.Table:
+def _toy_table(points: int = 12, epochs: int = 9) -> grid_table.Table:
     """Curves that fall faster for higher x (x = 11 is best), odd x twice as slow per epoch."""
     rows = tuple(
-        search.Row(
+        grid_table.Row(
             f"c{x}",
             {"x": x},
             tuple(1.0 + 1.0 / (1 + x * e) for e in range(1, epochs + 1)),
@@ -98,7 +101,7 @@ def _toy_table(points: int = 12, epochs: int = 9) -> search.Table:
         )
         for x in range(points)
     )
-    return search.Table("toy", epochs, rows)
+    return grid_table.Table("toy", epochs, rows)
 
 
 def test_replaying_the_grid_trains_every_point_once_to_its_last_epoch():
@@ -137,23 +140,36 @@ def test_replaying_tpe_stays_within_its_samples_and_never_trains_a_point_twice()
 def _fake_cached_table(cache: Path) -> None:
     """A table of the benchmark's real space with made-up curves (no TensorFlow), where the benches look for it."""
     rows = []
-    for combination in search.grid_plan(search.SPACE).combinations():
+    for combination in grid_table.grid_plan(grid_table.SPACE).combinations():
         p = combination.parameters
         floor = 0.6 + 0.05 * abs(math.log10(p["learning_rate"]) + 2.5) + 0.3 / p["layer1"]
         rate = p["learning_rate"] * 300 * 64 / p["batch_size"]
         curve = [floor + 0.3 * math.exp(-rate * e) for e in range(1, 21)]
         seconds = [1.0] + [0.01 * 8000 / p["batch_size"]] * 19
         rows.append({"id": combination.id, "parameters": p, "val_loss": curve, "epoch_seconds": seconds})
-    key = search.table_key(search.SPACE, search.SETTINGS)
+    key = grid_table.table_key(grid_table.SPACE, grid_table.SETTINGS)
     (cache / f"search-{key}.json").write_text(json.dumps({"key": key, "epochs": 20, "rows": rows}))
+
+
+def _fake_surrogate(cache: Path) -> None:
+    """A made-up surrogate table (no forest, no TensorFlow) where bench/search.py looks for the committed design's."""
+    import numpy as np
+
+    combinations, rates, epochs = 6**3 * 6 * 3, 4, 20
+    floor = 0.6 + 0.1 * np.random.default_rng(0).random((combinations, rates, 1))
+    curves = (floor + 0.3 * np.exp(-np.arange(1, epochs + 1) / 3.0)).astype(np.float32)
+    error = {"median_relative": 0.02, "mean_relative": 0.03, "spearman": 0.9, "rows": 8.0}
+    path = search_surrogate.surrogate_path(search_design.COMMITTED, cache)
+    np.savez(path, curves=curves, seconds=np.ones((combinations, rates), np.float32), **error)
 
 
 def test_both_benches_end_with_their_figure(tmp_path, capsys):
     pytest.importorskip("optuna")
     _fake_cached_table(tmp_path)
-    search.main(["--cache", str(tmp_path), "--seeds", "2", "--samples", "20"])
+    _fake_surrogate(tmp_path)
+    search.main(["--cache", str(tmp_path), "--seeds", "2", "--samples", "20", "--mo-samples", "8"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.fullmatch(r"fraction_of_grid_epochs=\d\.\d{3}", last)
+    assert re.fullmatch(r"fraction_of_grid_epochs=\d+\.\d{3}", last)
     pull.main(["--cache", str(tmp_path)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"pulled_over_static=\d\.\d{3}", last)
