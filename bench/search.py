@@ -61,7 +61,7 @@ GRID_SPACE: list[dict[str, Any]] = [
 
 OBJECTIVES = [{"metric": "val_loss", "goal": "minimize"}, {"metric": "n_parameters", "goal": "minimize"}]
 SAMPLES = 300
-"""sampling.samples of every strategy but grid (the budget: 300 x 20 trial-epochs)."""
+"""sampling.samples of every strategy but grid (the budget: 300 x 12 trial-epochs)."""
 MO_SAMPLES = 60
 """Trials of the two-objective row."""
 HV_REFERENCE = (0.8, math.log10(150_000))
@@ -152,14 +152,15 @@ class Run:
     values: list[dict[str, float]] = field(default_factory=list)  # each finished trial's record metrics
 
 
-def replay(source: CurveSource, spec) -> Run:
+def replay(source: CurveSource, spec, stop_at: float | None = None) -> Run:
     """Run one scan's ``spec`` through hpscan's search ledger (``hpscan.core.search.Search``), curves from ``source``.
 
     Each shard is a worker that pulls trials (``sampling.trialsPerWorker`` held at once, as the engine tops them
     up) and trains them one after the other; an epoch takes that combination's recorded wall time, so workers
     finish epochs out of step and trials are in flight while others are suggested. After every epoch the worker
     reports its val_loss (``Search.progress``); a trial the pruner stops there is recorded ``pruned`` and costs the
-    epochs it ran; a finished one is recorded with its best epoch's val_loss, as dl1 records it.
+    epochs it ran; a finished one is recorded with its best epoch's val_loss, as dl1 records it. With ``stop_at``
+    the run ends once a finished trial's val_loss is at or below it (what the ASHA sweep needs, for less time).
     """
     from hpscan.api.contract import ResultRecord
     from hpscan.api.trials import Progress
@@ -224,6 +225,8 @@ def replay(source: CurveSource, spec) -> Run:
                 record(worker, combination, "succeeded", value, done, row.metrics)
                 run.finished.append((run.epochs, value))
                 run.values.append({**row.metrics, "val_loss": value})
+                if stop_at is not None and value <= stop_at:
+                    break
             else:
                 training[worker] = (combination, row, done)
                 heapq.heappush(clock, (now + row.epoch_seconds[done], worker))
@@ -243,19 +246,50 @@ class Strategy:
     space: list[dict[str, Any]] = field(default_factory=lambda: SPACE)
     objectives: list[dict[str, str]] | None = None
 
+    @property
+    def seeded(self) -> bool:
+        """Whether the seed changes the run (a grid's plan order does not depend on it)."""
+        return self.sampling["strategy"] != "grid"
+
     def spec(self, seed: int, workers: int):
         sampling = {**self.sampling, "seed": seed}
         return scan_spec(self.space, sampling, self.early_stopping, workers, self.objectives)
 
 
-def run_all(
-    source: CurveSource, strategies: Sequence[Strategy], seeds: Sequence[int], workers: int
-) -> dict[str, list[Run]]:
-    """Every strategy with every seed (Optuna's experimental-feature warnings silenced)."""
+_forked_source: list[CurveSource] = []
+"""The source of ``run_all``'s forked processes (inherited at the fork, not pickled: its table is 30 MB)."""
+
+
+def _replay_one(job: tuple[Strategy, int, int, float | None]) -> Run:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return {s.name: [replay(source, s.spec(seed, workers)) for seed in seeds] for s in strategies}
+    strategy, seed, workers, stop_at = job
+    return replay(_forked_source[0], strategy.spec(seed, workers), stop_at)
+
+
+def run_all(
+    source: CurveSource,
+    strategies: Sequence[Strategy],
+    seeds: Sequence[int],
+    workers: int,
+    processes: int = 1,
+    stop_at: float | None = None,
+) -> dict[str, list[Run]]:
+    """Every strategy with every seed (grid, which has no seed, once), in ``processes`` forked processes."""
+    import multiprocessing
+
+    jobs = [(s, seed, workers, stop_at) for s in strategies for seed in (seeds if s.seeded else seeds[:1])]
+    _forked_source[:] = [source]
+    if processes > 1:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            runs = pool.map(_replay_one, jobs, chunksize=1)
+    else:
+        runs = [_replay_one(job) for job in jobs]
+    out: dict[str, list[Run]] = {s.name: [] for s in strategies}
+    for (strategy, *_), run in zip(jobs, runs, strict=True):
+        out[strategy.name].append(run)
+    return out
 
 
 def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -263,7 +297,7 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float
     lowest x, each step as low as the best y so far."""
     inside = sorted((x, y) for x, y in points if x < reference[0] and y < reference[1])
     area, best_y = 0.0, reference[1]
-    for (x, y), next_x in zip(inside, [p[0] for p in inside[1:]] + [reference[0]], strict=True):
+    for (x, y), next_x in zip(inside, [p[0] for p in inside[1:]] + [reference[0]], strict=False):
         best_y = min(best_y, y)
         area += (next_x - x) * (reference[1] - best_y)
     return area
@@ -340,16 +374,25 @@ def reach_table(outcomes: Sequence[Outcome], random_median: float, title: str):
     return out
 
 
+SWEEP = [(min_epochs, factor) for min_epochs in (1, 2, 4) for factor in (2, 3, 4)]
+"""ASHA's (minEpochs, reductionFactor) pairs the sweep tries."""
+
+
 def asha_sweep(source: CurveSource, args, target: float, random_median: float, console) -> None:
-    """TPE + ASHA for every minEpochs x reductionFactor of the sweep, the same seeds: the defaults' evidence."""
-    outcomes = []
-    for min_epochs in (1, 2, 4):
-        for factor in (2, 3, 4):
-            asha = {"strategy": "asha", "minEpochs": min_epochs, "reductionFactor": factor}
-            strategy = Strategy(f"minEpochs {min_epochs}, reductionFactor {factor}", {"strategy": "tpe", "samples": args.samples}, asha)
-            runs = run_all(source, [strategy], range(args.seeds), args.workers)[strategy.name]
-            outcomes.append(outcome(strategy.name, runs, args.samples, source.epochs, target))
-    console.print(reach_table(outcomes, random_median, f"ASHA sweep: TPE + ASHA, {args.seeds} seeds"))
+    """TPE + ASHA for every pair of ``SWEEP``, the same seeds, each run ended at the target: the defaults' evidence
+    (its used/trials/pruned columns count up to the target, not a whole run)."""
+    strategies = [
+        Strategy(
+            f"ASHA {m}/{f}",
+            {"strategy": "tpe", "samples": args.samples},
+            {"strategy": "asha", "minEpochs": m, "reductionFactor": f},
+        )
+        for m, f in SWEEP
+    ]
+    runs = run_all(source, strategies, range(args.seeds), args.workers, args.processes, stop_at=target)
+    outcomes = [outcome(s.name, runs[s.name], args.samples, source.epochs, target) for s in strategies]
+    title = f"ASHA sweep: TPE + ASHA minEpochs/reductionFactor, {args.seeds} seeds, each run ended at the target"
+    console.print(reach_table(outcomes, random_median, title))
 
 
 def multi_objective(source: CurveSource, args, console) -> None:
@@ -359,13 +402,20 @@ def multi_objective(source: CurveSource, args, console) -> None:
     out = RichTable(title=f"objectives val_loss and n_parameters: hypervolume after {args.mo_samples} trials")
     for column in ("strategy", "hypervolume: median [range]", "Pareto trials (median)"):
         out.add_column(column, justify="left" if column == "strategy" else "right")
-    for name in ("random", "tpe"):
-        strategy = Strategy(name, {"strategy": name, "samples": args.mo_samples}, objectives=OBJECTIVES)
-        runs = run_all(source, [strategy], range(args.seeds), args.workers)[name]
-        volumes = [front_hypervolume(r) for r in runs]
-        fronts = [len(pareto_front([(v["val_loss"], v["n_parameters"]) for v in r.values])) for r in runs]
+    strategies = [
+        Strategy(name, {"strategy": name, "samples": args.mo_samples}, objectives=OBJECTIVES)
+        for name in ("random", "tpe")
+    ]
+    runs = run_all(source, strategies, range(args.seeds), args.workers, args.processes)
+    for strategy in strategies:
+        volumes = [front_hypervolume(r) for r in runs[strategy.name]]
+        fronts = [
+            len(pareto_front([(v["val_loss"], v["n_parameters"]) for v in r.values])) for r in runs[strategy.name]
+        ]
         out.add_row(
-            name, f"{statistics.median(volumes):.4f} [{min(volumes):.4f}-{max(volumes):.4f}]", f"{statistics.median(fronts):g}"
+            strategy.name,
+            f"{statistics.median(volumes):.4f} [{min(volumes):.4f}-{max(volumes):.4f}]",
+            f"{statistics.median(fronts):g}",
         )
     console.print(out)
 
@@ -386,13 +436,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-epochs", type=int, default=defaults.min_epochs, help="earlyStopping.minEpochs")
     parser.add_argument("--reduction-factor", type=int, default=defaults.reduction_factor, help="its reductionFactor")
     parser.add_argument("--mo-samples", type=int, default=MO_SAMPLES, help="trials of the two-objective row")
+    parser.add_argument("--processes", type=int, default=1, help="runs replayed side by side (forked processes)")
     parser.add_argument("--sweep", action="store_true", help="also sweep ASHA's minEpochs and reductionFactor")
     parser.add_argument("--design", type=Path, default=COMMITTED, help="the real trainings the surrogate is fitted to")
     parser.add_argument("--cache", type=Path, default=CACHE, help="folder of the fitted surrogate's table")
     args = parser.parse_args(argv)
 
     from rich.console import Console
-
     from search_surrogate import load_or_tabulate
 
     console = Console()
@@ -415,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     asha = {"minEpochs": args.min_epochs, "reductionFactor": args.reduction_factor}
     strategies = single_objective_strategies(args.samples, asha)
-    runs = run_all(source, strategies, range(args.seeds), args.workers)
+    runs = run_all(source, strategies, range(args.seeds), args.workers, args.processes)
     outcomes = [outcome(s.name, runs[s.name], trials_of(s), source.epochs, target) for s in strategies]
     by_name = {o.name: o for o in outcomes}
     random_median = by_name["random"].median

@@ -4,7 +4,7 @@ As YAHPO Gym and HPOBench's surrogate benchmarks do: real trainings at the point
 (``search_design``: scrambled Sobol, each curve to its last epoch) teach a regression model the whole curve as a
 function of the point; a strategy's trial at any point of the continuous space then "trains" by reading the
 model's curve epoch by epoch. The model is a random forest (scikit-learn's ``RandomForestRegressor``, one
-multi-output forest for the 20 epochs' log val_loss, so each predicted curve is an average of real curves and
+multi-output forest for the 12 epochs' log val_loss, so each predicted curve is an average of real curves and
 keeps their shape: it falls, flattens, and a diverging learning rate stays bad at every epoch), because
 
 - it needs no smoothness and no kernel: the space has categories (activation), ordinal widths and a learning rate
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from search_design import ACTIVATIONS, BATCH_SIZES, LEARNING_RATE, WIDTHS
 
 DIVERGED_LOSS = math.log(3.0)
@@ -150,7 +149,7 @@ class Tabulated:
         """The val_loss curve and the epoch seconds at ``point``."""
         low, high = (math.log(v) for v in LEARNING_RATE)
         where = (math.log(point["learning_rate"]) - low) / (high - low) * (self.curves.shape[1] - 1)
-        left = min(max(int(math.floor(where)), 0), self.curves.shape[1] - 2)
+        left = min(max(math.floor(where), 0), self.curves.shape[1] - 2)
         weight = min(max(where - left, 0.0), 1.0)
         c = self.combination_index(point)
         curve = (1 - weight) * self.curves[c, left] + weight * self.curves[c, left + 1]
@@ -175,10 +174,15 @@ DISCRETE_AXES: tuple[tuple[list[Any], str], ...] = (
 )
 
 
+def dense_combinations() -> list[tuple[Any, ...]]:
+    """Every combination of the discrete axes, in ``Tabulated.combination_index`` order."""
+    return list(product(*(values for values, _ in DISCRETE_AXES)))
+
+
 def tabulate(surrogate: Surrogate, learning_rates: int = LEARNING_RATES) -> Tabulated:
     """``Tabulated`` of a fitted surrogate (a few hundred thousand predictions, tens of seconds on 2 cores)."""
     rates = np.geomspace(*LEARNING_RATE, learning_rates)
-    combinations = list(product(*(values for values, _ in DISCRETE_AXES)))
+    combinations = dense_combinations()
     curves = np.empty((len(combinations), learning_rates, surrogate.epochs), dtype=np.float32)
     seconds = np.empty((len(combinations), learning_rates), dtype=np.float32)
     for start in range(0, len(combinations), 256):
@@ -190,7 +194,9 @@ def tabulate(surrogate: Surrogate, learning_rates: int = LEARNING_RATES) -> Tabu
                 for lr in rates
             ]
         )
-        curves[start : start + len(chunk)] = np.exp(surrogate.curves_model.predict(x)).reshape(len(chunk), -1, surrogate.epochs)
+        curves[start : start + len(chunk)] = np.exp(surrogate.curves_model.predict(x)).reshape(
+            len(chunk), -1, surrogate.epochs
+        )
         seconds[start : start + len(chunk)] = np.exp(surrogate.seconds_model.predict(x)).reshape(len(chunk), -1)
     return Tabulated(curves, seconds)
 
@@ -214,7 +220,9 @@ def load_or_tabulate(rows_file: Path, cache: Path, say=print) -> tuple[Tabulated
         tabulated = tabulate(fit(rows))
         cache.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.npz")
-        np.savez(partial, curves=tabulated.curves, seconds=tabulated.seconds, **{k: np.array(v) for k, v in error.items()})
+        np.savez(
+            partial, curves=tabulated.curves, seconds=tabulated.seconds, **{k: np.array(v) for k, v in error.items()}
+        )
         partial.replace(path)
     with np.load(path) as saved:
         error = {k: float(saved[k]) for k in ("median_relative", "mean_relative", "spearman", "rows")}

@@ -174,3 +174,80 @@ def test_both_benches_end_with_their_figure(tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"pulled_over_static=\d\.\d{3}", last)
     assert float(last.split("=")[1]) < 1  # 10 static shards of this grid each get one batch size: pulling wins
+
+
+# -- the surrogate benchmark ----------------------------------------------------------------------------------------
+
+
+def test_the_hypervolume_is_the_staircase_the_front_dominates_up_to_the_reference():
+    front = [(0.5, 3.0), (0.6, 2.0)]
+    assert search.hypervolume_2d(front, (0.8, 5.0)) == pytest.approx(0.1 * 2.0 + 0.2 * 3.0)
+    # a dominated point, and points beyond the reference, add nothing
+    assert search.hypervolume_2d([*front, (0.7, 4.0), (0.9, 1.0), (0.4, 6.0)], (0.8, 5.0)) == pytest.approx(0.8)
+    assert search.hypervolume_2d([], (0.8, 5.0)) == 0.0
+    assert search.pareto_front([(0.5, 3.0), (0.6, 2.0), (0.7, 4.0)]) == [(0.5, 3.0), (0.6, 2.0)]
+
+
+def _small_tabulated(rates: int = 3, epochs: int = 2) -> search_surrogate.Tabulated:
+    import numpy as np
+
+    combinations = len(search_surrogate.dense_combinations())
+    curves = np.arange(combinations * rates * epochs, dtype=np.float32).reshape(combinations, rates, epochs)
+    return search_surrogate.Tabulated(curves, np.ones((combinations, rates), np.float32))
+
+
+def test_the_tabulated_surrogate_is_exact_at_its_learning_rates_and_linear_in_log_between():
+    tabulated = _small_tabulated()
+    low, high = search_design.LEARNING_RATE
+    point = {"layer1": 8, "layer2": 8, "layer3": 8, "batch_size": 32, "activation": "relu"}
+    assert tabulated.at({**point, "learning_rate": low})[0] == (0.0, 1.0)
+    assert tabulated.at({**point, "learning_rate": high})[0] == (4.0, 5.0)
+    assert tabulated.at({**point, "learning_rate": math.sqrt(low * high)})[0] == pytest.approx((2.0, 3.0))
+    assert tabulated.at({**point, "learning_rate": low * (high / low) ** 0.25})[0] == pytest.approx((1.0, 2.0))
+    last = {"layer1": 256, "layer2": 256, "layer3": 256, "batch_size": 1024, "activation": "tanh"}
+    assert tabulated.at({**last, "learning_rate": low})[0][0] == tabulated.curves[-1, 0, 0]
+    assert tabulated.best_known() == 0.0
+    assert tabulated.share_within(0.0) == pytest.approx(1 / tabulated.curves[:, :, 0].size)
+
+
+def test_a_diverged_epoch_and_every_one_after_it_count_as_chance():
+    chance = math.log(search_surrogate.DIVERGED_LOSS)
+    assert search_surrogate.log_curve([0.9, None, 0.8]) == pytest.approx([math.log(0.9), chance, chance])
+    assert search_surrogate.log_curve([0.9, math.nan]) == pytest.approx([math.log(0.9), chance])
+
+
+def test_a_fused_groups_epoch_time_is_split_over_its_networks():
+    block = [(0, {"batch_size": 32}), (1, {"batch_size": 64}), (2, {"batch_size": 32})]
+    groups = search_design.fused_groups(block)
+    assert groups == {"d0": 0, "d2": 0, "d1": 1}
+    # group 0 (two networks): epochs end at 4 and 6; group 1 (one): at 7 and 8; training started at 0
+    events = [("d0", 1, 3.9), ("d2", 1, 4.0), ("d0", 2, 5.9), ("d2", 2, 6.0), ("d1", 1, 7.0), ("d1", 2, 8.0)]
+    seconds = search_design.group_seconds(events, groups, started=0.0)
+    assert seconds == {"d0": [2.0, 1.0], "d2": [2.0, 1.0], "d1": [1.0, 1.0]}
+
+
+def test_replaying_two_objectives_records_both_and_counts_every_finished_trial():
+    pytest.importorskip("optuna")
+    source = search.SurrogateSource(_small_tabulated(epochs=3))
+    strategy = search.Strategy("tpe", {"strategy": "tpe", "samples": 10}, objectives=search.OBJECTIVES)
+    run = search.replay(source, strategy.spec(seed=1, workers=2))
+    assert run.trials == 10 and len(run.values) == len(run.finished) == 10 and run.epochs == 30
+    assert all(set(v) == {"val_loss", "n_parameters"} for v in run.values)
+    assert search.front_hypervolume(run) >= 0.0
+
+
+def test_the_committed_design_is_the_sobol_design_trained_by_dl1():
+    from dl1.model import parse_combination
+
+    table = json.loads(search_design.COMMITTED.read_text())
+    assert search_design.COMMITTED.stat().st_size < 1_000_000
+    assert table["key"] == search_design.design_key(search_design.SPACE, search_design.SETTINGS)
+    rows = table["rows"]
+    assert len(rows) >= 200
+    points = search_design.design()
+    for row in rows:
+        assert row["parameters"] == points[row["index"]]
+        parse_combination(row["parameters"])  # dl1 accepts every point
+        assert len(row["val_loss"]) == len(row["epoch_seconds"]) == search_design.SETTINGS["epochs"]
+        if "n_parameters" in row["metrics"]:  # dl1's own count agrees with the benchmark's (its second objective)
+            assert row["metrics"]["n_parameters"] == search_design.n_parameters(row["parameters"])
