@@ -60,8 +60,9 @@ GRID_SPACE: list[dict[str, Any]] = [
 """The grid a user would write over the space: 3 x 3 x 3 x 4 x 3 x 3 = 972 points."""
 
 OBJECTIVES = [{"metric": "val_loss", "goal": "minimize"}, {"metric": "n_parameters", "goal": "minimize"}]
-SAMPLES = 300
-"""sampling.samples of every strategy but grid (the budget: 300 x 12 trial-epochs)."""
+SAMPLES = 200
+"""sampling.samples of every strategy but grid (the budget: 200 x 12 trial-epochs). 2.6% of the space is within
+1% of the best known: a random run misses it in 200 trials once in about 200 (0.974^200)."""
 MO_SAMPLES = 60
 """Trials of the two-objective row."""
 HV_REFERENCE = (0.8, math.log10(150_000))
@@ -217,10 +218,11 @@ def replay(source: CurveSource, spec, stop_at: float | None = None) -> Run:
             run.failed += 1
         else:
             stops = search.progress([Progress(id=combination.id, epoch=done, metrics={"val_loss": loss})])
-            if (worker, combination.id) in stops:
+            last = done == len(row.val_loss)  # dl1 ends its last epoch anyway: a stop there comes too late
+            if (worker, combination.id) in stops and not last:
                 record(worker, combination, "pruned", loss, done)
                 run.pruned += 1
-            elif done == len(row.val_loss):
+            elif last:
                 value = min(row.val_loss)
                 record(worker, combination, "succeeded", value, done, row.metrics)
                 run.finished.append((run.epochs, value))

@@ -259,3 +259,14 @@ def test_the_surrogate_predicts_trainings_it_was_not_fitted_to_within_its_bound(
     error = search_surrogate.held_out_error(search_surrogate.load_rows(search_design.COMMITTED))
     assert error["median_relative"] < 0.025 and error["mean_relative"] < 0.03
     assert error["spearman"] > 0.7  # it ranks the trainings as they came out, which is what the strategies use
+
+
+def test_a_rung_at_the_last_epoch_prunes_nothing_as_dl1_ends_that_epoch_anyway():
+    pytest.importorskip("optuna")
+    table = _toy_table()  # 9 epochs: minEpochs 3 and reductionFactor 3 put rungs at 3 and 9
+    asha = {"strategy": "asha", "minEpochs": 3, "reductionFactor": 3}
+    best_first = [{"name": "x", "values": list(range(11, -1, -1))}]  # later trials are worse: some reach 9 and lose
+    run = search.replay(table, search.scan_spec(best_first, {"strategy": "grid"}, asha, workers=3))
+    assert run.pruned > 0 and len(run.finished) + run.pruned == 12
+    # every pruned trial stopped at the rung of epoch 3: none at 9, where it had finished
+    assert run.epochs == len(run.finished) * 9 + run.pruned * 3
