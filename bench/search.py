@@ -161,6 +161,21 @@ class Run:
     values: list[dict[str, float]] = field(default_factory=list)  # each finished trial's record metrics
 
 
+def trial_record(worker: int, combination, status: str, metrics: dict[str, float], epochs: int, max_epochs: int):
+    """The record a worker writes for a trial (a failed one carries no metrics)."""
+    from hpscan.api.contract import ResultRecord
+
+    return ResultRecord(
+        id=combination.id,
+        shard=worker,
+        parameters=combination.parameters,
+        metrics={} if status == "failed" else metrics,
+        status=status,
+        epochs=epochs,
+        max_epochs=max_epochs,
+    )
+
+
 def replay(source: CurveSource, spec, stop_at: float | None = None) -> Run:
     """Run one scan's ``spec`` through hpscan's search ledger (``hpscan.core.search.Search``), curves from ``source``.
 
@@ -171,7 +186,6 @@ def replay(source: CurveSource, spec, stop_at: float | None = None) -> Run:
     epochs it ran; a finished one is recorded with its best epoch's val_loss, as dl1 records it. With ``stop_at``
     the run ends once a finished trial's val_loss is at or below it (what the ASHA sweep needs, for less time).
     """
-    from hpscan.api.contract import ResultRecord
     from hpscan.api.trials import Progress
     from hpscan.core.planning import plan
     from hpscan.core.search import Search, top_up
@@ -187,18 +201,8 @@ def replay(source: CurveSource, spec, stop_at: float | None = None) -> Run:
     trained: set[tuple[Any, ...]] = set()
 
     def record(worker: int, combination, status: str, value: float, epochs: int, row_metrics=None) -> None:
-        row_metrics = row_metrics or {}
-        search.record(
-            ResultRecord(
-                id=combination.id,
-                shard=worker,
-                parameters=combination.parameters,
-                metrics={} if status == "failed" else {**row_metrics, "val_loss": value},
-                status=status,
-                epochs=epochs,
-                max_epochs=source.epochs,
-            )
-        )
+        metrics = {**(row_metrics or {}), "val_loss": value}
+        search.record(trial_record(worker, combination, status, metrics, epochs, source.epochs))
 
     def next_trial(worker: int, now: float) -> None:
         for w, count in top_up({worker: len(search.open_trials(worker))}, per_worker).items():
