@@ -1,6 +1,6 @@
 """Benchmark: wall time of a grid scan whose trials cost unevenly, static round-robin shards vs workers that pull.
 
-The trial costs are real: each of the 200 grid points of ``bench/search.py``'s table costs its recorded median
+The trial costs are real: each of the 200 grid points of ``bench/grid_table.py``'s table costs its recorded median
 epoch time times its epochs (dl1 on synthetic jets, 2 CPU cores; small batches cost many times more than large
 ones). Both schedules use the same number of workers, each running one trial at a time:
 
@@ -14,7 +14,7 @@ default: the paper's 10 GPU jobs, and the shards of examples/dl1-seed-scan.yaml)
 depends on how the cost-driving axis (here batch_size, 5 values, the fastest-varying) meets the shard count:
 with 5 or 10 shards every shard gets one batch size; with 4, round-robin cycles through all five.
 
-    .venv/bin/python bench/pull.py                 # trains the table first if bench/search.py has not
+    .venv/bin/python bench/pull.py                 # trains the table first (minutes) if it is not cached
     .venv/bin/python bench/pull.py --workers 4
     # last line: pulled_over_static=<pulled wall time / static wall time>
 """
@@ -29,12 +29,12 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-import search
+import grid_table
 
 from hpscan.api.spec import Sampling
 
 
-def trial_costs(table: search.Table) -> list[float]:
+def trial_costs(table: grid_table.Table) -> list[float]:
     """Seconds per trial in plan order: the median of its epoch times (the first carries graph building) x epochs."""
     costs = []
     for row in table.rows:
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=Sampling.model_fields["trials_per_worker"].default,
         help="trials a pulling worker holds at once (sampling.trialsPerWorker; its default)",
     )
-    parser.add_argument("--cache", type=Path, default=search.CACHE, help="folder of the trained tables")
+    parser.add_argument("--cache", type=Path, default=grid_table.CACHE, help="folder of the trained tables")
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     console = Console()
     if not console.is_terminal:
         console.width = 120  # a log or a pipe: wide enough for the table
-    table = search.load_or_train(search.SPACE, search.SETTINGS, args.cache, console.print)
+    table = grid_table.load_or_train(grid_table.SPACE, grid_table.SETTINGS, args.cache, console.print)
     costs = trial_costs(table)
     console.print(
         f"{len(costs)} trials, {sum(costs):.0f} s of training in all; one trial costs "
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out.add_column(column, justify="right")
     headline = None
     for workers in sorted({2, 4, 5, 8, 10, args.workers}):
-        shards = shards_of(search.grid_plan(search.SPACE, workers))
+        shards = shards_of(grid_table.grid_plan(grid_table.SPACE, workers))
         for label, speeds in (
             ("equal", [1.0] * workers),
             ("half at 0.5x", [1.0 if w % 2 == 0 else 0.5 for w in range(workers)]),
