@@ -3,7 +3,9 @@ the site block's checks."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,27 @@ def test_the_job_script_runs_the_shard_runner_and_leaves_its_exit_code(tmp_path)
     assert done.returncode == 3
     assert (tmp_path / "exit-42").read_text().strip() == "3"
     assert (tmp_path / "said.txt").read_text().strip() == "hi"
+
+
+def test_the_job_script_outlives_its_command_through_a_sigterm_and_passes_it_on(tmp_path):
+    """Slurm's SIGTERM (scancel, preemption) must not end the batch shell before the runner: while the runner
+    records the combination in training, the job must still read running, or the shard's next attempt trains that
+    combination again. The shell passes the signal on, waits, and the job's exit code is the runner's."""
+    runner = 'trap "sleep 1; echo finished > finished.txt; exit 7" TERM; touch started; while :; do sleep 0.1; done'
+    script = job_script(slurm_of(spec().sites[0]).model_copy(update={"setup": []}), ["sh", "-c", runner], tmp_path)
+    (tmp_path / "job.sh").write_text(script)
+    env = {"SLURM_JOB_ID": "42", "PATH": "/usr/bin:/bin"}
+    shell = subprocess.Popen(["bash", str(tmp_path / "job.sh")], env=env)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline and shell.poll() is None, "the runner never started"
+        time.sleep(0.05)
+    shell.send_signal(signal.SIGTERM)  # to the shell alone, as `scancel --batch` sends it
+    time.sleep(0.3)
+    assert shell.poll() is None, "the batch shell ended while its runner was still recording"
+    assert shell.wait(timeout=30) == 7
+    assert (tmp_path / "finished.txt").read_text().strip() == "finished"
+    assert (tmp_path / "exit-42").read_text().strip() == "7"
 
 
 def test_the_shard_command_runs_the_sites_runner_with_the_slurm_channel():
