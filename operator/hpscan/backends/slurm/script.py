@@ -103,17 +103,19 @@ def job_script(settings: SlurmSite, command: Sequence[str], folder: Path) -> str
     The command runs in the background and the shell waits for it, also through a SIGTERM (scancel, preemption),
     which it passes on: a shell that died at once would let the job read ended (proctrack/linuxproc loses the
     orphaned runner) while the runner still records the combination in training, and the shard's next attempt
-    would train that combination again."""
+    would train that combination again. A job so stopped leaves no exit file either, as before: Slurm's state says
+    why it ended (cancelled, requeued, timed out), and a requeued job keeps its id."""
     setup = "\n".join(settings.setup)
     return (
         "#!/bin/bash\n"
         "# An hpscan shard job (docs/slurm.md): the shard runner publishes through the files of this folder.\n"
         f"cd {shlex.quote(str(folder))} || exit 1\n"
         f"{setup}\n"
-        "trap 'kill -TERM \"$runner\" 2>/dev/null' TERM\n"
+        "trap 'stopped=1; kill -TERM \"$runner\" 2>/dev/null' TERM\n"
         f"{shlex.join(command)} &\n"
         "runner=$!\n"
         'while :; do wait "$runner"; code=$?; kill -0 "$runner" 2>/dev/null || break; done\n'
+        '[[ -z "${stopped:-}" ]] || exit "$code"\n'
         f'echo "$code" > {EXIT_PREFIX}"$SLURM_JOB_ID".tmp && mv {EXIT_PREFIX}"$SLURM_JOB_ID".tmp {EXIT_PREFIX}"$SLURM_JOB_ID"\n'
         'exit "$code"\n'
     )

@@ -120,7 +120,7 @@ def test_the_job_script_runs_the_shard_runner_and_leaves_its_exit_code(tmp_path)
 def test_the_job_script_outlives_its_command_through_a_sigterm_and_passes_it_on(tmp_path):
     """Slurm's SIGTERM (scancel, preemption) must not end the batch shell before the runner: while the runner
     records the combination in training, the job must still read running, or the shard's next attempt trains that
-    combination again. The shell passes the signal on, waits, and the job's exit code is the runner's."""
+    combination again. The shell passes the signal on, waits, and ends with the runner's code, leaving no exit file."""
     runner = 'trap "sleep 1; echo finished > finished.txt; exit 7" TERM; touch started; while :; do sleep 0.1; done'
     script = job_script(slurm_of(spec().sites[0]).model_copy(update={"setup": []}), ["sh", "-c", runner], tmp_path)
     (tmp_path / "job.sh").write_text(script)
@@ -135,7 +135,7 @@ def test_the_job_script_outlives_its_command_through_a_sigterm_and_passes_it_on(
     assert shell.poll() is None, "the batch shell ended while its runner was still recording"
     assert shell.wait(timeout=30) == 7
     assert (tmp_path / "finished.txt").read_text().strip() == "finished"
-    assert (tmp_path / "exit-42").read_text().strip() == "7"
+    assert not (tmp_path / "exit-42").exists()  # stopped by Slurm: its state says why (a requeued job keeps its id)
 
 
 def test_the_shard_command_runs_the_sites_runner_with_the_slurm_channel():
