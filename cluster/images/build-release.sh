@@ -29,10 +29,6 @@ OPERATOR_IMAGE="localhost/hpscan/operator:release-$short"
 PAYLOAD_IMAGE="localhost/hpscan/dl1-payload:release-$short"
 KEY_LABEL=io.hpscan.release-commit
 
-mkdir -p "$cache"
-exec 7>"$cache/build.lock"  # the same lock as cluster/images/build.sh: one build per cache at a time
-flock 7
-
 built() {
   [[ "$(buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"$KEY_LABEL\"}}" "$1" 2>/dev/null)" == "$commit" ]]
 }
@@ -42,6 +38,9 @@ if built "$OPERATOR_IMAGE" && built "$PAYLOAD_IMAGE"; then
   echo "$OPERATOR_IMAGE $PAYLOAD_IMAGE"
   exit 0
 fi
+mkdir -p "$cache"
+exec 7>"$cache/build.lock"  # the same lock as cluster/images/build.sh: one build per cache at a time
+flock 7
 
 start=$SECONDS
 tf_version="$(git -C "$repo" show "$commit:payload/Dockerfile" |

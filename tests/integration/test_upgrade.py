@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 RELEASE = yaml.safe_load((REPO / "charts" / "upgrade-from.yaml").read_text())
 SCAN = "upgrade"
 SHARDS = 2
-# Long enough that the upgrade (a new operator pod, ready in some 20 s) lands while both shards still train.
-COMBINATIONS_PER_SHARD = 3
-SETTINGS = {"epochs": 6, "patience": 6, "batch_size": 500, "data": {"synthetic": {"jets": 20000, "seed": 1}}}
+# Long enough that the upgrade lands while both shards still train: on the 2-core test machine a combination of 6
+# epochs took some 15 s and `helm upgrade --wait` some 40 s, so 6 combinations recorded before it ended.
+COMBINATIONS_PER_SHARD = 4
+SETTINGS = {"epochs": 15, "patience": 15, "batch_size": 500, "data": {"synthetic": {"jets": 20000, "seed": 1}}}
 
 
 def _release_images() -> tuple[str, str]:
@@ -171,6 +173,7 @@ def _upgrade_mid_scan(cluster, k8s, helm: list[str], release: str, ns: str, payl
     before = {job.metadata.name: job.metadata.uid for job in jobs}
     recorded_before = _recorded(legacy)
 
+    began = time.monotonic()
     _apply_crd(cluster, REPO / "crds" / "hpscan.io_hpscans.yaml")
     upgraded = subprocess.run(
         [*helm, "upgrade", release, str(REPO / "charts" / "hpscan-operator"), "--wait", "--timeout", "180s",
@@ -179,6 +182,8 @@ def _upgrade_mid_scan(cluster, k8s, helm: list[str], release: str, ns: str, payl
     )  # fmt: skip
     assert upgraded.returncode == 0, upgraded.stderr
     recorded_at_upgrade = _recorded(_legacy_configmaps(k8s, ns))
+    print(f"upgrade: {recorded_before}/{total} recorded when it began, {recorded_at_upgrade}/{total} when "
+          f"helm upgrade --wait returned, {time.monotonic() - began:.0f} s later")  # fmt: skip
     assert recorded_at_upgrade < total, (
         f"the shards recorded all {total} before the upgrade ended ({recorded_before} when it began): lengthen them"
     )
@@ -202,6 +207,7 @@ def _assert_every_record_once(cluster, k8s, ns: str, planned) -> None:
     assert {r["status"] for r in records} == {"succeeded"}
     status = get(k8s, ns, SCAN)["status"]
     assert status["progress"] == f"{len(ids)}/{len(ids)}", status
+    assert "epochsResumed" in status["training"], status  # a field the release does not know: today's status
     jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector=f"hpscan.io/scan={SCAN}").items
     assert sorted(j.metadata.name for j in jobs) == [f"{SCAN}-shard-{i:03d}" for i in range(SHARDS)]
     assert all((j.status.succeeded, j.status.failed or 0) == (1, 0) for j in jobs), [j.status for j in jobs]
