@@ -38,6 +38,7 @@ SETTINGS = {"epochs": 15, "patience": 15, "batch_size": 500, "data": {"synthetic
 
 def _release_images() -> tuple[str, str]:
     """The release's operator and payload images (built once per commit), loaded into the real node's containerd."""
+    began = time.monotonic()
     built = subprocess.run([str(REPO / "cluster" / "images" / "build-release.sh"), RELEASE["commit"]],
                            capture_output=True, text=True, check=False)  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]
@@ -51,6 +52,7 @@ def _release_images() -> tuple[str, str]:
                        capture_output=True)  # fmt: skip
         _ctr("images", "import", str(archive))
         archive.unlink()
+    print(f"release images built and loaded in {time.monotonic() - began:.0f} s")
     return operator_image, payload_image
 
 
