@@ -30,10 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 RELEASE = yaml.safe_load((REPO / "charts" / "upgrade-from.yaml").read_text())
 SCAN = "upgrade"
 SHARDS = 2
-# Long enough that the upgrade lands while both shards still train: on the 2-core test machine a combination of 6
-# epochs took some 15 s and `helm upgrade --wait` some 40 s, so 6 combinations recorded before it ended.
+# Long enough that the upgrade lands while both shards still train, one combination at a time (fuse 1: a fused
+# group records all its combinations at its end, so a shard of 4 fused ones recorded all or nothing); `helm upgrade
+# --wait` took some 30 s on the 2-core test machine.
 COMBINATIONS_PER_SHARD = 4
-SETTINGS = {"epochs": 15, "patience": 15, "batch_size": 500, "data": {"synthetic": {"jets": 20000, "seed": 1}}}
+SETTINGS = {
+    "epochs": 8, "patience": 8, "batch_size": 500, "fuse": 1, "data": {"synthetic": {"jets": 20000, "seed": 1}},
+}  # fmt: skip
 
 
 def _release_images() -> tuple[str, str]:
