@@ -218,12 +218,15 @@ def inbox_assignment(data: Mapping[str, str] | None) -> Assignment:
 
 def unrecorded(shard_configmaps: Iterable[Mapping[str, str]]) -> set[str]:
     """The ids a shard's pages and inbox (their data) hand out, listed on a page or handed to its worker and not
-    withdrawn, that none of its pages holds a record of."""
+    withdrawn, that none of its pages holds a record of. A shard ConfigMap of the layout before pages (one per
+    shard, its whole shard file under SHARD_KEY: docs/upgrades.md) hands out the combinations of that file."""
     handed: set[str] = set()
     recorded: set[str] = set()
     for data in shard_configmaps:
         with contextlib.suppress(ValueError, KeyError, TypeError):  # an inbox, or a page that cannot be read
             handed.update(str(c["id"]) for c in json.loads(data[PAGE_KEY])["combinations"])
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # page 0's header lists none
+            handed.update(str(c["id"]) for c in json.loads(data[SHARD_KEY])["combinations"])
         handed.update(inbox_assignment(data).trials)
         recorded.update(key for key in data if key not in RESERVED_KEYS)
     return handed - recorded
