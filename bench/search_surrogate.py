@@ -16,7 +16,7 @@ keeps their shape: it falls, flattens, and a diverging learning rate stays bad a
 Gradient boosting would need one model per epoch (its curves would not stay curves). ``held_out_error`` measures
 the surrogate on rows it did not see (5-fold): on the 194 committed trainings the best-epoch val_loss is predicted
 within 1.7% at the median (mean 2.3%; Spearman rank correlation 0.79), about the spread a point's val_loss has
-across initialisation seeds; ``bench/search.py`` prints the figures and tests/unit/test_bench_search.py keeps the
+across initialisation seeds; ``bench/search.py`` prints the figures and tests/unit/project/test_bench_search.py keeps the
 bound (median < 2.5%, Spearman > 0.7). Epoch wall times (the simulated workers' clocks) come from a
 second, small forest on the log of each row's median epoch time.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The operator and payload images of an earlier commit, for the upgrade test (tests/integration/test_upgrade.py):
+# The operator and payload images of an earlier commit, for the upgrade test (tests/integration/kubernetes/test_upgrade.py):
 #
 #   cluster/images/build-release.sh COMMIT      (COMMIT: charts/hpscan-operator/ci/upgrade-from.yaml's)
 #

@@ -16,7 +16,7 @@ from hpscan.api.contract import ResultRecord, ShardFile
 from hpscan.job.configmap import record_patch
 from hpscan.job.pages import SHARD_KEY, records_of, unrecorded
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RELEASE = yaml.safe_load((REPO / "charts" / "upgrade-from.yaml").read_text())
 CRD = "crds/hpscan.io_hpscans.yaml"
 

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from operator_support import get
+from support.operator_support import get
 from test_real_node import TOLERATIONS, _ctr, _finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RELEASE = yaml.safe_load((REPO / "charts" / "upgrade-from.yaml").read_text())
 SCAN = "upgrade"
 SHARDS = 2
