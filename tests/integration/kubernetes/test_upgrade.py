@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from support.operator_support import get
 from test_real_node import TOLERATIONS, _ctr, _finished
+
+from support.operator_support import get
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
