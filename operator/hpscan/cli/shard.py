@@ -64,7 +64,7 @@ def shard_run(
     checkpoint_upload_seconds: Annotated[
         float,
         typer.Option(
-            "--checkpoint-upload-seconds",
+            "--checkpoint-upload",
             envvar=UPLOAD_SECONDS_ENV,
             min=0,
             metavar="SECONDS",

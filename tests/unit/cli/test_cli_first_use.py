@@ -108,8 +108,9 @@ def _every_command(cli: typer.Typer) -> list[tuple[str, ...]]:
     ids=lambda v: " ".join(v) if isinstance(v, tuple) else "",
 )
 def test_help_shows_click_style_metavars_and_every_option(cli, command):
-    """TEXT, INTEGER, PATH as typer and click users know them; nothing after a flag or --help; NAME, not {name}."""
-    result = runner.invoke(cli, [*command, "--help"], terminal_width=200)
+    """TEXT, INTEGER, PATH as typer and click users know them; nothing after a flag or --help; NAME, not {name}; every
+    option's whole name on an 80-column terminal (rich cuts a long one to "--checkpoint-upload-se…")."""
+    result = runner.invoke(cli, [*command, "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert TYPER_METAVAR.findall(result.output) == []
     usage = next(line for line in result.output.splitlines() if "Usage:" in line)
