@@ -18,13 +18,13 @@ import pytest
 import yaml
 from kubernetes import client
 
-from support.operator_support import tiny_shard, wait_phase
+from support.operator_support import tiny_shard
+from support.real_node import TOLERATIONS, ctr, finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
 REPO = Path(__file__).resolve().parents[3]
 NODE = os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
-CLUSTER_DIR = Path(os.environ.get("HPSCAN_CLUSTER_DIR", REPO / ".cluster"))
 PAYLOAD = "localhost/hpscan/dl1-payload:dev"
 GPU_CHECK = "localhost/hpscan/dl1-gpu-check:dev"
 SCRIPT = r"""
@@ -149,19 +149,7 @@ def test_a_shard_job_runs_on_the_real_node_and_publishes_its_record_through_the_
 
 
 QUICKSTART = "quickstart"
-TOLERATIONS = [
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-    {"key": "hpscan.io/real-node", "operator": "Exists", "effect": "NoSchedule"},
-]
 SHARD_OBJECTS = ("jobs", "pods", "configmaps", "serviceaccounts", "roles", "rolebindings", "networkpolicies")
-
-
-def _ctr(*args: str) -> subprocess.CompletedProcess[str]:
-    """containerd's own client on the real node's socket (what runc was handed, not what the API server admitted)."""
-    sock = CLUSTER_DIR / "node" / "containerd.sock"
-    return subprocess.run(
-        ["ctr", "--address", str(sock), "--namespace", "k8s.io", *args], capture_output=True, text=True, check=True
-    )
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +219,7 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
 
     ns, scan = operator_release, quickstart_for_the_real_node()
     _apply(cluster, ns, scan)
-    status = _finished(cluster, k8s, ns, QUICKSTART, 900)
+    status = finished(cluster, k8s, ns, QUICKSTART, 900)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[-4000:]
     assert status["progress"] == "24/24", status
 
@@ -255,7 +243,7 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
         # What runc was given for the shard container: the restricted profile, enforced, not only admitted.
         (container,) = pod.status.container_statuses
         assert container.container_id.startswith("containerd://")
-        oci = json.loads(_ctr("containers", "info", container.container_id.removeprefix("containerd://")).stdout)
+        oci = json.loads(ctr("containers", "info", container.container_id.removeprefix("containerd://")).stdout)
         process, root = oci["Spec"]["process"], oci["Spec"]["root"]
         assert (process["user"]["uid"], process["user"]["gid"]) == (10001, 10001)
         assert root.get("readonly") is True
@@ -275,7 +263,7 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
     def leftovers() -> list[str]:
         found = cluster.kubectl("-n", ns, "get", ",".join(SHARD_OBJECTS), "-l", f"hpscan.io/scan={QUICKSTART}",
                                 "-o", "name")  # fmt: skip
-        containers = _ctr("containers", "ls", "-q", f'labels."io.kubernetes.pod.namespace"=={ns}').stdout.split()
+        containers = ctr("containers", "ls", "-q", f'labels."io.kubernetes.pod.namespace"=={ns}').stdout.split()
         return found.stdout.split() + [f"container/{c}" for c in containers]
 
     remaining: list[str] = []
@@ -288,16 +276,6 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
         cluster.wait(gone, 120, "everything of the deleted scan to go")
     except TimeoutError:
         pytest.fail(f"left behind after the scan was deleted: {remaining}")
-
-
-def _finished(cluster, k8s, ns: str, name: str, timeout: float) -> dict:
-    """The scan's status once Succeeded or Failed; on a timeout, a failure that shows where it stands."""
-    from support.operator_support import get
-
-    try:
-        return wait_phase(cluster, k8s, ns, name, {"Succeeded", "Failed"}, timeout)["status"]
-    except TimeoutError:
-        pytest.fail(f"{name} did not finish in {timeout:g}s: {json.dumps(get(k8s, ns, name).get('status'))[-3000:]}")
 
 
 REAL_SITE = {
@@ -335,7 +313,7 @@ def test_a_gpu_required_scan_fails_with_gpu_unavailable_from_the_real_gpu_check(
     ns, name = operator_release, f"needs-gpu-{'probe' if probe else 'shard'}"
     scan = _one_shard_scan(name, {} if probe else {"gpuCheck": []}, retries=2, gpu_required=True, sites=[])
     _apply(cluster, ns, scan)
-    status = _finished(cluster, k8s, ns, name, 300)
+    status = finished(cluster, k8s, ns, name, 300)
     assert status["phase"] == "Failed", status
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "GPUUnavailable", failed
@@ -411,7 +389,7 @@ def test_the_helm_installed_operator_image_refuses_a_scan_with_settings_its_payl
     scan["metadata"]["name"] = name
     scan["spec"]["payload"]["settings"]["epochs"] = -3
     _apply(cluster, ns, scan)
-    status = _finished(cluster, k8s, ns, name, 120)
+    status = finished(cluster, k8s, ns, name, 120)
     assert status["phase"] == "Failed", status
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     words = "spec.payload: settings.epochs: Input should be greater than or equal to 1"
@@ -439,7 +417,7 @@ def test_a_shard_killed_for_memory_and_one_whose_image_is_missing_fail_saying_so
     for scan, _, _ in scans.values():
         _apply(cluster, ns, scan)
     for name, (_, words, reason) in scans.items():
-        status = _finished(cluster, k8s, ns, name, 300)
+        status = finished(cluster, k8s, ns, name, 300)
         assert status["phase"] == "Failed", status
         (shard,) = status["shards"]
         assert shard["reason"] == reason and words in shard["message"], shard

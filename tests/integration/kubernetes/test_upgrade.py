@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from test_real_node import TOLERATIONS, _ctr, _finished
 
 from support.operator_support import get
+from support.real_node import TOLERATIONS, ctr, finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
@@ -48,13 +48,13 @@ def _release_images() -> tuple[str, str]:
     assert built.returncode == 0, built.stderr[-3000:]
     operator_image, payload_image = built.stdout.split()
     for image in (operator_image, payload_image):
-        if _ctr("images", "ls", "-q", f"name=={image}").stdout.strip():
+        if ctr("images", "ls", "-q", f"name=={image}").stdout.strip():
             continue
         archive = REPO / ".cluster" / "node" / "containerd" / "release-import.tar"
         archive.unlink(missing_ok=True)
         subprocess.run(["buildah", "push", "--quiet", image, f"docker-archive:{archive}:{image}"], check=True,
                        capture_output=True)  # fmt: skip
-        _ctr("images", "import", str(archive))
+        ctr("images", "import", str(archive))
         archive.unlink()
     print(f"release images built and loaded in {time.monotonic() - began:.0f} s")
     return operator_image, payload_image
@@ -149,7 +149,7 @@ def test_a_scan_started_by_the_last_release_finishes_after_helm_upgrade_with_eve
         assert installed.returncode == 0, installed.stderr
         _upgrade_mid_scan(cluster, k8s, helm, release, ns, payload_image)
         scan = _scan(payload_image)
-        status = _finished(cluster, k8s, ns, SCAN, 600)
+        status = finished(cluster, k8s, ns, SCAN, 600)
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[-4000:]
         _assert_every_record_once(cluster, k8s, ns, plan(SCAN, HPScan.model_validate(scan).spec))
     finally:
