@@ -14,9 +14,10 @@ from hpscan.api.contract import ResultRecord
 from hpscan.job.runner import CheckpointExit, checkpoint_due, newest_checkpoint, run_shard
 
 # A stand-in payload (no TensorFlow): one record, then a checkpoint of trial c1 every 50 ms until stopped, or with
-# "never" no checkpoint and an exit after 0.5 s.
+# "never" no checkpoint and an exit after 0.5 s. It saves as the contract asks (docs/checkpoints.md) and dl1 does,
+# atomically: a payload stopped mid-write leaves the previous checkpoint, never an empty file.
 PAYLOAD = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 out = Path(sys.argv[sys.argv.index("--out") + 1])
 record = {"id": "c0", "shard": 0, "parameters": {}, "metrics": {"val_loss": 0.5}, "status": "succeeded"}
@@ -27,7 +28,8 @@ if sys.argv[1] == "never":
     sys.exit(0)
 (out / "checkpoints" / "c1").mkdir(parents=True, exist_ok=True)
 for epoch in range(1, 10_000):
-    (out / "checkpoints" / "c1" / "state.npz").write_text(str(epoch))
+    (out / "checkpoints" / "c1" / ".state.npz.partial").write_text(str(epoch))
+    os.replace(out / "checkpoints" / "c1" / ".state.npz.partial", out / "checkpoints" / "c1" / "state.npz")
     time.sleep(0.05)
 """
 
