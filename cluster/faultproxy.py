@@ -12,7 +12,9 @@ own identity, and its RBAC). On the way it injects, from one seeded random sourc
   took effect) or after (it did: the client cannot tell);
 - dropped watches: a watch stream cut a random moment after it started, mid-way through its events;
 - lag: each chunk of a watch stream of the given resources (``lag={"configmaps": 5.0}``) delivered that many seconds
-  late, in order, while other watches pass at once (one informer cache behind another).
+  late, in order, while other watches pass at once (one informer cache behind another);
+- slow requests: each request that is not a watch and whose request line matches ``slow`` is held ``slow_seconds``
+  before it is forwarded, then answered (a list an API server under load answers late).
 
 Test code only (tests/integration/kubernetes/test_operator_faults.py); ``FaultProxy.start()`` runs it in a thread of its own.
 """
@@ -63,6 +65,10 @@ class FaultPlan:
     fail_first: str = ""
     """A regular expression: the first request of each request line ("GET /api/v1/...") it matches is answered 503
     (beyond ``max_errors``), whenever it comes."""
+    slow: str = ""
+    """A regular expression: every request that is not a watch and whose request line it matches is forwarded only
+    after ``slow_seconds`` (and then answered as usual)."""
+    slow_seconds: float = 0.0
 
 
 def serving_certificate(ca_cert: Path, ca_key: Path, folder: Path) -> tuple[Path, Path]:
@@ -292,6 +298,9 @@ class FaultProxy:
                     self._note(TIMEOUT_BEFORE, request_line)
                     await asyncio.sleep(self.plan.hold_seconds)
                     return
+                if not watch and self.plan.slow and re.search(self.plan.slow, request_line):
+                    self._note("slow", request_line)
+                    await asyncio.sleep(self.plan.slow_seconds)
                 authorized = "authorization" not in fields
                 answer = None
                 for _ in range(2):  # a kept-alive upstream connection the API server closed meanwhile: a new one

@@ -59,8 +59,10 @@ def operator(
     """Run the HPScan operator (kopf): plans scans, runs shards as Jobs, keeps each scan's status live."""
     import kopf
 
-    from hpscan.controller import health, metrics
+    from hpscan.controller import health, kopf_fixes, metrics
     from hpscan.controller.handlers import OperatorState  # importing it registers the handlers
+
+    kopf_fixes.apply()
 
     if metrics_port:
         metrics.serve(metrics_port)

@@ -145,3 +145,30 @@ def test_a_job_complete_before_its_last_page_reaches_the_cache_loses_no_record(c
     assert status["progress"] == "8/8" and status["combinations"]["succeeded"] == 8
     assert len(recorded(k8s, ns, "lagging")) == 8 and max(recorded(k8s, ns, "lagging").values()) == 1
     assert run.proxy.injected["lagged"] > 0
+
+
+def test_a_namespace_deleted_while_its_listing_is_held_does_not_stall_the_operator(cluster, k8s, ns, proxied):
+    """A namespace the operator watches is deleted while the API server still holds the operator's first listing of
+    its Jobs (a loaded API server; the proxy holds that list). kopf waits for every indexed listing before it calls
+    any handler, and kept waiting for the cancelled one for good (hpscan/controller/kopf_fixes.py): every scan in
+    every namespace stayed Pending with no status, the operator alive and silent (ci-12). A scan in another
+    namespace must still run to Succeeded."""
+    doomed = f"{PREFIX}-gone{secrets.token_hex(2)}"
+    run = proxied(FaultPlan(slow=rf"^GET /apis/batch/v1/namespaces/{doomed}/jobs[? ]", slow_seconds=240.0))
+    core = client.CoreV1Api(k8s)
+    core.create_namespace({"metadata": {"name": doomed}})
+    cluster.wait(lambda: run.proxy.injected["slow"] >= 1, 60, f"the operator listing the Jobs of {doomed}")
+    core.delete_namespace(doomed)
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(doomed)
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    cluster.wait(gone, 120, f"namespace {doomed} deleted")
+    create(k8s, ns, scan_manifest("after", {"sleep": 0.1}, gpu={"count": 1, "required": False}))
+    status = wait_phase(cluster, k8s, ns, "after", {"Succeeded", "Failed"}, 150)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert run.proxy.injected["slow"] == 1  # the held listing was never answered before the namespace went
