@@ -134,7 +134,7 @@ register(
     BackendEntry(
         name="slurm",
         site_model="hpscan.backends.slurm.site:SlurmSite",
-        description="Run shards as Slurm batch jobs through the centre's REST API (slurmrestd).",
+        description="Run shards as Slurm batch jobs through the centre's REST API (slurmrestd) or its commands.",
         factory="hpscan.backends.slurm:create",
         channel="hpscan.job.slurm:open_channel",
         here_factory="hpscan.backends.slurm.from_here:create",

@@ -28,6 +28,7 @@ from hpscan.backends.base import Backend, ScanRef, ScanTable, ShardLaunch
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.backends.slurm import spool
 from hpscan.backends.slurm.probes import Probes
+from hpscan.backends.slurm.commands import SlurmCommands
 from hpscan.backends.slurm.rest import SlurmRest
 from hpscan.backends.slurm.script import (
     JobName,
@@ -39,7 +40,7 @@ from hpscan.backends.slurm.script import (
     shard_folder,
     slurm_of,
 )
-from hpscan.backends.slurm.state import Connection, ScanState, ShardPlace, View
+from hpscan.backends.slurm.state import COMMANDS, Connection, ScanState, ShardPlace, View
 from hpscan.backends.slurm.states import RUNNING_STATES, Attempt, attempts_started, shard_verdict
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
@@ -95,13 +96,20 @@ class SlurmBackend(Backend):
             token = self.read_secret(scan.namespace, ref.name, ref.key).strip()
         else:
             token = self.environ.get("SLURM_JWT", "").strip()
+        if settings.interface == "commands":  # munge where hpscan runs, unless a token is given
+            return (COMMANDS, settings.user, token)
         if not token:
             raise BackendError(f"site {site.name!r}: no Slurm token (set slurm.tokenSecret, or SLURM_JWT)")
-        return (settings.rest_url, settings.user, token)
+        return (settings.rest_url or "", settings.user, token)
 
-    def client(self, scan: ScanRef, site: Site) -> SlurmRest:
-        url, user, token = self.connection(scan, site)
-        return SlurmRest(url, user, token)
+    def client(self, scan: ScanRef, site: Site) -> SlurmRest | SlurmCommands:
+        return self.client_of(self.connection(scan, site))
+
+    def client_of(self, connection: Connection) -> SlurmRest | SlurmCommands:
+        endpoint, user, token = connection
+        if endpoint == COMMANDS:
+            return SlurmCommands(token, self.environ)
+        return SlurmRest(endpoint, user, token)
 
     def view(self, scan: ScanRef, site: Site, refresh: bool = True) -> View:
         """The connection's jobs, asked again when older than max_age_seconds (``refresh``; else only when never
@@ -111,7 +119,7 @@ class SlurmBackend(Backend):
         stale = self.clock() - view.at >= self.max_age_seconds
         if view.at == float("-inf") or (refresh and stale):
             try:
-                jobs = SlurmRest(*key).jobs()
+                jobs = self.client_of(key).jobs()
             except BackendError as error:  # no answer, or an answer with errors (slurmctld down, a token refused)
                 view.error, view.at = str(error), self.clock()
             else:

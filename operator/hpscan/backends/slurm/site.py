@@ -3,9 +3,11 @@ so the API layer and the CRD read it without the operator's dependencies)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
 
-from hpscan.api.common import CamelModel
+from pydantic import Field, model_validator
+
+from hpscan.api.common import CamelModel, cel_rules
 
 
 class SlurmTokenRef(CamelModel):
@@ -16,15 +18,22 @@ class SlurmTokenRef(CamelModel):
 
 
 class SlurmSite(CamelModel):
-    """Submit shards as Slurm batch jobs through the centre's REST API (slurmrestd, OpenAPI v0.0.38, JWT auth).
-    Jobs run as the token's user; their working folders live on the centre's shared file system (``spool``),
-    which is also the live channel: the operator reads records and writes trials there, so no job needs an
-    inbound connection (docs/slurm.md)."""
+    """Submit shards as Slurm batch jobs through the centre's REST API (slurmrestd, OpenAPI v0.0.38, JWT auth), or
+    with Slurm's commands where hpscan runs on a login node. Jobs run as the token's user (or the login node's);
+    their working folders live on the centre's shared file system (``spool``), which is also the live channel: the
+    operator reads records and writes trials there, so no job needs an inbound connection (docs/slurm.md)."""
 
-    rest_url: str = Field(
+    interface: Literal["rest", "commands"] = Field(
+        "rest",
+        description="How hpscan reaches Slurm: rest (slurmrestd at restUrl, with the user's JWT) or commands "
+        "(sbatch, squeue --json and scancel where hpscan runs: a login node, as the user who runs it; with a token, "
+        "as the token's user where the centre accepts JWT for its commands).",
+    )
+    rest_url: str | None = Field(
+        None,
         pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
         description="Base URL of the centre's slurmrestd, e.g. https://slurm.example.org:6820 (the API version "
-        "path, /slurm/v0.0.38, is added by hpscan).",
+        "path, /slurm/v0.0.38, is added by hpscan). Required with interface rest.",
     )
     user: str = Field(
         pattern=r"^[a-z_][a-z0-9_.-]*$",
@@ -79,3 +88,18 @@ class SlurmSite(CamelModel):
         description="Let Slurm requeue a job whose node failed or that was preempted (it resumes from its "
         "results.jsonl); other failures are retried by hpscan, up to spec.retries.",
     )
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            (
+                "(has(self.interface) && self.interface == 'commands') || has(self.restUrl)",
+                "slurm.restUrl is required with interface rest (or set interface: commands)",
+            ),
+        )
+    }
+
+    @model_validator(mode="after")
+    def _rest_needs_its_url(self) -> SlurmSite:
+        if self.interface == "rest" and not self.rest_url:
+            raise ValueError("slurm.restUrl is required with interface rest (or set interface: commands)")
+        return self

@@ -16,7 +16,8 @@ from hpscan.backends.slurm.states import SlurmJob
 from hpscan.job.runner import RecordTail
 
 Connection = tuple[str, str, str]
-"""(REST URL, user, token): one identity at one slurmrestd."""
+"""(REST URL or COMMANDS, user, token): one identity at one slurmrestd, or at the commands where hpscan runs."""
+COMMANDS = "commands"
 
 
 @dataclass

@@ -171,6 +171,7 @@ def test_the_crd_describes_the_slurm_block_from_the_backends_own_model():
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     site = schema["properties"]["spec"]["properties"]["sites"]["items"]
     block = site["properties"]["slurm"]
-    assert block["required"] == ["restUrl", "user", "spool"]
+    assert block["required"] == ["user", "spool"]  # restUrl only with interface rest: the block's CEL rule
+    assert "has(self.restUrl)" in block["x-kubernetes-validations"][0]["rule"]
     assert "shared file system" in block["properties"]["spool"]["description"]
     assert "has(self.slurm)" in site["x-kubernetes-validations"][0]["rule"]
