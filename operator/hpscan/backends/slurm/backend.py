@@ -27,8 +27,8 @@ from hpscan.api.trials import (
 from hpscan.backends.base import Backend, ScanRef, ScanTable, ShardLaunch
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.backends.slurm import spool
-from hpscan.backends.slurm.probes import Probes
 from hpscan.backends.slurm.commands import SlurmCommands
+from hpscan.backends.slurm.probes import Probes
 from hpscan.backends.slurm.rest import SlurmRest
 from hpscan.backends.slurm.script import (
     JobName,

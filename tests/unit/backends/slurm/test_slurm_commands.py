@@ -35,7 +35,7 @@ def test_a_field_sbatch_cannot_take_is_refused_not_dropped():
 
 
 def test_the_environment_is_exported_by_the_script_whatever_its_values_hold():
-    script = with_environment("#!/bin/bash\necho \"$B\"\n", {"B": "a,b c'd", "A": "$HOME"})
+    script = with_environment('#!/bin/bash\necho "$B"\n', {"B": "a,b c'd", "A": "$HOME"})
     assert script.splitlines()[:3] == ["#!/bin/bash", "export A='$HOME'", "export B='a,b c'\"'\"'d'"]
     said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     assert said == "a,b c'd\n"
