@@ -149,10 +149,6 @@ def build_report(run_dir: Path, retrain: bool | None = False, top: int = 10, pro
     tell("writing parallel-coordinates.html", 2, total)
     draw_html(run, report_dir / "parallel-coordinates.html")
     files = ["parallel-coordinates.png", "parallel-coordinates.html"]
-    if run.scan.spec.multi_objective:
-        from hpscan.report.pareto import draw_front
-
-        draw_front(run, report_dir / "pareto-front.png")
 
     metrics: dict[str, Any] = {
         "generatedAt": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -171,6 +167,11 @@ def build_report(run_dir: Path, retrain: bool | None = False, top: int = 10, pro
 
         metrics["retrain"] = plugin.compare(run, report_dir, step, retrain=bool(retrain))
         metrics["files"]["retrain"] = list(plugin.files)
+    if run.scan.spec.multi_objective:
+        from hpscan.report.pareto import draw_front, reference_points
+
+        # after the comparison: its reference taggers (dl1: the BDT) join the front
+        draw_front(run, report_dir / "pareto-front.png", reference_points(metrics["retrain"]))
 
     tell("writing index.html and metrics.json", total - 1, total)
     metrics["seconds"] = round(time.monotonic() - started, 1)

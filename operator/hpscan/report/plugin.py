@@ -46,7 +46,8 @@ class ReportPlugin(Protocol):
     def compare(self, run: ScanRun, report_dir: Path, step: Step, retrain: bool) -> dict[str, Any]:
         """Compare the run's picked combinations: their kept models (``run.picked_models()``), or retrained ones
         with ``retrain``; write the plots into report_dir and return the numbers behind them (JSON-ready, stored as
-        metrics.json's ``retrain``). Raise ReportError for user errors."""
+        metrics.json's ``retrain``). Raise ReportError for user errors. Its optional ``referencePoints`` lists taggers
+        to set beside a multi-objective scan's Pareto front (hpscan.report.pareto.reference_points says the form)."""
         ...
 
     def sections(self, report_dir: Path, retrain: Mapping[str, Any]) -> str:

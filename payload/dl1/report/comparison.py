@@ -261,6 +261,7 @@ def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -
 
     step("computing rejections and uncertainties; drawing roc.png, rejection-vs-fc.png, c-tagging.png", 5)
     performances = [_performance(s, truth, comparison.cache, sources.get(s.key), comparison.hits) for s in scores]
+    by_key = {p.key: p for p in performances}
     _draw(performances, counts, description, report_dir)
     train = [int(v) for v in test["train"]]
     return {
@@ -275,6 +276,7 @@ def compare(run: ScanRun, report_dir: Path, step: Step, retrain: bool = False) -
         "trainSet": {"jets": train[0], "bjets": train[1], "cjets": train[2], "ujets": train[3]},
         "testSet": {"jets": len(truth), **counts},
         "taggers": {p.key: {**p.to_json(), **details[p.key]} for p in performances},
+        "referencePoints": [bdt.pareto_reference(by_key["bdt"], payload.scan_fc(comparison.settings), FC)],
         "bdt": {
             "description": bdt.DESCRIPTION,
             "cFraction": bdt.C_FRACTION,

@@ -87,6 +87,12 @@ def describe(settings: dict[str, Any]) -> str:
     return f"jets from {data.test or data.train}"
 
 
+def scan_fc(settings: dict[str, Any]) -> float:
+    """The f_c the scan's records use for D_b (``light_rejection_77`` and the others): settings.f_c or dl1's
+    default."""
+    return float(_settings(settings).f_c)
+
+
 def data_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The scan's data settings with the payload's defaults filled in (what the jets depend on)."""
     return _settings(settings).data.model_dump(mode="json")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
 from dl1.report import retrain
 from dl1.report.bdt import LABEL as BDT_LABEL
@@ -17,7 +19,7 @@ from dl1.report.bdt import training_weights
 from dl1.report.performance import FC, TaggerScores, evaluate
 from hpscan.report import build_report
 from hpscan.report.rundir import ReportError
-from support.report_runs import write_fake_run
+from support.report_runs import physics_run, write_fake_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRUTH = np.array([0, 4, 5])
@@ -216,3 +218,27 @@ def test_rejection_uncertainties_are_binomial_and_counted():
     ctag = performance.c_tagging
     assert ctag["fb"] == 0.2 and set(ctag["workingPoints"]) == {"20", "30", "40", "50"}
     assert ctag["workingPoints"]["30"]["ujets"] > ctag["workingPoints"]["50"]["ujets"] > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scan_fc", "drawn"), [(FC, True), (0.08, False)])
+def test_the_bdt_is_a_point_on_the_pareto_front_only_at_the_reports_f_c(
+    tmp_path: Path, fake_payload, scan_fc: float, drawn: bool
+):
+    run_dir = physics_run(tmp_path / "run")
+    manifest = yaml.safe_load((run_dir / "scan.yaml").read_text())
+    manifest["spec"]["payload"]["settings"]["f_c"] = scan_fc  # the f_c of the records' rejections
+    (run_dir / "scan.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    build_report(run_dir, retrain=True)
+
+    retrained = json.loads((run_dir / "report" / "metrics.json").read_text())["retrain"]
+    at_77 = retrained["taggers"]["bdt"]["workingPoints"]["77"]
+    (reference,) = retrained["referencePoints"]
+    assert reference["label"].startswith(BDT_LABEL)
+    assert reference["values"] == {"light_rejection_77": at_77["ujets"], "c_rejection_77": at_77["cjets"]}
+    assert reference["errors"] == {"light_rejection_77": at_77["ujetsError"], "c_rejection_77": at_77["cjetsError"]}
+    assert all(v > 1 for v in reference["values"].values()) and all(e > 0 for e in reference["errors"].values())
+    with Image.open(run_dir / "report" / "pareto-front.png") as image:
+        shown = json.loads(image.text["hpscan"])
+    assert shown["references"] == ([reference["label"]] if drawn else [])
+    assert reference["note"] == (None if drawn else f"the scan's f_c = 0.08; the report compares it at f_c = {FC:g}")

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from PIL import Image
+
 from hpscan.core.ranking import pareto_ids
-from hpscan.report import build_report, load_run
+from hpscan.report import ReportError, ScanRun, build_report, load_run
 from hpscan.report.parallel import figure
+from hpscan.report.pareto import ReferencePoint, _front_figure, draw_front, reference_points
 from support.report_runs import physics_run
 
 
@@ -17,11 +21,15 @@ def test_the_report_draws_the_front_lists_its_members_and_picks_by_the_first_obj
     page = build_report(run_dir)
     report = run_dir / "report"
     assert (report / "pareto-front.png").stat().st_size > 10_000
+    with Image.open(report / "pareto-front.png") as image:
+        shown = json.loads(image.text["hpscan"])
+    assert shown["references"] == []  # no comparison, no plugin's reference
     run = load_run(run_dir)
     records = {r.id: r.record.metrics for r in run.ranked}
     expected = pareto_ids({i: [m["light_rejection_77"], m["c_rejection_77"]] for i, m in records.items()},
                           ["maximize", "maximize"])  # fmt: skip
     assert list(run.pareto) == expected and 1 < len(expected) < len(records)
+    assert sorted(shown["pareto"]) == sorted(expected)  # the figure joins the non-dominated
     scan = json.loads((report / "metrics.json").read_text())["scan"]
     assert [m["id"] for m in scan["pareto"]["members"]] == expected
     first = scan["pareto"]["members"][0]
@@ -50,3 +58,42 @@ def test_leaders_within_errors_are_called_tied_on_the_page(tmp_path: Path):
     assert len(run.tied) > 1 and run.tied[0] == run.best.id
     html = build_report(run_dir).read_text()
     assert "tied within errors" in html and "names no single winner" in html
+
+
+BDT = ReferencePoint("BDT", {"light_rejection_77": 180.0, "c_rejection_77": 6.5}, {"light_rejection_77": 9.0})
+
+
+def _legend(run: ScanRun, references: list[ReferencePoint]) -> tuple[list[str], dict[str, list[str]]]:
+    import matplotlib.pyplot as plt
+
+    fig, shown = _front_figure(run, references)
+    texts = [" ".join(t.get_text().split()) for t in fig.axes[0].get_legend().get_texts()]  # lines unwrapped
+    plt.close(fig)
+    return texts, shown
+
+
+def test_a_comparable_reference_is_a_labelled_point_on_the_front(tmp_path: Path):
+    run = load_run(physics_run(tmp_path / "run"))
+    texts, shown = _legend(run, [BDT])
+    assert "BDT" in texts and shown["references"] == ["BDT"]
+    figure = draw_front(run, tmp_path / "front.png", [BDT])
+    with Image.open(figure) as image:
+        assert json.loads(image.text["hpscan"]) == {"pareto": shown["pareto"], "references": ["BDT"]}
+    assert sorted(shown["pareto"]) == sorted(run.pareto)
+
+
+def test_a_reference_that_is_not_comparable_is_named_in_the_legend_not_drawn(tmp_path: Path):
+    run = load_run(physics_run(tmp_path / "run"))
+    other_fc = ReferencePoint("BDT", BDT.values, BDT.errors, note="the scan's f_c = 0.08")
+    texts, shown = _legend(run, [other_fc])
+    assert shown["references"] == [] and "BDT: not drawn (the scan's f_c = 0.08)" in texts
+    other_metrics = ReferencePoint("BDT", {"light_rejection_70": 300.0}, {})
+    texts, shown = _legend(run, [other_metrics])
+    assert shown["references"] == [] and "BDT: not drawn (it has no light_rejection_77 or c_rejection_77)" in texts
+
+
+def test_a_malformed_reference_from_a_plugin_is_a_clear_error():
+    assert reference_points(None) == [] and reference_points({"mode": "kept models"}) == []
+    assert reference_points({"referencePoints": [{"label": "BDT", "values": {"a": 1}}]})[0].values == {"a": 1.0}
+    with pytest.raises(ReportError, match=r"referencePoints\[0\] is malformed.*needs a label and values"):
+        reference_points({"referencePoints": [{"values": {"a": 1}}]})
