@@ -128,6 +128,25 @@ def run_folder(name: str) -> Path | None:
     return None
 
 
+def mirror_scan(name: str, namespace: str, context: str | None, folder: Path) -> Path:
+    """An HPScan on the cluster as a run folder (scan.yaml, results.jsonl, status.json), read with the user's own
+    rights (what `hpscan status` and `hpscan results` read); written anew on every call."""
+    import yaml
+
+    from hpscan.core.results import iter_record_lines
+
+    body, _ = _scan_body(name, namespace, context)
+    scan = HPScan.model_validate({key: body[key] for key in ("apiVersion", "kind", "metadata", "spec")})
+    records, status = _records(name, namespace, context)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
+    (folder / "scan.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+    (folder / "results.jsonl").write_text("".join(iter_record_lines(records)), encoding="utf-8")
+    if status is not None:
+        (folder / "status.json").write_text(status.model_dump_json(by_alias=True, exclude_none=True), encoding="utf-8")
+    return folder
+
+
 def _records(name: str, namespace: str, context: str | None) -> tuple[list[ResultRecord], HPScanStatus | None]:
     """Records of a local run folder (NAME is a folder) or of an HPScan on the cluster."""
     folder = run_folder(name)

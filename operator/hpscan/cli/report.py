@@ -1,5 +1,5 @@
-"""`hpscan report DIR`: the paper's figures from a run folder (parallel coordinates; ROC curves from the kept
-models, or with --retrain from retrained ones)."""
+"""`hpscan report DIR|NAME`: the paper's figures from a run folder, or from an HPScan on the cluster copied into one
+(parallel coordinates, the Pareto front; ROC curves from the kept models, or with --retrain from retrained ones)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,12 @@ def write_report(run_dir: Path, retrain: bool | None, top: int = 10) -> Path:
 
 @commands("report")
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder: the --out of hpscan run (scan.yaml, results.jsonl).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A run folder (the --out of hpscan run), or an HPScan's name on the cluster (copied into --out)."
+        ),
+    ],
     retrain: Annotated[
         bool,
         typer.Option(
@@ -53,10 +58,23 @@ def report(
         ),
     ] = False,
     top: Annotated[int, typer.Option("--top", min=1, max=1000, help="Rows in the table of best combinations.")] = 10,
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the HPScan.")] = "default",
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    into: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="For an HPScan on the cluster: the run folder it is copied into [default: reports/NS/NAME]."
+        ),
+    ] = None,
 ) -> None:
-    """Write DIR/report/: parallel-coordinates.png/.html, index.html, metrics.json, and the payload's comparison of
-    the best, median and worst network (dl1: ROC curves, rejection vs f_c, c-tagging against a BDT) from the
-    models the scan kept."""
+    """Write DIR/report/: parallel-coordinates.png/.html, index.html, metrics.json, the Pareto front of a
+    multi-objective scan, and the payload's comparison of the best, median and worst network (dl1: ROC curves,
+    rejection vs f_c, c-tagging against a BDT) from the models the scan kept."""
+    from hpscan.cli import cluster
+
     started = time.monotonic()
+    run_dir = cluster.run_folder(name)
+    if run_dir is None:
+        run_dir = cluster.mirror_scan(name, namespace, context, into or Path("reports") / namespace / name)
     page = write_report(run_dir, retrain=retrain, top=top)
     out.print(f"report written to {page.parent}/ in {time.monotonic() - started:.0f} s; open {page}", highlight=False)
