@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "unit"))
-from dashboard_runs import chromium  # noqa: E402
-from report_runs import write_fake_run  # noqa: E402
+sys.path.insert(0, str(REPO / "tests"))
+from support.dashboard_runs import chromium  # noqa: E402
+from support.report_runs import write_fake_run  # noqa: E402
 
 from hpscan.dashboard.server import start, stop  # noqa: E402
 from hpscan.dashboard.source import RunFolder  # noqa: E402
