@@ -149,7 +149,9 @@ const HPScanParcoords = (() => {
         this.canvas.style.width = `${g.width}px`;
         this.canvas.style.height = `${g.height}px`;
       }
-      const ctx = this.canvas.getContext("2d");
+      // drawn by the CPU (Skia), not the GPU: without one, Chromium rasterises an accelerated canvas in software
+      // WebGL (SwiftShader), which took 14 s for 10,000 lines where the CPU takes tens of ms
+      const ctx = this.canvas.getContext("2d", { willReadFrequently: true });
       ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
       ctx.clearRect(0, 0, g.width, g.height);
       this._drawLines(ctx, g);
