@@ -27,11 +27,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from support.dashboard_runs import chromium  # noqa: E402
-from support.report_runs import write_fake_run  # noqa: E402
-
 from hpscan.dashboard.server import start, stop  # noqa: E402
 from hpscan.dashboard.source import RunFolder  # noqa: E402
+from support.dashboard_runs import chromium  # noqa: E402
+from support.report_runs import write_fake_run  # noqa: E402
 
 TRIALS = 10_000
 FIRST, UPDATES, LATE_UPDATES, LOADS = 200, 100, 5, 3
@@ -55,14 +54,14 @@ LINES = "const d = window.hpscanDashboard; return d && d.plot ? d.plot.drawn.lin
 PAINTED = "hpscanDashboard.plot.canvas.getContext('2d', {willReadFrequently: true}).getImageData(0, 0, 1, 1)"
 """Reading a pixel waits for the canvas to be rasterised: the lines are on screen, not only handed to the canvas."""
 BRUSHES = 5
-BRUSH = """
+BRUSH = f"""
 const [axis, range, done] = arguments, plot = hpscanDashboard.plot, started = performance.now();
 plot.brush(axis, range);
-const painted = () => { %s; return performance.now() - started; };
+const painted = () => {{ {PAINTED}; return performance.now() - started; }};
 const drawn = () => plot.drawn.at > started ? done([painted(), plot.drawn.selected, plot.drawn.ms]) :
   requestAnimationFrame(drawn);
 requestAnimationFrame(drawn);
-""" % PAINTED
+"""
 """Brush an axis as the mouse does (Parcoords.brush: the selection, the table of the best selected, a redraw at
 the next frame); returns the ms until the filtered lines are on the canvas's pixels, how many are selected and the ms the page's
 draw call took (the rasterising follows it)."""
@@ -86,7 +85,6 @@ def wait(condition, seconds: float = 120.0) -> float:
         if time.perf_counter() - started > seconds:
             raise TimeoutError(f"not within {seconds} s")
     return time.perf_counter() - started
-
 
 
 def server_view_ms(every: list[str], folder: Path, manifest: Path) -> float:

@@ -173,7 +173,9 @@ def test_a_multi_objective_scan_names_its_pareto_set_and_its_axis_selects_it(bro
     server = start(RunFolder(run_dir), poll_seconds=0.1)
     try:
         browser.get(server.url)
-        wait_for(lambda: page(browser, "return hpscanDashboard.plot && hpscanDashboard.plot.drawn.lines > 0"), 60, "plot")
+        wait_for(
+            lambda: page(browser, "return hpscanDashboard.plot && hpscanDashboard.plot.drawn.lines > 0"), 60, "plot"
+        )
         pareto = page(browser, "return hpscanDashboard.view.pareto")
         assert pareto and all(i in browser.find_element(By.ID, "pareto").text for i in pareto)
         axis = page(browser, "return hpscanDashboard.plot.dimensions.findIndex((d) => d.label === 'in the Pareto set')")
