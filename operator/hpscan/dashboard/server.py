@@ -23,11 +23,12 @@ KEEPALIVE_SECONDS = 15.0
 """An SSE comment this often, so a page whose server died notices (and a proxy keeps the stream open)."""
 
 POLICY = (
-    "default-src 'none'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-"""The page may load nothing from anywhere else (no CDN, no font service). plotly's WebGL parcoords compiles its
-shaders' glue with Function (regl): 'unsafe-eval'; plotly sets inline styles: 'unsafe-inline' for styles only."""
+"""The page may load nothing from anywhere else (no CDN, no font service), and evaluates no string as code (its
+parallel coordinates are a canvas, not plotly's WebGL parcoords, whose regl needed 'unsafe-eval'); plotly (a
+trial's curve) sets inline styles: 'unsafe-inline' for styles only."""
 
 STATIC = {
     "/": ("hpscan.dashboard", "index.html", "text/html; charset=utf-8"),

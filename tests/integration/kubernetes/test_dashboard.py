@@ -142,8 +142,12 @@ def test_the_page_shows_a_running_scan_live(browser: Any, dashboard: tuple[Dashb
     trained = json.loads((run_dir / "work" / "shard-000" / "progress.jsonl").read_text().splitlines()[0])["id"]
     row = browser.find_element(By.CSS_SELECTOR, f"#trials tbody tr[data-trial='{trained}']")
     browser.execute_script("arguments[0].scrollIntoView()", row)
+    # plotly.js is loaded on this click: nothing it does may break the page's policy (no 'unsafe-eval')
+    page(browser, "window.violations = []; document.addEventListener('securitypolicyviolation', (e) => "
+                  "violations.push(`${e.violatedDirective} ${e.blockedURI}`))")  # fmt: skip
     row.click()
     wait_for(lambda: page(browser, "return document.querySelectorAll('#curve .main-svg').length > 0"), 10, "curve")
+    assert page(browser, "return violations") == []
     assert browser.find_element(By.ID, "curve-id").text == trained
     curve = page(browser, "return document.getElementById('curve').data.map((t) => [t.name, t.y])")
     assert sorted(curve) == [["loss", [1.0, 0.5, 1 / 3]], ["val_loss", [1.1, 0.55, 1.1 / 3]]]
