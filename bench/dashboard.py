@@ -1,20 +1,20 @@
 """How live `hpscan dashboard` is, in Debian's Chromium (headless; `make chromium`), on a scan of 10,000 trials:
 
-- update: the time from a record being appended to the run folder to its line being in the page's plot, median
-  over 100 records appended one at a time (to a scan with 200 recorded), and over 5 more once 9,995 are recorded;
-- load: from navigating to the page to the plot drawn with 10,000 lines (median of 3 loads);
-- view: the server's side of an update at 10,000 trials, RunFolder.view() after one appended record (median of 20).
-  Reading only what was appended made it 3.3 to 5.6 times faster than reading the whole folder again (460 against
-  1,522 ms interleaved at load average 6.5; 95 against 531 ms at a lighter load), on this machine.
+- update: the time from a record being appended to the run folder to its line being on the plot's canvas (drawn
+  and rasterised), median over 100 records appended one at a time (to a scan with 200 recorded), and over 5 more
+  once 9,995 are recorded;
+- load: from navigating to the page to the plot's canvas showing 10,000 lines (median of 3 loads);
+- view: the server's side of an update at 10,000 trials, RunFolder.view() after one appended record (median of 20);
+- brush: at 10,000 lines, from brushing an axis (Parcoords.brush, what a mouse drag calls) to the filtered lines on
+  the canvas (median of 5, brushing and clearing in turn), and draw: the page's draw call alone (the rasterising
+  follows it).
 
-In Chromium, the page's own update at 10,000 lines is plotly's parcoords redraw: on SwiftShader a CPU profile of one
-Plotly.react put 3.5 s of 3.8 s in WebGL readPixels, i.e. the software rasteriser drawing the lines, not hpscan's
-code (a GPU draws them in milliseconds).
-
-Without a GPU, Chromium draws WebGL (plotly's parcoords) on SwiftShader, on the CPU: the figures are this machine's.
+The canvas is read back one pixel (getImageData) before a time is taken: that waits for Chromium to rasterise it,
+so a figure is the pixels, not only the drawing calls handed to the canvas. Without a GPU the figures are this
+machine's CPUs; docs/dashboard.md has them, before and after the plot moved from plotly's WebGL to a canvas.
 
     .venv/bin/python bench/dashboard.py      # last line: update_ms=<median> load_ms=<median> update_10k_ms=<median>
-                                             #   view_10k_ms=<median>
+                                             #   view_10k_ms=<median> brush_10k_ms=<median> draw_10k_ms=<median>
 """
 
 from __future__ import annotations

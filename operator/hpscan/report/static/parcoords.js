@@ -252,9 +252,12 @@ const HPScanParcoords = (() => {
         if (range) { // the selected ranges: a band along the axis
           const spans = Array.isArray(range[0]) ? range : [range];
           ctx.fillStyle = "rgba(31, 119, 180, 0.35)";
+          ctx.strokeStyle = "#1f77b4";
+          ctx.lineWidth = 1;
           for (const [a, b] of spans) {
-            const [y0, y1] = [this.yOf(axis, b), this.yOf(axis, a)];
-            ctx.fillRect(x - 6, Math.max(g.top, y0), 12, Math.min(g.bottom, y1) - Math.max(g.top, y0));
+            const [y0, y1] = [Math.max(g.top, this.yOf(axis, b)), Math.min(g.bottom, this.yOf(axis, a))];
+            ctx.fillRect(x - 6, y0, 12, y1 - y0);
+            ctx.strokeRect(x - 6, y0, 12, y1 - y0);
           }
         }
       });
