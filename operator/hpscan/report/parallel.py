@@ -361,7 +361,8 @@ PAGE = """<!doctype html>
 <script>{script}</script>
 <script type="application/json" id="figure">{figure}</script>
 <script>
-HPScanParcoords.create(document.getElementById("plot"), JSON.parse(document.getElementById("figure").textContent),
+window.hpscanPlot = HPScanParcoords.create(document.getElementById("plot"),
+  JSON.parse(document.getElementById("figure").textContent),
   (lines) => {{ document.getElementById("selected").textContent = lines.length; }});
 </script>
 </body>

@@ -17,6 +17,8 @@ import pytest
 from hpscan.dashboard.server import DashboardServer, start, stop
 from hpscan.dashboard.source import RunFolder
 from support.dashboard_runs import FAILING_SITE, append_record, chromium, write_status
+from hpscan.report.parallel import draw_html
+from hpscan.report.rundir import load_run
 from support.report_runs import write_fake_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -72,15 +74,15 @@ LINES = "return hpscanDashboard.plot ? hpscanDashboard.plot.drawn.lines : 0"
 """The lines the plot's canvas shows now (set when a frame is drawn, not when a state arrives)."""
 
 
-def drag_along_axis(driver: Any, axis: int, start: float, end: float) -> None:
-    """Drag the mouse along an axis of the plot from one of its values to another, as a user brushes it (a real
-    drag in Chromium: the page's own mouse handlers select the range)."""
+def drag_along_axis(driver: Any, axis: int, start: float, end: float, plot: str = "hpscanDashboard.plot") -> None:
+    """Drag the mouse along an axis of the plot (``plot``: where the page keeps it) from one of its values to
+    another, as a user brushes it (a real drag in Chromium: the page's own mouse handlers select the range)."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     canvas = driver.find_element(By.CSS_SELECTOR, "#plot canvas")
     x, y0, y1, width, height = driver.execute_script(
-        "const p = hpscanDashboard.plot, c = p.canvas;"
+        f"const p = {plot}, c = p.canvas;"
         "return [p.axisX(arguments[0]), p.yOf(arguments[0], arguments[1]), p.yOf(arguments[0], arguments[2]),"
         " c.clientWidth, c.clientHeight]",
         axis, start, end,
@@ -152,6 +154,24 @@ def test_the_page_shows_a_running_scan_live(browser: Any, dashboard: tuple[Dashb
     curve = page(browser, "return document.getElementById('curve').data.map((t) => [t.name, t.y])")
     assert sorted(curve) == [["loss", [1.0, 0.5, 1 / 3]], ["val_loss", [1.1, 0.55, 1.1 / 3]]]
     browser.save_screenshot(str(tmp_path / "curve.png"))
+
+
+def test_the_reports_interactive_plot_is_the_dashboards_own_drawing(browser: Any, tmp_path: Path):
+    """`hpscan report`'s parallel-coordinates.html, opened from the disk, draws with the dashboard's script: every
+    succeeded line on its canvas, and a drag along an axis selects its range."""
+    from selenium.webdriver.common.by import By
+
+    run = load_run(write_fake_run(tmp_path / "run", failed_every=5))
+    browser.get(draw_html(run, tmp_path / "parallel-coordinates.html").as_uri())
+    wait_for(
+        lambda: page(browser, "return window.hpscanPlot && hpscanPlot.drawn.lines") == len(run.ranked), 10, "lines"
+    )
+    assert browser.find_element(By.ID, "selected").text == str(len(run.ranked))
+    drag_along_axis(browser, 3, -0.01, 0.2, plot="hpscanPlot")  # activation: relu
+    relu = sum(1 for r in run.ranked if r.record.parameters["activation"] == "relu")
+    wait_for(lambda: browser.find_element(By.ID, "selected").text == str(relu), 5, f"{relu} relu lines selected")
+    assert 0 < relu < len(run.ranked)
+    browser.save_screenshot(str(tmp_path / "report.png"))
 
 
 def test_the_page_says_when_its_server_is_gone(browser: Any, dashboard: tuple[DashboardServer, Path]):
