@@ -189,16 +189,33 @@ const HPScanParcoords = (() => {
       ctx.stroke();
     }
 
+    _greyLines(g, ys) {
+      // every line in grey, drawn once per figure and size: a drag along an axis redraws only the selected lines
+      // over it (rasterising the lines is most of a frame's time)
+      if (this._greyKey !== this._heightsKey) {
+        const ratio = window.devicePixelRatio || 1;
+        const layer = document.createElement("canvas");
+        layer.width = Math.round(g.width * ratio);
+        layer.height = Math.round(g.height * ratio);
+        const ctx = layer.getContext("2d", { willReadFrequently: true });
+        ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+        ctx.strokeStyle = GREY;
+        ctx.lineWidth = 1;
+        ctx.lineJoin = "round";
+        this._path(ctx, g, ys, Array.from({ length: this.count }, (_, i) => i));
+        this._greyKey = this._heightsKey;
+        this._grey = layer;
+      }
+      return this._grey;
+    }
+
     _drawLines(ctx, g) {
       const ys = this._heights(g);
       const { color, colorscale, cmin, cmax } = this.trace.line;
       ctx.lineJoin = "round";
       ctx.lineWidth = 1;
       if (this.selected.length < this.count) { // the lines outside the selection: grey, beneath
-        const chosen = new Uint8Array(this.count);
-        for (const i of this.selected) chosen[i] = 1;
-        ctx.strokeStyle = GREY;
-        this._path(ctx, g, ys, [...Array(this.count).keys()].filter((i) => !chosen[i]));
+        ctx.drawImage(this._greyLines(g, ys), 0, 0, g.width, g.height);
       }
       // one path per colour step, lower colour values first: better lines (higher values) end on top
       const steps = new Map();
