@@ -200,6 +200,9 @@ def test_a_multi_objective_scan_names_its_pareto_set_and_its_axis_selects_it(bro
         wait_for(
             lambda: page(browser, "return hpscanDashboard.plot && hpscanDashboard.plot.drawn.lines > 0"), 60, "plot"
         )
+        # a finished scan sends one state: its best trials are listed from it, with no second state to wait for
+        best = server.watch.source.view()["best"]["id"]
+        assert browser.find_element(By.CSS_SELECTOR, "#trials tbody tr td:nth-child(2)").text == best
         pareto = page(browser, "return hpscanDashboard.view.pareto")
         assert pareto and all(i in browser.find_element(By.ID, "pareto").text for i in pareto)
         axis = page(browser, "return hpscanDashboard.plot.dimensions.findIndex((d) => d.label === 'in the Pareto set')")

@@ -37,9 +37,10 @@ function fill(table, rows) {
   return body;
 }
 
-function showSelection() {
+function showSelection(selected) {
+  // selected: the plot's lines inside every brushed range, as indices into the drawn state's trials
   const trials = dashboard.drawn && dashboard.drawn.trials;
-  dashboard.selected = trials && dashboard.plot ? dashboard.plot.selected : [];
+  dashboard.selected = trials ? selected : [];
   $("selected").textContent = dashboard.selected.length;
   $("lines").textContent = trials ? trials.ids.length : 0;
   if (!trials) return;
