@@ -33,6 +33,14 @@ def test_explicit_values_are_categorical_axes_labelled_with_their_values():
     assert axis.position("relu") == 0.0 and axis.position("tanh") == 1.0
 
 
+def test_a_value_not_on_a_categorical_axis_is_an_error_naming_the_axis():
+    axis = parameter_axis(Parameter.model_validate({"name": "activation", "values": ["relu", "elu"]}))
+    assert axis.position("elu") == 1.0 and axis.position("elu") == 1.0  # worked out once, the same again
+    with pytest.raises(ValueError, match="'tanh' is not one of the values of activation"):
+        axis.position("tanh")
+    assert parameter_axis(Parameter.model_validate({"name": "seed", "values": [7]})).position(7) == 0.5
+
+
 def test_numeric_values_are_sorted_bottom_to_top():
     axis = parameter_axis(Parameter.model_validate({"name": "layer1", "values": [128, 32, 64]}))
     assert [text for _, text in axis.ticks()] == ["32", "64", "128"]
