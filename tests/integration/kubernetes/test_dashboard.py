@@ -16,9 +16,9 @@ import pytest
 
 from hpscan.dashboard.server import DashboardServer, start, stop
 from hpscan.dashboard.source import RunFolder
-from support.dashboard_runs import FAILING_SITE, append_record, chromium, write_status
 from hpscan.report.parallel import draw_html
 from hpscan.report.rundir import load_run
+from support.dashboard_runs import FAILING_SITE, append_record, chromium, write_status
 from support.report_runs import write_fake_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
