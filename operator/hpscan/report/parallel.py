@@ -384,8 +384,8 @@ def draw_html(run: ScanRun, path: Path) -> Path:
     import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # "</" inside the JSON would end its script element early
-    figure_json = json.dumps(figure(run), allow_nan=False).replace("</", "<\\/")
+    # no "<" in the script element's text: "</script>" or "<!--" in a label would end or bend it
+    figure_json = json.dumps(figure(run), allow_nan=False).replace("<", "\\u003c")
     page = PAGE.format(title=html.escape(f"HPScan {run.name}"), script=parcoords_js(), figure=figure_json)
     path.write_text(page, encoding="utf-8")
     return path

@@ -113,6 +113,7 @@ def _parcoords(html: str) -> dict:
     """The figure JSON the page embeds for parcoords.js to draw."""
     match = re.search(r'<script type="application/json" id="figure">(.*?)</script>', html, re.S)
     assert match, "no figure in the page"
+    assert "<" not in match.group(1)  # the title's <br> escaped: nothing in it can end the script element
     assert "HPScanParcoords.create(" in html and parcoords_js() in html  # drawn by the dashboard's own code
     return json.loads(match.group(1))["data"][0]
 
