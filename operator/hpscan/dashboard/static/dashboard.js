@@ -76,7 +76,10 @@ function plotly() {
       const script = document.createElement("script");
       script.src = "plotly.min.js";
       script.onload = resolve;
-      script.onerror = () => reject(new Error("plotly.min.js did not load"));
+      script.onerror = () => {
+        plotlyLoaded = null; // the next click tries again
+        reject(new Error("plotly.min.js did not load"));
+      };
       document.head.appendChild(script);
     });
   }
