@@ -23,17 +23,20 @@ KEEPALIVE_SECONDS = 15.0
 """An SSE comment this often, so a page whose server died notices (and a proxy keeps the stream open)."""
 
 POLICY = (
-    "default-src 'none'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-"""The page may load nothing from anywhere else (no CDN, no font service). plotly's WebGL parcoords compiles its
-shaders' glue with Function (regl): 'unsafe-eval'; plotly sets inline styles: 'unsafe-inline' for styles only."""
+"""The page may load nothing from anywhere else (no CDN, no font service), and evaluates no string as code (its
+parallel coordinates are a canvas, not plotly's WebGL parcoords, whose regl needed 'unsafe-eval'); plotly (a
+trial's curve) sets inline styles: 'unsafe-inline' for styles only."""
 
 STATIC = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-    "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+    "/": ("hpscan.dashboard", "index.html", "text/html; charset=utf-8"),
+    "/dashboard.js": ("hpscan.dashboard", "dashboard.js", "text/javascript; charset=utf-8"),
+    "/dashboard.css": ("hpscan.dashboard", "dashboard.css", "text/css; charset=utf-8"),
+    "/parcoords.js": ("hpscan.report", "parcoords.js", "text/javascript; charset=utf-8"),
 }
+"""The page's files: its own, and the report's parallel-coordinates drawing (one drawing code for both)."""
 
 
 class Source(Protocol):
@@ -50,13 +53,13 @@ class Source(Protocol):
 
 
 @cache
-def _static(name: str) -> bytes:
-    return resources.files("hpscan.dashboard").joinpath("static", name).read_bytes()
+def _static(package: str, name: str) -> bytes:
+    return resources.files(package).joinpath("static", name).read_bytes()
 
 
 @cache
 def _plotly_js() -> bytes:
-    """plotly.js as the installed plotly package bundles it (what `hpscan report` inlines)."""
+    """plotly.js as the installed plotly package bundles it (the page loads it to draw a trial's curve)."""
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs().encode("utf-8")
@@ -232,8 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
         if watch is not None:
             watch.used_at = time.monotonic()
         if path in STATIC:
-            name, content_type = STATIC[path]
-            self._send(_static(name), content_type)
+            package, name, content_type = STATIC[path]
+            self._send(_static(package, name), content_type)
         elif path == "/plotly.min.js":
             self._send(_plotly_js(), "text/javascript; charset=utf-8")
         elif watch is None:

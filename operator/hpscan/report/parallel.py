@@ -5,8 +5,9 @@ axis runs from the highest loss at the bottom to the lowest at the top, and so d
 `values` become categorical axes labelled with their values, log ranges log axes. Lines are coloured by the
 objective, better lines drawn over worse ones, the best ten thicker and the best one red on top (legible with the
 paper's 800 lines); failed combinations are grey and stop before the objective axis. Two renderings of the same
-axes: a PNG (matplotlib, hpscan.report.parallel_png) and a self-contained interactive HTML (plotly, its JavaScript
-inline so the page works offline; here).
+axes: a PNG (matplotlib, hpscan.report.parallel_png) and a self-contained interactive HTML (here: the figure as
+plotly-shaped JSON, drawn on a canvas by static/parcoords.js, inline so the page works offline; the dashboard draws
+its plot with the same figure and the same script).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,11 +76,18 @@ class Axis:
         height = self._height(value)
         return 1.0 - height if self.flipped else height
 
+    @cached_property
+    def _category_heights(self) -> dict[tuple[str, ParameterValue], float]:
+        """Each category's height, worked out once (10,000 lines ask for them on every dashboard update)."""
+        last = len(self.categories) - 1
+        return {self._key(c): (index / last if last else 0.5) for index, c in enumerate(self.categories)}
+
     def _height(self, value: ParameterValue) -> float:
         if self.kind == "categorical":
-            keys = [self._key(c) for c in self.categories]
-            index = keys.index(self._key(value))
-            return 0.5 if len(keys) == 1 else index / (len(keys) - 1)
+            height = self._category_heights.get(self._key(value))
+            if height is None:
+                raise ValueError(f"{value!r} is not one of the values of {self.name}")
+            return height
         number = float(value)
         if self.hi == self.lo:
             return 0.5
@@ -342,10 +351,41 @@ def figure(run: ScanRun, pruned: bool = False) -> dict[str, Any]:
     }
 
 
+PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{title}</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 1em; color: #222; }}</style></head>
+<body>
+<div id="plot"></div>
+<p>lines selected: <span id="selected"></span> (drag along an axis to select a range; click the axis to clear it)</p>
+<script>{script}</script>
+<script type="application/json" id="figure">{figure}</script>
+<script>
+window.hpscanPlot = HPScanParcoords.create(document.getElementById("plot"),
+  JSON.parse(document.getElementById("figure").textContent),
+  (lines) => {{ document.getElementById("selected").textContent = lines.length; }});
+</script>
+</body>
+</html>
+"""
+
+
+def parcoords_js() -> str:
+    """The canvas parallel-coordinates drawing (static/parcoords.js) both this page and the dashboard use."""
+    from importlib import resources
+
+    return resources.files("hpscan.report").joinpath("static", "parcoords.js").read_text(encoding="utf-8")
+
+
 def draw_html(run: ScanRun, path: Path) -> Path:
-    """Write parallel-coordinates.html: interactive (drag on an axis to filter), plotly.js inline, no CDN."""
-    import plotly.graph_objects as go
+    """Write parallel-coordinates.html: interactive (drag on an axis to filter), self-contained (its script inline,
+    nothing fetched), drawn by parcoords.js from ``figure(run)``, as the dashboard draws it."""
+    import html
+    import json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    go.Figure(figure(run)).write_html(path, include_plotlyjs=True, full_html=True, config={"displaylogo": False})
+    # no "<" in the script element's text: "</script>" or "<!--" in a label would end or bend it
+    figure_json = json.dumps(figure(run), allow_nan=False).replace("<", "\\u003c")
+    page = PAGE.format(title=html.escape(f"HPScan {run.name}"), script=parcoords_js(), figure=figure_json)
+    path.write_text(page, encoding="utf-8")
     return path

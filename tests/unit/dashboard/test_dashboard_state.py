@@ -18,6 +18,7 @@ from hpscan.api.trials import Progress
 from hpscan.dashboard.server import Watch, start, stop
 from hpscan.dashboard.source import RunFolder
 from hpscan.dashboard.view import NO_EPOCHS, curve, eta_seconds
+from hpscan.report import parallel
 from hpscan.report.parallel import PRUNED_VALUE, figure
 from hpscan.report.rundir import load_run
 from support.dashboard_runs import FAILING_SITE, append_record, write_status
@@ -130,8 +131,10 @@ def test_an_open_page_is_sent_each_new_record_and_nothing_can_change_the_scan(tm
             second = json.loads(events.readline().removeprefix(b"data: "))
         assert second["recorded"] == 6 and second["trials"]["ids"][-1] == new
         status, page = _get(server.url)
-        assert status == 200 and b'src="plotly.min.js"' in page
-        status, script = _get(server.url + "plotly.min.js")
+        assert status == 200 and b'src="parcoords.js"' in page
+        status, script = _get(server.url + "parcoords.js")  # the report's own drawing code: one for both
+        assert status == 200 and script == (Path(parallel.__file__).parent / "static" / "parcoords.js").read_bytes()
+        status, script = _get(server.url + "plotly.min.js")  # for a trial's curve
         assert status == 200 and len(script) > 1_000_000  # the installed plotly's own bundle, served from here
         assert _get(server.url, Host="attacker.example:80")[0] == 421  # a page elsewhere cannot read it
         request = urllib.request.Request(server.url + "state.json", data=b"{}", method="POST")

@@ -17,6 +17,7 @@ from hpscan.report.parallel import (
     layout,
     objective_axis,
     parameter_axis,
+    parcoords_js,
 )
 from hpscan.report.parallel_png import draw_png
 from hpscan.report.rundir import load_run
@@ -30,6 +31,14 @@ def test_explicit_values_are_categorical_axes_labelled_with_their_values():
     assert axis.kind == "categorical"
     assert [text for _, text in axis.ticks()] == ["relu", "elu", "tanh"]
     assert axis.position("relu") == 0.0 and axis.position("tanh") == 1.0
+
+
+def test_a_value_not_on_a_categorical_axis_is_an_error_naming_the_axis():
+    axis = parameter_axis(Parameter.model_validate({"name": "activation", "values": ["relu", "elu"]}))
+    assert axis.position("elu") == 1.0 and axis.position("elu") == 1.0  # worked out once, the same again
+    with pytest.raises(ValueError, match="'tanh' is not one of the values of activation"):
+        axis.position("tanh")
+    assert parameter_axis(Parameter.model_validate({"name": "seed", "values": [7]})).position(7) == 0.5
 
 
 def test_numeric_values_are_sorted_bottom_to_top():
@@ -101,16 +110,18 @@ def test_800_combinations_draw_in_seconds(tmp_path: Path):
 
 
 def _parcoords(html: str) -> dict:
-    """The figure JSON plotly embeds in the page."""
-    match = re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', html, re.S)
-    assert match, "no Plotly.newPlot call"
-    return json.loads(match.group(1))[0]
+    """The figure JSON the page embeds for parcoords.js to draw."""
+    match = re.search(r'<script type="application/json" id="figure">(.*?)</script>', html, re.S)
+    assert match, "no figure in the page"
+    assert "<" not in match.group(1)  # the title's <br> escaped: nothing in it can end the script element
+    assert "HPScanParcoords.create(" in html and parcoords_js() in html  # drawn by the dashboard's own code
+    return json.loads(match.group(1))["data"][0]
 
 
 def test_html_is_self_contained_with_labelled_categorical_axes(tmp_path: Path):
     run = load_run(write_fake_run(tmp_path, failed_every=5))
     html = draw_html(run, tmp_path / "pc.html").read_text(encoding="utf-8")
-    assert not re.search(r"<script[^>]+src=", html), "plotly.js must be inline, not from a CDN"
+    assert not re.search(r"<script[^>]+src=", html), "its script must be inline, not from a CDN"
     assert "<link" not in html
     trace = _parcoords(html)
     assert trace["type"] == "parcoords"

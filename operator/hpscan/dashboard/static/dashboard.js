@@ -1,11 +1,12 @@
 // The dashboard's page: one state object from the server per change (server-sent events), drawn without reload.
-// The plot is the figure `hpscan report` draws (hpscan.report.parallel.figure); brushing stays across updates.
+// The plot is the figure `hpscan report` draws (hpscan.report.parallel.figure), drawn by the report's own
+// parcoords.js; what is brushed stays across updates.
 "use strict";
 
 const TOP_ROWS = 15;
-const dashboard = { view: null, drawn: null, drawing: false, updates: 0, selected: [], chosen: null };
-// view: the latest state; drawn: the state the plot shows (a draw of 10,000 lines on a software WebGL takes
-// seconds: states that arrive meanwhile are not queued, the plot catches up with the latest)
+const dashboard = { view: null, drawn: null, plot: null, updates: 0, selected: [], chosen: null };
+// view: the latest state; drawn: the state the plot was given (it draws at the next animation frame:
+// plot.drawn says what the canvas shows)
 window.hpscanDashboard = dashboard; // what the browser tests read
 
 const $ = (id) => document.getElementById(id);
@@ -36,29 +37,10 @@ function fill(table, rows) {
   return body;
 }
 
-function inRange(value, range) {
-  // a constraint range is [lo, hi] or a list of them
-  const spans = Array.isArray(range[0]) ? range : [range];
-  return spans.some(([lo, hi]) => value >= lo && value <= hi);
-}
-
-function brushed() {
-  // the lines inside every brushed axis range, as indices into the view's trials
-  const plot = $("plot");
-  const trace = plot.data && plot.data[0];
-  if (!trace) return [];
-  const limits = trace.dimensions.filter((d) => d.constraintrange && d.constraintrange.length);
-  const count = trace.dimensions[0].values.length;
-  const chosen = [];
-  for (let i = 0; i < count; i++) {
-    if (limits.every((d) => inRange(d.values[i], d.constraintrange))) chosen.push(i);
-  }
-  return chosen;
-}
-
-function showSelection() {
+function showSelection(selected) {
+  // selected: the plot's lines inside every brushed range, as indices into the drawn state's trials
   const trials = dashboard.drawn && dashboard.drawn.trials;
-  dashboard.selected = trials ? brushed() : [];
+  dashboard.selected = trials ? selected : [];
   $("selected").textContent = dashboard.selected.length;
   $("lines").textContent = trials ? trials.ids.length : 0;
   if (!trials) return;
@@ -86,6 +68,24 @@ function headRow(names) {
   return tr;
 }
 
+let plotlyLoaded = null;
+function plotly() {
+  // plotly.js (3.5 MB) draws only a trial's curve: loaded on the first click, not with the page
+  if (!plotlyLoaded) {
+    plotlyLoaded = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "plotly.min.js";
+      script.onload = resolve;
+      script.onerror = () => {
+        plotlyLoaded = null; // the next click tries again
+        reject(new Error("plotly.min.js did not load"));
+      };
+      document.head.appendChild(script);
+    });
+  }
+  return plotlyLoaded;
+}
+
 async function showCurve(id) {
   dashboard.chosen = id;
   $("curve-id").textContent = id;
@@ -93,7 +93,7 @@ async function showCurve(id) {
   const curve = await (await fetch(`curve.json?id=${encodeURIComponent(id)}`)).json();
   const names = Object.keys(curve.metrics);
   if (!names.length) {
-    Plotly.purge($("curve"));
+    if (window.Plotly) Plotly.purge($("curve"));
     const empty = document.createElement("p");
     empty.className = "empty";
     empty.textContent = `no per-epoch metrics for this trial (${curve.note})`;
@@ -101,6 +101,7 @@ async function showCurve(id) {
     return;
   }
   $("curve").replaceChildren();
+  await plotly();
   const traces = names.map((name) => ({ x: curve.epochs, y: curve.metrics[name], name, mode: "lines+markers" }));
   Plotly.react($("curve"), traces, {
     height: 320, margin: { l: 60, r: 20, t: 20, b: 50 },
@@ -108,32 +109,11 @@ async function showCurve(id) {
   }, { displaylogo: false });
 }
 
-function drawPlot(figure) {
-  const plot = $("plot");
-  const old = plot.data && plot.data[0];
-  if (old) { // keep what the user brushed: the new figure knows nothing of it
-    const ranges = new Map(old.dimensions.map((d) => [d.label, d.constraintrange]));
-    for (const d of figure.data[0].dimensions) {
-      if (ranges.get(d.label)) d.constraintrange = ranges.get(d.label);
-    }
-  } else {
-    plot.replaceChildren();
-  }
-  Plotly.react(plot, figure.data, figure.layout, { displaylogo: false });
-  if (!old) plot.on("plotly_restyle", showSelection);
-}
-
-function drawLatest() {
-  // the plot and the brushed trials, of the latest state (once; again if a newer one came while drawing)
-  const view = dashboard.view;
-  try {
-    if (view.figure) drawPlot(view.figure);
-    dashboard.drawn = view;
-    showSelection();
-  } finally {
-    dashboard.drawing = dashboard.view !== view;
-    if (dashboard.drawing) setTimeout(drawLatest, 0);
-  }
+function drawPlot(view) {
+  // the trials first: the plot's selection lists them (showSelection)
+  dashboard.drawn = view;
+  if (dashboard.plot) dashboard.plot.update(view.figure);
+  else dashboard.plot = HPScanParcoords.create($("plot"), view.figure, showSelection);
 }
 
 function render(view) {
@@ -154,10 +134,7 @@ function render(view) {
   $("pareto").textContent = view.pareto.length
     ? `Pareto set (${view.pareto.length}; the "in the Pareto set" axis selects it): ${view.pareto.join(", ")}` : "";
   $("message").textContent = view.message;
-  if (view.figure && !dashboard.drawing) {
-    dashboard.drawing = true;
-    setTimeout(drawLatest, 0);
-  }
+  if (view.figure) drawPlot(view);
   fill("sites", view.sites.map((s) => [
     [s.name], [s.backend], [s.state, s.state], [s.reason], [s.message],
     [`${s.running} running, ${s.succeeded} done, ${s.failed} failed`],
