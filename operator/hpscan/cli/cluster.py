@@ -140,11 +140,18 @@ def mirror_scan(name: str, namespace: str, context: str | None, folder: Path) ->
     records, status = _records(name, namespace, context)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
-    (folder / "scan.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
-    (folder / "results.jsonl").write_text("".join(iter_record_lines(records)), encoding="utf-8")
+    _replace(folder / "scan.yaml", yaml.safe_dump(manifest, sort_keys=False))
+    _replace(folder / "results.jsonl", "".join(iter_record_lines(records)))
     if status is not None:
-        (folder / "status.json").write_text(status.model_dump_json(by_alias=True, exclude_none=True), encoding="utf-8")
+        _replace(folder / "status.json", status.model_dump_json(by_alias=True, exclude_none=True))
     return folder
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write whole or not at all (a live reader of the folder, the dashboard's, never sees half a file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def _records(name: str, namespace: str, context: str | None) -> tuple[list[ResultRecord], HPScanStatus | None]:

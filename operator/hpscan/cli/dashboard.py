@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from hpscan.api.spec import GROUP, PLURAL, VERSION
 from hpscan.api.trials import PROGRESS_FILE, Progress, append_lines
@@ -49,15 +48,10 @@ class ClusterScan:
     the newest), for the curve on click. Nothing is written to the cluster; no port is opened in it."""
 
     def __init__(self, name: str, namespace: str, context: str | None, folder: Path) -> None:
-        from hpscan.api.spec import HPScan
         from hpscan.dashboard.source import RunFolder
 
         self.name, self.namespace, self.context = name, namespace, context
-        body, _ = cluster._scan_body(name, namespace, context)
-        scan = HPScan.model_validate({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")})
-        manifest = scan.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
-        (folder / "scan.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
-        self.folder = RunFolder(folder)
+        self.folder = RunFolder(cluster.mirror_scan(name, namespace, context, folder))
         self.epochs_file = folder / "work" / "shard-cluster" / PROGRESS_FILE
         self.epochs_seen: set[tuple[str, int]] = set()
         self._epochs_lock = threading.Lock()  # the poll and a click may both bring epochs
@@ -67,13 +61,8 @@ class ClusterScan:
         return body.get("metadata", {}).get("resourceVersion")
 
     def view(self) -> dict[str, Any]:
-        from hpscan.core.results import iter_record_lines
-
-        records, status = cluster._records(self.name, self.namespace, self.context)
+        cluster.mirror_scan(self.name, self.namespace, self.context, self.folder.run_dir)
         self._keep_epochs(_epoch_reports(self.name, self.namespace, self.context))
-        _replace(self.folder.run_dir / "results.jsonl", "".join(iter_record_lines(records)))
-        if status is not None:
-            _replace(self.folder.run_dir / "status.json", status.model_dump_json(by_alias=True, exclude_none=True))
         return self.folder.view()
 
     def _keep_epochs(self, reports: list[Progress]) -> None:
@@ -89,12 +78,6 @@ class ClusterScan:
         with contextlib.suppress(HPScanError):
             self._keep_epochs(_epoch_reports(self.name, self.namespace, self.context))
         return self.folder.curve(trial_id) | {"note": EPOCHS_ON_THE_CLUSTER}
-
-
-def _replace(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 @commands("dashboard")

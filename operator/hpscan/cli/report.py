@@ -73,8 +73,8 @@ def report(
     from hpscan.cli import cluster
 
     started = time.monotonic()
-    run_dir = cluster.run_folder(name)
-    if run_dir is None:
+    run_dir = Path(name)
+    if not run_dir.is_dir() and "/" not in name and not name.startswith("."):  # a Kubernetes name holds no "/"
         run_dir = cluster.mirror_scan(name, namespace, context, into or Path("reports") / namespace / name)
     page = write_report(run_dir, retrain=retrain, top=top)
     out.print(f"report written to {page.parent}/ in {time.monotonic() - started:.0f} s; open {page}", highlight=False)
