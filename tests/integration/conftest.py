@@ -168,10 +168,10 @@ def real_node(cluster: LocalCluster) -> Iterator[str]:
     HPSCAN_REAL_NODE_ORDER=last), which frees the machine's node for another group's session."""
     node_dir = CLUSTER_DIR / "node"
     node_dir.mkdir(parents=True, exist_ok=True)
-    started = not all(_node_alive(name) for name in NODE_COMPONENTS)
-    host_lock = _take_the_machines_node(node_dir) if started else None  # joining this tree's running node: no wait
     users = open(node_dir / ".users", "a")  # noqa: SIM115 (held for the whole session, like the cluster's)
     fcntl.flock(users, fcntl.LOCK_SH)
+    started = not all(_node_alive(name) for name in NODE_COMPONENTS)
+    host_lock = _take_the_machines_node(node_dir) if started else None  # joining this tree's running node: no wait
     _run_script("node/up.sh")  # idempotent: what runs is left alone (the first start imports the images)
 
     def release() -> None:

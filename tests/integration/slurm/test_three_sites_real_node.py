@@ -84,21 +84,23 @@ def test_a_scan_over_the_real_node_the_pool_and_the_slurm_site_succeeds_with_sha
     agg = Aggregate(planned)
     targets = [Target.of(site) for site in spec.sites]
     status: HPScanStatus | None = None
-    recorded: list[str] = []
+    recorded: list[tuple[str, int]] = []  # what the local shell would append to results.jsonl: (id, shard)
     try:
         deadline = time.monotonic() + 600
         while status is None or status.phase not in {"Succeeded", "Failed"}:
             assert time.monotonic() < deadline, f"the scan did not end in 600 s; last status: {status}"
             result = step(StepInput(ref, spec, agg, targets, previous=status), backends)
             status = result.status
-            recorded += [record.id for record in result.new_records]
+            recorded += [(record.id, record.shard) for record in result.new_records]
             time.sleep(1)
     finally:
         backends["htcondor"].forget(ref, delete_sandboxes=True)
         backends["slurm"].forget(ref)
     assert status.phase == "Succeeded" and status.progress == "3/3", status.message
     assert {shard.site for shard in status.shards} == {"real", "grid", "hpc"}, status.shards
-    assert sorted(recorded) == sorted(c.id for c in planned.combinations())  # every record, once
+    assert sorted(i for i, _ in recorded) == sorted(c.id for c in planned.combinations())  # every record, once
+    site_of = {shard.index: shard.site for shard in status.shards}
+    assert sorted(site_of[shard] for _, shard in recorded) == ["grid", "hpc", "real"]  # one record from each
     (pod,) = client.CoreV1Api(k8s).list_namespaced_pod(namespace, label_selector="hpscan.io/scan=three").items
     assert pod.spec.node_name == NODE and pod.spec.containers[0].image == PAYLOAD
     assert pod.status.container_statuses[0].container_id.startswith("containerd://")  # a real container
