@@ -6,7 +6,9 @@ session after another leaves the CPU idle. A group is a set of test folders that
 - ``kubernetes``: the control plane, the real node (a host singleton: containerd, the kubelet's ports) and an S3
   server, at the ports of the environment (the harness defaults, or what the caller exported);
 - ``grid``: the personal HTCondor pool and the Slurm cluster (each a singleton: its job user, its ports), with a
-  control plane and an S3 server of their own, at the environment's ports plus ``PORT_STEP`` in ``.cluster-grid``;
+  control plane and an S3 server of their own, at the environment's ports plus ``PORT_STEP`` in ``.cluster-grid``,
+  and the real node for its last test (the scan over all three batch systems): the machine has one, which the
+  kubernetes group's real-node tests hold first and then free (a host lock, tests/integration/conftest.py);
 - ``local``: the unit tests, the simulation and the TensorFlow tests on this machine (no daemon);
 - ``lanes``: the fast tests on the lowest dependencies and on Python 3.12 and 3.13 (``make test-lanes``).
 
@@ -58,6 +60,8 @@ GROUPS = (
         "HTCondor pool, Slurm cluster, the backend contract",
         ("tests/integration/htcondor", "tests/integration/slurm", "tests/integration/backends"),
         own_control_plane=True,
+        # its one real-node test (the three-site scan) last: by then the kubernetes group's ran and freed the node
+        env={"HPSCAN_REAL_NODE_ORDER": "last"},
     ),
     Group("local", "unit, simulation, TensorFlow", ("tests/unit", "tests/simulation", "tests/integration/local")),
     Group("lanes", "lowest dependencies, Python 3.12 and 3.13", command=("make", "--no-print-directory", "test-lanes")),

@@ -8,8 +8,10 @@
 - ``namespace`` (function): a fresh namespace for one test, deleted afterwards; ``new_namespace`` (function)
   makes more, with labels (e.g. pod-security).
 - ``real_node`` (session): a real node beside the agent's (cluster/node/up.sh: containerd + runc + a kubelet
-  running the images ``make images`` built). Needs root. Started when it does not run, and stopped (the host
-  restored) at the end by the session that started it, unless another session still uses it.
+  running the images ``make images`` built). Needs root. Started when it does not run (once the machine's node is
+  free: a host lock, ``HPSCAN_REAL_NODE_LOCK``), and stopped (the host restored) by the session that started it
+  after its last real-node test, unless another session still uses it; the real-node tests run first (last with
+  ``HPSCAN_REAL_NODE_ORDER=last``).
 - ``s3`` (session): a real S3 server, versitygw built from the Go module proxy (cluster/s3/build.sh, cached),
   on 127.0.0.1:$HPSCAN_S3_PORT (default 29000) with its objects in a temporary folder; stopped by its pid at the
   end. Pods of the test node agent run on this host, so they reach it too.
@@ -28,6 +30,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,24 +114,83 @@ def _node_alive(name: str) -> bool:
         return False
 
 
+REAL_NODE_LOCK = Path(os.environ.get("HPSCAN_REAL_NODE_LOCK", "/run/lock/hpscan-real-node.lock"))
+"""The machine's one real node (its bridge, the kubelet's port, /var/lib/kubelet): held by the session that starts
+one, so that another test group's session (tests/groups.py: its own control plane) waits for it to be stopped."""
+_node_releases: list[Callable[[], None]] = []  # the real_node fixture's release, for pytest_runtest_teardown
+
+
+def _foreign_kubelet(node_dir: Path) -> str | None:
+    """The command line of a kubelet on this machine that is not this node's."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if (
+            Path(cmdline.split(b"\0")[0].decode(errors="replace")).name == "kubelet"
+            and str(node_dir).encode() not in cmdline
+        ):
+            return cmdline.replace(b"\0", b" ").decode(errors="replace")[:160]
+    return None
+
+
+def _take_the_machines_node(node_dir: Path) -> Any:
+    """The host lock, once no other session holds it and no other node's kubelet runs (HPSCAN_REAL_NODE_WAIT
+    seconds at most, default 3600: another group's real-node tests)."""
+    REAL_NODE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(REAL_NODE_LOCK, "a")  # noqa: SIM115 (held until the node is stopped)
+    deadline = time.monotonic() + float(os.environ.get("HPSCAN_REAL_NODE_WAIT", "3600"))
+    began, said = time.monotonic(), False
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if (foreign := _foreign_kubelet(node_dir)) is None:
+                if said:
+                    print(f"[real node] {REAL_NODE_LOCK} taken after {time.monotonic() - began:.0f} s", flush=True)
+                return lock
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        except BlockingIOError:
+            foreign = f"another session holds {REAL_NODE_LOCK}"
+        if time.monotonic() > deadline:
+            lock.close()
+            pytest.fail(f"the machine's real node is not free: {foreign}", pytrace=False)
+        if not said:
+            print(f"[real node] waiting: {foreign}", flush=True)
+            said = True
+        time.sleep(2)
+
+
 @pytest.fixture(scope="session")
 def real_node(cluster: LocalCluster) -> Iterator[str]:
-    """The real node's name, once it is Ready with its GPUs advertised and the images in its containerd."""
+    """The real node's name, once it is Ready with its GPUs advertised and the images in its containerd. Stopped
+    after the session's last test that uses it (the collection puts them first, or last with
+    HPSCAN_REAL_NODE_ORDER=last), which frees the machine's node for another group's session."""
     node_dir = CLUSTER_DIR / "node"
     node_dir.mkdir(parents=True, exist_ok=True)
     users = open(node_dir / ".users", "a")  # noqa: SIM115 (held for the whole session, like the cluster's)
     fcntl.flock(users, fcntl.LOCK_SH)
     started = not all(_node_alive(name) for name in NODE_COMPONENTS)
+    host_lock = _take_the_machines_node(node_dir) if started else None  # joining this tree's running node: no wait
     _run_script("node/up.sh")  # idempotent: what runs is left alone (the first start imports the images)
+
+    def release() -> None:
+        _node_releases.remove(release)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another session still uses it
+        finally:
+            users.close()
+        if started and not os.environ.get("HPSCAN_KEEP_CLUSTER"):
+            subprocess.run([str(REPO / "cluster" / "node" / "down.sh")], check=False, capture_output=True)
+        if host_lock is not None:
+            host_lock.close()
+
+    _node_releases.append(release)
     yield os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
-    try:
-        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return  # another session still uses it
-    finally:
-        users.close()
-    if started and not os.environ.get("HPSCAN_KEEP_CLUSTER"):
-        subprocess.run([str(REPO / "cluster" / "node" / "down.sh")], check=False, capture_output=True)
+    if release in _node_releases:
+        release()
 
 
 @pytest.fixture(scope="session")
@@ -194,6 +256,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if _uses_real_node(item):
             item.add_marker(pytest.mark.real_node)
+    # The real node's tests together, first (or last: HPSCAN_REAL_NODE_ORDER=last, the grid group, whose one such
+    # test then finds the node the kubernetes group freed): stopped after the last, the machine's node is free.
+    last = os.environ.get("HPSCAN_REAL_NODE_ORDER", "first") == "last"
+    items.sort(key=lambda item: _uses_real_node(item) == last)  # stable: each module's order is kept
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the last test on the real node (its module's fixtures torn down), stop it and free the machine's."""
+    yield
+    if _node_releases and _uses_real_node(item) and (nextitem is None or not _uses_real_node(nextitem)):
+        for release in list(_node_releases):
+            release()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -8,7 +8,6 @@ as payload-image containers to Succeeded and a GPU-required scan to Failed with 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 from pathlib import Path
@@ -19,13 +18,11 @@ import yaml
 from kubernetes import client
 
 from support.operator_support import tiny_shard
-from support.real_node import TOLERATIONS, ctr, finished
+from support.real_node import NODE, PAYLOAD, REAL_SITE, TOLERATIONS, ctr, finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("real_node")]
 
 REPO = Path(__file__).resolve().parents[3]
-NODE = os.environ.get("HPSCAN_NODE_NAME", "hpscan-real-0")
-PAYLOAD = "localhost/hpscan/dl1-payload:dev"
 GPU_CHECK = "localhost/hpscan/dl1-gpu-check:dev"
 SCRIPT = r"""
 echo "uid=$(id -u) gid=$(id -g)"
@@ -276,12 +273,6 @@ def test_the_quickstart_scan_runs_as_real_containers_through_the_helm_installed_
         cluster.wait(gone, 120, "everything of the deleted scan to go")
     except TimeoutError:
         pytest.fail(f"left behind after the scan was deleted: {remaining}")
-
-
-REAL_SITE = {
-    "name": "real",
-    "kubernetes": {"nodeSelector": {"hpscan.io/real-node": "true"}, "tolerations": TOLERATIONS},
-}
 
 
 def _one_shard_scan(name: str, payload: dict, retries: int = 0, gpu_required: bool = False,

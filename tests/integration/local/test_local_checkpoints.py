@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,28 +19,8 @@ from support import checkpoint_files
 pytestmark = pytest.mark.integration
 pytest.importorskip("tensorflow")
 
-HPSCAN = str(Path(sys.executable).parent / "hpscan")
-SCAN = {
-    "apiVersion": "hpscan.io/v1alpha1",
-    "kind": "HPScan",
-    "metadata": {"name": "resume"},
-    "spec": {
-        "parameters": [{"name": "layer1", "values": [16, 24, 32]}],
-        "sharding": {"shards": 1},
-        "retries": 1,
-        "gpu": {"count": 0, "required": False},
-        "payload": {
-            "image": "local",
-            "settings": {
-                "epochs": 8,
-                "patience": 0,
-                "batch_size": 250,
-                "fuse": 2,
-                "data": {"synthetic": {"jets": 3000, "seed": 1}},
-            },
-        },
-    },
-}
+HPSCAN = checkpoint_files.HPSCAN
+SCAN = checkpoint_files.resume_scan("local", epochs=8, batch_size=250, jets=3000, retries=1)
 
 
 def saved_epochs(run: Path) -> dict[str, int]:
