@@ -302,10 +302,10 @@ def run(
         now = time.monotonic()
         payloads = backend.payloads(runner.pid)
         for pid, folder in payloads.items():
-            if pid not in started:
-                started[pid] = now
-                live[pid] = workers.setdefault(folder, Worker(folder))
-                live[pid].restarted()
+            worker = workers.setdefault(folder, Worker(folder))
+            if live.get(pid) is not worker:  # a new payload (or one seen before its exec, with its parent's argv)
+                started[pid], live[pid] = now, worker
+                worker.restarted()
         for worker in workers.values():
             before = worker.reports
             worker.read(now)
