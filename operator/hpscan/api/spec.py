@@ -164,7 +164,8 @@ class Artifacts(CamelModel):
         None,
         description="Where Kubernetes and HTCondor shards keep their models (local runs use the run folder): "
         "<prefix>/<namespace>/<scan>/<combination id>/ in an S3 bucket; the operator's default store "
-        "(defaults.artifactStore) when empty. Without a store, cluster scans keep no models.",
+        "(defaults.artifactStore) when empty. Without a store, cluster scans keep no models. Kubernetes shards "
+        "keep their trials' checkpoints there too (<scan>/_checkpoints/), whatever `keep` says.",
     )
 
     @property

@@ -336,4 +336,8 @@ class HPScanStatus(CamelModel):
     start_time: datetime | None = Field(None, description="When the first shard started.")
     completion_time: datetime | None = Field(None, description="When the scan ended.")
     message: str | None = Field(None, description="One line on what the scan is doing or why it stopped.")
-    models: ModelsStatus | None = Field(None, description="The trained models of a scan that keeps them in a store.")
+    models: ModelsStatus | None = Field(
+        None,
+        description="The trained models of a scan that has a store (one that keeps none has it for its trials' "
+        "checkpoints, which are pruned alike).",
+    )

@@ -12,6 +12,7 @@ from hpscan.api.common import CamelModel
 from hpscan.api.sites import KubernetesSite, Site, Toleration
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.store import ArtifactStore
+from hpscan.core.artifacts import job_store
 from hpscan.core.summary import MAX_STATUS_SHARDS
 from hpscan.engine import EngineSettings
 from hpscan.errors import ManifestError
@@ -32,7 +33,8 @@ class OperatorDefaults(CamelModel):
     sites: list[Site] = Field(default_factory=list, description="Sites of scans whose spec.sites is empty.")
     artifact_store: ArtifactStore | None = Field(
         None,
-        description="Where scans that name no spec.artifacts.store keep their models (its Secret in each scan's namespace).",
+        description="Where scans that name no spec.artifacts.store keep their models and their trials' checkpoints "
+        "(its Secret in each scan's namespace).",
     )
     allowed_service_accounts: list[str] = Field(
         default_factory=list,
@@ -74,11 +76,12 @@ class OperatorDefaults(CamelModel):
         return refused
 
     def with_store(self, spec: HPScanSpec) -> HPScanSpec:
-        """``spec`` with this site's artifact store when it names none (and keeps models); pure."""
-        artifacts = spec.artifacts
-        if artifacts.store is not None or self.artifact_store is None or not artifacts.save_models:
+        """``spec`` with the store its jobs use (core.artifacts.job_store: this site's when it names none, whether
+        it keeps models or only trial checkpoints); pure."""
+        store = job_store(spec.artifacts, self.artifact_store)
+        if store is spec.artifacts.store:
             return spec
-        return spec.model_copy(update={"artifacts": artifacts.model_copy(update={"store": self.artifact_store})})
+        return spec.model_copy(update={"artifacts": spec.artifacts.model_copy(update={"store": store})})
 
     def engine_settings(self) -> EngineSettings:
         """The operator's options for every engine step: a status that lists at most MAX_STATUS_SHARDS shards (etcd

@@ -138,9 +138,9 @@ def degraded(before: HPScanStatus | None, reason: str, message: str, generation:
 def prune_models(ref: ScanRef, spec: HPScanSpec, read_secret: Callable[[str, str, str], str]) -> Event | None:
     """A finished scan's store down to what spec.artifacts keeps (core.artifacts.models_to_prune decides), and no
     trial checkpoint (those of trials that never got a record); the Event that says what happened, None when the
-    scan keeps its models nowhere."""
+    scan has no store (one that keeps no models has one for its checkpoints: core.artifacts.job_store)."""
     store = spec.artifacts.store
-    if store is None or not spec.artifacts.save_models:
+    if store is None:
         return None
     try:
         models = open_store(store.s3, ref.namespace, ref.name, read_secret)
@@ -150,8 +150,10 @@ def prune_models(ref: ScanRef, spec: HPScanSpec, read_secret: Callable[[str, str
         models.delete_keys(models.keys(models.location.checkpoints_prefix))  # a job prunes those of ended trials
     except ArtifactStoreError as error:
         return Event("Warning", error.reason, f"{error}; the stored models were left as they are")
-    kept = len(stored) - len(doomed)
-    return Event("Normal", Reason.MODELS_KEPT, f"kept {kept} of {len(stored)} trained models in {models.location.url}")
+    kept, where = len(stored) - len(doomed), models.location.url
+    if not spec.artifacts.save_models:
+        return Event("Normal", Reason.MODELS_KEPT, f"keeps no models (keep: none); no trial checkpoint left in {where}")
+    return Event("Normal", Reason.MODELS_KEPT, f"kept {kept} of {len(stored)} trained models in {where}")
 
 
 PRUNE_RETRY_SECONDS, MAX_PRUNE_RETRY_SECONDS, PRUNE_TRIES = 60.0, 3600.0, 8
@@ -362,9 +364,10 @@ def search_of(planned: Plan, ref: ScanRef, searches: dict[str, Search] | None) -
 
 
 def with_models(status: HPScanStatus, ref: ScanRef, spec: HPScanSpec, backends: Mapping[str, Backend]) -> HPScanStatus:
-    """``status`` with status.models when the scan keeps models in a store (the default one or its own: the CLI
-    reads it there): the store, and the returned models that wait for their upload or were lost."""
-    if not (spec.artifacts.save_models and spec.artifacts.store is not None):
+    """``status`` with status.models when the scan has a store (the default one or its own: the CLI reads it
+    there; one that keeps no models has it for its trials' checkpoints, pruned at the end as models are): the
+    store, and the returned models that wait for their upload or were lost."""
+    if spec.artifacts.store is None:
         return status
     uploads = [u for m in sandbox_uploads(backends.values()) if (u := m.uploads(ref)) is not None]
     models = ModelsStatus(

@@ -4,7 +4,8 @@ A payload asked to save models (``ShardFile.artifacts.save_models``) writes ``OU
 to its results.jsonl, ``model.json`` last (so a folder without it is an unfinished save). The scan then keeps what
 ``spec.artifacts`` says: the decision is ``models_to_keep`` (plain records in, ids out); moving and deleting
 folders is the shell's (``hpscan.local_scan`` for local runs; the operator for the object store of a cluster
-scan, spec.artifacts.store, where ``models_to_prune`` decides from the records stored with the models).
+scan, spec.artifacts.store, where ``models_to_prune`` decides from the records stored with the models). Which
+store a cluster scan's jobs use at all is ``job_store``: trial checkpoints need it whether models are kept or not.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from hpscan.api.contract import MODEL_FILE, Objective, ResultRecord
 from hpscan.api.spec import Artifacts
+from hpscan.api.store import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,13 @@ def pick_ranks(count: int) -> dict[str, int]:
     if count < 1:
         return {}
     return {"best": 0, "median": (count - 1) // 2, "worst": count - 1}
+
+
+def job_store(artifacts: Artifacts, default: ArtifactStore | None = None) -> ArtifactStore | None:
+    """The store a cluster scan's jobs use, or None: the scan's own (spec.artifacts.store), else the operator's
+    ``default``; for every scan, whether it keeps models or not, since its jobs keep their trials' checkpoints
+    there too (a pod's output folder dies with it: docs/checkpoints.md). A scan that keeps no models uploads none."""
+    return artifacts.store or default
 
 
 def models_to_keep(ranked: list[RankedRecord], artifacts: Artifacts) -> set[str]:

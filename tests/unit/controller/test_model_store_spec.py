@@ -12,13 +12,13 @@ from pydantic import ValidationError
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import Artifacts, HPScanSpec
-from hpscan.api.store import STORE_ENV, ModelStoreLocation, S3Store
+from hpscan.api.store import STORE_ENV, ArtifactStore, ModelStoreLocation, S3Store
 from hpscan.backends.base import ScanRef
 from hpscan.backends.htcondor import submit_description
 from hpscan.backends.kubernetes import job_manifest
 from hpscan.controller.defaults import OperatorDefaults
 from hpscan.controller.reconcile import prune_models
-from hpscan.core.artifacts import models_to_prune
+from hpscan.core.artifacts import job_store, models_to_prune
 from hpscan.core.planning import plan
 
 STORE = {"endpoint": "https://s3.cern.ch", "bucket": "atlas-ftag", "prefix": "hpscan/dl1", "secretRef": {"name": "s3"}}
@@ -81,8 +81,19 @@ def test_the_site_default_store_applies_to_scans_that_name_none():
     assert defaults.with_store(spec()).artifacts.store == defaults.artifact_store
     own = {**STORE, "bucket": "mine"}
     assert defaults.with_store(spec({"store": {"s3": own}})).artifacts.store.s3.bucket == "mine"
-    assert defaults.with_store(spec({"keep": "none"})).artifacts.store is None  # keeps nothing: needs no store
+    # keeps no models, but its pods keep their trials' checkpoints there
+    assert defaults.with_store(spec({"keep": "none"})).artifacts.store == defaults.artifact_store
     assert OperatorDefaults().with_store(spec()).artifacts.store is None
+    assert OperatorDefaults().with_store(spec({"keep": "none"})).artifacts.store is None
+
+
+def test_a_scan_s_jobs_use_its_store_whatever_it_keeps():
+    default = S3Store.model_validate(STORE)
+    own = Artifacts.model_validate({"keep": "none", "store": {"s3": {**STORE, "bucket": "mine"}}})
+    for keep in ("top", "all", "none"):
+        assert job_store(Artifacts(keep=keep), ArtifactStore(s3=default)) == ArtifactStore(s3=default)
+        assert job_store(Artifacts(keep=keep)) is None
+    assert job_store(own, ArtifactStore(s3=default)) == own.store
 
 
 def test_a_shard_pod_gets_the_store_and_the_secrets_key_pair_as_env():
@@ -94,9 +105,20 @@ def test_a_shard_pod_gets_the_store_and_the_secrets_key_pair_as_env():
     assert json.loads(by_name[STORE_ENV]["value"])["keyPrefix"] == "hpscan/dl1/atlas/dl1/"
     assert by_name["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {"name": "s3", "key": "accessKeyId"}}
     assert by_name["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "s3", "key": "secretAccessKey"}}
-    for quiet in (spec(), spec({"keep": "none", "store": {"s3": STORE}})):
-        env = job_manifest(scan, quiet, 0, None)["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert not {STORE_ENV, "AWS_ACCESS_KEY_ID"} & {e["name"] for e in env}
+    env = job_manifest(scan, spec(), 0, None)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not {STORE_ENV, "AWS_ACCESS_KEY_ID"} & {e["name"] for e in env}  # no store: nothing to reach
+
+
+def test_a_scan_that_keeps_no_models_still_gives_its_pods_the_store_for_checkpoints():
+    """keep: none once left the pod without the store, so an evicted pod's trials began again at epoch 0."""
+    scan = ScanRef(name="dl1", namespace="atlas", uid="u")
+    quiet = spec({"keep": "none", "store": {"s3": STORE}})
+    pod = job_manifest(scan, quiet, 0, None)["spec"]["template"]["spec"]
+    by_name = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert json.loads(by_name[STORE_ENV]["value"])["keyPrefix"] == "hpscan/dl1/atlas/dl1/"
+    assert by_name["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "s3", "key": "secretAccessKey"}}
+    planned = plan("dl1", quiet).shard_file(0)
+    assert planned.checkpoints and not planned.artifacts.save_models  # checkpoints asked for, models not
 
 
 def test_htcondor_jobs_bring_models_back_only_when_the_scan_keeps_them_in_a_store():

@@ -47,6 +47,7 @@ class Bucket:
 
     def __init__(self):
         self.stored: dict[str, ResultRecord] = {}
+        self.checkpoints: list[str] = []  # keys of trial checkpoints left behind
         self.down = False
         self.prunes = 0
 
@@ -67,10 +68,11 @@ class Bucket:
         for i in ids:
             del self.stored[i]
 
-    def keys(self, prefix):
-        return []  # no trial checkpoints (their end-of-scan removal: tests/integration/store/test_checkpoint_store.py)
+    def keys(self, prefix):  # the real store's removal: tests/integration/store/test_checkpoint_store.py
+        return [key for key in self.checkpoints if key.startswith(prefix)]
 
     def delete_keys(self, keys):
+        self.checkpoints = [key for key in self.checkpoints if key not in keys]
         return len(keys)
 
 
@@ -175,3 +177,17 @@ def test_a_failed_prune_is_tried_again_after_a_doubling_wait_then_given_up(bucke
     bucket.down = False  # too late: the operator leaves the scan alone (a new spec generation settles it again)
     document = {**DOCUMENT, "status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
     assert reconcile_scan(document, {}, read_secret=lambda *args: "key").status is None
+
+
+def test_a_scan_that_keeps_no_models_has_its_left_checkpoints_pruned_at_the_end(bucket):
+    """keep: none with a store: its pods keep trial checkpoints there, so the end of the scan removes those of
+    trials that never got a record, as it prunes models, and says so."""
+    spec = {**DOCUMENT["spec"], "artifacts": {"keep": "none", "store": {"s3": STORE}}}
+    document = {**DOCUMENT, "spec": spec}
+    prefix = Bucket.location.checkpoints_prefix
+    bucket.checkpoints = [f"{prefix}c9-x/1/state.npz", f"{prefix}c9-x/1/checkpoint.json", "hpscan/atlas/other/k"]
+    outcome = reconcile_scan(document, {"kubernetes": FinishedBackend(lambda: 0.0)}, read_secret=lambda *args: "key")
+    assert outcome.status.phase == "Succeeded" and outcome.status.models.settled
+    assert bucket.checkpoints == ["hpscan/atlas/other/k"]
+    assert condition(outcome) == ("True", "ModelsKept")
+    assert "keeps no models" in outcome.events[-1].message and "no trial checkpoint left" in outcome.events[-1].message

@@ -47,6 +47,7 @@ from hpscan.backends.kubernetes.names import (
     shard_pages_name,
     site_name,
 )
+from hpscan.core.artifacts import job_store
 from hpscan.job.configmap import ACCOUNT_ENV, CONFIGMAP_ENV, NAMESPACE_ENV
 from hpscan.job.pages import (
     PAGE_KEY,
@@ -184,11 +185,12 @@ def site_account(site: Site | None) -> str | None:
 
 
 def model_store_env(scan: ScanRef, spec: HPScanSpec) -> list[dict[str, Any]]:
-    """The environment that makes a shard job upload its models (hpscan.job.store): where, and the key pair from
-    the store's Secret (the kubelet reads it; the pod's ServiceAccount gets no access to Secrets). Empty when the
-    scan keeps no models or names no store."""
-    store = spec.artifacts.store
-    if store is None or not spec.artifacts.save_models:
+    """The environment that makes a shard job keep its trials' checkpoints and upload its models in the scan's
+    store (hpscan.job.store, job.checkpoints): where, and the key pair from the store's Secret (the kubelet reads
+    it; the pod's ServiceAccount gets no access to Secrets). Empty when the scan has no store (core.artifacts.job_store:
+    a scan that keeps no models still keeps checkpoints there)."""
+    store = job_store(spec.artifacts)
+    if store is None:
         return []
     location = ModelStoreLocation.of(store.s3, scan.namespace, scan.name)
     ref = store.s3.secret_ref
