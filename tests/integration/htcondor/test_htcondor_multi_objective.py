@@ -11,24 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from test_htcondor_payload import condor_sites
 
-from hpscan.core.ranking import pareto_ids
+from support.multi_objective import OBJECTIVES, SAMPLES, SETTINGS, drawn_front, front_of, points_of
 from support.operator_support import REPO
 
 pytestmark = pytest.mark.slow
-
-OBJECTIVES = ("light_rejection_77", "c_rejection_77")
-SAMPLES = 6
-SETTINGS = {  # the local test's reduction (tests/integration/local/test_multi_objective_run.py)
-    "epochs": 3,
-    "patience": 3,
-    "fuse": 1,
-    "batch_size": 1000,
-    "f_c": 0.018,
-    "data": {"synthetic": {"jets": 48000, "seed": 1}},
-}
 
 
 def test_a_two_objective_scan_at_the_pool_holds_the_pareto_set_and_its_report_draws_the_front(condor_pool, tmp_path):
@@ -49,8 +37,7 @@ def test_a_two_objective_scan_at_the_pool_holds_the_pareto_set_and_its_report_dr
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len({r["id"] for r in records}) == len(records) == SAMPLES
     assert all(r["status"] == "succeeded" for r in records), [r["status"] for r in records]
-    points = {r["id"]: [r["metrics"][m] for m in OBJECTIVES] for r in records}
-    expected = pareto_ids(points, ["maximize", "maximize"])  # the non-dominated, computed here from the records
+    points, expected = points_of(records), front_of(records)  # the non-dominated, computed here from the records
 
     assert status["paretoSize"] == len(expected)
     assert [m["id"] for m in status["pareto"]] == expected
@@ -64,8 +51,6 @@ def test_a_two_objective_scan_at_the_pool_holds_the_pareto_set_and_its_report_dr
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     figure = tmp_path / "report" / "pareto-front.png"
     assert figure.stat().st_size > 10_000
-    with Image.open(figure) as image:
-        shown = json.loads(image.text["hpscan"])
-    assert sorted(shown["pareto"]) == sorted(expected)  # the figure joins exactly the non-dominated trials
+    assert drawn_front(figure) == sorted(expected)  # the figure joins exactly the non-dominated trials
     summary = json.loads((tmp_path / "report" / "metrics.json").read_text())["scan"]
     assert [m["id"] for m in summary["pareto"]["members"]] == expected

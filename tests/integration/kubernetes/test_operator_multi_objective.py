@@ -12,25 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
-from hpscan.core.ranking import pareto_ids
+from support.multi_objective import SAMPLES, SETTINGS, drawn_front, front_of
 from support.operator_support import REPO, create, wait_phase
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("tensorflow")
 
 PREFIX = f"hpsmo-{secrets.token_hex(2)}"
-OBJECTIVES = ("light_rejection_77", "c_rejection_77")
-SAMPLES = 6
-SETTINGS = {  # the local and pool tests' reduction (tests/integration/local/test_multi_objective_run.py)
-    "epochs": 3,
-    "patience": 3,
-    "fuse": 1,
-    "batch_size": 1000,
-    "f_c": 0.018,
-    "data": {"synthetic": {"jets": 48000, "seed": 1}},
-}
 
 
 def test_the_multi_objective_example_through_the_operator_holds_its_front_and_the_report_draws_it(
@@ -53,8 +42,7 @@ def test_the_multi_objective_example_through_the_operator_holds_its_front_and_th
     assert exported.returncode == 0, exported.stderr
     records = [json.loads(line) for line in exported.stdout.splitlines()]
     assert len({r["id"] for r in records}) == len(records) == SAMPLES
-    points = {r["id"]: [r["metrics"][m] for m in OBJECTIVES] for r in records}
-    expected = pareto_ids(points, ["maximize", "maximize"])  # the non-dominated, computed here from the records
+    expected = front_of(records)
     assert status["paretoSize"] == len(expected) and [m["id"] for m in status["pareto"]] == expected
     row = cluster.kubectl("get", "hps", "multi-objective", "-n", ns).stdout.splitlines()[1].split()
     assert row[4] == str(len(expected))  # NAME PHASE DONE BEST PARETO ...
@@ -63,6 +51,4 @@ def test_the_multi_objective_example_through_the_operator_holds_its_front_and_th
     report = subprocess.run([hpscan, "report", "multi-objective", "-n", ns, "--out", str(folder)], env=env,
                             capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
-    with Image.open(folder / "report" / "pareto-front.png") as image:
-        shown = json.loads(image.text["hpscan"])
-    assert sorted(shown["pareto"]) == sorted(expected)  # the figure joins exactly the non-dominated trials
+    assert drawn_front(folder / "report" / "pareto-front.png") == sorted(expected)  # exactly the non-dominated

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hpscan.core.ranking import pareto_ids
+from support.multi_objective import OBJECTIVES, front_of, points_of
 
 REPO = Path(__file__).resolve().parents[3]
-OBJECTIVES = ("light_rejection_77", "c_rejection_77")
 
 
 @pytest.mark.integration
@@ -30,8 +29,7 @@ def test_a_two_objective_scan_runs_and_its_status_and_report_show_the_front(tmp_
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["status"] == "succeeded" for r in records)
-    points = {r["id"]: [r["metrics"][m] for m in OBJECTIVES] for r in records}
-    expected = pareto_ids(points, ["maximize", "maximize"])
+    points, expected = points_of(records), front_of(records)
 
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["phase"] == "Succeeded" and status["paretoSize"] == len(expected)
