@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from test_reconcile import MemoryBackend, body
 
 from hpscan.api.spec import HPScanSpec
 from hpscan.controller.defaults import OperatorDefaults
 from hpscan.controller.reconcile import reconcile_scan
+from support.reconcile_backend import MemoryBackend, body
 
 
 def spec_with(**kubernetes: str) -> HPScanSpec:

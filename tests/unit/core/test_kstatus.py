@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_reconcile
-from test_gitops_health import health  # the Argo CD check of docs/gitops.md, run by lupa
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
@@ -25,6 +23,8 @@ from hpscan.core.kstatus import kstatus_conditions
 from hpscan.core.planning import plan
 from hpscan.core.results import aggregate
 from hpscan.core.summary import build_status
+from support import reconcile_backend
+from support.argo_health import health  # the Argo CD check of docs/gitops.md, run by lupa
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))  # the harness (cluster/) is not an installed package
@@ -240,12 +240,12 @@ def test_a_scan_the_operator_has_not_seen_reads_current():
 def test_kstatus_on_what_a_reconcile_writes_from_start_to_success():
     """The operator's step without kopf (controller.reconcile.reconcile_scan) on a stand-in backend, each status
     applied to the body as the operator patches it."""
-    backend = test_reconcile.MemoryBackend()
-    document = test_reconcile.body(parallelism=2)
-    document = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": backend}))
+    backend = reconcile_backend.MemoryBackend()
+    document = reconcile_backend.body(parallelism=2)
+    document = reconcile_backend.apply(document, reconcile_scan(document, {"kubernetes": backend}))
     assert (document["status"]["phase"], kstatus.compute(document)[0]) == ("Pending", "InProgress")
     suspended_body = document | {"spec": {**document["spec"], "suspend": True}}
-    paused = test_reconcile.apply(suspended_body, reconcile_scan(suspended_body, {"kubernetes": backend}))
+    paused = reconcile_backend.apply(suspended_body, reconcile_scan(suspended_body, {"kubernetes": backend}))
     assert (paused["status"]["phase"], kstatus.compute(paused)[0]) == ("Suspended", "Current")
     planned = plan("dl1-seed-scan", HPScanSpec.model_validate(document["spec"]))
     backend.states = {i: ShardStatus(index=i, phase=ShardPhase.SUCCEEDED) for i in range(planned.shard_count)}
@@ -254,14 +254,16 @@ def test_kstatus_on_what_a_reconcile_writes_from_start_to_success():
         for f in planned.shard_files()
         for c in f.combinations
     ]
-    done = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": backend}))
+    done = reconcile_backend.apply(document, reconcile_scan(document, {"kubernetes": backend}))
     assert (done["status"]["phase"], kstatus.compute(done)) == ("Succeeded", ("Current", "Resource is Ready"))
 
 
 def test_kstatus_on_what_a_reconcile_writes_for_a_site_without_its_backend():
-    document = test_reconcile.body()
+    document = reconcile_backend.body()
     document["spec"]["sites"] = [{"name": "ce01", "htcondor": {"schedd": "ce01.example.org"}}]
-    refused = test_reconcile.apply(document, reconcile_scan(document, {"kubernetes": test_reconcile.MemoryBackend()}))
+    refused = reconcile_backend.apply(
+        document, reconcile_scan(document, {"kubernetes": reconcile_backend.MemoryBackend()})
+    )
     assert kstatus.compute(refused) == ("Failed", "no htcondor backend is configured in this operator")
 
 
