@@ -28,22 +28,23 @@ ENDED_JOB = "already completing or completed"
 UNREACHABLE = ("Unable to contact slurm controller", "Socket timed out", "Connection refused", "Zero Bytes were")
 """Slurm's words when slurmctld does not answer (the site is Unreachable, not refusing)."""
 
-_OPTIONS: dict[str, Callable[[Any], str]] = {
-    "name": lambda v: f"--job-name={v}",
-    "comment": lambda v: f"--comment={v}",
-    "current_working_directory": lambda v: f"--chdir={v}",
-    "standard_output": lambda v: f"--output={v}",
-    "standard_error": lambda v: f"--error={v}",
-    "cpus_per_task": lambda v: f"--cpus-per-task={v}",
-    "memory_per_node": lambda v: f"--mem={v}M",
-    "requeue": lambda v: "--requeue" if v else "--no-requeue",
-    "partition": lambda v: f"--partition={v}",
-    "account": lambda v: f"--account={v}",
-    "qos": lambda v: f"--qos={v}",
-    "time_limit": lambda v: f"--time={v}",
-    "gres": lambda v: f"--gres={v}",
-    "constraints": lambda v: f"--constraint={v}",
+_OPTIONS = {
+    "name": "--job-name={}",
+    "comment": "--comment={}",
+    "current_working_directory": "--chdir={}",
+    "standard_output": "--output={}",
+    "standard_error": "--error={}",
+    "cpus_per_task": "--cpus-per-task={}",
+    "memory_per_node": "--mem={}M",  # slurmrestd's memory is in megabytes
+    "partition": "--partition={}",
+    "account": "--account={}",
+    "qos": "--qos={}",
+    "time_limit": "--time={}",  # minutes, as slurmrestd's
+    "gres": "--gres={}",
+    "constraints": "--constraint={}",
 }
+"""sbatch's option for each field of the slurmrestd job description that job_request writes (``requeue`` is a
+flag of its own, ``environment`` goes into the script)."""
 
 
 class SlurmCommandError(Exception):
@@ -53,10 +54,15 @@ class SlurmCommandError(Exception):
 def sbatch_arguments(job: Mapping[str, Any]) -> list[str]:
     """sbatch's options for a slurmrestd job description (the fields job_request writes; others are refused, so
     a field added there cannot be silently dropped here)."""
-    unknown = sorted(set(job) - set(_OPTIONS) - {"environment"})
+    unknown = sorted(set(job) - set(_OPTIONS) - {"environment", "requeue"})
     if unknown:
         raise BackendError(f"sbatch has no option for the job fields {unknown}")
-    return ["--parsable", "--export=NONE", *(_OPTIONS[key](value) for key, value in job.items() if key in _OPTIONS)]
+    options = [
+        ("--requeue" if value else "--no-requeue") if key == "requeue" else _OPTIONS[key].format(value)
+        for key, value in job.items()
+        if key != "environment"
+    ]
+    return ["--parsable", "--export=NONE", *options]
 
 
 def with_environment(script: str, environment: Mapping[str, str]) -> str:
