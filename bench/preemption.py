@@ -28,7 +28,7 @@ end over the epoch time. What is needed is the epochs the records say; wasted = 
 
     .venv/bin/python bench/preemption.py                     # 4 trials x 20 epochs, 2 workers: about 10 minutes
     .venv/bin/python bench/preemption.py --preemptions-per-trial 2 --trials 8
-    .venv/bin/python bench/preemption.py --backend htcondor  # 2 trials x 20 epochs on the pool: about 10 minutes
+    .venv/bin/python bench/preemption.py --backend htcondor  # 4 trials x 20 epochs on the pool: about 15 minutes
     # last line: wasted_epochs_fraction=<with checkpoints>
 """
 
@@ -199,7 +199,7 @@ class Pool:
 
     name = "htcondor"
 
-    def __init__(self, checkpoint_seconds: float) -> None:
+    def __init__(self, checkpoint_seconds: float | None) -> None:
         self.dir = Path(os.environ.get("HPSCAN_CONDOR_DIR", REPO / ".condor")).resolve()
         self.bin = self.dir / "release" / "bin"
         self.env = {**os.environ, "CONDOR_CONFIG": str(self.dir / "condor_config")}
@@ -224,8 +224,11 @@ class Pool:
             "PATH": f"{self.job_bin}:/usr/bin:/bin",
             "MPLCONFIGDIR": "/tmp",
             **{name: "1" for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")},
-            "HPSCAN_CHECKPOINT_SECONDS": f"{self.checkpoint_seconds:g}" if checkpoints else NO_CHECKPOINT_EXITS,
         }
+        if not checkpoints or self.checkpoint_seconds is not None:
+            variables["HPSCAN_CHECKPOINT_SECONDS"] = (
+                f"{self.checkpoint_seconds:g}" if checkpoints else NO_CHECKPOINT_EXITS
+            )
         block = {"universe": "vanilla", "executable": "/usr/bin/env", "requestMemory": "1536MB", "requestDisk": "1GB"}
         return {
             "name": "pool",
@@ -248,6 +251,9 @@ class Pool:
         return found
 
     def preempt(self, pid: int, folder: Path, checkpoints: bool) -> None:
+        if not checkpoints:  # the eviction would take them to the next slot: a site that never got them
+            for trial in (folder / "checkpoints").glob("*"):  # the folder stays: the job's output list names it
+                shutil.rmtree(trial, ignore_errors=True)
         try:
             ad = dict(line.split(" = ", 1) for line in (folder / ".job.ad").read_text().splitlines() if " = " in line)
         except OSError:
@@ -397,7 +403,7 @@ def on_pool(tmp: Path, args: argparse.Namespace) -> Outcome:
         f"htcondor pool {pool.collector} ({pool.dir}): {args.trials} trials x {args.epochs} epochs, {args.workers} "
         f"jobs that pull; preempting each running job (condor_vacate_job) {args.preemptions_per_trial:g} times per "
         f"trial's training time on average; with checkpoints the runner ends with 85 every "
-        f"{args.checkpoint_seconds:g} s of training",
+        f"{'1800 (its default)' if args.checkpoint_seconds is None else f'{args.checkpoint_seconds:g}'} s of training",
         flush=True,
     )
     without = run(
@@ -413,7 +419,7 @@ def on_pool(tmp: Path, args: argparse.Namespace) -> Outcome:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["local", "htcondor"], default="local")
-    parser.add_argument("--trials", type=int, help="default: 4 (local), 2 (htcondor)")
+    parser.add_argument("--trials", type=int, help="default: 4")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -423,11 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preemptions-per-trial", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1, help="seed of the preemption times")
     parser.add_argument(
-        "--checkpoint-seconds", type=float, default=1.0,
-        help="htcondor: the runner ends with 85 for a checkpoint after this much training (HPSCAN_CHECKPOINT_SECONDS)",
+        "--checkpoint-seconds", type=float,
+        help="htcondor: the runner ends with 85 for a checkpoint after this much training (HPSCAN_CHECKPOINT_SECONDS;"
+        " default: the runner's, 1800 s)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    args.trials = args.trials or (4 if args.backend == "local" else 2)
+    args.trials = args.trials or 4
     args.jets = args.jets or (20000 if args.backend == "local" else 150000)
     with tempfile.TemporaryDirectory(prefix="hpscan-preemption-") as folder:
         with_checkpoints = (on_local if args.backend == "local" else on_pool)(Path(folder), args)

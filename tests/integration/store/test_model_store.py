@@ -251,7 +251,7 @@ def test_htcondor_models_come_back_in_the_sandbox_and_the_operator_uploads_them(
     backend.track(scan, spec)
     backend.submit(scan, spec, [ShardLaunch(planned.shard_file(i), spec.sites[0]) for i in range(2)])
     job = schedd.job_of("uid-1", 0)
-    assert schedd.submitted[job]["transfer_output_files"] == "results.jsonl, models"
+    assert schedd.submitted[job]["transfer_output_files"] == "results.jsonl, checkpoints, models"
 
     sandbox = backend.scan_dir(scan) / "shard-000"
     lines = []

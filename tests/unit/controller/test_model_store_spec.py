@@ -124,7 +124,10 @@ def test_a_scan_that_keeps_no_models_still_gives_its_pods_the_store_for_checkpoi
 def test_htcondor_jobs_bring_models_back_only_when_the_scan_keeps_them_in_a_store():
     scan = ScanRef(name="dl1", namespace="atlas", uid="u")
     site = {"sites": [{"name": "grid", "htcondor": {}}]}
-    for artifacts, outputs in (({"store": {"s3": STORE}}, "results.jsonl, models"), ({}, "results.jsonl")):
+    for artifacts, outputs in (
+        ({"store": {"s3": STORE}}, "results.jsonl, checkpoints, models"),
+        ({}, "results.jsonl, checkpoints"),
+    ):
         with_site = spec(artifacts, **site)
         planned = plan("dl1", with_site)
         submitted = submit_description(scan, with_site, with_site.sites[0], planned.shard_files(), Path("/work"))

@@ -146,11 +146,16 @@ def submit_description(
     commands["rank"] = "(TARGET.Machine =!= MY.MachineAttrMachine1) + (TARGET.Machine =!= MY.MachineAttrMachine2)"
     if condor.requirements:
         commands["requirements"] = condor.requirements
-    # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract).
+    # results.jsonl goes in as well: a retried attempt skips what an earlier one recorded (the contract); and
+    # checkpoints/ (made by write_sandboxes, so the output list never names a missing folder): what an earlier job of
+    # the shard brought back, so a new job (a move, a retry) resumes its trials.
     commands["should_transfer_files"] = "YES"
-    commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}"
+    commands["transfer_input_files"] = f"{shard_macro}.json, {RESULTS_FILE}, {CHECKPOINTS_DIR}"
     # models/ comes back too when the scan keeps models in a store: the operator uploads them (sandbox_models).
-    commands["transfer_output_files"] = f"{RESULTS_FILE}, {MODELS_DIR}" if wants_models_back(spec) else RESULTS_FILE
+    # checkpoints/ too: an evicted job's output goes to the access point's spool (ON_EXIT_OR_EVICT) and comes with it
+    # to the next slot, so an eviction loses only the epoch in flight, not the training since the last exit with 85.
+    outputs = [RESULTS_FILE, CHECKPOINTS_DIR, *([MODELS_DIR] if wants_models_back(spec) else [])]
+    commands["transfer_output_files"] = ", ".join(outputs)
     commands["when_to_transfer_output"] = "ON_EXIT_OR_EVICT"
     # Self-checkpointing: the runner ends with this code after a checkpoint (at most every HPSCAN_CHECKPOINT_SECONDS);
     # HTCondor keeps these files at the access point and starts it again, and an evicted job starts from them on any
@@ -301,8 +306,8 @@ def _job_commands(scan: ScanRef, spec: HPScanSpec, site: Site, arguments: Sequen
 
 
 def write_sandboxes(folder: Path, shard_files: Iterable[ShardFile]) -> None:
-    """Each shard's initialdir with its shard file and a results.jsonl to carry over between attempts (an
-    existing one is kept: it holds what earlier attempts recorded)."""
+    """Each shard's initialdir with its shard file, and a results.jsonl and a checkpoints/ to carry over between
+    attempts (existing ones are kept: they hold what earlier attempts recorded and saved)."""
     for shard_file in shard_files:
         directory = folder / shard_name(shard_file.shard)
         directory.mkdir(parents=True, exist_ok=True)
@@ -310,6 +315,7 @@ def write_sandboxes(folder: Path, shard_files: Iterable[ShardFile]) -> None:
             shard_file.model_dump_json(by_alias=True, exclude_none=True, indent=1) + "\n"
         )
         (directory / RESULTS_FILE).touch()
+        (directory / CHECKPOINTS_DIR).mkdir(exist_ok=True)
 
 
 def scan_uid(name: str, spec: HPScanSpec) -> str:

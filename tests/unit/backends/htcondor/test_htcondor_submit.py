@@ -91,10 +91,10 @@ def test_container_image_forms(configured, expected):
 def test_sandbox_retries_and_tags_per_job():
     result = build(make_spec())
     submit = result.description
-    assert submit["transfer_input_files"] == "shard-$INT(Shard,%03d).json, results.jsonl"
-    assert expand(submit, "transfer_input_files", 1) == "shard-001.json, results.jsonl"
+    assert submit["transfer_input_files"] == "shard-$INT(Shard,%03d).json, results.jsonl, checkpoints"
+    assert expand(submit, "transfer_input_files", 1) == "shard-001.json, results.jsonl, checkpoints"
     assert expand(submit, "initialdir", 1) == f"{FOLDER}/shard-001"
-    assert submit.expand("transfer_output_files") == "results.jsonl"
+    assert submit.expand("transfer_output_files") == "results.jsonl, checkpoints"
     assert submit.expand("when_to_transfer_output") == "ON_EXIT_OR_EVICT"
     assert submit.expand("should_transfer_files") == "YES"
     assert submit.expand("max_retries") == "2"
