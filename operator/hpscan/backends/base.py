@@ -10,6 +10,8 @@ to start, when, and where is decided by the pure functions in hpscan.core.decisi
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -151,6 +153,16 @@ def pull_refusal(backend: Backend, planned: Plan) -> list[str]:
         f"{planned.spec.early_stopping.strategy}, sharding.pull) need a channel into running jobs; "
         f"the {backend.name} backend has no channel to hand them trials yet"
     ]
+
+
+def manifest_uid(name: str, spec: HPScanSpec, folder: Path) -> str:
+    """A stable uid for a scan run outside Kubernetes (``hpscan run --site``, ``hpscan condor submit``): from its
+    manifest and the folder its jobs' files live in, so the same manifest run again into the same folder finds the
+    jobs it submitted there instead of submitting them again, and into another folder is a scan of its own (an
+    HTCondor job's sandbox is in the first folder: the second run would find its jobs ended and their records
+    nowhere)."""
+    canonical = json.dumps([name, spec.model_dump(mode="json", by_alias=True), str(folder.resolve())], sort_keys=True)
+    return "manifest-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def last_line(path: Path, limit: int = 300) -> str:

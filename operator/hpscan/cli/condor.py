@@ -9,8 +9,8 @@ import typer
 
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScan
-from hpscan.backends.base import ScanRef, ShardLaunch
-from hpscan.backends.htcondor import HTCondorBackend, scan_uid, schedd_label
+from hpscan.backends.base import ScanRef, ShardLaunch, manifest_uid
+from hpscan.backends.htcondor import HTCondorBackend, schedd_label
 from hpscan.backends.htcondor.schedd import condor_of
 from hpscan.cli.output import Commands, err, out
 from hpscan.core.manifest import load_scan
@@ -57,7 +57,7 @@ def condor_submit(
     ref = ScanRef(
         name=scan.metadata.name,
         namespace=scan.metadata.namespace or "default",
-        uid=scan.metadata.uid or scan_uid(scan.metadata.name, scan.spec),
+        uid=scan.metadata.uid or manifest_uid(scan.metadata.name, scan.spec, work_dir),
     )
     launches = [ShardLaunch(shard_file, site) for shard_file in planned.shard_files()]
     backend = HTCondorBackend(work_dir)

@@ -283,6 +283,8 @@ def run_shard(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        # HTCondor's output list names it: a payload that removed it would have the job held instead of ended
+        (out_dir / CHECKPOINTS_DIR).mkdir(exist_ok=True)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -25,13 +25,14 @@ EPOCHS = 60
 CHECKPOINT_SECONDS = 2  # of training between the runner's checkpoint exits (default: 30 minutes)
 
 
-def scan(pool, checkpoint_seconds: int = CHECKPOINT_SECONDS) -> dict:
+def scan(pool, checkpoint_seconds: int = CHECKPOINT_SECONDS, name: str = "evicted") -> dict:
+    """Two DL1r trials on the pool, as scan ``name`` (what the tests look its jobs up by)."""
     sites = condor_sites(pool)
     sites[0]["env"].append({"name": "HPSCAN_CHECKPOINT_SECONDS", "value": str(checkpoint_seconds)})
     return {
         "apiVersion": "hpscan.io/v1alpha1",
         "kind": "HPScan",
-        "metadata": {"name": "evicted"},
+        "metadata": {"name": name},
         "spec": {
             "parameters": [{"name": "learning_rate", "values": [0.001, 0.003]}],  # DL1r's layers, fused by 2
             "sharding": {"shards": 1},
@@ -135,13 +136,31 @@ def test_a_job_that_ends_for_a_checkpoint_resumes_from_the_one_htcondor_kept(con
         assert max(records[trial].get("resumedFrom", [0])) >= epoch, (records[trial], kept)
 
 
-def test_an_evicted_job_takes_its_newest_checkpoint_to_the_next_slot(condor_pool, tmp_path):
-    run, run_dir = start(condor_pool, tmp_path, scan(condor_pool, checkpoint_seconds=3600))  # no exit with 85
+def hold_and_release(pool, job: str) -> None:
+    """An admin's hold (the job is stopped as an eviction stops it), and the user's release once it is held."""
+    import htcondor2
+
+    schedd = pool.schedd()
+    schedd.act(htcondor2.JobAction.Hold, job, reason="hpscan test: held mid-trial")
+    pool.wait(lambda: schedd.query(f"ClusterId == {job.split('.')[0]} && JobStatus == 5", ["ClusterId"]), 60, "held")
+    schedd.act(htcondor2.JobAction.Release, job)
+
+
+STOPS = {
+    "vacated": lambda pool, job: pool.tool("condor_vacate_job", job),  # as a preempting site does
+    "held and released": hold_and_release,
+}
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_job_stopped_mid_trial_takes_its_newest_checkpoint_to_the_next_slot(condor_pool, tmp_path, stop):
+    name = "vacated" if stop == "vacated" else "held"
+    run, run_dir = start(condor_pool, tmp_path, scan(condor_pool, 3600, name))  # 3600: no exit with 85
     schedd = condor_pool.schedd()
 
     def running_at_epoch_3() -> str | None:
         assert run.poll() is None, run.communicate()[0][-3000:]
-        for ad in schedd.query('HPScanName == "evicted" && JobStatus == 2', ["ClusterId", "ProcId"]):
+        for ad in schedd.query(f'HPScanName == "{name}" && JobStatus == 2', ["ClusterId", "ProcId"]):
             if len(reached := sandbox_epochs(condor_pool)) == 2 and min(reached.values()) >= 3:
                 return f"{ad['ClusterId']}.{ad['ProcId']}"
         return None
@@ -149,7 +168,7 @@ def test_an_evicted_job_takes_its_newest_checkpoint_to_the_next_slot(condor_pool
     try:
         job = condor_pool.wait(running_at_epoch_3, timeout=400, what="a job whose trials passed epoch 3")
         reached = sandbox_epochs(condor_pool)
-        condor_pool.tool("condor_vacate_job", job)  # nothing kept at the access point before this
+        STOPS[stop](condor_pool, job)  # nothing kept at the access point before this
         records, said = finish(run, run_dir)
     finally:
         if run.poll() is None:

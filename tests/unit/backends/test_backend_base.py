@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from hpscan.backends.base import ScanRef, ScanTable, SeenKeys, batch_call
+from hpscan.api.spec import HPScan
+from hpscan.backends.base import ScanRef, ScanTable, SeenKeys, batch_call, manifest_uid
 from hpscan.errors import BackendError, SchedulerUnavailable
 
 
@@ -68,3 +70,23 @@ def test_a_call_that_catches_only_its_clients_errors_lets_any_other_pass_unchang
         raise PermissionError("refused")
     with pytest.raises(KeyError), batch_call(BackendError, catching=(PermissionError,)):
         raise KeyError("a bug, not the batch system's answer")
+
+
+def test_a_manifest_run_again_into_its_folder_is_the_same_scan_and_into_another_folder_a_new_one(tmp_path):
+    scan = HPScan.model_validate(
+        {
+            "metadata": {"name": "dl1"},
+            "spec": {
+                "parameters": [{"name": "lr", "values": [0.1]}],
+                "sharding": {"shards": 1},
+                "payload": {"image": "x"},
+            },
+        }
+    )
+    first = manifest_uid("dl1", scan.spec, tmp_path / "run")
+    assert first.startswith("manifest-") and first == manifest_uid("dl1", scan.spec, tmp_path / "x" / ".." / "run")
+    assert manifest_uid("dl1", scan.spec, tmp_path / "run-2") != first  # its jobs' sandboxes are not in the first
+    assert manifest_uid("other", scan.spec, tmp_path / "run") != first
+    changed = scan.spec.model_copy(update={"retries": scan.spec.retries + 1})
+    assert manifest_uid("dl1", changed, tmp_path / "run") != first
+    assert manifest_uid("dl1", scan.spec, Path("run")) == manifest_uid("dl1", scan.spec, Path("run").resolve())

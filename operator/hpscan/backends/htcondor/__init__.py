@@ -27,7 +27,6 @@ from hpscan.backends.htcondor.submit import (
     SubmitPlan,
     condor_arguments,
     container_image,
-    scan_uid,
     submit_description,
 )
 
@@ -41,7 +40,6 @@ __all__ = [
     "create",
     "install_token",
     "locate_schedd",
-    "scan_uid",
     "schedd_label",
     "shard_status",
     "submit_description",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,10 +314,3 @@ def write_sandboxes(folder: Path, shard_files: Iterable[ShardFile]) -> None:
         )
         (directory / RESULTS_FILE).touch()
         (directory / CHECKPOINTS_DIR).mkdir(exist_ok=True)
-
-
-def scan_uid(name: str, spec: HPScanSpec) -> str:
-    """A stable uid for a scan submitted outside Kubernetes (from its manifest): the same manifest gets the same
-    uid, so submitting it again is idempotent."""
-    canonical = json.dumps([name, spec.model_dump(mode="json", by_alias=True)], sort_keys=True)
-    return "manifest-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -3,8 +3,6 @@ on the centre's shared file system."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -73,13 +71,6 @@ class JobName:
         if match := re.fullmatch(rf"{JOB_PREFIX}\.([^.]+)\.probe\.([a-z0-9-]+)\.(\d+)", name):
             return cls(match[1], None, probe=match[2], probe_round=int(match[3]))
         return None
-
-
-def scan_uid(name: str, spec: HPScanSpec) -> str:
-    """A stable uid for a scan submitted outside Kubernetes (from its manifest), as the HTCondor backend makes it:
-    the same manifest gets the same uid, so running it again finds its jobs instead of submitting them again."""
-    canonical = json.dumps([name, spec.model_dump(mode="json", by_alias=True)], sort_keys=True)
-    return "manifest-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def memory_megabytes(memory: str) -> int:
