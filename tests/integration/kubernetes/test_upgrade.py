@@ -3,10 +3,12 @@
 The release named in charts/upgrade-from.yaml is installed with its own Helm chart, CRD and images (built from its
 commit by cluster/images/build-release.sh, cached by commit); it starts a scan of the payload image of the same
 release; once its shard Jobs run and have recorded part of their work, today's CRD is applied and `helm upgrade`
-moves the release to today's chart and operator image. The scan must then finish Succeeded with every planned
-record, once each, from the Jobs of the older layout (one mounted ConfigMap per shard) running to their end: today's
-operator adopts them and starts no Job of its own. Only the real node runs the images (the test node agent runs
-the repository's code whatever the image), so only there does old code meet new."""
+moves the release to today's chart and operator image. Then one unfinished shard's Job is deleted (as a user or a
+cleanup might): today's operator starts a new one for it in the older layout (one mounted ConfigMap per shard), the
+only one the scan's payload image, the release's, speaks. The scan must then finish Succeeded with every planned
+record, once each: the other release Job runs to its end under today's operator, which adopts it, and the new Job
+trains only what the deleted one left. Only the real node runs the images (the test node agent runs the
+repository's code whatever the image), so only there does old code meet new."""
 
 from __future__ import annotations
 
@@ -147,11 +149,12 @@ def test_a_scan_started_by_the_last_release_finishes_after_helm_upgrade_with_eve
     )  # fmt: skip
     try:
         assert installed.returncode == 0, installed.stderr
-        _upgrade_mid_scan(cluster, k8s, helm, release, ns, payload_image)
+        before = _upgrade_mid_scan(cluster, k8s, helm, release, ns, payload_image)
+        restarted = _restart_an_unfinished_shard(cluster, k8s, ns, before)
         scan = _scan(payload_image)
         status = finished(cluster, k8s, ns, SCAN, 600)
         assert status["phase"] == "Succeeded", json.dumps(status, indent=1)[-4000:]
-        _assert_every_record_once(cluster, k8s, ns, plan(SCAN, HPScan.model_validate(scan).spec))
+        _assert_every_record_once(cluster, k8s, ns, plan(SCAN, HPScan.model_validate(scan).spec), before, restarted)
     finally:
         logs = cluster.kubectl("-n", operator_ns, "logs", "--tail=80", "-l", "app.kubernetes.io/name=hpscan-operator",
                                check=False)  # fmt: skip
@@ -161,9 +164,10 @@ def test_a_scan_started_by_the_last_release_finishes_after_helm_upgrade_with_eve
         subprocess.run([*helm, "uninstall", release, "--wait", "--timeout", "60s"], env=cluster.env(), check=False)
 
 
-def _upgrade_mid_scan(cluster, k8s, helm: list[str], release: str, ns: str, payload_image: str) -> None:
+def _upgrade_mid_scan(cluster, k8s, helm: list[str], release: str, ns: str, payload_image: str) -> dict[str, str]:
     """Start the scan under the release's operator; once every shard's Job runs in the older layout and part of
-    the work is recorded, apply today's CRD and `helm upgrade` to today's chart and operator image."""
+    the work is recorded, apply today's CRD and `helm upgrade` to today's chart and operator image. Returns the
+    release's Jobs (name: uid)."""
     applied = cluster.kubectl("-n", ns, "apply", "-f", "-", check=False, input=json.dumps(_scan(payload_image)))
     assert applied.returncode == 0, applied.stderr
     total = SHARDS * COMBINATIONS_PER_SHARD
@@ -199,11 +203,41 @@ def _upgrade_mid_scan(cluster, k8s, helm: list[str], release: str, ns: str, payl
     # Today's operator, once its pod has replaced the release's, speaks for the scan while the same Jobs run on.
     listed = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector=f"hpscan.io/scan={SCAN}").items
     assert {job.metadata.name: job.metadata.uid for job in listed} == before
+    return before
 
 
-def _assert_every_record_once(cluster, k8s, ns: str, planned) -> None:
-    """Every planned combination recorded once (ids unique, count equal to the plan), by the release's Jobs
-    alone, each of which trained its shard once: today's operator started no Job and made no record page."""
+def _restart_an_unfinished_shard(cluster, k8s, ns: str, before: dict[str, str]) -> str:
+    """Delete the Job of a shard with work left; today's operator starts a new Job for it (the shard is missing
+    from what the backend reports), which must be written in the release's layout. Returns its name."""
+    legacy = _legacy_configmaps(k8s, ns)
+    unfinished = [name for name, data in sorted(legacy.items()) if _recorded({name: data}) < COMBINATIONS_PER_SHARD]
+    assert unfinished, f"every shard recorded everything before its Job could be deleted: {legacy.keys()}"
+    name = unfinished[0]
+    client.BatchV1Api(k8s).delete_namespaced_job(name, ns, propagation_policy="Background")
+
+    def started_again() -> Any:
+        try:
+            job = client.BatchV1Api(k8s).read_namespaced_job(name, ns)
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return job if job.metadata.uid != before[name] else None
+
+    job = cluster.wait(started_again, 120, f"today's operator's new Job for {name}", interval=1)
+    volumes = {v.name: v for v in job.spec.template.spec.volumes}
+    assert volumes["shard"].config_map is not None and volumes["shard"].config_map.name == name, volumes
+    assert job.metadata.annotations.get("hpscan.io/layout") == "single-configmap", job.metadata.annotations
+    print(
+        f"restarted {name} ({_recorded({name: legacy[name]})}/{COMBINATIONS_PER_SHARD} recorded) in the release's layout"
+    )
+    return name
+
+
+def _assert_every_record_once(cluster, k8s, ns: str, planned, before: dict[str, str], restarted: str) -> None:
+    """Every planned combination recorded once (ids unique, count equal to the plan), by the release's Jobs and
+    the one today's operator started in their layout for the shard whose Job was deleted; today's operator made no
+    record page."""
     exported = subprocess.run(
         [str(REPO / ".venv" / "bin" / "hpscan"), "results", SCAN, "-n", ns],
         env=cluster.env(), capture_output=True, text=True, check=False,
@@ -220,6 +254,8 @@ def _assert_every_record_once(cluster, k8s, ns: str, planned) -> None:
     jobs = client.BatchV1Api(k8s).list_namespaced_job(ns, label_selector=f"hpscan.io/scan={SCAN}").items
     assert sorted(j.metadata.name for j in jobs) == [f"{SCAN}-shard-{i:03d}" for i in range(SHARDS)]
     assert all((j.status.succeeded, j.status.failed or 0) == (1, 0) for j in jobs), [j.status for j in jobs]
+    new = {j.metadata.name for j in jobs if j.metadata.uid != before[j.metadata.name]}
+    assert new == {restarted}, (new, restarted)  # the other release Job ran to its end
     assert not [n for n in _configmap_names(k8s, ns) if n.endswith("-p0")], "today's operator made record pages"
 
 

@@ -36,6 +36,7 @@ from hpscan.backends.kubernetes.names import LABEL_PAGE, job_name
 from hpscan.backends.kubernetes.page_layout import page_layout, page_refusals
 from hpscan.backends.kubernetes.probes import Probes
 from hpscan.backends.kubernetes.pull import PullChannel
+from hpscan.backends.kubernetes.release_layout import in_release_layout, release_configmap
 from hpscan.backends.kubernetes.shard_objects import ShardObjectCache, ShardObjects, shard_selector
 from hpscan.backends.kubernetes.state import scan_table
 from hpscan.backends.kubernetes.states import FAILURE_ANNOTATION, kueue_queue, shard_state
@@ -105,11 +106,21 @@ class KubernetesBackend(Backend):
                 binding = site_account_binding(scan, account)
                 self.api.create(self.rbac.create_namespaced_role_binding, scan.namespace, binding)
                 state.bound.add(account)
+        configmaps = self.objects.configmaps(state)  # the previous release's layout is kept where it is found
+        released = {launch.shard_file.shard: release_configmap(configmaps, scan.name, launch.shard_file.shard)
+                    for launch in launches}  # fmt: skip
         with ThreadPoolExecutor(max_workers=SUBMIT_THREADS) as pool:
-            list(pool.map(lambda launch: self._submit_one(scan, spec, launch, page_size), launches))
+            list(pool.map(lambda launch: self._submit_one(scan, spec, launch, page_size, released), launches))
 
-    def _submit_one(self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int) -> None:
+    def _submit_one(
+        self, scan: ScanRef, spec: HPScanSpec, launch: ShardLaunch, page_size: int, released: dict[int, str | None]
+    ) -> None:
         shard, create = launch.shard_file.shard, self.api.create
+        manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
+        if configmap := released.get(shard):
+            # a shard the previous release started: its payload image speaks only that layout (release_layout)
+            self._create_job(scan, in_release_layout(manifest, configmap), launch)
+            return
         # The pages before the Job, as its pod reads them at start; page 0, which announces the others, last, so an
         # operator stopped halfway leaves no page 0 that names a missing page.
         if launch.shard_file.pull:  # the inbox before page 0: the pod finds both when it starts
@@ -129,8 +140,11 @@ class KubernetesBackend(Backend):
                     self.core.patch_namespaced_config_map(name, scan.namespace, {"data": page["data"]})
                 else:
                     create(self.core.create_namespaced_config_map, scan.namespace, page)
-        manifest = job_manifest(scan, spec, shard, launch.site, moves=launch.moves)
-        if not create(self.batch.create_namespaced_job, scan.namespace, manifest):
+        self._create_job(scan, manifest, launch)
+
+    def _create_job(self, scan: ScanRef, manifest: dict[str, Any], launch: ShardLaunch) -> None:
+        shard = launch.shard_file.shard
+        if not self.api.create(self.batch.create_namespaced_job, scan.namespace, manifest):
             # An existing Job: resume it if it was suspended (Kueue unsuspends its own once admitted again).
             name = job_name(scan.name, shard, launch.moves)
             resume: dict[str, Any] = {
