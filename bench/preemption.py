@@ -14,11 +14,12 @@ from epoch 0.
 
 ``--backend htcondor``: the personal HTCondor pool (``make condor``, with your ports exported: cluster/condor/),
 ``hpscan run --site pool``. A running job is preempted as a pool does it: ``condor_vacate_job`` (SIGTERM to the job,
-which goes back to idle and is matched again, in a new sandbox). With checkpoints the shard runner ends with 85 once
-the payload saved a checkpoint ``--checkpoint-seconds`` of training after its start's first one, and HTCondor's
-self-checkpointing (checkpoint_exit_code, transfer_checkpoint_files) keeps that checkpoint at the access point and
-brings it to the next slot; without, the runner never ends for one (HPSCAN_CHECKPOINT_SECONDS of a billion), so a
-vacated job starts its trial again from epoch 0. The epoch time is measured in the run itself (the median time
+which goes back to idle and is matched again, in a new sandbox). With checkpoints the vacated job's sandbox,
+its trials' newest checkpoints included, goes to the access point (its output, ON_EXIT_OR_EVICT) and on to the next
+slot; the shard runner also ends with 85 (HTCondor's self-checkpointing) every ``--checkpoint-seconds`` of training
+(default: the runner's, 1800 s). Without, the runner never ends for one (HPSCAN_CHECKPOINT_SECONDS of a billion) and
+the bench clears the trials' checkpoint folders in the sandbox just before it vacates, so a vacated job starts its
+trial again from epoch 0. The epoch time is measured in the run itself (the median time
 between a worker's epoch reports; nothing is preempted before the first is known), so there is no first run.
 
 It counts trial-epochs trained: every epoch a worker reported (its OUT/progress.jsonl: epochs trained again after a
