@@ -84,8 +84,14 @@ class FakeBatch:
     pruned_at_rung: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Trials a worker stopped at an ASHA rung itself: (epoch, value)."""
 
-    def trained(self, combination_id: str, shard: int) -> None:  # SimPod's callback
+    def trained(self, combination_id: str, shard: int, epochs: int = 0) -> None:  # SimPod's callback
         self.trained_count[combination_id] += 1
+
+    def trained_epoch(self, combination_id: str, shard: int, epoch: int) -> None:  # SimPod's callback
+        pass  # the fake's jobs keep no checkpoints: every start trains from epoch 0
+
+    def resumed(self, combination_id: str, shard: int, epoch: int) -> None:  # SimPod's callback (never called)
+        pass
 
     def stopped_at_rung(self, combination_id: str, epoch: int, value: float) -> None:  # SimPod's callback
         self.pruned_at_rung[combination_id] = (epoch, value)

@@ -6,7 +6,10 @@ job keeps ~10 dl1 records a page); an edit of a running job's ad reaches the job
 it (``edit_latency``); chirp calls may fail; the schedd may not answer for a while (every call raises); a job may
 be evicted (back to idle, its output sandbox transferred: when_to_transfer_output ON_EXIT_OR_EVICT) or its
 payload may die (max_retries and retry_until applied as the schedd's OnExitRemove does); the output sandbox
-(results.jsonl) comes back only when an attempt ends; the input sandbox carries the Iwd's results.jsonl.
+(results.jsonl and checkpoints/, the trials' states at their last epoch boundary) comes back only when an attempt
+ends, evicted or not; the input sandbox carries the Iwd's results.jsonl and checkpoints/ (the real backend's
+initialdir: whatever job of the shard starts next, a retry or a move, starts on them). A job hpscan removes
+(condor_rm) sends nothing back.
 
 What it leaves out: matchmaking and slots (a job starts a few seconds after it is idle), holds and their timeouts
 (held jobs are tested in tests/unit/backends/htcondor/test_htcondor_*.py and on the real pool), spooling, credentials, probes.
@@ -20,11 +23,34 @@ from typing import Any
 
 import classad2
 
-from hpscan.api.contract import RESULTS_FILE, ShardFile, parse_records
+from hpscan.api.contract import CHECKPOINTS_DIR, RESULTS_FILE, ShardFile, parse_records
 from hpscan.job.chirp import ChirpChannel
 from hpscan.testing.condor import COMPLETED, IDLE, RUNNING, ScheddStandIn
 from hpscan.testing.sim.kube import SimCrash
-from hpscan.testing.sim.workers import SimPod, probe_words
+from hpscan.testing.sim.workers import Checkpoint, SimPod, probe_words
+
+STATE_FILE = "state.json"
+"""A simulated trial's checkpoint file in checkpoints/<trial>/ (dl1's state.npz)."""
+
+
+def read_checkpoints(folder: Path) -> dict[str, Checkpoint]:
+    """The checkpoints a sandbox's checkpoints/ folder holds (the payload's resume reads them)."""
+    held = {}
+    for path in sorted((folder / CHECKPOINTS_DIR).glob(f"*/{STATE_FILE}")):
+        state = json.loads(path.read_text())
+        held[path.parent.name] = Checkpoint(int(state["epoch"]), tuple(state["resumed"]))
+    return held
+
+
+def write_checkpoints(folder: Path, checkpoints: dict[str, Checkpoint]) -> None:
+    """The output sandbox's checkpoints/ over the Iwd's (HTCondor replaces the folder as it is in the sandbox)."""
+    root = folder / CHECKPOINTS_DIR
+    for old in root.glob(f"*/{STATE_FILE}"):
+        old.unlink()
+        old.parent.rmdir()
+    for trial, state in checkpoints.items():
+        (root / trial).mkdir(parents=True, exist_ok=True)
+        (root / trial / STATE_FILE).write_text(json.dumps({"epoch": state.epoch, "resumed": list(state.resumed)}))
 
 
 class FaultySchedd:
@@ -109,6 +135,9 @@ class SimStartd:
                 if now - since >= 2:
                     self._start(job, now)
                 continue
+            if status != RUNNING and job in self.pods:  # removed by hpscan (condor_rm): nothing comes back
+                self.world.removed_mid_trial(self.pods.pop(job))
+                continue
             if status != RUNNING or job not in self.pods:
                 continue
             if now - self.refreshed.get(job, 0.0) >= w.scenario_edit_latency():
@@ -152,7 +181,7 @@ class SimStartd:
         channel = ChirpChannel(shard_file.objective, client=lambda: JobChirp(self, job))
         pod = SimPod(shard_file.shard, channel, w.scenario.epochs, float(w.rng.randint(1, 4)), now, w)
         pod.attempt = int(self.schedd.jobs[job].eval("NumJobStarts"))
-        pod.start_with(shard_file, carried)
+        pod.start_with(shard_file, carried, read_checkpoints(iwd))
         pod.started = True
         self.pods[job] = pod
 
@@ -163,6 +192,7 @@ class SimStartd:
         if code != 0:
             self.world.interrupted(pod)
         (self._iwd(job) / RESULTS_FILE).write_text("".join(json.dumps(r.to_wire()) + "\n" for r in pod.results))
+        write_checkpoints(self._iwd(job), pod.checkpoints)
         commands = self.schedd.submitted[job]
         if commands.get("error"):  # the payload's stderr (a failed job's message quotes its last line)
             (self._iwd(job) / commands["error"]).write_text("".join(line + "\n" for line in pod.said))

@@ -6,8 +6,11 @@ failure there is only said, the worker goes on with what it holds). The payload 
 trains its combinations not yet recorded; a worker that pulls trains its trials in hand-out order, skips withdrawn
 ones, reports every epoch, honours a stop at the next epoch boundary (one in the last epoch comes too late), stops a
 trial itself at an ASHA rung's epoch when the newest thresholds it read say so (hpscan.api.trials.stops_at_rung), and
-exits 0 once it read the end line and recorded every trial it holds. What it leaves out: fused groups (a group
-of four behaves as four trials in a row here), real files.
+exits 0 once it read the end line and recorded every trial it holds. Like dl1 it keeps each unfinished trial's
+state at its last epoch boundary (``checkpoints``: its OUT/checkpoints/), drops it with the trial's record, and a
+trial it starts with a checkpoint in hand resumes at that epoch (its record's resumedFrom lists each resume). Where
+the checkpoints go when the pod ends is the batch system's (sim.condor, sim.kubelet). What it leaves out: fused
+groups (a group of four behaves as four trials in a row here), real files.
 """
 
 from __future__ import annotations
@@ -44,6 +47,15 @@ class Training:
     combination: Combination
     epoch: int = 0
     next_epoch_at: float = 0.0
+    resumed: tuple[int, ...] = ()  # the epochs it resumed at, this start's included
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trial's state at an epoch boundary, and the resumes that state went through (dl1's state.npz)."""
+
+    epoch: int
+    resumed: tuple[int, ...] = ()
 
 
 @dataclass
@@ -71,21 +83,25 @@ class SimPod:
     knobs: dict[str, Any] | None = None  # settings.contractPayload: behave as tests/support/payloads/contract_payload
     trained_now: int = 0  # trials this attempt trained
     said: list[str] = field(default_factory=list)
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)  # its OUT/checkpoints/: trial -> state
 
-    def start(self) -> None:
+    def start(self, checkpoints: dict[str, Checkpoint] | None = None) -> None:
         """What shard-run does first on Kubernetes: read the pages (the shard file, earlier attempts' records);
-        raises on failure."""
+        raises on failure. ``checkpoints``: what the runner restored from the store."""
         pages = self.channel.pages()
-        self.start_with(pages.shard_file, [])
+        self.start_with(pages.shard_file, [], checkpoints)
 
-    def start_with(self, shard_file: Any, carried: list[ResultRecord]) -> None:
+    def start_with(
+        self, shard_file: Any, carried: list[ResultRecord], checkpoints: dict[str, Checkpoint] | None = None
+    ) -> None:
         """Start on a shard file, with the records its input sandbox carried (results.jsonl) and those the channel
         says earlier attempts recorded (seed_results: both are in results.jsonl, so neither is trained or
-        published again)."""
+        published again), and the checkpoints its folder holds."""
         self.pull = bool(shard_file.pull)
         known = {r.id: r for r in [*carried, *self.channel.recorded()]}
         self.results = list(known.values())
         self.done = set(known)
+        self.checkpoints = {t: c for t, c in (checkpoints or {}).items() if t not in self.done}
         self.todo = [c for c in shard_file.combinations if c.id not in self.done]
         self.knobs = shard_file.settings.get("contractPayload")
         if self.knobs is not None:  # the backend contract suite's payload: its epochs, its pace, its exits
@@ -140,7 +156,7 @@ class SimPod:
                 self.exit_code = 1
                 return 1
             if trial is not None:
-                self.current = Training(trial, 0, now + self.epoch_seconds)
+                self.current = self._begin(trial, now)
         if self.current is not None and now >= self.current.next_epoch_at:
             self._epoch(now)
         batch, self.unpublished = self.unpublished, []
@@ -155,11 +171,21 @@ class SimPod:
             self.exit_code = 0  # run_shard's flush: the job never ends well with records unsent
         return self.exit_code
 
+    def _begin(self, trial: Combination, now: float) -> Training:
+        """A trial's training: from its checkpoint's epoch when the folder holds one (dl1's resume), else epoch 0."""
+        held = self.checkpoints.get(trial.id)
+        if held is None or held.epoch <= 0:
+            return Training(trial, 0, now + self.epoch_seconds)
+        self.world.resumed(trial.id, self.shard, held.epoch)
+        self.said.append(f"resuming {trial.id} at epoch {held.epoch} from its checkpoint")
+        return Training(trial, held.epoch, now + self.epoch_seconds, (*held.resumed, held.epoch))
+
     def _epoch(self, now: float) -> None:
         assert self.current is not None
         run = self.current
         run.epoch += 1
         run.next_epoch_at = now + self.epoch_seconds
+        self.world.trained_epoch(run.combination.id, self.shard, run.epoch)
         value = loss_of(run.combination, run.epoch, self.epochs)
         self.reports.append(Progress(id=run.combination.id, epoch=run.epoch, metrics={"val_loss": value}))
         at_rung = self.pull and stops_at_rung(self.assignment.rungs, run.epoch, {"val_loss": value})
@@ -167,7 +193,9 @@ class SimPod:
         if stopped and at_rung and run.combination.id not in self.stops:
             self.world.stopped_at_rung(run.combination.id, run.epoch, value)
         if run.epoch < self.epochs and not stopped:
+            self.checkpoints[run.combination.id] = Checkpoint(run.epoch, run.resumed)  # at the epoch boundary
             return
+        self.checkpoints.pop(run.combination.id, None)  # dl1 deletes it once the record is appended
         record = ResultRecord(
             id=run.combination.id,
             shard=self.shard,
@@ -177,8 +205,9 @@ class SimPod:
             epochs=run.epoch,
             max_epochs=self.epochs,
             finished_at=datetime.fromtimestamp(now, UTC),
+            resumed_from=list(run.resumed) or None,
         )
-        self.world.trained(run.combination.id, self.shard)
+        self.world.trained(run.combination.id, self.shard, run.epoch)
         self.trained_now += 1
         if (self.knobs or {}).get("trainedLog"):
             with Path(self.knobs["trainedLog"]).open("a") as log:  # type: ignore[index]

@@ -74,6 +74,10 @@ class World:
         self.completions: Counter[str] = Counter()
         self.interruptions: Counter[str] = Counter()
         self.pruned_at_rung: dict[str, tuple[int, float]] = {}  # trials a worker stopped itself: (epoch, value)
+        self.epochs_trained: Counter[str] = Counter()  # every epoch trained, again or not
+        self.shards_of: dict[str, set[int]] = {}  # the shards whose workers trained a trial
+        self.recorded_epochs: dict[str, int] = {}  # a trial's epochs, as its (last) record says
+        self.removed_in_training: set[str] = set()  # trials whose job hpscan removed while it trained them
         self.violations: list[str] = []
         self.step_calls = 0
 
@@ -81,8 +85,25 @@ class World:
         f = self.scenario.faults
         return f if self.server.now < f.until else FaultPlan()
 
-    def trained(self, trial_id: str, shard: int) -> None:
+    def trained(self, trial_id: str, shard: int, epochs: int = 0) -> None:
         self.completions[trial_id] += 1
+        self.recorded_epochs[trial_id] = epochs
+
+    def trained_epoch(self, trial_id: str, shard: int, epoch: int) -> None:
+        self.epochs_trained[trial_id] += 1
+        self.shards_of.setdefault(trial_id, set()).add(shard)
+
+    def removed_mid_trial(self, pod: SimPod) -> None:
+        """hpscan removed a running job (a move, a suspend): its sandbox never comes back, nor its checkpoints."""
+        self.interrupted(pod)
+        self.removed_in_training |= set(pod.checkpoints) | set(pod.interrupted())
+
+    def resumed(self, trial_id: str, shard: int, epoch: int) -> None:
+        """A worker resumed a trial from a checkpoint at ``epoch``: never past what was trained."""
+        if epoch > self.epochs_trained[trial_id]:
+            self._violate(
+                f"trial {trial_id} resumed at epoch {epoch}, past the {self.epochs_trained[trial_id]} trained"
+            )
 
     def stopped_at_rung(self, trial_id: str, epoch: int, value: float) -> None:
         """A worker stopped a trial at an ASHA rung itself (checked at the end: _check_rung_prunes)."""
@@ -154,6 +175,7 @@ class World:
                     self.nodes.tick(self.server.now)
         self._check_end(body)
         self._check_rung_prunes(searches)
+        self._check_resumes()
         shutil.rmtree(self.sandboxes, ignore_errors=True)
         return Outcome(s, self.violations, phase, steps, restarts, self.server.calls, self.server.now)
 
@@ -226,6 +248,18 @@ class World:
         ended = sum(counts.get(k, 0) for k in ("succeeded", "pruned", "failed"))
         if phase == "Succeeded" and ended != budget:
             self._violate(f"{ended} trials ended for a budget of {budget}: {counts}")
+
+    def _check_resumes(self) -> None:
+        """HTCondor: an attempt's output sandbox, checkpoints included, comes back whenever it ends (evicted,
+        failed or done) and the shard's next job starts on it; so a trial that only one shard's workers trained
+        trains no epoch twice, whatever the faults (a trial handed to another worker, or its checkpoint lost with a
+        removed job, may). Kubernetes keeps checkpoints in the scan's store, which the simulation has not."""
+        if self.scenario.backend != "htcondor":
+            return
+        for trial, epochs in sorted(self.recorded_epochs.items()):
+            trained = self.epochs_trained[trial]
+            if len(self.shards_of.get(trial, ())) == 1 and trained > epochs and trial not in self.removed_in_training:
+                self._violate(f"trial {trial} trained {trained} epochs for the {epochs} its record says")
 
     def _check_rung_prunes(self, searches: dict[str, Any]) -> None:
         """Every trial a worker stopped itself at a rung is one the study's pruner stops there too: with all the
