@@ -1,0 +1,173 @@
+"""Trial checkpoints that follow a shard moved off or onto a batch site (HTCondor, Slurm), carried by the operator.
+
+Grid and HPC jobs get no store credentials, so their runners keep checkpoints only in their own folder: an HTCondor
+job's sandbox (``checkpoints`` comes back with its output), a Slurm job's shard folder on the shared spool. The
+operator carries them through the scan's store (``core.artifacts.job_store``), in the layout a Kubernetes shard
+job's runner uses (``job/checkpoints.py``: ``<prefix>/<ns>/<scan>/_checkpoints/<trial>/<version>/...``), so a
+shard moved between sites of any kinds resumes its trials in flight at their last epoch:
+
+- ``upload``: after the backend cancelled a shard's job (a move, a suspend), the newest checkpoint of each of its
+  unrecorded trials in its folder goes up (``CheckpointSync.sync(last=True)``);
+- ``restore``: before a shard's job is submitted, the newest whole stored checkpoint of each of *its* unrecorded
+  trials comes down into the folder's ``checkpoints/<id>/`` (replacing a local one only when the stored one is
+  newer: a job elsewhere trained it further);
+- ``recorded``: a trial's record came: the stored checkpoint the operator knows of is deleted.
+
+A store that fails costs no record and never blocks a submit or a cancel: the cause is logged once, the trial then
+starts from what its folder holds (epoch 0 when nothing). The decisions are pure functions; the rest is a thin shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hpscan.api.contract import CHECKPOINTS_DIR, ResultRecord, ShardFile, parse_records
+from hpscan.api.spec import HPScanSpec
+from hpscan.api.store import S3Store
+from hpscan.backends.base import ScanRef
+from hpscan.backends.sandbox_models import environment_secret
+from hpscan.core.artifacts import job_store
+from hpscan.errors import ArtifactStoreError
+from hpscan.job.checkpoints import CheckpointSync
+from hpscan.job.store import ModelStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+# --- the decisions (pure) ---
+
+
+def shard_trials(shard_file: ShardFile) -> set[str]:
+    """The trials a shard's job will train: its file's combinations (the engine leaves out those recorded). A
+    worker that pulls gets its trials later, from any checkpoint's owner: none are restored for it."""
+    return {combination.id for combination in shard_file.combinations}
+
+
+def local_trials(folder: Path) -> set[str]:
+    """The trials with a checkpoint folder in a job's folder (``checkpoints/<id>/``; hidden ones are partial)."""
+    root = folder / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return set()
+    return {path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")}
+
+
+def to_upload(local: Collection[str], recorded: Collection[str]) -> set[str]:
+    """After a cancel: the folder's checkpoints of trials not recorded (a recorded trial's is of no more use)."""
+    return set(local) - set(recorded)
+
+
+def to_forget(known: Collection[str], records: Iterable[ResultRecord]) -> set[str]:
+    """The trials with a stored checkpoint the operator knows of whose record just came (a record is final)."""
+    return set(known) & {record.id for record in records}
+
+
+# --- the I/O shell ---
+
+
+def recorded_in(results: Path) -> set[str]:
+    """The trial ids a results.jsonl holds (none when it is missing)."""
+    try:
+        return {record.id for record in parse_records(results.read_bytes().splitlines())[0]}
+    except FileNotFoundError:
+        return set()
+
+
+class _OperatorSync(CheckpointSync):
+    """CheckpointSync in the operator: its words go to the log, a failure's once per cause across calls."""
+
+    def __init__(self, store: ModelStore, folder: Path, said: set[str]) -> None:
+        super().__init__(store, folder, every_seconds=math.inf)  # uploads only when asked (last=True)
+        self.said = said  # shared: a store that is down is said once, not once per shard
+
+    def _say(self, message: str) -> None:
+        log.info("%s", message)
+
+    def _failed(self, error: ArtifactStoreError, then: str) -> None:
+        if error.cause not in self.said:
+            self.said.add(error.cause)
+            log.warning("trial checkpoints: %s; %s", error, then)
+
+
+@dataclass
+class ScanCheckpoints:
+    """One scan's store and the trials the operator uploaded or found stored (deleted when their record comes)."""
+
+    store: S3Store
+    known: set[str] = field(default_factory=set)
+
+
+class SandboxCheckpoints:
+    """Per scan with a store: its checkpoints carried between its batch jobs' folders and the store."""
+
+    def __init__(self, read_secret: Callable[[str, str, str], str] | None = None) -> None:
+        self.read_secret = read_secret or environment_secret
+        self._scans: dict[tuple[str, str], ScanCheckpoints] = {}
+        self.said: set[str] = set()
+
+    def watch(self, scan: ScanRef, spec: HPScanSpec) -> None:
+        key, store = (scan.namespace, scan.name), job_store(spec.artifacts)
+        if store is None:
+            self._scans.pop(key, None)
+        elif key in self._scans:
+            self._scans[key].store = store.s3
+        else:
+            self._scans[key] = ScanCheckpoints(store.s3)
+
+    def forget(self, scan: ScanRef) -> None:
+        self._scans.pop((scan.namespace, scan.name), None)
+
+    def _sync(self, scan: ScanRef, folder: Path) -> tuple[ScanCheckpoints, CheckpointSync] | None:
+        found = self._scans.get((scan.namespace, scan.name))
+        if found is None:
+            return None
+        try:
+            store = open_store(found.store, scan.namespace, scan.name, self.read_secret)
+        except ArtifactStoreError as error:
+            if error.cause not in self.said:
+                self.said.add(error.cause)
+                log.warning("trial checkpoints: %s; the trials of moved shards start from epoch 0", error)
+            return None
+        return found, _OperatorSync(store, folder, self.said)
+
+    def restore(self, scan: ScanRef, folder: Path, shard_file: ShardFile) -> dict[str, str]:
+        """Before a shard's job is submitted: the newest stored checkpoint of each of its trials into
+        ``folder/checkpoints/<id>/`` (unless the folder's own is newer). Returns trial -> the version restored."""
+        wanted = shard_trials(shard_file)
+        opened = self._sync(scan, folder) if wanted else None
+        if opened is None:
+            return {}
+        found, sync = opened
+        restored = sync.restore((), only=wanted, replace_older=True)
+        found.known |= set(restored)
+        return restored
+
+    def upload(self, scan: ScanRef, folder: Path, recorded: Collection[str]) -> set[str]:
+        """After a shard's job was cancelled: the newest checkpoints its folder holds of unrecorded trials go up.
+        Returns the trials uploaded."""
+        if not (wanted := to_upload(local_trials(folder), recorded)):
+            return set()
+        opened = self._sync(scan, folder)
+        if opened is None:
+            return set()
+        found, sync = opened
+        sync.recorded |= set(recorded) | (local_trials(folder) - wanted)
+        sync.sync((), last=True)
+        uploaded = set(sync.stored)
+        found.known |= uploaded
+        if uploaded:
+            log.info("uploaded the checkpoints of %s from %s", ", ".join(sorted(uploaded)), folder)
+        return uploaded
+
+    def recorded(self, scan: ScanRef, records: Iterable[ResultRecord]) -> None:
+        """Records came: delete the stored checkpoints of those trials that the operator knows of."""
+        found, records = self._scans.get((scan.namespace, scan.name)), list(records)
+        if found is None or not (done := to_forget(found.known, records)):
+            return
+        opened = self._sync(scan, Path("/nonexistent"))  # no folder: it only deletes
+        if opened is not None:
+            opened[1].sync([record for record in records if record.id in done])  # prunes; uploads nothing
+            found.known -= done
