@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from hpscan.api.contract import RESULTS_FILE, ResultRecord
+from hpscan.api.contract import CHECKPOINTS_DIR, RESULTS_FILE, ResultRecord
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import Reason, ShardPhase, ShardStatus
@@ -187,7 +187,8 @@ class SlurmBackend(Backend):
                     continue
                 spool.make_folder(folder / INBOX_DIR, Path(slurm_of(site).spool))
                 spool.write_shard_file(folder, launch.shard_file)
-                self.checkpoints.restore(scan, folder, launch.shard_file)  # trained elsewhere before a move
+                if self.checkpoints.restore(scan, folder, launch.shard_file):  # trained elsewhere before a move
+                    spool.hand_over(folder / CHECKPOINTS_DIR, Path(slurm_of(site).spool))
                 if attempts and attempts[-1].stopping:
                     state.restarting.add(index)  # two jobs must never write one results.jsonl: poll starts it
                     continue
