@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hpscan.api.contract import CHECKPOINTS_DIR, ResultRecord, ShardFile, parse_records
 from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import SITE_LEVEL_REASONS, ShardPhase, ShardStatus
 from hpscan.api.store import S3Store
 from hpscan.backends.base import ScanRef
 from hpscan.backends.sandbox_models import environment_secret
@@ -58,6 +59,13 @@ def local_trials(folder: Path) -> set[str]:
 def to_upload(local: Collection[str], recorded: Collection[str]) -> set[str]:
     """After a cancel: the folder's checkpoints of trials not recorded (a recorded trial's is of no more use)."""
     return set(local) - set(recorded)
+
+
+def leaves_its_site(status: ShardStatus) -> bool:
+    """Whether a shard's job ended in a way that moves the shard to another site (its site failed it: exit 3,
+    GPUUnavailable): its checkpoints must reach the store, as a cancel's do. A payload's own failure is retried
+    where it is, in the same folder, which keeps them."""
+    return status.phase == ShardPhase.FAILED and status.reason in SITE_LEVEL_REASONS
 
 
 def to_forget(known: Collection[str], records: Iterable[ResultRecord]) -> set[str]:
@@ -98,6 +106,8 @@ class ScanCheckpoints:
 
     store: S3Store
     known: set[str] = field(default_factory=set)
+    left: set[tuple[int, int, str]] = field(default_factory=set)
+    """(shard, moves, job) of the jobs that ended leaving their site, whose checkpoints went up."""
 
 
 class SandboxCheckpoints:
@@ -161,6 +171,16 @@ class SandboxCheckpoints:
         if uploaded:
             log.info("uploaded the checkpoints of %s from %s", ", ".join(sorted(uploaded)), folder)
         return uploaded
+
+    def left(self, scan: ScanRef, status: ShardStatus, folder: Path, recorded: Collection[str]) -> None:
+        """A shard's job ended; when its site failed it (``leaves_its_site``), its folder's checkpoints go up, once
+        per job."""
+        found = self._scans.get((scan.namespace, scan.name))
+        job = (status.index, status.moves, status.job or "")
+        if found is None or not leaves_its_site(status) or job in found.left:
+            return
+        found.left.add(job)
+        self.upload(scan, folder, recorded)
 
     def recorded(self, scan: ScanRef, records: Iterable[ResultRecord]) -> None:
         """Records came: delete the stored checkpoints of those trials that the operator knows of."""

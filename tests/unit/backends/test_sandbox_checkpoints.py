@@ -12,9 +12,11 @@ import pytest
 
 from hpscan.api.contract import ResultRecord
 from hpscan.api.spec import HPScanSpec
+from hpscan.api.status import Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
 from hpscan.backends.sandbox_checkpoints import (
     SandboxCheckpoints,
+    leaves_its_site,
     local_trials,
     recorded_in,
     shard_trials,
@@ -91,3 +93,35 @@ def test_a_store_whose_secret_cannot_be_read_costs_one_log_line_and_no_checkpoin
     (warning,) = caplog.records  # once per cause, not once per call
     assert "Secret physics/s3" in warning.getMessage() and "epoch 0" in warning.getMessage()
     assert (tmp_path / "checkpoints" / "c1-a").is_dir()  # the folder's own stays
+
+
+@pytest.mark.parametrize(
+    ("phase", "reason", "leaves"),
+    [
+        (ShardPhase.FAILED, Reason.GPU_UNAVAILABLE, True),  # exit 3: the shard moves, its checkpoints go up
+        (ShardPhase.FAILED, Reason.PAYLOAD_FAILED, False),  # retried where it is, in the folder that keeps them
+        (ShardPhase.RUNNING, None, False),
+        (ShardPhase.SUCCEEDED, None, False),
+    ],
+)
+def test_a_job_that_ended_because_its_site_failed_it_uploads_its_checkpoints(phase, reason, leaves):
+    assert leaves_its_site(ShardStatus(index=0, phase=phase, reason=reason)) is leaves
+
+
+def test_the_checkpoints_of_a_job_that_left_its_site_go_up_once_per_job(tmp_path: Path):
+    opened: list[str] = []
+
+    def no_secret(namespace: str, name: str, key: str) -> str:
+        opened.append(key)  # each upload opens the store: its first key is asked for
+        raise KeyError(key)
+
+    checkpoints = SandboxCheckpoints(read_secret=no_secret)
+    checkpoints.watch(SCAN, spec(STORE))
+    (tmp_path / "checkpoints" / "c1-a").mkdir(parents=True)
+    failed = ShardStatus(index=0, phase=ShardPhase.FAILED, reason=Reason.GPU_UNAVAILABLE, job="7")
+    checkpoints.left(SCAN, failed, tmp_path, set())
+    checkpoints.left(SCAN, failed, tmp_path, set())  # the next poll of the same ended job
+    assert len(opened) == 1
+    checkpoints.left(SCAN, failed.model_copy(update={"job": "8"}), tmp_path, set())  # another job of the shard
+    checkpoints.left(SCAN, failed.model_copy(update={"phase": ShardPhase.RUNNING, "job": "9"}), tmp_path, set())
+    assert len(opened) == 2

@@ -49,7 +49,7 @@ from hpscan.backends.htcondor.schedd import (
 from hpscan.backends.htcondor.schedds import Schedds
 from hpscan.backends.htcondor.state import ScanState, scan_table
 from hpscan.backends.htcondor.submit import SubmitPlan, scan_dir, submit_description, write_sandboxes
-from hpscan.backends.sandbox_checkpoints import SandboxCheckpoints, recorded_in
+from hpscan.backends.sandbox_checkpoints import SandboxCheckpoints, leaves_its_site, recorded_in
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
@@ -262,6 +262,9 @@ class HTCondorBackend(Backend):
             if remote and shard.phase == ShardPhase.SUCCEEDED and job_id(ad) not in view.retrieved:
                 # Succeeded only once its results are here, so the last records are never missed.
                 shard = shard.model_copy(update={"phase": ShardPhase.RUNNING, "reason": Reason.RETRIEVING_OUTPUT})
+            if leaves_its_site(shard) and (not remote or job_id(ad) in view.retrieved):  # exit 3: for the next site
+                sandbox = self.scan_dir(scan) / shard_name(shard.index)
+                self.checkpoints.left(scan, shard, sandbox, recorded_in(sandbox / RESULTS_FILE))
             states[shard.index] = shard
         for index in state.cancelled - set(states):
             states[index] = ShardStatus(index=index, phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED)

@@ -41,18 +41,12 @@ from hpscan.backends.slurm.script import (
     shard_folder,
     slurm_of,
 )
-from hpscan.backends.slurm.state import COMMANDS, Connection, ScanState, ShardPlace, View
+from hpscan.backends.slurm.state import COMMANDS, Connection, ScanState, ShardPlace, View, checked
 from hpscan.backends.slurm.states import Attempt, attempts_started, shard_verdict
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail
 from hpscan.job.slurm import INBOX_DIR
-
-
-def _checked(scan: ScanRef) -> ScanRef:
-    if not scan.uid:
-        raise BackendError(f"scan {scan.name!r} has no uid; Slurm jobs are found again by it")
-    return scan
 
 
 class SlurmBackend(Backend):
@@ -134,7 +128,7 @@ class SlurmBackend(Backend):
     def track(self, scan: ScanRef, spec: HPScanSpec) -> None:
         """Remember the scan's Slurm sites, and find the shards submitted before (their jobs.jsonl in the spool)."""
         with self._lock:
-            state = self.scans.open(_checked(scan))
+            state = self.scans.open(checked(scan))
             state.spec = spec
             self.models.watch(scan, spec)
             self.checkpoints.watch(scan, spec)
@@ -150,13 +144,13 @@ class SlurmBackend(Backend):
         """A deleted scan: cancel its jobs and let go of it; its files in the spool stay (results are kept)."""
         with self._lock:
             self.checkpoints.forget(scan)  # first: a deleted scan's cancel uploads nothing
-            if (state := self.scans.get(_checked(scan))) is not None:
+            if (state := self.scans.get(checked(scan))) is not None:
                 self._cancel(state, None)
             self.scans.drop(scan)
             self.models.forget(scan)
 
     def _tracked(self, scan: ScanRef) -> ScanState:
-        state = self.scans.get(_checked(scan))
+        state = self.scans.get(checked(scan))
         if state is None or state.spec is None:
             raise BackendError(f"scan {scan.name!r} is not tracked; call track() with its spec first")
         return state
@@ -232,7 +226,7 @@ class SlurmBackend(Backend):
         """Each shard's state from its newest job; a failed attempt with retries left is submitted again here.
         A site whose slurmrestd does not answer keeps its shards' last state, marked SchedulerUnavailable."""
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             if state is None or state.spec is None:
                 return {}
             self.refresh(state)
@@ -280,6 +274,7 @@ class SlurmBackend(Backend):
             moves=place.moves,
         )
         state.last[index] = status
+        self.checkpoints.left(state.scan, status, folder, state.recorded.get(index, set()))  # exit 3: for the next site
         return status
 
     def _collect(self, state: ScanState) -> None:
@@ -297,7 +292,7 @@ class SlurmBackend(Backend):
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             if state is None:
                 return []
             self.models.flush(scan)  # models whose upload failed before
@@ -340,7 +335,7 @@ class SlurmBackend(Backend):
 
     def fetch_progress(self, scan: ScanRef) -> list[Progress]:
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             if state is None:
                 return []
             reports: list[Progress] = []
@@ -351,7 +346,7 @@ class SlurmBackend(Backend):
 
     def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             out: dict[int, Assignment] = {}
             for index in state.shards if state is not None else ():
                 assert state is not None
