@@ -10,6 +10,7 @@ into the job's sandbox, which carries them as input, and each trial in flight re
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +29,7 @@ pytest.importorskip("tensorflow")
 
 EPOCHS = 12
 KEPT_EPOCH = 2  # the move comes once a trial saved this epoch or a later one
+log = logging.getLogger(__name__)  # what moved when: --log-cli-level=INFO shows it
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
 
 
@@ -97,10 +99,11 @@ def test_a_shard_moved_from_slurm_to_htcondor_resumes_its_trials_at_their_stored
         return result.status
 
     folder = shard_folder(spec.sites[0], ref, 0)
-    log = backends["htcondor"].scan_dir(ref) / "shard-000" / "stderr.txt"
+    job_log = backends["htcondor"].scan_dir(ref) / "shard-000" / "stderr.txt"
     caplog.set_level("INFO", logger="hpscan.backends.sandbox_checkpoints")
+    started = time.monotonic()
     try:
-        deadline = time.monotonic() + 600
+        deadline = started + 600
         while not any(e >= KEPT_EPOCH for e in saved_epochs(folder.glob("checkpoints/*/state.npz")).values()):
             assert time.monotonic() < deadline, f"no checkpoint of epoch {KEPT_EPOCH} at the Slurm site: {status}"
             status = advance(spec)
@@ -111,13 +114,15 @@ def test_a_shard_moved_from_slurm_to_htcondor_resumes_its_trials_at_their_stored
         in_flight = stored_epochs(s3, bucket, prefix)
         assert in_flight and max(in_flight.values()) >= KEPT_EPOCH, in_flight
         assert all(epoch < EPOCHS for epoch in in_flight.values()), f"stopped too late to test a resume: {in_flight}"
+        log.info("suspended after %.0f s, the epochs in flight in the store: %s", time.monotonic() - started, in_flight)
         drained = moving_spec(condor_pool, slurm_cluster, spool, store, hpc_running=0)
         while status.phase not in TERMINAL_SCAN_PHASES:
             assert time.monotonic() < deadline + 300, f"the scan did not end; last status: {status}"
             status = advance(drained)  # the Slurm site is full for good: the suspended shard moves to the pool
             time.sleep(1)
-        said = log.read_text()
+        said = job_log.read_text()
         left = s3.keys(bucket, prefix)
+        log.info("the scan ended after %.0f s: %s", time.monotonic() - started, status.message)
     finally:
         backends["htcondor"].forget(ref, delete_sandboxes=True)
         backends["slurm"].forget(ref)
