@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from hpscan.job.checkpoints import CheckpointSync
 from hpscan.job.store import ModelStore, open_store
 
 log = logging.getLogger(__name__)
+PAUSE_SECONDS = 60.0
+"""After the store failed, how long submits and cancels skip it (each try could wait for the client's timeouts)."""
 
 
 # --- the decisions (pure) ---
@@ -90,11 +93,13 @@ class _OperatorSync(CheckpointSync):
     def __init__(self, store: ModelStore, folder: Path, said: set[str]) -> None:
         super().__init__(store, folder, every_seconds=math.inf)  # uploads only when asked (last=True)
         self.said = said  # shared: a store that is down is said once, not once per shard
+        self.failed = False
 
     def _say(self, message: str) -> None:
         log.info("%s", message)
 
     def _failed(self, error: ArtifactStoreError, then: str) -> None:
+        self.failed = True
         if error.cause not in self.said:
             self.said.add(error.cause)
             log.warning("trial checkpoints: %s; %s", error, then)
@@ -106,6 +111,8 @@ class ScanCheckpoints:
 
     store: S3Store
     known: set[str] = field(default_factory=set)
+    paused_until: float = 0.0
+    """After a failure, the store is skipped until then (``PAUSE_SECONDS``)."""
     left: set[tuple[int, int, str]] = field(default_factory=set)
     """(shard, moves, job) of the jobs that ended leaving their site, whose checkpoints went up."""
 
@@ -113,8 +120,10 @@ class ScanCheckpoints:
 class SandboxCheckpoints:
     """Per scan with a store: its checkpoints carried between its batch jobs' folders and the store."""
 
-    def __init__(self, read_secret: Callable[[str, str, str], str] | None = None) -> None:
-        self.read_secret = read_secret or environment_secret
+    def __init__(
+        self, read_secret: Callable[[str, str, str], str] | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.read_secret, self.clock = read_secret or environment_secret, clock
         self._scans: dict[tuple[str, str], ScanCheckpoints] = {}
         self.said: set[str] = set()
 
@@ -130,18 +139,23 @@ class SandboxCheckpoints:
     def forget(self, scan: ScanRef) -> None:
         self._scans.pop((scan.namespace, scan.name), None)
 
-    def _sync(self, scan: ScanRef, folder: Path) -> tuple[ScanCheckpoints, CheckpointSync] | None:
+    def _sync(self, scan: ScanRef, folder: Path) -> tuple[ScanCheckpoints, _OperatorSync] | None:
         found = self._scans.get((scan.namespace, scan.name))
-        if found is None:
+        if found is None or self.clock() < found.paused_until:
             return None
         try:
             store = open_store(found.store, scan.namespace, scan.name, self.read_secret)
         except ArtifactStoreError as error:
+            found.paused_until = self.clock() + PAUSE_SECONDS
             if error.cause not in self.said:
                 self.said.add(error.cause)
                 log.warning("trial checkpoints: %s; the trials of moved shards start from epoch 0", error)
             return None
         return found, _OperatorSync(store, folder, self.said)
+
+    def _done(self, found: ScanCheckpoints, sync: _OperatorSync) -> None:
+        if sync.failed:  # said once by the sync; the next submits and cancels do not wait on it meanwhile
+            found.paused_until = self.clock() + PAUSE_SECONDS
 
     def restore(self, scan: ScanRef, folder: Path, shard_file: ShardFile) -> dict[str, str]:
         """Before a shard's job is submitted: the newest stored checkpoint of each of its trials into
@@ -152,20 +166,22 @@ class SandboxCheckpoints:
             return {}
         found, sync = opened
         restored = sync.restore((), only=wanted, replace_older=True)
+        self._done(found, sync)
         found.known |= set(restored)
         return restored
 
     def upload(self, scan: ScanRef, folder: Path, recorded: Collection[str]) -> set[str]:
         """After a shard's job was cancelled: the newest checkpoints its folder holds of unrecorded trials go up.
         Returns the trials uploaded."""
-        if not (wanted := to_upload(local_trials(folder), recorded)):
+        if not to_upload(local_trials(folder), recorded):
             return set()
         opened = self._sync(scan, folder)
         if opened is None:
             return set()
         found, sync = opened
-        sync.recorded |= set(recorded) | (local_trials(folder) - wanted)
+        sync.recorded |= set(recorded)  # their folders (a payload killed before deleting one) stay here
         sync.sync((), last=True)
+        self._done(found, sync)
         uploaded = set(sync.stored)
         found.known |= uploaded
         if uploaded:
@@ -190,4 +206,5 @@ class SandboxCheckpoints:
         opened = self._sync(scan, Path("/nonexistent"))  # no folder: it only deletes
         if opened is not None:
             opened[1].sync([record for record in records if record.id in done])  # prunes; uploads nothing
+            self._done(*opened)
             found.known -= done

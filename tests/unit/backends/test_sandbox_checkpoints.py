@@ -15,6 +15,7 @@ from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import Reason, ShardPhase, ShardStatus
 from hpscan.backends.base import ScanRef
 from hpscan.backends.sandbox_checkpoints import (
+    PAUSE_SECONDS,
     SandboxCheckpoints,
     leaves_its_site,
     local_trials,
@@ -108,20 +109,24 @@ def test_a_job_that_ended_because_its_site_failed_it_uploads_its_checkpoints(pha
     assert leaves_its_site(ShardStatus(index=0, phase=phase, reason=reason)) is leaves
 
 
-def test_the_checkpoints_of_a_job_that_left_its_site_go_up_once_per_job(tmp_path: Path):
+def test_the_checkpoints_of_a_job_that_left_its_site_go_up_once_per_job_and_a_failed_store_is_paused(tmp_path: Path):
     opened: list[str] = []
+    now = [1000.0]
 
     def no_secret(namespace: str, name: str, key: str) -> str:
         opened.append(key)  # each upload opens the store: its first key is asked for
         raise KeyError(key)
 
-    checkpoints = SandboxCheckpoints(read_secret=no_secret)
+    checkpoints = SandboxCheckpoints(read_secret=no_secret, clock=lambda: now[0])
     checkpoints.watch(SCAN, spec(STORE))
     (tmp_path / "checkpoints" / "c1-a").mkdir(parents=True)
     failed = ShardStatus(index=0, phase=ShardPhase.FAILED, reason=Reason.GPU_UNAVAILABLE, job="7")
     checkpoints.left(SCAN, failed, tmp_path, set())
     checkpoints.left(SCAN, failed, tmp_path, set())  # the next poll of the same ended job
     assert len(opened) == 1
-    checkpoints.left(SCAN, failed.model_copy(update={"job": "8"}), tmp_path, set())  # another job of the shard
-    checkpoints.left(SCAN, failed.model_copy(update={"phase": ShardPhase.RUNNING, "job": "9"}), tmp_path, set())
+    checkpoints.left(SCAN, failed.model_copy(update={"job": "8"}), tmp_path, set())  # another job, the store paused
+    assert len(opened) == 1
+    now[0] += PAUSE_SECONDS
+    checkpoints.left(SCAN, failed.model_copy(update={"job": "9"}), tmp_path, set())  # tried again after the pause
+    checkpoints.left(SCAN, failed.model_copy(update={"phase": ShardPhase.RUNNING, "job": "10"}), tmp_path, set())
     assert len(opened) == 2
