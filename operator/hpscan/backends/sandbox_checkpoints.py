@@ -1,20 +1,23 @@
 """Trial checkpoints that follow a shard moved off or onto a batch site (HTCondor, Slurm), carried by the operator.
 
-Grid and HPC jobs get no store credentials, so their runners keep checkpoints only in their own folder: an HTCondor
-job's sandbox (``checkpoints`` comes back with its output), a Slurm job's shard folder on the shared spool. The
-operator carries them through the scan's store (``core.artifacts.job_store``), in the layout a Kubernetes shard
-job's runner uses (``job/checkpoints.py``: ``<prefix>/<ns>/<scan>/_checkpoints/<trial>/<version>/...``), so a
-shard moved between sites of any kinds resumes its trials in flight at their last epoch:
+Grid and HPC jobs get no store credentials, so their runners keep checkpoints only in their own folder: a Slurm
+job's shard folder on the shared spool; an HTCondor job's sandbox on the execute side, of which the operator's side
+holds only what went in or came back (a removed job returns nothing: docs/checkpoints.md). The operator carries
+them through the scan's store (``core.artifacts.job_store``), in the layout a Kubernetes shard job's runner uses
+(``job/checkpoints.py``: ``<prefix>/<ns>/<scan>/_checkpoints/<trial>/<version>/...``), so a shard moved to another
+site, of any kind, resumes its trials in flight at the epoch its folder held:
 
-- ``upload``: after the backend cancelled a shard's job (a move, a suspend), the newest checkpoint of each of its
-  unrecorded trials in its folder goes up (``CheckpointSync.sync(last=True)``);
+- ``upload``: after the backend cancelled a shard's job (a move, a suspend), and once after a job ended because its
+  site failed it (``left``: exit 3), the newest checkpoint of each unrecorded trial in its folder goes up
+  (``CheckpointSync.sync(last=True)``);
 - ``restore``: before a shard's job is submitted, the newest whole stored checkpoint of each of *its* unrecorded
   trials comes down into the folder's ``checkpoints/<id>/`` (replacing a local one only when the stored one is
   newer: a job elsewhere trained it further);
 - ``recorded``: a trial's record came: the stored checkpoint the operator knows of is deleted.
 
 A store that fails costs no record and never blocks a submit or a cancel: the cause is logged once, the trial then
-starts from what its folder holds (epoch 0 when nothing). The decisions are pure functions; the rest is a thin shell.
+starts from what its folder holds (epoch 0 when nothing), and the scan's store is skipped for ``PAUSE_SECONDS``.
+The decisions are pure functions; the rest is a thin shell.
 """
 
 from __future__ import annotations
@@ -51,14 +54,6 @@ def shard_trials(shard_file: ShardFile) -> set[str]:
     return {combination.id for combination in shard_file.combinations}
 
 
-def local_trials(folder: Path) -> set[str]:
-    """The trials with a checkpoint folder in a job's folder (``checkpoints/<id>/``; hidden ones are partial)."""
-    root = folder / CHECKPOINTS_DIR
-    if not root.is_dir():
-        return set()
-    return {path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")}
-
-
 def to_upload(local: Collection[str], recorded: Collection[str]) -> set[str]:
     """After a cancel: the folder's checkpoints of trials not recorded (a recorded trial's is of no more use)."""
     return set(local) - set(recorded)
@@ -77,6 +72,14 @@ def to_forget(known: Collection[str], records: Iterable[ResultRecord]) -> set[st
 
 
 # --- the I/O shell ---
+
+
+def local_trials(folder: Path) -> set[str]:
+    """The trials with a checkpoint folder in a job's folder (``checkpoints/<id>/``; hidden ones are partial)."""
+    root = folder / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return set()
+    return {path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")}
 
 
 def recorded_in(results: Path) -> set[str]:
