@@ -25,7 +25,7 @@ import secrets
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,16 @@ def to_prune(stored: Iterable[str], recorded: set[str]) -> list[str]:
     return sorted(set(stored) & recorded)
 
 
+def stored_after(version: str, local: Snapshot) -> bool:
+    """Whether a stored version was uploaded after every file of a local checkpoint folder was written (a version
+    is named by its upload time: ``new_version``); a version of another shape is taken for older."""
+    try:
+        uploaded_ms = int(version.split("-", 1)[0])
+    except ValueError:
+        return False
+    return not local or uploaded_ms * 1_000_000 > max(mtime for _, mtime in local.values())
+
+
 def new_version(now: float) -> str:
     """A version name that sorts by upload time (milliseconds), made unique across pods by a random tail."""
     return f"{int(now * 1000):013d}-{secrets.token_hex(3)}"
@@ -164,8 +174,12 @@ class CheckpointSync:
             self.said.add(error.cause)
             self._say(f"{error}; {then}")
 
-    def restore(self, recorded: Iterable[str]) -> dict[str, str]:
-        """Download the newest whole checkpoint of each unrecorded trial; delete those of recorded trials.
+    def restore(
+        self, recorded: Iterable[str], only: Collection[str] | None = None, replace_older: bool = False
+    ) -> dict[str, str]:
+        """Download the newest whole checkpoint of each unrecorded trial (of ``only``, when given: a batch shard's,
+        restored by the operator); delete those of recorded trials. A local folder is kept, unless
+        ``replace_older`` and the stored version is newer (trained further by a job at another site).
         Returns trial -> the version restored."""
         self.recorded |= set(recorded)
         try:
@@ -175,7 +189,10 @@ class CheckpointSync:
             return {}
         restored = {}
         for trial, version in to_restore(stored, self.recorded).items():
-            if (self.root / trial).exists():
+            if only is not None and trial not in only:
+                continue
+            local = self.root / trial
+            if local.exists() and not (replace_older and stored_after(version, snapshot(local))):
                 continue  # the folder's own is at least as new (a runner started again in the same folder)
             if self._download(trial, version, stored[trial].versions[version]):
                 restored[trial] = self.stored[trial] = version
@@ -198,6 +215,7 @@ class CheckpointSync:
             shutil.rmtree(partial, ignore_errors=True)
             self._failed(error, f"{trial} trains from epoch 0")
             return False
+        shutil.rmtree(self.root / trial, ignore_errors=True)  # an older local one (replace_older)
         partial.rename(self.root / trial)  # whole, or not at all: the payload reads it next
         return True
 

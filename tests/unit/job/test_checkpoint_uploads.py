@@ -13,6 +13,7 @@ from hpscan.job.checkpoints import (
     changed_trials,
     manifest,
     new_version,
+    stored_after,
     stored_trials,
     to_prune,
     to_restore,
@@ -88,3 +89,13 @@ def test_versions_sort_by_upload_time_and_the_manifest_lists_the_files():
     assert versions == sorted(versions) and len(set(versions)) == 4
     assert new_version(1.0) != new_version(1.0)  # two pods in the same millisecond
     assert json.loads(manifest("c1", {"state.npz": (42, 7)})) == {"trial": "c1", "files": {"state.npz": 42}}
+
+
+def test_a_stored_version_replaces_a_local_folder_only_when_uploaded_after_its_newest_file():
+    millisecond = 1_000_000
+    local = {"state.npz": (10, 5_000 * millisecond), "extra.bin": (3, 6_000 * millisecond)}
+    assert stored_after("0000000006001-aaaa", local)  # uploaded after a job elsewhere trained it further
+    assert not stored_after("0000000006000-aaaa", local)  # the local one is as new: kept
+    assert not stored_after("0000000004000-aaaa", local)
+    assert stored_after("0000000000001-aaaa", {})  # an empty folder holds nothing to keep
+    assert not stored_after("not-a-time", local)  # another shape: taken for older

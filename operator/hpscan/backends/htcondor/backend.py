@@ -49,6 +49,7 @@ from hpscan.backends.htcondor.schedd import (
 from hpscan.backends.htcondor.schedds import Schedds
 from hpscan.backends.htcondor.state import ScanState, scan_table
 from hpscan.backends.htcondor.submit import SubmitPlan, scan_dir, submit_description, write_sandboxes
+from hpscan.backends.sandbox_checkpoints import SandboxCheckpoints, leaves_its_site, recorded_in
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
@@ -93,6 +94,7 @@ class HTCondorBackend(Backend):
         self._probes = Probes(self._schedds, self._poller, self.work_dir)
         self._removal = Removal(self._schedds, self._poller, self.work_dir)
         self.models = SandboxModels(read_secret, clock)  # returned models/ folders -> spec.artifacts.store
+        self.checkpoints = SandboxCheckpoints(read_secret)  # a moved shard's checkpoints/ <-> the scan's store
 
     # The poller's settings, which tests change on a running backend.
     @property
@@ -119,6 +121,7 @@ class HTCondorBackend(Backend):
         sees, e.g. from an index, so a restarted operator polls what it submitted before)."""
         state = self.scans.open(self._checked(scan))
         self.models.watch(scan, spec)
+        self.checkpoints.watch(scan, spec)
         state.sites.update((site.name, site) for site in spec.sites if site.backend == "htcondor")
         self._poller.watch(state)
 
@@ -139,6 +142,7 @@ class HTCondorBackend(Backend):
         their output and final state), stop watching it and, if asked, delete its sandboxes on this side.
         Raises SchedulerUnavailable when a schedd does not answer; call again (e.g. from a retried finalizer)."""
         state = self.scans.get(self._checked(scan))
+        self.checkpoints.forget(scan)  # first: a deleted scan's jobs leave no checkpoints in the store
         if state is not None:
             self._removal.cancel(state, None)
             self._removal.release_completed(state)
@@ -208,15 +212,16 @@ class HTCondorBackend(Backend):
                 continue
             if orphans:
                 self._schedds.remove(connection, condor, orphans, "input never spooled; submitting again")
-            wanted = {int(row["Shard"]) for row in missing}
-            write_sandboxes(
-                self.scan_dir(scan), [launch.shard_file for launch in launches if launch.shard_file.shard in wanted]
-            )
+            shards = {int(row["Shard"]) for row in missing}
+            wanted = [launch.shard_file for launch in launches if launch.shard_file.shard in shards]
+            write_sandboxes(self.scan_dir(scan), wanted)
+            for shard_file in wanted:  # what a job at another site trained, into the input's checkpoints/
+                self.checkpoints.restore(scan, self.scan_dir(scan) / shard_name(shard_file.shard), shard_file)
             with self._schedds.calling(connection, condor, f"submitting {len(missing)} shard job(s)", name):
                 result = schedd.submit(plan.description, count=1, spool=plan.spool, itemdata=iter(missing))
                 if plan.spool:
                     schedd.spool(result)
-            state.cancelled.difference_update(wanted)
+            state.cancelled.difference_update(shard_file.shard for shard_file in wanted)
 
     # the shared poller --------------------------------------------------------------------------------------
 
@@ -257,6 +262,9 @@ class HTCondorBackend(Backend):
             if remote and shard.phase == ShardPhase.SUCCEEDED and job_id(ad) not in view.retrieved:
                 # Succeeded only once its results are here, so the last records are never missed.
                 shard = shard.model_copy(update={"phase": ShardPhase.RUNNING, "reason": Reason.RETRIEVING_OUTPUT})
+            if leaves_its_site(shard) and (not remote or job_id(ad) in view.retrieved):  # exit 3: for the next site
+                sandbox = self.scan_dir(scan) / shard_name(shard.index)
+                self.checkpoints.left(scan, shard, sandbox, recorded_in(sandbox / RESULTS_FILE))
             states[shard.index] = shard
         for index in state.cancelled - set(states):
             states[index] = ShardStatus(index=index, phase=ShardPhase.SUSPENDED, reason=Reason.SUSPENDED)
@@ -299,6 +307,7 @@ class HTCondorBackend(Backend):
         if left:  # removed by an operator that stopped before reading them
             settled = self._removal.settle(state, left)
             records.extend(state.records_handed.first_seen(settled, key=lambda record: record.id))
+        self.checkpoints.recorded(scan, records)
         return records
 
     def unreadable(self, scan: ScanRef) -> int:
@@ -360,3 +369,6 @@ class HTCondorBackend(Backend):
         if shards is not None and not shards:
             return
         self._removal.cancel(state, shards)
+        for shard in sorted(state.cancelled if shards is None else shards):  # what came back, for the next site
+            sandbox = self.scan_dir(scan) / shard_name(shard)
+            self.checkpoints.upload(scan, sandbox, recorded_in(sandbox / RESULTS_FILE))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from hpscan.api.contract import RESULTS_FILE, ResultRecord
+from hpscan.api.contract import CHECKPOINTS_DIR, RESULTS_FILE, ResultRecord
 from hpscan.api.sites import Site
 from hpscan.api.spec import HPScanSpec
 from hpscan.api.status import Reason, ShardPhase, ShardStatus
@@ -25,6 +25,7 @@ from hpscan.api.trials import (
     read_progress,
 )
 from hpscan.backends.base import Backend, ScanRef, ScanTable, ShardLaunch
+from hpscan.backends.sandbox_checkpoints import SandboxCheckpoints
 from hpscan.backends.sandbox_models import SandboxModels
 from hpscan.backends.slurm import spool
 from hpscan.backends.slurm.commands import SlurmCommands
@@ -40,24 +41,12 @@ from hpscan.backends.slurm.script import (
     shard_folder,
     slurm_of,
 )
-from hpscan.backends.slurm.state import COMMANDS, Connection, ScanState, ShardPlace, View
-from hpscan.backends.slurm.states import RUNNING_STATES, Attempt, attempts_started, shard_verdict
+from hpscan.backends.slurm.state import COMMANDS, Connection, ScanState, ShardPlace, View, checked
+from hpscan.backends.slurm.states import Attempt, attempts_started, shard_verdict
 from hpscan.core.brokering import ProbeOutcome
 from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail
 from hpscan.job.slurm import INBOX_DIR
-
-
-def _stopping(attempt: Attempt) -> bool:
-    """A cancelled job that still runs: Slurm sent SIGTERM and waits KillWait before SIGKILL, and the payload may
-    record the combination it was training meanwhile (into results.jsonl, which the next attempt reads)."""
-    return attempt.cancelled and attempt.job is not None and attempt.job.state in RUNNING_STATES
-
-
-def _checked(scan: ScanRef) -> ScanRef:
-    if not scan.uid:
-        raise BackendError(f"scan {scan.name!r} has no uid; Slurm jobs are found again by it")
-    return scan
 
 
 class SlurmBackend(Backend):
@@ -73,16 +62,15 @@ class SlurmBackend(Backend):
         max_age_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.read_secret = read_secret
-        self.environ = dict(os.environ if environ is None else environ)
-        self.max_age_seconds = max_age_seconds
-        self.clock = clock
+        self.read_secret, self.environ = read_secret, dict(os.environ if environ is None else environ)
+        self.max_age_seconds, self.clock = max_age_seconds, clock
         self.scans: ScanTable[ScanState] = ScanTable(ScanState, key=lambda scan: scan.uid)
         self.views: dict[Connection, View] = {}
         self._lock = threading.RLock()
         self._probes = Probes(self)
         self.models = SandboxModels(read_secret, clock)
         """Models the payload left in a shard's models/ folder on the shared file system -> spec.artifacts.store."""
+        self.checkpoints = SandboxCheckpoints(read_secret)  # a moved shard's checkpoints/ <-> the scan's store
 
     # connections ----------------------------------------------------------------------------------------------
 
@@ -140,9 +128,10 @@ class SlurmBackend(Backend):
     def track(self, scan: ScanRef, spec: HPScanSpec) -> None:
         """Remember the scan's Slurm sites, and find the shards submitted before (their jobs.jsonl in the spool)."""
         with self._lock:
-            state = self.scans.open(_checked(scan))
+            state = self.scans.open(checked(scan))
             state.spec = spec
             self.models.watch(scan, spec)
+            self.checkpoints.watch(scan, spec)
             state.sites.update((site.name, site) for site in spec.sites if site.backend == self.name)
             for site in state.sites.values():
                 for folder in sorted(scan_folder(site, scan).glob("shard-*")):
@@ -154,13 +143,14 @@ class SlurmBackend(Backend):
     def forget(self, scan: ScanRef) -> None:
         """A deleted scan: cancel its jobs and let go of it; its files in the spool stay (results are kept)."""
         with self._lock:
-            if (state := self.scans.get(_checked(scan))) is not None:
+            self.checkpoints.forget(scan)  # first: a deleted scan's cancel uploads nothing
+            if (state := self.scans.get(checked(scan))) is not None:
                 self._cancel(state, None)
             self.scans.drop(scan)
             self.models.forget(scan)
 
     def _tracked(self, scan: ScanRef) -> ScanState:
-        state = self.scans.get(_checked(scan))
+        state = self.scans.get(checked(scan))
         if state is None or state.spec is None:
             raise BackendError(f"scan {scan.name!r} is not tracked; call track() with its spec first")
         return state
@@ -191,7 +181,9 @@ class SlurmBackend(Backend):
                     continue
                 spool.make_folder(folder / INBOX_DIR, Path(slurm_of(site).spool))
                 spool.write_shard_file(folder, launch.shard_file)
-                if attempts and _stopping(attempts[-1]):
+                if self.checkpoints.restore(scan, folder, launch.shard_file):  # trained elsewhere before a move
+                    spool.hand_over(folder / CHECKPOINTS_DIR, Path(slurm_of(site).spool))
+                if attempts and attempts[-1].stopping:
                     state.restarting.add(index)  # two jobs must never write one results.jsonl: poll starts it
                     continue
                 self._submit_attempt(state, site, index, moves, len(attempts) + 1)
@@ -234,7 +226,7 @@ class SlurmBackend(Backend):
         """Each shard's state from its newest job; a failed attempt with retries left is submitted again here.
         A site whose slurmrestd does not answer keeps its shards' last state, marked SchedulerUnavailable."""
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             if state is None or state.spec is None:
                 return {}
             self.refresh(state)
@@ -253,7 +245,7 @@ class SlurmBackend(Backend):
             return last
         attempts = self._attempts(state, site, folder, index, place.moves)
         if index in state.restarting and attempts:
-            if _stopping(attempts[-1]):
+            if attempts[-1].stopping:
                 return ShardStatus(
                     index=index, site=site.name, moves=place.moves, attempts=attempts_started(attempts),
                     message=f"waits for its cancelled job {attempts[-1].job_id} to stop",
@@ -282,6 +274,7 @@ class SlurmBackend(Backend):
             moves=place.moves,
         )
         state.last[index] = status
+        self.checkpoints.left(state.scan, status, folder, state.recorded.get(index, set()))  # exit 3: for the next site
         return status
 
     def _collect(self, state: ScanState) -> None:
@@ -295,10 +288,11 @@ class SlurmBackend(Backend):
             state.unreported.extend(records)
             if records:  # the payload saves a model before its record: both are on the file system now
                 self.models.returned(state.scan, folder, records)
+                self.checkpoints.recorded(state.scan, records)
 
     def fetch_records(self, scan: ScanRef) -> list[ResultRecord]:
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             if state is None:
                 return []
             self.models.flush(scan)  # models whose upload failed before
@@ -341,7 +335,7 @@ class SlurmBackend(Backend):
 
     def fetch_progress(self, scan: ScanRef) -> list[Progress]:
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             if state is None:
                 return []
             reports: list[Progress] = []
@@ -352,7 +346,7 @@ class SlurmBackend(Backend):
 
     def assignments(self, scan: ScanRef) -> dict[int, Assignment]:
         with self._lock:
-            state = self.scans.get(_checked(scan))
+            state = self.scans.get(checked(scan))
             out: dict[int, Assignment] = {}
             for index in state.shards if state is not None else ():
                 assert state is not None
@@ -397,4 +391,5 @@ class SlurmBackend(Backend):
                 continue  # ended already: its outcome stands
             spool.mark_cancelled(folder, newest.job_id)  # first: a crash after the cancel still reads Suspended
             self.client(state.scan, site).cancel(newest.job_id)
+            self.checkpoints.upload(state.scan, folder, state.recorded.get(index, set()))  # for its next site
         self.expire()

@@ -39,6 +39,16 @@ def make_folder(folder: Path, spool: Path) -> None:
             os.chown(path, owner.st_uid, owner.st_gid)
 
 
+def hand_over(tree: Path, spool: Path) -> None:
+    """As root, give everything under ``tree`` to the spool's owner: the job's payload resumes from (and then
+    deletes) what the operator restored there."""
+    if os.geteuid() != 0 or not tree.exists():
+        return
+    owner = spool.stat()
+    for path in [tree, *tree.rglob("*")]:
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def write_shard_file(folder: Path, shard_file: ShardFile) -> None:
     path = folder / shard_file_name(shard_file.shard)
     tmp = path.with_suffix(".tmp")

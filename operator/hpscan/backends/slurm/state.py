@@ -13,11 +13,19 @@ from hpscan.api.status import ShardStatus
 from hpscan.api.trials import JsonLines
 from hpscan.backends.base import ScanRef
 from hpscan.backends.slurm.states import SlurmJob
+from hpscan.errors import BackendError
 from hpscan.job.runner import RecordTail
 
 Connection = tuple[str, str, str]
 """(REST URL or COMMANDS, user, token): one identity at one slurmrestd, or at the commands where hpscan runs."""
 COMMANDS = "commands"
+
+
+def checked(scan: ScanRef) -> ScanRef:
+    """The scan, when it has a uid (the table's key, and part of its jobs' names)."""
+    if not scan.uid:
+        raise BackendError(f"scan {scan.name!r} has no uid; Slurm jobs are found again by it")
+    return scan
 
 
 @dataclass

@@ -119,6 +119,12 @@ class Attempt:
     last_words: str = ""
     """The last line of the job's stderr, for a failed payload."""
 
+    @property
+    def stopping(self) -> bool:
+        """A cancelled job that still runs: Slurm sent SIGTERM and waits KillWait before SIGKILL, and the payload
+        may record the combination it was training meanwhile (into results.jsonl, which the next attempt reads)."""
+        return self.cancelled and self.job is not None and self.job.state in RUNNING_STATES
+
 
 @dataclass(frozen=True)
 class Verdict:
