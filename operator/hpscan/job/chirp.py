@@ -14,6 +14,7 @@ get_job_attr; its per-epoch reports go out as ``HPScanProgress``. docs/htcondor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from urllib.parse import quote, unquote
 
 from pydantic import ValidationError
 
-from hpscan.api.contract import Objective, ResultRecord, ShardFile, parse_records
+from hpscan.api.contract import CHECKPOINTS_DIR, Objective, ResultRecord, ShardFile, parse_records
 from hpscan.api.trials import Progress
 from hpscan.errors import BackendError
 
@@ -149,6 +150,44 @@ class ChirpClient(Protocol):
     def set_job_attr(self, job_attribute: str, attribute_value: str) -> None: ...
 
     def get_job_attr(self, job_attribute: str) -> str: ...
+
+
+class ChirpFiles(Protocol):
+    """The part of ``htchirp.HTChirp`` that writes files at the access point, relative to the job's initialdir."""
+
+    def mkdir(self, remote_path: str, mode: int | None = None) -> None: ...
+
+    def putfile(self, local_file: str, remote_file: str, mode: int | None = None) -> int: ...
+
+    def rmall(self, remote_path: str) -> None: ...
+
+    def rename(self, old_path: str, new_path: str) -> None: ...
+
+
+def send_folders(chirp: ChirpFiles, root: Path, remote: str) -> list[str]:
+    """Copy each visible folder under ``root`` to ``remote/<name>/`` at the access point, each whole or not at all
+    (written beside as ``.<name>.chirp``, then renamed over the old one; a hidden partial is left out by whoever
+    reads the folder). Returns the names sent; raises what chirp raises."""
+    folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    if folders:
+        _quietly(chirp.mkdir, remote)  # exists already: the sandbox's own
+    for folder in folders:
+        partial = f"{remote}/.{folder.name}.chirp"
+        _quietly(chirp.rmall, partial)
+        chirp.mkdir(partial)
+        for path in sorted(folder.rglob("*")):
+            target = f"{partial}/{path.relative_to(folder).as_posix()}"
+            chirp.mkdir(target) if path.is_dir() else chirp.putfile(str(path), target)
+        _quietly(chirp.rmall, f"{remote}/{folder.name}")
+        chirp.rename(partial, f"{remote}/{folder.name}")
+    return [folder.name for folder in folders]
+
+
+def _quietly(call: Callable[[str], object], path: str) -> None:
+    """A chirp call whose refusal means it is done already (a folder that exists, or is gone: htchirp's
+    AlreadyExists, DoesntExist); a lost connection fails the next call instead."""
+    with contextlib.suppress(Exception):  # htchirp's errors derive from Exception only
+        call(path)
 
 
 def chirp_line_length(attribute: str, value: str) -> int:
@@ -305,6 +344,21 @@ class ChirpChannel:
                     self.unsent.discard(pages.get(name, -1))  # a page not set goes again with the next publish
         except Exception as error:  # no chirp (not in a job, WantIOProxy off): progress waits for the sandbox
             sys.stderr.write(f"hpscan: chirp unavailable, progress comes with the output sandbox ({error})\n")
+
+    def send_checkpoints(self, folder: Path) -> None:
+        """A job stopped by SIGTERM sends its trials' checkpoints (OUT/checkpoints/) to ``checkpoints/`` in its
+        initialdir at the access point: a job hpscan removes (a move, a suspend) gets no output transfer, and from
+        there the operator carries them to the shard's next site through the scan's store
+        (backends/sandbox_checkpoints.py). An evicted job's spool brings them to its next slot anyway. Never raises:
+        without them the trials start at epoch 0 at the next site."""
+        try:
+            with self.client() as chirp:
+                sent = send_folders(chirp, folder, CHECKPOINTS_DIR)  # type: ignore[arg-type]
+        except Exception as error:
+            sys.stderr.write(f"hpscan: could not send the trials' checkpoints through chirp ({error})\n")
+        else:
+            if sent:
+                sys.stderr.write(f"hpscan: sent the checkpoints of {', '.join(sent)} to the access point\n")
 
 
 def open_channel(shard_file: Path) -> ChirpChannel:

@@ -248,8 +248,10 @@ def run_shard(
     if bridge is not None:
         bridge.carry()  # the first trials are there when the payload looks
     process = subprocess.Popen(payload_command(command, shard_file, out_dir))
+    stopped: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:  # let the payload stop cleanly on SIGTERM
+        stopped.append(signum)
         process.send_signal(signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
@@ -277,6 +279,8 @@ def run_shard(
         carry(tail.read_new(), last=True)  # the last records, and a last try for models whose upload failed
         if bridge is not None:
             bridge.carry()  # the last epochs
+        if stopped and (send := getattr(channel, "send_checkpoints", None)) is not None:
+            send(out_dir / CHECKPOINTS_DIR)  # stopped from outside (a removed job): its output may not go back
         return exit_status(process.returncode)
     except BaseException:  # the channel gave up (or the runner was interrupted): the payload does not outlive it
         _stop(process)

@@ -181,8 +181,8 @@ class ScheddStandIn:
     def retrieve(self, job_spec: Any) -> None:
         self._call("retrieve", job_spec if isinstance(job_spec, list) else str(job_spec))
         for job in self._select(job_spec):
-            if self.jobs[job].eval("JobStatus") != COMPLETED:
-                continue
+            if self.jobs[job].eval("JobStatus") not in (COMPLETED, REMOVED):  # a removed job's spool, as the real
+                continue  # schedd sends it while leave_in_queue keeps the job
             for name, text in self.outputs.pop(job, {}).items():
                 (Path(self.jobs[job].eval("Iwd")) / name).write_text(text)
 

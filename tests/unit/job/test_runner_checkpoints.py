@@ -87,3 +87,91 @@ def test_a_payload_that_saves_no_checkpoint_runs_to_its_own_end(tmp_path):
     assert (tmp_path / "out" / "checkpoints").is_dir()  # made for the batch system's checkpoint list
     assert newest_checkpoint(tmp_path / "out") is None
     assert json.loads((tmp_path / "out" / "results.jsonl").read_text())["id"] == "c0"
+
+
+class ChirpedFiles(Collected):
+    """A channel whose send_checkpoints copies the folder as ChirpChannel's does, into a stand-in of the access
+    point's initialdir (chirp's file calls on a local folder, with its refusals: mkdir of an existing folder and
+    rename over a non-empty one fail, rmall of a missing path fails)."""
+
+    class Remote:
+        def __init__(self, root: Path) -> None:
+            self.root = root
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+        def mkdir(self, remote_path: str, mode: int | None = None) -> None:
+            (self.root / remote_path).mkdir()  # FileExistsError, as chirp's AlreadyExists
+
+        def putfile(self, local_file: str, remote_file: str, mode: int | None = None) -> int:
+            data = Path(local_file).read_bytes()
+            (self.root / remote_file).write_bytes(data)
+            return len(data)
+
+        def rmall(self, remote_path: str) -> None:
+            import shutil
+
+            shutil.rmtree(self.root / remote_path)  # FileNotFoundError, as chirp's DoesntExist
+
+        def rename(self, old_path: str, new_path: str) -> None:
+            (self.root / old_path).rename(self.root / new_path)
+
+    def __init__(self, initialdir: Path) -> None:
+        super().__init__()
+        self.initialdir = initialdir
+
+    def send_checkpoints(self, folder: Path) -> None:
+        from hpscan.job.chirp import send_folders
+
+        self.sent = send_folders(self.Remote(self.initialdir), folder, "checkpoints")
+
+
+def test_folders_go_to_the_access_point_whole_and_replace_the_older_copy(tmp_path):
+    from hpscan.job.chirp import send_folders
+
+    out, initialdir = tmp_path / "out", tmp_path / "initialdir"
+    (out / "c1" / "sub").mkdir(parents=True)
+    (out / "c1" / "state.npz").write_text("epoch 5")
+    (out / "c1" / "sub" / "extra").write_text("x")
+    (out / ".c2.download").mkdir()  # hidden: a partial, never sent
+    (initialdir / "checkpoints" / "c1").mkdir(parents=True)
+    (initialdir / "checkpoints" / "c1" / "state.npz").write_text("epoch 2")  # an older copy there
+    (initialdir / "checkpoints" / "c1" / "stale").write_text("gone")
+    assert send_folders(ChirpedFiles.Remote(initialdir), out, "checkpoints") == ["c1"]
+    sent = initialdir / "checkpoints" / "c1"
+    assert (sent / "state.npz").read_text() == "epoch 5" and (sent / "sub" / "extra").read_text() == "x"
+    assert not (sent / "stale").exists()  # the folder is replaced, not merged
+    assert sorted(p.name for p in (initialdir / "checkpoints").iterdir()) == ["c1"]  # no partial left
+    assert send_folders(ChirpedFiles.Remote(initialdir), tmp_path / "none", "checkpoints") == []
+
+
+def test_a_runner_stopped_by_sigterm_sends_its_checkpoints_through_its_channel(tmp_path):
+    import os
+    import signal
+    import threading
+
+    payload = tmp_path / "payload.py"
+    payload.write_text(PAYLOAD)
+    out, initialdir = tmp_path / "out", tmp_path / "initialdir"
+    initialdir.mkdir()
+    channel = ChirpedFiles(initialdir)
+    saved = out / "checkpoints" / "c1" / "state.npz"
+    # SIGTERM to this process once the payload saved a checkpoint: the runner's handler passes it on
+    threading.Thread(target=lambda: (_wait_for(saved), os.kill(os.getpid(), signal.SIGTERM)), daemon=True).start()
+    code = run_shard(
+        [sys.executable, str(payload), "forever"], tmp_path / "shard.json", out, channel, poll_seconds=0.05
+    )
+    assert code == 128 + signal.SIGTERM  # the payload was stopped by it
+    assert channel.sent == ["c1"]
+    assert (initialdir / "checkpoints" / "c1" / "state.npz").read_text() == saved.read_text()
+    assert [r.id for r in channel.records] == ["c0"]  # its records published first
+
+
+def _wait_for(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)

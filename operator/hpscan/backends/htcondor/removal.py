@@ -3,14 +3,15 @@ what they chirped, and lets a deleted scan's completed jobs leave the queue."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpscan.api.contract import RESULTS_FILE, ResultRecord, parse_records, shard_name
-from hpscan.api.sites import Site
-from hpscan.backends.htcondor.ads import attr, job_id
+from hpscan.api.sites import HTCondorSite, Site
+from hpscan.backends.htcondor.ads import attr, job_id, spooled_output_repair
 from hpscan.backends.htcondor.credentials import Connection
 from hpscan.backends.htcondor.poller import Poller
 from hpscan.backends.htcondor.schedd import (
@@ -28,8 +29,12 @@ from hpscan.backends.htcondor.schedd import (
 from hpscan.backends.htcondor.schedds import Schedds
 from hpscan.backends.htcondor.state import ScanState
 from hpscan.backends.htcondor.submit import scan_dir
+from hpscan.errors import HPScanError
 from hpscan.job.chirp import RECORD_PAGES_ATTR, classad_string
 
+SPOOL_ATTRS = ["TransferCheckpoint", "SpooledOutputFiles", "TransferOutput"]
+"""What spooled_output_repair reads of a job's ad."""
+log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 40.0
 """How long cancel waits for removed jobs to stop: the starter's soft kill (SIGTERM) gives a job KILLING_TIMEOUT
 (30 s by default) before it kills it hard; the shard runner needs a second or two to chirp its last records."""
@@ -121,7 +126,9 @@ class Removal:
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while True:
             with self.schedds.calling(connection, condor, "waiting for removed jobs to stop"):
-                ads = schedd.query(_any_of(jobs), ["ClusterId", "ProcId", "RemoteHost", RECORD_PAGES_ATTR])
+                ads = schedd.query(
+                    _any_of(jobs), ["ClusterId", "ProcId", "RemoteHost", RECORD_PAGES_ATTR, *SPOOL_ATTRS]
+                )
             if not wait or all(attr(ad, "RemoteHost") is None for ad in ads) or time.monotonic() > deadline:
                 break
             time.sleep(STOP_POLL_SECONDS)
@@ -129,9 +136,26 @@ class Removal:
         chirped = self.poller.read_pages(connection, site, {job: wanted for job, wanted in pages.items() if wanted})
         for records in chirped.values():
             keep_chirped(state, records)
+        if ads and condor.remote and wait:
+            self._retrieve_spooled(connection, condor, ads)
         if ads:
             with self.schedds.calling(connection, condor, "releasing removed jobs"):
                 schedd.edit(_any_of([job_id(ad) for ad in ads]), RELEASED_ATTR, "true")
+
+    def _retrieve_spooled(self, connection: Connection, condor: HTCondorSite, ads: Sequence[Any]) -> None:
+        """A removed job's output, spooled at the schedd when it stopped (a graceful removal transfers a running job's
+        output as an eviction does: when_to_transfer_output ON_EXIT_OR_EVICT), into its sandbox here before the job
+        is released and its spool goes: checkpoints/ above all, which the next site resumes from. Best effort: a
+        failure is logged, and the trials start again from their last checkpoint that did come back."""
+        schedd = self.schedds.handle(connection, condor)
+        try:
+            with self.schedds.calling(connection, condor, f"retrieving the output of {len(ads)} removed job(s)"):
+                for ad in ads:
+                    if (files := spooled_output_repair(ad)) is not None:
+                        schedd.edit(job_id(ad), "SpooledOutputFiles", classad_string(files))
+                schedd.retrieve(_any_of([job_id(ad) for ad in ads]))
+        except HPScanError as error:
+            log.warning("%s; their checkpoints stay behind", error)
 
     def _append_chirped(self, state: ScanState) -> None:
         """A removed job's scratch results never come back: append what it chirped to its shard's results.jsonl,

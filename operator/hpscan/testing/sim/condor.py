@@ -9,7 +9,7 @@ payload may die (max_retries and retry_until applied as the schedd's OnExitRemov
 (results.jsonl and checkpoints/, the trials' states at their last epoch boundary) comes back only when an attempt
 ends, evicted or not; the input sandbox carries the Iwd's results.jsonl and checkpoints/ (the real backend's
 initialdir: whatever job of the shard starts next, a retry or a move, starts on them). A job hpscan removes
-(condor_rm) sends nothing back.
+(condor_rm) sends its checkpoints there too as it stops (the runner, through chirp), but not its results.jsonl.
 
 What it leaves out: matchmaking and slots (a job starts a few seconds after it is idle), holds and their timeouts
 (held jobs are tested in tests/unit/backends/htcondor/test_htcondor_*.py and on the real pool), spooling, credentials, probes.
@@ -135,8 +135,10 @@ class SimStartd:
                 if now - since >= 2:
                     self._start(job, now)
                 continue
-            if status != RUNNING and job in self.pods:  # removed by hpscan (condor_rm): nothing comes back
-                self.world.removed_mid_trial(self.pods.pop(job))
+            if status != RUNNING and job in self.pods:  # removed by hpscan (condor_rm): its runner sends checkpoints/
+                pod = self.pods.pop(job)
+                self.world.interrupted(pod)
+                write_checkpoints(self._iwd(job), pod.checkpoints)
                 continue
             if status != RUNNING or job not in self.pods:
                 continue

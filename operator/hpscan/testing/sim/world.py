@@ -77,7 +77,6 @@ class World:
         self.epochs_trained: Counter[str] = Counter()  # every epoch trained, again or not
         self.shards_of: dict[str, set[int]] = {}  # the shards whose workers trained a trial
         self.recorded_epochs: dict[str, int] = {}  # a trial's epochs, as its (last) record says
-        self.removed_in_training: set[str] = set()  # trials whose job hpscan removed while it trained them
         self.violations: list[str] = []
         self.step_calls = 0
 
@@ -92,11 +91,6 @@ class World:
     def trained_epoch(self, trial_id: str, shard: int, epoch: int) -> None:
         self.epochs_trained[trial_id] += 1
         self.shards_of.setdefault(trial_id, set()).add(shard)
-
-    def removed_mid_trial(self, pod: SimPod) -> None:
-        """hpscan removed a running job (a move, a suspend): its sandbox never comes back, nor its checkpoints."""
-        self.interrupted(pod)
-        self.removed_in_training |= set(pod.checkpoints) | set(pod.interrupted())
 
     def resumed(self, trial_id: str, shard: int, epoch: int) -> None:
         """A worker resumed a trial from a checkpoint at ``epoch``: never past what was trained."""
@@ -250,15 +244,15 @@ class World:
             self._violate(f"{ended} trials ended for a budget of {budget}: {counts}")
 
     def _check_resumes(self) -> None:
-        """HTCondor: an attempt's output sandbox, checkpoints included, comes back whenever it ends (evicted,
-        failed or done) and the shard's next job starts on it; so a trial that only one shard's workers trained
-        trains no epoch twice, whatever the faults (a trial handed to another worker, or its checkpoint lost with a
-        removed job, may). Kubernetes keeps checkpoints in the scan's store, which the simulation has not."""
+        """HTCondor: an attempt's checkpoints come back whenever it ends (evicted, failed, done, or removed by
+        hpscan) and the shard's next job starts on them; so a trial that only one shard's workers trained trains no
+        epoch twice, whatever the faults (a trial handed to another worker may). Kubernetes keeps checkpoints in the
+        scan's store, which the simulation has not."""
         if self.scenario.backend != "htcondor":
             return
         for trial, epochs in sorted(self.recorded_epochs.items()):
             trained = self.epochs_trained[trial]
-            if len(self.shards_of.get(trial, ())) == 1 and trained > epochs and trial not in self.removed_in_training:
+            if len(self.shards_of.get(trial, ())) == 1 and trained > epochs:
                 self._violate(f"trial {trial} trained {trained} epochs for the {epochs} its record says")
 
     def _check_rung_prunes(self, searches: dict[str, Any]) -> None:
