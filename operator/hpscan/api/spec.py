@@ -164,8 +164,9 @@ class Artifacts(CamelModel):
         None,
         description="Where Kubernetes and HTCondor shards keep their models (local runs use the run folder): "
         "<prefix>/<namespace>/<scan>/<combination id>/ in an S3 bucket; the operator's default store "
-        "(defaults.artifactStore) when empty. Without a store, cluster scans keep no models. Kubernetes shards "
-        "keep their trials' checkpoints there too (<scan>/_checkpoints/), whatever `keep` says.",
+        "(defaults.artifactStore) when empty. Without a store, cluster scans keep no models. Trial checkpoints "
+        "are kept there too (<scan>/_checkpoints/), whatever `keep` says: by Kubernetes shards, and by the operator "
+        "for HTCondor and Slurm shards that move to another site.",
     )
 
     @property
