@@ -2,7 +2,8 @@
 
 Grid and HPC jobs get no store credentials, so their runners keep checkpoints only in their own folder: a Slurm
 job's shard folder on the shared spool; an HTCondor job's sandbox on the execute side, of which the operator's side
-holds only what went in or came back (a removed job returns nothing: docs/checkpoints.md). The operator carries
+holds what went in or came back (a removed job's runner sends its checkpoints through chirp as it stops, and a
+spooled one's are retrieved before its release: backends/htcondor/removal.py, docs/checkpoints.md). The operator carries
 them through the scan's store (``core.artifacts.job_store``), in the layout a Kubernetes shard job's runner uses
 (``job/checkpoints.py``: ``<prefix>/<ns>/<scan>/_checkpoints/<trial>/<version>/...``), so a shard moved to another
 site, of any kind, resumes its trials in flight at the epoch its folder held:
